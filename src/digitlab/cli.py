@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Annotated, Optional
@@ -38,11 +39,21 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def reports_errors(command):
+    """Decorate every command: a DigitlabError becomes a one-line message and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except DigitlabError as e:
+            fail(str(e))
+
+    return wrapper
+
+
 def main() -> None:
-    try:
-        app()
-    except DigitlabError as e:
-        fail(str(e))
+    app()
 
 
 # ---- data and explore commands (data.py, explore.py) ----
