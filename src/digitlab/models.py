@@ -1,0 +1,91 @@
+"""The networks. A model knows nothing of training: its shape is a frozen `ModelConfig`, saved
+in every run's config.json and enough to rebuild it.
+
+Every model takes raw pixels, shape (batch, 28, 28), values 0-255; with `normalize=True` the
+first layer scales them to 0-1, so callers never have to remember to divide by 255.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+from digitlab.errors import DigitlabError
+
+ARCHITECTURES = ("mlp", "cnn")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    architecture: str = "cnn"  # "mlp" (the tutorial's network) or "cnn"
+    units: tuple[int, ...] = (128,)  # mlp: hidden Dense widths, e.g. (4, 4) or (10, 10)
+    activation: str = "relu"  # mlp hidden activation
+    normalize: bool = True  # scale pixels 0-255 -> 0-1 inside the model
+    filters: tuple[int, ...] = (32, 64)  # cnn: channels of each conv stage
+    dense: int = 0  # cnn: width of a hidden Dense layer before the classifier (0: none)
+    dropout: float = 0.0  # cnn: dropout rate before the classifier
+    input_shape: tuple[int, int] = (28, 28)  # pixels (height, width)
+    num_classes: int = 10
+
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise DigitlabError(
+                f"model: unknown architecture {self.architecture!r}; expected one of {', '.join(ARCHITECTURES)}"
+            )
+        for name in ("units", "filters"):
+            values = getattr(self, name)
+            if not values or any(not isinstance(v, int) or v <= 0 for v in values):
+                raise DigitlabError(f"model: {name} must be positive integers, got {values!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise DigitlabError(f"model: dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise DigitlabError(f"model config: unknown fields {sorted(unknown)}")
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**d)
+
+
+def parse_units(text: str) -> tuple[int, ...]:
+    """'4,4' -> (4, 4); a clear error for anything else."""
+    try:
+        units = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise DigitlabError(f"--units: expected comma-separated positive integers like 10,10, got {text!r}") from None
+    if any(u <= 0 for u in units):
+        raise DigitlabError(f"--units: expected positive integers, got {text!r}")
+    return units
+
+
+def build_model(config: ModelConfig) -> keras.Model:
+    """A fresh, uncompiled model for `config`."""
+    h, w = config.input_shape
+    inputs = keras.Input(shape=(h, w), name="pixels")  # raw 0-255
+    x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs) if config.normalize else inputs
+    if config.architecture == "mlp":
+        x = layers.Flatten(name="flatten")(x)
+        for i, width in enumerate(config.units):
+            x = layers.Dense(width, activation=config.activation, name=f"dense_{i}")(x)
+    else:
+        x = layers.Reshape((h, w, 1), name="channel")(x)  # shape (b, 28, 28, 1)
+        for i, channels in enumerate(config.filters):
+            x = layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"conv_{i}")(x)
+            x = layers.BatchNormalization(name=f"bn_{i}")(x)
+            x = layers.Activation("relu", name=f"relu_{i}")(x)
+            x = layers.MaxPooling2D(2, name=f"pool_{i}")(x)  # halves the resolution
+        x = layers.Flatten(name="flatten")(x)
+        if config.dense:
+            x = layers.Dense(config.dense, activation="relu", name="dense")(x)
+        if config.dropout:
+            x = layers.Dropout(config.dropout, name="dropout")(x)
+    outputs = layers.Dense(config.num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=f"digitlab_{config.architecture}")

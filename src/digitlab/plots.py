@@ -1,0 +1,88 @@
+"""Figures shared by training and evaluation. Matplotlib's Agg backend: no display needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def plot_curves(rows: list[dict], path: Path) -> Path:
+    """Training vs validation loss and accuracy per epoch."""
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
+        ax.plot(epochs, [r[key] for r in rows], "o-", label="train")
+        if all(f"val_{key}" in r for r in rows):
+            ax.plot(epochs, [r[f"val_{key}"] for r in rows], "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, path)
+
+
+def plot_lr_find(lrs: np.ndarray, losses: np.ndarray, smoothed: np.ndarray, suggested: float, path: Path) -> Path:
+    """Loss against learning rate on a log axis, the suggestion marked."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.semilogx(lrs, losses, alpha=0.3, label="loss per batch")
+    ax.semilogx(lrs, smoothed, label="smoothed")
+    ax.axvline(suggested, color="tab:red", ls="--", label=f"suggested {suggested:.2g}")
+    finite = smoothed[np.isfinite(smoothed)]
+    if finite.size:
+        ax.set_ylim(max(0.0, finite.min() * 0.8), min(finite.max(), finite[0] * 2.5) * 1.05)
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("loss")
+    ax.set_title("Learning-rate range test")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_confusion(cm: np.ndarray, class_names: list[str], path: Path) -> Path:
+    """Counts in each cell, with the row-normalised percentage (recall of the true class) below."""
+    pct = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) * 100.0
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 * n + 2, 1.0 * n + 1))
+    ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
+    for i in range(n):
+        for j in range(n):
+            dark = pct[i, j] > 60
+            ax.text(j, i, f"{cm[i, j]}\n{pct[i, j]:.1f}%", ha="center", va="center", fontsize=7.5,
+                    color="white" if dark else "black")
+    ax.set_xticks(range(n), class_names, rotation=45 if max(map(len, class_names)) > 2 else 0, ha="right"
+                  if max(map(len, class_names)) > 2 else "center")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix (count, % of true class)")
+    return _save(fig, path)
+
+
+def plot_gallery(images: np.ndarray, captions: list[str], path: Path, title: str, cols: int = 8,
+                 colors: list[str] | None = None) -> Path:
+    """A grid of 28x28 digits with a caption under each."""
+    n = max(1, len(images))
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.4, rows * 1.6 + 0.4), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(images):
+            ax.imshow(images[k], cmap="gray")
+            ax.set_title(captions[k], fontsize=7.5, color=(colors[k] if colors else "black"))
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -1,0 +1,253 @@
+"""Training: Keras `fit` on the seeded train/validation split, leaving a self-describing run directory.
+
+Every epoch writes `checkpoint.keras` (weights and optimizer state) and `state.json` atomically, so
+`train(..., resume=True)` continues an interrupted run and a kill loses at most the epoch in progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from digitlab import runs
+from digitlab.errors import DigitlabError, RunError
+from digitlab.models import ModelConfig, build_model
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "onecycle")
+HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 2
+    batch_size: int = 128  # images per step
+    optimizer: str = "adam"  # "adam" or "sgd" (with Nesterov momentum 0.9)
+    learning_rate: float = 1e-3  # peak learning rate for "onecycle"
+    schedule: str = "constant"  # "constant" or "onecycle" (warm up, then cosine decay to ~0, per step)
+    warmup: float = 0.2  # onecycle: fraction of all steps spent warming up
+    label_smoothing: float = 0.0
+    seed: int = 42  # weights, shuffling and dropout
+    split_seed: int = 42  # the train/validation split, fixed across seeds so runs compare
+    val_fraction: float = 0.2  # 60,000 -> 48,000 train / 12,000 validation
+    limit: int | None = None  # train on the first N images of the train split only (quick runs)
+    dataset: str = "mnist"
+
+    def __post_init__(self):
+        if not isinstance(self.epochs, int) or self.epochs <= 0:
+            raise DigitlabError(f"--epochs: expected a positive integer, got {self.epochs}")
+        if not isinstance(self.batch_size, int) or self.batch_size <= 0:
+            raise DigitlabError(f"--batch-size: expected a positive integer, got {self.batch_size}")
+        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
+            raise DigitlabError(f"--lr: expected a positive number, got {self.learning_rate}")
+        if self.optimizer not in OPTIMIZERS:
+            raise DigitlabError(f"--optimizer: expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise DigitlabError(f"--schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise DigitlabError(f"--val-fraction: expected a number between 0 and 1, got {self.val_fraction}")
+        if self.limit is not None and self.limit <= 0:
+            raise DigitlabError(f"--limit: expected a positive integer, got {self.limit}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# Named starting points; every field can still be overridden from the CLI.
+PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
+    "fast": (
+        ModelConfig(architecture="cnn", filters=(32, 64), dense=0, dropout=0.0),
+        TrainConfig(epochs=2, batch_size=128, learning_rate=3e-3, schedule="onecycle"),
+    ),
+    # The tutorial's widened network: Dense(10)-Dense(10), Adam at its default rate.
+    "tutorial": (
+        ModelConfig(architecture="mlp", units=(10, 10)),
+        TrainConfig(epochs=20, batch_size=32, learning_rate=1e-3, schedule="constant"),
+    ),
+}
+
+
+@keras.saving.register_keras_serializable(package="digitlab")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from peak/25 to `peak`, then cosine decay to peak/1e4, per optimizer step."""
+
+    def __init__(self, peak: float, total_steps: int, warmup: float = 0.2):
+        self.peak = float(peak)
+        self.total_steps = int(total_steps)
+        self.warmup = float(warmup)
+
+    def __call__(self, step):
+        ops = keras.ops
+        step = ops.cast(step, "float32")
+        warm = max(1.0, self.warmup * self.total_steps)
+        start, end = self.peak / 25.0, self.peak / 1e4
+        rising = start + (self.peak - start) * step / warm
+        progress = ops.clip((step - warm) / max(1.0, self.total_steps - warm), 0.0, 1.0)
+        falling = end + (self.peak - end) * 0.5 * (1.0 + ops.cos(math.pi * progress))
+        return ops.where(step < warm, rising, falling)
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup}
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    lr = cfg.learning_rate
+    if cfg.schedule == "onecycle":
+        lr = OneCycle(cfg.learning_rate, cfg.epochs * steps_per_epoch, cfg.warmup)
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
+    return keras.optimizers.Adam(learning_rate=lr)
+
+
+def compile_model(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> keras.Model:
+    model.compile(
+        optimizer=make_optimizer(cfg, steps_per_epoch),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def prepare_data(cfg: TrainConfig, data_dir: Path | None = None):
+    """Load the data set and split it: (x_train, y_train, x_val, y_val, dataset). The test set stays out."""
+    from digitlab.data import load_dataset, split_train_val
+
+    ds = load_dataset(cfg.dataset, data_dir=data_dir)
+    x_tr, y_tr, x_val, y_val = split_train_val(ds.x_train, ds.y_train, cfg.val_fraction, seed=cfg.split_seed)
+    if cfg.limit:
+        x_tr, y_tr = x_tr[: cfg.limit], y_tr[: cfg.limit]
+    return x_tr, y_tr, x_val, y_val, ds
+
+
+def check_input_shape(model: keras.Model, x: np.ndarray, where: str) -> None:
+    expected = tuple(model.input_shape[1:])
+    if tuple(x.shape[1:]) != expected:
+        raise RunError(f"{where}: the model expects images of shape {expected}, the data has {tuple(x.shape[1:])}")
+
+
+class _RunRecorder(keras.callbacks.Callback):
+    """After every epoch: history.csv, model.keras if validation improved, checkpoint and state."""
+
+    def __init__(self, run_dir: Path, rows: list[dict], best: float, started: float):
+        super().__init__()
+        self.run_dir, self.rows, self.best = run_dir, rows, best
+        self.epoch_started = started
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row = {"epoch": epoch + 1, "lr": lr, "seconds": round(time.perf_counter() - self.epoch_started, 3)}
+        row.update({k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs})
+        self.rows.append(row)
+        runs.write_csv(self.run_dir / runs.HISTORY, self.rows, HISTORY_FIELDS)
+        if row.get("val_accuracy", -1.0) > self.best:
+            self.best = row["val_accuracy"]
+            runs.save_keras_atomic(self.model, self.run_dir / runs.MODEL)
+        runs.save_keras_atomic(self.model, self.run_dir / runs.CHECKPOINT)
+        runs.write_json(
+            self.run_dir / runs.STATE,
+            {"epochs_done": epoch + 1, "best_val_accuracy": self.best, "history": self.rows},
+        )
+
+
+def train(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    out_dir: Path,
+    *,
+    data_dir: Path | None = None,
+    overwrite: bool = False,
+    verbose: int = 1,
+) -> dict:
+    """Train a fresh model into `out_dir`; returns the metrics dict (also in metrics.json)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise RunError(f"{out_dir}: already holds a run; pass --resume to continue it or --overwrite to replace it")
+    x_tr, y_tr, x_val, y_val, ds = prepare_data(train_config, data_dir)
+    if overwrite and out_dir.exists():
+        for name in (runs.MODEL, runs.CHECKPOINT, runs.STATE, runs.HISTORY, runs.CURVES, runs.METRICS):
+            (out_dir / name).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs.write_json(
+        out_dir / runs.CONFIG,
+        {
+            "model": model_config.to_dict(),
+            "train": train_config.to_dict(),
+            "data": {"name": ds.name, "source": ds.source, "verified": ds.verified,
+                     "class_names": list(ds.class_names), "train": len(x_tr), "validation": len(x_val)},
+        },
+    )
+    runs.write_json(out_dir / runs.ENVIRONMENT, runs.environment(train_config.seed))
+    keras.utils.set_random_seed(train_config.seed)
+    model = build_model(model_config)
+    check_input_shape(model, x_tr, str(out_dir))
+    steps = math.ceil(len(x_tr) / train_config.batch_size)
+    compile_model(model, train_config, steps)
+    return _fit(model, train_config, out_dir, (x_tr, y_tr, x_val, y_val), rows=[], best=-1.0,
+                initial_epoch=0, verbose=verbose)
+
+
+def resume(run_dir: Path, *, data_dir: Path | None = None, verbose: int = 1) -> dict:
+    """Continue an interrupted run from its last completed epoch."""
+    run_dir = Path(run_dir)
+    config = runs.read_json(run_dir / runs.CONFIG)
+    train_config = TrainConfig.from_dict(config["train"])
+    if not (run_dir / runs.CHECKPOINT).is_file() or not (run_dir / runs.STATE).is_file():
+        raise RunError(f"{run_dir}: no {runs.CHECKPOINT} to resume from; the run never finished an epoch")
+    state = runs.read_json(run_dir / runs.STATE)
+    done = int(state["epochs_done"])
+    if done >= train_config.epochs:
+        raise RunError(f"{run_dir}: already trained all {train_config.epochs} epochs; nothing to resume")
+    x_tr, y_tr, x_val, y_val, _ = prepare_data(train_config, data_dir)
+    # Fresh seed per resumed epoch: shuffling differs from an uninterrupted run (see README).
+    keras.utils.set_random_seed(train_config.seed + done)
+    model = runs.load_model_file(run_dir / runs.CHECKPOINT)
+    return _fit(model, train_config, run_dir, (x_tr, y_tr, x_val, y_val), rows=list(state["history"]),
+                best=float(state["best_val_accuracy"]), initial_epoch=done, verbose=verbose)
+
+
+def _fit(model, cfg: TrainConfig, run_dir: Path, split, *, rows, best, initial_epoch, verbose) -> dict:
+    x_tr, y_tr, x_val, y_val = split
+    recorder = _RunRecorder(run_dir, rows, best, time.perf_counter())
+    started = time.perf_counter()
+    model.fit(
+        x_tr.astype("float32"),
+        y_tr,
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        initial_epoch=initial_epoch,
+        validation_data=(x_val.astype("float32"), y_val),
+        callbacks=[recorder],
+        verbose=verbose,
+    )
+    seconds = time.perf_counter() - started
+    rows = recorder.rows
+    best_row = max(rows, key=lambda r: r.get("val_accuracy", -1.0))
+    metrics = {
+        "validation": {"best_epoch": best_row["epoch"], "accuracy": best_row["val_accuracy"],
+                       "loss": best_row["val_loss"]},
+        "train": {"accuracy": best_row["accuracy"], "loss": best_row["loss"]},
+        "epochs": len(rows),
+        "train_seconds": round(sum(r["seconds"] for r in rows), 3),
+        "last_fit_seconds": round(seconds, 3),
+        "parameters": int(model.count_params()),
+    }
+    runs.update_json(run_dir / runs.METRICS, **metrics)
+    from digitlab.plots import plot_curves
+
+    plot_curves(rows, run_dir / runs.CURVES)
+    return runs.read_json(run_dir / runs.METRICS)
