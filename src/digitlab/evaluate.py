@@ -1,0 +1,82 @@
+"""Evaluation on the test set: the only place it is touched. Nothing is ever selected on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import classification_report, confusion_matrix
+
+from digitlab import runs
+from digitlab.plots import plot_confusion, plot_gallery
+from digitlab.predict import load_predictor
+from digitlab.train import check_input_shape
+
+GALLERY = 32  # digits per gallery
+
+
+def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> dict:
+    """Test accuracy and loss, per-class metrics, confusion matrix and galleries; saved in metrics.json."""
+    from digitlab.data import load_dataset
+
+    run_dir = Path(run_dir)
+    predictor = load_predictor(run_dir)  # errors clearly if there is no model
+    config = runs.read_json(run_dir / runs.CONFIG)
+    ds = load_dataset(config["train"].get("dataset", "mnist"), data_dir=data_dir)
+    check_input_shape(predictor.model, ds.x_test, str(run_dir))
+    names = list(ds.class_names)
+    # Uncalibrated probabilities: test figures describe the model itself.
+    probs = load_predictor_raw(predictor).predict_proba(ds.x_test)
+    y, pred = ds.y_test.astype(int), probs.argmax(axis=1)
+    conf = probs.max(axis=1)
+    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0))))
+    accuracy = float(np.mean(pred == y))
+    report = classification_report(y, pred, labels=range(len(names)), target_names=names, output_dict=True,
+                                   zero_division=0)
+    cm = confusion_matrix(y, pred, labels=range(len(names)))
+
+    wrong = np.flatnonzero(pred != y)
+    wrong = wrong[np.argsort(-conf[wrong])]  # most confident mistakes first
+    shown = wrong[:GALLERY]
+    figures = {
+        "confusion_matrix": plot_confusion(cm, names, run_dir / "confusion_matrix.png"),
+        "mistakes": plot_gallery(
+            ds.x_test[shown],
+            [f"true {names[y[i]]} → {names[pred[i]]}\n{conf[i]:.1%}" for i in shown],
+            run_dir / "mistakes.png", f"Most confident mistakes ({len(wrong)} of {len(y)} wrong)",
+        ),
+    }
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(len(y), size=min(GALLERY, len(y)), replace=False))
+    figures["predictions"] = plot_gallery(
+        ds.x_test[sample],
+        [f"#{i}: {names[pred[i]]} {conf[i]:.0%}" + ("" if pred[i] == y[i] else f"\n(true {names[y[i]]})")
+         for i in sample],
+        run_dir / "predictions.png", "Random test predictions (red: wrong)",
+        colors=["black" if pred[i] == y[i] else "red" for i in sample],
+    )
+    test = {
+        "accuracy": accuracy,
+        "loss": loss,
+        "errors": int(len(wrong)),
+        "count": int(len(y)),
+        "per_class": {n: {k: float(report[n][k]) for k in ("precision", "recall", "f1-score", "support")}
+                      for n in names},
+        "macro_f1": float(report["macro avg"]["f1-score"]),
+        "confusion_matrix": cm.tolist(),
+        "class_names": names,
+        "most_confident_mistakes": [
+            {"index": int(i), "true": int(y[i]), "predicted": int(pred[i]), "confidence": float(conf[i])}
+            for i in shown
+        ],
+        "figures": {k: str(Path(v).name) for k, v in figures.items()},
+    }
+    runs.update_json(run_dir / runs.METRICS, test=test)
+    return test
+
+
+def load_predictor_raw(predictor):
+    """The same predictor without calibration."""
+    import dataclasses
+
+    return dataclasses.replace(predictor, temperature=1.0)

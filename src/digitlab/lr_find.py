@@ -1,0 +1,95 @@
+"""The learning-rate range test, per batch.
+
+The tutorial grew the learning rate as 1e-4 * 10**(epoch/20) over 100 epochs. Here it grows the same
+way, exponentially, but once per batch over a fraction of one epoch, so the test takes seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm.auto import tqdm
+
+from digitlab.errors import DigitlabError
+from digitlab.models import ModelConfig, build_model
+from digitlab.train import TrainConfig, compile_model, prepare_data
+
+SUGGESTION_RULE = (
+    "the learning rate where the smoothed loss falls fastest (steepest negative slope against log lr), "
+    "searched before the loss minimum"
+)
+
+
+def lr_find(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    out_dir: Path,
+    *,
+    start_lr: float = 1e-5,
+    end_lr: float = 10.0,
+    steps: int = 200,  # batches; 200 x 128 images is about half an epoch of MNIST
+    data_dir: Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train a fresh model while the learning rate grows from start_lr to end_lr; stop when the loss explodes.
+
+    Returns {"lrs", "losses", "smoothed", "suggested_lr", "rule", "plot"}; writes lr_find.png and lr_find.csv.
+    """
+    if not 0 < start_lr < end_lr:
+        raise DigitlabError(f"lr-find: expected 0 < --start-lr < --end-lr, got {start_lr} and {end_lr}")
+    if steps < 10:
+        raise DigitlabError(f"lr-find: --steps must be at least 10, got {steps}")
+    x_tr, y_tr, _, _, _ = prepare_data(train_config, data_dir)
+    keras.utils.set_random_seed(train_config.seed)
+    model = compile_model(build_model(model_config), _constant(train_config), steps)
+    rng = np.random.default_rng(train_config.seed)
+    bs = train_config.batch_size
+    factor = (end_lr / start_lr) ** (1.0 / (steps - 1))  # growth per batch
+    lrs, losses, smoothed = [], [], []
+    avg, best = 0.0, math.inf
+    order = rng.permutation(len(x_tr))
+    for step in tqdm(range(steps), desc="lr-find", unit="batch", disable=not progress):
+        lr = start_lr * factor**step
+        model.optimizer.learning_rate = lr
+        start = (step * bs) % max(1, len(x_tr) - bs + 1)
+        idx = order[start : start + bs]
+        loss = float(model.train_on_batch(x_tr[idx].astype("float32"), y_tr[idx], return_dict=True)["loss"])
+        avg = 0.9 * avg + 0.1 * loss  # exponential moving average, bias-corrected below
+        smooth = avg / (1 - 0.9 ** (step + 1))
+        lrs.append(lr)
+        losses.append(loss)
+        smoothed.append(smooth)
+        best = min(best, smooth)
+        if not math.isfinite(loss) or (step > 10 and smooth > 4 * best):
+            break  # diverged: larger rates tell nothing more
+    lrs, losses, smoothed = np.array(lrs), np.array(losses), np.array(smoothed)
+    suggested = suggest(lrs, smoothed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from digitlab import runs
+    from digitlab.plots import plot_lr_find
+
+    runs.write_csv(out_dir / "lr_find.csv",
+                   [{"lr": a, "loss": b, "smoothed": c} for a, b, c in zip(lrs, losses, smoothed)],
+                   ["lr", "loss", "smoothed"])
+    plot = plot_lr_find(lrs, losses, smoothed, suggested, out_dir / "lr_find.png")
+    return {"lrs": lrs, "losses": losses, "smoothed": smoothed, "suggested_lr": suggested,
+            "rule": SUGGESTION_RULE, "plot": plot, "min_loss_lr": float(lrs[int(np.argmin(smoothed))])}
+
+
+def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> float:
+    """Steepest descent of the smoothed loss against log10(lr), before its minimum."""
+    stop = int(np.argmin(smoothed))
+    if stop < 3:
+        return float(lrs[max(stop, 0)])
+    slopes = np.gradient(smoothed[: stop + 1], np.log10(lrs[: stop + 1]))
+    return float(lrs[int(np.argmin(slopes))])
+
+
+def _constant(cfg: TrainConfig) -> TrainConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, schedule="constant")
