@@ -62,6 +62,136 @@ def main() -> None:
 
 # ---- model commands: train, lr-find, evaluate, predict (models.py, train.py, evaluate.py, predict.py) ----
 
+RunArg = Annotated[Path, typer.Argument(help="A run directory made by `digitlab train`.", show_default=False)]
+
+
+@app.command()
+@reports_errors
+def train(
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory to create [default: runs/<preset>-<time>].")] = None,
+    preset: Annotated[str, typer.Option(help="Starting configuration: fast (small CNN, seconds) or tutorial (MLP 10-10).")] = "fast",
+    model: Annotated[Optional[str], typer.Option("--model", help="Architecture: mlp or cnn [default: the preset's].")] = None,
+    units: Annotated[Optional[str], typer.Option(help="MLP hidden widths, comma-separated, e.g. 4,4 or 10,10 or 128.")] = None,
+    activation: Annotated[Optional[str], typer.Option(help="MLP hidden activation, e.g. relu, tanh.")] = None,
+    normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="Scale pixels to 0-1 inside the model [default: on].")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adam or sgd.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="(Peak) learning rate.")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="constant or onecycle.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training split.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for weights, shuffling and dropout.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Train on the first N training images only (quick runs).")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="mnist, fashion-mnist, or a 28x28 IDX set in --data-dir.")] = None,
+    data_dir: DataDirOpt = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run in this directory.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train a model on the train split, choose the best epoch on validation, save a run directory."""
+    from digitlab import train as training
+    from digitlab.models import parse_units
+
+    verbose = 0 if quiet else 1
+    if resume is not None:
+        metrics = training.resume(resume, data_dir=data_dir, verbose=verbose)
+        out = resume
+    else:
+        model_cfg, train_cfg = training.resolve_configs(
+            preset, architecture=model, units=parse_units(units) if units else None, activation=activation,
+            normalize=normalize, optimizer=optimizer, learning_rate=lr, schedule=schedule,
+            batch_size=batch_size, epochs=epochs, seed=seed, limit=limit, dataset=dataset,
+        )
+        if out is None:
+            import time
+
+            out = Path("runs") / f"{model or preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        typer.echo(f"model: {model_cfg}\ntraining: {train_cfg}")
+        metrics = training.train(model_cfg, train_cfg, out, data_dir=data_dir, overwrite=overwrite, verbose=verbose)
+    v = metrics["validation"]
+    typer.echo(
+        f"best epoch {v['best_epoch']}: validation accuracy {v['accuracy']:.4f}, loss {v['loss']:.4f}; "
+        f"train accuracy {metrics['train']['accuracy']:.4f}; {metrics['train_seconds']:.1f} s training"
+    )
+    typer.echo(f"run directory: {out}")
+
+
+@app.command("lr-find")
+@reports_errors
+def lr_find(
+    out: Annotated[Path, typer.Option(help="Where lr_find.png and lr_find.csv go.")] = Path("runs/lr-find"),
+    preset: Annotated[str, typer.Option(help="Starting configuration: fast or tutorial.")] = "fast",
+    model: Annotated[Optional[str], typer.Option("--model", help="Architecture: mlp or cnn [default: the preset's].")] = None,
+    units: Annotated[Optional[str], typer.Option(help="MLP hidden widths, e.g. 4,4.")] = None,
+    normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="Scale pixels to 0-1 [default: on].")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adam or sgd.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step.")] = None,
+    start_lr: Annotated[float, typer.Option(help="First learning rate.")] = 1e-5,
+    end_lr: Annotated[float, typer.Option(help="Last learning rate (the test stops early if the loss explodes).")] = 10.0,
+    steps: Annotated[int, typer.Option(help="Batches; the rate grows exponentially from start to end.")] = 200,
+    seed: Annotated[Optional[int], typer.Option(help="Seed.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Data set name.")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Find a learning rate: grow it exponentially per batch, plot loss against it on a log axis."""
+    from digitlab import lr_find as finder
+    from digitlab.models import parse_units
+    from digitlab.train import resolve_configs
+
+    model_cfg, train_cfg = resolve_configs(
+        preset, architecture=model, units=parse_units(units) if units else None, normalize=normalize,
+        optimizer=optimizer, batch_size=batch_size, seed=seed, dataset=dataset,
+    )
+    result = finder.lr_find(model_cfg, train_cfg, out, start_lr=start_lr, end_lr=end_lr, steps=steps,
+                            data_dir=data_dir)
+    typer.echo(f"tested {len(result['lrs'])} learning rates from {result['lrs'][0]:.2g} to {result['lrs'][-1]:.2g}")
+    typer.echo(f"lowest smoothed loss at lr {result['min_loss_lr']:.3g}")
+    typer.echo(f"suggested learning rate: {result['suggested_lr']:.3g} ({result['rule']})")
+    typer.echo(f"plot: {result['plot']}")
+
+
+@app.command()
+@reports_errors
+def evaluate(
+    run: RunArg,
+    min_accuracy: Annotated[Optional[float], typer.Option(help="Exit with code 1 if test accuracy is below this (0-1).")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Evaluate a run on the test set: accuracy, loss, per-class metrics, confusion matrix, galleries."""
+    from digitlab.evaluate import evaluate as run_evaluation
+
+    test = run_evaluation(run, data_dir=data_dir)
+    typer.echo(f"{'class':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+    for name, m in test["per_class"].items():
+        typer.echo(f"{name:>12} {m['precision']:9.4f} {m['recall']:9.4f} {m['f1-score']:9.4f} {int(m['support']):8d}")
+    typer.echo(f"figures: {', '.join(str(run / f) for f in test['figures'].values())}")
+    typer.echo(f"test accuracy: {test['accuracy']:.4f} ({test['errors']} of {test['count']} wrong), loss {test['loss']:.4f}")
+    if min_accuracy is not None and test["accuracy"] < min_accuracy:
+        fail(f"test accuracy {test['accuracy']:.4f} is below --min-accuracy {min_accuracy}", code=1)
+
+
+@app.command()
+@reports_errors
+def predict(
+    run: RunArg,
+    index: Annotated[Optional[list[int]], typer.Option("--index", help="Test-set indices to predict, e.g. --index 0 --index 7.")] = None,
+    data_dir: DataDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Predict test digits: digit, probability and top-3."""
+    import json
+
+    from digitlab.predict import predict_test_indices
+
+    rows = predict_test_indices(run, index or [0], data_dir=data_dir)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        top = "  ".join(f"{t['label']}:{t['probability']:.3f}" for t in r["top3"])
+        mark = "" if r["digit"] == r["true"] else "  (wrong)"
+        typer.echo(f"test #{r['index']:>5}: {r['label']} ({r['confidence']:.3f})  true {r['true']}  top-3 {top}{mark}")
+
+
 # ---- end model commands ----
 
 # ---- serve (serve.py) ----

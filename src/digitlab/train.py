@@ -251,3 +251,31 @@ def _fit(model, cfg: TrainConfig, run_dir: Path, split, *, rows, best, initial_e
 
     plot_curves(rows, run_dir / runs.CURVES)
     return runs.read_json(run_dir / runs.METRICS)
+
+
+def resolve_configs(
+    preset: str = "fast",
+    *,
+    architecture: str | None = None,
+    units: tuple[int, ...] | None = None,
+    activation: str | None = None,
+    normalize: bool | None = None,
+    **train_overrides,
+) -> tuple[ModelConfig, TrainConfig]:
+    """A preset's configurations with the given fields replaced (None: keep the preset's value).
+
+    Naming an architecture other than the preset's starts from that architecture's own defaults:
+    `--model mlp` on the fast preset trains the tutorial's MLP the tutorial's way.
+    """
+    if preset not in PRESETS:
+        raise DigitlabError(f"--preset: expected one of {', '.join(PRESETS)}, got {preset!r}")
+    model_cfg, train_cfg = PRESETS[preset]
+    if architecture is not None and architecture != model_cfg.architecture:
+        base = next((p for p in PRESETS.values() if p[0].architecture == architecture), None)
+        if base is None:
+            ModelConfig(architecture=architecture)  # raises the unknown-architecture error
+        model_cfg, train_cfg = base
+    model_changes = {"units": units, "activation": activation, "normalize": normalize}
+    model_cfg = dataclasses.replace(model_cfg, **{k: v for k, v in model_changes.items() if v is not None})
+    train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in train_overrides.items() if v is not None})
+    return model_cfg, train_cfg
