@@ -58,6 +58,84 @@ def main() -> None:
 
 # ---- data and explore commands (data.py, explore.py) ----
 
+
+def _count_table(class_names: list[str], counts: dict[str, list[int]]) -> list[str]:
+    width = max(5, *map(len, class_names))
+    lines = [f"{'class':<{width}}  {'train':>6}  {'test':>6}"]
+    lines += [f"{n:<{width}}  {tr:>6}  {te:>6}" for n, tr, te in zip(class_names, counts["train"], counts["test"])]
+    lines.append(f"{'total':<{width}}  {sum(counts['train']):>6}  {sum(counts['test']):>6}")
+    return lines
+
+
+@data_app.command("fetch")
+@reports_errors
+def data_fetch(dataset: DatasetOpt = "mnist", data_dir: DataDirOpt = None) -> None:
+    """Fetch and verify a data set, and store it in digitlab's cache."""
+    from digitlab.data import DIGESTS, cache_path, fetch
+
+    ds = fetch(dataset, data_dir=data_dir)
+    typer.echo(f"{ds.name}: {len(ds.x_train)} train + {len(ds.x_test)} test images from {ds.source}")
+    typer.echo(f"verified: {'yes, SHA-256 matches' if ds.verified else 'no (no pinned digests for this name)'}")
+    if ds.name in DIGESTS:
+        typer.echo(f"cached in {cache_path(ds.name)}")
+    else:
+        typer.echo("not cached: only data sets with pinned digests are")
+
+
+@data_app.command("info")
+@reports_errors
+def data_info_command(
+    dataset: DatasetOpt = "mnist",
+    data_dir: DataDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the information as JSON.")] = False,
+) -> None:
+    """Describe a data set: source, verification, shapes, dtypes, images per class, pixel values."""
+    import json
+
+    from digitlab.data import data_info, load_dataset
+
+    info = data_info(load_dataset(dataset, data_dir=data_dir))
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo(f"{'dataset':<9} {info['name']}")
+    typer.echo(f"{'source':<9} {info['source']}")
+    typer.echo(f"{'verified':<9} {'yes (SHA-256 matches)' if info['verified'] else 'no (no pinned digests)'}")
+    for key, shape in info["shapes"].items():
+        typer.echo(f"{key:<9} {str(tuple(shape)):<16} {info['dtypes'][key]}")
+    for split, p in info["pixels"].items():
+        typer.echo(f"{'pixels':<9} {split:<5} min {p['min']:>3}  max {p['max']:>3}  mean {p['mean']:.2f}")
+    typer.echo("")
+    for line in _count_table(info["class_names"], info["counts"]):
+        typer.echo(line)
+
+
+@app.command("explore")
+@reports_errors
+def explore_command(
+    dataset: DatasetOpt = "mnist",
+    data_dir: DataDirOpt = None,
+    index: Annotated[int, typer.Option("--index", help="Train image to print raw.")] = 0,
+    out: Annotated[Path, typer.Option("--out", help="Directory for the PNG figures.")] = Path("explore"),
+    samples: Annotated[int, typer.Option("--samples", help="Digits in the sample grids.")] = 25,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for picking the sample digits.")] = 0,
+) -> None:
+    """Print one digit's raw pixels and the class counts; write sample grids, counts and histograms."""
+    from digitlab.data import load_dataset
+    from digitlab.explore import explore
+
+    result = explore(load_dataset(dataset, data_dir=data_dir), out, index=index, n_samples=samples, seed=seed)
+    typer.echo(f"train image {result['index']}, label {result['label']} ({result['class_name']}), raw pixels:")
+    for row in result["raw"]:
+        typer.echo(" ".join(f"{int(v):3d}" for v in row))
+    typer.echo("")
+    for line in _count_table(result["class_names"], result["counts"]):
+        typer.echo(line)
+    typer.echo("")
+    for path in result["figures"].values():
+        typer.echo(f"wrote {path}")
+
+
 # ---- end data and explore ----
 
 # ---- model commands: train, lr-find, evaluate, predict (models.py, train.py, evaluate.py, predict.py) ----

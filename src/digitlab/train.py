@@ -32,7 +32,6 @@ class TrainConfig:
     learning_rate: float = 1e-3  # peak learning rate for "onecycle"
     schedule: str = "constant"  # "constant" or "onecycle" (warm up, then cosine decay to ~0, per step)
     warmup: float = 0.2  # onecycle: fraction of all steps spent warming up
-    label_smoothing: float = 0.0
     seed: int = 42  # weights, shuffling and dropout
     split_seed: int = 42  # the train/validation split, fixed across seeds so runs compare
     val_fraction: float = 0.2  # 60,000 -> 48,000 train / 12,000 validation

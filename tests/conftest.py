@@ -1,0 +1,52 @@
+"""Shared fixtures. `mnist` loads real, verified MNIST once per session from the user's cache (fetched if absent)."""
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    from digitlab.data import load_dataset
+
+    return load_dataset("mnist")
+
+
+def make_synthetic_idx(directory, n_train=300, n_test=100, seed=0):
+    """A learnable 28x28 ten-class set: class k is a bright 6x6 block at one of ten places, plus noise."""
+    import numpy as np
+
+    from digitlab.data import write_idx
+
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = np.arange(n, dtype=np.uint8) % 10
+        x = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
+        for i, k in enumerate(y):
+            r, c = 2 + (k // 5) * 14, 2 + (k % 5) * 5
+            x[i, r : r + 6, c : c + 5] = 230
+        return x, y
+
+    (xtr, ytr), (xte, yte) = make(n_train), make(n_test)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_idx(directory / "train-images-idx3-ubyte", xtr)
+    write_idx(directory / "train-labels-idx1-ubyte", ytr)
+    write_idx(directory / "t10k-images-idx3-ubyte", xte)
+    write_idx(directory / "t10k-labels-idx1-ubyte", yte)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory):
+    """Directory with a small synthetic IDX data set (use with dataset name 'synthetic')."""
+    return make_synthetic_idx(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, mnist):
+    """A run directory of the fast preset trained on real MNIST (shared by slow tests)."""
+    from digitlab.train import resolve_configs, train
+
+    out = tmp_path_factory.mktemp("runs") / "fast"
+    model_cfg, train_cfg = resolve_configs("fast")
+    train(model_cfg, train_cfg, out, verbose=0)
+    return out

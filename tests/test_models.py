@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from digitlab.errors import DigitlabError
+from digitlab.models import ModelConfig, build_model, parse_units
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ModelConfig(architecture="mlp", units=(4, 4)),
+        ModelConfig(architecture="mlp", units=(10, 10), normalize=False),
+        ModelConfig(architecture="cnn", filters=(8, 16), dense=32, dropout=0.2),
+    ],
+)
+def test_build_model_shapes(config):
+    model = build_model(config)
+    assert model.input_shape == (None, 28, 28)
+    assert model.output_shape == (None, 10)
+    probs = np.asarray(model(np.zeros((3, 28, 28), "float32")))
+    assert probs.shape == (3, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_tutorial_mlp_layers():
+    model = build_model(ModelConfig(architecture="mlp", units=(4, 4)))
+    dense = [layer for layer in model.layers if layer.__class__.__name__ == "Dense"]
+    assert [d.units for d in dense] == [4, 4, 10]
+    assert [d.activation.__name__ for d in dense] == ["relu", "relu", "softmax"]
+
+
+def test_config_round_trip():
+    config = ModelConfig(architecture="mlp", units=(10, 10), activation="tanh")
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    # JSON turns tuples into lists; from_dict turns them back
+    assert ModelConfig.from_dict({**config.to_dict(), "units": [10, 10]}) == config
+
+
+def test_config_errors():
+    with pytest.raises(DigitlabError, match="unknown architecture 'resnet'"):
+        ModelConfig(architecture="resnet")
+    with pytest.raises(DigitlabError, match="units must be positive"):
+        ModelConfig(architecture="mlp", units=(4, 0))
+    with pytest.raises(DigitlabError, match="unknown fields"):
+        ModelConfig.from_dict({"architecture": "mlp", "layers": 3})
+
+
+def test_parse_units():
+    assert parse_units("4,4") == (4, 4)
+    assert parse_units("128") == (128,)
+    with pytest.raises(DigitlabError, match=r"--units: expected comma-separated positive integers.*'4,x'"):
+        parse_units("4,x")
+    with pytest.raises(DigitlabError, match="--units: expected positive integers"):
+        parse_units("4,-1")

@@ -1,0 +1,147 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from digitlab import runs
+from digitlab.errors import DigitlabError, RunError
+from digitlab.evaluate import evaluate
+from digitlab.models import ModelConfig, build_model
+from digitlab.predict import load_predictor, predict_test_indices
+from digitlab.train import TrainConfig, _RunRecorder, resolve_configs, resume, train
+
+MLP = ModelConfig(architecture="mlp", units=(16,))
+
+
+def tiny(**changes):
+    return TrainConfig(**{"epochs": 2, "batch_size": 32, "dataset": "synthetic", **changes})
+
+
+def read_history(run_dir):
+    with open(run_dir / runs.HISTORY) as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_writes_a_complete_run(tmp_path, synthetic_dir):
+    out = tmp_path / "run"
+    metrics = train(MLP, tiny(), out, data_dir=synthetic_dir, verbose=0)
+    for name in ("config.json", "model.keras", "checkpoint.keras", "history.csv", "curves.png", "metrics.json",
+                 "environment.json", "state.json"):
+        assert (out / name).is_file(), name
+    history = read_history(out)
+    assert [int(r["epoch"]) for r in history] == [1, 2]
+    assert set(history[0]) >= {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
+    config = json.loads((out / "config.json").read_text())
+    assert ModelConfig.from_dict(config["model"]) == MLP
+    assert TrainConfig.from_dict(config["train"]) == tiny()
+    assert config["data"]["train"] == 240 and config["data"]["validation"] == 60  # 20 % of 300
+    env = json.loads((out / "environment.json").read_text())
+    assert env["seed"] == 42 and "keras" in env["packages"]
+    assert metrics["validation"]["best_epoch"] in (1, 2)
+    assert 0.0 <= metrics["validation"]["accuracy"] <= 1.0
+
+
+def test_same_seed_same_history(tmp_path, synthetic_dir):
+    train(MLP, tiny(), tmp_path / "a", data_dir=synthetic_dir, verbose=0)
+    train(MLP, tiny(), tmp_path / "b", data_dir=synthetic_dir, verbose=0)
+    a, b = read_history(tmp_path / "a"), read_history(tmp_path / "b")
+    for ra, rb in zip(a, b):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-5)
+
+
+def test_existing_run_is_not_overwritten(tmp_path, synthetic_dir):
+    out = tmp_path / "run"
+    train(MLP, tiny(epochs=1), out, data_dir=synthetic_dir, verbose=0)
+    before = (out / "model.keras").read_bytes()
+    with pytest.raises(RunError, match="already holds a run; pass --resume .* or --overwrite"):
+        train(MLP, tiny(epochs=1), out, data_dir=synthetic_dir, verbose=0)
+    assert (out / "model.keras").read_bytes() == before
+    train(MLP, tiny(epochs=1, seed=1), out, data_dir=synthetic_dir, verbose=0, overwrite=True)
+    assert json.loads((out / "config.json").read_text())["train"]["seed"] == 1
+
+
+def test_resume_after_interruption(tmp_path, synthetic_dir, monkeypatch):
+    out = tmp_path / "run"
+    original = _RunRecorder.on_epoch_end
+
+    def interrupted(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt  # killed after the first epoch was saved
+
+    monkeypatch.setattr(_RunRecorder, "on_epoch_end", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(MLP, tiny(epochs=3), out, data_dir=synthetic_dir, verbose=0)
+    monkeypatch.setattr(_RunRecorder, "on_epoch_end", original)
+    assert json.loads((out / "state.json").read_text())["epochs_done"] == 1
+    metrics = resume(out, data_dir=synthetic_dir, verbose=0)
+    assert [int(r["epoch"]) for r in read_history(out)] == [1, 2, 3]
+    assert metrics["epochs"] == 3
+    with pytest.raises(RunError, match="already trained all 3 epochs"):
+        resume(out, data_dir=synthetic_dir, verbose=0)
+
+
+def test_evaluate_and_predict(tmp_path, synthetic_dir):
+    out = tmp_path / "run"
+    train(MLP, tiny(epochs=3), out, data_dir=synthetic_dir, verbose=0)
+    test = evaluate(out, data_dir=synthetic_dir)
+    assert test["count"] == 100
+    assert test["accuracy"] > 0.5  # the synthetic classes are easy
+    assert np.array(test["confusion_matrix"]).sum() == 100
+    assert set(test["per_class"]) == {str(i) for i in range(10)}
+    for name in ("confusion_matrix.png", "mistakes.png", "predictions.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test"]["accuracy"] == test["accuracy"] and "validation" in saved
+    rows = predict_test_indices(out, [0, 7], data_dir=synthetic_dir)
+    assert [r["index"] for r in rows] == [0, 7]
+    assert all(len(r["top3"]) == 3 and 0 <= r["confidence"] <= 1 for r in rows)
+    probs = load_predictor(out).predict_proba(np.zeros((2, 28, 28), np.uint8))
+    assert probs.shape == (2, 10)
+    with pytest.raises(DigitlabError, match=r"--index: expected test indices in 0\.\.99, got \[100\]"):
+        predict_test_indices(out, [100], data_dir=synthetic_dir)
+
+
+def test_no_model_in_run_dir(tmp_path):
+    with pytest.raises(RunError, match="no such run directory"):
+        evaluate(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunError, match="no model.keras here"):
+        load_predictor(tmp_path / "empty")
+
+
+def test_model_input_shape_must_match_data(tmp_path, synthetic_dir):
+    run = tmp_path / "run"
+    run.mkdir()
+    model = build_model(ModelConfig(architecture="mlp", units=(8,), input_shape=(14, 14)))
+    model.compile(loss="sparse_categorical_crossentropy")
+    runs.save_keras_atomic(model, run / "model.keras")
+    runs.write_json(run / "config.json", {"train": {"dataset": "synthetic"}, "data": {}})
+    with pytest.raises(RunError, match=r"expects images of shape \(14, 14\), the data has \(28, 28\)"):
+        evaluate(run, data_dir=synthetic_dir)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"epochs": 0}, "--epochs: expected a positive integer, got 0"),
+        ({"batch_size": -5}, "--batch-size: expected a positive integer, got -5"),
+        ({"optimizer": "rmsprop"}, "--optimizer: expected one of adam, sgd"),
+        ({"learning_rate": 0.0}, "--lr: expected a positive number"),
+    ],
+)
+def test_bad_training_options(changes, message):
+    with pytest.raises(DigitlabError, match=message):
+        TrainConfig(**changes)
+
+
+def test_resolve_configs():
+    model_cfg, train_cfg = resolve_configs("fast", architecture="mlp", units=(10, 10), epochs=20)
+    assert model_cfg.architecture == "mlp" and model_cfg.units == (10, 10)
+    assert train_cfg.epochs == 20
+    with pytest.raises(DigitlabError, match="unknown architecture 'vit'"):
+        resolve_configs("fast", architecture="vit")
+    with pytest.raises(DigitlabError, match="--preset: expected one of"):
+        resolve_configs("huge")
