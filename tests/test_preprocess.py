@@ -1,0 +1,419 @@
+"""preprocess: any image of a digit -> MNIST-like 28x28 (ink bright, 20 px box, centre of mass at 14,14)."""
+
+import io
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from scipy import ndimage as ndi
+
+from digitlab.errors import DigitlabError
+from digitlab.preprocess import ImageError, Preprocessed, load_image, preprocess, save_debug_strip
+
+FORMATS = ["PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"]
+MODES = ["L", "RGB", "RGBA", "P", "I;16", "CMYK", "1"]
+# What each format can store (Pillow's writers); BMP is left out for RGBA because Pillow reads a
+# 32-bit BMP back as RGB, dropping the alpha, and the transparent pixels are black.
+SAVES = {
+    "PNG": {"L", "RGB", "RGBA", "P", "I;16", "1"},
+    "JPEG": {"L", "RGB", "CMYK"},
+    "BMP": {"L", "RGB", "P", "1"},
+    "GIF": {"L", "RGB", "RGBA", "P", "1"},
+    "WEBP": {"L", "RGB", "RGBA"},
+    "TIFF": {"L", "RGB", "RGBA", "P", "I;16", "CMYK", "1"},
+}
+# MNIST's test digits have 51 to 229 pixels above 50 (1st to 99th percentile, median 127; a "1"
+# has 40 to 135, a "0" 96 to 255). A digit far off in stroke width falls well outside.
+MNIST_INK = (40, 260)
+
+
+def draw(kind="7", size=(280, 280), box=(70, 50, 210, 230), width=16, ink=0, paper=255):
+    """A digit drawn on an "L" canvas: "1" a line, "0" an ellipse, "7" a bar and a slanted stroke."""
+    im = Image.new("L", size, paper)
+    d = ImageDraw.Draw(im)
+    x0, y0, x1, y1 = box
+    if kind == "1":
+        d.line([((x0 + x1) // 2, y0), ((x0 + x1) // 2, y1)], fill=ink, width=width)
+    elif kind == "0":
+        d.ellipse(box, outline=ink, width=width)
+    else:
+        d.line([(x0, y0), (x1, y0), (x0 + (x1 - x0) // 3, y1)], fill=ink, width=width, joint="curve")
+    return im
+
+
+def in_mode(im: Image.Image, mode: str) -> Image.Image:
+    """The same black-on-white drawing in another mode; RGBA is black ink on a transparent background."""
+    if mode == "RGBA":
+        rgba = np.zeros((im.height, im.width, 4), np.uint8)  # transparent pixels are (0, 0, 0, 0), as a canvas gives
+        rgba[..., 3] = 255 - np.asarray(im)
+        return Image.fromarray(rgba)
+    if mode == "I;16":
+        return Image.fromarray(np.asarray(im).astype(np.uint16) * 257)
+    if mode == "P":
+        return im.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE)
+    if mode == "CMYK":
+        return im.convert("RGB").convert("CMYK")
+    return im.convert(mode)
+
+
+def encode(im: Image.Image, fmt: str, **params) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def centre_of_mass(digit: np.ndarray) -> np.ndarray:
+    return np.array(ndi.center_of_mass(digit.astype(np.float64)))
+
+
+def box_size(digit: np.ndarray) -> tuple[int, int]:
+    rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
+    return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+
+def assert_mnist_like(pre: Preprocessed) -> None:
+    d = pre.digit
+    assert pre.has_ink
+    assert d.shape == (28, 28) and d.dtype == np.uint8
+    assert d.max() == 255 and d[0].max() == 0 and d[:, 0].max() == 0  # ink bright on black, clear of the edge
+    assert max(box_size(d)) <= 20
+    assert np.abs(centre_of_mass(d) - 14.0).max() <= 1.0
+    assert MNIST_INK[0] <= (d > 50).sum() <= MNIST_INK[1]
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1])
+
+
+# --- formats, modes, sizes, polarities ---
+
+
+@pytest.mark.parametrize("fmt, mode", [(f, m) for f in FORMATS for m in MODES if m in SAVES[f]])
+def test_every_format_and_mode_gives_mnist_like_digit(tmp_path, fmt, mode):
+    path = tmp_path / f"seven.{fmt.lower()}"
+    in_mode(draw("7"), mode).save(path, fmt)
+    pre = preprocess(path)
+    assert_mnist_like(pre)
+    assert pre.inverted  # dark ink on light (or transparent = white) paper
+    reference = preprocess(draw("7")).digit
+    assert correlation(pre.digit, reference) > 0.95
+
+
+@pytest.mark.parametrize(
+    "kind, size, box, width",
+    [
+        ("1", (280, 280), (120, 40, 160, 240), 14),  # thin and tall: must not be stretched sideways
+        ("0", (640, 480), (20, 10, 150, 200), 12),  # small, off in a corner of a wide image
+        ("7", (100, 300), (10, 100, 90, 290), 8),  # tall canvas, digit at the bottom
+        ("0", (40, 40), (8, 6, 30, 34), 3),  # smaller than 28 px: enlarged
+        ("7", (1600, 1200), (500, 200, 1100, 1000), 50),  # larger than the working size
+    ],
+)
+@pytest.mark.parametrize("white_on_black", [False, True])
+def test_sizes_positions_and_polarities(kind, size, box, width, white_on_black):
+    ink, paper = (255, 0) if white_on_black else (0, 255)
+    pre = preprocess(draw(kind, size, box, width, ink, paper))
+    assert_mnist_like(pre)
+    assert pre.inverted is not white_on_black
+
+
+def test_thin_one_keeps_its_aspect_ratio():
+    pre = preprocess(draw("1", (280, 280), (120, 40, 160, 240), width=14))
+    height, width = box_size(pre.digit)
+    assert height == 20 and width <= 5
+
+
+def test_inverted_inputs_give_nearly_identical_output():
+    dark_on_light = preprocess(draw("0", ink=0, paper=255))
+    light_on_dark = preprocess(draw("0", ink=255, paper=0))
+    assert dark_on_light.inverted and not light_on_dark.inverted
+    assert np.abs(dark_on_light.digit.astype(int) - light_on_dark.digit).max() <= 2
+
+
+def test_grey_paper_and_grey_ink():
+    pre = preprocess(draw("7", ink=90, paper=170))
+    assert_mnist_like(pre)
+
+
+def test_web_canvas_transparent_or_white_background():
+    """A browser canvas.toDataURL(): 280x280 RGBA PNG, black strokes on transparent or white."""
+    strokes = draw("7", width=18)
+    transparent = encode(in_mode(strokes, "RGBA"), "PNG")
+    white = encode(strokes.convert("RGBA"), "PNG")
+    a, b = preprocess(transparent), preprocess(white)
+    assert_mnist_like(a)
+    assert np.array_equal(a.digit, b.digit)
+
+
+def test_white_ink_on_transparent_background_is_still_read():
+    rgba = np.zeros((280, 280, 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[..., 3] = np.asarray(draw("7", ink=255, paper=0))
+    assert_mnist_like(preprocess(rgba))
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.asarray(draw("0")),  # uint8 grey
+        np.asarray(draw("0")) / 255.0,  # float 0-1
+        np.asarray(draw("0")) < 128,  # bool, ink True
+        np.asarray(draw("0").convert("RGB")),
+        np.asarray(in_mode(draw("0"), "RGBA")),
+        np.asarray(draw("0")).astype(np.uint16) * 257,
+    ],
+    ids=["uint8", "float", "bool", "rgb", "rgba", "uint16"],
+)
+def test_numpy_inputs(array):
+    assert_mnist_like(preprocess(array))
+
+
+def test_bytes_path_and_pil_inputs_agree(tmp_path):
+    im = draw("7")
+    path = tmp_path / "seven.png"
+    im.save(path)
+    results = [preprocess(path).digit, preprocess(str(path)).digit, preprocess(path.read_bytes()).digit]
+    results.append(preprocess(im).digit)
+    for r in results[1:]:
+        assert np.array_equal(r, results[0])
+
+
+def test_animated_gif_uses_first_frame(tmp_path):
+    one, zero = draw("1", width=14), draw("0")
+    path = tmp_path / "anim.gif"
+    one.save(path, save_all=True, append_images=[zero], duration=100, loop=0)
+    with Image.open(path) as check:
+        assert check.n_frames == 2
+    assert correlation(preprocess(path).digit, preprocess(one).digit) > 0.99
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    upright = draw("7", size=(300, 200), box=(100, 20, 200, 180), width=14)
+    # Orientation 6: the viewer turns the stored pixels 90 degrees clockwise, so store them turned back.
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    stored.save(path, "JPEG", exif=exif, quality=95)
+    with_tag = preprocess(path).digit
+    reference = preprocess(upright).digit
+    without_tag = preprocess(stored).digit
+    assert correlation(with_tag, reference) > 0.95
+    assert correlation(without_tag, reference) < 0.6
+    assert load_image(path).size == (300, 200)  # upright, as a viewer shows it
+    assert correlation(preprocess(load_image(path)).digit, reference) > 0.95  # and not turned twice
+
+
+# --- blank images, specks, uneven paper, stroke width ---
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("L", (280, 280), 255),
+        Image.new("L", (280, 280), 0),
+        Image.new("RGBA", (280, 280), (0, 0, 0, 0)),
+        np.zeros((28, 28), np.uint8),
+        np.full((50, 60, 3), 0.5),
+    ],
+    ids=["white", "black", "transparent", "zeros", "grey-float-rgb"],
+)
+def test_blank_image_has_no_ink(image):
+    pre = preprocess(image, debug=True)
+    assert not pre.has_ink
+    assert pre.digit.shape == (28, 28) and pre.digit.dtype == np.uint8 and not pre.digit.any()
+
+
+def test_blank_jpeg_with_compression_noise_has_no_ink():
+    rng = np.random.default_rng(0)
+    paper = np.clip(230 + rng.normal(0, 3, (300, 400)), 0, 255).astype(np.uint8)
+    assert not preprocess(encode(Image.fromarray(paper), "JPEG", quality=70)).has_ink
+
+
+def test_specks_are_removed():
+    clean = draw("7", width=16)
+    noisy = np.asarray(clean).copy()
+    rng = np.random.default_rng(0)
+    for r, c in rng.integers(2, 276, size=(60, 2)):
+        noisy[r : r + 2, c : c + 2] = 0  # 2x2 black dots scattered over the paper
+    a, b = preprocess(clean).digit, preprocess(noisy).digit
+    assert correlation(a, b) > 0.97
+    assert max(box_size(b)) <= 20 and box_size(b) == box_size(a)
+
+
+def test_photo_with_uneven_light_and_noise():
+    rng = np.random.default_rng(0)
+    clean = draw("0", size=(1200, 900), box=(300, 150, 700, 750), width=40)
+    ink = np.asarray(clean) < 128
+    light = np.linspace(140, 220, 1200)[None, :] + np.linspace(-20, 20, 900)[:, None]  # shading across the page
+    photo = np.where(ink, 40.0, light) + rng.normal(0, 6, (900, 1200))
+    photo = Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).convert("RGB")
+    pre = preprocess(encode(photo, "JPEG", quality=85))
+    assert_mnist_like(pre)
+    assert correlation(pre.digit, preprocess(clean).digit) > 0.95
+
+
+@pytest.mark.parametrize("kind", ["1", "0", "7"])
+@pytest.mark.parametrize(
+    "width, box",
+    [(1, (100, 50, 400, 450)), (60, (150, 150, 350, 400)), (90, (100, 50, 400, 450))],
+    ids=["1px-pen", "60px-short", "90px"],
+)
+def test_stroke_width_is_brought_near_mnist(kind, width, box):
+    pre = preprocess(draw(kind, (500, 500), box, width))
+    assert_mnist_like(pre)
+    # The stroke seen at the 28x28 scale: MNIST's is about 2 to 5 px by this measure.
+    core = pre.digit > 127
+    stroke = 2.0 * core.sum() / max((core & ~ndi.binary_erosion(core)).sum(), 1)
+    assert 1.8 <= stroke <= 5.5
+
+
+def test_thin_and_thick_pens_give_similar_digits():
+    thin = preprocess(draw("0", (500, 500), (100, 50, 400, 450), width=1)).digit
+    thick = preprocess(draw("0", (500, 500), (100, 50, 400, 450), width=70)).digit
+    assert correlation(thin, thick) > 0.8
+
+
+# --- speed ---
+
+
+def test_canvas_image_takes_under_10_ms():
+    data = encode(in_mode(draw("7", width=18), "RGBA"), "PNG")
+    preprocess(data)  # warm up imports and caches
+    best = min(_timed(preprocess, data) for _ in range(15))
+    assert best < 0.010
+
+
+def _timed(f, *args) -> float:
+    t = time.perf_counter()
+    f(*args)
+    return time.perf_counter() - t
+
+
+# --- errors ---
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A valid PNG start (signature, 1-bit IHDR, one tiny IDAT): the header claims any size in ~60 bytes."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+def test_image_error_is_a_digitlab_error():
+    assert issubclass(ImageError, DigitlabError)
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (b"hello, this is text and not a picture\n", r"image bytes \(\d+ bytes\): not an image"),
+        (b"", r"image bytes \(0 bytes\): empty"),
+        (png_header(8000, 6000), r"too large, 8000x6000 = 48 megapixels, at most 40"),
+        (png_header(10_000, 10_000), "too large"),  # above Pillow's own warning limit (89 MP)
+        (png_header(20_000, 10_000), "too large"),  # above Pillow's error limit (179 MP)
+    ],
+    ids=["text", "empty", "48MP", "100MP", "200MP"],
+)
+def test_bad_bytes_raise_image_error(data, match):
+    with pytest.raises(ImageError, match=match):
+        load_image(data)
+    with pytest.raises(ImageError, match=match):
+        preprocess(data)
+
+
+def test_truncated_png_names_the_file(tmp_path):
+    path = tmp_path / "cut.png"
+    path.write_bytes(encode(draw("7"), "PNG")[:-200])
+    with pytest.raises(ImageError, match=r"cut\.png: truncated or corrupt PNG"):
+        preprocess(path)
+
+
+def test_truncated_jpeg(tmp_path):
+    path = tmp_path / "cut.jpg"
+    data = encode(Image.effect_noise((200, 200), 64).convert("RGB"), "JPEG")
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match=r"cut\.jpg: truncated or corrupt JPEG"):
+        load_image(path)
+
+
+def test_large_image_on_disk_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (8000, 6000), 1).save(path)  # 48 MP, ~17 kB on disk
+    assert path.stat().st_size < 100_000
+    with pytest.raises(ImageError, match=r"bomb\.png: too large, 8000x6000"):
+        preprocess(path)
+
+
+def test_missing_empty_and_non_image_files(tmp_path):
+    with pytest.raises(ImageError, match=r"nope\.png: no such file"):
+        preprocess(tmp_path / "nope.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageError, match=r"empty\.png: empty file"):
+        load_image(tmp_path / "empty.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ImageError, match=r"notes\.txt: not an image"):
+        preprocess(tmp_path / "notes.txt")
+
+
+def test_bad_arrays_and_types():
+    with pytest.raises(ImageError, match=r"array of shape \(5, 5, 2\): expected"):
+        preprocess(np.zeros((5, 5, 2)))
+    with pytest.raises(ImageError, match=r"array of shape \(0, 5\)"):
+        preprocess(np.zeros((0, 5)))
+    with pytest.raises(TypeError, match="got int"):
+        preprocess(42)
+
+
+# --- debug strip ---
+
+
+def test_debug_steps_and_strip(tmp_path):
+    pre = preprocess(draw("7"), debug=True)
+    names = [name for name, _ in pre.steps]
+    assert names[0] == "input grey" and names[-1] == "centred 28x28"
+    assert {"ink bright", "threshold", "cropped", "20px box"} <= set(names)
+    assert all(a.dtype == np.uint8 and a.ndim == 2 for _, a in pre.steps)
+    assert np.array_equal(pre.steps[-1][1], pre.digit)
+    assert preprocess(draw("7")).steps == ()
+
+    path = save_debug_strip(pre, tmp_path / "debug" / "strip.png")
+    assert path == tmp_path / "debug" / "strip.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as im:
+        assert im.width > 4 * im.height  # a strip, one panel per step
+
+
+# --- parity with MNIST itself ---
+
+
+def paste_mnist(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An MNIST digit enlarged 1-10x (bicubic), at a random place on a larger canvas, either polarity."""
+    side = round(28 * rng.uniform(1.0, 10.0))
+    big = Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)
+    height, width = side + int(rng.integers(0, 200)), side + int(rng.integers(0, 200))
+    canvas = Image.new("L", (width, height), 0)
+    canvas.paste(big, (int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))))
+    a = np.asarray(canvas)
+    return 255 - a if rng.random() < 0.5 else a
+
+
+@pytest.mark.integration
+def test_mnist_digits_pasted_and_preprocessed_keep_accuracy(mnist, trained_run):
+    from digitlab.predict import load_predictor
+
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(mnist.x_test), 1000, replace=False)
+    x, y = mnist.x_test[idx], mnist.y_test[idx]
+    redone = np.stack([preprocess(paste_mnist(a, rng)).digit for a in x])
+
+    predictor = load_predictor(trained_run)
+    original = (predictor.predict_proba(x).argmax(1) == y).mean() * 100
+    pasted = (predictor.predict_proba(redone).argmax(1) == y).mean() * 100
+    assert abs(pasted - original) <= 0.5, f"accuracy {original:.2f}% on MNIST, {pasted:.2f}% pasted and preprocessed"
