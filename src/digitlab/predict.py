@@ -20,6 +20,7 @@ class Predictor:
     model: object
     class_names: tuple[str, ...]
     temperature: float = 1.0  # calibration: probabilities = softmax(log p / T)
+    threshold: float = 0.0  # calibrated confidence below this: "unsure", digit None
     run_dir: Path | None = None
 
     @property
@@ -57,11 +58,12 @@ def load_predictor(run_dir: Path) -> Predictor:
     model = runs.load_model(run_dir)
     config = runs.read_json(run_dir / runs.CONFIG)
     names = tuple(config.get("data", {}).get("class_names") or [str(i) for i in range(10)])
-    temperature = 1.0
+    temperature, threshold = 1.0, 0.0
     calibration = run_dir / "calibration.json"
     if calibration.is_file():
-        temperature = float(runs.read_json(calibration).get("temperature", 1.0))
-    return Predictor(model=model, class_names=names, temperature=temperature, run_dir=run_dir)
+        fitted = runs.read_json(calibration)
+        temperature, threshold = float(fitted["temperature"]), float(fitted["threshold"])
+    return Predictor(model=model, class_names=names, temperature=temperature, threshold=threshold, run_dir=run_dir)
 
 
 def describe(probs: np.ndarray, class_names: tuple[str, ...], k: int = 3) -> list[dict]:
@@ -93,4 +95,62 @@ def predict_test_indices(run_dir: Path, indices: list[int], data_dir: Path | Non
     rows = describe(probs, predictor.class_names)
     for row, i in zip(rows, indices):
         row.update(index=int(i), true=int(ds.y_test[i]))
+    return rows
+
+
+def classify(predictor: Predictor, digits: np.ndarray, has_ink) -> list[dict]:
+    """Preprocessed 28x28 digits -> one result each: digit (None when unsure), confidence, probabilities,
+    top-3, and the reason when unsure (no ink, or calibrated confidence below the run's threshold)."""
+    digits = np.asarray(digits)
+    probs = predictor.predict_proba(digits) if len(digits) else np.zeros((0, len(predictor.class_names)))
+    results = []
+    for row, p, ink in zip(describe(probs, predictor.class_names), probs, has_ink):
+        reason = None
+        if not ink:
+            reason = "no ink found in the image"
+        elif row["confidence"] < predictor.threshold:
+            reason = f"confidence {row['confidence']:.3f} is below the threshold {predictor.threshold:.3f}"
+        row.update(unsure=reason is not None, reason=reason, probabilities=[float(v) for v in p])
+        if reason:
+            row.update(digit=None, label=None)
+        results.append(row)
+    return results
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def expand_paths(paths: list[Path]) -> list[Path]:
+    """Files as given; folders searched recursively for image files, in sorted order."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            files.append(path)
+    return files
+
+
+def predict_files(predictor: Predictor, paths: list[Path], debug_dir: Path | None = None) -> list[dict]:
+    """One row per image file: file, digit, confidence, top3, unsure, reason, or error (the rest go on)."""
+    from digitlab.preprocess import preprocess, save_debug_strip
+
+    rows, digits, ink, ok = [], [], [], []
+    for i, path in enumerate(expand_paths(paths)):
+        rows.append({"file": str(path)})
+        try:
+            pre = preprocess(path, debug=debug_dir is not None)
+        except DigitlabError as e:
+            rows[-1]["error"] = str(e)
+            continue
+        except OSError as e:
+            rows[-1]["error"] = f"{path}: cannot be read ({e.strerror or e})"
+            continue
+        if debug_dir is not None:
+            rows[-1]["debug"] = str(save_debug_strip(pre, Path(debug_dir) / f"{i:04d}-{path.stem}.png"))
+        digits.append(pre.digit)
+        ink.append(pre.has_ink)
+        ok.append(len(rows) - 1)
+    for k, result in zip(ok, classify(predictor, np.array(digits).reshape(-1, *predictor.input_shape), ink)):
+        rows[k].update({key: result[key] for key in ("digit", "label", "confidence", "top3", "unsure", "reason")})
     return rows
