@@ -266,8 +266,8 @@ def test_photo_with_uneven_light_and_noise():
 @pytest.mark.parametrize("kind", ["1", "0", "7"])
 @pytest.mark.parametrize(
     "width, box",
-    [(1, (100, 50, 400, 450)), (60, (150, 150, 350, 400)), (90, (100, 50, 400, 450))],
-    ids=["1px-pen", "60px-short", "90px"],
+    [(1, (100, 50, 400, 450)), (60, (175, 150, 325, 350)), (90, (100, 50, 400, 450))],
+    ids=["1px-pen", "60px-pen-small-digit", "90px-pen"],
 )
 def test_stroke_width_is_brought_near_mnist(kind, width, box):
     pre = preprocess(draw(kind, (500, 500), box, width))
