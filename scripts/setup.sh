@@ -8,9 +8,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-extras="serve"
+extras="train,serve"
 if [ "${1:-}" = "--test" ]; then
-  extras="serve,test"
+  extras="all,test"
   if [ ! -x /usr/bin/chromium ]; then
     echo "installing Debian's chromium for the browser tests" >&2
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -15,6 +15,7 @@ app = typer.Typer(
     help="Recognise handwritten digits: fetch MNIST, explore, train, evaluate, predict, serve.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 data_app = typer.Typer(help="Fetch, verify and describe the data sets.", no_args_is_help=True)
