@@ -142,6 +142,9 @@ def explore_command(
 # ---- model commands: train, lr-find, evaluate, predict (models.py, train.py, evaluate.py, predict.py) ----
 
 RunArg = Annotated[Path, typer.Argument(help="A run directory made by `digitlab train`.", show_default=False)]
+RuntimeOpt = Annotated[
+    str, typer.Option("--runtime", help="keras (model.keras) or onnx (model.onnx from `digitlab export`, no TensorFlow).")
+]
 
 
 @app.command()
@@ -258,6 +261,7 @@ def predict(
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
     debug: Annotated[Optional[Path], typer.Option(help="Write a strip of each image's preprocessing steps into this folder.")] = None,
     data_dir: DataDirOpt = None,
+    runtime: RuntimeOpt = "keras",
 ) -> None:
     """Predict digits: in image files (PNG, JPEG, ...) or, with --index, in the test set."""
     import json
@@ -271,10 +275,12 @@ def predict(
         indices = list(index) + [int(p) for p in extra]
         if len(extra) != len(paths):
             fail("predict: give either image paths or --index, not both")
+        if runtime != "keras":
+            fail("predict: --index runs the Keras model only; give image files for --runtime onnx")
         rows = prediction.predict_test_indices(run, indices, data_dir=data_dir)
         columns = ["index", "true", "digit", "confidence", "top3"]
     elif paths:
-        rows = prediction.predict_files(prediction.load_predictor(run), [Path(p) for p in paths], debug_dir=debug)
+        rows = prediction.predict_files(prediction.load_predictor(run, runtime=runtime), [Path(p) for p in paths], debug_dir=debug)
         columns = ["file", "digit", "confidence", "top3", "reason", "error"]
     else:
         fail("predict: give image files or folders, or --index N ... for test digits")
@@ -314,6 +320,101 @@ def _cell(value) -> str:
 
 # ---- end model commands ----
 
+# ---- export (export.py) ----
+
+
+@app.command("export")
+@reports_errors
+def export_command(
+    run: RunArg,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx, tflite or saved_model.")] = "onnx",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write it [default: model.onnx, model.tflite or saved_model/ in the run].")] = None,
+    check_images: Annotated[int, typer.Option("--check-images", help="Test images the export must agree on with the Keras model.")] = 1000,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Export a run for deployment (ONNX, TFLite, SavedModel), checked against the Keras model first."""
+    from digitlab.export import export
+
+    record = export(run, fmt, out, n=check_images, data_dir=data_dir)
+    check = f"check on {record['n']} {record['dataset']} test images"
+    if "error" in record:
+        typer.echo(f"{check}: the export did not run ({record['error']})")
+    else:
+        typer.echo(f"{check}: argmax agrees on {record['n'] - record['argmax_mismatches']}/{record['n']}, "
+                   f"max |probability difference| {record['max_abs_diff']:.1e} (limit {record['tolerance']:.0e})")
+    if not record["passed"]:
+        fail(f"{fmt} export failed its check; nothing was replaced (record in {run / 'metrics.json'})", code=1)
+    typer.echo(f"wrote {Path(run) / record['path']} ({record['bytes'] / 1024:.0f} KiB) in {record['export_seconds']:.1f} s")
+
+
+# ---- end export ----
+
+# ---- experiments and report ----
+
+
+@app.command()
+@reports_errors
+def experiments(
+    out: Annotated[Path, typer.Option(help="Directory for the step runs, results.csv/.md, ladder.png, report.html.")] = Path("experiments"),
+    quick: Annotated[bool, typer.Option("--quick", help="Smoke run: every step shortened (2,000 images, epochs / 20).")] = False,
+    with_accurate: Annotated[bool, typer.Option("--with-accurate", help="Add the accurate preset as a last step (slow).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for weights and shuffling, the same for every step.")] = 42,
+    dataset: DatasetOpt = "mnist",
+    data_dir: DataDirOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the experiments already in --out.")] = False,
+) -> None:
+    """Reproduce the tutorial's tuning ladder: raw pixels, /255, lr finder, lr 0.01, 10-10, CNN."""
+    from digitlab.experiments import run_experiments
+
+    def progress(number, total, step, result):
+        if result is None:
+            typer.echo(f"[{number}/{total}] {step.name}: {step.what_changed} ...")
+        elif result["kind"] == "lr_find":
+            typer.echo(f"[{number}/{total}] done in {result['seconds']:.1f} s: suggested learning rate "
+                       f"{result['suggested_lr']:.2g}")
+        else:
+            typer.echo(f"[{number}/{total}] done in {result['seconds']:.1f} s: train {result['train_accuracy']:.4f}, "
+                       f"validation {result['validation_accuracy']:.4f}, test {result['test_accuracy']:.4f}")
+
+    run_experiments(out, quick=quick, with_accurate=with_accurate, seed=seed, data_dir=data_dir,
+                    dataset=dataset, overwrite=overwrite, on_step=progress)
+    for name in ("results.md", "results.csv", "ladder.png", "report.html"):
+        typer.echo(f"wrote {out / name}")
+
+
+@app.command()
+@reports_errors
+def report(
+    run: RunArg,
+    out: Annotated[Optional[Path], typer.Option(help="HTML file to write [default: RUN/report.html].")] = None,
+    lr_find: Annotated[bool, typer.Option("--lr-find", help="First run a quick learning-rate range test into RUN.")] = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Write one self-contained HTML report of a run (evaluates on the test set if not done yet)."""
+    from digitlab.report import build_report
+
+    typer.echo(f"wrote {build_report(run, out, data_dir=data_dir, lr_find=lr_find)}")
+
+
+# ---- end experiments and report ----
+
 # ---- serve (serve.py) ----
+
+
+@app.command()
+@reports_errors
+def serve(
+    run: RunArg,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = True,
+) -> None:
+    """Serve the drawing page and the REST API (/api/predict, /docs) for a trained run."""
+    from digitlab.serve import create_app, run_app
+
+    web_app = create_app(run)  # loads the model now, so a bad run fails before the server starts
+    typer.echo(f"serving {run} on http://{host}:{port}/  (API docs at /docs; Ctrl+C stops)")
+    run_app(web_app, host=host, port=port, access_log=access_log)
+
 
 # ---- end serve ----

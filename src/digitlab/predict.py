@@ -53,9 +53,21 @@ def calibrate(probs: np.ndarray, temperature: float) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype("float32")
 
 
-def load_predictor(run_dir: Path) -> Predictor:
+RUNTIMES = ("keras", "onnx")
+
+
+def load_predictor(run_dir: Path, runtime: str = "keras") -> Predictor:
+    """A run's model with its class names and calibration. runtime "keras": model.keras; "onnx":
+    model.onnx (from `digitlab export`) on ONNX Runtime, without importing TensorFlow or Keras."""
     run_dir = Path(run_dir)
-    model = runs.load_model(run_dir)
+    if runtime == "keras":
+        model, kind = runs.load_model(run_dir), Predictor
+    elif runtime == "onnx":
+        from digitlab.onnx_runtime import OnnxPredictor, load_session
+
+        model, kind = load_session(run_dir), OnnxPredictor
+    else:
+        raise DigitlabError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
     config = runs.read_json(run_dir / runs.CONFIG)
     names = tuple(config.get("data", {}).get("class_names") or [str(i) for i in range(10)])
     temperature, threshold = 1.0, 0.0
@@ -63,7 +75,7 @@ def load_predictor(run_dir: Path) -> Predictor:
     if calibration.is_file():
         fitted = runs.read_json(calibration)
         temperature, threshold = float(fitted["temperature"]), float(fitted["threshold"])
-    return Predictor(model=model, class_names=names, temperature=temperature, threshold=threshold, run_dir=run_dir)
+    return kind(model=model, class_names=names, temperature=temperature, threshold=threshold, run_dir=run_dir)
 
 
 def describe(probs: np.ndarray, class_names: tuple[str, ...], k: int = 3) -> list[dict]:

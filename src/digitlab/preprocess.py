@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 from scipy import ndimage as ndi
 
 from digitlab.errors import DigitlabError
@@ -30,6 +30,7 @@ STRONG_INK = 90  # percentile of the thresholded ink made 255, so stroke cores s
 SIDE = 28  # px, MNIST's image
 BOX_SIDE = 20  # px, MNIST's digits are scaled so the long side of their bounding box is this
 CENTRE = 14.0  # px (row, column index) where MNIST's centre of mass sits
+DEBUG_PANEL = 140  # px, long side of each picture in the debug strip
 # Stroke width, in output px once the digit's box is 20 px: ink area / (boundary px / 2) of the
 # thresholded ink. MNIST's digits, enlarged and measured so, have median 2.6, 10th percentile 2.1
 # and 99th 4.8. Strokes outside the band are dilated or eroded to its nearest edge: the mapping is
@@ -94,21 +95,34 @@ def preprocess(image, *, debug: bool = False) -> Preprocessed:
 
 
 def save_debug_strip(pre: Preprocessed, path: str | os.PathLike) -> Path:
-    """Write the intermediate steps side by side with captions as a PNG; returns the path."""
-    from matplotlib.figure import Figure  # no pyplot: no global figure state, safe in a server
-
-    path = Path(path)
+    """Write the steps side by side, each captioned with its name and size, as a PNG; returns the path."""
     steps = pre.steps or (("centred 28x28", pre.digit),)
-    fig = Figure(figsize=(1.9 * len(steps), 2.3), dpi=100)
-    for i, (caption, a) in enumerate(steps):
-        ax = fig.add_subplot(1, len(steps), i + 1)
-        ax.imshow(a, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(f"{caption}\n{a.shape[1]}x{a.shape[0]}", fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
+    font = ImageFont.load_default(size=12)
+    panels = []
+    for caption, a in steps:
+        scale = DEBUG_PANEL / max(a.shape)
+        size = (max(1, round(a.shape[1] * scale)), max(1, round(a.shape[0] * scale)))
+        resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BOX  # show pixels as squares
+        lines = (caption, f"{a.shape[1]}x{a.shape[0]}")
+        width = max([size[0]] + [round(font.getlength(t)) for t in lines])
+        panels.append((Image.fromarray(a).resize(size, resample), lines, width))
+
+    gap, text_height = 12, 36  # px
+    total_width = sum(width for *_, width in panels) + gap * (len(panels) + 1)
+    strip = Image.new("L", (total_width, text_height + DEBUG_PANEL + gap), 255)
+    draw = ImageDraw.Draw(strip)
+    x = gap
+    for im, lines, width in panels:
+        left, top = x + (width - im.width) // 2, text_height + (DEBUG_PANEL - im.height) // 2
+        strip.paste(im, (left, top))
+        # A grey frame, so that a black picture on the white strip still shows its extent.
+        draw.rectangle((left - 1, top - 1, left + im.width, top + im.height), outline=160)
+        for i, text in enumerate(lines):
+            draw.text((x + width / 2, 4 + 15 * i), text, fill=0, font=font, anchor="mt")
+        x += width + gap
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    strip.save(path, "PNG")
     return path
 
 
@@ -252,7 +266,7 @@ def _shrink(img: Image.Image) -> Image.Image:
 def _shrink_array(a: np.ndarray) -> np.ndarray:
     if max(a.shape) <= WORK_SIDE:
         return a
-    return np.asarray(_shrink(Image.fromarray(a.astype(np.float32), mode="F")), dtype=np.float32)
+    return np.asarray(_shrink(Image.fromarray(a.astype(np.float32))), dtype=np.float32)
 
 
 # --- ink -------------------------------------------------------------------------------------------
@@ -359,7 +373,7 @@ def _fit_box(soft: np.ndarray) -> np.ndarray:
     size = (max(1, min(BOX_SIDE, round(w * scale))), max(1, min(BOX_SIDE, round(h * scale))))
     # Shrinking: Lanczos over the whole footprint anti-aliases; enlarging a tiny crop: bilinear, no ringing.
     resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR
-    box = np.asarray(Image.fromarray(soft, mode="F").resize(size, resample), dtype=np.float32)
+    box = np.asarray(Image.fromarray(soft.astype(np.float32)).resize(size, resample), dtype=np.float32)
     return np.clip(box, 0.0, 1.0)  # Lanczos overshoots a little at edges
 
 

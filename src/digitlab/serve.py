@@ -42,7 +42,7 @@ from digitlab.preprocess import SIDE, preprocess
 MAX_BODY = 10 * 1024 * 1024  # bytes in one request body
 MAX_BATCH = 256  # images in one batch request
 MAX_ERRORS_SHOWN = 5  # validation errors listed in one `detail`
-MEDIA_TYPES = ("multipart/form-data", "application/json")
+MULTIPART, JSON = "multipart/form-data", "application/json"
 
 # --- request and response shapes (these are what /docs shows) ---------------------------------------
 
@@ -85,6 +85,9 @@ class BatchRequest(BaseModel):
         if (self.images is None) == (self.pixels is None):
             raise ValueError("expected exactly one of `images` (base64 or data: URLs) or `pixels` (28x28 grids)")
         return self
+
+
+RESULT_KEYS = ("digit", "label", "confidence", "probabilities", "top3", "unsure", "reason")  # from classify
 
 
 class ModelName(BaseModel):
@@ -211,33 +214,31 @@ class Service:
         with self.lock:  # one model call at a time: Keras models are not documented as thread-safe
             return classify(self.predictor, digits, has_ink)
 
-    def predict(self, inputs: list) -> list[dict]:
-        """Image bytes or validated pixel grids -> one result each; a bad one gets {"error": ...}."""
-        digits, ink, shown, out = [], [], [], []
-        for item in inputs:
-            if isinstance(item, Exception):
-                out.append({"error": str(item)})
+    def predict(self, inputs: list, fields: list[str]) -> list[dict]:
+        """Image bytes or validated pixel grids -> one result each; a bad one gets {"error": ...} whose
+        message starts with its field, e.g. "files[2]"."""
+        out: list[dict] = [{} for _ in inputs]
+        ok, digits, ink = [], [], []
+        for i, (item, field) in enumerate(zip(inputs, fields)):
+            if isinstance(item, Exception):  # found bad while reading the request
+                out[i] = {"error": str(item)}
                 continue
-            if isinstance(item, np.ndarray):  # pixels: MNIST-like already
+            if isinstance(item, np.ndarray):  # pixels: MNIST-like already, used as given
                 digit, has_ink = item, bool(item.max() > 0)
             else:
                 try:
                     pre = preprocess(item)
                 except DigitlabError as e:
-                    out.append({"error": str(e)})
+                    out[i] = {"error": f"{field}: {e}"}
                     continue
                 digit, has_ink = pre.digit, pre.has_ink
-            out.append(None)
+            ok.append(i)
             digits.append(digit)
             ink.append(has_ink)
-            shown.append(np.rint(digit).astype(np.uint8).tolist())
-        results = iter(self.classify(np.stack(digits), ink)) if digits else iter(())
-        pics = iter(shown)
-        for i, entry in enumerate(out):
-            if entry is None:
-                result = next(results)
-                out[i] = {**{k: result[k] for k in Prediction.model_fields if k in result},
-                          "model": self.model, "preprocessed": next(pics)}
+        if ok:
+            for i, digit, result in zip(ok, digits, self.classify(np.stack(digits), ink)):
+                out[i] = {**{k: result[k] for k in RESULT_KEYS}, "model": self.model,
+                          "preprocessed": np.rint(digit).astype(int).tolist()}
         return out
 
 
@@ -250,7 +251,7 @@ def _problem(status: int, detail: str) -> HTTPException:
 
 def _media_type(request: Request) -> str:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media not in MEDIA_TYPES:
+    if media not in (MULTIPART, JSON):
         raise _problem(415, f"Content-Type: expected multipart/form-data or application/json, got {media or 'none'!r}")
     return media
 
@@ -364,6 +365,36 @@ def _check_grids(grids: list) -> list:
     return out
 
 
+async def read_images(request: Request, many: bool) -> tuple[list, list[str], list[str | None]]:
+    """A request's images, checked: (inputs, the field of each, the file name of each). An input is image
+    bytes, a float32 28x28 array, or (batch only) the DigitlabError that stands in for a bad image."""
+    media = _media_type(request)
+    body = await _read_body(request)
+    if media == MULTIPART:
+        files = await _read_form(request, body, "files" if many else "file")
+        if not many and len(files) != 1:
+            raise _problem(422, f"file: expected one file, got {len(files)}; /api/predict/batch takes several")
+        fields = [f"files[{i}]" for i in range(len(files))] if many else ["file"]
+        return [data for _, data in files], fields, [name for name, _ in files]
+    if not many:
+        req = _parse_json(PredictRequest, body)
+        if req.pixels is not None:
+            return [np.asarray(req.pixels, np.float32)], ["pixels"], [None]
+        try:
+            return [decode_image(req.image, "image")], ["image"], [None]
+        except DigitlabError as e:
+            raise _problem(422, str(e)) from None
+    req = _parse_json(BatchRequest, body)
+    field = "images" if req.images is not None else "pixels"
+    items = getattr(req, field)
+    if not items:
+        raise _problem(422, f"{field}: empty list; expected at least one image")
+    if len(items) > MAX_BATCH:
+        raise _problem(413, f"{field}: {len(items)} images, at most {MAX_BATCH} per request")
+    inputs = _decode_all(items) if field == "images" else _check_grids(items)
+    return inputs, [f"{field}[{i}]" for i in range(len(items))], [None] * len(items)
+
+
 # --- the app -------------------------------------------------------------------------------------------
 
 
@@ -391,20 +422,8 @@ def create_app(run_dir: Path) -> FastAPI:
               openapi_extra=_body_doc(PredictRequest, "file", many=False))
     async def predict(request: Request) -> dict:
         """Classify one image: a multipart file `file`, JSON `image` (base64 or data: URL) or JSON `pixels`."""
-        media = _media_type(request)
-        body = await _read_body(request)
-        if media == "multipart/form-data":
-            files = await _read_form(request, body, "file")
-            if len(files) != 1:
-                raise _problem(422, f"file: expected one file, got {len(files)}; /api/predict/batch takes several")
-            inputs = [files[0][1]]
-        else:
-            req = _parse_json(PredictRequest, body)
-            try:
-                inputs = [decode_image(req.image, "image") if req.image is not None else np.asarray(req.pixels, np.float32)]
-            except DigitlabError as e:
-                raise _problem(422, str(e)) from None
-        (result,) = await run_in_threadpool(service.predict, inputs)
+        inputs, fields, _ = await read_images(request, many=False)
+        (result,) = await run_in_threadpool(service.predict, inputs, fields)
         if "error" in result:
             raise _problem(422, result["error"])
         return result
@@ -414,23 +433,8 @@ def create_app(run_dir: Path) -> FastAPI:
     async def predict_batch(request: Request) -> dict:
         """Classify up to 256 images: multipart `files`, JSON `images` or JSON `pixels`. A bad image gets an
         entry with `error` and the others are still classified."""
-        media = _media_type(request)
-        body = await _read_body(request)
-        if media == "multipart/form-data":
-            files = await _read_form(request, body, "files")
-            names, inputs = [name for name, _ in files], [data for _, data in files]
-        else:
-            req = _parse_json(BatchRequest, body)
-            count = len(req.images if req.images is not None else req.pixels)
-            if count == 0:
-                raise _problem(422, f"{'images' if req.images is not None else 'pixels'}: empty list; "
-                                    "expected at least one image")
-            if count > MAX_BATCH:
-                raise _problem(413, f"{'images' if req.images is not None else 'pixels'}: {count} images, "
-                                    f"at most {MAX_BATCH} per request")
-            names = [None] * count
-            inputs = _decode_all(req.images) if req.images is not None else _check_grids(req.pixels)
-        results = await run_in_threadpool(service.predict, inputs)
+        inputs, fields, names = await read_images(request, many=True)
+        results = await run_in_threadpool(service.predict, inputs, fields)
         return {"results": [{**r, "index": i, "name": n} for i, (r, n) in enumerate(zip(results, names))]}
 
     @app.get("/api/health", response_model=Health)
@@ -457,8 +461,8 @@ def _read_optional(path: Path) -> dict:
         return {}
 
 
-def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True) -> None:
-    """Load the run and serve until interrupted."""
+def run_app(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True) -> None:
+    """Serve `app` with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(run_dir), host=host, port=port, access_log=access_log, log_level="info")
+    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")

@@ -1,0 +1,194 @@
+"""Latency of the REST API under concurrent load, measured against the real server.
+
+Starts `digitlab serve RUN` on a free loopback port in a subprocess, then CLIENTS threads (one keep-alive
+httpx client each) post a 280x280 PNG of a drawn digit to /api/predict as multipart, REQUESTS each or
+until DURATION seconds pass. Prints p50/p95/p99 latency, throughput and errors; with --breakdown also
+the time of each stage measured in this process (preprocess, model call) and one client's latency.
+
+    .venv/bin/python bench/latency.py runs/fast-... [--clients 8] [--requests 200] [--duration 60]
+
+Targets on a 2-core CPU: p50 <= 20 ms, p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+TARGET_P50_MS = 20.0
+TARGET_P99_MS = 50.0
+WARMUP = 20  # requests before timing starts
+
+
+def drawn_digit_png(side: int = 280) -> bytes:
+    """A 7 drawn with a thick round pen, black on white, as the page's canvas sends it."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (side, side), "white")
+    s = side / 280
+    ImageDraw.Draw(img).line([(70 * s, 60 * s), (205 * s, 60 * s), (120 * s, 230 * s)], fill="black",
+                             width=round(18 * s), joint="curve")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(run_dir: Path, port: int, timeout: float = 180.0) -> subprocess.Popen:
+    cmd = [sys.executable, "-c", "from digitlab.cli import main; main()", "serve", str(run_dir),
+           "--port", str(port), "--no-access-log"]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"server exited with code {server.returncode}:\n{server.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1.0).status_code == 200:
+                return server
+        except httpx.TransportError:
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit(f"server did not answer /api/health within {timeout:.0f} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(url: str, png: bytes, clients: int, requests: int, duration: float, server_pid: int) -> dict:
+    """CLIENTS threads posting REQUESTS each (or until DURATION s); latencies in ms, CPU ms per request."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[str] = []
+    start = threading.Barrier(clients + 1)
+    deadline = [0.0]
+
+    def client(k: int) -> None:
+        with httpx.Client(timeout=10.0) as http:
+            start.wait()
+            for _ in range(requests):
+                if time.perf_counter() > deadline[0]:
+                    break
+                t0 = time.perf_counter()
+                try:
+                    r = http.post(url, files={"file": ("digit.png", png, "image/png")})
+                    ok = r.status_code == 200
+                    if not ok:
+                        errors.append(f"HTTP {r.status_code}: {r.text[:100]}")
+                except httpx.HTTPError as e:
+                    ok = False
+                    errors.append(f"{type(e).__name__}: {e}")
+                if ok:
+                    latencies[k].append((time.perf_counter() - t0) * 1e3)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    cpu0 = cpu_seconds(server_pid), cpu_seconds(os.getpid())
+    t0 = time.perf_counter()
+    deadline[0] = t0 + duration
+    start.wait()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    server_cpu, client_cpu = cpu_seconds(server_pid) - cpu0[0], cpu_seconds(os.getpid()) - cpu0[1]
+    ms = np.concatenate([np.asarray(x) for x in latencies]) if any(latencies) else np.zeros(0)
+    pct = np.percentile(ms, [50, 95, 99]) if len(ms) else [float("nan")] * 3
+    return {"clients": clients, "requests": int(len(ms)), "errors": len(errors), "first_errors": errors[:3],
+            "seconds": wall, "throughput": len(ms) / wall, "p50": pct[0], "p95": pct[1], "p99": pct[2],
+            "mean": float(ms.mean()) if len(ms) else float("nan"), "max": float(ms.max()) if len(ms) else float("nan"),
+            "server_cpu_ms": 1e3 * server_cpu / max(len(ms), 1), "client_cpu_ms": 1e3 * client_cpu / max(len(ms), 1)}
+
+
+def breakdown(run_dir: Path, png: bytes, url: str, n: int = 100) -> dict:
+    """Median ms per stage in this process, and one client's median latency through HTTP."""
+    from digitlab.preprocess import preprocess
+    from digitlab.serve import Service
+
+    def median_ms(f) -> float:
+        f()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            f()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return float(np.median(times))
+
+    service = Service.load(run_dir)
+    pre = preprocess(png)
+    with httpx.Client() as http:
+        stages = {
+            "preprocess": median_ms(lambda: preprocess(png)),
+            "model (classify, compiled)": median_ms(lambda: service.classify(pre.digit[None], [True])),
+            "one client, HTTP round trip": median_ms(
+                lambda: http.post(url, files={"file": ("digit.png", png, "image/png")}).raise_for_status()),
+        }
+    stages["HTTP + server overhead"] = (stages["one client, HTTP round trip"] - stages["preprocess"]
+                                        - stages["model (classify, compiled)"])
+    return stages
+
+
+def main(run_dir: Path, clients: int = 8, requests: int = 200, duration: float = 60.0, repeat: int = 1,
+         with_breakdown: bool = False) -> dict:
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.keras").is_file():
+        raise SystemExit(f"{run_dir}: no model.keras; expected a run directory made by `digitlab train`")
+    png = drawn_digit_png()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api/predict"
+    server = start_server(run_dir, port)
+    try:
+        with httpx.Client() as http:
+            for _ in range(WARMUP):
+                http.post(url, files={"file": ("digit.png", png, "image/png")}).raise_for_status()
+        rounds = [load(url, png, clients, requests, duration, server.pid) for _ in range(repeat)]
+        stages = breakdown(run_dir, png, url) if with_breakdown else None
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {"rounds": rounds, "stages": stages, "png_bytes": len(png), "cpus": os.cpu_count(),
+            "loadavg_before_end": os.getloadavg()}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="a run directory made by `digitlab train`")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent client threads")
+    parser.add_argument("--requests", type=int, default=200, help="requests per client")
+    parser.add_argument("--duration", type=float, default=60.0, help="stop each round after this many seconds")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds against the same server")
+    parser.add_argument("--breakdown", action="store_true", help="also time preprocess, model and one client")
+    args = parser.parse_args()
+    result = main(args.run_dir, args.clients, args.requests, args.duration, args.repeat, args.breakdown)
+    print(f"{result['png_bytes']} byte PNG (280x280), {result['cpus']} CPUs, "
+          f"load average {', '.join(f'{x:.2f}' for x in result['loadavg_before_end'])} (1, 5, 15 min)")
+    for i, r in enumerate(result["rounds"], 1):
+        verdict = "meets" if r["p50"] <= TARGET_P50_MS and r["p99"] <= TARGET_P99_MS else "misses"
+        print(f"round {i}: {r['clients']} clients, {r['requests']} requests in {r['seconds']:.1f} s = "
+              f"{r['throughput']:.0f} req/s; latency ms p50 {r['p50']:.1f}  p95 {r['p95']:.1f}  "
+              f"p99 {r['p99']:.1f}  mean {r['mean']:.1f}  max {r['max']:.1f}; errors {r['errors']}  "
+              f"({verdict} p50 <= {TARGET_P50_MS:.0f}, p99 <= {TARGET_P99_MS:.0f}); CPU ms per request: "
+              f"server {r['server_cpu_ms']:.1f}, clients {r['client_cpu_ms']:.1f}")
+        for e in r["first_errors"]:
+            print(f"  error: {e}")
+    if result["stages"]:
+        print("median ms per request, by stage:")
+        for name, ms in result["stages"].items():
+            print(f"  {name:<30} {ms:6.2f}")

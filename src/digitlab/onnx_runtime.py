@@ -1,0 +1,90 @@
+"""A run's exported model.onnx on ONNX Runtime: the deployment path, without TensorFlow or Keras.
+
+A deployment needs three files of the run directory, model.onnx (from `digitlab export RUN --format
+onnx`), config.json (class names) and calibration.json (if the run has one), and the core install plus
+the `onnx` extra: NumPy, Pillow, SciPy, Typer and ONNX Runtime. Nothing here imports TensorFlow or Keras.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from digitlab import runs
+from digitlab.errors import DigitlabError, RunError
+from digitlab.predict import Predictor, calibrate
+
+ONNX_FILE = "model.onnx"
+
+
+def open_session(path: Path):
+    """An ONNX Runtime session for one .onnx file, on the CPU."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise DigitlabError("the ONNX runtime needs onnxruntime: pip install 'digitlab[onnx]'") from None
+    try:
+        return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # a truncated or foreign file
+        raise RunError(f"{path}: cannot be loaded by ONNX Runtime ({type(e).__name__}: {e})") from None
+
+
+def run_session(session, x: np.ndarray) -> np.ndarray:
+    """(n, 28, 28) float32 raw pixels -> (n, classes) probabilities, uncalibrated."""
+    (pixels,) = session.get_inputs()
+    return session.run(None, {pixels.name: np.ascontiguousarray(x, dtype="float32")})[0]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_session(run_dir: Path):
+    """The session for a run's model.onnx, refusing one exported from an older model.keras."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run directory")
+    path = run_dir / ONNX_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir}: no {ONNX_FILE} here; make it with `digitlab export {run_dir} --format onnx`")
+    _check_fresh(run_dir, path)
+    return open_session(path)
+
+
+def _check_fresh(run_dir: Path, path: Path) -> None:
+    """`train --resume` or `--overwrite` rewrites model.keras but not model.onnx: catch the stale file.
+    A deployment that ships without model.keras or metrics.json skips this check."""
+    keras_file, metrics = run_dir / runs.MODEL, run_dir / runs.METRICS
+    if not keras_file.is_file() or not metrics.is_file():
+        return
+    record = runs.read_json(metrics).get("exports", {}).get("onnx", {})
+    if "source_sha256" not in record or (run_dir / record["path"]).resolve() != path.resolve():
+        return
+    if record["source_sha256"] != sha256(keras_file):
+        raise RunError(
+            f"{path}: exported from an earlier {runs.MODEL} (the run was trained again since); "
+            f"run `digitlab export {run_dir} --format onnx` again"
+        )
+
+
+@dataclass
+class OnnxPredictor(Predictor):
+    """A Predictor whose `model` is an onnxruntime.InferenceSession; same class names and calibration."""
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.model.get_inputs()[0].shape[1:])  # the batch dimension is dynamic
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """(n, 28, 28) raw pixels 0-255 (uint8 or float) -> (n, classes) float32 probabilities."""
+        x = np.asarray(x, dtype="float32")
+        if x.ndim == 2:
+            x = x[None]
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise DigitlabError(f"images: expected shape (n, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+        if not len(x):
+            return np.zeros((0, len(self.class_names)), "float32")
+        return calibrate(np.asarray(run_session(self.model, x), dtype="float32"), self.temperature)

@@ -1,0 +1,279 @@
+// The drawing page: strokes on #pad go to POST /api/predict as a PNG data URL; the reply fills in
+// the digit, the probability bars and the 28x28 image the model received. No libraries, no build step.
+"use strict";
+
+const DEBOUNCE_MS = 150; // after the last stroke segment, ask for a prediction
+const STROKE_WIDTH = 18; // px on the 280 px pad: a felt pen on paper
+
+const pad = document.getElementById("pad");
+const ctx = pad.getContext("2d");
+const seen = document.getElementById("seen");
+const result = document.getElementById("result");
+const digitEl = document.getElementById("digit");
+const confidenceEl = document.getElementById("confidence");
+const unsureEl = document.getElementById("unsure");
+const barsEl = document.getElementById("bars");
+const statusEl = document.getElementById("status");
+const uploadEl = document.getElementById("upload");
+
+let classNames = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+let hasInk = false; // anything drawn or uploaded since the last clear
+let version = 0; // bumped on every change of the pad; a reply for an older version is dropped
+let shownVersion = 0;
+let inFlight = false;
+let timer = null;
+let uploaded = null; // the uploaded File while the pad shows it unchanged: sent as itself, not re-encoded
+let stroke = null; // {id, x, y} of the pointer drawing now
+
+// --- the pad ---------------------------------------------------------------------------------------
+
+function clearPad() {
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  ctx.strokeStyle = "#000";
+  ctx.fillStyle = "#000";
+  ctx.lineWidth = STROKE_WIDTH;
+  ctx.lineCap = "round";
+  ctx.lineJoin = "round";
+}
+
+function padPoint(e) {
+  // Client px -> canvas px; the canvas is scaled by CSS and has a border.
+  const rect = pad.getBoundingClientRect();
+  return {
+    x: ((e.clientX - rect.left - pad.clientLeft) * pad.width) / pad.clientWidth,
+    y: ((e.clientY - rect.top - pad.clientTop) * pad.height) / pad.clientHeight,
+  };
+}
+
+function changed() {
+  hasInk = true;
+  version += 1;
+  result.dataset.state = "pending";
+}
+
+pad.addEventListener("pointerdown", (e) => {
+  if (e.pointerType === "mouse" && e.button !== 0) return;
+  e.preventDefault();
+  pad.setPointerCapture(e.pointerId);
+  const p = padPoint(e);
+  stroke = { id: e.pointerId, ...p };
+  uploaded = null;
+  ctx.beginPath();
+  ctx.arc(p.x, p.y, STROKE_WIDTH / 2, 0, 2 * Math.PI); // a tap leaves a dot
+  ctx.fill();
+  changed();
+  schedule(DEBOUNCE_MS);
+});
+
+pad.addEventListener("pointermove", (e) => {
+  if (!stroke || e.pointerId !== stroke.id) return;
+  const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
+  ctx.beginPath();
+  ctx.moveTo(stroke.x, stroke.y);
+  for (const ev of events.length ? events : [e]) {
+    const p = padPoint(ev);
+    ctx.lineTo(p.x, p.y);
+    stroke.x = p.x;
+    stroke.y = p.y;
+  }
+  ctx.stroke();
+  changed();
+  schedule(DEBOUNCE_MS);
+});
+
+function endStroke(e) {
+  if (!stroke || e.pointerId !== stroke.id) return;
+  stroke = null;
+  schedule(0);
+}
+pad.addEventListener("pointerup", endStroke);
+pad.addEventListener("pointercancel", endStroke);
+
+function clearAll() {
+  clearPad();
+  hasInk = false;
+  uploaded = null;
+  version += 1;
+  shownVersion = version;
+  clearTimeout(timer);
+  uploadEl.value = "";
+  showEmpty();
+}
+
+document.getElementById("clear").addEventListener("click", clearAll);
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape") clearAll();
+});
+
+uploadEl.addEventListener("change", () => {
+  const file = uploadEl.files && uploadEl.files[0];
+  if (!file) return;
+  const url = URL.createObjectURL(file);
+  const img = new Image();
+  img.onload = () => {
+    // Show the image on the pad, fitted inside it, so more strokes can be drawn over it.
+    clearPad();
+    const scale = Math.min(pad.width / img.width, pad.height / img.height);
+    const w = img.width * scale;
+    const h = img.height * scale;
+    ctx.drawImage(img, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+    URL.revokeObjectURL(url);
+  };
+  img.onerror = () => URL.revokeObjectURL(url); // the server says what is wrong with it
+  img.src = url;
+  clearPad();
+  changed();
+  uploaded = file;
+  schedule(0);
+});
+
+// --- asking the server -----------------------------------------------------------------------------
+
+function schedule(ms) {
+  clearTimeout(timer);
+  timer = setTimeout(send, ms);
+}
+
+async function send() {
+  if (inFlight || !hasInk || shownVersion === version) return; // the reply in flight re-sends when done
+  inFlight = true;
+  const asked = version;
+  let request;
+  if (uploaded) {
+    const form = new FormData();
+    form.append("file", uploaded, uploaded.name);
+    request = { method: "POST", body: form };
+  } else {
+    request = {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ image: pad.toDataURL("image/png") }),
+    };
+  }
+  try {
+    const response = await fetch("/api/predict", request);
+    const body = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+    if (asked === version) {
+      if (response.ok) show(body);
+      else showError(body.detail || `HTTP ${response.status}`);
+      shownVersion = asked;
+    }
+  } catch (err) {
+    if (asked === version) {
+      showError(`cannot reach the server (${err.message})`);
+      shownVersion = asked;
+    }
+  } finally {
+    inFlight = false;
+    if (hasInk && shownVersion !== version && !stroke) schedule(0);
+  }
+}
+
+// --- showing the answer ----------------------------------------------------------------------------
+
+function buildBars() {
+  barsEl.replaceChildren(
+    ...classNames.map((name) => {
+      const li = document.createElement("li");
+      li.innerHTML = '<span class="name"></span><span class="track"><span class="fill"></span></span><span class="pct"></span>';
+      li.querySelector(".name").textContent = name;
+      return li;
+    })
+  );
+}
+
+function setBars(probabilities, top) {
+  if (probabilities.length !== barsEl.children.length) {
+    classNames = probabilities.map((_, i) => classNames[i] ?? String(i));
+    buildBars();
+  }
+  probabilities.forEach((p, i) => {
+    const li = barsEl.children[i];
+    li.classList.toggle("top", i === top);
+    li.querySelector(".fill").style.width = `${(100 * p).toFixed(1)}%`;
+    li.querySelector(".pct").textContent = `${(100 * p).toFixed(p >= 0.995 || p < 0.001 ? 0 : 1)}%`;
+  });
+}
+
+function drawSeen(rows) {
+  // The 28x28 grid onto a small canvas, each pixel a crisp square.
+  const h = rows.length;
+  const w = rows[0].length;
+  const small = document.createElement("canvas");
+  small.width = w;
+  small.height = h;
+  const img = small.getContext("2d").createImageData(w, h);
+  rows.forEach((row, y) =>
+    row.forEach((v, x) => {
+      const k = 4 * (y * w + x);
+      img.data[k] = img.data[k + 1] = img.data[k + 2] = v;
+      img.data[k + 3] = 255;
+    })
+  );
+  small.getContext("2d").putImageData(img, 0, 0);
+  const big = seen.getContext("2d");
+  big.imageSmoothingEnabled = false;
+  big.drawImage(small, 0, 0, seen.width, seen.height);
+}
+
+function show(r) {
+  const top = r.top3[0];
+  digitEl.textContent = r.unsure ? "?" : r.label;
+  confidenceEl.textContent = `${(100 * r.confidence).toFixed(1)}%`;
+  result.classList.toggle("is-unsure", r.unsure);
+  unsureEl.hidden = !r.unsure;
+  unsureEl.textContent = r.unsure
+    ? `Not sure: ${r.reason}.` + (r.reason.startsWith("no ink") ? "" : ` Best guess ${top.label}.`)
+    : "";
+  setBars(r.probabilities, top.digit);
+  drawSeen(r.preprocessed);
+  statusEl.textContent = "";
+  statusEl.classList.remove("error");
+  result.dataset.state = "done";
+}
+
+function showEmpty() {
+  digitEl.textContent = "?";
+  confidenceEl.textContent = "–";
+  unsureEl.hidden = true;
+  result.classList.remove("is-unsure");
+  setBars(classNames.map(() => 0), -1);
+  seen.getContext("2d").clearRect(0, 0, seen.width, seen.height);
+  statusEl.textContent = "";
+  statusEl.classList.remove("error");
+  result.dataset.state = "empty";
+}
+
+function showError(message) {
+  digitEl.textContent = "?";
+  confidenceEl.textContent = "–";
+  statusEl.textContent = message;
+  statusEl.classList.add("error");
+  result.dataset.state = "error";
+}
+
+async function describeModel() {
+  const el = document.getElementById("model");
+  try {
+    const m = await (await fetch("/api/model")).json();
+    const names = m.config && m.config.data && m.config.data.class_names;
+    if (Array.isArray(names) && names.length) {
+      classNames = names.map(String);
+      buildBars();
+      if (result.dataset.state === "empty") showEmpty();
+    }
+    const arch = (m.config && m.config.model && m.config.model.architecture) || "?";
+    const acc = m.test ? `, test accuracy ${(100 * m.test.accuracy).toFixed(2)}%` : "";
+    el.textContent = `model ${m.name} (${arch}${acc})`;
+  } catch (err) {
+    el.textContent = "model information unavailable";
+  }
+}
+
+// Bigger backing store for the preview than its 28 px, so drawImage scales it with crisp pixels.
+seen.width = seen.height = 112;
+clearPad();
+buildBars();
+showEmpty();
+describeModel();

@@ -1,0 +1,111 @@
+"""The one-file HTML report of a run: self-contained, escaped, and rendered by headless Chromium."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from digitlab.cli import app
+from digitlab.errors import RunError
+from digitlab.models import ModelConfig
+from digitlab.report import build_report, table
+from digitlab.train import TrainConfig, train
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+HEADINGS = ["Summary", "Data", "Model", "Training", "Learning-rate finder", "Test set", "Calibration", "Environment"]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, synthetic_dir):
+    out = tmp_path_factory.mktemp("report") / "small-run"
+    train(ModelConfig(architecture="mlp", units=(16,)), TrainConfig(epochs=1, batch_size=32, dataset="synthetic"),
+          out, data_dir=synthetic_dir, verbose=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(small_run, synthetic_dir):
+    """The report of the small run, with a learning-rate range test run into it first."""
+    path = build_report(small_run, data_dir=synthetic_dir, lr_find=True)
+    return path
+
+
+def test_report_is_self_contained(report, small_run):
+    assert report == small_run / "report.html"
+    html = report.read_text()
+    assert 'src="http' not in html and 'href="http' not in html
+    assert "<link" not in html and "<script" not in html and "@import" not in html and "url(" not in html
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert len(images) == 9 and all(src.startswith("data:image/png;base64,") for src in images)
+    for heading in HEADINGS:
+        assert f"<h2>{heading}</h2>" in html
+
+
+def test_report_evaluates_on_the_test_set_when_needed(report, small_run):
+    test = json.loads((small_run / "metrics.json").read_text())["test"]
+    html = report.read_text()
+    assert f"{test['accuracy']:.2%}" in html
+    assert "evaluated while writing this report" in html
+    assert (small_run / "lr_find.png").is_file()
+    for layer in ("dense_0", "Dense", "probabilities", "(batch, 16)"):
+        assert layer in html
+
+
+def test_report_escapes_text(small_run, tmp_path):
+    assert table(["<b>"], [["<script>alert(1)</script>"]]) == (
+        "<table><thead><tr><th>&lt;b&gt;</th></tr></thead>"
+        "<tbody><tr><td>&lt;script&gt;alert(1)&lt;/script&gt;</td></tr></tbody></table>")
+
+
+def test_report_cli_and_errors(small_run, synthetic_dir, tmp_path):
+    out = tmp_path / "elsewhere" / "r.html"
+    result = CliRunner().invoke(app, ["report", str(small_run), "--out", str(out), "--data-dir", str(synthetic_dir)])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out}" in result.output and out.is_file()
+    assert "already" in out.read_text() or "earlier" in out.read_text()  # the test figures were reused
+    with pytest.raises(RunError, match="no model.keras here"):
+        build_report(tmp_path)
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "error: " in result.output and "no such run directory" in result.output
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_report_renders_offline_in_chromium(report, small_run):
+    from playwright.sync_api import sync_playwright
+
+    accuracy = json.loads((small_run / "metrics.json").read_text())["test"]["accuracy"]
+    requests = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("request", lambda request: requests.append(request.url))
+
+            def only_local(route):  # record and block anything that would leave the machine
+                if route.request.url.startswith(("file:", "data:")):
+                    route.continue_()
+                else:
+                    route.abort()
+
+            page.route("**/*", only_local)
+            page.goto(report.as_uri(), wait_until="load")
+            assert page.title() == f"digitlab report: {small_run.name}"
+            assert page.locator("h1").inner_text() == f"digitlab report: {small_run.name}"
+            assert page.locator("h2").all_inner_texts() == HEADINGS
+            images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth, e.alt])")
+            assert len(images) == 9
+            assert all(complete and width > 0 for complete, width, _ in images), images
+            assert f"{accuracy:.2%}" in page.locator("#test").inner_text()
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert requests and all(url.startswith(("file:", "data:")) for url in requests), requests

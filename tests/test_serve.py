@@ -1,0 +1,359 @@
+"""The REST API through FastAPI's TestClient, over an MLP trained for one epoch on the synthetic set."""
+
+import base64
+import io
+import json
+import threading
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageDraw
+
+from digitlab.serve import MAX_BATCH, MAX_BODY, BatchFailure, BatchPrediction, Prediction, create_app
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory, synthetic_dir):
+    from digitlab.models import ModelConfig
+    from digitlab.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("serve") / "mlp-synthetic"
+    train(ModelConfig(architecture="mlp", units=(16,)), TrainConfig(epochs=1, batch_size=32, dataset="synthetic"),
+          out, data_dir=synthetic_dir, verbose=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def app(synthetic_run):
+    return create_app(synthetic_run)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    # Server exceptions come back as 500s, so a test sees the status a real client would.
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def drawn_digit(side: int = 280) -> bytes:
+    """A black 7 on white, like the page's canvas."""
+    img = Image.new("RGB", (side, side), "white")
+    ImageDraw.Draw(img).line([(70, 60), (205, 60), (120, 230)], fill="black", width=18, joint="curve")
+    return png_bytes(img)
+
+
+def block_pixels(k: int) -> list[list[int]]:
+    """A 28x28 grid shaped like synthetic class k: a bright block at one of ten places."""
+    grid = np.zeros((28, 28), int)
+    r, c = 2 + (k // 5) * 14, 2 + (k % 5) * 5
+    grid[r : r + 6, c : c + 5] = 230
+    return grid.tolist()
+
+
+def check_prediction(body: dict) -> None:
+    p = Prediction.model_validate(body)
+    assert len(p.probabilities) == 10
+    assert sum(p.probabilities) == pytest.approx(1.0, abs=1e-4)
+    assert len(p.top3) == 3 and p.top3[0].probability == pytest.approx(p.confidence)
+    assert np.asarray(p.preprocessed).shape == (28, 28)
+    assert all(0 <= v <= 255 for row in p.preprocessed for v in row)
+    assert p.model.architecture == "mlp" and p.model.name == "mlp-synthetic"
+    if p.unsure:
+        assert p.digit is None and p.label is None and p.reason
+    else:
+        assert p.digit == p.top3[0].digit and p.reason is None
+
+
+# --- the endpoints ---------------------------------------------------------------------------------
+
+
+def test_health(client):
+    r = client.get("/api/health")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok" and r.json()["model"] == {"name": "mlp-synthetic", "architecture": "mlp"}
+
+
+def test_model_report_has_config_metrics_and_calibration(client):
+    body = client.get("/api/model").json()
+    assert body["name"] == "mlp-synthetic"
+    assert body["config"]["model"]["units"] == [16]
+    assert body["config"]["data"]["class_names"] == [str(i) for i in range(10)]
+    assert 0.0 <= body["validation"]["accuracy"] <= 1.0
+    assert body["test"] is None  # not evaluated
+    assert {"temperature", "threshold"} <= set(body["calibration"])
+
+
+def test_page_and_static_files_are_local(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for element_id in ("pad", "clear", "digit", "confidence", "bars", "seen", "upload"):
+        assert f'id="{element_id}"' in page.text
+    for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+        r = client.get(f"/static/{name}")
+        assert r.status_code == 200 and kind in r.headers["content-type"]
+        assert "http://" not in r.text and "https://" not in r.text  # nothing from a CDN: works offline
+    assert "http://" not in page.text and "https://" not in page.text
+
+
+def test_openapi_documents_both_body_types(client):
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/api/predict"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "multipart/form-data"}
+    assert "pixels" in body["application/json"]["schema"]["properties"]
+    assert "413" in spec["paths"]["/api/predict/batch"]["post"]["responses"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_predict_multipart_file(client):
+    r = client.post("/api/predict", files={"file": ("seven.png", drawn_digit(), "image/png")})
+    assert r.status_code == 200
+    check_prediction(r.json())
+
+
+def test_predict_base64_and_data_url_match_multipart(client):
+    png = drawn_digit()
+    by_file = client.post("/api/predict", files={"file": ("seven.png", png, "image/png")}).json()
+    b64 = base64.b64encode(png).decode()
+    for image in (b64, f"data:image/png;base64,{b64}", "\n".join(b64[i : i + 76] for i in range(0, len(b64), 76))):
+        r = client.post("/api/predict", json={"image": image})
+        assert r.status_code == 200
+        assert r.json() == by_file
+
+
+def test_predict_pixels_used_as_given_and_match_the_library(client, synthetic_run):
+    from digitlab.predict import classify, load_predictor
+
+    grid = block_pixels(3)
+    r = client.post("/api/predict", json={"pixels": grid})
+    assert r.status_code == 200
+    body = r.json()
+    check_prediction(body)
+    assert body["preprocessed"] == grid  # no preprocessing
+    expected = classify(load_predictor(synthetic_run), np.array([grid]), [True])[0]
+    assert body["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-5)
+    assert body["digit"] == expected["digit"]
+
+
+def test_blank_image_is_unsure_with_a_reason(client):
+    r = client.post("/api/predict", files={"file": ("blank.png", png_bytes(Image.new("L", (200, 200), 255)), "image/png")})
+    assert r.status_code == 200
+    assert r.json()["digit"] is None and r.json()["unsure"] is True
+    assert "no ink" in r.json()["reason"]
+    r = client.post("/api/predict", json={"pixels": [[0] * 28] * 28})
+    assert r.json()["unsure"] is True and "no ink" in r.json()["reason"]
+
+
+def test_batch_multipart_keeps_order_and_reports_a_bad_file(client):
+    png = drawn_digit()
+    files = [("files", ("a.png", png, "image/png")), ("files", ("bad.png", b"not an image", "image/png")),
+             ("files", ("c.png", png, "image/png"))]
+    r = client.post("/api/predict/batch", files=files)
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [e["index"] for e in results] == [0, 1, 2]
+    assert [e["name"] for e in results] == ["a.png", "bad.png", "c.png"]
+    assert "not an image" in BatchFailure.model_validate(results[1]).error
+    for e in (results[0], results[2]):
+        check_prediction(BatchPrediction.model_validate(e).model_dump())
+    assert results[0]["probabilities"] == results[2]["probabilities"]
+
+
+def test_batch_json_images_and_pixels(client):
+    b64 = base64.b64encode(drawn_digit()).decode()
+    r = client.post("/api/predict/batch", json={"images": [b64, "not base64!", f"data:image/png;base64,{b64}"]})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert "images[1]: not valid base64" in results[1]["error"]
+    assert results[0]["probabilities"] == results[2]["probabilities"]
+
+    grids = [block_pixels(k) for k in range(10)]
+    r = client.post("/api/predict/batch", json={"pixels": grids[:4] + [[[0] * 27] * 28] + grids[4:]})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert len(results) == 11
+    assert results[4]["error"].startswith("pixels[4][0]: ")
+    assert [e["preprocessed"] for e in results[:4] + results[5:]] == grids
+
+
+# --- bad input: a documented 4xx, never a 500 --------------------------------------------------------
+
+
+def huge_png() -> bytes:
+    """A 48-megapixel PNG that compresses to a few tens of kB: a decompression bomb."""
+    return png_bytes(Image.new("1", (8000, 6000), 1))
+
+
+def truncated_png() -> bytes:
+    data = drawn_digit()
+    return data[: len(data) // 2]
+
+
+def json_body(text: str) -> dict:
+    return {"content": text.encode(), "headers": {"content-type": "application/json"}}
+
+
+GRID = [[0] * 28] * 28
+
+# (name, path, request keyword arguments (a callable gives them lazily), status, text the detail must contain)
+BAD_INPUTS = [
+    ("not an image", "/api/predict", {"files": {"file": ("x.png", b"hello, not a PNG", "image/png")}}, 422, "not an image"),
+    ("empty file", "/api/predict", {"files": {"file": ("x.png", b"", "image/png")}}, 422, "empty"),
+    ("empty JSON body", "/api/predict", json_body(""), 422, "body: empty"),
+    ("truncated PNG", "/api/predict", lambda: {"files": {"file": ("x.png", truncated_png(), "image/png")}}, 422,
+     "truncated"),
+    ("over 40 megapixels", "/api/predict", lambda: {"files": {"file": ("bomb.png", huge_png(), "image/png")}}, 422,
+     "megapixels"),
+    ("over 10 MB declared", "/api/predict",
+     lambda: {"files": {"file": ("big.png", b"\0" * (MAX_BODY + 1), "image/png")}}, 413, "at most"),
+    ("over 10 MB streamed without a length", "/api/predict",
+     lambda: {"content": iter([b"\0" * (1 << 20)] * 11), "headers": {"content-type": "application/json"}}, 413,
+     "at most"),
+    ("invalid JSON", "/api/predict", json_body("{\"pixels\": [1, 2"), 422, "body: not valid JSON"),
+    ("JSON not an object", "/api/predict", {"json": [1, 2, 3]}, 422, "body:"),
+    ("neither image nor pixels", "/api/predict", {"json": {}}, 422, "exactly one of"),
+    ("both image and pixels", "/api/predict", {"json": {"image": "aGk=", "pixels": GRID}}, 422, "exactly one of"),
+    ("unknown field", "/api/predict", {"json": {"pixels": GRID, "label": 3}}, 422, "label: unknown field"),
+    ("27 rows", "/api/predict", {"json": {"pixels": GRID[:27]}}, 422, "pixels: List should have at least 28"),
+    ("29 columns", "/api/predict", {"json": {"pixels": [[0] * 29] * 28}}, 422, "pixels[0]: List should have at most 28"),
+    ("value over 255", "/api/predict", {"json": {"pixels": [[256] + [0] * 27] + GRID[1:]}}, 422,
+     "pixels[0][0]: Input should be less than or equal to 255, got 256"),
+    ("negative value", "/api/predict", {"json": {"pixels": GRID[:5] + [[0, -1] + [0] * 26] + GRID[6:]}}, 422,
+     "pixels[5][1]: Input should be greater than or equal to 0"),
+    ("NaN", "/api/predict", json_body(json.dumps({"pixels": [[float("nan")] * 28] * 28})), 422,
+     "pixels[0][0]: Input should be a finite number"),
+    ("string values", "/api/predict", {"json": {"pixels": [["12"] * 28] * 28}}, 422,
+     "pixels[0][0]: Input should be a valid number, got '12'"),
+    ("pixels not a list", "/api/predict", {"json": {"pixels": "zeros"}}, 422, "pixels: Input should be a valid array"),
+    ("image not base64", "/api/predict", {"json": {"image": "@@@"}}, 422, "image: not valid base64"),
+    ("data URL without base64", "/api/predict", {"json": {"image": "data:image/png,abc"}}, 422, "image: expected a base64"),
+    ("image not a string", "/api/predict", {"json": {"image": 42}}, 422, "image: Input should be a valid string"),
+    ("base64 of not an image", "/api/predict", {"json": {"image": base64.b64encode(b"plain text").decode()}}, 422,
+     "not an image"),
+    ("text/plain", "/api/predict", {"content": b"1", "headers": {"content-type": "text/plain"}}, 415, "Content-Type"),
+    ("no content type", "/api/predict", {"content": b"1"}, 415, "got 'none'"),
+    ("form-urlencoded", "/api/predict", {"data": {"file": "x"}}, 415, "application/x-www-form-urlencoded"),
+    ("multipart without the file field", "/api/predict", {"files": {"image": ("x.png", b"x", "image/png")}}, 422,
+     "image: unknown field"),
+    ("multipart text field, no file", "/api/predict",
+     {"data": {"file": "x"}, "files": {"dummy": ("", b"", "application/octet-stream")}}, 422, "unknown field"),
+    ("multipart text instead of a file", "/api/predict",
+     {"content": b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc\r\n--b--\r\n",
+      "headers": {"content-type": "multipart/form-data; boundary=b"}}, 422, "file: expected a file"),
+    ("two files to /api/predict", "/api/predict",
+     {"files": [("file", ("a.png", b"a", "image/png")), ("file", ("b.png", b"b", "image/png"))]}, 422,
+     "expected one file"),
+    ("multipart without a boundary", "/api/predict",
+     {"content": b"abc", "headers": {"content-type": "multipart/form-data"}}, 422, "malformed multipart"),
+    ("batch: empty list", "/api/predict/batch", {"json": {"images": []}}, 422, "images: empty list"),
+    ("batch: empty pixels list", "/api/predict/batch", {"json": {"pixels": []}}, 422, "pixels: empty list"),
+    ("batch: too many grids", "/api/predict/batch", {"json": {"pixels": [[[0]]] * (MAX_BATCH + 1)}}, 413,
+     f"at most {MAX_BATCH}"),
+    ("batch: too many files", "/api/predict/batch",
+     {"files": [("files", (f"{i}.png", b"x", "image/png")) for i in range(MAX_BATCH + 1)]}, 413, f"at most {MAX_BATCH}"),
+    ("batch: no files field", "/api/predict/batch", {"files": {"file": ("a.png", b"x", "image/png")}}, 422,
+     "file: unknown field"),
+    ("batch: images not strings", "/api/predict/batch", {"json": {"images": [1, 2]}}, 422,
+     "images[0]: Input should be a valid string"),
+    ("batch: unknown field", "/api/predict/batch", {"json": {"images": ["aGk="], "size": 1}}, 422,
+     "size: unknown field"),
+]
+
+
+@pytest.mark.parametrize("path, request_args, status, detail", [case[1:] for case in BAD_INPUTS],
+                         ids=[case[0] for case in BAD_INPUTS])
+def test_bad_input_gives_a_4xx_naming_the_problem(client, path, request_args, status, detail):
+    r = client.post(path, **(request_args() if callable(request_args) else request_args))
+    assert r.status_code == status, r.text
+    assert detail in r.json()["detail"]
+    assert isinstance(r.json()["detail"], str)
+
+
+def test_server_goes_on_after_every_bad_input_and_none_reached_the_catch_all(client):
+    for _, path, request_args, status, _ in BAD_INPUTS:
+        assert client.post(path, **(request_args() if callable(request_args) else request_args)).status_code == status
+    r = client.get("/api/health")
+    assert r.status_code == 200 and r.json()["internal_errors"] == 0
+    ok = client.post("/api/predict", files={"file": ("seven.png", drawn_digit(), "image/png")})
+    assert ok.status_code == 200
+
+
+def test_wrong_method_is_405(client):
+    assert client.get("/api/predict").status_code == 405
+
+
+def test_an_unexpected_error_is_a_json_500_and_the_server_goes_on(synthetic_run, monkeypatch):
+    app = create_app(synthetic_run)
+    client = TestClient(app, raise_server_exceptions=False)
+
+    def broken(digits, has_ink):
+        raise RuntimeError("simulated fault")
+
+    monkeypatch.setattr(app.state.service, "classify", broken)
+    r = client.post("/api/predict", json={"pixels": GRID})
+    assert r.status_code == 500
+    assert r.json() == {"detail": "internal error (RuntimeError); the server goes on"}
+    assert client.get("/api/health").json()["internal_errors"] == 1
+    monkeypatch.undo()
+    assert client.post("/api/predict", json={"pixels": GRID}).status_code == 200
+
+
+# --- concurrency -----------------------------------------------------------------------------------
+
+
+def test_concurrent_requests_all_succeed_with_their_own_answers(client):
+    grids = [block_pixels(k % 10) for k in range(16)]
+    expected = [client.post("/api/predict", json={"pixels": g}).json()["probabilities"] for g in grids[:10]]
+    png = drawn_digit()
+    answers, barrier = [None] * 16, threading.Barrier(16)
+
+    def post(i: int) -> None:
+        barrier.wait()
+        if i % 2:
+            answers[i] = client.post("/api/predict", files={"file": ("seven.png", png, "image/png")})
+        else:
+            answers[i] = client.post("/api/predict", json={"pixels": grids[i]})
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [a.status_code for a in answers] == [200] * 16
+    for i in range(0, 16, 2):
+        assert answers[i].json()["probabilities"] == pytest.approx(expected[i % 10], abs=1e-6)
+    assert len({json.dumps(answers[i].json()["probabilities"]) for i in range(1, 16, 2)}) == 1
+
+
+# --- the CLI command ---------------------------------------------------------------------------------
+
+
+def test_cli_serve_loads_the_run_then_runs_the_app(synthetic_run, monkeypatch):
+    from typer.testing import CliRunner
+
+    import digitlab.serve
+    from digitlab.cli import app as cli
+
+    calls = []
+    monkeypatch.setattr(digitlab.serve, "run_app", lambda app, **kw: calls.append((app, kw)))
+    result = CliRunner().invoke(cli, ["serve", str(synthetic_run), "--port", "8765", "--no-access-log"])
+    assert result.exit_code == 0, result.output
+    assert "http://127.0.0.1:8765/" in result.output
+    assert calls[0][1] == {"host": "127.0.0.1", "port": 8765, "access_log": False}
+
+
+def test_cli_serve_with_a_missing_run_is_a_one_line_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from digitlab.cli import app as cli
+
+    result = CliRunner().invoke(cli, ["serve", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "no such run directory" in result.output
