@@ -294,14 +294,15 @@ def test_fine_pen_comes_out_like_a_thin_mnist_stroke():
 def test_canvas_image_takes_under_10_ms():
     data = encode(in_mode(draw("7", width=18), "RGBA"), "PNG")
     preprocess(data)  # warm up imports and caches
-    best = min(_timed(preprocess, data) for _ in range(15))
+    # CPU time, not wall time: on a shared machine the wall clock also counts other processes' turns.
+    best = min(_cpu_seconds(preprocess, data) for _ in range(15))
     assert best < 0.010
 
 
-def _timed(f, *args) -> float:
-    t = time.perf_counter()
+def _cpu_seconds(f, *args) -> float:
+    t = time.process_time()
     f(*args)
-    return time.perf_counter() - t
+    return time.process_time() - t
 
 
 # --- errors ---

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,9 @@ DEBUG_PANEL = 140  # px, long side of each picture in the debug strip
 # and 99th 4.8. Strokes outside the band are dilated or eroded to its nearest edge: the mapping is
 # continuous (a digit near an edge does not jump) and leaves most of MNIST as it is.
 STROKE_BAND = (2.0, 4.8)
+
+
+_OPEN_LOCK = threading.Lock()
 
 
 class ImageError(DigitlabError):
@@ -149,8 +153,9 @@ def _open(source, draft_side: int | None) -> Image.Image:
 
     try:
         # Pillow warns above Image.MAX_IMAGE_PIXELS and refuses above twice that; both become ours,
-        # scoped to this call so the process-wide limit and filters are left alone.
-        with warnings.catch_warnings():
+        # scoped to this call so the process-wide limit is left alone. catch_warnings swaps the
+        # process's filter list, so threads (the server's pool) take turns; open reads only the header.
+        with _OPEN_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(fp)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -183,6 +183,11 @@ function buildBars() {
   );
 }
 
+function percent(p) {
+  const text = (100 * p).toFixed(1); // one decimal; whole 0 and 100 without it
+  return `${text === "0.0" ? "0" : text === "100.0" ? "100" : text}%`;
+}
+
 function setBars(probabilities, top) {
   if (probabilities.length !== barsEl.children.length) {
     classNames = probabilities.map((_, i) => classNames[i] ?? String(i));
@@ -192,7 +197,7 @@ function setBars(probabilities, top) {
     const li = barsEl.children[i];
     li.classList.toggle("top", i === top);
     li.querySelector(".fill").style.width = `${(100 * p).toFixed(1)}%`;
-    li.querySelector(".pct").textContent = `${(100 * p).toFixed(p >= 0.995 || p < 0.001 ? 0 : 1)}%`;
+    li.querySelector(".pct").textContent = percent(p);
   });
 }
 
@@ -220,7 +225,7 @@ function drawSeen(rows) {
 function show(r) {
   const top = r.top3[0];
   digitEl.textContent = r.unsure ? "?" : r.label;
-  confidenceEl.textContent = `${(100 * r.confidence).toFixed(1)}%`;
+  confidenceEl.textContent = percent(r.confidence);
   result.classList.toggle("is-unsure", r.unsure);
   unsureEl.hidden = !r.unsure;
   unsureEl.textContent = r.unsure
