@@ -113,7 +113,8 @@ def test_cli_quick_ladder_on_mnist(tmp_path, mnist):
     rows = read_results(out)
     assert [r["name"] for r in rows] == NAMES
     accuracy = {r["name"]: float(r["validation_accuracy"] or 0) for r in rows}
-    # even 2,000 images and one epoch show the ladder's first lessons
+    # even 2,000 images and an epoch or two show the ladder's first lesson and its last
     assert accuracy["02-mlp-4-4-normalised"] > accuracy["01-mlp-4-4-raw"]
-    assert accuracy["07-cnn-fast"] > 0.8
+    assert accuracy["07-cnn-fast"] > max(a for name, a in accuracy.items() if "mlp" in name)
+    assert accuracy["07-cnn-fast"] > 0.4
     assert (out / "report.html").is_file()

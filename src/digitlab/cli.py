@@ -151,13 +151,14 @@ RuntimeOpt = Annotated[
 @reports_errors
 def train(
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory to create [default: runs/<preset>-<time>].")] = None,
-    preset: Annotated[str, typer.Option(help="Starting configuration: fast (small CNN, seconds) or tutorial (MLP 10-10).")] = "fast",
+    preset: Annotated[str, typer.Option(help="Starting configuration: fast (small CNN, seconds), mlp (the tutorial's 10-10 network, tuned) or tutorial (its own recipe).")] = "fast",
     model: Annotated[Optional[str], typer.Option("--model", help="Architecture: mlp or cnn [default: the preset's].")] = None,
     units: Annotated[Optional[str], typer.Option(help="MLP hidden widths, comma-separated, e.g. 4,4 or 10,10 or 128.")] = None,
     activation: Annotated[Optional[str], typer.Option(help="MLP hidden activation, e.g. relu, tanh.")] = None,
     normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="Scale pixels to 0-1 inside the model [default: on].")] = None,
     optimizer: Annotated[Optional[str], typer.Option(help="adam or sgd.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="(Peak) learning rate.")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Decoupled weight decay (0: none).")] = None,
     schedule: Annotated[Optional[str], typer.Option(help="constant or onecycle.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the training split.")] = None,
@@ -180,7 +181,7 @@ def train(
     else:
         model_cfg, train_cfg = training.resolve_configs(
             preset, architecture=model, units=parse_units(units) if units else None, activation=activation,
-            normalize=normalize, optimizer=optimizer, learning_rate=lr, schedule=schedule,
+            normalize=normalize, optimizer=optimizer, learning_rate=lr, weight_decay=weight_decay, schedule=schedule,
             batch_size=batch_size, epochs=epochs, seed=seed, limit=limit, dataset=dataset,
         )
         if out is None:

@@ -134,7 +134,9 @@ def run_experiments(
     _plot_ladder(results, out_dir / LADDER_PNG)
     from digitlab.report import build_experiments_report
 
-    build_experiments_report(out_dir, results)
+    note = (f"A --quick smoke run: {QUICK_LIMIT:,} training images and 1/{QUICK_EPOCHS_DIVISOR} of the epochs "
+            f"per step, {QUICK_LR_FIND_STEPS} learning-rate finder batches." if quick else "")
+    build_experiments_report(out_dir, results, note=note)
     return results
 
 
@@ -144,11 +146,11 @@ def _train_step(model_cfg, train_cfg, run_dir: Path, data_dir, overwrite: bool) 
 
     metrics = train(model_cfg, train_cfg, run_dir, data_dir=data_dir, overwrite=overwrite, verbose=0)
     test = evaluate(run_dir, data_dir=data_dir)  # reported only; nothing is chosen on it
-    return {
-        "train_accuracy": metrics["train"]["accuracy"],
-        "validation_accuracy": metrics["validation"]["accuracy"],
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
+    return {  # float32 figures: 6 decimals hold all they have
+        "train_accuracy": round(metrics["train"]["accuracy"], 6),
+        "validation_accuracy": round(metrics["validation"]["accuracy"], 6),
+        "test_accuracy": round(test["accuracy"], 6),
+        "test_loss": round(test["loss"], 6),
         "best_epoch": metrics["validation"]["best_epoch"],
         "epochs": metrics["epochs"],
         "parameters": metrics["parameters"],

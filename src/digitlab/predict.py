@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,9 @@ def load_predictor(run_dir: Path, runtime: str = "keras") -> Predictor:
     model.onnx (from `digitlab export`) on ONNX Runtime, without importing TensorFlow or Keras."""
     run_dir = Path(run_dir)
     if runtime == "keras":
+        if importlib.util.find_spec("keras") is None:  # an ONNX-only deployment
+            raise DigitlabError("--runtime keras needs Keras and TensorFlow (pip install 'digitlab[train]'); "
+                                "an ONNX-only install runs model.onnx with --runtime onnx")
         model, kind = runs.load_model(run_dir), Predictor
     elif runtime == "onnx":
         from digitlab.onnx_runtime import OnnxPredictor, load_session

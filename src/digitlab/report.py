@@ -48,6 +48,7 @@ figure img { display: block; max-width: 100%; height: auto; border: 1px solid va
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 24px; align-items: start; }
 .grid > * { min-width: 0; overflow-x: auto; }
 .grid.side { grid-template-columns: max-content minmax(0, 1fr); }
+.grid.pair { grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); }
 .cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 8px 0 16px; }
 .card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 16px; background: var(--band); }
 .card b { display: block; font-size: 1.5em; }
@@ -360,8 +361,14 @@ def _environment_section(run_dir: Path) -> str:
 # ---- the experiments ladder's report ----
 
 
-def build_experiments_report(out_dir: Path, results: list[dict], out: Path | None = None) -> Path:
-    """One HTML file summarising the ladder: the results table, the ladder chart, each step's figures."""
+def _epochs(n) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
+def build_experiments_report(out_dir: Path, results: list[dict], out: Path | None = None, note: str = "") -> Path:
+    """One HTML file summarising the ladder: the results table, the ladder chart, each step's figures.
+
+    `note` (say, that this was a --quick run) goes under the title."""
     out_dir = Path(out_dir)
     out = Path(out) if out is not None else out_dir / REPORT
     trained = [r for r in results if r.get("kind") == "train"]
@@ -373,7 +380,8 @@ def build_experiments_report(out_dir: Path, results: list[dict], out: Path | Non
              pct(r["test_accuracy"]), num(r["test_loss"]), num(r["seconds"], 1), r.get("tutorial", "")]
             for r in results]
     best_val = max(trained, key=lambda r: r["validation_accuracy"], default=None)
-    summary = (table(headers, rows, numeric={0, 3, 4, 5, 6, 7},
+    summary = ((f"<p><b>{esc(note)}</b></p>" if note else "")
+               + table(headers, rows, numeric={0, 3, 4, 5, 6, 7},
                      highlight={i for i, r in enumerate(results) if r is best_val})
                + '<p class="note">Shaded: the best validation accuracy. Every step trains on the same seeded '
                "split; the best epoch of each step is chosen on validation, and the test set only reports.</p>"
@@ -388,8 +396,8 @@ def build_experiments_report(out_dir: Path, results: list[dict], out: Path | Non
         else:
             head += (f"<p>train {esc(pct(r['train_accuracy']))}, validation {esc(pct(r['validation_accuracy']))}, "
                      f"test {esc(pct(r['test_accuracy']))}; {esc(r.get('parameters', '?'))} parameters, "
-                     f"{esc(r.get('epochs', '?'))} epochs, {esc(num(r['seconds'], 1))} s.</p>")
-            body = ('<div class="grid">' + figure(run / runs.CURVES, f"{r['name']}: loss and accuracy per epoch")
+                     f"{esc(_epochs(r.get('epochs')))}, {esc(num(r['seconds'], 1))} s.</p>")
+            body = ('<div class="grid pair">' + figure(run / runs.CURVES, f"{r['name']}: loss and accuracy per epoch")
                     + figure(run / "confusion_matrix.png", f"{r['name']}: test confusion matrix") + "</div>")
         steps.append(head + body)
     env = _environment_section(out_dir / trained[0]["name"]) if trained else ""

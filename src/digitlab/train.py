@@ -30,6 +30,7 @@ class TrainConfig:
     batch_size: int = 128  # images per step
     optimizer: str = "adam"  # "adam" or "sgd" (with Nesterov momentum 0.9)
     learning_rate: float = 1e-3  # peak learning rate for "onecycle"
+    weight_decay: float = 0.0  # decoupled (AdamW-style) weight decay; 0: none
     schedule: str = "constant"  # "constant" or "onecycle" (warm up, then cosine decay to ~0, per step)
     warmup: float = 0.2  # onecycle: fraction of all steps spent warming up
     seed: int = 42  # weights, shuffling and dropout
@@ -49,6 +50,8 @@ class TrainConfig:
             raise DigitlabError(f"--optimizer: expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise DigitlabError(f"--schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0.0 <= self.weight_decay < 1.0:
+            raise DigitlabError(f"--weight-decay: expected a number in [0, 1), got {self.weight_decay}")
         if not 0.0 < self.val_fraction < 1.0:
             raise DigitlabError(f"--val-fraction: expected a number between 0 and 1, got {self.val_fraction}")
         if self.limit is not None and self.limit <= 0:
@@ -69,7 +72,13 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
         ModelConfig(architecture="cnn", filters=(32, 64), dense=0, dropout=0.0),
         TrainConfig(epochs=2, batch_size=128, learning_rate=3e-3, schedule="onecycle"),
     ),
-    # The tutorial's widened network: Dense(10)-Dense(10), Adam at its default rate.
+    # `--model mlp`: the tutorial's Dense(10)-Dense(10), trained the best way found on the validation
+    # split (GELU, one-cycle Adam at 1e-2, weight decay; 94.7 % validation vs 93.2 % the tutorial's way).
+    "mlp": (
+        ModelConfig(architecture="mlp", units=(10, 10), activation="gelu"),
+        TrainConfig(epochs=20, batch_size=64, learning_rate=1e-2, schedule="onecycle", weight_decay=5e-2),
+    ),
+    # The tutorial's own recipe: ReLU, Adam at its default rate, batch 32, 20 epochs.
     "tutorial": (
         ModelConfig(architecture="mlp", units=(10, 10)),
         TrainConfig(epochs=20, batch_size=32, learning_rate=1e-3, schedule="constant"),
@@ -104,8 +113,11 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.O
     lr = cfg.learning_rate
     if cfg.schedule == "onecycle":
         lr = OneCycle(cfg.learning_rate, cfg.epochs * steps_per_epoch, cfg.warmup)
+    decay = cfg.weight_decay or None
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
+        return keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True, weight_decay=decay)
+    if decay:
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=decay)
     return keras.optimizers.Adam(learning_rate=lr)
 
 
