@@ -73,7 +73,8 @@ def test_quick_ladder_trains_what_the_tutorial_did(quick_ladder):
     assert config["06-mlp-10-10"]["model"]["units"] == [10, 10]
     assert config["07-cnn-fast"]["model"]["architecture"] == "cnn"
     # --quick shortens each step by the same rule, and every step has the same seed and split
-    assert [config[n]["train"]["epochs"] for n in ("01-mlp-4-4-raw", "04-mlp-4-4-lr0.01", "05-mlp-4-4-long")] == [1, 2, 3]
+    epochs = [config[n]["train"]["epochs"] for n in ("01-mlp-4-4-raw", "04-mlp-4-4-lr0.01", "05-mlp-4-4-long")]
+    assert epochs == [1, 2, 3]
     assert {c["train"]["seed"] for c in config.values()} == {42}
     assert {c["train"]["split_seed"] for c in config.values()} == {42}
     html = (out / "report.html").read_text()
@@ -118,3 +119,15 @@ def test_cli_quick_ladder_on_mnist(tmp_path, mnist):
     assert accuracy["07-cnn-fast"] > max(a for name, a in accuracy.items() if "mlp" in name)
     assert accuracy["07-cnn-fast"] > 0.4
     assert (out / "report.html").is_file()
+
+
+def test_cli_help_and_errors(tmp_path, synthetic_dir):
+    runner = CliRunner()
+    result = runner.invoke(app, ["experiments", "--help"])
+    assert result.exit_code == 0 and "--quick" in result.output and "--with-accurate" in result.output
+    (tmp_path / "old.txt").write_text("x")
+    result = runner.invoke(app, ["experiments", "--quick", "--out", str(tmp_path), "--dataset", "synthetic",
+                                 "--data-dir", str(synthetic_dir)])
+    assert result.exit_code == 2
+    assert [line for line in result.output.splitlines() if line.startswith("error:")] == [
+        f"error: {tmp_path}: already holds files; choose another --out or pass --overwrite to replace them"]

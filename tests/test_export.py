@@ -156,12 +156,18 @@ def test_reexport_replaces_a_saved_model(exported, run_dir, synthetic_dir):
     assert not list(run_dir.glob(".saved_model.*")), "old SavedModel left beside the new one"
 
 
+def contents(path):
+    """A file's bytes, or a folder's {relative path: bytes}."""
+    if path.is_dir():
+        return {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    return path.read_bytes()
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "saved_model"])
 def test_failed_check_keeps_the_existing_export(exported, run_dir, synthetic_dir, monkeypatch, fmt):
     import digitlab.export
 
-    before = {p.relative_to(run_dir): p.read_bytes() for p in (run_dir / FORMATS[fmt]).rglob("*") if p.is_file()} \
-        if fmt == "saved_model" else (run_dir / FORMATS[fmt]).read_bytes()
+    before = contents(run_dir / FORMATS[fmt])
     failing = {"n": 100, "tolerance": ATOL, "max_abs_diff": 0.5, "argmax_agreement": 0.9, "argmax_mismatches": 10,
                "passed": False}
     monkeypatch.setattr(digitlab.export, "check_export", lambda *args: dict(failing))
@@ -170,9 +176,7 @@ def test_failed_check_keeps_the_existing_export(exported, run_dir, synthetic_dir
     assert "argmax agrees on 90/100" in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "failed its check; nothing was replaced" in errors[0]
-    after = {p.relative_to(run_dir): p.read_bytes() for p in (run_dir / FORMATS[fmt]).rglob("*") if p.is_file()} \
-        if fmt == "saved_model" else (run_dir / FORMATS[fmt]).read_bytes()
-    assert after == before
+    assert contents(run_dir / FORMATS[fmt]) == before
     assert not list(run_dir.glob(f".{FORMATS[fmt]}.*")), "failed export left behind"
     record = runs.read_json(run_dir / runs.METRICS)["exports"][fmt]
     assert record["passed"] and record["last_failed_check"]["max_abs_diff"] == 0.5

@@ -145,3 +145,21 @@ def test_resolve_configs():
         resolve_configs("fast", architecture="vit")
     with pytest.raises(DigitlabError, match="--preset: expected one of"):
         resolve_configs("huge")
+
+
+def test_augmented_training(tmp_path, synthetic_dir):
+    out = tmp_path / "run"
+    metrics = train(MLP, tiny(shift=2.0, rotate=10.0, scale=0.1), out, data_dir=synthetic_dir, verbose=0)
+    assert metrics["epochs"] == 2 and (out / "model.keras").is_file()
+
+
+def test_random_affine_identity_and_shift():
+    from digitlab.augment import random_affine
+
+    rng = np.random.default_rng(0)
+    x = np.zeros((2, 28, 28), "float32")
+    x[:, 10:18, 12:16] = 255.0
+    np.testing.assert_allclose(random_affine(x, rng, shift=0, rotate=0, scale=0), x, atol=1e-4)
+    warped = random_affine(x, rng, shift=3, rotate=15, scale=0.1)
+    assert warped.shape == x.shape and not np.allclose(warped, x)
+    assert abs(warped.sum() / x.sum() - 1) < 0.25  # ink is moved, not lost

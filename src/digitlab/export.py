@@ -77,8 +77,8 @@ def export(run_dir: Path, fmt: str, out: Path | None = None, *, n: int = CHECK_I
 
 
 def _require_exporter(fmt: str) -> None:
-    missing = [m for m in ("tensorflow", *(("tf2onnx", "onnx", "onnxruntime") if fmt == "onnx" else ()))
-               if importlib.util.find_spec(m) is None]
+    needed = ("keras", "tensorflow", *(("tf2onnx", "onnx", "onnxruntime") if fmt == "onnx" else ()))
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
         raise DigitlabError(f"--format {fmt} needs {', '.join(missing)}: pip install 'digitlab[export]'")
 

@@ -224,7 +224,8 @@ def _data_section(config: dict, data_dir: Path | None) -> str:
          f"{split.get('train', '?')} train / {split.get('validation', '?')} validation"
          f" (validation fraction {config['train'].get('val_fraction')}, split seed {config['train'].get('split_seed')})"
          + (f"; training limited to the first {limit} images" if limit else "")],
-        *[[f"pixels ({s})", f"min {p['min']}, max {p['max']}, mean {p['mean']:.2f}"] for s, p in info["pixels"].items()],
+        *[[f"pixels ({s})", f"min {p['min']}, max {p['max']}, mean {p['mean']:.2f}"]
+          for s, p in info["pixels"].items()],
     ]
     names = info["class_names"]
     tr, te = info["counts"]["train"], info["counts"]["test"]
@@ -244,7 +245,8 @@ def layer_summary(model) -> list[list]:
             shape = tuple(layer.output.shape)
         except (AttributeError, ValueError):
             shape = "?"
-        rows.append([layer.name, type(layer).__name__, str(shape).replace("None", "batch"), f"{layer.count_params():,}"])
+        shape = str(shape).replace("None", "batch")
+        rows.append([layer.name, type(layer).__name__, shape, f"{layer.count_params():,}"])
     return rows
 
 
@@ -253,7 +255,8 @@ def _model_section(run_dir: Path, config: dict) -> str:
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
     total = int(model.count_params())
     size = (run_dir / runs.MODEL).stat().st_size
-    conf = [[k, _value(v)] for k, v in config["model"].items() if k not in UNUSED.get(config["model"]["architecture"], ())]
+    unused = UNUSED.get(config["model"]["architecture"], ())
+    conf = [[k, _value(v)] for k, v in config["model"].items() if k not in unused]
     return (cards([("parameters", f"{total:,}"), ("trainable", f"{trainable:,}"),
                    ("model.keras", f"{size / 1024:,.1f} KiB")])
             + '<div class="grid"><div><h3>Configuration</h3>' + kv_table(conf) + "</div>"
@@ -371,9 +374,9 @@ def build_experiments_report(out_dir: Path, results: list[dict], out: Path | Non
     `note` (say, that this was a --quick run) goes under the title."""
     out_dir = Path(out_dir)
     out = Path(out) if out is not None else out_dir / REPORT
-    trained = [r for r in results if r.get("kind") == "train"]
     if not results:
         raise RunError(f"{out_dir}: no experiment results to report")
+    trained = [r for r in results if r.get("kind") == "train"]
     headers = ["step", "name", "what changed", "train accuracy", "validation accuracy", "test accuracy",
                "test loss", "seconds", "tutorial"]
     rows = [[r["step"], r["name"], r["what_changed"], pct(r["train_accuracy"]), pct(r["validation_accuracy"]),

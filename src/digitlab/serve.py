@@ -19,6 +19,7 @@ import base64
 import binascii
 import dataclasses
 import json
+import math
 import threading
 import time
 from importlib import resources
@@ -35,7 +36,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from digitlab import runs
-from digitlab.errors import DigitlabError
+from digitlab.errors import DigitlabError, RunError
 from digitlab.predict import Predictor, classify, load_predictor
 from digitlab.preprocess import SIDE, preprocess
 
@@ -204,6 +205,9 @@ class Service:
     def load(cls, run_dir: Path) -> "Service":
         run_dir = Path(run_dir)
         predictor = fast_predictor(load_predictor(run_dir))
+        if predictor.input_shape != (SIDE, SIDE):
+            raise RunError(f"{run_dir}: the model takes images of shape {predictor.input_shape}; "
+                           f"the server gives it {SIDE}x{SIDE} images")
         config = runs.read_json(run_dir / runs.CONFIG)
         model = {"name": run_dir.resolve().name, "architecture": config.get("model", {}).get("architecture", "?")}
         service = cls(predictor=predictor, model=model, run_dir=run_dir)
@@ -280,7 +284,8 @@ async def _read_form(request: Request, body: bytes, field: str) -> list[tuple[st
         yield body
 
     try:
-        form = await MultiPartParser(request.headers, replay(), max_files=MAX_BODY, max_fields=16).parse()
+        # Files are counted below (413 past MAX_BATCH); the body limit already bounds the parsing work.
+        form = await MultiPartParser(request.headers, replay(), max_files=math.inf, max_fields=16).parse()
     except MultiPartException as e:
         raise _problem(422, f"body: malformed multipart/form-data ({e.message})") from None
     try:

@@ -33,6 +33,9 @@ class TrainConfig:
     weight_decay: float = 0.0  # decoupled (AdamW-style) weight decay; 0: none
     schedule: str = "constant"  # "constant" or "onecycle" (warm up, then cosine decay to ~0, per step)
     warmup: float = 0.2  # onecycle: fraction of all steps spent warming up
+    shift: float = 0.0  # augmentation: random shift, up to this many pixels (0: no augmentation)
+    rotate: float = 0.0  # augmentation: random rotation, up to this many degrees
+    scale: float = 0.0  # augmentation: random zoom, up to this fraction either way
     seed: int = 42  # weights, shuffling and dropout
     split_seed: int = 42  # the train/validation split, fixed across seeds so runs compare
     val_fraction: float = 0.2  # 60,000 -> 48,000 train / 12,000 validation
@@ -54,6 +57,8 @@ class TrainConfig:
             raise DigitlabError(f"--weight-decay: expected a number in [0, 1), got {self.weight_decay}")
         if not 0.0 < self.val_fraction < 1.0:
             raise DigitlabError(f"--val-fraction: expected a number between 0 and 1, got {self.val_fraction}")
+        if min(self.shift, self.rotate, self.scale) < 0 or self.scale >= 1:
+            raise DigitlabError("--shift, --rotate, --scale: expected non-negative amounts (scale below 1)")
         if self.limit is not None and self.limit <= 0:
             raise DigitlabError(f"--limit: expected a positive integer, got {self.limit}")
 
@@ -234,11 +239,16 @@ def resume(run_dir: Path, *, data_dir: Path | None = None, verbose: int = 1) -> 
 def _fit(model, cfg: TrainConfig, run_dir: Path, split, *, rows, best, initial_epoch, verbose) -> dict:
     x_tr, y_tr, x_val, y_val = split
     recorder = _RunRecorder(run_dir, rows, best, time.perf_counter())
+    if cfg.shift or cfg.rotate or cfg.scale:
+        from digitlab.augment import AugmentedBatches
+
+        inputs = {"x": AugmentedBatches(x_tr, y_tr, cfg.batch_size, shift=cfg.shift, rotate=cfg.rotate,
+                                        scale=cfg.scale, seed=cfg.seed + initial_epoch)}
+    else:
+        inputs = {"x": x_tr.astype("float32"), "y": y_tr, "batch_size": cfg.batch_size}
     started = time.perf_counter()
     model.fit(
-        x_tr.astype("float32"),
-        y_tr,
-        batch_size=cfg.batch_size,
+        **inputs,
         epochs=cfg.epochs,
         initial_epoch=initial_epoch,
         validation_data=(x_val.astype("float32"), y_val),
