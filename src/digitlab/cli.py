@@ -162,6 +162,9 @@ def train(
     schedule: Annotated[Optional[str], typer.Option(help="constant or onecycle.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the training split.")] = None,
+    shift: Annotated[Optional[float], typer.Option(help="Augmentation: random shift up to this many pixels (0: off).")] = None,
+    rotate: Annotated[Optional[float], typer.Option(help="Augmentation: random rotation up to this many degrees.")] = None,
+    scale: Annotated[Optional[float], typer.Option(help="Augmentation: random zoom up to this fraction.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for weights, shuffling and dropout.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Train on the first N training images only (quick runs).")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="mnist, fashion-mnist, or a 28x28 IDX set in --data-dir.")] = None,
@@ -183,6 +186,7 @@ def train(
             preset, architecture=model, units=parse_units(units) if units else None, activation=activation,
             normalize=normalize, optimizer=optimizer, learning_rate=lr, weight_decay=weight_decay, schedule=schedule,
             batch_size=batch_size, epochs=epochs, seed=seed, limit=limit, dataset=dataset,
+            shift=shift, rotate=rotate, scale=scale,
         )
         if out is None:
             import time
