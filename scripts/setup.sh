@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-extras="train,serve"
+extras="all"
 if [ "${1:-}" = "--test" ]; then
   extras="all,test"
   if [ ! -x /usr/bin/chromium ]; then

@@ -163,3 +163,10 @@ def test_random_affine_identity_and_shift():
     warped = random_affine(x, rng, shift=3, rotate=15, scale=0.1)
     assert warped.shape == x.shape and not np.allclose(warped, x)
     assert abs(warped.sum() / x.sum() - 1) < 0.25  # ink is moved, not lost
+
+
+def test_out_must_be_new_empty_or_a_run(tmp_path, synthetic_dir):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(RunError, match="not empty and not a run directory"):
+        train(MLP, tiny(epochs=1), tmp_path, data_dir=synthetic_dir, verbose=0, overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"

@@ -54,6 +54,7 @@ def reports_errors(command):
 
 
 def main() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     app()
 
 

@@ -259,7 +259,7 @@ def _model_section(run_dir: Path, config: dict) -> str:
     conf = [[k, _value(v)] for k, v in config["model"].items() if k not in unused]
     return (cards([("parameters", f"{total:,}"), ("trainable", f"{trainable:,}"),
                    ("model.keras", f"{size / 1024:,.1f} KiB")])
-            + '<div class="grid"><div><h3>Configuration</h3>' + kv_table(conf) + "</div>"
+            + '<div class="grid side"><div><h3>Configuration</h3>' + kv_table(conf) + "</div>"
             + "<div><h3>Layers</h3>"
             + table(["layer", "type", "output shape", "parameters"], layer_summary(model), numeric={3})
             + "</div></div>")

@@ -92,6 +92,18 @@ def save_keras_atomic(model, path: Path) -> Path:
     return path
 
 
+def clear_run(run_dir: Path) -> None:
+    """Remove what a run left (for --overwrite): files of the old model must not outlive it."""
+    import shutil
+
+    for path in Path(run_dir).iterdir():
+        if path.is_dir() and path.name == "saved_model":
+            shutil.rmtree(path)
+        elif path.is_file() and (path.suffix in (".keras", ".json", ".csv", ".png", ".onnx", ".tflite", ".html")
+                                 or path.name.startswith(".")):
+            path.unlink()
+
+
 def require_model(run_dir: Path) -> Path:
     """The path of a run's model.keras, or a clear error."""
     run_dir = Path(run_dir)
@@ -109,7 +121,11 @@ def load_model(run_dir: Path):
 
 
 def load_model_file(model_path: Path):
-    import keras
+    try:
+        import keras
+    except ImportError:
+        raise RunError(f"{model_path}: loading a Keras model needs the train extra: pip install 'digitlab[train]'"
+                       " (or use --runtime onnx)") from None
 
     import digitlab.train  # noqa: F401  registers the OneCycle schedule for deserialisation
 

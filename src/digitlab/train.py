@@ -191,12 +191,14 @@ def train(
 ) -> dict:
     """Train a fresh model into `out_dir`; returns the metrics dict (also in metrics.json)."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise RunError(f"{out_dir}: already holds a run; pass --resume to continue it or --overwrite to replace it")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not (out_dir / runs.CONFIG).is_file():
+            raise RunError(f"{out_dir}: not empty and not a run directory; --out needs a new or empty directory")
+        if not overwrite:
+            raise RunError(f"{out_dir}: already holds a run; pass --resume to continue it or --overwrite to replace it")
     x_tr, y_tr, x_val, y_val, ds = prepare_data(train_config, data_dir)
     if overwrite and out_dir.exists():
-        for name in (runs.MODEL, runs.CHECKPOINT, runs.STATE, runs.HISTORY, runs.CURVES, runs.METRICS):
-            (out_dir / name).unlink(missing_ok=True)
+        runs.clear_run(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.write_json(
         out_dir / runs.CONFIG,
