@@ -125,6 +125,7 @@ uploadEl.addEventListener("change", () => {
   clearPad();
   changed();
   uploaded = file;
+  uploadEl.value = ""; // so that choosing the same file again is a change too
   schedule(0);
 });
 
@@ -225,6 +226,7 @@ function drawSeen(rows) {
 function show(r) {
   const top = r.top3[0];
   digitEl.textContent = r.unsure ? "?" : r.label;
+  digitEl.classList.toggle("long", digitEl.textContent.length > 2); // a class name such as "Sneaker"
   confidenceEl.textContent = percent(r.confidence);
   result.classList.toggle("is-unsure", r.unsure);
   unsureEl.hidden = !r.unsure;
