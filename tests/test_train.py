@@ -170,3 +170,15 @@ def test_out_must_be_new_empty_or_a_run(tmp_path, synthetic_dir):
     with pytest.raises(RunError, match="not empty and not a run directory"):
         train(MLP, tiny(epochs=1), tmp_path, data_dir=synthetic_dir, verbose=0, overwrite=True)
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_ensemble(tmp_path, synthetic_dir):
+    from digitlab.evaluate import evaluate_ensemble
+
+    for seed in (1, 2):
+        train(MLP, tiny(seed=seed), tmp_path / f"r{seed}", data_dir=synthetic_dir, verbose=0)
+    result = evaluate_ensemble([tmp_path / "r1", tmp_path / "r2"], out_dir=tmp_path / "ens", data_dir=synthetic_dir)
+    assert len(result["members"]) == 2 and result["count"] == 100
+    assert (tmp_path / "ens" / "confusion_matrix.png").is_file()
+    with pytest.raises(DigitlabError, match="at least two run directories"):
+        evaluate_ensemble([tmp_path / "r1"], data_dir=synthetic_dir)

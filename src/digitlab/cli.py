@@ -324,6 +324,23 @@ def _cell(value) -> str:
     return "" if value is None else str(value)
 
 
+@app.command()
+@reports_errors
+def ensemble(
+    runs_: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Two or more run directories.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option(help="Also write metrics.json and confusion_matrix.png here.")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Average the probabilities of several runs and evaluate the ensemble on the test set."""
+    from digitlab.evaluate import evaluate_ensemble
+
+    result = evaluate_ensemble(runs_, out_dir=out, data_dir=data_dir)
+    for m in result["members"]:
+        typer.echo(f"{m['run']}: test accuracy {m['accuracy']:.4f}")
+    typer.echo(f"ensemble of {len(result['members'])}: test accuracy {result['accuracy']:.4f} "
+               f"({result['errors']} of {result['count']} wrong), loss {result['loss']:.4f}")
+
+
 # ---- end model commands ----
 
 # ---- export (export.py) ----

@@ -80,3 +80,43 @@ def load_predictor_raw(predictor):
     import dataclasses
 
     return dataclasses.replace(predictor, temperature=1.0)
+
+
+def evaluate_ensemble(run_dirs: list[Path], *, out_dir: Path | None = None, data_dir: Path | None = None) -> dict:
+    """Average the (uncalibrated) test probabilities of several runs and evaluate the average.
+
+    Each member is also scored alone, so the gain of the ensemble is visible. With `out_dir`, writes
+    metrics.json and confusion_matrix.png there.
+    """
+    from digitlab.data import load_dataset
+    from digitlab.errors import DigitlabError
+
+    if len(run_dirs) < 2:
+        raise DigitlabError(f"ensemble: expected at least two run directories, got {len(run_dirs)}")
+    datasets = {runs.read_json(Path(r) / runs.CONFIG)["train"].get("dataset", "mnist") for r in run_dirs}
+    if len(datasets) > 1:
+        raise DigitlabError(f"ensemble: the runs were trained on different data sets: {sorted(datasets)}")
+    ds = load_dataset(datasets.pop(), data_dir=data_dir)
+    y = ds.y_test.astype(int)
+    members, total = [], None
+    for run_dir in run_dirs:
+        predictor = load_predictor_raw(load_predictor(run_dir))
+        check_input_shape(predictor.model, ds.x_test, str(run_dir))
+        probs = predictor.predict_proba(ds.x_test)
+        members.append({"run": str(run_dir), "accuracy": float(np.mean(probs.argmax(1) == y))})
+        total = probs if total is None else total + probs
+    probs = total / len(run_dirs)
+    pred = probs.argmax(axis=1)
+    result = {
+        "members": members,
+        "accuracy": float(np.mean(pred == y)),
+        "loss": float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)))),
+        "errors": int(np.sum(pred != y)),
+        "count": int(len(y)),
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        cm = confusion_matrix(y, pred, labels=range(len(ds.class_names)))
+        plot_confusion(cm, list(ds.class_names), out_dir / "confusion_matrix.png")
+        runs.write_json(out_dir / runs.METRICS, {"ensemble": {**result, "confusion_matrix": cm.tolist()}})
+    return result
