@@ -12,8 +12,6 @@ from PIL import Image, ImageDraw
 
 from digitlab.serve import MAX_BATCH, MAX_BODY, BatchFailure, BatchPrediction, Prediction, create_app
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
 
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory, synthetic_dir):

@@ -182,3 +182,11 @@ def test_ensemble(tmp_path, synthetic_dir):
     assert (tmp_path / "ens" / "confusion_matrix.png").is_file()
     with pytest.raises(DigitlabError, match="at least two run directories"):
         evaluate_ensemble([tmp_path / "r1"], data_dir=synthetic_dir)
+
+
+def test_lr_suggestion_rule():
+    from digitlab.lr_find import suggest
+
+    lrs = np.logspace(-5, 1, 61)
+    loss = np.where(lrs < 0.1, 2.3 - 0.2 * np.log10(lrs / 1e-5), 10.0)  # falls until 0.1, then explodes
+    assert suggest(lrs, loss) == pytest.approx(lrs[np.argmin(loss)] / 10)

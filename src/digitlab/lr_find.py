@@ -18,8 +18,8 @@ from digitlab.models import ModelConfig, build_model
 from digitlab.train import TrainConfig, compile_model, prepare_data
 
 SUGGESTION_RULE = (
-    "the learning rate where the smoothed loss falls fastest (steepest negative slope against log lr), "
-    "searched before the loss minimum"
+    "one tenth of the learning rate at the smoothed loss's minimum: the loss is still falling fast there, "
+    "well clear of where it blows up"
 )
 
 
@@ -81,12 +81,8 @@ def lr_find(
 
 
 def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> float:
-    """Steepest descent of the smoothed loss against log10(lr), before its minimum."""
-    stop = int(np.argmin(smoothed))
-    if stop < 3:
-        return float(lrs[max(stop, 0)])
-    slopes = np.gradient(smoothed[: stop + 1], np.log10(lrs[: stop + 1]))
-    return float(lrs[int(np.argmin(slopes))])
+    """One tenth of the learning rate at the smoothed loss's minimum (never below the first rate tried)."""
+    return float(max(lrs[int(np.argmin(smoothed))] / 10.0, lrs[0]))
 
 
 def _constant(cfg: TrainConfig) -> TrainConfig:

@@ -15,13 +15,17 @@ runs in parallel in the thread pool). Bad input is a 4xx with {"detail": "<field
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,7 +35,6 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, WithJsonSchema, model_validator
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -196,8 +199,11 @@ def fast_predictor(predictor: Predictor) -> Predictor:
 class Service:
     predictor: Predictor
     model: dict  # {"name", "architecture"}, returned with every prediction
+    config: dict  # the run's config.json
     run_dir: Path
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    pool: ThreadPoolExecutor = dataclasses.field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="digitlab"))
     started: float = dataclasses.field(default_factory=time.monotonic)
     internal_errors: int = 0
 
@@ -210,9 +216,14 @@ class Service:
                            f"the server gives it {SIDE}x{SIDE} images")
         config = runs.read_json(run_dir / runs.CONFIG)
         model = {"name": run_dir.resolve().name, "architecture": config.get("model", {}).get("architecture", "?")}
-        service = cls(predictor=predictor, model=model, run_dir=run_dir)
+        service = cls(predictor=predictor, model=model, config=config, run_dir=run_dir)
         service.classify(np.zeros((1, *predictor.input_shape), np.uint8), [False])  # trace the graph now
         return service
+
+    async def run(self, func, *args):
+        """func(*args) in the service's threads: as many as CPUs, since the work is CPU-bound and more
+        threads only contend for the GIL."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
 
     def classify(self, digits: np.ndarray, has_ink: list[bool]) -> list[dict]:
         with self.lock:  # one model call at a time: Keras models are not documented as thread-safe
@@ -409,8 +420,13 @@ def create_app(run_dir: Path) -> FastAPI:
     static = resources.files("digitlab") / "static"
     page = (static / "index.html").read_text(encoding="utf-8")
 
-    app = FastAPI(title="digitlab", version="1", summary=f"Handwritten digit recognition with the run "
-                                                        f"{service.model['name']} ({service.model['architecture']})")
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        service.pool.shutdown(wait=False)
+
+    summary = f"Handwritten digits recognised by the run {service.model['name']} ({service.model['architecture']})"
+    app = FastAPI(title="digitlab", version="1", summary=summary, lifespan=lifespan)
     app.state.service = service
     app.mount("/static", StaticFiles(packages=[("digitlab", "static")]), name="static")
 
@@ -428,7 +444,7 @@ def create_app(run_dir: Path) -> FastAPI:
     async def predict(request: Request) -> dict:
         """Classify one image: a multipart file `file`, JSON `image` (base64 or data: URL) or JSON `pixels`."""
         inputs, fields, _ = await read_images(request, many=False)
-        (result,) = await run_in_threadpool(service.predict, inputs, fields)
+        (result,) = await service.run(service.predict, inputs, fields)
         if "error" in result:
             raise _problem(422, result["error"])
         return result
@@ -439,7 +455,7 @@ def create_app(run_dir: Path) -> FastAPI:
         """Classify up to 256 images: multipart `files`, JSON `images` or JSON `pixels`. A bad image gets an
         entry with `error` and the others are still classified."""
         inputs, fields, names = await read_images(request, many=True)
-        results = await run_in_threadpool(service.predict, inputs, fields)
+        results = await service.run(service.predict, inputs, fields)
         return {"results": [{**r, "index": i, "name": n} for i, (r, n) in enumerate(zip(results, names))]}
 
     @app.get("/api/health", response_model=Health)
@@ -450,10 +466,9 @@ def create_app(run_dir: Path) -> FastAPI:
     @app.get("/api/model", response_model=ModelReport)
     def model_report() -> dict:
         """The run's configuration, its validation and test figures, and its calibration."""
-        config = runs.read_json(service.run_dir / runs.CONFIG)
-        metrics = _read_optional(service.run_dir / runs.METRICS)
+        metrics = _read_optional(service.run_dir / runs.METRICS)  # read now: `evaluate` may have run since start-up
         calibration = _read_optional(service.run_dir / "calibration.json") or metrics.get("calibration")
-        return {"name": service.model["name"], "config": config, "validation": metrics.get("validation"),
+        return {"name": service.model["name"], "config": service.config, "validation": metrics.get("validation"),
                 "test": metrics.get("test"), "calibration": calibration}
 
     return app

@@ -112,13 +112,14 @@ uploadEl.addEventListener("change", () => {
   const url = URL.createObjectURL(file);
   const img = new Image();
   img.onload = () => {
+    URL.revokeObjectURL(url);
+    if (uploaded !== file) return; // cleared or drawn on before the image loaded
     // Show the image on the pad, fitted inside it, so more strokes can be drawn over it.
     clearPad();
     const scale = Math.min(pad.width / img.width, pad.height / img.height);
     const w = img.width * scale;
     const h = img.height * scale;
     ctx.drawImage(img, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
-    URL.revokeObjectURL(url);
   };
   img.onerror = () => URL.revokeObjectURL(url); // the server says what is wrong with it
   img.src = url;
