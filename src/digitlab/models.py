@@ -24,9 +24,14 @@ class ModelConfig:
     units: tuple[int, ...] = (128,)  # mlp: hidden Dense widths, e.g. (4, 4) or (10, 10)
     activation: str = "relu"  # mlp hidden activation
     normalize: bool = True  # scale pixels 0-255 -> 0-1 inside the model
-    filters: tuple[int, ...] = (32, 64)  # cnn: channels of each conv stage
-    dense: int = 0  # cnn: width of a hidden Dense layer before the classifier (0: none)
+    filters: tuple[int, ...] = (16, 32)  # cnn: channels of each conv stage
+    kernels: tuple[int, ...] = (5, 3)  # cnn: kernel size of each stage's first conv (pixels)
+    strides: tuple[int, ...] = (2, 2)  # cnn: stride of each stage's first conv
+    convs: int = 1  # cnn: conv layers per stage (the others are 3x3, stride 1)
+    pool: bool = False  # cnn: 2x2 max-pool at the end of each stage
+    dense: int = 128  # cnn: width of a hidden Dense layer before the classifier (0: none)
     dropout: float = 0.0  # cnn: dropout rate before the classifier
+    bn_momentum: float = 0.9  # BatchNorm running averages; 0.99 lags far behind in a 2-epoch run
     input_shape: tuple[int, int] = (28, 28)  # pixels (height, width)
     num_classes: int = 10
 
@@ -35,7 +40,12 @@ class ModelConfig:
             raise DigitlabError(
                 f"model: unknown architecture {self.architecture!r}; expected one of {', '.join(ARCHITECTURES)}"
             )
-        for name in ("units", "filters"):
+        if not len(self.filters) == len(self.kernels) == len(self.strides):
+            raise DigitlabError(
+                f"model: filters, kernels and strides need one value per stage, got {self.filters}, "
+                f"{self.kernels}, {self.strides}"
+            )
+        for name in ("units", "filters", "kernels", "strides"):
             values = getattr(self, name)
             if not values or any(not isinstance(v, int) or v <= 0 for v in values):
                 raise DigitlabError(f"model: {name} must be positive integers, got {values!r}")
@@ -77,14 +87,20 @@ def build_model(config: ModelConfig) -> keras.Model:
             x = layers.Dense(width, activation=config.activation, name=f"dense_{i}")(x)
     else:
         x = layers.Reshape((h, w, 1), name="channel")(x)  # shape (b, 28, 28, 1)
-        for i, channels in enumerate(config.filters):
-            x = layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"conv_{i}")(x)
-            x = layers.BatchNormalization(name=f"bn_{i}")(x)
-            x = layers.Activation("relu", name=f"relu_{i}")(x)
-            x = layers.MaxPooling2D(2, name=f"pool_{i}")(x)  # halves the resolution
+        for i, (channels, kernel, stride) in enumerate(zip(config.filters, config.kernels, config.strides)):
+            for j in range(config.convs):
+                first = j == 0
+                x = layers.Conv2D(channels, kernel if first else 3, strides=stride if first else 1, padding="same",
+                                  use_bias=False, name=f"conv_{i}_{j}")(x)
+                x = layers.BatchNormalization(momentum=config.bn_momentum, name=f"bn_{i}_{j}")(x)
+                x = layers.Activation("relu", name=f"relu_{i}_{j}")(x)
+            if config.pool:
+                x = layers.MaxPooling2D(2, name=f"pool_{i}")(x)  # halves the resolution
         x = layers.Flatten(name="flatten")(x)
         if config.dense:
-            x = layers.Dense(config.dense, activation="relu", name="dense")(x)
+            x = layers.Dense(config.dense, use_bias=False, name="dense")(x)
+            x = layers.BatchNormalization(momentum=config.bn_momentum, name="bn_dense")(x)
+            x = layers.Activation("relu", name="relu_dense")(x)
         if config.dropout:
             x = layers.Dropout(config.dropout, name="dropout")(x)
     outputs = layers.Dense(config.num_classes, activation="softmax", name="probabilities")(x)

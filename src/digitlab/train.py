@@ -21,6 +21,7 @@ from digitlab.models import ModelConfig, build_model
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "onecycle")
+STEPS_PER_EXECUTION = 16  # optimizer steps per call into the backend: less Python per step, same maths
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 
 
@@ -73,9 +74,10 @@ class TrainConfig:
 
 # Named starting points; every field can still be overridden from the CLI.
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
+    # A small strided CNN, two epochs, one-cycle Adam: chosen on the validation split for time to 99 %.
     "fast": (
-        ModelConfig(architecture="cnn", filters=(32, 64), dense=0, dropout=0.0),
-        TrainConfig(epochs=2, batch_size=128, learning_rate=3e-3, schedule="onecycle"),
+        ModelConfig(architecture="cnn", filters=(16, 32), kernels=(5, 3), strides=(2, 2), dense=128),
+        TrainConfig(epochs=2, batch_size=128, learning_rate=5e-3, schedule="onecycle"),
     ),
     # `--model mlp`: the tutorial's Dense(10)-Dense(10), trained the best way found on the validation
     # split (GELU, one-cycle Adam at 1e-2, weight decay; 94.7 % validation vs 93.2 % the tutorial's way).
@@ -131,6 +133,7 @@ def compile_model(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) ->
         optimizer=make_optimizer(cfg, steps_per_epoch),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
+        steps_per_execution=STEPS_PER_EXECUTION,
     )
     return model
 
