@@ -226,3 +226,15 @@ def test_saved_model_out_never_replaces_another_folder(run_dir, tmp_path):
 def test_check_images_must_be_positive(run_dir):
     with pytest.raises(DigitlabError, match="--check-images: expected a positive integer, got 0"):
         export(run_dir, "onnx", n=0)
+
+
+def test_serve_on_onnx_runtime(run_dir, exported, test_images):
+    from fastapi.testclient import TestClient
+
+    from digitlab.serve import create_app
+
+    client = TestClient(create_app(run_dir, runtime="onnx"))
+    keras_probs = load_predictor(run_dir).predict_proba(test_images[:1])
+    response = client.post("/api/predict", json={"pixels": test_images[0].tolist()})
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(response.json()["probabilities"], keras_probs[0], atol=1e-4)

@@ -430,12 +430,13 @@ def serve(
     run: RunArg,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    runtime: RuntimeOpt = "keras",
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = True,
 ) -> None:
     """Serve the drawing page and the REST API (/api/predict, /docs) for a trained run."""
     from digitlab.serve import create_app, run_app
 
-    web_app = create_app(run)  # loads the model now, so a bad run fails before the server starts
+    web_app = create_app(run, runtime=runtime)  # loads the model now, so a bad run fails before the server starts
     typer.echo(f"serving {run} on http://{host}:{port}/  (API docs at /docs; Ctrl+C stops)")
     run_app(web_app, host=host, port=port, access_log=access_log)
 

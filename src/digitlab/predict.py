@@ -11,7 +11,7 @@ import numpy as np
 from digitlab import runs
 from digitlab.errors import DigitlabError
 
-SMALL_BATCH = 256  # below this, call the model directly: model.predict costs tens of ms per call
+CHUNK = 1024  # images per model call
 
 
 @dataclass
@@ -35,12 +35,11 @@ class Predictor:
             x = x[None]
         if tuple(x.shape[1:]) != self.input_shape:
             raise DigitlabError(f"images: expected shape (n, {', '.join(map(str, self.input_shape))}), got {x.shape}")
-        if len(x) <= SMALL_BATCH:
-            import keras
+        import keras
 
-            probs = keras.ops.convert_to_numpy(self.model(x, training=False))
-        else:
-            probs = self.model.predict(x, batch_size=1024, verbose=0)
+        # Direct calls in chunks: model.predict costs tens of ms of set-up per call.
+        probs = np.concatenate([keras.ops.convert_to_numpy(self.model(x[i : i + CHUNK], training=False))
+                                for i in range(0, len(x), CHUNK)]) if len(x) else np.zeros((0, 10))
         return calibrate(np.asarray(probs, dtype="float32"), self.temperature)
 
 
@@ -65,7 +64,7 @@ def load_predictor(run_dir: Path, runtime: str = "keras") -> Predictor:
         if importlib.util.find_spec("keras") is None:  # an ONNX-only deployment
             raise DigitlabError("--runtime keras needs Keras and TensorFlow (pip install 'digitlab[train]'); "
                                 "an ONNX-only install runs model.onnx with --runtime onnx")
-        model, kind = runs.load_model(run_dir), Predictor
+        model, kind = compiled(runs.load_model(run_dir)), Predictor
     elif runtime == "onnx":
         from digitlab.onnx_runtime import OnnxPredictor, load_session
 
@@ -80,6 +79,29 @@ def load_predictor(run_dir: Path, runtime: str = "keras") -> Predictor:
         fitted = runs.read_json(calibration)
         temperature, threshold = float(fitted["temperature"]), float(fitted["threshold"])
     return kind(model=model, class_names=names, temperature=temperature, threshold=threshold, run_dir=run_dir)
+
+
+class CompiledModel:
+    """A Keras model's forward pass traced once into a TensorFlow graph: about 1 ms a call for a small
+    batch instead of about 7 ms for an eager Keras call on a 2-core CPU."""
+
+    def __init__(self, model):
+        import tensorflow as tf
+
+        self.keras_model = model
+        self.input_shape = model.input_shape
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+    def __call__(self, x, training: bool = False):
+        return self._forward(x)
+
+
+def compiled(model):
+    """The model with a compiled forward pass where the backend allows it (TensorFlow); else as it is."""
+    import keras
+
+    return CompiledModel(model) if keras.backend.backend() == "tensorflow" else model
 
 
 def describe(probs: np.ndarray, class_names: tuple[str, ...], k: int = 3) -> list[dict]:

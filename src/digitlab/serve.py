@@ -171,30 +171,6 @@ def _body_doc(json_model: type[BaseModel], field: str, many: bool) -> dict:
 # --- the service: a predictor and a lock --------------------------------------------------------------
 
 
-class CompiledModel:
-    """A Keras model's forward pass traced once into a TensorFlow graph: about 1 ms a call instead of
-    about 7 ms for eager Keras on this CPU. Predictor only calls the model and reads input_shape."""
-
-    def __init__(self, model):
-        import tensorflow as tf
-
-        self.input_shape = model.input_shape
-        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-
-    def __call__(self, x, training: bool = False):
-        return self._forward(x)
-
-
-def fast_predictor(predictor: Predictor) -> Predictor:
-    """The same predictor with a compiled forward pass where the backend allows (TensorFlow)."""
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        return predictor
-    return dataclasses.replace(predictor, model=CompiledModel(predictor.model))
-
-
 @dataclasses.dataclass
 class Service:
     predictor: Predictor
@@ -208,9 +184,9 @@ class Service:
     internal_errors: int = 0
 
     @classmethod
-    def load(cls, run_dir: Path) -> "Service":
+    def load(cls, run_dir: Path, runtime: str = "keras") -> "Service":
         run_dir = Path(run_dir)
-        predictor = fast_predictor(load_predictor(run_dir))
+        predictor = load_predictor(run_dir, runtime=runtime)
         if predictor.input_shape != (SIDE, SIDE):
             raise RunError(f"{run_dir}: the model takes images of shape {predictor.input_shape}; "
                            f"the server gives it {SIDE}x{SIDE} images")
@@ -414,9 +390,9 @@ async def read_images(request: Request, many: bool) -> tuple[list, list[str], li
 # --- the app -------------------------------------------------------------------------------------------
 
 
-def create_app(run_dir: Path) -> FastAPI:
+def create_app(run_dir: Path, runtime: str = "keras") -> FastAPI:
     """The web app over `run_dir`'s model, loaded now (a RunError if the run cannot be loaded)."""
-    service = Service.load(run_dir)
+    service = Service.load(run_dir, runtime=runtime)
     static = resources.files("digitlab") / "static"
     page = (static / "index.html").read_text(encoding="utf-8")
 
