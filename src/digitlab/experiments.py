@@ -28,8 +28,8 @@ HEADINGS = ["step", "name", "what changed", "train accuracy", "validation accura
             "test loss", "seconds"]
 
 # --quick: the same steps, shortened for a smoke run
-QUICK_LIMIT = 2000  # training images per step
-QUICK_EPOCHS_DIVISOR = 20  # 20 epochs -> 1, 40 -> 2, 60 -> 3 (at least 1)
+QUICK_LIMIT = 5000  # training images per step
+QUICK_EPOCHS_DIVISOR = 20  # 20 epochs -> 1, 40 -> 2, 60 -> 3, then at least 2
 LR_FIND_STEPS = 200  # batches of 32: about 6,400 images, an eighth of an epoch
 QUICK_LR_FIND_STEPS = 30
 
@@ -82,7 +82,7 @@ def step_configs(step: Step, *, quick: bool, seed: int, dataset: str):
                             f"does not define (it has {', '.join(PRESETS)}); run without --with-accurate")
     epochs = step.epochs or PRESETS[step.preset][1].epochs
     if quick:
-        epochs = max(1, epochs // QUICK_EPOCHS_DIVISOR)
+        epochs = max(2, epochs // QUICK_EPOCHS_DIVISOR)
     return resolve_configs(step.preset, units=step.units, normalize=step.normalize,
                            learning_rate=step.learning_rate, epochs=epochs, seed=seed, dataset=dataset,
                            limit=QUICK_LIMIT if quick else None)

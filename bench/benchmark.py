@@ -1,0 +1,257 @@
+"""Speed benchmark: time to 99.0 % MNIST test accuracy, reference recipe vs the fast preset, plus
+inference throughput and latency, cache load time and peak memory. Writes BENCHMARKS.md.
+
+    .venv/bin/python bench/benchmark.py [--seeds 5] [--reference-epochs 15] [--out BENCHMARKS.md]
+
+Each training run is its own subprocess (a fresh TensorFlow, its peak memory measured alone). Test
+accuracy is evaluated after every epoch only to time when 99.0 % is reached; nothing is chosen on it
+(the fast preset's hyperparameters were chosen on the validation split).
+
+The reference is the keras-io MNIST convnet: Conv32-pool-Conv64-pool-dropout-Dense10, Adam, batch
+128, on the same 48,000-image train split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TARGET = 0.99
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_train(kind: str, seed: int, epochs: int) -> dict:
+    """Runs in a subprocess: train, evaluating test accuracy after each epoch; returns the timeline."""
+    import keras
+    import numpy as np
+
+    from digitlab.data import load_dataset, split_train_val
+    from digitlab.models import build_model
+    from digitlab.train import STEPS_PER_EXECUTION, compile_model, resolve_configs
+
+    ds = load_dataset("mnist")
+    x_tr, y_tr, _, _ = split_train_val(ds.x_train, ds.y_train, 0.2, seed=42)
+    x_tr = x_tr.astype("float32")
+    x_te = ds.x_test.astype("float32")
+    keras.utils.set_random_seed(seed)
+    if kind == "reference":
+        model = keras.Sequential([
+            keras.Input((28, 28)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Reshape((28, 28, 1)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(10, activation="softmax"),
+        ])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        batch_size = 128
+    else:
+        model_cfg, train_cfg = resolve_configs("fast", seed=seed)
+        epochs = train_cfg.epochs
+        batch_size = train_cfg.batch_size
+        model = compile_model(build_model(model_cfg), train_cfg, int(np.ceil(len(x_tr) / batch_size)))
+    timeline, trained = [], 0.0
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        model.fit(x_tr, y_tr, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch, verbose=0)
+        trained += time.perf_counter() - started  # training time only: the test pass is not counted
+        acc = float(model.evaluate(x_te, ds.y_test, batch_size=1024, verbose=0)[1])
+        timeline.append({"epoch": epoch + 1, "train_seconds": round(trained, 3), "test_accuracy": acc})
+    reached = next((t for t in timeline if t["test_accuracy"] >= TARGET), None)
+    return {
+        "kind": kind,
+        "seed": seed,
+        "timeline": timeline,
+        "final_accuracy": timeline[-1]["test_accuracy"],
+        "seconds_to_target": reached["train_seconds"] if reached else None,
+        "epochs_to_target": reached["epoch"] if reached else None,
+        "train_seconds": timeline[-1]["train_seconds"],
+        "steps_per_execution": STEPS_PER_EXECUTION if kind == "fast" else 1,
+    }
+
+
+def child_inference(run_dir: str) -> dict:
+    """Runs in a subprocess: batch throughput and single-image latency of a trained fast run."""
+    import numpy as np
+
+    from digitlab.data import load_dataset, load_mnist
+    from digitlab.predict import load_predictor
+
+    started = time.perf_counter()
+    load_mnist()
+    cache_load = time.perf_counter() - started
+    predictor = load_predictor(run_dir)
+    x = load_dataset("mnist").x_test
+    predictor.predict_proba(x[:2048])  # warm-up: traces the graph
+    rounds = []
+    for _ in range(3):
+        started = time.perf_counter()
+        predictor.predict_proba(x)
+        rounds.append(time.perf_counter() - started)
+    single = []
+    for i in range(300):
+        started = time.perf_counter()
+        predictor.predict_proba(x[i : i + 1])
+        single.append((time.perf_counter() - started) * 1000)
+    single.sort()
+    return {
+        "cache_load_seconds": round(cache_load, 3),
+        "batch_images_per_second": round(len(x) / min(rounds)),
+        "single_ms_p50": round(single[len(single) // 2], 3),
+        "single_ms_p99": round(single[int(len(single) * 0.99)], 3),
+    }
+
+
+def run_child(*args: str) -> tuple[dict, float]:
+    """Run this script in a subprocess for one job; returns its JSON result and its peak RSS (MB)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"child {args} failed:\n{out.stderr[-3000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux: the largest child so far
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result, (peak / 1024 if peak > before else None)
+
+
+def peak_memory_of_cli_train(tmp: Path) -> float:
+    """Peak resident memory (MB) of `digitlab train` with the fast preset, measured by GNU time if present."""
+    cmd = [sys.executable, "-c", "from digitlab.cli import main; main()", "train", "--out", str(tmp), "--quiet",
+           "--overwrite"]
+    script = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", script, *cmd], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip()) / 1024
+
+
+def versions() -> dict:
+    from digitlab.runs import package_versions
+
+    return package_versions()
+
+
+def machine() -> str:
+    from digitlab.runs import _cpu_name
+
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{_cpu_name()}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.platform()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=5, help="fast-preset seeds (default 5)")
+    parser.add_argument("--reference-epochs", type=int, default=15, help="reference recipe epochs (default 15)")
+    parser.add_argument("--reference-seeds", type=int, default=1, help="reference recipe seeds (default 1)")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="Markdown report to write")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        job, *rest = args.child
+        result = child_inference(rest[0]) if job == "inference" else child_train(job, int(rest[0]), int(rest[1]))
+        print(json.dumps(result))
+        return
+
+    import keras
+
+    backend = keras.backend.backend()
+    print(f"machine: {machine()}\nbackend: {backend}", flush=True)
+    fast, reference = [], []
+    for seed in range(args.seeds):
+        result, _ = run_child("fast", str(seed), "0")
+        fast.append(result)
+        print(f"fast seed {seed}: test {result['final_accuracy']:.4f}, {result['train_seconds']:.2f} s training, "
+              f"99.0 % after {result['seconds_to_target']} s", flush=True)
+    for seed in range(args.reference_seeds):
+        result, _ = run_child("reference", str(seed), str(args.reference_epochs))
+        reference.append(result)
+        print(f"reference seed {seed}: test {result['final_accuracy']:.4f} after {args.reference_epochs} epochs, "
+              f"99.0 % after {result['seconds_to_target']} s (epoch {result['epochs_to_target']})", flush=True)
+
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "digitlab-bench-run"
+    peak_mb = peak_memory_of_cli_train(tmp)
+    print(f"peak memory of `digitlab train` (fast preset): {peak_mb:.0f} MB", flush=True)
+    inference, _ = run_child("inference", str(tmp))
+    print(f"inference: {inference}", flush=True)
+
+    fast_acc = statistics.median(r["final_accuracy"] for r in fast)
+    fast_time = statistics.median(r["train_seconds"] for r in fast)
+    fast_to_target = [r["seconds_to_target"] for r in fast if r["seconds_to_target"] is not None]
+    ref_to_target = [r["seconds_to_target"] for r in reference if r["seconds_to_target"] is not None]
+    fast_t = statistics.median(fast_to_target) if len(fast_to_target) > len(fast) // 2 else None
+    ref_t = statistics.median(ref_to_target) if ref_to_target else None
+    ratio = ref_t / fast_t if (ref_t and fast_t) else None
+    summary = {
+        "fast_median_test_accuracy": fast_acc,
+        "fast_median_train_seconds": fast_time,
+        "fast_median_seconds_to_99": fast_t,
+        "reference_seconds_to_99": ref_t,
+        "ratio_reference_over_fast": ratio,
+        "peak_memory_mb_train_fast": round(peak_mb),
+        **inference,
+    }
+    print(json.dumps(summary, indent=2))
+    write_report(args.out, backend, fast, reference, summary)
+    print(f"wrote {args.out}")
+
+
+def write_report(path: Path, backend: str, fast: list, reference: list, s: dict) -> None:
+    def fmt(v, spec=".2f"):
+        return "not reached" if v is None else format(v, spec)
+
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `bench/benchmark.py` on {time.strftime('%Y-%m-%d')}: {machine()}; Keras backend `{backend}`.",
+        "Training time counts `fit` only (graph tracing included, data already loaded from the cache); test accuracy",
+        "is measured after every epoch only to see when 99.0 % is reached. Each run is a fresh process.",
+        "",
+        "## Time to 99.0 % test accuracy",
+        "",
+        "| recipe | seeds | median seconds to 99.0 % | median final test accuracy | median training seconds |",
+        "| --- | --- | --- | --- | --- |",
+        f"| fast preset | {len(fast)} | {fmt(s['fast_median_seconds_to_99'])} | {s['fast_median_test_accuracy']:.4f} |"
+        f" {s['fast_median_train_seconds']:.2f} |",
+        f"| keras-io reference | {len(reference)} | {fmt(s['reference_seconds_to_99'])} |"
+        f" {statistics.median(r['final_accuracy'] for r in reference):.4f} |"
+        f" {statistics.median(r['train_seconds'] for r in reference):.2f} |",
+        "",
+        f"Ratio reference / fast to 99.0 %: **{fmt(s['ratio_reference_over_fast'], '.1f')}×**",
+        "",
+        "Per run (seconds of training after each epoch: test accuracy):",
+        "",
+    ]
+    for r in fast + reference:
+        steps = ", ".join(f"{t['train_seconds']:.1f} s: {t['test_accuracy']:.4f}" for t in r["timeline"])
+        lines.append(f"- {r['kind']} seed {r['seed']}: {steps}")
+    lines += [
+        "",
+        "## Inference and memory (fast preset)",
+        "",
+        "| figure | value |",
+        "| --- | --- |",
+        f"| batch inference (10,000 test images, chunks of 1024) | {s['batch_images_per_second']:,} images/s |",
+        f"| single image, in process (p50 / p99) | {s['single_ms_p50']} ms / {s['single_ms_p99']} ms |",
+        f"| loading cached MNIST (SHA-256 verified) | {s['cache_load_seconds']} s |",
+        f"| peak memory of `digitlab train` (fast preset, whole process) | {s['peak_memory_mb_train_fast']} MB |",
+        "",
+        "## Versions",
+        "",
+    ]
+    lines += [f"- {k} {v}" for k, v in versions().items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
