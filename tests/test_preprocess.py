@@ -153,7 +153,8 @@ def test_web_canvas_transparent_or_white_background():
     white = encode(strokes.convert("RGBA"), "PNG")
     a, b = preprocess(transparent), preprocess(white)
     assert_mnist_like(a)
-    assert np.array_equal(a.digit, b.digit)
+    # the two decode to the same grey image up to rounding in the shrink: at most one grey level apart
+    assert np.abs(a.digit.astype(int) - b.digit.astype(int)).max() <= 1
 
 
 def test_white_ink_on_transparent_background_is_still_read():

@@ -24,7 +24,7 @@ from scipy import ndimage as ndi
 from digitlab.errors import DigitlabError
 
 MAX_PIXELS = 40_000_000  # decoded pixels (40 MP); more is refused as a decompression bomb
-WORK_SIDE = 512  # px: long side the heavy steps run at; larger images are shrunk first
+WORK_SIDE = 160  # px: long side the heavy steps run at (8x the 20 px box); larger images are shrunk first
 MIN_CONTRAST = 24.0  # grey levels (0-255) between paper and strongest ink; less is a blank image
 SPECK_FRACTION = 0.08  # ink components smaller than this fraction of the largest are specks
 STRONG_INK = 90  # percentile of the thresholded ink made 255, so stroke cores saturate as in MNIST
