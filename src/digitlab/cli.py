@@ -168,6 +168,7 @@ def train(
     scale: Annotated[Optional[float], typer.Option(help="Augmentation: random zoom up to this fraction.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for weights, shuffling and dropout.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Train on the first N training images only (quick runs).")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Share of the training set held out for validation [default: 0.2].")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="mnist, fashion-mnist, or a 28x28 IDX set in --data-dir.")] = None,
     data_dir: DataDirOpt = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run in this directory.")] = None,
@@ -187,7 +188,7 @@ def train(
             preset, architecture=model, units=parse_units(units) if units else None, activation=activation,
             normalize=normalize, optimizer=optimizer, learning_rate=lr, weight_decay=weight_decay, schedule=schedule,
             batch_size=batch_size, epochs=epochs, seed=seed, limit=limit, dataset=dataset,
-            shift=shift, rotate=rotate, scale=scale,
+            val_fraction=val_fraction, shift=shift, rotate=rotate, scale=scale,
         )
         if out is None:
             import time
