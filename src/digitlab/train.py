@@ -1,7 +1,7 @@
 """Training: Keras `fit` on the seeded train/validation split, leaving a self-describing run directory.
 
 Every epoch writes `checkpoint.keras` (weights and optimizer state) and `state.json` atomically, so
-`train(..., resume=True)` continues an interrupted run and a kill loses at most the epoch in progress.
+`resume(run_dir)` (`digitlab train --resume`) continues an interrupted run: a kill loses at most the epoch in progress.
 """
 
 from __future__ import annotations
