@@ -116,7 +116,7 @@ def test_model_input_shape_must_match_data(tmp_path, synthetic_dir):
     run = tmp_path / "run"
     run.mkdir()
     model = build_model(ModelConfig(architecture="mlp", units=(8,), input_shape=(14, 14)))
-    model.compile(loss="sparse_categorical_crossentropy")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     runs.save_keras_atomic(model, run / "model.keras")
     runs.write_json(run / "config.json", {"train": {"dataset": "synthetic"}, "data": {}})
     with pytest.raises(RunError, match=r"expects images of shape \(14, 14\), the data has \(28, 28\)"):
