@@ -84,8 +84,6 @@ def child_train(kind: str, seed: int, epochs: int) -> dict:
 
 def child_inference(run_dir: str) -> dict:
     """Runs in a subprocess: batch throughput and single-image latency of a trained fast run."""
-    import numpy as np
-
     from digitlab.data import load_dataset, load_mnist
     from digitlab.predict import load_predictor
 

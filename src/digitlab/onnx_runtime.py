@@ -15,7 +15,7 @@ import numpy as np
 
 from digitlab import runs
 from digitlab.errors import DigitlabError, RunError
-from digitlab.predict import Predictor, calibrate
+from digitlab.predict import Predictor
 
 ONNX_FILE = "model.onnx"
 
@@ -78,13 +78,5 @@ class OnnxPredictor(Predictor):
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.model.get_inputs()[0].shape[1:])  # the batch dimension is dynamic
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """(n, 28, 28) raw pixels 0-255 (uint8 or float) -> (n, classes) float32 probabilities."""
-        x = np.asarray(x, dtype="float32")
-        if x.ndim == 2:
-            x = x[None]
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise DigitlabError(f"images: expected shape (n, {', '.join(map(str, self.input_shape))}), got {x.shape}")
-        if not len(x):
-            return np.zeros((0, len(self.class_names)), "float32")
-        return calibrate(np.asarray(run_session(self.model, x), dtype="float32"), self.temperature)
+    def _probabilities(self, x: np.ndarray) -> np.ndarray:
+        return run_session(self.model, x)

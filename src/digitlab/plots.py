@@ -91,7 +91,6 @@ def plot_gallery(images: np.ndarray, captions: list[str], path: Path, title: str
 def plot_reliability(before: np.ndarray, after: np.ndarray, y: np.ndarray, bins: int, path: Path) -> Path:
     """Reliability diagram: accuracy against confidence per bin, before and after temperature scaling."""
     edges = np.linspace(0.0, 1.0, bins + 1)
-    centres = (edges[:-1] + edges[1:]) / 2
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.plot([0, 1], [0, 1], "k:", label="perfect calibration")
     for probs, label, marker in ((before, "before", "o-"), (after, "after temperature scaling", "s-")):

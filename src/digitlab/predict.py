@@ -35,12 +35,17 @@ class Predictor:
             x = x[None]
         if tuple(x.shape[1:]) != self.input_shape:
             raise DigitlabError(f"images: expected shape (n, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+        if not len(x):
+            return np.zeros((0, len(self.class_names)), "float32")
+        return calibrate(np.asarray(self._probabilities(x), dtype="float32"), self.temperature)
+
+    def _probabilities(self, x: np.ndarray) -> np.ndarray:
+        """The model's own output for a float32 batch."""
         import keras
 
         # Direct calls in chunks: model.predict costs tens of ms of set-up per call.
-        probs = np.concatenate([keras.ops.convert_to_numpy(self.model(x[i : i + CHUNK], training=False))
-                                for i in range(0, len(x), CHUNK)]) if len(x) else np.zeros((0, 10))
-        return calibrate(np.asarray(probs, dtype="float32"), self.temperature)
+        return np.concatenate([keras.ops.convert_to_numpy(self.model(x[i : i + CHUNK], training=False))
+                               for i in range(0, len(x), CHUNK)])
 
 
 def calibrate(probs: np.ndarray, temperature: float) -> np.ndarray:
