@@ -79,12 +79,12 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
         ModelConfig(architecture="cnn", filters=(16, 32), kernels=(5, 3), strides=(2, 2), dense=128),
         TrainConfig(epochs=3, batch_size=256, learning_rate=1e-2, schedule="onecycle"),
     ),
-    # Accuracy within half an hour on a 2-core CPU: a wider CNN (about 8M multiply-adds per image) and
-    # random shifts, rotations and zooms every epoch.
+    # Accuracy within half an hour on a 2-core CPU: a wider CNN (about 8M multiply-adds per image),
+    # random shifts, rotations and zooms every epoch, 30 epochs (99.58 % validation vs 99.49 % after 15).
     "accurate": (
         ModelConfig(architecture="cnn", filters=(32, 64, 128), kernels=(5, 3, 3), strides=(1, 1, 1), pool=True,
                     dense=256, dropout=0.3),
-        TrainConfig(epochs=15, batch_size=128, learning_rate=3e-3, schedule="onecycle", weight_decay=5e-4,
+        TrainConfig(epochs=30, batch_size=128, learning_rate=3e-3, schedule="onecycle", weight_decay=5e-4,
                     shift=2.0, rotate=10.0, scale=0.1),
     ),
     # `--model mlp`: the tutorial's Dense(10)-Dense(10), trained the best way found on the validation
