@@ -355,3 +355,56 @@ def test_cli_serve_with_a_missing_run_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(cli, ["serve", str(tmp_path / "nope")])
     assert result.exit_code == 2
     assert "no such run directory" in result.output
+
+
+def test_cli_serve_workers_checks_the_run_then_starts_the_workers(synthetic_run, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import digitlab.serve
+    from digitlab.cli import app as cli
+
+    calls = []
+    monkeypatch.setattr(digitlab.serve, "run_workers", lambda *a, **kw: calls.append((a, kw)))
+    result = CliRunner().invoke(cli, ["serve", str(synthetic_run), "--workers", "2", "--no-access-log"])
+    assert result.exit_code == 0, result.output
+    assert "with 2 processes" in result.output
+    assert calls == [((synthetic_run, "keras", 2), {"host": "127.0.0.1", "port": 8000, "access_log": False})]
+
+    result = CliRunner().invoke(cli, ["serve", str(tmp_path / "nope"), "--workers", "2"])
+    assert result.exit_code == 2 and "no such run directory" in result.output and not calls[1:]
+    result = CliRunner().invoke(cli, ["serve", str(synthetic_run), "--workers", "0"])
+    assert result.exit_code == 2 and "--workers" in result.output
+
+
+def test_serve_with_two_worker_processes(synthetic_run):
+    """The real thing: `digitlab serve --workers 2` in a subprocess; both workers answer on loopback."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-c", "from digitlab.cli import main; main()", "serve", str(synthetic_run),
+           "--port", str(port), "--workers", "2", "--no-access-log"]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        pids, deadline = set(), time.monotonic() + 240
+        while len(pids) < 2:  # fresh connections until both workers (still loading at first) have answered
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, f"only workers {pids} answered in time"
+            try:
+                pids.add(httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).json()["pid"])
+            except httpx.TransportError:
+                time.sleep(0.3)
+        assert server.pid not in pids  # the parent only supervises
+        for k in range(10):
+            r = httpx.post(f"http://127.0.0.1:{port}/api/predict", json={"pixels": block_pixels(k)}, timeout=30)
+            assert r.status_code == 200, r.text
+            check_prediction(r.json())
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

@@ -153,16 +153,21 @@ def test_augmented_training(tmp_path, synthetic_dir):
     assert metrics["epochs"] == 2 and (out / "model.keras").is_file()
 
 
-def test_random_affine_identity_and_shift():
-    from digitlab.augment import random_affine
+def test_random_warp_identity_shift_and_elastic():
+    from digitlab.augment import random_warp
 
     rng = np.random.default_rng(0)
     x = np.zeros((2, 28, 28), "float32")
     x[:, 10:18, 12:16] = 255.0
-    np.testing.assert_allclose(random_affine(x, rng, shift=0, rotate=0, scale=0), x, atol=1e-4)
-    warped = random_affine(x, rng, shift=3, rotate=15, scale=0.1)
-    assert warped.shape == x.shape and not np.allclose(warped, x)
-    assert abs(warped.sum() / x.sum() - 1) < 0.25  # ink is moved, not lost
+    np.testing.assert_allclose(random_warp(x, rng), x, atol=1e-4)
+    moved = random_warp(x, rng, shift=3)  # a whole-pixel-or-less shift: the block moves, its ink stays
+    assert abs(moved.sum() / x.sum() - 1) < 0.2
+    for params in ({"shift": 3, "rotate": 15, "scale": 0.1}, {"elastic": 34.0}, {"rotate": 10, "elastic": 34.0}):
+        warped = random_warp(x, rng, **params)
+        assert warped.shape == x.shape and not np.allclose(warped, x), params
+        assert abs(warped.sum() / x.sum() - 1) < 0.25, params  # ink is moved, not lost
+    a, b = random_warp(x, np.random.default_rng(1), elastic=34.0), random_warp(x, np.random.default_rng(1), elastic=34.0)
+    np.testing.assert_array_equal(a, b)  # reproducible from the seed
 
 
 def test_out_must_be_new_empty_or_a_run(tmp_path, synthetic_dir):

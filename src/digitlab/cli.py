@@ -166,6 +166,7 @@ def train(
     shift: Annotated[Optional[float], typer.Option(help="Augmentation: random shift up to this many pixels (0: off).")] = None,
     rotate: Annotated[Optional[float], typer.Option(help="Augmentation: random rotation up to this many degrees.")] = None,
     scale: Annotated[Optional[float], typer.Option(help="Augmentation: random zoom up to this fraction.")] = None,
+    elastic: Annotated[Optional[float], typer.Option(help="Augmentation: elastic distortion strength (alpha, e.g. 34; 0: off).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for weights, shuffling and dropout.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Train on the first N training images only (quick runs).")] = None,
     val_fraction: Annotated[Optional[float], typer.Option(help="Share of the training set held out for validation [default: 0.2].")] = None,
@@ -188,7 +189,7 @@ def train(
             preset, architecture=model, units=parse_units(units) if units else None, activation=activation,
             normalize=normalize, optimizer=optimizer, learning_rate=lr, weight_decay=weight_decay, schedule=schedule,
             batch_size=batch_size, epochs=epochs, seed=seed, limit=limit, dataset=dataset,
-            val_fraction=val_fraction, shift=shift, rotate=rotate, scale=scale,
+            val_fraction=val_fraction, shift=shift, rotate=rotate, scale=scale, elastic=elastic,
         )
         if out is None:
             import time
@@ -433,13 +434,22 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     runtime: RuntimeOpt = "keras",
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = True,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes, each with its own copy of the model; "
+                                                     "one per CPU core serves the most requests.")] = 1,
 ) -> None:
     """Serve the drawing page and the REST API (/api/predict, /docs) for a trained run."""
-    from digitlab.serve import create_app, run_app
+    from digitlab import serve as server
 
-    web_app = create_app(run, runtime=runtime)  # loads the model now, so a bad run fails before the server starts
-    typer.echo(f"serving {run} on http://{host}:{port}/  (API docs at /docs; Ctrl+C stops)")
-    run_app(web_app, host=host, port=port, access_log=access_log)
+    if workers == 1:
+        web_app = server.create_app(run, runtime=runtime)  # loads the model now: a bad run fails before serving
+    else:
+        server.check_run(run, runtime)
+    typer.echo(f"serving {run} on http://{host}:{port}/ with {workers} process{'es' if workers > 1 else ''}  "
+               "(API docs at /docs; Ctrl+C stops)")
+    if workers == 1:
+        server.run_app(web_app, host=host, port=port, access_log=access_log)
+    else:
+        server.run_workers(run, runtime, workers, host=host, port=port, access_log=access_log)
 
 
 # ---- end serve ----

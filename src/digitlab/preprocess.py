@@ -86,8 +86,7 @@ def preprocess(image, *, debug: bool = False) -> Preprocessed:
     if not mask.any():
         return Preprocessed(np.zeros((SIDE, SIDE), np.uint8), False, inverted, tuple(steps))
 
-    soft = _ink_levels(ink, mask, paper)
-    soft, mask = _crop(soft, mask)
+    soft, mask = _crop(*_ink_levels(ink, mask, paper))
     soft, _ = _crop(_normalise_stroke(soft, mask))
     record("cropped", soft * 255.0)
 
@@ -324,12 +323,17 @@ def _drop_specks(mask: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
-def _ink_levels(ink: np.ndarray, mask: np.ndarray, paper: float) -> np.ndarray:
-    """Ink 0-1 with its anti-aliased edge kept: paper 0, strong ink 1, zero away from the kept strokes."""
+def _ink_levels(ink: np.ndarray, mask: np.ndarray, paper: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ink 0-1 with its anti-aliased edge kept (paper 0, strong ink 1, zero away from the kept strokes),
+    and the mask, both cut to the ink's bounding box plus 1 px."""
     strong = float(np.percentile(ink[mask], STRONG_INK))
+    # Only the mask's bounding box plus a 1 px edge can be kept: work on that window, not the whole image.
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    window = np.s_[max(rows[0] - 1, 0) : rows[-1] + 2, max(cols[0] - 1, 0) : cols[-1] + 2]
+    ink, mask = ink[window], mask[window]
     soft = np.clip((ink - paper) / max(strong - paper, 1e-6), 0.0, 1.0)
     near = ndi.binary_dilation(mask, structure=np.ones((3, 3), bool))  # mask plus a 1 px edge
-    return np.where(near, soft, 0.0).astype(np.float32)
+    return np.where(near, soft, 0.0).astype(np.float32), mask
 
 
 def _crop(soft: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -137,6 +137,7 @@ class Health(BaseModel):
     model: ModelName
     uptime_s: float
     internal_errors: int = Field(description="Requests answered 500 since start-up; should stay 0")
+    pid: int = Field(description="The server process that answered (one of several with --workers)")
 
 
 class ModelReport(BaseModel):
@@ -438,7 +439,7 @@ def create_app(run_dir: Path, runtime: str = "keras") -> FastAPI:
     @app.get("/api/health", response_model=Health)
     def health() -> dict:
         return {"status": "ok", "model": service.model, "uptime_s": round(time.monotonic() - service.started, 3),
-                "internal_errors": service.internal_errors}
+                "internal_errors": service.internal_errors, "pid": os.getpid()}
 
     @app.get("/api/model", response_model=ModelReport)
     def model_report() -> dict:
@@ -463,3 +464,39 @@ def run_app(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, access_log:
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
+
+
+RUN_ENV, RUNTIME_ENV = "DIGITLAB_SERVE_RUN", "DIGITLAB_SERVE_RUNTIME"
+
+
+def app_from_env() -> FastAPI:
+    """`create_app` in a uvicorn worker process; the run directory and runtime come from the environment."""
+    return create_app(Path(os.environ[RUN_ENV]), os.environ.get(RUNTIME_ENV, "keras"))
+
+
+def check_run(run_dir: Path, runtime: str = "keras") -> None:
+    """The cheap checks of a run a server needs, made before worker processes start: a RunError if its
+    model file or config.json is missing. (A model that cannot be loaded stops the workers at start-up.)"""
+    run_dir = Path(run_dir)
+    if runtime == "onnx":
+        from digitlab.onnx_runtime import load_session
+
+        load_session(run_dir)
+    elif runtime == "keras":
+        runs.require_model(run_dir)
+    else:
+        raise DigitlabError(f"--runtime: expected one of keras, onnx, got {runtime!r}")
+    runs.read_json(run_dir / runs.CONFIG)
+
+
+def run_workers(run_dir: Path, runtime: str = "keras", workers: int = 2, host: str = "127.0.0.1",
+                port: int = 8000, access_log: bool = True) -> None:
+    """Serve with `workers` processes, each loading the model, sharing one listening socket.
+
+    One process runs Python (HTTP, multipart, preprocessing) on one core at a time; with several
+    processes every core serves requests. Each holds its own copy of the model."""
+    import uvicorn
+
+    os.environ[RUN_ENV], os.environ[RUNTIME_ENV] = str(Path(run_dir).resolve()), runtime
+    uvicorn.run("digitlab.serve:app_from_env", factory=True, workers=workers, host=host, port=port,
+                access_log=access_log, log_level="info")

@@ -37,6 +37,7 @@ class TrainConfig:
     shift: float = 0.0  # augmentation: random shift, up to this many pixels (0: no augmentation)
     rotate: float = 0.0  # augmentation: random rotation, up to this many degrees
     scale: float = 0.0  # augmentation: random zoom, up to this fraction either way
+    elastic: float = 0.0  # augmentation: elastic distortion strength (Simard's alpha, pixels; 0: none)
     seed: int = 42  # weights, shuffling and dropout
     split_seed: int = 42  # the train/validation split, fixed across seeds so runs compare
     val_fraction: float = 0.2  # 60,000 -> 48,000 train / 12,000 validation
@@ -58,8 +59,8 @@ class TrainConfig:
             raise DigitlabError(f"--weight-decay: expected a number in [0, 1), got {self.weight_decay}")
         if not 0.0 < self.val_fraction < 1.0:
             raise DigitlabError(f"--val-fraction: expected a number between 0 and 1, got {self.val_fraction}")
-        if min(self.shift, self.rotate, self.scale) < 0 or self.scale >= 1:
-            raise DigitlabError("--shift, --rotate, --scale: expected non-negative amounts (scale below 1)")
+        if min(self.shift, self.rotate, self.scale, self.elastic) < 0 or self.scale >= 1:
+            raise DigitlabError("--shift, --rotate, --scale, --elastic: expected non-negative amounts (scale below 1)")
         if self.limit is not None and self.limit <= 0:
             raise DigitlabError(f"--limit: expected a positive integer, got {self.limit}")
 
@@ -252,11 +253,11 @@ def resume(run_dir: Path, *, data_dir: Path | None = None, verbose: int = 1) -> 
 def _fit(model, cfg: TrainConfig, run_dir: Path, split, *, rows, best, initial_epoch, verbose) -> dict:
     x_tr, y_tr, x_val, y_val = split
     recorder = _RunRecorder(run_dir, rows, best, time.perf_counter())
-    if cfg.shift or cfg.rotate or cfg.scale:
+    if cfg.shift or cfg.rotate or cfg.scale or cfg.elastic:
         from digitlab.augment import AugmentedBatches
 
-        inputs = {"x": AugmentedBatches(x_tr, y_tr, cfg.batch_size, shift=cfg.shift, rotate=cfg.rotate,
-                                        scale=cfg.scale, seed=cfg.seed + initial_epoch)}
+        inputs = {"x": AugmentedBatches(x_tr, y_tr, cfg.batch_size, seed=cfg.seed + initial_epoch, shift=cfg.shift,
+                                        rotate=cfg.rotate, scale=cfg.scale, elastic=cfg.elastic)}
     else:
         inputs = {"x": x_tr.astype("float32"), "y": y_tr, "batch_size": cfg.batch_size}
     started = time.perf_counter()
