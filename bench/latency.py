@@ -30,7 +30,7 @@ import numpy as np
 
 TARGET_P50_MS = 20.0
 TARGET_P99_MS = 50.0
-WARMUP = 20  # requests before timing starts
+WARMUP_SECONDS = 5.0  # of the same load before timing starts, so that every worker process is warm
 
 
 def drawn_digit_png(side: int = 280) -> bytes:
@@ -102,30 +102,36 @@ def multipart_request(port: int, png: bytes) -> bytes:
 
 
 async def _client(port: int, request: bytes, requests: int, deadline: list[float], start: asyncio.Event,
-                  latencies: list[float], errors: list[str]) -> None:
-    """One keep-alive connection posting `request` back to back; a response is read by its Content-Length."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                  latencies: list[float], errors: list[str], reconnect: bool) -> None:
+    """One client posting `request` back to back, each after the last answer, on one keep-alive connection
+    or (reconnect) a new connection per request; a response is read by its Content-Length."""
+    connection = await asyncio.open_connection("127.0.0.1", port) if not reconnect else None
     await start.wait()
     try:
         for _ in range(requests):
             if time.perf_counter() > deadline[0]:
                 break
             t0 = time.perf_counter()
+            reader, writer = connection or await asyncio.open_connection("127.0.0.1", port)
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
                           if line.lower().startswith(b"content-length:"))
             body = await reader.readexactly(length)
+            if reconnect:
+                writer.close()
             if head.startswith(b"HTTP/1.1 200"):
                 latencies.append((time.perf_counter() - t0) * 1e3)
             else:
                 status = head.split(b"\r\n", 1)[0].decode()
                 errors.append(f"{status}: {body[:100].decode(errors='replace')}")
     finally:
-        writer.close()
+        if connection:
+            connection[1].close()
 
 
-def load(port: int, png: bytes, clients: int, requests: int, duration: float, server_pid: int) -> dict:
+def load(port: int, png: bytes, clients: int, requests: int, duration: float, server_pid: int,
+         reconnect: bool = False) -> dict:
     """CLIENTS concurrent keep-alive connections posting REQUESTS each (or until DURATION s); latencies in
     ms, CPU ms per request.
 
@@ -138,7 +144,7 @@ def load(port: int, png: bytes, clients: int, requests: int, duration: float, se
         errors: list[str] = []
         start, deadline = asyncio.Event(), [math.inf]
         request = multipart_request(port, png)
-        tasks = [asyncio.create_task(_client(port, request, requests, deadline, start, latencies, errors))
+        tasks = [asyncio.create_task(_client(port, request, requests, deadline, start, latencies, errors, reconnect))
                  for _ in range(clients)]
         await asyncio.sleep(0.2)  # every connection open before the clock starts
         cpu0 = cpu_seconds(server_pid), cpu_seconds(os.getpid(), descendants=False)
@@ -189,7 +195,7 @@ def breakdown(run_dir: Path, png: bytes, url: str, n: int = 100) -> dict:
 
 
 def main(run_dir: Path, clients: int = 8, requests: int = 200, duration: float = 60.0, repeat: int = 1,
-         with_breakdown: bool = False, workers: int = 1, runtime: str = "keras") -> dict:
+         with_breakdown: bool = False, workers: int = 1, runtime: str = "keras", reconnect: bool = False) -> dict:
     run_dir = Path(run_dir)
     if not (run_dir / "model.keras").is_file():
         raise SystemExit(f"{run_dir}: no model.keras; expected a run directory made by `digitlab train`")
@@ -198,16 +204,16 @@ def main(run_dir: Path, clients: int = 8, requests: int = 200, duration: float =
     url = f"http://127.0.0.1:{port}/api/predict"
     server = start_server(run_dir, port, workers, runtime)
     try:
-        with httpx.Client() as http:
-            for _ in range(WARMUP):
-                http.post(url, files={"file": ("digit.png", png, "image/png")}).raise_for_status()
-        rounds = [load(port, png, clients, requests, duration, server.pid) for _ in range(repeat)]
+        warmup = load(port, png, clients, 10**6, WARMUP_SECONDS, server.pid, True)  # every worker, warm; not counted
+        if warmup["errors"]:
+            raise SystemExit(f"warm-up failed: {warmup['first_errors']}")
+        rounds = [load(port, png, clients, requests, duration, server.pid, reconnect) for _ in range(repeat)]
         stages = breakdown(run_dir, png, url) if with_breakdown else None
     finally:
         server.terminate()
         server.wait(timeout=30)
     return {"rounds": rounds, "stages": stages, "png_bytes": len(png), "cpus": os.cpu_count(), "workers": workers,
-            "runtime": runtime,
+            "runtime": runtime, "reconnect": reconnect,
             "loadavg_before_end": os.getloadavg()}
 
 
@@ -221,11 +227,14 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=1, help="rounds against the same server")
     parser.add_argument("--workers", type=int, default=1, help="server processes (digitlab serve --workers)")
     parser.add_argument("--runtime", default="keras", help="keras or onnx (digitlab serve --runtime)")
+    parser.add_argument("--reconnect", action="store_true",
+                        help="a new connection per request instead of one keep-alive connection per client")
     parser.add_argument("--breakdown", action="store_true", help="also time preprocess, model and one client")
     args = parser.parse_args()
     result = main(args.run_dir, args.clients, args.requests, args.duration, args.repeat, args.breakdown,
-                  args.workers, args.runtime)
-    print(f"digitlab serve --workers {result['workers']} --runtime {result['runtime']}; "
+                  args.workers, args.runtime, args.reconnect)
+    connections = "a new connection per request" if result["reconnect"] else "keep-alive connections"
+    print(f"digitlab serve --workers {result['workers']} --runtime {result['runtime']}; {connections}; "
           f"{result['png_bytes']} byte PNG (280x280), {result['cpus']} CPUs, "
           f"load average {', '.join(f'{x:.2f}' for x in result['loadavg_before_end'])} (1, 5, 15 min)")
     for i, r in enumerate(result["rounds"], 1):
