@@ -1,0 +1,57 @@
+"""The same code on Keras's other backends: a GPU machine runs digitlab with KERAS_BACKEND=jax (it has no
+TensorFlow), so that path is exercised here on the CPU. The backend is fixed when Keras is imported, so
+each check runs the CLI in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+BACKENDS = ["jax"]
+
+
+def cli(*args, backend: str, data_dir) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KERAS_BACKEND": backend, "DIGITLAB_DATA_DIR": str(data_dir), "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-c", "from digitlab.cli import main; main()", *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_train_predict_evaluate_on_another_backend(backend, tmp_path, synthetic_dir):
+    pytest.importorskip(backend)
+    run = tmp_path / "run"
+    # The fast preset's CNN and one-cycle schedule, plus the augmentation path, for two short epochs.
+    done = cli("train", "--dataset", "synthetic", "--epochs", "2", "--batch-size", "32", "--shift", "2",
+               "--rotate", "10", "--out", str(run), "--quiet", backend=backend, data_dir=synthetic_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    environment = json.loads((run / "environment.json").read_text())
+    assert environment["keras_backend"] == backend
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["architecture"] == "cnn"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and 0.0 <= metrics["validation"]["accuracy"] <= 1.0
+
+    done = cli("evaluate", str(run), backend=backend, data_dir=synthetic_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test accuracy" in done.stdout
+
+    image = tmp_path / "digit.png"
+    from PIL import Image
+
+    grid = np.zeros((28, 28), np.uint8)
+    grid[4:10, 4:9] = 230
+    Image.fromarray(grid).save(image)
+    done = cli("predict", str(run), str(image), "--json", backend=backend, data_dir=synthetic_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = json.loads(done.stdout)
+    assert row["file"].endswith("digit.png") and len(row["top3"]) == 3
+
+    # The same weights give the same probabilities on TensorFlow: the saved model is backend-neutral.
+    from digitlab.predict import load_predictor
+    from digitlab.preprocess import preprocess
+
+    tf_probs = load_predictor(run).predict_proba(preprocess(image).digit[None])[0]
+    assert row["confidence"] == pytest.approx(float(tf_probs.max()), abs=1e-3)
