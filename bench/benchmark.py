@@ -1,7 +1,7 @@
 """Speed benchmark: time to 99.0 % MNIST test accuracy, reference recipe vs the fast preset, plus
 inference throughput and latency, cache load time and peak memory. Writes BENCHMARKS.md.
 
-    .venv/bin/python bench/benchmark.py [--seeds 5] [--reference-epochs 15] [--out BENCHMARKS.md]
+    .venv/bin/python bench/benchmark.py [--seeds 5] [--reference-epochs 15] [--accurate-seeds 3] [--out BENCHMARKS.md]
 
 Each training run is its own subprocess (a fresh TensorFlow, its peak memory measured alone). Test
 accuracy is evaluated after every epoch only to time when 99.0 % is reached; nothing is chosen on it
@@ -134,6 +134,37 @@ def peak_memory_of_cli_train(tmp: Path) -> float:
     return int(out.stdout.strip()) / 1024
 
 
+def digitlab_cli(*args: str) -> None:
+    """Run `digitlab ARGS` in a subprocess (quiet TensorFlow); a failure ends the benchmark with its output."""
+    cmd = [sys.executable, "-c", "from digitlab.cli import main; main()", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if out.returncode != 0:
+        raise SystemExit(f"digitlab {' '.join(args)} failed:\n{out.stderr[-3000:]}")
+
+
+def accurate_runs(seeds: int, root: Path) -> dict:
+    """Train the accurate preset for each seed with `digitlab train`, evaluate each on the test set, then
+    the ensemble of all of them (`digitlab ensemble`). Nothing is chosen on the test figures."""
+    members = []
+    for seed in range(seeds):
+        run = root / f"accurate-{seed}"
+        digitlab_cli("train", "--preset", "accurate", "--seed", str(seed), "--out", str(run), "--quiet", "--overwrite")
+        digitlab_cli("evaluate", str(run))
+        m = json.loads((run / "metrics.json").read_text())
+        members.append({"seed": seed, "run": str(run), "train_seconds": m["train_seconds"], "epochs": m["epochs"],
+                        "validation_accuracy": m["validation"]["accuracy"], "test_accuracy": m["test"]["accuracy"]})
+        print(f"accurate seed {seed}: test {members[-1]['test_accuracy']:.4f} (validation "
+              f"{members[-1]['validation_accuracy']:.4f}), {m['train_seconds'] / 60:.1f} min training", flush=True)
+    ensemble = None
+    if len(members) >= 2:
+        out = root / "accurate-ensemble"
+        digitlab_cli("ensemble", *(r["run"] for r in members), "--out", str(out))
+        ensemble = json.loads((out / "metrics.json").read_text())["ensemble"]["accuracy"]
+        print(f"ensemble of {len(members)}: test {ensemble:.4f}", flush=True)
+    return {"members": members, "median_test_accuracy": statistics.median(r["test_accuracy"] for r in members),
+            "max_train_minutes": max(r["train_seconds"] for r in members) / 60, "ensemble_test_accuracy": ensemble}
+
+
 def versions() -> dict:
     from digitlab.runs import package_versions
 
@@ -152,6 +183,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="fast-preset seeds (default 5)")
     parser.add_argument("--reference-epochs", type=int, default=15, help="reference recipe epochs (default 15)")
     parser.add_argument("--reference-seeds", type=int, default=1, help="reference recipe seeds (default 1)")
+    parser.add_argument("--accurate-seeds", type=int, default=0,
+                        help="also train the accurate preset with this many seeds and evaluate them and their "
+                             "ensemble (about 15 min each on a 2-core CPU; default 0: skipped)")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="Markdown report to write")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -182,6 +216,7 @@ def main() -> None:
     print(f"peak memory of `digitlab train` (fast preset): {peak_mb:.0f} MB", flush=True)
     inference, _ = run_child("inference", str(tmp))
     print(f"inference: {inference}", flush=True)
+    accurate = accurate_runs(args.accurate_seeds, tmp.parent / "digitlab-bench-accurate") if args.accurate_seeds else None
 
     fast_acc = statistics.median(r["final_accuracy"] for r in fast)
     fast_time = statistics.median(r["train_seconds"] for r in fast)
@@ -199,12 +234,16 @@ def main() -> None:
         "peak_memory_mb_train_fast": round(peak_mb),
         **inference,
     }
+    if accurate:
+        summary.update({"accurate_median_test_accuracy": accurate["median_test_accuracy"],
+                        "accurate_max_train_minutes": round(accurate["max_train_minutes"], 1),
+                        "accurate_ensemble_test_accuracy": accurate["ensemble_test_accuracy"]})
     print(json.dumps(summary, indent=2))
-    write_report(args.out, backend, fast, reference, summary)
+    write_report(args.out, backend, fast, reference, summary, accurate)
     print(f"wrote {args.out}")
 
 
-def write_report(path: Path, backend: str, fast: list, reference: list, s: dict) -> None:
+def write_report(path: Path, backend: str, fast: list, reference: list, s: dict, accurate: dict | None) -> None:
     def fmt(v, spec=".2f"):
         return "not reached" if v is None else format(v, spec)
 
@@ -244,6 +283,26 @@ def write_report(path: Path, backend: str, fast: list, reference: list, s: dict)
         f"| loading cached MNIST (SHA-256 verified) | {s['cache_load_seconds']} s |",
         f"| peak memory of `digitlab train` (fast preset, whole process) | {s['peak_memory_mb_train_fast']} MB |",
         "",
+    ]
+    if accurate:
+        lines += [
+            "## Accurate preset and ensemble",
+            "",
+            "`digitlab train --preset accurate --seed N`, then `digitlab evaluate`; the ensemble averages the",
+            "probabilities of all of them (`digitlab ensemble`).",
+            "",
+            "| seed | training minutes | epochs | validation accuracy | test accuracy |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [f"| {r['seed']} | {r['train_seconds'] / 60:.1f} | {r['epochs']} | {r['validation_accuracy']:.4f} |"
+                  f" {r['test_accuracy']:.4f} |" for r in accurate["members"]]
+        lines += [
+            "",
+            f"Median test accuracy over {len(accurate['members'])} seeds: **{accurate['median_test_accuracy']:.4f}**;"
+            f" ensemble of {len(accurate['members'])}: **{fmt(accurate['ensemble_test_accuracy'], '.4f')}**.",
+            "",
+        ]
+    lines += [
         "## Versions",
         "",
     ]
