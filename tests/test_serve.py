@@ -408,3 +408,25 @@ def test_serve_with_two_worker_processes(synthetic_run):
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def test_serve_workers_that_cannot_load_the_model_stop_the_server(synthetic_run, tmp_path):
+    """A model file that passes the parent's checks but cannot be loaded: the workers stop at start-up
+    (not restarted forever) and `digitlab serve` ends with a one-line error and a non-zero code."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    broken = tmp_path / "broken"
+    shutil.copytree(synthetic_run, broken)
+    (broken / "model.keras").write_bytes(b"not a keras file")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-c", "from digitlab.cli import main; main()", "serve", str(broken), "--port", str(port),
+           "--workers", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "cannot be loaded as a Keras model" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: {broken}: the server's worker processes could not")

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -470,8 +471,17 @@ RUN_ENV, RUNTIME_ENV = "DIGITLAB_SERVE_RUN", "DIGITLAB_SERVE_RUNTIME"
 
 
 def app_from_env() -> FastAPI:
-    """`create_app` in a uvicorn worker process; the run directory and runtime come from the environment."""
-    return create_app(Path(os.environ[RUN_ENV]), os.environ.get(RUNTIME_ENV, "keras"))
+    """`create_app` in a uvicorn worker process; the run directory and runtime come from the environment.
+
+    A run that cannot be loaded ends the worker with uvicorn's start-up failure code, which stops the
+    supervisor instead of having it restart the worker forever."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    try:
+        return create_app(Path(os.environ[RUN_ENV]), os.environ.get(RUNTIME_ENV, "keras"))
+    except DigitlabError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(STARTUP_FAILURE)
 
 
 def check_run(run_dir: Path, runtime: str = "keras") -> None:
@@ -494,9 +504,16 @@ def run_workers(run_dir: Path, runtime: str = "keras", workers: int = 2, host: s
     """Serve with `workers` processes, each loading the model, sharing one listening socket.
 
     One process runs Python (HTTP, multipart, preprocessing) on one core at a time; with several
-    processes every core serves requests. Each holds its own copy of the model."""
+    processes every core serves requests. Each holds its own copy of the model. A RunError if the
+    workers could not start."""
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
 
     os.environ[RUN_ENV], os.environ[RUNTIME_ENV] = str(Path(run_dir).resolve()), runtime
-    uvicorn.run("digitlab.serve:app_from_env", factory=True, workers=workers, host=host, port=port,
-                access_log=access_log, log_level="info")
+    config = uvicorn.Config("digitlab.serve:app_from_env", factory=True, workers=workers, host=host, port=port,
+                            access_log=access_log, log_level="info")
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        raise RunError(f"{run_dir}: the server's worker processes could not start (the reason is logged above)")
