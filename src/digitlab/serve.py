@@ -41,7 +41,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from digitlab import runs
 from digitlab.errors import DigitlabError, RunError
-from digitlab.predict import Predictor, classify, load_predictor
+from digitlab.predict import RUNTIMES, Predictor, classify, load_predictor
 from digitlab.preprocess import SIDE, preprocess
 
 MAX_BODY = 10 * 1024 * 1024  # bytes in one request body
@@ -495,7 +495,7 @@ def check_run(run_dir: Path, runtime: str = "keras") -> None:
     elif runtime == "keras":
         runs.require_model(run_dir)
     else:
-        raise DigitlabError(f"--runtime: expected one of keras, onnx, got {runtime!r}")
+        raise DigitlabError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
     runs.read_json(run_dir / runs.CONFIG)
 
 
