@@ -170,6 +170,23 @@ def test_random_warp_identity_shift_and_elastic():
     np.testing.assert_array_equal(a, b)  # reproducible from the seed
 
 
+def test_augmented_batches_cover_every_image_once_per_epoch():
+    from digitlab.augment import AugmentedBatches
+
+    x = np.random.default_rng(0).uniform(0, 255, (2500, 28, 28)).astype("float32")
+    y = np.arange(2500) % 10
+    batches = AugmentedBatches(x, y, 256, seed=3, shift=2.0, rotate=10.0)
+    assert len(batches) == 10 and len(batches[9][0]) == 2500 - 9 * 256
+    first = [batches[i] for i in range(len(batches))]
+    labels = np.concatenate([b[1] for b in first])
+    assert sorted(labels) == sorted(y) and not np.array_equal(labels, y)  # every image once, shuffled
+    batches.on_epoch_end()
+    second = np.concatenate([batches[i][0] for i in range(len(batches))])
+    assert not np.allclose(second, np.concatenate([b[0] for b in first]))  # a new warp and order each epoch
+    again = AugmentedBatches(x, y, 256, seed=3, shift=2.0, rotate=10.0)
+    np.testing.assert_array_equal(again[4][0], first[4][0])  # reproducible from the seed
+
+
 def test_out_must_be_new_empty_or_a_run(tmp_path, synthetic_dir):
     (tmp_path / "notes.txt").write_text("keep me")
     with pytest.raises(RunError, match="not empty and not a run directory"):

@@ -32,6 +32,7 @@ class ModelConfig:
     dense: int = 128  # cnn: width of a hidden Dense layer before the classifier (0: none)
     dropout: float = 0.0  # cnn: dropout rate before the classifier
     bn_momentum: float = 0.9  # BatchNorm running averages; 0.99 lags far behind in a 2-epoch run
+    norm_from: int = 0  # cnn: first stage with BatchNorm; earlier stages' convs take a bias instead
     input_shape: tuple[int, int] = (28, 28)  # pixels (height, width)
     num_classes: int = 10
 
@@ -90,9 +91,11 @@ def build_model(config: ModelConfig) -> keras.Model:
         for i, (channels, kernel, stride) in enumerate(zip(config.filters, config.kernels, config.strides)):
             for j in range(config.convs):
                 first = j == 0
+                norm = i >= config.norm_from
                 x = layers.Conv2D(channels, kernel if first else 3, strides=stride if first else 1, padding="same",
-                                  use_bias=False, name=f"conv_{i}_{j}")(x)
-                x = layers.BatchNormalization(momentum=config.bn_momentum, name=f"bn_{i}_{j}")(x)
+                                  use_bias=not norm, name=f"conv_{i}_{j}")(x)
+                if norm:
+                    x = layers.BatchNormalization(momentum=config.bn_momentum, name=f"bn_{i}_{j}")(x)
                 x = layers.Activation("relu", name=f"relu_{i}_{j}")(x)
             if config.pool:
                 x = layers.MaxPooling2D(2, name=f"pool_{i}")(x)  # halves the resolution
