@@ -11,6 +11,8 @@ from digitlab.models import ModelConfig, build_model, parse_units
         ModelConfig(architecture="mlp", units=(4, 4)),
         ModelConfig(architecture="mlp", units=(10, 10), normalize=False),
         ModelConfig(architecture="cnn", filters=(8, 16), dense=32, dropout=0.2),
+        ModelConfig(architecture="cnn", filters=(4, 8, 8), kernels=(5, 3, 3), strides=(1, 1, 1), convs=(1, 2, 2),
+                    pool=True, norm_from=1),
     ],
 )
 def test_build_model_shapes(config):
@@ -36,11 +38,27 @@ def test_config_round_trip():
     assert ModelConfig.from_dict({**config.to_dict(), "units": [10, 10]}) == config
 
 
+def test_stages_convs_and_batchnorm():
+    config = ModelConfig(architecture="cnn", filters=(4, 8, 8), kernels=(5, 3, 3), strides=(1, 1, 1),
+                         convs=(1, 2, 2), pool=True, norm_from=1, dense=0)
+    model = build_model(config)
+    convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
+    assert [c.filters for c in convs] == [4, 8, 8, 8, 8]
+    assert [c.use_bias for c in convs] == [True, False, False, False, False]  # BatchNorm from stage 1 on
+    assert sum(layer.__class__.__name__ == "BatchNormalization" for layer in model.layers) == 4
+    assert ModelConfig.from_dict({**config.to_dict(), "convs": [1, 2, 2]}) == config
+    assert ModelConfig(convs=2).stage_convs() == (2, 2)
+
+
 def test_config_errors():
     with pytest.raises(DigitlabError, match="unknown architecture 'resnet'"):
         ModelConfig(architecture="resnet")
     with pytest.raises(DigitlabError, match="units must be positive"):
         ModelConfig(architecture="mlp", units=(4, 0))
+    with pytest.raises(DigitlabError, match="convs needs one value per stage"):
+        ModelConfig(filters=(8, 16), convs=(1, 2, 2))
+    with pytest.raises(DigitlabError, match="convs must be positive"):
+        ModelConfig(convs=0)
     with pytest.raises(DigitlabError, match="unknown fields"):
         ModelConfig.from_dict({"architecture": "mlp", "layers": 3})
 

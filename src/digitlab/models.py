@@ -27,7 +27,7 @@ class ModelConfig:
     filters: tuple[int, ...] = (16, 32)  # cnn: channels of each conv stage
     kernels: tuple[int, ...] = (5, 3)  # cnn: kernel size of each stage's first conv (pixels)
     strides: tuple[int, ...] = (2, 2)  # cnn: stride of each stage's first conv
-    convs: int = 1  # cnn: conv layers per stage (the others are 3x3, stride 1)
+    convs: int | tuple[int, ...] = 1  # cnn: conv layers per stage, or one count per stage (the others are 3x3, stride 1)
     pool: bool = False  # cnn: 2x2 max-pool at the end of each stage
     dense: int = 128  # cnn: width of a hidden Dense layer before the classifier (0: none)
     dropout: float = 0.0  # cnn: dropout rate before the classifier
@@ -46,12 +46,20 @@ class ModelConfig:
                 f"model: filters, kernels and strides need one value per stage, got {self.filters}, "
                 f"{self.kernels}, {self.strides}"
             )
+        if isinstance(self.convs, tuple) and len(self.convs) != len(self.filters):
+            raise DigitlabError(f"model: convs needs one value per stage (or one for all), got {self.convs}")
+        if any(not isinstance(c, int) or c <= 0 for c in self.stage_convs()):
+            raise DigitlabError(f"model: convs must be positive integers, got {self.convs!r}")
         for name in ("units", "filters", "kernels", "strides"):
             values = getattr(self, name)
             if not values or any(not isinstance(v, int) or v <= 0 for v in values):
                 raise DigitlabError(f"model: {name} must be positive integers, got {values!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise DigitlabError(f"model: dropout must be in [0, 1), got {self.dropout}")
+
+    def stage_convs(self) -> tuple[int, ...]:
+        """Conv layers in each stage."""
+        return self.convs if isinstance(self.convs, tuple) else (self.convs,) * len(self.filters)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -88,8 +96,9 @@ def build_model(config: ModelConfig) -> keras.Model:
             x = layers.Dense(width, activation=config.activation, name=f"dense_{i}")(x)
     else:
         x = layers.Reshape((h, w, 1), name="channel")(x)  # shape (b, 28, 28, 1)
-        for i, (channels, kernel, stride) in enumerate(zip(config.filters, config.kernels, config.strides)):
-            for j in range(config.convs):
+        stages = zip(config.filters, config.kernels, config.strides, config.stage_convs())
+        for i, (channels, kernel, stride, convs) in enumerate(stages):
+            for j in range(convs):
                 first = j == 0
                 norm = i >= config.norm_from
                 x = layers.Conv2D(channels, kernel if first else 3, strides=stride if first else 1, padding="same",

@@ -76,8 +76,10 @@ class TrainConfig:
 # Named starting points; every field can still be overridden from the CLI.
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     # A small strided CNN, three epochs, one-cycle Adam: chosen on the validation split for time to 99 %.
+    # BatchNorm only on the Dense layer: on the convs it cost a third of the epoch time on a 2-core CPU
+    # for no validation accuracy (98.89 % mean of 6 seeds either way).
     "fast": (
-        ModelConfig(architecture="cnn", filters=(16, 32), kernels=(5, 3), strides=(2, 2), dense=128),
+        ModelConfig(architecture="cnn", filters=(16, 32), kernels=(5, 3), strides=(2, 2), dense=128, norm_from=2),
         TrainConfig(epochs=3, batch_size=256, learning_rate=1e-2, schedule="onecycle"),
     ),
     # Accuracy within half an hour on a 2-core CPU: a wider CNN (about 8M multiply-adds per image),
