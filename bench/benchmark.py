@@ -142,13 +142,33 @@ def digitlab_cli(*args: str) -> None:
         raise SystemExit(f"digitlab {' '.join(args)} failed:\n{out.stderr[-3000:]}")
 
 
+def finished_accurate_run(run: Path, seed: int) -> bool:
+    """Whether `run` already holds a finished run of the current accurate preset with this seed: training
+    is deterministic for a seed, so an interrupted benchmark picks up where it stopped."""
+    from digitlab.train import resolve_configs
+
+    try:
+        config = json.loads((run / "config.json").read_text())
+        state = json.loads((run / "state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    model_cfg, train_cfg = resolve_configs("accurate", seed=seed)
+    same = config.get("model") == json.loads(json.dumps(model_cfg.to_dict())) and config.get("train") == json.loads(
+        json.dumps(train_cfg.to_dict()))
+    return same and state.get("epochs_done") == train_cfg.epochs and (run / "calibration.json").is_file()
+
+
 def accurate_runs(seeds: int, root: Path) -> dict:
     """Train the accurate preset for each seed with `digitlab train`, evaluate each on the test set, then
     the ensemble of all of them (`digitlab ensemble`). Nothing is chosen on the test figures."""
     members = []
     for seed in range(seeds):
         run = root / f"accurate-{seed}"
-        digitlab_cli("train", "--preset", "accurate", "--seed", str(seed), "--out", str(run), "--quiet", "--overwrite")
+        if finished_accurate_run(run, seed):
+            print(f"accurate seed {seed}: reusing the finished run in {run} (same preset, same seed)", flush=True)
+        else:
+            digitlab_cli("train", "--preset", "accurate", "--seed", str(seed), "--out", str(run), "--quiet",
+                         "--overwrite")
         digitlab_cli("evaluate", str(run))
         m = json.loads((run / "metrics.json").read_text())
         members.append({"seed": seed, "run": str(run), "train_seconds": m["train_seconds"], "epochs": m["epochs"],

@@ -82,13 +82,16 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
         ModelConfig(architecture="cnn", filters=(16, 32), kernels=(5, 3), strides=(2, 2), dense=128, norm_from=2),
         TrainConfig(epochs=3, batch_size=256, learning_rate=1e-2, schedule="onecycle"),
     ),
-    # Accuracy within half an hour on a 2-core CPU: a wider CNN (about 8M multiply-adds per image),
-    # random shifts, rotations and zooms every epoch, 30 epochs (99.58 % validation vs 99.49 % after 15).
+    # Accuracy within half an hour on a 2-core CPU: Conv 32 5x5, then two stages of two 3x3 convs (48, 96),
+    # max-pooling after each stage (about 14M multiply-adds per image); every epoch a fresh random shift,
+    # rotation, zoom and mild elastic distortion of each digit; 30 epochs of one-cycle AdamW. Chosen on the
+    # validation split (seed 0): 99.62 % and loss 0.0149, against 99.58 % / 0.0164 for the same network
+    # without elastic distortion and 99.58 % / 0.0160 for the earlier single-conv (32, 64, 128) network.
     "accurate": (
-        ModelConfig(architecture="cnn", filters=(32, 64, 128), kernels=(5, 3, 3), strides=(1, 1, 1), pool=True,
-                    dense=256, dropout=0.3),
+        ModelConfig(architecture="cnn", filters=(32, 48, 96), kernels=(5, 3, 3), strides=(1, 1, 1), convs=(1, 2, 2),
+                    pool=True, dense=256, dropout=0.3, norm_from=1),
         TrainConfig(epochs=30, batch_size=128, learning_rate=3e-3, schedule="onecycle", weight_decay=5e-4,
-                    shift=2.0, rotate=10.0, scale=0.1),
+                    shift=2.0, rotate=10.0, scale=0.1, elastic=12.0),
     ),
     # `--model mlp`: the tutorial's Dense(10)-Dense(10), trained the best way found on the validation
     # split (GELU, one-cycle Adam at 1e-2, weight decay; 94.7 % validation vs 93.2 % the tutorial's way).
