@@ -206,7 +206,7 @@ def main() -> None:
                         help="reference recipe seeds; its median time to 99.0 %% is compared (default 3)")
     parser.add_argument("--accurate-seeds", type=int, default=0,
                         help="also train the accurate preset with this many seeds and evaluate them and their "
-                             "ensemble (about 15 min each on a 2-core CPU; default 0: skipped)")
+                             "ensemble (about 17 min each on a 2-core CPU; default 0: skipped)")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="Markdown report to write")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
