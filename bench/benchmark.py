@@ -145,17 +145,18 @@ def digitlab_cli(*args: str) -> None:
 def finished_accurate_run(run: Path, seed: int) -> bool:
     """Whether `run` already holds a finished run of the current accurate preset with this seed: training
     is deterministic for a seed, so an interrupted benchmark picks up where it stopped."""
-    from digitlab.train import resolve_configs
+    from digitlab.errors import DigitlabError
+    from digitlab.models import ModelConfig
+    from digitlab.runs import read_json
+    from digitlab.train import TrainConfig, resolve_configs
 
     try:
-        config = json.loads((run / "config.json").read_text())
-        state = json.loads((run / "state.json").read_text())
-    except (OSError, ValueError):
+        config, state = read_json(run / "config.json"), read_json(run / "state.json")
+        saved = ModelConfig.from_dict(config["model"]), TrainConfig.from_dict(config["train"])
+    except (DigitlabError, KeyError):
         return False
-    model_cfg, train_cfg = resolve_configs("accurate", seed=seed)
-    same = config.get("model") == json.loads(json.dumps(model_cfg.to_dict())) and config.get("train") == json.loads(
-        json.dumps(train_cfg.to_dict()))
-    return same and state.get("epochs_done") == train_cfg.epochs and (run / "calibration.json").is_file()
+    preset = resolve_configs("accurate", seed=seed)
+    return saved == preset and state.get("epochs_done") == preset[1].epochs and (run / "calibration.json").is_file()
 
 
 def accurate_runs(seeds: int, root: Path) -> dict:

@@ -46,8 +46,9 @@ def random_warp(x: np.ndarray, rng: np.random.Generator, *, shift: float = 0.0, 
 class AugmentedBatches(keras.utils.PyDataset):
     """Shuffled batches of freshly warped training images, a new warp every epoch.
 
-    The whole epoch is warped at once, in chunks, before its first batch: warping batch by batch inside
-    the input pipeline doubled the epoch time on a 2-core CPU (the warp fought the training threads).
+    The whole epoch is warped at once, in chunks, when its first batch is asked for: warping batch by
+    batch inside the input pipeline doubled the epoch time on a 2-core CPU (the warp fought the training
+    threads). Lazily, so no epoch is warped that is never trained on (Keras ends the last one too).
     """
 
     CHUNK = 1024  # images warped per call: large enough to amortise, small enough to stay in cache
@@ -57,7 +58,7 @@ class AugmentedBatches(keras.utils.PyDataset):
         self.x, self.y, self.batch_size = x, y, batch_size
         self.warp = warp
         self.rng = np.random.default_rng(seed)
-        self._new_epoch()
+        self.epoch_x = self.epoch_y = None
 
     def _new_epoch(self):
         order = self.rng.permutation(len(self.x))
@@ -71,8 +72,10 @@ class AugmentedBatches(keras.utils.PyDataset):
         return math.ceil(len(self.x) / self.batch_size)
 
     def __getitem__(self, i):
+        if self.epoch_x is None:
+            self._new_epoch()
         batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
         return self.epoch_x[batch], self.epoch_y[batch]
 
     def on_epoch_end(self):
-        self._new_epoch()
+        self.epoch_x = self.epoch_y = None

@@ -98,9 +98,9 @@ def build_model(config: ModelConfig) -> keras.Model:
         x = layers.Reshape((h, w, 1), name="channel")(x)  # shape (b, 28, 28, 1)
         stages = zip(config.filters, config.kernels, config.strides, config.stage_convs())
         for i, (channels, kernel, stride, convs) in enumerate(stages):
+            norm = i >= config.norm_from
             for j in range(convs):
                 first = j == 0
-                norm = i >= config.norm_from
                 x = layers.Conv2D(channels, kernel if first else 3, strides=stride if first else 1, padding="same",
                                   use_bias=not norm, name=f"conv_{i}_{j}")(x)
                 if norm:
