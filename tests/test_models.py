@@ -50,6 +50,15 @@ def test_stages_convs_and_batchnorm():
     assert ModelConfig(convs=2).stage_convs() == (2, 2)
 
 
+def test_standardize_centres_mnist_pixels():
+    plain = build_model(ModelConfig(architecture="mlp", units=(4,)))
+    standard = build_model(ModelConfig(architecture="mlp", units=(4,), standardize=True))
+    x = np.array([[[0.0, 255.0]]], "float32")
+    np.testing.assert_allclose(np.asarray(plain.get_layer("scale")(x)), [[[0.0, 1.0]]], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(standard.get_layer("scale")(x)),
+                               [[[-0.1307 / 0.3081, (1 - 0.1307) / 0.3081]]], rtol=1e-5)
+
+
 def test_config_errors():
     with pytest.raises(DigitlabError, match="unknown architecture 'resnet'"):
         ModelConfig(architecture="resnet")

@@ -130,11 +130,35 @@ def test_model_input_shape_must_match_data(tmp_path, synthetic_dir):
         ({"batch_size": -5}, "--batch-size: expected a positive integer, got -5"),
         ({"optimizer": "rmsprop"}, "--optimizer: expected one of adam, sgd"),
         ({"learning_rate": 0.0}, "--lr: expected a positive number"),
+        ({"label_smoothing": 1.0}, r"--label-smoothing: expected a number in \[0, 1\), got 1.0"),
     ],
 )
 def test_bad_training_options(changes, message):
     with pytest.raises(DigitlabError, match=message):
         TrainConfig(**changes)
+
+
+def test_smoothed_crossentropy_spreads_the_target():
+    import keras
+
+    from digitlab.train import SmoothedCrossentropy
+
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], "float32")
+    labels = np.array([0, 2])
+    smoothed = keras.ops.convert_to_numpy(SmoothedCrossentropy(0.3)(labels, probs))
+    targets = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])  # 0.7 on the label + 0.3 / 3 everywhere
+    assert smoothed == pytest.approx(np.mean(-(targets * np.log(probs)).sum(axis=1)), rel=1e-5)
+    plain = keras.ops.convert_to_numpy(keras.losses.SparseCategoricalCrossentropy()(labels, probs))
+    assert keras.ops.convert_to_numpy(SmoothedCrossentropy(0.0)(labels, probs)) == pytest.approx(plain, rel=1e-5)
+
+
+def test_label_smoothing_run_saves_and_loads(tmp_path, synthetic_dir):
+    out = tmp_path / "run"
+    train(ModelConfig(architecture="mlp", units=(16,), standardize=True), tiny(label_smoothing=0.1), out,
+          data_dir=synthetic_dir, verbose=0)
+    assert runs.read_json(out / "config.json")["train"]["label_smoothing"] == 0.1
+    model = runs.load_model(out)  # the custom loss is registered for deserialisation
+    assert model.loss.smoothing == pytest.approx(0.1)
 
 
 def test_resolve_configs():

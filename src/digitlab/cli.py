@@ -161,6 +161,7 @@ def train(
     lr: Annotated[Optional[float], typer.Option("--lr", help="(Peak) learning rate.")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="Decoupled weight decay (0: none).")] = None,
     schedule: Annotated[Optional[str], typer.Option(help="constant or onecycle.")] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option(help="Spread this share of each target over all classes (0: none).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the training split.")] = None,
     shift: Annotated[Optional[float], typer.Option(help="Augmentation: random shift up to this many pixels (0: off).")] = None,
@@ -170,6 +171,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Seed for weights, shuffling and dropout.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Train on the first N training images only (quick runs).")] = None,
     val_fraction: Annotated[Optional[float], typer.Option(help="Share of the training set held out for validation [default: 0.2].")] = None,
+    split_seed: Annotated[Optional[int], typer.Option(help="Seed of the train/validation split [default: 42, the same for every run].")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="mnist, fashion-mnist, or a 28x28 IDX set in --data-dir.")] = None,
     data_dir: DataDirOpt = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run in this directory.")] = None,
@@ -188,8 +190,8 @@ def train(
         model_cfg, train_cfg = training.resolve_configs(
             preset, architecture=model, units=parse_units(units) if units else None, activation=activation,
             normalize=normalize, optimizer=optimizer, learning_rate=lr, weight_decay=weight_decay, schedule=schedule,
-            batch_size=batch_size, epochs=epochs, seed=seed, limit=limit, dataset=dataset,
-            val_fraction=val_fraction, shift=shift, rotate=rotate, scale=scale, elastic=elastic,
+            label_smoothing=label_smoothing, batch_size=batch_size, epochs=epochs, seed=seed, limit=limit, dataset=dataset,
+            val_fraction=val_fraction, split_seed=split_seed, shift=shift, rotate=rotate, scale=scale, elastic=elastic,
         )
         if out is None:
             import time

@@ -16,6 +16,7 @@ from keras import layers
 from digitlab.errors import DigitlabError
 
 ARCHITECTURES = ("mlp", "cnn")
+PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081  # of the MNIST training images, scaled to 0-1
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class ModelConfig:
     units: tuple[int, ...] = (128,)  # mlp: hidden Dense widths, e.g. (4, 4) or (10, 10)
     activation: str = "relu"  # mlp hidden activation
     normalize: bool = True  # scale pixels 0-255 -> 0-1 inside the model
+    standardize: bool = False  # with normalize: also centre on MNIST's pixel mean and divide by its std
     filters: tuple[int, ...] = (16, 32)  # cnn: channels of each conv stage
     kernels: tuple[int, ...] = (5, 3)  # cnn: kernel size of each stage's first conv (pixels)
     strides: tuple[int, ...] = (2, 2)  # cnn: stride of each stage's first conv
@@ -89,7 +91,12 @@ def build_model(config: ModelConfig) -> keras.Model:
     """A fresh, uncompiled model for `config`."""
     h, w = config.input_shape
     inputs = keras.Input(shape=(h, w), name="pixels")  # raw 0-255
-    x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs) if config.normalize else inputs
+    if config.normalize and config.standardize:  # (x / 255 - mean) / std in one multiply-add
+        x = layers.Rescaling(1.0 / (255.0 * PIXEL_STD), offset=-PIXEL_MEAN / PIXEL_STD, name="scale")(inputs)
+    elif config.normalize:
+        x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
+    else:
+        x = inputs
     if config.architecture == "mlp":
         x = layers.Flatten(name="flatten")(x)
         for i, width in enumerate(config.units):

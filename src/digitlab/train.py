@@ -33,6 +33,7 @@ class TrainConfig:
     learning_rate: float = 1e-3  # peak learning rate for "onecycle"
     weight_decay: float = 0.0  # decoupled (AdamW-style) weight decay; 0: none
     schedule: str = "constant"  # "constant" or "onecycle" (warm up, then cosine decay to ~0, per step)
+    label_smoothing: float = 0.0  # share of each target spread evenly over all classes (0: plain one-hot)
     warmup: float = 0.2  # onecycle: fraction of all steps spent warming up
     shift: float = 0.0  # augmentation: random shift, up to this many pixels (0: no augmentation)
     rotate: float = 0.0  # augmentation: random rotation, up to this many degrees
@@ -57,6 +58,8 @@ class TrainConfig:
             raise DigitlabError(f"--schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not 0.0 <= self.weight_decay < 1.0:
             raise DigitlabError(f"--weight-decay: expected a number in [0, 1), got {self.weight_decay}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise DigitlabError(f"--label-smoothing: expected a number in [0, 1), got {self.label_smoothing}")
         if not 0.0 < self.val_fraction < 1.0:
             raise DigitlabError(f"--val-fraction: expected a number between 0 and 1, got {self.val_fraction}")
         if min(self.shift, self.rotate, self.scale, self.elastic) < 0 or self.scale >= 1:
@@ -75,12 +78,15 @@ class TrainConfig:
 
 # Named starting points; every field can still be overridden from the CLI.
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
-    # A small strided CNN, three epochs, one-cycle Adam: chosen on the validation split for time to 99 %.
-    # BatchNorm only on the Dense layer: on the convs it cost a third of the epoch time on a 2-core CPU
-    # for no validation accuracy (98.89 % mean of 6 seeds either way).
+    # A small strided CNN, two epochs of one-cycle Adam with label smoothing 0.1 on standardized pixels:
+    # chosen on the validation split for time to 99 %. 98.97 % validation accuracy (mean of 8 seeds) in two
+    # epochs at lr 3e-2 (98.95 % at 2e-2), against 98.88 % in three for the same network without smoothing or
+    # standardization at lr 1e-2 (98.77 % in two). BatchNorm only on the Dense layer: on the convs it cost a third of the epoch time on
+    # a 2-core CPU for no validation accuracy (98.89 % mean of 6 seeds either way).
     "fast": (
-        ModelConfig(architecture="cnn", filters=(16, 32), kernels=(5, 3), strides=(2, 2), dense=128, norm_from=2),
-        TrainConfig(epochs=3, batch_size=256, learning_rate=1e-2, schedule="onecycle"),
+        ModelConfig(architecture="cnn", filters=(16, 32), kernels=(5, 3), strides=(2, 2), dense=128, norm_from=2,
+                    standardize=True),
+        TrainConfig(epochs=2, batch_size=256, learning_rate=3e-2, schedule="onecycle", label_smoothing=0.1),
     ),
     # Accuracy within half an hour on a 2-core CPU: Conv 32 5x5, then two stages of two 3x3 convs (48, 96),
     # max-pooling after each stage (about 14M multiply-adds per image); every epoch a fresh random shift,
@@ -130,6 +136,31 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup}
 
 
+@keras.saving.register_keras_serializable(package="digitlab")
+class SmoothedCrossentropy(keras.losses.Loss):
+    """Cross-entropy of integer labels against smoothed targets: 1 - smoothing on the true class plus
+    smoothing / classes on every class. Keras's sparse loss has no smoothing; this saves one-hot labels."""
+
+    def __init__(self, smoothing: float = 0.1, name: str = "smoothed_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.smoothing = float(smoothing)
+
+    def call(self, y_true, y_pred):
+        ops = keras.ops
+        labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        one_hot = ops.one_hot(labels, y_pred.shape[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "smoothing": self.smoothing}
+
+
+def make_loss(cfg: TrainConfig) -> keras.losses.Loss:
+    if cfg.label_smoothing:
+        return SmoothedCrossentropy(cfg.label_smoothing)
+    return keras.losses.SparseCategoricalCrossentropy()
+
+
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     lr = cfg.learning_rate
     if cfg.schedule == "onecycle":
@@ -145,7 +176,7 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.O
 def compile_model(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> keras.Model:
     model.compile(
         optimizer=make_optimizer(cfg, steps_per_epoch),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
+        loss=make_loss(cfg),
         metrics=["accuracy"],
         steps_per_execution=STEPS_PER_EXECUTION,
     )
