@@ -80,9 +80,10 @@ class TrainConfig:
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     # A small strided CNN, two epochs of one-cycle Adam with label smoothing 0.1 on standardized pixels:
     # chosen on the validation split for time to 99 %. 98.97 % validation accuracy (mean of 8 seeds) in two
-    # epochs at lr 3e-2 (98.95 % at 2e-2), against 98.88 % in three for the same network without smoothing or
-    # standardization at lr 1e-2 (98.77 % in two). BatchNorm only on the Dense layer: on the convs it cost a third of the epoch time on
-    # a 2-core CPU for no validation accuracy (98.89 % mean of 6 seeds either way).
+    # epochs at lr 3e-2 (98.95 % at 2e-2), against 98.88 % in three for the same network without smoothing
+    # or standardization at lr 1e-2 (98.77 % in two). BatchNorm only on the Dense layer: on the convs it
+    # cost a third of the epoch time on a 2-core CPU for no validation accuracy (98.89 % mean of 6 seeds
+    # either way).
     "fast": (
         ModelConfig(architecture="cnn", filters=(16, 32), kernels=(5, 3), strides=(2, 2), dense=128, norm_from=2,
                     standardize=True),
