@@ -180,8 +180,8 @@ def accurate_runs(seeds: int, bagged: int, root: Path) -> dict:
         if finished_accurate_run(run, seed, is_bagged):
             print(f"accurate seed {seed}: reusing the finished run in {run} (same preset, seed and split)", flush=True)
         else:
-            extra = [a for k, v in overrides.items() for a in (f"--{k.replace('_', '-')}", str(v))]
-            digitlab_cli("train", "--preset", "accurate", "--seed", str(seed), *extra, "--out", str(run), "--quiet",
+            split = ["--split-seed", str(seed), "--val-fraction", str(BAGGED_VAL_FRACTION)] if is_bagged else []
+            digitlab_cli("train", "--preset", "accurate", "--seed", str(seed), *split, "--out", str(run), "--quiet",
                          "--overwrite")
         digitlab_cli("evaluate", str(run))
         m = json.loads((run / "metrics.json").read_text())

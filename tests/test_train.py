@@ -165,6 +165,8 @@ def test_resolve_configs():
     model_cfg, train_cfg = resolve_configs("fast", architecture="mlp", units=(10, 10), epochs=20)
     assert model_cfg.architecture == "mlp" and model_cfg.units == (10, 10)
     assert train_cfg.epochs == 20
+    assert resolve_configs("fast")[0].standardize
+    assert not resolve_configs("fast", normalize=False)[0].standardize  # raw pixels: nothing standardized
     with pytest.raises(DigitlabError, match="unknown architecture 'vit'"):
         resolve_configs("fast", architecture="vit")
     with pytest.raises(DigitlabError, match="--preset: expected one of"):

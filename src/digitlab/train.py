@@ -353,6 +353,8 @@ def resolve_configs(
             ModelConfig(architecture=architecture)  # raises the unknown-architecture error
         model_cfg, train_cfg = base
     model_changes = {"units": units, "activation": activation, "normalize": normalize}
+    if normalize is False:  # standardizing is a form of normalizing: --no-normalize turns both off
+        model_changes["standardize"] = False
     model_cfg = dataclasses.replace(model_cfg, **{k: v for k, v in model_changes.items() if v is not None})
     train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in train_overrides.items() if v is not None})
     return model_cfg, train_cfg
