@@ -70,6 +70,15 @@ def test_config_errors():
         ModelConfig(convs=0)
     with pytest.raises(DigitlabError, match="unknown fields"):
         ModelConfig.from_dict({"architecture": "mlp", "layers": 3})
+    with pytest.raises(DigitlabError, match=r"norm_from must be a stage index from 0 to 2 .*got 3"):
+        ModelConfig(filters=(8, 16), kernels=(3, 3), strides=(1, 1), norm_from=3)
+    with pytest.raises(DigitlabError, match="norm_from must be"):
+        ModelConfig(norm_from=-1)
+    with pytest.raises(DigitlabError, match=r"bn_momentum must be in \[0, 1\), got 1.5"):
+        ModelConfig(bn_momentum=1.5)
+    with pytest.raises(DigitlabError, match="dense must be a width >= 0"):
+        ModelConfig(dense=-8)
+    assert ModelConfig(norm_from=2).norm_from == 2  # BatchNorm only after the convs: allowed
 
 
 def test_parse_units():

@@ -58,6 +58,15 @@ class ModelConfig:
                 raise DigitlabError(f"model: {name} must be positive integers, got {values!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise DigitlabError(f"model: dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.bn_momentum < 1.0:
+            raise DigitlabError(f"model: bn_momentum must be in [0, 1), got {self.bn_momentum}")
+        if not isinstance(self.norm_from, int) or not 0 <= self.norm_from <= len(self.filters):
+            raise DigitlabError(
+                f"model: norm_from must be a stage index from 0 to {len(self.filters)} (no BatchNorm in the convs), "
+                f"got {self.norm_from!r}"
+            )
+        if not isinstance(self.dense, int) or self.dense < 0:
+            raise DigitlabError(f"model: dense must be a width >= 0 (0: no hidden Dense layer), got {self.dense!r}")
 
     def stage_convs(self) -> tuple[int, ...]:
         """Conv layers in each stage."""
