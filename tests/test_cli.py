@@ -71,6 +71,7 @@ def test_lr_find(tmp_path, synthetic_dir):
         (["--epochs", "0"], ["--epochs: expected a positive integer, got 0"]),
         (["--batch-size", "-1"], ["--batch-size: expected a positive integer, got -1"]),
         (["--label-smoothing", "1.5"], ["--label-smoothing: expected a number in [0, 1), got 1.5"]),
+        (["--precision", "half"], ["--precision: expected one of float32, bfloat16, got 'half'"]),
     ],
 )
 def test_train_bad_options(tmp_path, synthetic_dir, args, fragments):
@@ -79,14 +80,14 @@ def test_train_bad_options(tmp_path, synthetic_dir, args, fragments):
     assert not (tmp_path / "x").exists()
 
 
-def test_split_seed_and_label_smoothing_reach_the_run(tmp_path, synthetic_dir):
+def test_split_seed_label_smoothing_and_precision_reach_the_run(tmp_path, synthetic_dir):
     out = tmp_path / "run"
     result = invoke("train", "--model", "mlp", "--units", "8", "--epochs", "1", "--split-seed", "7",
-                    "--label-smoothing", "0.1", "--dataset", "synthetic", "--data-dir", synthetic_dir, "--out", out,
+                    "--label-smoothing", "0.1", "--precision", "bfloat16", "--dataset", "synthetic", "--data-dir", synthetic_dir, "--out", out,
                     "--quiet")
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "config.json").read_text())["train"]
-    assert saved["split_seed"] == 7 and saved["label_smoothing"] == 0.1
+    assert saved["split_seed"] == 7 and saved["label_smoothing"] == 0.1 and saved["precision"] == "bfloat16"
 
 
 def test_existing_run_needs_resume_or_overwrite(synthetic_run, synthetic_dir):

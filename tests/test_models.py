@@ -59,6 +59,26 @@ def test_standardize_centres_mnist_pixels():
                                [[[-0.1307 / 0.3081, (1 - 0.1307) / 0.3081]]], rtol=1e-5)
 
 
+def test_bfloat16_computes_in_bfloat16_on_float32_weights_with_a_float32_softmax():
+    config = ModelConfig(architecture="cnn", filters=(4, 8), kernels=(3, 3), strides=(1, 1), pool=True, dense=8,
+                         norm_from=1)
+    model = build_model(config, "bfloat16")
+    conv = model.get_layer("conv_0_0")
+    assert conv.compute_dtype == "bfloat16" and conv.variable_dtype == "float32"
+    assert model.get_layer("probabilities").compute_dtype == "float32"
+    assert {v.dtype for v in model.weights} == {"float32"}
+    probs = np.asarray(model(np.full((2, 28, 28), 128.0, "float32")))
+    assert probs.dtype == np.float32 and probs.shape == (2, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    # the same weights in a float32 model give nearly the same probabilities
+    twin = build_model(config)
+    twin.set_weights(model.get_weights())
+    assert twin.get_layer("conv_0_0").compute_dtype == "float32"
+    np.testing.assert_allclose(np.asarray(twin(np.full((2, 28, 28), 128.0, "float32"))), probs, atol=2e-2)
+    with pytest.raises(DigitlabError, match="precision: expected one of float32, bfloat16, got 'float16'"):
+        build_model(config, "float16")
+
+
 def test_config_errors():
     with pytest.raises(DigitlabError, match="unknown architecture 'resnet'"):
         ModelConfig(architecture="resnet")

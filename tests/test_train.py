@@ -9,7 +9,7 @@ from digitlab.errors import DigitlabError, RunError
 from digitlab.evaluate import evaluate
 from digitlab.models import ModelConfig, build_model
 from digitlab.predict import load_predictor, predict_test_indices
-from digitlab.train import TrainConfig, _RunRecorder, resolve_configs, resume, train
+from digitlab.train import TrainConfig, _RunRecorder, prepare_data, resolve_configs, resume, train
 
 MLP = ModelConfig(architecture="mlp", units=(16,))
 
@@ -131,6 +131,7 @@ def test_model_input_shape_must_match_data(tmp_path, synthetic_dir):
         ({"optimizer": "rmsprop"}, "--optimizer: expected one of adam, sgd"),
         ({"learning_rate": 0.0}, "--lr: expected a positive number"),
         ({"label_smoothing": 1.0}, r"--label-smoothing: expected a number in \[0, 1\), got 1.0"),
+        ({"precision": "fp16"}, "--precision: expected one of float32, bfloat16, got 'fp16'"),
     ],
 )
 def test_bad_training_options(changes, message):
@@ -159,6 +160,32 @@ def test_label_smoothing_run_saves_and_loads(tmp_path, synthetic_dir):
     assert runs.read_json(out / "config.json")["train"]["label_smoothing"] == 0.1
     model = runs.load_model(out)  # the custom loss is registered for deserialisation
     assert model.loss.smoothing == pytest.approx(0.1)
+
+
+def test_bfloat16_run_saves_a_float32_model_and_resumes_in_bfloat16(tmp_path, synthetic_dir, monkeypatch):
+    cnn = ModelConfig(architecture="cnn", filters=(4, 8), kernels=(3, 3), strides=(2, 2), dense=16, norm_from=1)
+    out = tmp_path / "run"
+    original = _RunRecorder.on_epoch_end
+
+    def interrupted(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_RunRecorder, "on_epoch_end", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(cnn, tiny(epochs=2, precision="bfloat16"), out, data_dir=synthetic_dir, verbose=0)
+    monkeypatch.setattr(_RunRecorder, "on_epoch_end", original)
+    assert runs.load_model_file(out / "checkpoint.keras").get_layer("conv_0_0").compute_dtype == "bfloat16"
+    metrics = resume(out, data_dir=synthetic_dir, verbose=0)
+    assert metrics["epochs"] == 2
+    saved = runs.load_model_file(out / "model.keras")
+    assert {layer.compute_dtype for layer in saved.layers if layer.weights} == {"float32"}
+    assert runs.load_model_file(out / "checkpoint.keras").get_layer("conv_0_0").compute_dtype == "bfloat16"
+    # model.keras holds the best epoch's weights: scoring the validation split with it repeats its figure
+    _, _, x_val, y_val, _ = prepare_data(tiny(), synthetic_dir)
+    accuracy = float(np.mean(load_predictor(out).predict_proba(x_val).argmax(axis=1) == y_val))
+    assert accuracy == pytest.approx(metrics["validation"]["accuracy"], abs=0.05)
 
 
 def test_resolve_configs():
@@ -211,6 +238,27 @@ def test_augmented_batches_cover_every_image_once_per_epoch():
     assert not np.allclose(second, np.concatenate([b[0] for b in first]))  # a new warp and order each epoch
     again = AugmentedBatches(x, y, 256, seed=3, shift=2.0, rotate=10.0)
     np.testing.assert_array_equal(again[4][0], first[4][0])  # reproducible from the seed
+
+
+def test_augmented_batches_warp_the_next_epoch_in_the_background_and_stop_after_the_last():
+    from digitlab.augment import AugmentedBatches
+
+    x = np.random.default_rng(0).uniform(0, 255, (600, 28, 28)).astype("float32")
+    y = np.arange(600) % 10
+
+    def epochs(batches, n):
+        out = []
+        for _ in range(n):
+            out.append(np.concatenate([batches[i][0] for i in range(len(batches))]))
+            batches.on_epoch_end()
+        return out
+
+    ahead = AugmentedBatches(x, y, 128, seed=5, epochs=3, shift=2.0, elastic=8.0)
+    background = epochs(ahead, 3)
+    assert ahead.executor is None and ahead.upcoming is None  # nothing warped past the last epoch
+    inline = epochs(AugmentedBatches(x, y, 128, seed=5, shift=2.0, elastic=8.0), 3)
+    for a, b in zip(background, inline):
+        np.testing.assert_array_equal(a, b)  # the same warps, in the same order, as warping in line
 
 
 def test_out_must_be_new_empty_or_a_run(tmp_path, synthetic_dir):
