@@ -19,18 +19,20 @@ def cli(*args, backend: str, data_dir) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=600)
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])  # the fast preset's and the accurate preset's
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_train_predict_evaluate_on_another_backend(backend, tmp_path, synthetic_dir):
+def test_train_predict_evaluate_on_another_backend(backend, precision, tmp_path, synthetic_dir):
     pytest.importorskip(backend)
     run = tmp_path / "run"
     # The fast preset's CNN and one-cycle schedule, plus the augmentation path, for two short epochs.
     done = cli("train", "--dataset", "synthetic", "--epochs", "2", "--batch-size", "32", "--shift", "2",
-               "--rotate", "10", "--out", str(run), "--quiet", backend=backend, data_dir=synthetic_dir)
+               "--rotate", "10", "--precision", precision, "--out", str(run), "--quiet", backend=backend,
+               data_dir=synthetic_dir)
     assert done.returncode == 0, done.stderr[-3000:]
     environment = json.loads((run / "environment.json").read_text())
     assert environment["keras_backend"] == backend
     config = json.loads((run / "config.json").read_text())
-    assert config["model"]["architecture"] == "cnn"
+    assert config["model"]["architecture"] == "cnn" and config["train"]["precision"] == precision
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and 0.0 <= metrics["validation"]["accuracy"] <= 1.0
 

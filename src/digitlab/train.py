@@ -97,6 +97,8 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     # rotation, zoom and mild elastic distortion of each digit; 30 epochs of one-cycle AdamW. Chosen on the
     # validation split (seed 0): 99.62 % and loss 0.0149, against 99.58 % / 0.0164 for the same network
     # without elastic distortion and 99.58 % / 0.0160 for the earlier single-conv (32, 64, 128) network.
+    # Mixed bfloat16: 14.4 min for seed 0 against 17.3 min in float32, validation 99.57 % / 0.0146 (float32
+    # seeds 0-4: 99.54-99.62 %, mean 99.58 %).
     "accurate": (
         ModelConfig(architecture="cnn", filters=(32, 48, 96), kernels=(5, 3, 3), strides=(1, 1, 1), convs=(1, 2, 2),
                     pool=True, dense=256, dropout=0.3, norm_from=1),
