@@ -62,8 +62,7 @@ def test_existing_run_is_not_overwritten(tmp_path, synthetic_dir):
     assert json.loads((out / "config.json").read_text())["train"]["seed"] == 1
 
 
-def test_resume_after_interruption(tmp_path, synthetic_dir, monkeypatch):
-    out = tmp_path / "run"
+def train_until_killed_after_first_epoch(model_config, train_config, out, data_dir, monkeypatch):
     original = _RunRecorder.on_epoch_end
 
     def interrupted(self, epoch, logs=None):
@@ -73,8 +72,13 @@ def test_resume_after_interruption(tmp_path, synthetic_dir, monkeypatch):
 
     monkeypatch.setattr(_RunRecorder, "on_epoch_end", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train(MLP, tiny(epochs=3), out, data_dir=synthetic_dir, verbose=0)
+        train(model_config, train_config, out, data_dir=data_dir, verbose=0)
     monkeypatch.setattr(_RunRecorder, "on_epoch_end", original)
+
+
+def test_resume_after_interruption(tmp_path, synthetic_dir, monkeypatch):
+    out = tmp_path / "run"
+    train_until_killed_after_first_epoch(MLP, tiny(epochs=3), out, synthetic_dir, monkeypatch)
     assert json.loads((out / "state.json").read_text())["epochs_done"] == 1
     metrics = resume(out, data_dir=synthetic_dir, verbose=0)
     assert [int(r["epoch"]) for r in read_history(out)] == [1, 2, 3]
@@ -165,17 +169,7 @@ def test_label_smoothing_run_saves_and_loads(tmp_path, synthetic_dir):
 def test_bfloat16_run_saves_a_float32_model_and_resumes_in_bfloat16(tmp_path, synthetic_dir, monkeypatch):
     cnn = ModelConfig(architecture="cnn", filters=(4, 8), kernels=(3, 3), strides=(2, 2), dense=16, norm_from=1)
     out = tmp_path / "run"
-    original = _RunRecorder.on_epoch_end
-
-    def interrupted(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 0:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(_RunRecorder, "on_epoch_end", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(cnn, tiny(epochs=2, precision="bfloat16"), out, data_dir=synthetic_dir, verbose=0)
-    monkeypatch.setattr(_RunRecorder, "on_epoch_end", original)
+    train_until_killed_after_first_epoch(cnn, tiny(epochs=2, precision="bfloat16"), out, synthetic_dir, monkeypatch)
     assert runs.load_model_file(out / "checkpoint.keras").get_layer("conv_0_0").compute_dtype == "bfloat16"
     metrics = resume(out, data_dir=synthetic_dir, verbose=0)
     assert metrics["epochs"] == 2
