@@ -50,7 +50,7 @@ class AugmentedBatches(keras.utils.PyDataset):
     Whole epochs are warped in chunks, off the training thread: the first epoch when its first batch is
     asked for, and each later one in a background thread while the one before it trains. Warping batch by
     batch inside the input pipeline doubled the epoch time on a 2-core CPU, and warping each epoch up front
-    left one core idle for ~8 s of every ~40 s epoch of the accurate preset (SciPy's warps release the GIL).
+    left one core idle for the ~5 s it takes for 48,000 digits (SciPy's warps release the GIL).
     `epochs` (the epochs that will be trained) keeps it from warping one nobody trains on.
     """
 

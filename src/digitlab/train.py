@@ -39,7 +39,7 @@ class TrainConfig:
     rotate: float = 0.0  # augmentation: random rotation, up to this many degrees
     scale: float = 0.0  # augmentation: random zoom, up to this fraction either way
     elastic: float = 0.0  # augmentation: elastic distortion strength (Simard's alpha, pixels; 0: none)
-    precision: str = "float32"  # "float32" or "bfloat16" (mixed: bfloat16 maths on float32 weights); model.keras is float32
+    precision: str = "float32"  # "float32" or "bfloat16" (bfloat16 maths on float32 weights); model.keras: float32
     seed: int = 42  # weights, shuffling and dropout
     split_seed: int = 42  # the train/validation split, fixed across seeds so runs compare
     val_fraction: float = 0.2  # 60,000 -> 48,000 train / 12,000 validation
