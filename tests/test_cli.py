@@ -71,7 +71,7 @@ def test_lr_find(tmp_path, synthetic_dir):
         (["--epochs", "0"], ["--epochs: expected a positive integer, got 0"]),
         (["--batch-size", "-1"], ["--batch-size: expected a positive integer, got -1"]),
         (["--label-smoothing", "1.5"], ["--label-smoothing: expected a number in [0, 1), got 1.5"]),
-        (["--precision", "half"], ["--precision: expected one of float32, bfloat16, got 'half'"]),
+        (["--precision", "half"], ["--precision: expected one of auto, float32, bfloat16, got 'half'"]),
     ],
 )
 def test_train_bad_options(tmp_path, synthetic_dir, args, fragments):

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from digitlab.errors import DigitlabError
-from digitlab.models import ModelConfig, build_model, parse_units
+from digitlab import models
+from digitlab.models import ModelConfig, build_model, native_bfloat16, parse_units, resolve_precision
 
 
 @pytest.mark.parametrize(
@@ -77,6 +78,34 @@ def test_bfloat16_computes_in_bfloat16_on_float32_weights_with_a_float32_softmax
     np.testing.assert_allclose(np.asarray(twin(np.full((2, 28, 28), 128.0, "float32"))), probs, atol=2e-2)
     with pytest.raises(DigitlabError, match="precision: expected one of float32, bfloat16, got 'float16'"):
         build_model(config, "float16")
+
+
+CPUINFO = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f {extra}\n\n"
+
+
+@pytest.mark.parametrize(("extra", "native"), [("avx512_bf16 avx512_vnni", True), ("amx_bf16 amx_tile", True),
+                                               ("avx512_vnni", False), ("", False)])
+def test_native_bfloat16_reads_the_cpu_flags(tmp_path, extra, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO.format(extra=extra))
+    assert native_bfloat16(cpuinfo) is native
+    assert native_bfloat16(tmp_path / "missing") is False  # no /proc/cpuinfo (macOS, Windows): float32
+
+
+def test_native_bfloat16_only_under_tensorflow(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO.format(extra="avx512_bf16"))
+    monkeypatch.setattr(models.keras.config, "backend", lambda: "jax")
+    assert native_bfloat16(cpuinfo) is False
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_resolves_to_bfloat16_only_where_native(monkeypatch, native):
+    monkeypatch.setattr(models, "native_bfloat16", lambda: native)
+    assert resolve_precision("auto") == ("bfloat16" if native else "float32")
+    assert resolve_precision("float32") == "float32" and resolve_precision("bfloat16") == "bfloat16"
+    model = build_model(ModelConfig(architecture="cnn", filters=(4, 8), dense=8), "auto")
+    assert model.get_layer("conv_0_0").compute_dtype == ("bfloat16" if native else "float32")
 
 
 def test_config_errors():

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from digitlab import runs
+from digitlab import models, runs
 from digitlab.errors import DigitlabError, RunError
 from digitlab.evaluate import evaluate
 from digitlab.models import ModelConfig, build_model
@@ -135,7 +135,7 @@ def test_model_input_shape_must_match_data(tmp_path, synthetic_dir):
         ({"optimizer": "rmsprop"}, "--optimizer: expected one of adam, sgd"),
         ({"learning_rate": 0.0}, "--lr: expected a positive number"),
         ({"label_smoothing": 1.0}, r"--label-smoothing: expected a number in \[0, 1\), got 1.0"),
-        ({"precision": "fp16"}, "--precision: expected one of float32, bfloat16, got 'fp16'"),
+        ({"precision": "fp16"}, "--precision: expected one of auto, float32, bfloat16, got 'fp16'"),
     ],
 )
 def test_bad_training_options(changes, message):
@@ -192,6 +192,18 @@ def test_resolve_configs():
         resolve_configs("fast", architecture="vit")
     with pytest.raises(DigitlabError, match="--preset: expected one of"):
         resolve_configs("huge")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_resolved_before_the_run_records_it(tmp_path, synthetic_dir, monkeypatch, native):
+    monkeypatch.setattr(models, "native_bfloat16", lambda: native)
+    resolved = "bfloat16" if native else "float32"
+    assert resolve_configs("fast")[1].precision == resolve_configs("accurate")[1].precision == resolved
+    assert resolve_configs("fast", precision="float32")[1].precision == "float32"
+    assert resolve_configs("mlp")[1].precision == "float32"
+    out = tmp_path / "run"
+    train(MLP, tiny(epochs=1, precision="auto"), out, data_dir=synthetic_dir, verbose=0)
+    assert runs.read_json(out / runs.CONFIG)["train"]["precision"] == resolved
 
 
 def test_augmented_training(tmp_path, synthetic_dir):

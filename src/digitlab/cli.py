@@ -168,7 +168,7 @@ def train(
     rotate: Annotated[Optional[float], typer.Option(help="Augmentation: random rotation up to this many degrees.")] = None,
     scale: Annotated[Optional[float], typer.Option(help="Augmentation: random zoom up to this fraction.")] = None,
     elastic: Annotated[Optional[float], typer.Option(help="Augmentation: elastic distortion strength (alpha, e.g. 34; 0: off).")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="float32, or bfloat16: mixed precision, faster on CPUs with AVX512-BF16 (the accurate preset's epochs: about 1.3x) [model.keras is saved in float32].")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="float32; bfloat16: mixed precision, faster on CPUs with AVX512-BF16 or AMX (accurate preset: about 1.3x per epoch); auto: bfloat16 where the CPU has it under TensorFlow, else float32 [presets: auto; model.keras is saved in float32].")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for weights, shuffling and dropout.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Train on the first N training images only (quick runs).")] = None,
     val_fraction: Annotated[Optional[float], typer.Option(help="Share of the training set held out for validation [default: 0.2].")] = None,

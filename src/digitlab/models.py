@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 from keras import layers
@@ -17,6 +18,8 @@ from digitlab.errors import DigitlabError
 
 ARCHITECTURES = ("mlp", "cnn")
 PRECISIONS = ("float32", "bfloat16")  # what the layers compute in; weights are always float32
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # "auto": bfloat16 where it is native (see native_bfloat16)
+BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}  # /proc/cpuinfo: bfloat16 dot products in hardware
 PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081  # of the MNIST training images, scaled to 0-1
 
 
@@ -97,12 +100,35 @@ def parse_units(text: str) -> tuple[int, ...]:
     return units
 
 
+def native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether bfloat16 maths pays here: the TensorFlow backend (oneDNN) on a CPU that advertises
+    AVX512-BF16 or AMX-BF16. Elsewhere (no such flags, no /proc/cpuinfo, JAX or PyTorch on a CPU)
+    bfloat16 is emulated and slower than float32."""
+    if keras.config.backend() != "tensorflow":
+        return False
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return bool(BF16_CPU_FLAGS.intersection(flags))
+
+
+def resolve_precision(precision: str) -> str:
+    """"auto" -> "bfloat16" where it is native (native_bfloat16), else "float32"; others unchanged."""
+    if precision == "auto":
+        return "bfloat16" if native_bfloat16() else "float32"
+    return precision
+
+
 def build_model(config: ModelConfig, precision: str = "float32") -> keras.Model:
     """A fresh, uncompiled model for `config`.
 
     precision "bfloat16": every layer but the softmax computes in bfloat16 on float32 weights (Keras's
-    mixed_bfloat16 policy); on a CPU with AVX512-BF16 the accurate preset's epochs ran about 1.3x faster.
+    mixed_bfloat16 policy); on a CPU with AVX512-BF16 the accurate preset's epochs ran about 1.3x faster,
+    the fast preset's training about 1.15x. "auto": bfloat16 where that holds, float32 elsewhere.
     """
+    precision = resolve_precision(precision)
     if precision not in PRECISIONS:
         raise DigitlabError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
     dtype = "mixed_bfloat16" if precision == "bfloat16" else "float32"
