@@ -61,7 +61,8 @@ def child_train(kind: str, seed: int, epochs: int) -> dict:
         model_cfg, train_cfg = resolve_configs("fast", seed=seed)
         epochs = train_cfg.epochs
         batch_size = train_cfg.batch_size
-        model = compile_model(build_model(model_cfg, train_cfg.precision), train_cfg, int(np.ceil(len(x_tr) / batch_size)))
+        steps = int(np.ceil(len(x_tr) / batch_size))
+        model = compile_model(build_model(model_cfg, train_cfg.precision), train_cfg, steps)
     timeline, trained = [], 0.0
     for epoch in range(epochs):
         started = time.perf_counter()
@@ -223,10 +224,10 @@ def main() -> None:
                         help="reference recipe seeds; its median time to 99.0 %% is compared (default 3)")
     parser.add_argument("--accurate-seeds", type=int, default=0,
                         help="also train the accurate preset with this many seeds and evaluate them and their "
-                             "ensemble (about 14-20 min each on a 2-core CPU with AVX512-BF16; default 0: skipped)")
+                             "ensemble (about 12-20 min each on a 2-core CPU with AVX512-BF16; default 0: skipped)")
     parser.add_argument("--bagged-members", type=int, default=0,
                         help="more accurate-preset members for the ensemble, seeds after --accurate-seeds, each "
-                             "holding out its own 10 %% for validation (about 14-20 min each; default 0)")
+                             "holding out its own 10 %% for validation (about 12-20 min each; default 0)")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="Markdown report to write")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from digitlab.errors import DigitlabError
 from digitlab import models
+from digitlab.errors import DigitlabError
 from digitlab.models import ModelConfig, build_model, native_bfloat16, parse_units, resolve_precision
 
 
