@@ -1,11 +1,12 @@
 """Speed benchmark: time to 99.0 % MNIST test accuracy, reference recipe vs the fast preset, plus
-inference throughput and latency, cache load time and peak memory. Writes BENCHMARKS.md.
+inference throughput and latency, cache load time and peak memory. Writes BENCHMARKS.md, headed by
+the command line and the machine, and BENCHMARKS.json beside it with the same figures.
 
     .venv/bin/python bench/benchmark.py [--seeds 5] [--reference-epochs 15] [--reference-seeds 3] [--accurate-seeds 3] [--bagged-members 0] [--out BENCHMARKS.md]
 
 Each training run is its own subprocess (a fresh TensorFlow, its peak memory measured alone). Test
 accuracy is evaluated after every epoch only to time when 99.0 % is reached; nothing is chosen on it
-(the fast preset's hyperparameters were chosen on the validation split).
+(the fast preset's hyperparameters are chosen on the validation split).
 
 The reference is the keras-io MNIST convnet: Conv32-pool-Conv64-pool-dropout-Dense10, Adam, batch
 128, on the same 48,000-image train split.
@@ -18,6 +19,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -32,10 +34,11 @@ def child_train(kind: str, seed: int, epochs: int) -> dict:
     """Runs in a subprocess: train, evaluating test accuracy after each epoch; returns the timeline."""
     import keras
     import numpy as np
+    from digitlab.config import resolve_configs
+    from digitlab.training import STEPS_PER_EXECUTION, compile_model
 
     from digitlab.data import load_dataset, split_train_val
     from digitlab.models import build_model
-    from digitlab.train import STEPS_PER_EXECUTION, compile_model, resolve_configs
 
     ds = load_dataset("mnist")
     x_tr, y_tr, _, _ = split_train_val(ds.x_train, ds.y_train, 0.2, seed=42)
@@ -155,10 +158,11 @@ def member_overrides(seed: int, bagged: bool) -> dict:
 def finished_accurate_run(run: Path, seed: int, bagged: bool = False) -> bool:
     """Whether `run` already holds a finished run of the current accurate preset with this seed (and split):
     training is deterministic for a seed, so an interrupted benchmark picks up where it stopped."""
+    from digitlab.config import TrainConfig, resolve_configs
+
     from digitlab.errors import DigitlabError
     from digitlab.models import ModelConfig
     from digitlab.runs import read_json
-    from digitlab.train import TrainConfig, resolve_configs
 
     try:
         config, state = read_json(run / "config.json"), read_json(run / "state.json")
@@ -210,10 +214,16 @@ def versions() -> dict:
 
 
 def machine() -> str:
-    from digitlab.runs import _cpu_name
+    from digitlab.runs import cpu_name
 
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{_cpu_name()}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.platform()}"
+    return f"{cpu_name()}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.platform()}"
+
+
+def command_line() -> str:
+    """The command that is running, as it could be typed again (the interpreter relative when under the cwd)."""
+    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd() + os.sep) else sys.executable
+    return shlex.join([python, *sys.argv])
 
 
 def main() -> None:
@@ -228,7 +238,8 @@ def main() -> None:
     parser.add_argument("--bagged-members", type=int, default=0,
                         help="more accurate-preset members for the ensemble, seeds after --accurate-seeds, each "
                              "holding out its own 10 %% for validation (about 12-20 min each; default 0)")
-    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="Markdown report to write")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md",
+                        help="Markdown report; a .json with the same figures goes beside it (default BENCHMARKS.md)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -283,17 +294,21 @@ def main() -> None:
                         "accurate_ensemble_test_accuracy": accurate["ensemble_test_accuracy"]})
     print(json.dumps(summary, indent=2))
     write_report(args.out, backend, fast, reference, summary, accurate)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
 
 
 def write_report(path: Path, backend: str, fast: list, reference: list, s: dict, accurate: dict | None) -> None:
     def fmt(v, spec=".2f"):
         return "not reached" if v is None else format(v, spec)
 
+    command, host = command_line(), machine()
     lines = [
         "# Benchmarks",
         "",
-        f"Measured by `bench/benchmark.py` on {time.strftime('%Y-%m-%d')}: {machine()}; Keras backend `{backend}`.",
+        f"Written by `{command}` on {time.strftime('%Y-%m-%d')}.",
+        "",
+        f"Machine: {host}; Keras backend `{backend}`.",
+        "",
         "Training time counts `fit` only (graph tracing included, data already loaded from the cache); test accuracy",
         "is measured after every epoch only to see when 99.0 % is reached. Each run is a fresh process.",
         "",
@@ -353,6 +368,9 @@ def write_report(path: Path, backend: str, fast: list, reference: list, s: dict,
     ]
     lines += [f"- {k} {v}" for k, v in versions().items()]
     path.write_text("\n".join(lines) + "\n")
+    record = {"command": command, "date": time.strftime("%Y-%m-%d"), "machine": host, "backend": backend,
+              "summary": s, "fast": fast, "reference": reference, "accurate": accurate, "versions": versions()}
+    path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")  # the same figures, for tools
 
 
 if __name__ == "__main__":

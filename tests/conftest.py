@@ -42,9 +42,29 @@ def synthetic_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def synthetic_mlp_run(tmp_path_factory, synthetic_dir):
+    """One small run, trained once per session: an MLP (16 units) for two epochs on the synthetic set.
+    A module that writes into the run (evaluating it, reporting on it) works on its own copy of it."""
+    from digitlab.config import ModelConfig, TrainConfig
+    from digitlab.training import train
+
+    out = tmp_path_factory.mktemp("shared") / "mlp-synthetic"
+    train(ModelConfig(architecture="mlp", units=(16,)), TrainConfig(epochs=2, batch_size=32, dataset="synthetic"),
+          out, data_dir=synthetic_dir, verbose=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory):
+    """Where tests leave files for a person to look at (screenshots): under pytest's temporary directory,
+    which keeps the last three runs (pytest-of-$USER/pytest-current/artifacts0), never in the repository."""
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, mnist):
     """A run directory of the fast preset trained on real MNIST (shared by slow tests)."""
-    from digitlab.train import resolve_configs, train
+    from digitlab import resolve_configs, train
 
     out = tmp_path_factory.mktemp("runs") / "fast"
     model_cfg, train_cfg = resolve_configs("fast")

@@ -34,11 +34,13 @@ def test_train_predict_evaluate_on_another_backend(backend, precision, tmp_path,
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["architecture"] == "cnn" and config["train"]["precision"] == precision
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["epochs"] == 2 and 0.0 <= metrics["validation"]["accuracy"] <= 1.0
+    assert metrics["epochs"] == 2
+    assert metrics["validation"]["accuracy"] > 0.9, metrics["validation"]  # the synthetic classes are easy
 
     done = cli("evaluate", str(run), backend=backend, data_dir=synthetic_dir)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "test accuracy" in done.stdout
+    assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] > 0.9
 
     image = tmp_path / "digit.png"
     from PIL import Image

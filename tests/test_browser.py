@@ -1,7 +1,7 @@
 """The drawing page in Debian's Chromium through Playwright, against the real server (uvicorn on loopback)
 and the fast CNN trained on real MNIST: digits drawn with pointer strokes like a person would.
 
-Screenshots go to test-artifacts/ at the repository root.
+Screenshots go to the session's `artifacts` directory under pytest's temporary directory.
 """
 
 import math
@@ -15,7 +15,6 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 PAD = 280  # the pad's canvas px; strokes below are given in these units
@@ -132,33 +131,32 @@ def shown_result(page) -> dict:
     }""")
 
 
-def test_drawn_digits_are_recognised(page):
-    ARTIFACTS.mkdir(exist_ok=True)
+def test_drawn_digits_are_recognised(page, artifacts):
     for digit in (1, 7, 0):
         page.click("#clear")
         assert page.locator("#result").get_attribute("data-state") == "empty"
         assert page.locator("#digit").text_content() == "?"
         draw(page, STROKES[digit])
         shown = shown_result(page)
-        page.screenshot(path=str(ARTIFACTS / f"draw-{digit}.png"), animations="disabled")
+        page.screenshot(path=str(artifacts / f"draw-{digit}.png"), animations="disabled")
         assert shown["digit"] == str(digit), shown
         assert shown["top"] == str(digit) and shown["bars"] == 10 and not shown["unsure"]
         assert shown["confidence"].endswith("%")
         assert 0.05 < shown["seenLit"] < 0.6  # the 28x28 image the model got is drawn, ink on black
 
 
-def test_upload_an_image(page, mnist, tmp_path):
+def test_upload_an_image(page, mnist, tmp_path, artifacts):
     from PIL import Image
 
     path = tmp_path / "mnist-test-0.png"
     Image.fromarray(mnist.x_test[0]).resize((140, 140)).save(path)  # white ink on black: polarity is handled
     page.set_input_files("#upload", str(path))
     shown = shown_result(page)
-    page.screenshot(path=str(ARTIFACTS / "upload.png"), animations="disabled")
+    page.screenshot(path=str(artifacts / "upload.png"), animations="disabled")
     assert shown["digit"] == str(int(mnist.y_test[0]))
 
 
-def test_unsure_answer_shows_the_reason_and_clear_empties_the_result(page):
+def test_unsure_answer_shows_the_reason_and_clear_empties_the_result(page, artifacts):
     # The server's answer is replaced by a canned unsure one: whether a scribble is unsure depends on the model.
     probabilities = [0.02] * 10
     probabilities[9], probabilities[4] = 0.55, 0.27
@@ -170,7 +168,7 @@ def test_unsure_answer_shows_the_reason_and_clear_empties_the_result(page):
     page.route("**/api/predict", lambda route: route.fulfill(json=unsure))
     draw(page, STROKES[1])
     shown = shown_result(page)
-    page.screenshot(path=str(ARTIFACTS / "unsure.png"), animations="disabled")
+    page.screenshot(path=str(artifacts / "unsure.png"), animations="disabled")
     assert shown["digit"] == "?" and shown["unsure"] and shown["top"] == "9", shown
     assert page.locator("#unsure").text_content() == (
         "Not sure: confidence 0.550 is below the threshold 0.850. Best guess 9.")
@@ -191,7 +189,7 @@ def test_uploading_a_non_image_shows_the_servers_reason(page, tmp_path):
     assert page.locator("#digit").text_content() == "?"
 
 
-def test_phone_width_and_touch(browser, server_url):
+def test_phone_width_and_touch(browser, server_url, artifacts):
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, has_touch=True,
                                   is_mobile=True)
     page = context.new_page()
@@ -200,8 +198,7 @@ def test_phone_width_and_touch(browser, server_url):
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing sticks out sideways
     draw_by_touch(page, STROKES[7])
     shown = shown_result(page)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "phone-7.png"), full_page=True, animations="disabled")
+    page.screenshot(path=str(artifacts / "phone-7.png"), full_page=True, animations="disabled")
     assert shown["digit"] == "7", shown
     assert page.evaluate("window.scrollY") == 0  # the finger drew; it did not scroll the page
     context.close()

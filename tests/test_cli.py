@@ -1,6 +1,7 @@
 """The CLI end to end through Typer's runner: exit codes, one-line errors, files left behind."""
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -24,13 +25,10 @@ def one_line_error(result, *fragments):
 
 
 @pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory, synthetic_dir):
-    out = tmp_path_factory.mktemp("cli") / "run"
-    result = invoke("train", "--model", "mlp", "--units", "16", "--epochs", "2", "--batch-size", "32",
-                    "--dataset", "synthetic", "--data-dir", synthetic_dir, "--out", out, "--quiet")
-    assert result.exit_code == 0, result.output
-    assert "run directory:" in result.output
-    return out
+def synthetic_run(tmp_path_factory, synthetic_mlp_run):
+    """This module's copy of the session's small MLP run (16 units, 2 epochs, batch 32, synthetic set);
+    `digitlab train` itself runs in test_split_seed_label_smoothing_and_precision_reach_the_run."""
+    return shutil.copytree(synthetic_mlp_run, tmp_path_factory.mktemp("cli") / "run")
 
 
 def test_help_on_every_command():
@@ -86,6 +84,7 @@ def test_split_seed_label_smoothing_and_precision_reach_the_run(tmp_path, synthe
                     "--label-smoothing", "0.1", "--precision", "bfloat16", "--dataset", "synthetic", "--data-dir", synthetic_dir, "--out", out,
                     "--quiet")
     assert result.exit_code == 0, result.output
+    assert "run directory:" in result.output
     saved = json.loads((out / "config.json").read_text())["train"]
     assert saved["split_seed"] == 7 and saved["label_smoothing"] == 0.1 and saved["precision"] == "bfloat16"
 

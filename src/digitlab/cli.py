@@ -1,4 +1,7 @@
-"""The `digitlab` command: parses arguments, calls the library, prints. Nothing else lives here."""
+"""The `digitlab` command: parses arguments, calls the library, prints. Nothing else lives here.
+
+Options that several commands share are defined once below; their choices and defaults come from
+digitlab.config, so the help cannot disagree with the code."""
 
 from __future__ import annotations
 
@@ -9,7 +12,24 @@ from typing import Annotated, Optional
 
 import typer
 
+from digitlab import __version__
+from digitlab.config import (
+    ARCHITECTURES,
+    OPTIMIZERS,
+    PRECISION_CHOICES,
+    PRESETS,
+    QUICK_EPOCHS_DIVISOR,
+    QUICK_LIMIT,
+    SCHEDULES,
+    TrainConfig,
+    parse_units,
+)
+from digitlab.data import SPECS
 from digitlab.errors import DigitlabError
+from digitlab.predict import RUNTIMES
+
+# Each command imports its stage's module when it runs: most of them load TensorFlow, which
+# `digitlab --help` and `digitlab train --help` must not wait for.
 
 app = typer.Typer(
     help="Recognise handwritten digits: fetch MNIST, explore, train, evaluate, predict, serve.",
@@ -29,9 +49,41 @@ DataDirOpt = Annotated[
         help="Directory with the four IDX files (raw or .gz) or mnist.npz; tried before the cache.",
     ),
 ]
-DatasetOpt = Annotated[
-    str, typer.Option("--dataset", help="mnist, fashion-mnist, or any name for a 28x28 IDX set in --data-dir.")
-]
+DATASETS_HELP = f"{', '.join(SPECS)}, or any name for a 28x28 ten-class IDX set in --data-dir."
+DatasetOpt = Annotated[str, typer.Option("--dataset", metavar="NAME", help=DATASETS_HELP)]
+DEFAULTS = TrainConfig()
+
+
+def _choices(values) -> str:
+    return ", ".join(values)
+
+
+# Shared by `train` and `lr-find`: None means "the preset's value".
+PresetOpt = Annotated[str, typer.Option(metavar="NAME", help=f"Starting configuration: {_choices(PRESETS)}.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", metavar="ARCH",
+                                                 help=f"Architecture: {_choices(ARCHITECTURES)} [default: the preset's].")]
+UnitsOpt = Annotated[Optional[str], typer.Option(metavar="W,W,...",
+                                                 help="MLP hidden widths, comma-separated, e.g. 4,4 or 10,10.")]
+NormalizeOpt = Annotated[Optional[bool], typer.Option("--normalize/--no-normalize",
+                                                      help="Scale pixels to 0-1 inside the model [default: on].")]
+OptimizerOpt = Annotated[Optional[str], typer.Option(metavar="NAME", help=f"{_choices(OPTIMIZERS)} [default: the preset's].")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(metavar="N", help="Images per step [default: the preset's].")]
+SeedOpt = Annotated[Optional[int], typer.Option(metavar="N", help=f"Seed for weights, shuffling and dropout [default: {DEFAULTS.seed}].")]
+OptDatasetOpt = Annotated[Optional[str], typer.Option("--dataset", metavar="NAME", help=DATASETS_HELP)]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"digitlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Recognise handwritten digits: fetch MNIST, explore, train, evaluate, predict, serve."""
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -58,7 +110,7 @@ def main() -> None:
     app()
 
 
-# ---- data and explore commands (data.py, explore.py) ----
+# ---- data and explore ----
 
 
 def _count_table(class_names: list[str], counts: dict[str, list[int]]) -> list[str]:
@@ -140,11 +192,12 @@ def explore_command(
 
 # ---- end data and explore ----
 
-# ---- model commands: train, lr-find, evaluate, predict (models.py, train.py, evaluate.py, predict.py) ----
+# ---- model commands: train, lr-find, evaluate, predict, ensemble ----
 
 RunArg = Annotated[Path, typer.Argument(help="A run directory made by `digitlab train`.", show_default=False)]
 RuntimeOpt = Annotated[
-    str, typer.Option("--runtime", help="keras (model.keras) or onnx (model.onnx from `digitlab export`, no TensorFlow).")
+    str, typer.Option("--runtime", metavar="NAME",
+                      help=f"{_choices(RUNTIMES)}: model.keras, or model.onnx from `digitlab export` (no TensorFlow).")
 ]
 
 
@@ -152,36 +205,35 @@ RuntimeOpt = Annotated[
 @reports_errors
 def train(
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory to create [default: runs/<preset>-<time>].")] = None,
-    preset: Annotated[str, typer.Option(help="Starting configuration: fast (small CNN, seconds), mlp (the tutorial's 10-10 network, tuned) or tutorial (its own recipe).")] = "fast",
-    model: Annotated[Optional[str], typer.Option("--model", help="Architecture: mlp or cnn [default: the preset's].")] = None,
-    units: Annotated[Optional[str], typer.Option(help="MLP hidden widths, comma-separated, e.g. 4,4 or 10,10 or 128.")] = None,
-    activation: Annotated[Optional[str], typer.Option(help="MLP hidden activation, e.g. relu, tanh.")] = None,
-    normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="Scale pixels to 0-1 inside the model [default: on].")] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="adam or sgd.")] = None,
+    preset: PresetOpt = "fast",
+    model: ModelOpt = None,
+    units: UnitsOpt = None,
+    activation: Annotated[Optional[str], typer.Option(metavar="NAME", help="MLP hidden activation, e.g. relu, tanh.")] = None,
+    normalize: NormalizeOpt = None,
+    optimizer: OptimizerOpt = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="(Peak) learning rate.")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="Decoupled weight decay (0: none).")] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="constant or onecycle.")] = None,
+    schedule: Annotated[Optional[str], typer.Option(metavar="NAME", help=f"{_choices(SCHEDULES)} [default: the preset's].")] = None,
     label_smoothing: Annotated[Optional[float], typer.Option(help="Spread this share of each target over all classes (0: none).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per step.")] = None,
+    batch_size: BatchSizeOpt = None,
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the training split.")] = None,
     shift: Annotated[Optional[float], typer.Option(help="Augmentation: random shift up to this many pixels (0: off).")] = None,
     rotate: Annotated[Optional[float], typer.Option(help="Augmentation: random rotation up to this many degrees.")] = None,
     scale: Annotated[Optional[float], typer.Option(help="Augmentation: random zoom up to this fraction.")] = None,
     elastic: Annotated[Optional[float], typer.Option(help="Augmentation: elastic distortion strength (alpha, e.g. 34; 0: off).")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="float32; bfloat16: mixed precision, faster on CPUs with AVX512-BF16 or AMX (accurate preset: about 1.3x per epoch); auto: bfloat16 where the CPU has it under TensorFlow, else float32 [presets: auto; model.keras is saved in float32].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for weights, shuffling and dropout.")] = None,
+    precision: Annotated[Optional[str], typer.Option(metavar="NAME", help=f"{_choices(PRECISION_CHOICES)}: auto is bfloat16 where the CPU has it natively under TensorFlow, else float32 [default: the preset's; model.keras is float32].")] = None,
+    seed: SeedOpt = None,
     limit: Annotated[Optional[int], typer.Option(help="Train on the first N training images only (quick runs).")] = None,
-    val_fraction: Annotated[Optional[float], typer.Option(help="Share of the training set held out for validation [default: 0.2].")] = None,
-    split_seed: Annotated[Optional[int], typer.Option(help="Seed of the train/validation split [default: 42, the same for every run].")] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", help="mnist, fashion-mnist, or a 28x28 IDX set in --data-dir.")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help=f"Share of the training set held out for validation [default: {DEFAULTS.val_fraction}].")] = None,
+    split_seed: Annotated[Optional[int], typer.Option(help=f"Seed of the train/validation split [default: {DEFAULTS.split_seed}, the same for every run].")] = None,
+    dataset: OptDatasetOpt = None,
     data_dir: DataDirOpt = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run in this directory.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a model on the train split, choose the best epoch on validation, save a run directory."""
-    from digitlab import train as training
-    from digitlab.models import parse_units
+    from digitlab import training
 
     verbose = 0 if quiet else 1
     if resume is not None:
@@ -213,23 +265,22 @@ def train(
 @reports_errors
 def lr_find(
     out: Annotated[Path, typer.Option(help="Where lr_find.png and lr_find.csv go.")] = Path("runs/lr-find"),
-    preset: Annotated[str, typer.Option(help="Starting configuration: fast or tutorial.")] = "fast",
-    model: Annotated[Optional[str], typer.Option("--model", help="Architecture: mlp or cnn [default: the preset's].")] = None,
-    units: Annotated[Optional[str], typer.Option(help="MLP hidden widths, e.g. 4,4.")] = None,
-    normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="Scale pixels to 0-1 [default: on].")] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="adam or sgd.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per step.")] = None,
+    preset: PresetOpt = "fast",
+    model: ModelOpt = None,
+    units: UnitsOpt = None,
+    normalize: NormalizeOpt = None,
+    optimizer: OptimizerOpt = None,
+    batch_size: BatchSizeOpt = None,
     start_lr: Annotated[float, typer.Option(help="First learning rate.")] = 1e-5,
     end_lr: Annotated[float, typer.Option(help="Last learning rate (the test stops early if the loss explodes).")] = 10.0,
     steps: Annotated[int, typer.Option(help="Batches; the rate grows exponentially from start to end.")] = 200,
-    seed: Annotated[Optional[int], typer.Option(help="Seed.")] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Data set name.")] = None,
+    seed: SeedOpt = None,
+    dataset: OptDatasetOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Find a learning rate: grow it exponentially per batch, plot loss against it on a log axis."""
     from digitlab import lr_find as finder
-    from digitlab.models import parse_units
-    from digitlab.train import resolve_configs
+    from digitlab.config import resolve_configs
 
     model_cfg, train_cfg = resolve_configs(
         preset, architecture=model, units=parse_units(units) if units else None, normalize=normalize,
@@ -251,7 +302,7 @@ def evaluate(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Evaluate a run on the test set: accuracy, loss, per-class metrics, confusion matrix, galleries."""
-    from digitlab.evaluate import evaluate as run_evaluation
+    from digitlab.evaluation import evaluate as run_evaluation
 
     test = run_evaluation(run, data_dir=data_dir)
     typer.echo(f"{'class':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
@@ -338,7 +389,7 @@ def ensemble(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Average the probabilities of several runs and evaluate the ensemble on the test set."""
-    from digitlab.evaluate import evaluate_ensemble
+    from digitlab.evaluation import evaluate_ensemble
 
     result = evaluate_ensemble(runs_, out_dir=out, data_dir=data_dir)
     for m in result["members"]:
@@ -356,7 +407,7 @@ def ensemble(
 @reports_errors
 def export_command(
     run: RunArg,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx, tflite or saved_model.")] = "onnx",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="NAME", help="onnx, tflite or saved_model.")] = "onnx",
     out: Annotated[Optional[Path], typer.Option("--out", help="Where to write it [default: model.onnx, model.tflite or saved_model/ in the run].")] = None,
     check_images: Annotated[int, typer.Option("--check-images", help="Test images the export must agree on with the Keras model.")] = 1000,
     data_dir: DataDirOpt = None,
@@ -385,7 +436,7 @@ def export_command(
 @reports_errors
 def experiments(
     out: Annotated[Path, typer.Option(help="Directory for the step runs, results.csv/.md, ladder.png, report.html.")] = Path("experiments"),
-    quick: Annotated[bool, typer.Option("--quick", help="Smoke run: every step shortened (2,000 images, epochs / 20).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help=f"Smoke run: every step shortened ({QUICK_LIMIT:,} images, epochs / {QUICK_EPOCHS_DIVISOR}).")] = False,
     with_accurate: Annotated[bool, typer.Option("--with-accurate", help="Add the accurate preset as a last step (slow).")] = False,
     seed: Annotated[int, typer.Option(help="Seed for weights and shuffling, the same for every step.")] = 42,
     dataset: DatasetOpt = "mnist",
@@ -420,14 +471,26 @@ def report(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Write one self-contained HTML report of a run (evaluates on the test set if not done yet)."""
-    from digitlab.report import build_report
+    from digitlab import lr_find as finder
+    from digitlab import runs
+    from digitlab.config import ModelConfig
+    from digitlab.evaluation import evaluate as run_evaluation
+    from digitlab.report import LR_FIND_STEPS, build_report, needs_evaluation
 
-    typer.echo(f"wrote {build_report(run, out, data_dir=data_dir, lr_find=lr_find)}")
+    runs.require_model(run)
+    if lr_find:
+        config = runs.read_run_config(run)
+        finder.lr_find(ModelConfig.from_dict(config["model"]), TrainConfig.from_dict(config["train"]), run,
+                       steps=LR_FIND_STEPS, data_dir=data_dir, progress=False)
+    evaluated_now = needs_evaluation(run)
+    if evaluated_now:
+        run_evaluation(run, data_dir=data_dir)
+    typer.echo(f"wrote {build_report(run, out, data_dir=data_dir, evaluated_now=evaluated_now)}")
 
 
 # ---- end experiments and report ----
 
-# ---- serve (serve.py) ----
+# ---- serve ----
 
 
 @app.command()

@@ -16,8 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitlab import runs
+import numpy as np
+from matplotlib.figure import Figure
+
+from digitlab import atomic, runs
+from digitlab.config import PRESETS, QUICK_EPOCHS_DIVISOR, QUICK_LIMIT, resolve_configs
 from digitlab.errors import DigitlabError, RunError
+from digitlab.evaluation import evaluate
+from digitlab.lr_find import lr_find
+from digitlab.report import build_experiments_report
+from digitlab.training import train
 
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
@@ -28,8 +36,6 @@ HEADINGS = ["step", "name", "what changed", "train accuracy", "validation accura
             "test loss", "seconds"]
 
 # --quick: the same steps, shortened for a smoke run
-QUICK_LIMIT = 5000  # training images per step
-QUICK_EPOCHS_DIVISOR = 20  # 20 epochs -> 1, 40 -> 2, 60 -> 3, then at least 2
 LR_FIND_STEPS = 200  # batches of 32: about 6,400 images, an eighth of an epoch
 QUICK_LR_FIND_STEPS = 30
 
@@ -75,10 +81,8 @@ def ladder(with_accurate: bool = False) -> list[Step]:
 
 def step_configs(step: Step, *, quick: bool, seed: int, dataset: str):
     """The (ModelConfig, TrainConfig) of a step; quick runs shorten it, nothing else changes."""
-    from digitlab.train import PRESETS, resolve_configs
-
     if step.preset not in PRESETS:
-        raise DigitlabError(f"experiments: step {step.name} needs the {step.preset!r} preset, which train.py "
+        raise DigitlabError(f"experiments: step {step.name} needs the {step.preset!r} preset, which digitlab.config "
                             f"does not define (it has {', '.join(PRESETS)}); run without --with-accurate")
     epochs = step.epochs or PRESETS[step.preset][1].epochs
     if quick:
@@ -132,8 +136,6 @@ def run_experiments(
         if on_step:
             on_step(number, len(steps), step, row)
     _plot_ladder(results, out_dir / LADDER_PNG)
-    from digitlab.report import build_experiments_report
-
     note = (f"A --quick smoke run: {QUICK_LIMIT:,} training images and 1/{QUICK_EPOCHS_DIVISOR} of the epochs "
             f"per step, {QUICK_LR_FIND_STEPS} learning-rate finder batches." if quick else "")
     build_experiments_report(out_dir, results, note=note)
@@ -141,9 +143,6 @@ def run_experiments(
 
 
 def _train_step(model_cfg, train_cfg, run_dir: Path, data_dir, overwrite: bool) -> dict:
-    from digitlab.evaluate import evaluate
-    from digitlab.train import train
-
     metrics = train(model_cfg, train_cfg, run_dir, data_dir=data_dir, overwrite=overwrite, verbose=0)
     test = evaluate(run_dir, data_dir=data_dir)  # reported only; nothing is chosen on it
     return {  # float32 figures: 6 decimals hold all they have
@@ -159,8 +158,6 @@ def _train_step(model_cfg, train_cfg, run_dir: Path, data_dir, overwrite: bool) 
 
 
 def _lr_find_step(model_cfg, train_cfg, run_dir: Path, quick: bool, data_dir) -> dict:
-    from digitlab.lr_find import lr_find
-
     found = lr_find(model_cfg, train_cfg, run_dir, steps=QUICK_LR_FIND_STEPS if quick else LR_FIND_STEPS,
                     data_dir=data_dir, progress=False)
     # No model here, but the directory still says what produced it.
@@ -181,14 +178,11 @@ def _write_results(out_dir: Path, results: list[dict]) -> None:
                  _fmt(r["validation_accuracy"], 4), _fmt(r["test_accuracy"], 4), _fmt(r["test_loss"], 4),
                  _fmt(r["seconds"], 1)]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
-    runs.atomic_write_bytes(out_dir / RESULTS_MD, ("\n".join(lines) + "\n").encode())
+    atomic.write_bytes(out_dir / RESULTS_MD, ("\n".join(lines) + "\n").encode())
 
 
 def _plot_ladder(results: list[dict], path: Path) -> Path:
     """Grouped bars: train, validation and test accuracy per trained step."""
-    import numpy as np
-    from matplotlib.figure import Figure
-
     trained = [r for r in results if r["kind"] == "train"]
     fig = Figure(figsize=(max(7.0, 1.5 * len(trained) + 2), 4.8), layout="constrained")
     ax = fig.subplots()
@@ -204,4 +198,4 @@ def _plot_ladder(results: list[dict], path: Path) -> Path:
     ax.legend(loc="upper left", ncols=3)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    return runs.atomic_write_bytes(path, buffer.getvalue())
+    return atomic.write_bytes(path, buffer.getvalue())

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure  # the object-oriented API: no pyplot state, no GUI backend
 
-from digitlab.data import Dataset, class_counts, write_atomic
+from digitlab import atomic
+from digitlab.data import Dataset, class_counts
 from digitlab.errors import DataError
 
 
@@ -91,4 +92,4 @@ def _pixel_histogram(x: np.ndarray) -> Figure:
 def _save(fig: Figure, path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    return write_atomic(path, buffer.getvalue())
+    return atomic.write_bytes(path, buffer.getvalue())

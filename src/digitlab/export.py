@@ -23,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from digitlab import runs
+from digitlab import atomic, runs
+from digitlab.data import load_dataset
 from digitlab.errors import DigitlabError, RunError
-from digitlab.onnx_runtime import ONNX_FILE, open_session, run_session, sha256
+from digitlab.predict.keras_runtime import load_keras_model
+from digitlab.predict.onnx_runtime import open_session, run_session, sha256
 
-FORMATS = {"onnx": ONNX_FILE, "tflite": "model.tflite", "saved_model": "saved_model"}  # default names
+FORMATS = {"onnx": runs.ONNX, "tflite": runs.TFLITE, "saved_model": runs.SAVED_MODEL}  # default names
 KERAS_FORMATS = {"onnx": "onnx", "tflite": "litert", "saved_model": "tf_saved_model"}  # model.export's names
 ATOL = 1e-4  # largest |probability difference| allowed against the Keras model
 CHECK_IMAGES = 1000  # test images the check runs (capped at the test set's size)
@@ -49,7 +51,7 @@ def export(run_dir: Path, fmt: str, out: Path | None = None, *, n: int = CHECK_I
     _require_exporter(fmt)
     dest = _destination(run_dir, fmt, out)
     x, dataset = check_images(run_dir, n, data_dir)
-    model = runs.load_model_file(model_path)
+    model = load_keras_model(model_path)
 
     work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
     try:
@@ -98,8 +100,6 @@ def _destination(run_dir: Path, fmt: str, out: Path | None) -> Path:
 
 def check_images(run_dir: Path, n: int, data_dir: Path | None = None) -> tuple[np.ndarray, str]:
     """The first n test images of the run's data set, float32 raw pixels, and the set's name."""
-    from digitlab.data import load_dataset
-
     name = runs.read_json(run_dir / runs.CONFIG)["train"].get("dataset", "mnist")
     return load_dataset(name, data_dir=data_dir).x_test[:n].astype("float32"), name
 
@@ -182,6 +182,9 @@ def _size(path: Path) -> int:
 def _install(staged: Path, dest: Path) -> None:
     """Rename the checked export into place. A file is replaced atomically; a SavedModel folder cannot
     be, so the old one is moved aside first and removed after (a crash between leaves it as .old)."""
+    if not staged.is_dir():
+        atomic.install(staged, dest)
+        return
     if dest.is_dir():
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
         os.replace(dest, old)

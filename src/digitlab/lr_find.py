@@ -6,6 +6,7 @@ way, exponentially, but once per batch over a fraction of one epoch, so the test
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -13,14 +14,13 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
+from digitlab import runs
+from digitlab.config import ModelConfig, TrainConfig
 from digitlab.errors import DigitlabError
-from digitlab.models import ModelConfig, build_model
-from digitlab.train import TrainConfig, compile_model, prepare_data
-
-SUGGESTION_RULE = (
-    "one tenth of the learning rate at the smoothed loss's minimum: the loss is still falling fast there, "
-    "well clear of where it blows up"
-)
+from digitlab.metrics import SUGGESTION_RULE, suggest_lr
+from digitlab.models import build_model
+from digitlab.plots import plot_lr_find
+from digitlab.training import compile_model, prepare_data
 
 
 def lr_find(
@@ -66,26 +66,16 @@ def lr_find(
         if not math.isfinite(loss) or (step > 10 and smooth > 4 * best):
             break  # diverged: larger rates tell nothing more
     lrs, losses, smoothed = np.array(lrs), np.array(losses), np.array(smoothed)
-    suggested = suggest(lrs, smoothed)
+    suggested = suggest_lr(lrs, smoothed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from digitlab import runs
-    from digitlab.plots import plot_lr_find
-
-    runs.write_csv(out_dir / "lr_find.csv",
+    runs.write_csv(out_dir / runs.LR_FIND_CSV,
                    [{"lr": a, "loss": b, "smoothed": c} for a, b, c in zip(lrs, losses, smoothed)],
                    ["lr", "loss", "smoothed"])
-    plot = plot_lr_find(lrs, losses, smoothed, suggested, out_dir / "lr_find.png")
+    plot = plot_lr_find(lrs, losses, smoothed, suggested, out_dir / runs.LR_FIND_PNG)
     return {"lrs": lrs, "losses": losses, "smoothed": smoothed, "suggested_lr": suggested,
             "rule": SUGGESTION_RULE, "plot": plot, "min_loss_lr": float(lrs[int(np.argmin(smoothed))])}
 
 
-def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> float:
-    """One tenth of the learning rate at the smoothed loss's minimum (never below the first rate tried)."""
-    return float(max(lrs[int(np.argmin(smoothed))] / 10.0, lrs[0]))
-
-
 def _constant(cfg: TrainConfig) -> TrainConfig:
-    import dataclasses
-
     return dataclasses.replace(cfg, schedule="constant")

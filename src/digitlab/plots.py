@@ -1,30 +1,27 @@
-"""Figures shared by training and evaluation. Matplotlib's Agg backend: no display needed."""
+"""Figures shared by training and evaluation. Matplotlib's object-oriented API: no display needed."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # the object-oriented API: no pyplot state, no GUI backend
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from digitlab import atomic
+from digitlab.metrics import confidence_bins
 
 
 def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    return Path(path)
 
 
 def plot_curves(rows: list[dict], path: Path) -> Path:
     """Training vs validation loss and accuracy per epoch."""
     epochs = [r["epoch"] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
         ax.plot(epochs, [r[key] for r in rows], "o-", label="train")
         if all(f"val_{key}" in r for r in rows):
@@ -38,7 +35,8 @@ def plot_curves(rows: list[dict], path: Path) -> Path:
 
 def plot_lr_find(lrs: np.ndarray, losses: np.ndarray, smoothed: np.ndarray, suggested: float, path: Path) -> Path:
     """Loss against learning rate on a log axis, the suggestion marked."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     ax.semilogx(lrs, losses, alpha=0.3, label="loss per batch")
     ax.semilogx(lrs, smoothed, label="smoothed")
     ax.axvline(suggested, color="tab:red", ls="--", label=f"suggested {suggested:.2g}")
@@ -57,7 +55,8 @@ def plot_confusion(cm: np.ndarray, class_names: list[str], path: Path) -> Path:
     """Counts in each cell, with the row-normalised percentage (recall of the true class) below."""
     pct = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) * 100.0
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.0 * n + 2, 1.0 * n + 1))
+    fig = Figure(figsize=(1.0 * n + 2, 1.0 * n + 1))
+    ax = fig.subplots()
     ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
     for i in range(n):
         for j in range(n):
@@ -78,7 +77,8 @@ def plot_gallery(images: np.ndarray, captions: list[str], path: Path, title: str
     """A grid of 28x28 digits with a caption under each."""
     n = max(1, len(images))
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.4, rows * 1.6 + 0.4), squeeze=False)
+    fig = Figure(figsize=(cols * 1.4, rows * 1.6 + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < len(images):
@@ -90,12 +90,12 @@ def plot_gallery(images: np.ndarray, captions: list[str], path: Path, title: str
 
 def plot_reliability(before: np.ndarray, after: np.ndarray, y: np.ndarray, bins: int, path: Path) -> Path:
     """Reliability diagram: accuracy against confidence per bin, before and after temperature scaling."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "k:", label="perfect calibration")
     for probs, label, marker in ((before, "before", "o-"), (after, "after temperature scaling", "s-")):
         conf, correct = probs.max(axis=1), probs.argmax(axis=1) == y
-        which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+        which = confidence_bins(conf, bins)
         xs, ys = [], []
         for b in range(bins):
             m = which == b

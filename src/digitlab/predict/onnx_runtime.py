@@ -8,22 +8,19 @@ the `onnx` extra: NumPy, Pillow, SciPy, Typer and ONNX Runtime. Nothing here imp
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from digitlab import runs
 from digitlab.errors import DigitlabError, RunError
-from digitlab.predict import Predictor
-
-ONNX_FILE = "model.onnx"
 
 
 def open_session(path: Path):
     """An ONNX Runtime session for one .onnx file, on the CPU."""
     try:
-        import onnxruntime
+        import onnxruntime  # optional: the `onnx` extra
     except ImportError:
         raise DigitlabError("the ONNX runtime needs onnxruntime: pip install 'digitlab[onnx]'") from None
     try:
@@ -47,9 +44,9 @@ def load_session(run_dir: Path):
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
-    path = run_dir / ONNX_FILE
+    path = run_dir / runs.ONNX
     if not path.is_file():
-        raise RunError(f"{run_dir}: no {ONNX_FILE} here; make it with `digitlab export {run_dir} --format onnx`")
+        raise RunError(f"{run_dir}: no {runs.ONNX} here; make it with `digitlab export {run_dir} --format onnx`")
     _check_fresh(run_dir, path)
     return open_session(path)
 
@@ -70,13 +67,8 @@ def _check_fresh(run_dir: Path, path: Path) -> None:
         )
 
 
-@dataclass
-class OnnxPredictor(Predictor):
-    """A Predictor whose `model` is an onnxruntime.InferenceSession; same class names and calibration."""
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.model.get_inputs()[0].shape[1:])  # the batch dimension is dynamic
-
-    def _probabilities(self, x: np.ndarray) -> np.ndarray:
-        return run_session(self.model, x)
+def load(run_dir: Path) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[int, ...]]:
+    """The forward callable and input shape (without the batch) of a run's model.onnx."""
+    session = load_session(run_dir)
+    input_shape = tuple(session.get_inputs()[0].shape[1:])  # the batch dimension is dynamic
+    return (lambda x: run_session(session, x)), input_shape

@@ -8,28 +8,27 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
 from digitlab import runs
+from digitlab.data import load_dataset
+from digitlab.errors import DigitlabError
+from digitlab.metrics import nll
 from digitlab.plots import plot_confusion, plot_gallery
 from digitlab.predict import load_predictor
-from digitlab.train import check_input_shape
 
 GALLERY = 32  # digits per gallery
 
 
 def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> dict:
     """Test accuracy and loss, per-class metrics, confusion matrix and galleries; saved in metrics.json."""
-    from digitlab.data import load_dataset
-
     run_dir = Path(run_dir)
     predictor = load_predictor(run_dir)  # errors clearly if there is no model
-    config = runs.read_json(run_dir / runs.CONFIG)
-    ds = load_dataset(config["train"].get("dataset", "mnist"), data_dir=data_dir)
-    check_input_shape(predictor.model, ds.x_test, str(run_dir))
+    ds = load_dataset(runs.dataset_name(runs.read_run_config(run_dir)), data_dir=data_dir)
+    predictor.check_images(ds.x_test, str(run_dir))
     names = list(ds.class_names)
     # Uncalibrated probabilities: test figures describe the model itself.
-    probs = load_predictor_raw(predictor).predict_proba(ds.x_test)
+    probs = predictor.raw_proba(ds.x_test)
     y, pred = ds.y_test.astype(int), probs.argmax(axis=1)
     conf = probs.max(axis=1)
-    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0))))
+    loss = nll(probs, y)
     accuracy = float(np.mean(pred == y))
     report = classification_report(y, pred, labels=range(len(names)), target_names=names, output_dict=True,
                                    zero_division=0)
@@ -39,11 +38,11 @@ def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> d
     wrong = wrong[np.argsort(-conf[wrong])]  # most confident mistakes first
     shown = wrong[:GALLERY]
     figures = {
-        "confusion_matrix": plot_confusion(cm, names, run_dir / "confusion_matrix.png"),
+        "confusion_matrix": plot_confusion(cm, names, run_dir / runs.CONFUSION),
         "mistakes": plot_gallery(
             ds.x_test[shown],
             [f"true {names[y[i]]} → {names[pred[i]]}\n{conf[i]:.1%}" for i in shown],
-            run_dir / "mistakes.png", f"Most confident mistakes ({len(wrong)} of {len(y)} wrong)",
+            run_dir / runs.MISTAKES, f"Most confident mistakes ({len(wrong)} of {len(y)} wrong)",
         ),
     }
     rng = np.random.default_rng(seed)
@@ -52,7 +51,7 @@ def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> d
         ds.x_test[sample],
         [f"#{i}: {names[pred[i]]} {conf[i]:.0%}" + ("" if pred[i] == y[i] else f"\n(true {names[y[i]]})")
          for i in sample],
-        run_dir / "predictions.png", "Random test predictions (red: wrong)",
+        run_dir / runs.PREDICTIONS, "Random test predictions (red: wrong)",
         colors=["black" if pred[i] == y[i] else "red" for i in sample],
     )
     test = {
@@ -75,34 +74,24 @@ def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> d
     return test
 
 
-def load_predictor_raw(predictor):
-    """The same predictor without calibration."""
-    import dataclasses
-
-    return dataclasses.replace(predictor, temperature=1.0)
-
-
 def evaluate_ensemble(run_dirs: list[Path], *, out_dir: Path | None = None, data_dir: Path | None = None) -> dict:
     """Average the (uncalibrated) test probabilities of several runs and evaluate the average.
 
     Each member is also scored alone, so the gain of the ensemble is visible. With `out_dir`, writes
     metrics.json and confusion_matrix.png there.
     """
-    from digitlab.data import load_dataset
-    from digitlab.errors import DigitlabError
-
     if len(run_dirs) < 2:
         raise DigitlabError(f"ensemble: expected at least two run directories, got {len(run_dirs)}")
-    datasets = {runs.read_json(Path(r) / runs.CONFIG)["train"].get("dataset", "mnist") for r in run_dirs}
+    datasets = {runs.dataset_name(runs.read_run_config(r)) for r in run_dirs}
     if len(datasets) > 1:
         raise DigitlabError(f"ensemble: the runs were trained on different data sets: {sorted(datasets)}")
     ds = load_dataset(datasets.pop(), data_dir=data_dir)
     y = ds.y_test.astype(int)
     members, total = [], None
     for run_dir in run_dirs:
-        predictor = load_predictor_raw(load_predictor(run_dir))
-        check_input_shape(predictor.model, ds.x_test, str(run_dir))
-        probs = predictor.predict_proba(ds.x_test)
+        predictor = load_predictor(run_dir)
+        predictor.check_images(ds.x_test, str(run_dir))
+        probs = predictor.raw_proba(ds.x_test)
         members.append({"run": str(run_dir), "accuracy": float(np.mean(probs.argmax(1) == y))})
         total = probs if total is None else total + probs
     probs = total / len(run_dirs)
@@ -110,13 +99,13 @@ def evaluate_ensemble(run_dirs: list[Path], *, out_dir: Path | None = None, data
     result = {
         "members": members,
         "accuracy": float(np.mean(pred == y)),
-        "loss": float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)))),
+        "loss": nll(probs, y),
         "errors": int(np.sum(pred != y)),
         "count": int(len(y)),
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
         cm = confusion_matrix(y, pred, labels=range(len(ds.class_names)))
-        plot_confusion(cm, list(ds.class_names), out_dir / "confusion_matrix.png")
+        plot_confusion(cm, list(ds.class_names), out_dir / runs.CONFUSION)
         runs.write_json(out_dir / runs.METRICS, {"ensemble": {**result, "confusion_matrix": cm.tolist()}})
     return result

@@ -3,9 +3,9 @@
 Every figure is inlined as a base64 `data:` URI and the CSS sits in a <style> element: the file opens
 offline, from anywhere, in any browser, and can be mailed as it is. All text goes through `html.escape`.
 
-A run's report needs its test figures: when metrics.json has no `test` section, `build_report` runs
-`digitlab.evaluate.evaluate`, which touches the test set (as `digitlab evaluate` would) and writes its
-figures into the run directory. Nothing is ever selected on it.
+A report only reads a run directory: it trains and evaluates nothing. A run's report needs its test
+figures (`needs_evaluation` says when they are missing; `digitlab report` then runs `evaluate` first).
+The page's layout is template.html and its style style.css, beside this module.
 """
 
 from __future__ import annotations
@@ -14,46 +14,25 @@ import base64
 import csv
 import html
 import math
+import string
 import tempfile
 import time
+from importlib import resources
 from pathlib import Path
 
-from digitlab import runs
-from digitlab.errors import RunError
+import numpy as np
 
-REPORT = "report.html"
-LR_FIND_STEPS = 100  # batches for `--lr-find`: seconds on a CPU
+from digitlab import atomic, runs
+from digitlab.data import data_info, load_dataset
+from digitlab.errors import RunError
+from digitlab.explore import explore
+from digitlab.metrics import SUGGESTION_RULE, suggest_lr
+from digitlab.predict.keras_runtime import load_keras_model
+
+LR_FIND_STEPS = 100  # batches for `digitlab report --lr-find`: seconds on a CPU
 # ModelConfig fields that one architecture ignores: left out of its report
 UNUSED = {"mlp": {"filters", "dense", "dropout"}, "cnn": {"units", "activation"}}
 
-CSS = """
-:root { color-scheme: light; --ink: #1f2328; --muted: #59636e; --line: #d1d9e0; --band: #f6f8fa; --accent: #0969da; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink); }
-main { max-width: 1100px; margin: 0 auto; padding: 24px 28px 64px; }
-h1 { font-size: 1.8em; margin: 0 0 4px; }
-h2 { font-size: 1.35em; margin: 40px 0 12px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
-h3 { font-size: 1.08em; margin: 24px 0 8px; }
-p.meta, .note, figcaption { color: var(--muted); font-size: 0.92em; }
-nav { margin: 16px 0 8px; font-size: 0.92em; }
-nav a { color: var(--accent); text-decoration: none; margin-right: 14px; white-space: nowrap; }
-table { border-collapse: collapse; margin: 8px 0 16px; font-size: 0.92em; }
-th, td { border: 1px solid var(--line); padding: 4px 10px; text-align: left; vertical-align: top; }
-th { background: var(--band); font-weight: 600; }
-table.kv th { font-weight: 500; white-space: nowrap; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.best td { background: #dafbe1; }
-figure { margin: 12px 0 20px; }
-figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); }
-.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 24px; align-items: start; }
-.grid > * { min-width: 0; overflow-x: auto; }
-.grid.side { grid-template-columns: max-content minmax(0, 1fr); }
-.grid.pair { grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); }
-.cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 8px 0 16px; }
-.card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 16px; background: var(--band); }
-.card b { display: block; font-size: 1.5em; }
-code { background: var(--band); padding: 1px 4px; border-radius: 4px; }
-"""
 
 
 # ---- HTML pieces: every piece of text is escaped here ----
@@ -110,13 +89,9 @@ def page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str
     """A whole document: (anchor, heading, body HTML) per section, a contents line on top."""
     nav = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, _ in sections)
     body = "".join(section(a, t, b) for a, t, b in sections)
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{CSS}</style></head>"
-        f'<body><main><h1>{esc(title)}</h1><p class="meta">{esc(subtitle)}</p>'
-        f"<nav>{nav}</nav>{body}</main></body></html>\n"
-    )
+    template = string.Template(resources.files(__package__).joinpath("template.html").read_text("utf-8"))
+    css = resources.files(__package__).joinpath("style.css").read_text("utf-8")
+    return template.substitute(title=esc(title), subtitle=esc(subtitle), nav=nav, body=body, css=css)
 
 
 def pct(x) -> str:
@@ -133,33 +108,34 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def write_html(path: Path, text: str) -> Path:
-    return runs.atomic_write_bytes(Path(path), text.encode("utf-8"))
+    return atomic.write_bytes(Path(path), text.encode("utf-8"))
 
 
 # ---- a run's report ----
 
 
-def build_report(run_dir: Path, out: Path | None = None, *, data_dir: Path | None = None,
-                 lr_find: bool = False) -> Path:
-    """Write one self-contained HTML report of a run; returns its path (default `run_dir/report.html`).
-
-    Runs `evaluate` (touching the test set) when metrics.json has no test section or its figures are
-    missing; with `lr_find`, first runs a learning-rate range test into the run directory.
-    """
+def needs_evaluation(run_dir: Path) -> bool:
+    """Whether the run lacks the test figures a report shows (metrics.json's `test` section and its PNGs)."""
     run_dir = Path(run_dir)
-    runs.require_model(run_dir)
-    config = runs.read_json(run_dir / runs.CONFIG)
-    out = Path(out) if out is not None else run_dir / REPORT
-    if lr_find:
-        _run_lr_find(run_dir, config, data_dir)
     metrics = runs.read_json(run_dir / runs.METRICS) if (run_dir / runs.METRICS).is_file() else {}
     test = metrics.get("test")
-    evaluated_now = test is None or any(not (run_dir / f).is_file() for f in test.get("figures", {}).values())
-    if evaluated_now:
-        from digitlab.evaluate import evaluate
+    return test is None or any(not (run_dir / f).is_file() for f in test.get("figures", {}).values())
 
-        test = evaluate(run_dir, data_dir=data_dir)
-        metrics = runs.read_json(run_dir / runs.METRICS)
+
+def build_report(run_dir: Path, out: Path | None = None, *, data_dir: Path | None = None,
+                 evaluated_now: bool = False) -> Path:
+    """Write one self-contained HTML report of a run; returns its path (default `run_dir/report.html`).
+
+    The run must have its test figures (see needs_evaluation); `evaluated_now` only changes the note that
+    says where they came from."""
+    run_dir = Path(run_dir)
+    runs.require_model(run_dir)
+    config = runs.read_run_config(run_dir)
+    out = Path(out) if out is not None else run_dir / runs.REPORT
+    if needs_evaluation(run_dir):
+        raise RunError(f"{run_dir}: no test figures yet; run `digitlab evaluate {run_dir}` first")
+    metrics = runs.read_json(run_dir / runs.METRICS)
+    test = metrics["test"]
     sections = [
         ("summary", "Summary", _summary(run_dir, config, metrics, test, evaluated_now)),
         ("data", "Data", _data_section(config, data_dir)),
@@ -172,15 +148,6 @@ def build_report(run_dir: Path, out: Path | None = None, *, data_dir: Path | Non
     ]
     subtitle = f"run directory {run_dir.resolve()} · report written {time.strftime('%Y-%m-%d %H:%M:%S')}"
     return write_html(out, page(f"digitlab report: {run_dir.resolve().name}", subtitle, sections))
-
-
-def _run_lr_find(run_dir: Path, config: dict, data_dir: Path | None) -> None:
-    from digitlab.lr_find import lr_find
-    from digitlab.models import ModelConfig
-    from digitlab.train import TrainConfig
-
-    lr_find(ModelConfig.from_dict(config["model"]), TrainConfig.from_dict(config["train"]), run_dir,
-            steps=LR_FIND_STEPS, data_dir=data_dir, progress=False)
 
 
 def _summary(run_dir: Path, config: dict, metrics: dict, test: dict, evaluated_now: bool) -> str:
@@ -203,10 +170,7 @@ def _summary(run_dir: Path, config: dict, metrics: dict, test: dict, evaluated_n
 
 
 def _data_section(config: dict, data_dir: Path | None) -> str:
-    from digitlab.data import data_info, load_dataset
-    from digitlab.explore import explore
-
-    ds = load_dataset(config["train"].get("dataset", "mnist"), data_dir=data_dir)
+    ds = load_dataset(runs.dataset_name(config), data_dir=data_dir)
     info = data_info(ds)
     with tempfile.TemporaryDirectory(prefix="digitlab-report-") as tmp:
         figures = explore(ds, tmp)["figures"]
@@ -251,7 +215,7 @@ def layer_summary(model) -> list[list]:
 
 
 def _model_section(run_dir: Path, config: dict) -> str:
-    model = runs.load_model(run_dir)
+    model = load_keras_model(runs.require_model(run_dir))
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
     total = int(model.count_params())
     size = (run_dir / runs.MODEL).stat().st_size
@@ -288,22 +252,18 @@ def _training_section(run_dir: Path, config: dict, metrics: dict) -> str:
 
 
 def _lr_find_section(run_dir: Path) -> str:
-    csv_path = run_dir / "lr_find.csv"
-    if not (run_dir / "lr_find.png").is_file():
+    csv_path = run_dir / runs.LR_FIND_CSV
+    if not (run_dir / runs.LR_FIND_PNG).is_file():
         return ('<p class="note">No learning-rate range test in this run directory. '
                 "<code>digitlab report RUN --lr-find</code> runs a quick one into it.</p>")
     text = ""
     if csv_path.is_file():
-        import numpy as np
-
-        from digitlab.lr_find import SUGGESTION_RULE, suggest
-
         rows = read_csv(csv_path)
         lrs = np.array([float(r["lr"]) for r in rows])
         smoothed = np.array([float(r["smoothed"]) for r in rows])
         text = (f"<p>{len(rows)} batches, learning rate {lrs[0]:.2g} to {lrs[-1]:.2g}; suggested "
-                f"<b>{suggest(lrs, smoothed):.3g}</b> ({esc(SUGGESTION_RULE)}).</p>")
-    return text + figure(run_dir / "lr_find.png", "Loss against learning rate (log scale)")
+                f"<b>{suggest_lr(lrs, smoothed):.3g}</b> ({esc(SUGGESTION_RULE)}).</p>")
+    return text + figure(run_dir / runs.LR_FIND_PNG, "Loss against learning rate (log scale)")
 
 
 def _test_section(run_dir: Path, test: dict, evaluated_now: bool) -> str:
@@ -331,7 +291,7 @@ def _test_section(run_dir: Path, test: dict, evaluated_now: bool) -> str:
 
 
 def _calibration_section(run_dir: Path) -> str:
-    path = run_dir / "calibration.json"
+    path = run_dir / runs.CALIBRATION
     if not path.is_file():
         return '<p class="note">No calibration.json: the run has not finished training.</p>'
     c = runs.read_json(path)
@@ -346,7 +306,7 @@ def _calibration_section(run_dir: Path) -> str:
         ["accuracy of the accepted", pct(c.get("validation_accepted_accuracy"))],
     ]
     return ('<div class="grid"><div>' + kv_table(rows) + "</div><div>"
-            + figure(run_dir / "reliability.png", "Reliability: accuracy against confidence, validation split")
+            + figure(run_dir / runs.RELIABILITY, "Reliability: accuracy against confidence, validation split")
             + "</div></div>")
 
 
@@ -373,7 +333,7 @@ def build_experiments_report(out_dir: Path, results: list[dict], out: Path | Non
 
     `note` (say, that this was a --quick run) goes under the title."""
     out_dir = Path(out_dir)
-    out = Path(out) if out is not None else out_dir / REPORT
+    out = Path(out) if out is not None else out_dir / runs.REPORT
     if not results:
         raise RunError(f"{out_dir}: no experiment results to report")
     trained = [r for r in results if r.get("kind") == "train"]
@@ -395,13 +355,13 @@ def build_experiments_report(out_dir: Path, results: list[dict], out: Path | Non
         head = f"<h3>{esc(r['step'])}. {esc(r['name'])}</h3><p>{esc(r['what_changed'])}"
         head += f' <span class="note">(tutorial: {esc(r["tutorial"])})</span></p>' if r.get("tutorial") else "</p>"
         if r.get("kind") == "lr_find":
-            body = figure(run / "lr_find.png", "Loss against learning rate (log scale)")
+            body = figure(run / runs.LR_FIND_PNG, "Loss against learning rate (log scale)")
         else:
             head += (f"<p>train {esc(pct(r['train_accuracy']))}, validation {esc(pct(r['validation_accuracy']))}, "
                      f"test {esc(pct(r['test_accuracy']))}; {esc(r.get('parameters', '?'))} parameters, "
                      f"{esc(_epochs(r.get('epochs')))}, {esc(num(r['seconds'], 1))} s.</p>")
             body = ('<div class="grid pair">' + figure(run / runs.CURVES, f"{r['name']}: loss and accuracy per epoch")
-                    + figure(run / "confusion_matrix.png", f"{r['name']}: test confusion matrix") + "</div>")
+                    + figure(run / runs.CONFUSION, f"{r['name']}: test confusion matrix") + "</div>")
         steps.append(head + body)
     env = _environment_section(out_dir / trained[0]["name"]) if trained else ""
     sections = [("results", "Results", summary), ("steps", "Steps", "".join(steps))]

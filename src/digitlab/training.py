@@ -9,120 +9,25 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from digitlab import runs
-from digitlab.errors import DigitlabError, RunError
-from digitlab.models import PRECISION_CHOICES, ModelConfig, build_model, resolve_precision
+from digitlab.augment import AugmentedBatches
+from digitlab.calibrate import fit_calibration
+from digitlab.config import ModelConfig, TrainConfig, resolve_configs, resolve_precision
+from digitlab.data import load_dataset, split_train_val
+from digitlab.errors import RunError
+from digitlab.models import build_model
+from digitlab.plots import plot_curves
+from digitlab.predict import load_predictor
+from digitlab.predict.keras_runtime import load_keras_model
 
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("constant", "onecycle")
+__all__ = ["TrainConfig", "resolve_configs", "resume", "train"]
 STEPS_PER_EXECUTION = 16  # optimizer steps per call into the backend: less Python per step, same maths
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 2
-    batch_size: int = 128  # images per step
-    optimizer: str = "adam"  # "adam" or "sgd" (with Nesterov momentum 0.9)
-    learning_rate: float = 1e-3  # peak learning rate for "onecycle"
-    weight_decay: float = 0.0  # decoupled (AdamW-style) weight decay; 0: none
-    schedule: str = "constant"  # "constant" or "onecycle" (warm up, then cosine decay to ~0, per step)
-    label_smoothing: float = 0.0  # share of each target spread evenly over all classes (0: plain one-hot)
-    warmup: float = 0.2  # onecycle: fraction of all steps spent warming up
-    shift: float = 0.0  # augmentation: random shift, up to this many pixels (0: no augmentation)
-    rotate: float = 0.0  # augmentation: random rotation, up to this many degrees
-    scale: float = 0.0  # augmentation: random zoom, up to this fraction either way
-    elastic: float = 0.0  # augmentation: elastic distortion strength (Simard's alpha, pixels; 0: none)
-    precision: str = "float32"  # "float32", "bfloat16" (bfloat16 maths on float32 weights) or "auto" (bfloat16
-    # where the CPU has it natively, see models.native_bfloat16); runs record the resolved one. model.keras: float32
-    seed: int = 42  # weights, shuffling and dropout
-    split_seed: int = 42  # the train/validation split, fixed across seeds so runs compare
-    val_fraction: float = 0.2  # 60,000 -> 48,000 train / 12,000 validation
-    limit: int | None = None  # train on the first N images of the train split only (quick runs)
-    dataset: str = "mnist"
-
-    def __post_init__(self):
-        if not isinstance(self.epochs, int) or self.epochs <= 0:
-            raise DigitlabError(f"--epochs: expected a positive integer, got {self.epochs}")
-        if not isinstance(self.batch_size, int) or self.batch_size <= 0:
-            raise DigitlabError(f"--batch-size: expected a positive integer, got {self.batch_size}")
-        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
-            raise DigitlabError(f"--lr: expected a positive number, got {self.learning_rate}")
-        if self.optimizer not in OPTIMIZERS:
-            raise DigitlabError(f"--optimizer: expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.precision not in PRECISION_CHOICES:
-            raise DigitlabError(f"--precision: expected one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}")
-        if self.schedule not in SCHEDULES:
-            raise DigitlabError(f"--schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if not 0.0 <= self.weight_decay < 1.0:
-            raise DigitlabError(f"--weight-decay: expected a number in [0, 1), got {self.weight_decay}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise DigitlabError(f"--label-smoothing: expected a number in [0, 1), got {self.label_smoothing}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise DigitlabError(f"--val-fraction: expected a number between 0 and 1, got {self.val_fraction}")
-        if min(self.shift, self.rotate, self.scale, self.elastic) < 0 or self.scale >= 1:
-            raise DigitlabError("--shift, --rotate, --scale, --elastic: expected non-negative amounts (scale below 1)")
-        if self.limit is not None and self.limit <= 0:
-            raise DigitlabError(f"--limit: expected a positive integer, got {self.limit}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-# Named starting points; every field can still be overridden from the CLI.
-PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
-    # A small strided CNN, two epochs of one-cycle Adam with label smoothing 0.1 on standardized pixels:
-    # chosen on the validation split for time to 99 %. 98.97 % validation accuracy (mean of 8 seeds) in two
-    # epochs at lr 3e-2 (98.95 % at 2e-2), against 98.88 % in three for the same network without smoothing
-    # or standardization at lr 1e-2 (98.77 % in two). BatchNorm only on the Dense layer: on the convs it
-    # cost a third of the epoch time on a 2-core CPU for no validation accuracy (98.89 % mean of 6 seeds
-    # either way). Mixed bfloat16 where the CPU has it (precision "auto"), session 7, six seeds each in fresh
-    # processes back to back: 4.3 s of fit (median) against 5.0 s in float32, validation 98.96 % against
-    # 98.98 % (means), within seed noise.
-    "fast": (
-        ModelConfig(architecture="cnn", filters=(16, 32), kernels=(5, 3), strides=(2, 2), dense=128, norm_from=2,
-                    standardize=True),
-        TrainConfig(epochs=2, batch_size=256, learning_rate=3e-2, schedule="onecycle", label_smoothing=0.1,
-                    precision="auto"),
-    ),
-    # Accuracy within half an hour on a 2-core CPU: Conv 32 5x5, then two stages of two 3x3 convs (48, 96),
-    # max-pooling after each stage (about 14M multiply-adds per image); every epoch a fresh random shift,
-    # rotation, zoom and mild elastic distortion of each digit; 30 epochs of one-cycle AdamW. Chosen on the
-    # validation split (seed 0): 99.62 % and loss 0.0149, against 99.58 % / 0.0164 for the same network
-    # without elastic distortion and 99.58 % / 0.0160 for the earlier single-conv (32, 64, 128) network.
-    # Mixed bfloat16: 14.4 min for seed 0 against 17.3 min in float32, validation 99.57 % / 0.0146 (float32
-    # seeds 0-4: 99.54-99.62 %, mean 99.58 %). 40 epochs since session 7 (30 before), because the half-hour
-    # budget has room for a third more: seed 0 13.8 min, validation 99.59 % / 0.0167 at its best epoch against
-    # 99.57 % / 0.0146 in 30 epochs, a gain within seed noise.
-    "accurate": (
-        ModelConfig(architecture="cnn", filters=(32, 48, 96), kernels=(5, 3, 3), strides=(1, 1, 1), convs=(1, 2, 2),
-                    pool=True, dense=256, dropout=0.3, norm_from=1),
-        TrainConfig(epochs=40, batch_size=128, learning_rate=3e-3, schedule="onecycle", weight_decay=5e-4,
-                    shift=2.0, rotate=10.0, scale=0.1, elastic=12.0, precision="auto"),
-    ),
-    # `--model mlp`: the tutorial's Dense(10)-Dense(10), trained the best way found on the validation
-    # split (GELU, one-cycle Adam at 1e-2, weight decay; 94.7 % validation vs 93.2 % the tutorial's way).
-    "mlp": (
-        ModelConfig(architecture="mlp", units=(10, 10), activation="gelu"),
-        TrainConfig(epochs=20, batch_size=64, learning_rate=1e-2, schedule="onecycle", weight_decay=5e-2),
-    ),
-    # The tutorial's own recipe: ReLU, Adam at its default rate, batch 32, 20 epochs.
-    "tutorial": (
-        ModelConfig(architecture="mlp", units=(10, 10)),
-        TrainConfig(epochs=20, batch_size=32, learning_rate=1e-3, schedule="constant"),
-    ),
-}
 
 
 @keras.saving.register_keras_serializable(package="digitlab")
@@ -197,8 +102,6 @@ def compile_model(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) ->
 
 def prepare_data(cfg: TrainConfig, data_dir: Path | None = None):
     """Load the data set and split it: (x_train, y_train, x_val, y_val, dataset). The test set stays out."""
-    from digitlab.data import load_dataset, split_train_val
-
     ds = load_dataset(cfg.dataset, data_dir=data_dir)
     x_tr, y_tr, x_val, y_val = split_train_val(ds.x_train, ds.y_train, cfg.val_fraction, seed=cfg.split_seed)
     if cfg.limit:
@@ -294,7 +197,7 @@ def train(
 def resume(run_dir: Path, *, data_dir: Path | None = None, verbose: int = 1) -> dict:
     """Continue an interrupted run from its last completed epoch."""
     run_dir = Path(run_dir)
-    config = runs.read_json(run_dir / runs.CONFIG)
+    config = runs.read_run_config(run_dir)
     train_config = TrainConfig.from_dict(config["train"])
     if not (run_dir / runs.CHECKPOINT).is_file() or not (run_dir / runs.STATE).is_file():
         raise RunError(f"{run_dir}: no {runs.CHECKPOINT} to resume from; the run never finished an epoch")
@@ -305,7 +208,7 @@ def resume(run_dir: Path, *, data_dir: Path | None = None, verbose: int = 1) -> 
     x_tr, y_tr, x_val, y_val, _ = prepare_data(train_config, data_dir)
     # Fresh seed per resumed epoch: shuffling differs from an uninterrupted run (see README).
     keras.utils.set_random_seed(train_config.seed + done)
-    model = runs.load_model_file(run_dir / runs.CHECKPOINT)
+    model = load_keras_model(run_dir / runs.CHECKPOINT, compile=True)  # OneCycle etc. are registered above
     return _fit(model, ModelConfig.from_dict(config["model"]), train_config, run_dir, (x_tr, y_tr, x_val, y_val),
                 rows=list(state["history"]), best=float(state["best_val_accuracy"]), initial_epoch=done,
                 verbose=verbose)
@@ -317,8 +220,6 @@ def _fit(model, model_cfg: ModelConfig, cfg: TrainConfig, run_dir: Path, split, 
     twin = build_model(model_cfg) if cfg.precision != "float32" else None
     recorder = _RunRecorder(run_dir, rows, best, time.perf_counter(), float32_twin=twin)
     if cfg.shift or cfg.rotate or cfg.scale or cfg.elastic:
-        from digitlab.augment import AugmentedBatches
-
         inputs = {"x": AugmentedBatches(x_tr, y_tr, cfg.batch_size, seed=cfg.seed + initial_epoch,
                                         epochs=cfg.epochs - initial_epoch, shift=cfg.shift,
                                         rotate=cfg.rotate, scale=cfg.scale, elastic=cfg.elastic)}
@@ -346,42 +247,10 @@ def _fit(model, model_cfg: ModelConfig, cfg: TrainConfig, run_dir: Path, split, 
         "parameters": int(model.count_params()),
     }
     runs.update_json(run_dir / runs.METRICS, **metrics)
-    from digitlab.calibrate import fit_calibration
-    from digitlab.plots import plot_curves
-    from digitlab.predict import load_predictor
-
     plot_curves(rows, run_dir / runs.CURVES)
     if len(rows) >= cfg.epochs:  # finished: calibrate the best model on the validation split
-        (run_dir / "calibration.json").unlink(missing_ok=True)
+        (run_dir / runs.CALIBRATION).unlink(missing_ok=True)
         fit_calibration(run_dir, load_predictor(run_dir).predict_proba(x_val), y_val.astype(int))
     return runs.read_json(run_dir / runs.METRICS)
 
 
-def resolve_configs(
-    preset: str = "fast",
-    *,
-    architecture: str | None = None,
-    units: tuple[int, ...] | None = None,
-    activation: str | None = None,
-    normalize: bool | None = None,
-    **train_overrides,
-) -> tuple[ModelConfig, TrainConfig]:
-    """A preset's configurations with the given fields replaced (None: keep the preset's value).
-
-    Naming an architecture other than the preset's starts from that architecture's own defaults:
-    `--model mlp` on the fast preset trains the tutorial's MLP the tutorial's way.
-    """
-    if preset not in PRESETS:
-        raise DigitlabError(f"--preset: expected one of {', '.join(PRESETS)}, got {preset!r}")
-    model_cfg, train_cfg = PRESETS[preset]
-    if architecture is not None and architecture != model_cfg.architecture:
-        base = next((p for p in PRESETS.values() if p[0].architecture == architecture), None)
-        if base is None:
-            ModelConfig(architecture=architecture)  # raises the unknown-architecture error
-        model_cfg, train_cfg = base
-    model_changes = {"units": units, "activation": activation, "normalize": normalize}
-    if normalize is False:  # standardizing is a form of normalizing: --no-normalize turns both off
-        model_changes["standardize"] = False
-    model_cfg = dataclasses.replace(model_cfg, **{k: v for k, v in model_changes.items() if v is not None})
-    train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in train_overrides.items() if v is not None})
-    return model_cfg, dataclasses.replace(train_cfg, precision=resolve_precision(train_cfg.precision))

@@ -1,0 +1,98 @@
+"""Finding the ink: which way round it is, where the paper ends, and which marks are specks.
+
+This is the seam between opening an image and normalising one digit: `find_ink` returns the ink of the
+whole image; one digit's ink goes to `normalize.normalize_digit` (segmenting a number into digits
+splits it in between).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+MIN_CONTRAST = 24.0  # grey levels (0-255) between paper and strongest ink; less is a blank image
+SPECK_FRACTION = 0.08  # ink components smaller than this fraction of the largest are specks
+STRONG_INK = 90  # percentile of the thresholded ink made 255, so stroke cores saturate as in MNIST
+
+
+@dataclass(frozen=True, eq=False)
+class Ink:
+    """The ink of an image, bright on dark."""
+
+    bright: np.ndarray  # float32 (H, W) 0-255: the grey image turned so that ink is bright
+    mask: np.ndarray  # bool (H, W): thresholded ink, specks removed
+    paper: float  # the paper's level in `bright`
+    inverted: bool  # True when the input was dark ink on light paper
+    threshold_mask: np.ndarray  # bool (H, W): the threshold before specks were removed (for the debug strip)
+
+
+def find_ink(grey: np.ndarray) -> Ink | None:
+    """The ink of a float32 grey image, or None when there is too little contrast to hold any.
+    (`mask` may still be empty when the threshold keeps nothing.)"""
+    bright, inverted = _ink_bright(grey)
+    if bright is None:
+        return None
+    threshold_mask, paper = _threshold(bright)
+    return Ink(bright, _drop_specks(threshold_mask), paper, inverted, threshold_mask)
+
+
+def _ink_bright(grey: np.ndarray) -> tuple[np.ndarray | None, bool]:
+    """Make ink bright on dark paper; None when there is too little contrast to hold any ink."""
+    lo, hi = float(grey.min()), float(grey.max())
+    if hi - lo < MIN_CONTRAST:
+        return None, False
+    # Paper is what the border mostly shows: light paper lies nearer the brightest level than the darkest.
+    inverted = bool(np.median(_border(grey)) > (lo + hi) / 2)
+    return (255.0 - grey if inverted else grey), inverted
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    k = max(1, round(0.02 * min(a.shape)))  # a frame 2% of the short side wide
+    return np.concatenate([a[:k].ravel(), a[-k:].ravel(), a[k:-k, :k].ravel(), a[k:-k, -k:].ravel()])
+
+
+def _otsu(levels: np.ndarray) -> float:
+    """Otsu's threshold on 0-255 levels: the one that maximises the variance between the two classes."""
+    hist = np.bincount(np.clip(levels, 0, 255).astype(np.uint8).ravel(), minlength=256)
+    p = hist / hist.sum()
+    w0 = np.cumsum(p)  # weight of the class at or below each level
+    mu0 = np.cumsum(p * np.arange(256))
+    w1 = 1.0 - w0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = np.where((w0 > 0) & (w1 > 1e-12), (mu0[-1] * w0 - mu0) ** 2 / (w0 * w1), -1.0)
+    return float(np.argmax(between)) + 0.5
+
+
+def _threshold(ink: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ink mask by Otsu on the ink-bright image; also returns the paper level."""
+    paper = float(np.median(_border(ink)))
+    # Otsu can split the paper's own noise when the ink is a tiny fraction of the image; never go
+    # that low: at least a quarter of the way from paper to the brightest ink.
+    t = max(_otsu(ink), paper + 0.25 * (float(ink.max()) - paper))
+    return ink > t, paper
+
+
+def _drop_specks(mask: np.ndarray) -> np.ndarray:
+    labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))  # 8-connected: diagonal strokes hold
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    keep = sizes >= SPECK_FRACTION * sizes.max()
+    keep[0] = False
+    return keep[labels]
+
+
+def ink_levels(ink: np.ndarray, mask: np.ndarray, paper: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ink 0-1 with its anti-aliased edge kept (paper 0, strong ink 1, zero away from the kept strokes),
+    and the mask, both cut to the ink's bounding box plus 1 px."""
+    strong = float(np.percentile(ink[mask], STRONG_INK))
+    # Only the mask's bounding box plus a 1 px edge can be kept: work on that window, not the whole image.
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    window = np.s_[max(rows[0] - 1, 0) : rows[-1] + 2, max(cols[0] - 1, 0) : cols[-1] + 2]
+    ink, mask = ink[window], mask[window]
+    soft = np.clip((ink - paper) / max(strong - paper, 1e-6), 0.0, 1.0)
+    near = ndi.binary_dilation(mask, structure=np.ones((3, 3), bool))  # mask plus a 1 px edge
+    return np.where(near, soft, 0.0).astype(np.float32), mask

@@ -1,0 +1,179 @@
+"""The REST API and the drawing page: FastAPI over one run directory's model.
+
+    GET  /                    the drawing page (static files from the package)
+    POST /api/predict         one image: multipart `file`, JSON {"image": base64 or data: URL}, or
+                              JSON {"pixels": 28x28 numbers 0-255, already MNIST-like}
+    POST /api/predict/batch   several: multipart `files`, JSON {"images": [...]} or {"pixels": [...]}
+    GET  /api/health          {"status": "ok", ...}
+    GET  /api/model           the run's config.json, metrics and calibration
+    GET  /docs                OpenAPI documentation (FastAPI's own)
+
+An image goes through `digitlab.preprocess.preprocess`, the one preprocessing the CLI uses too, and
+`digitlab.predict.classify`. The model is loaded once; its calls are serialised by a lock (preprocessing
+runs in parallel in the thread pool). Bad input is a 4xx with {"detail": "<field>: <what was expected>"}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from digitlab import runs
+from digitlab.errors import DigitlabError, RunError
+from digitlab.predict import Predictor, classify, load_predictor
+from digitlab.preprocess import SIDE, preprocess
+from digitlab.serve.requests import problem, read_images
+from digitlab.serve.schemas import (
+    ERRORS,
+    RESULT_KEYS,
+    BatchRequest,
+    BatchResponse,
+    Health,
+    ModelReport,
+    Prediction,
+    PredictRequest,
+    body_doc,
+)
+
+
+@dataclasses.dataclass
+class Service:
+    predictor: Predictor
+    model: dict  # {"name", "architecture"}, returned with every prediction
+    config: dict  # the run's config.json
+    run_dir: Path
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    pool: ThreadPoolExecutor = dataclasses.field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="digitlab"))
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    internal_errors: int = 0
+
+    @classmethod
+    def load(cls, run_dir: Path, runtime: str = "keras") -> Service:
+        run_dir = Path(run_dir)
+        predictor = load_predictor(run_dir, runtime=runtime)
+        if predictor.input_shape != (SIDE, SIDE):
+            raise RunError(f"{run_dir}: the model takes images of shape {predictor.input_shape}; "
+                           f"the server gives it {SIDE}x{SIDE} images")
+        config = runs.read_json(run_dir / runs.CONFIG)
+        model = {"name": run_dir.resolve().name, "architecture": config.get("model", {}).get("architecture", "?")}
+        service = cls(predictor=predictor, model=model, config=config, run_dir=run_dir)
+        service.classify(np.zeros((1, *predictor.input_shape), np.uint8), [False])  # trace the graph now
+        return service
+
+    async def run(self, func, *args):
+        """func(*args) in the service's threads: as many as CPUs, since the work is CPU-bound and more
+        threads only contend for the GIL."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
+
+    def classify(self, digits: np.ndarray, has_ink: list[bool]) -> list[dict]:
+        with self.lock:  # one model call at a time: Keras models are not documented as thread-safe
+            return classify(self.predictor, digits, has_ink)
+
+    def predict(self, inputs: list, fields: list[str]) -> list[dict]:
+        """Image bytes or validated pixel grids -> one result each; a bad one gets {"error": ...} whose
+        message starts with its field, e.g. "files[2]"."""
+        out: list[dict] = [{} for _ in inputs]
+        ok, digits, ink = [], [], []
+        for i, (item, field) in enumerate(zip(inputs, fields)):
+            if isinstance(item, Exception):  # found bad while reading the request
+                out[i] = {"error": str(item)}
+                continue
+            if isinstance(item, np.ndarray):  # pixels: MNIST-like already, used as given
+                digit, has_ink = item, bool(item.max() > 0)
+            else:
+                try:
+                    pre = preprocess(item)
+                except DigitlabError as e:
+                    out[i] = {"error": f"{field}: {e}"}
+                    continue
+                digit, has_ink = pre.digit, pre.has_ink
+            ok.append(i)
+            digits.append(digit)
+            ink.append(has_ink)
+        if ok:
+            for i, digit, result in zip(ok, digits, self.classify(np.stack(digits), ink)):
+                out[i] = {**{k: result[k] for k in RESULT_KEYS}, "model": self.model,
+                          "preprocessed": np.rint(digit).astype(int).tolist()}
+        return out
+
+
+def create_app(run_dir: Path, runtime: str = "keras") -> FastAPI:
+    """The web app over `run_dir`'s model, loaded now (a RunError if the run cannot be loaded)."""
+    service = Service.load(run_dir, runtime=runtime)
+    static = resources.files(__package__) / "static"
+    page = (static / "index.html").read_text(encoding="utf-8")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        service.pool.shutdown(wait=False)
+
+    summary = f"Handwritten digits recognised by the run {service.model['name']} ({service.model['architecture']})"
+    app = FastAPI(title="digitlab", version="1", summary=summary, lifespan=lifespan)
+    app.state.service = service
+    app.mount("/static", StaticFiles(packages=[(__package__, "static")]), name="static")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        service.internal_errors += 1  # the exception is still logged by the server
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the server goes on"}, status_code=500)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.post("/api/predict", response_model=Prediction, responses=ERRORS,
+              openapi_extra=body_doc(PredictRequest, "file", many=False))
+    async def predict(request: Request) -> dict:
+        """Classify one image: a multipart file `file`, JSON `image` (base64 or data: URL) or JSON `pixels`."""
+        inputs, fields, _ = await read_images(request, many=False)
+        (result,) = await service.run(service.predict, inputs, fields)
+        if "error" in result:
+            raise problem(422, result["error"])
+        # Already the documented shape: a plain JSONResponse skips re-validating 784 pixels per request.
+        return JSONResponse(result)
+
+    @app.post("/api/predict/batch", response_model=BatchResponse, responses=ERRORS,
+              openapi_extra=body_doc(BatchRequest, "files", many=True))
+    async def predict_batch(request: Request) -> dict:
+        """Classify up to 256 images: multipart `files`, JSON `images` or JSON `pixels`. A bad image gets an
+        entry with `error` and the others are still classified."""
+        inputs, fields, names = await read_images(request, many=True)
+        results = await service.run(service.predict, inputs, fields)
+        return {"results": [{**r, "index": i, "name": n} for i, (r, n) in enumerate(zip(results, names))]}
+
+    @app.get("/api/health", response_model=Health)
+    def health() -> dict:
+        return {"status": "ok", "model": service.model, "uptime_s": round(time.monotonic() - service.started, 3),
+                "internal_errors": service.internal_errors, "pid": os.getpid()}
+
+    @app.get("/api/model", response_model=ModelReport)
+    def model_report() -> dict:
+        """The run's configuration, its validation and test figures, and its calibration."""
+        metrics = _read_optional(service.run_dir / runs.METRICS)  # read now: `evaluate` may have run since start-up
+        calibration = _read_optional(service.run_dir / runs.CALIBRATION) or metrics.get("calibration")
+        return {"name": service.model["name"], "config": service.config, "validation": metrics.get("validation"),
+                "test": metrics.get("test"), "calibration": calibration}
+
+    return app
+
+
+def _read_optional(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

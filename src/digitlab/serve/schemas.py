@@ -1,0 +1,132 @@
+"""The request and response shapes of the REST API: what /docs shows."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, model_validator
+
+from digitlab.preprocess import SIDE
+
+MAX_BODY = 10 * 1024 * 1024  # bytes in one request body
+MAX_BATCH = 256  # images in one batch request
+MAX_ERRORS_SHOWN = 5  # validation errors listed in one `detail`
+MULTIPART, JSON = "multipart/form-data", "application/json"
+
+Pixel = Annotated[float, Field(strict=True, ge=0, le=255, allow_inf_nan=False)]
+Pixels = Annotated[
+    list[Annotated[list[Pixel], Field(min_length=SIDE, max_length=SIDE)]],
+    Field(min_length=SIDE, max_length=SIDE, description=f"{SIDE} rows of {SIDE} numbers 0-255, ink bright on black "
+                                                        "and centred as in MNIST; used as given, not preprocessed"),
+]
+PIXELS = TypeAdapter(Pixels)
+
+
+class PredictRequest(BaseModel):
+    """One image: exactly one of `image` or `pixels`."""
+
+    model_config = ConfigDict(extra="forbid")
+    image: str | None = Field(None, description="An image file (PNG, JPEG, BMP, GIF, WebP, TIFF), base64 or a "
+                                                "data: URL such as a canvas's toDataURL()")
+    pixels: Pixels | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self):
+        if (self.image is None) == (self.pixels is None):
+            raise ValueError("expected exactly one of `image` (base64 or data: URL) or `pixels` (28x28 numbers 0-255)")
+        return self
+
+
+class BatchRequest(BaseModel):
+    """Several images: exactly one of `images` or `pixels`. A bad entry gets an error; the rest go on."""
+
+    model_config = ConfigDict(extra="forbid")
+    images: list[str] | None = Field(None, description="Image files, each base64 or a data: URL")
+    # Checked one entry at a time, so that one bad grid does not fail the others.
+    pixels: Annotated[list[Any] | None, WithJsonSchema({"type": "array", "items": PIXELS.json_schema()})] = Field(
+        None, description=f"Images as {SIDE}x{SIDE} numbers 0-255, already MNIST-like"
+    )
+
+    @model_validator(mode="after")
+    def _one_input(self):
+        if (self.images is None) == (self.pixels is None):
+            raise ValueError("expected exactly one of `images` (base64 or data: URLs) or `pixels` (28x28 grids)")
+        return self
+
+
+RESULT_KEYS = ("digit", "label", "confidence", "probabilities", "top3", "unsure", "reason")  # from classify
+
+
+class ModelName(BaseModel):
+    name: str = Field(description="The run directory's name")
+    architecture: str = Field(description="mlp or cnn")
+
+
+class Candidate(BaseModel):
+    digit: int
+    label: str
+    probability: float
+
+
+class Prediction(BaseModel):
+    digit: int | None = Field(description="The predicted class index; null when unsure")
+    label: str | None = Field(description="The predicted class name; null when unsure")
+    confidence: float = Field(description="Calibrated probability of the most likely class")
+    probabilities: list[float] = Field(description="Calibrated probability of every class, in class order")
+    top3: list[Candidate]
+    unsure: bool
+    reason: str | None = Field(description="Why the prediction is unsure: no ink, or confidence below the threshold")
+    model: ModelName
+    preprocessed: list[list[int]] = Field(description=f"The {SIDE}x{SIDE} image (0-255) the model received")
+
+
+class BatchPrediction(Prediction):
+    index: int = Field(description="Position in the request")
+    name: str | None = Field(None, description="The uploaded file's name (multipart only)")
+
+
+class BatchFailure(BaseModel):
+    index: int
+    name: str | None = None
+    error: str = Field(description="What was wrong with this image")
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchPrediction | BatchFailure]
+
+
+class Health(BaseModel):
+    status: str
+    model: ModelName
+    uptime_s: float
+    internal_errors: int = Field(description="Requests answered 500 since start-up; should stay 0")
+    pid: int = Field(description="The server process that answered (one of several with --workers)")
+
+
+class ModelReport(BaseModel):
+    name: str
+    config: dict = Field(description="The run's config.json: model, training and data configuration")
+    validation: dict | None = Field(description="Validation figures of the best epoch")
+    test: dict | None = Field(description="Test figures, when the run has been evaluated")
+    calibration: dict | None = Field(description="Temperature and unsure threshold, when fitted")
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+ERRORS = {
+    413: {"model": Problem, "description": f"Body over {MAX_BODY} bytes, or more than {MAX_BATCH} images"},
+    415: {"model": Problem, "description": "Content-Type is neither multipart/form-data nor application/json"},
+    422: {"model": Problem, "description": "Not an image, empty, truncated, too many pixels, or a wrong field"},
+}
+
+
+def body_doc(json_model: type[BaseModel], field: str, many: bool) -> dict:
+    """OpenAPI for a body that is either JSON or multipart (the endpoint parses it itself)."""
+    file = {"type": "string", "format": "binary"}
+    part = {"type": "array", "items": file} if many else file
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": json_model.model_json_schema(ref_template="#/components/schemas/{model}")},
+        "multipart/form-data": {"schema": {"type": "object", "required": [field], "properties": {field: part}}},
+    }}}
