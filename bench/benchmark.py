@@ -34,11 +34,11 @@ def child_train(kind: str, seed: int, epochs: int) -> dict:
     """Runs in a subprocess: train, evaluating test accuracy after each epoch; returns the timeline."""
     import keras
     import numpy as np
-    from digitlab.config import resolve_configs
-    from digitlab.training import STEPS_PER_EXECUTION, compile_model
 
+    from digitlab.config import resolve_configs
     from digitlab.data import load_dataset, split_train_val
     from digitlab.models import build_model
+    from digitlab.training import STEPS_PER_EXECUTION, compile_model
 
     ds = load_dataset("mnist")
     x_tr, y_tr, _, _ = split_train_val(ds.x_train, ds.y_train, 0.2, seed=42)
@@ -46,18 +46,20 @@ def child_train(kind: str, seed: int, epochs: int) -> dict:
     x_te = ds.x_test.astype("float32")
     keras.utils.set_random_seed(seed)
     if kind == "reference":
-        model = keras.Sequential([
-            keras.Input((28, 28)),
-            keras.layers.Rescaling(1 / 255),
-            keras.layers.Reshape((28, 28, 1)),
-            keras.layers.Conv2D(32, 3, activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Conv2D(64, 3, activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Flatten(),
-            keras.layers.Dropout(0.5),
-            keras.layers.Dense(10, activation="softmax"),
-        ])
+        model = keras.Sequential(
+            [
+                keras.Input((28, 28)),
+                keras.layers.Rescaling(1 / 255),
+                keras.layers.Reshape((28, 28, 1)),
+                keras.layers.Conv2D(32, 3, activation="relu"),
+                keras.layers.MaxPooling2D(2),
+                keras.layers.Conv2D(64, 3, activation="relu"),
+                keras.layers.MaxPooling2D(2),
+                keras.layers.Flatten(),
+                keras.layers.Dropout(0.5),
+                keras.layers.Dense(10, activation="softmax"),
+            ]
+        )
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         batch_size = 128
     else:
@@ -119,8 +121,13 @@ def child_inference(run_dir: str) -> dict:
 def run_child(*args: str) -> tuple[dict, float]:
     """Run this script in a subprocess for one job; returns its JSON result and its peak RSS (MB)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=False)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        check=False,
+    )
     if out.returncode != 0:
         raise SystemExit(f"child {args} failed:\n{out.stderr[-3000:]}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux: the largest child so far
@@ -130,10 +137,20 @@ def run_child(*args: str) -> tuple[dict, float]:
 
 def peak_memory_of_cli_train(tmp: Path) -> float:
     """Peak resident memory (MB) of `digitlab train` with the fast preset, measured by GNU time if present."""
-    cmd = [sys.executable, "-c", "from digitlab.cli import main; main()", "train", "--out", str(tmp), "--quiet",
-           "--overwrite"]
-    script = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    cmd = [
+        sys.executable,
+        "-c",
+        "from digitlab.cli import main; main()",
+        "train",
+        "--out",
+        str(tmp),
+        "--quiet",
+        "--overwrite",
+    ]
+    script = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
     out = subprocess.run([sys.executable, "-c", script, *cmd], capture_output=True, text=True, check=True)
     return int(out.stdout.strip()) / 1024
 
@@ -158,10 +175,8 @@ def member_overrides(seed: int, bagged: bool) -> dict:
 def finished_accurate_run(run: Path, seed: int, bagged: bool = False) -> bool:
     """Whether `run` already holds a finished run of the current accurate preset with this seed (and split):
     training is deterministic for a seed, so an interrupted benchmark picks up where it stopped."""
-    from digitlab.config import TrainConfig, resolve_configs
-
+    from digitlab.config import ModelConfig, TrainConfig, resolve_configs
     from digitlab.errors import DigitlabError
-    from digitlab.models import ModelConfig
     from digitlab.runs import read_json
 
     try:
@@ -186,16 +201,37 @@ def accurate_runs(seeds: int, bagged: int, root: Path) -> dict:
             print(f"accurate seed {seed}: reusing the finished run in {run} (same preset, seed and split)", flush=True)
         else:
             split = ["--split-seed", str(seed), "--val-fraction", str(BAGGED_VAL_FRACTION)] if is_bagged else []
-            digitlab_cli("train", "--preset", "accurate", "--seed", str(seed), *split, "--out", str(run), "--quiet",
-                         "--overwrite")
+            digitlab_cli(
+                "train",
+                "--preset",
+                "accurate",
+                "--seed",
+                str(seed),
+                *split,
+                "--out",
+                str(run),
+                "--quiet",
+                "--overwrite",
+            )
         digitlab_cli("evaluate", str(run))
         m = json.loads((run / "metrics.json").read_text())
-        members.append({"seed": seed, "run": str(run), "train_seconds": m["train_seconds"], "epochs": m["epochs"],
-                        "bagged": is_bagged, "split": f"seed {overrides.get('split_seed', 42)}, "
-                                                      f"{overrides.get('val_fraction', 0.2):.0%} held out",
-                        "validation_accuracy": m["validation"]["accuracy"], "test_accuracy": m["test"]["accuracy"]})
-        print(f"accurate seed {seed} ({members[-1]['split']}): test {members[-1]['test_accuracy']:.4f} (validation "
-              f"{members[-1]['validation_accuracy']:.4f}), {m['train_seconds'] / 60:.1f} min training", flush=True)
+        members.append(
+            {
+                "seed": seed,
+                "run": str(run),
+                "train_seconds": m["train_seconds"],
+                "epochs": m["epochs"],
+                "bagged": is_bagged,
+                "split": f"seed {overrides.get('split_seed', 42)}, {overrides.get('val_fraction', 0.2):.0%} held out",
+                "validation_accuracy": m["validation"]["accuracy"],
+                "test_accuracy": m["test"]["accuracy"],
+            }
+        )
+        print(
+            f"accurate seed {seed} ({members[-1]['split']}): test {members[-1]['test_accuracy']:.4f} (validation "
+            f"{members[-1]['validation_accuracy']:.4f}), {m['train_seconds'] / 60:.1f} min training",
+            flush=True,
+        )
     ensemble = None
     if len(members) >= 2:
         out = root / "accurate-ensemble"
@@ -203,8 +239,13 @@ def accurate_runs(seeds: int, bagged: int, root: Path) -> dict:
         ensemble = json.loads((out / "metrics.json").read_text())["ensemble"]["accuracy"]
         print(f"ensemble of {len(members)}: test {ensemble:.4f}", flush=True)
     own = [r["test_accuracy"] for r in members if not r["bagged"]]
-    return {"members": members, "median_test_accuracy": statistics.median(own), "seeds": len(own),
-            "max_train_minutes": max(r["train_seconds"] for r in members) / 60, "ensemble_test_accuracy": ensemble}
+    return {
+        "members": members,
+        "median_test_accuracy": statistics.median(own),
+        "seeds": len(own),
+        "max_train_minutes": max(r["train_seconds"] for r in members) / 60,
+        "ensemble_test_accuracy": ensemble,
+    }
 
 
 def versions() -> dict:
@@ -230,16 +271,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5, help="fast-preset seeds (default 5)")
     parser.add_argument("--reference-epochs", type=int, default=15, help="reference recipe epochs (default 15)")
-    parser.add_argument("--reference-seeds", type=int, default=3,
-                        help="reference recipe seeds; its median time to 99.0 %% is compared (default 3)")
-    parser.add_argument("--accurate-seeds", type=int, default=0,
-                        help="also train the accurate preset with this many seeds and evaluate them and their "
-                             "ensemble (about 12-20 min each on a 2-core CPU with AVX512-BF16; default 0: skipped)")
-    parser.add_argument("--bagged-members", type=int, default=0,
-                        help="more accurate-preset members for the ensemble, seeds after --accurate-seeds, each "
-                             "holding out its own 10 %% for validation (about 12-20 min each; default 0)")
-    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md",
-                        help="Markdown report; a .json with the same figures goes beside it (default BENCHMARKS.md)")
+    parser.add_argument(
+        "--reference-seeds",
+        type=int,
+        default=3,
+        help="reference recipe seeds; its median time to 99.0 %% is compared (default 3)",
+    )
+    parser.add_argument(
+        "--accurate-seeds",
+        type=int,
+        default=0,
+        help="also train the accurate preset with this many seeds and evaluate them and their "
+        "ensemble (about 12-20 min each on a 2-core CPU with AVX512-BF16; default 0: skipped)",
+    )
+    parser.add_argument(
+        "--bagged-members",
+        type=int,
+        default=0,
+        help="more accurate-preset members for the ensemble, seeds after --accurate-seeds, each "
+        "holding out its own 10 %% for validation (about 12-20 min each; default 0)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "BENCHMARKS.md",
+        help="Markdown report; a .json with the same figures goes beside it (default BENCHMARKS.md)",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -256,21 +313,30 @@ def main() -> None:
     for seed in range(args.seeds):
         result, _ = run_child("fast", str(seed), "0")
         fast.append(result)
-        print(f"fast seed {seed}: test {result['final_accuracy']:.4f}, {result['train_seconds']:.2f} s training, "
-              f"99.0 % after {result['seconds_to_target']} s", flush=True)
+        print(
+            f"fast seed {seed}: test {result['final_accuracy']:.4f}, {result['train_seconds']:.2f} s training, "
+            f"99.0 % after {result['seconds_to_target']} s",
+            flush=True,
+        )
     for seed in range(args.reference_seeds):
         result, _ = run_child("reference", str(seed), str(args.reference_epochs))
         reference.append(result)
-        print(f"reference seed {seed}: test {result['final_accuracy']:.4f} after {args.reference_epochs} epochs, "
-              f"99.0 % after {result['seconds_to_target']} s (epoch {result['epochs_to_target']})", flush=True)
+        print(
+            f"reference seed {seed}: test {result['final_accuracy']:.4f} after {args.reference_epochs} epochs, "
+            f"99.0 % after {result['seconds_to_target']} s (epoch {result['epochs_to_target']})",
+            flush=True,
+        )
 
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "digitlab-bench-run"
     peak_mb = peak_memory_of_cli_train(tmp)
     print(f"peak memory of `digitlab train` (fast preset): {peak_mb:.0f} MB", flush=True)
     inference, _ = run_child("inference", str(tmp))
     print(f"inference: {inference}", flush=True)
-    accurate = (accurate_runs(args.accurate_seeds, args.bagged_members, tmp.parent / "digitlab-bench-accurate")
-                if args.accurate_seeds else None)
+    accurate = (
+        accurate_runs(args.accurate_seeds, args.bagged_members, tmp.parent / "digitlab-bench-accurate")
+        if args.accurate_seeds
+        else None
+    )
 
     fast_acc = statistics.median(r["final_accuracy"] for r in fast)
     fast_time = statistics.median(r["train_seconds"] for r in fast)
@@ -289,9 +355,13 @@ def main() -> None:
         **inference,
     }
     if accurate:
-        summary.update({"accurate_median_test_accuracy": accurate["median_test_accuracy"],
-                        "accurate_max_train_minutes": round(accurate["max_train_minutes"], 1),
-                        "accurate_ensemble_test_accuracy": accurate["ensemble_test_accuracy"]})
+        summary.update(
+            {
+                "accurate_median_test_accuracy": accurate["median_test_accuracy"],
+                "accurate_max_train_minutes": round(accurate["max_train_minutes"], 1),
+                "accurate_ensemble_test_accuracy": accurate["ensemble_test_accuracy"],
+            }
+        )
     print(json.dumps(summary, indent=2))
     write_report(args.out, backend, fast, reference, summary, accurate)
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
@@ -353,8 +423,11 @@ def write_report(path: Path, backend: str, fast: list, reference: list, s: dict,
             "| seed | split | training minutes | epochs | validation accuracy | test accuracy |",
             "| --- | --- | --- | --- | --- | --- |",
         ]
-        lines += [f"| {r['seed']} | {r['split']} | {r['train_seconds'] / 60:.1f} | {r['epochs']} |"
-                  f" {r['validation_accuracy']:.4f} | {r['test_accuracy']:.4f} |" for r in accurate["members"]]
+        lines += [
+            f"| {r['seed']} | {r['split']} | {r['train_seconds'] / 60:.1f} | {r['epochs']} |"
+            f" {r['validation_accuracy']:.4f} | {r['test_accuracy']:.4f} |"
+            for r in accurate["members"]
+        ]
         lines += [
             "",
             f"Median test accuracy over the preset's {accurate['seeds']} seeds (split seed 42):"
@@ -368,8 +441,17 @@ def write_report(path: Path, backend: str, fast: list, reference: list, s: dict,
     ]
     lines += [f"- {k} {v}" for k, v in versions().items()]
     path.write_text("\n".join(lines) + "\n")
-    record = {"command": command, "date": time.strftime("%Y-%m-%d"), "machine": host, "backend": backend,
-              "summary": s, "fast": fast, "reference": reference, "accurate": accurate, "versions": versions()}
+    record = {
+        "command": command,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": host,
+        "backend": backend,
+        "summary": s,
+        "fast": fast,
+        "reference": reference,
+        "accurate": accurate,
+        "versions": versions(),
+    }
     path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")  # the same figures, for tools
 
 

@@ -39,8 +39,9 @@ def drawn_digit_png(side: int = 280) -> bytes:
 
     img = Image.new("RGB", (side, side), "white")
     s = side / 280
-    ImageDraw.Draw(img).line([(70 * s, 60 * s), (205 * s, 60 * s), (120 * s, 230 * s)], fill="black",
-                             width=round(18 * s), joint="curve")
+    ImageDraw.Draw(img).line(
+        [(70 * s, 60 * s), (205 * s, 60 * s), (120 * s, 230 * s)], fill="black", width=round(18 * s), joint="curve"
+    )
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
@@ -52,10 +53,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run_dir: Path, port: int, workers: int = 1, runtime: str = "keras",
-                 timeout: float = 180.0) -> subprocess.Popen:
-    cmd = [sys.executable, "-c", "from digitlab.cli import main; main()", "serve", str(run_dir),
-           "--port", str(port), "--no-access-log", "--workers", str(workers), "--runtime", runtime]
+def start_server(
+    run_dir: Path, port: int, workers: int = 1, runtime: str = "keras", timeout: float = 180.0
+) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-c",
+        "from digitlab.cli import main; main()",
+        "serve",
+        str(run_dir),
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--workers",
+        str(workers),
+        "--runtime",
+        runtime,
+    ]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -94,15 +108,31 @@ def cpu_seconds(pid: int, descendants: bool = True) -> float:
 def multipart_request(port: int, png: bytes) -> bytes:
     """One complete HTTP/1.1 keep-alive POST of `png` as the multipart field `file`, ready to send."""
     boundary = "digitlab-bench-boundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"digit.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{boundary}--\r\n".encode()
-    head = (f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n")
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="digit.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    head = (
+        f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     return head.encode() + body
 
 
-async def _client(port: int, request: bytes, requests: int, deadline: list[float], start: asyncio.Event,
-                  latencies: list[float], errors: list[str], reconnect: bool) -> None:
+async def _client(
+    port: int,
+    request: bytes,
+    requests: int,
+    deadline: list[float],
+    start: asyncio.Event,
+    latencies: list[float],
+    errors: list[str],
+    reconnect: bool,
+) -> None:
     """One client posting `request` back to back, each after the last answer, on one keep-alive connection
     or (reconnect) a new connection per request; a response is read by its Content-Length."""
     connection = await asyncio.open_connection("127.0.0.1", port) if not reconnect else None
@@ -115,8 +145,11 @@ async def _client(port: int, request: bytes, requests: int, deadline: list[float
             reader, writer = connection or await asyncio.open_connection("127.0.0.1", port)
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
             body = await reader.readexactly(length)
             if reconnect:
                 writer.close()
@@ -130,8 +163,9 @@ async def _client(port: int, request: bytes, requests: int, deadline: list[float
             connection[1].close()
 
 
-def load(port: int, png: bytes, clients: int, requests: int, duration: float, server_pid: int,
-         reconnect: bool = False) -> dict:
+def load(
+    port: int, png: bytes, clients: int, requests: int, duration: float, server_pid: int, reconnect: bool = False
+) -> dict:
     """CLIENTS concurrent keep-alive connections posting REQUESTS each (or until DURATION s); latencies in
     ms, CPU ms per request.
 
@@ -144,8 +178,10 @@ def load(port: int, png: bytes, clients: int, requests: int, duration: float, se
         errors: list[str] = []
         start, deadline = asyncio.Event(), [math.inf]
         request = multipart_request(port, png)
-        tasks = [asyncio.create_task(_client(port, request, requests, deadline, start, latencies, errors, reconnect))
-                 for _ in range(clients)]
+        tasks = [
+            asyncio.create_task(_client(port, request, requests, deadline, start, latencies, errors, reconnect))
+            for _ in range(clients)
+        ]
         await asyncio.sleep(0.2)  # every connection open before the clock starts
         cpu0 = cpu_seconds(server_pid), cpu_seconds(os.getpid(), descendants=False)
         t0 = time.perf_counter()
@@ -160,10 +196,21 @@ def load(port: int, png: bytes, clients: int, requests: int, duration: float, se
     client_cpu = cpu_seconds(os.getpid(), descendants=False) - cpu0[1]
     ms = np.asarray(latencies)
     pct = np.percentile(ms, [50, 95, 99]) if len(ms) else [float("nan")] * 3
-    return {"clients": clients, "requests": int(len(ms)), "errors": len(errors), "first_errors": errors[:3],
-            "seconds": wall, "throughput": len(ms) / wall, "p50": pct[0], "p95": pct[1], "p99": pct[2],
-            "mean": float(ms.mean()) if len(ms) else float("nan"), "max": float(ms.max()) if len(ms) else float("nan"),
-            "server_cpu_ms": 1e3 * server_cpu / max(len(ms), 1), "client_cpu_ms": 1e3 * client_cpu / max(len(ms), 1)}
+    return {
+        "clients": clients,
+        "requests": int(len(ms)),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "seconds": wall,
+        "throughput": len(ms) / wall,
+        "p50": pct[0],
+        "p95": pct[1],
+        "p99": pct[2],
+        "mean": float(ms.mean()) if len(ms) else float("nan"),
+        "max": float(ms.max()) if len(ms) else float("nan"),
+        "server_cpu_ms": 1e3 * server_cpu / max(len(ms), 1),
+        "client_cpu_ms": 1e3 * client_cpu / max(len(ms), 1),
+    }
 
 
 def breakdown(run_dir: Path, png: bytes, url: str, n: int = 100) -> dict:
@@ -187,15 +234,26 @@ def breakdown(run_dir: Path, png: bytes, url: str, n: int = 100) -> dict:
             "preprocess": median_ms(lambda: preprocess(png)),
             "model (classify, compiled)": median_ms(lambda: service.classify(pre.digit[None], [True])),
             "one client, HTTP round trip": median_ms(
-                lambda: http.post(url, files={"file": ("digit.png", png, "image/png")}).raise_for_status()),
+                lambda: http.post(url, files={"file": ("digit.png", png, "image/png")}).raise_for_status()
+            ),
         }
-    stages["HTTP + server overhead"] = (stages["one client, HTTP round trip"] - stages["preprocess"]
-                                        - stages["model (classify, compiled)"])
+    stages["HTTP + server overhead"] = (
+        stages["one client, HTTP round trip"] - stages["preprocess"] - stages["model (classify, compiled)"]
+    )
     return stages
 
 
-def main(run_dir: Path, clients: int = 8, requests: int = 200, duration: float = 60.0, repeat: int = 1,
-         with_breakdown: bool = False, workers: int = 1, runtime: str = "keras", reconnect: bool = False) -> dict:
+def main(
+    run_dir: Path,
+    clients: int = 8,
+    requests: int = 200,
+    duration: float = 60.0,
+    repeat: int = 1,
+    with_breakdown: bool = False,
+    workers: int = 1,
+    runtime: str = "keras",
+    reconnect: bool = False,
+) -> dict:
     run_dir = Path(run_dir)
     if not (run_dir / "model.keras").is_file():
         raise SystemExit(f"{run_dir}: no model.keras; expected a run directory made by `digitlab train`")
@@ -212,14 +270,22 @@ def main(run_dir: Path, clients: int = 8, requests: int = 200, duration: float =
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return {"rounds": rounds, "stages": stages, "png_bytes": len(png), "cpus": os.cpu_count(), "workers": workers,
-            "runtime": runtime, "reconnect": reconnect,
-            "loadavg_before_end": os.getloadavg()}
+    return {
+        "rounds": rounds,
+        "stages": stages,
+        "png_bytes": len(png),
+        "cpus": os.cpu_count(),
+        "workers": workers,
+        "runtime": runtime,
+        "reconnect": reconnect,
+        "loadavg_before_end": os.getloadavg(),
+    }
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("run_dir", type=Path, help="a run directory made by `digitlab train`")
     parser.add_argument("--clients", type=int, default=8, help="concurrent client threads")
     parser.add_argument("--requests", type=int, default=200, help="requests per client")
@@ -227,23 +293,39 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=1, help="rounds against the same server")
     parser.add_argument("--workers", type=int, default=1, help="server processes (digitlab serve --workers)")
     parser.add_argument("--runtime", default="keras", help="keras or onnx (digitlab serve --runtime)")
-    parser.add_argument("--reconnect", action="store_true",
-                        help="a new connection per request instead of one keep-alive connection per client")
+    parser.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="a new connection per request instead of one keep-alive connection per client",
+    )
     parser.add_argument("--breakdown", action="store_true", help="also time preprocess, model and one client")
     args = parser.parse_args()
-    result = main(args.run_dir, args.clients, args.requests, args.duration, args.repeat, args.breakdown,
-                  args.workers, args.runtime, args.reconnect)
+    result = main(
+        args.run_dir,
+        args.clients,
+        args.requests,
+        args.duration,
+        args.repeat,
+        args.breakdown,
+        args.workers,
+        args.runtime,
+        args.reconnect,
+    )
     connections = "a new connection per request" if result["reconnect"] else "keep-alive connections"
-    print(f"digitlab serve --workers {result['workers']} --runtime {result['runtime']}; {connections}; "
-          f"{result['png_bytes']} byte PNG (280x280), {result['cpus']} CPUs, "
-          f"load average {', '.join(f'{x:.2f}' for x in result['loadavg_before_end'])} (1, 5, 15 min)")
+    print(
+        f"digitlab serve --workers {result['workers']} --runtime {result['runtime']}; {connections}; "
+        f"{result['png_bytes']} byte PNG (280x280), {result['cpus']} CPUs, "
+        f"load average {', '.join(f'{x:.2f}' for x in result['loadavg_before_end'])} (1, 5, 15 min)"
+    )
     for i, r in enumerate(result["rounds"], 1):
         verdict = "meets" if r["p50"] <= TARGET_P50_MS and r["p99"] <= TARGET_P99_MS else "misses"
-        print(f"round {i}: {r['clients']} clients, {r['requests']} requests in {r['seconds']:.1f} s = "
-              f"{r['throughput']:.0f} req/s; latency ms p50 {r['p50']:.1f}  p95 {r['p95']:.1f}  "
-              f"p99 {r['p99']:.1f}  mean {r['mean']:.1f}  max {r['max']:.1f}; errors {r['errors']}  "
-              f"({verdict} p50 <= {TARGET_P50_MS:.0f}, p99 <= {TARGET_P99_MS:.0f}); CPU ms per request: "
-              f"server {r['server_cpu_ms']:.1f}, clients {r['client_cpu_ms']:.1f}")
+        print(
+            f"round {i}: {r['clients']} clients, {r['requests']} requests in {r['seconds']:.1f} s = "
+            f"{r['throughput']:.0f} req/s; latency ms p50 {r['p50']:.1f}  p95 {r['p95']:.1f}  "
+            f"p99 {r['p99']:.1f}  mean {r['mean']:.1f}  max {r['max']:.1f}; errors {r['errors']}  "
+            f"({verdict} p50 <= {TARGET_P50_MS:.0f}, p99 <= {TARGET_P99_MS:.0f}); CPU ms per request: "
+            f"server {r['server_cpu_ms']:.1f}, clients {r['client_cpu_ms']:.1f}"
+        )
         for e in r["first_errors"]:
             print(f"  error: {e}")
     if result["stages"]:

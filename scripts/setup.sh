@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install digitlab into ./.venv (idempotent). With --test: also the server and test extras, and
-# Debian's Chromium for the browser tests when it is missing.
+# Install digitlab into ./.venv (idempotent). With --test: also the test extras (pytest, ruff, pre-commit,
+# Playwright, JAX), and Debian's Chromium for the browser tests when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

@@ -49,8 +49,13 @@ def synthetic_mlp_run(tmp_path_factory, synthetic_dir):
     from digitlab.training import train
 
     out = tmp_path_factory.mktemp("shared") / "mlp-synthetic"
-    train(ModelConfig(architecture="mlp", units=(16,)), TrainConfig(epochs=2, batch_size=32, dataset="synthetic"),
-          out, data_dir=synthetic_dir, verbose=0)
+    train(
+        ModelConfig(architecture="mlp", units=(16,)),
+        TrainConfig(epochs=2, batch_size=32, dataset="synthetic"),
+        out,
+        data_dir=synthetic_dir,
+        verbose=0,
+    )
     return out
 
 

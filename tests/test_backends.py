@@ -15,8 +15,13 @@ BACKENDS = ["jax"]
 
 def cli(*args, backend: str, data_dir) -> subprocess.CompletedProcess:
     env = {**os.environ, "KERAS_BACKEND": backend, "DIGITLAB_DATA_DIR": str(data_dir), "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, "-c", "from digitlab.cli import main; main()", *args],
-                          capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", "from digitlab.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])  # the fast preset's and the accurate preset's
@@ -25,9 +30,26 @@ def test_train_predict_evaluate_on_another_backend(backend, precision, tmp_path,
     pytest.importorskip(backend)
     run = tmp_path / "run"
     # The fast preset's CNN and one-cycle schedule, plus the augmentation path, for two short epochs.
-    done = cli("train", "--dataset", "synthetic", "--epochs", "2", "--batch-size", "32", "--shift", "2",
-               "--rotate", "10", "--precision", precision, "--out", str(run), "--quiet", backend=backend,
-               data_dir=synthetic_dir)
+    done = cli(
+        "train",
+        "--dataset",
+        "synthetic",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--shift",
+        "2",
+        "--rotate",
+        "10",
+        "--precision",
+        precision,
+        "--out",
+        str(run),
+        "--quiet",
+        backend=backend,
+        data_dir=synthetic_dir,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     environment = json.loads((run / "environment.json").read_text())
     assert environment["keras_backend"] == backend

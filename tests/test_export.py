@@ -29,8 +29,13 @@ def invoke(*args):
 def run_dir(tmp_path_factory, synthetic_dir):
     """A tiny CNN trained one epoch on the synthetic set (100 test images)."""
     out = tmp_path_factory.mktemp("export") / "run"
-    train(ModelConfig(architecture="cnn", filters=(4, 8)), TrainConfig(epochs=1, batch_size=32, dataset="synthetic"),
-          out, data_dir=synthetic_dir, verbose=0)
+    train(
+        ModelConfig(architecture="cnn", filters=(4, 8)),
+        TrainConfig(epochs=1, batch_size=32, dataset="synthetic"),
+        out,
+        data_dir=synthetic_dir,
+        verbose=0,
+    )
     return out
 
 
@@ -99,7 +104,9 @@ sys.meta_path.insert(0, NoTensorFlow())
 
 
 def test_onnx_predictor_never_imports_tensorflow(exported, run_dir):
-    code = NO_TENSORFLOW + f"""
+    code = (
+        NO_TENSORFLOW
+        + f"""
 import numpy as np
 from digitlab.predict import load_predictor
 p = load_predictor({str(run_dir)!r}, runtime="onnx")
@@ -107,6 +114,7 @@ assert p.predict_proba(np.zeros((4, 28, 28), np.uint8)).shape == (4, 10)
 loaded = [m for m in ("tensorflow", "keras", "tf2onnx") if m in sys.modules]
 assert not loaded, loaded
 """
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
@@ -116,7 +124,9 @@ def test_cli_predict_onnx_never_imports_tensorflow(exported, run_dir, test_image
 
     image = tmp_path / "digit.png"
     Image.fromarray(test_images[3]).save(image)
-    code = NO_TENSORFLOW + f"""
+    code = (
+        NO_TENSORFLOW
+        + f"""
 from digitlab.cli import main
 sys.argv = ["digitlab", "predict", "--runtime", "onnx", {str(run_dir)!r}, {str(image)!r}, "--json"]
 try:
@@ -127,6 +137,7 @@ loaded = [m for m in ("tensorflow", "keras", "tf2onnx") if m in sys.modules]
 assert not loaded, loaded
 sys.exit(code)
 """
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(result.stdout)
@@ -167,8 +178,14 @@ def test_failed_check_keeps_the_existing_export(exported, run_dir, synthetic_dir
     import digitlab.export
 
     before = contents(run_dir / FORMATS[fmt])
-    failing = {"n": 100, "tolerance": ATOL, "max_abs_diff": 0.5, "argmax_agreement": 0.9, "argmax_mismatches": 10,
-               "passed": False}
+    failing = {
+        "n": 100,
+        "tolerance": ATOL,
+        "max_abs_diff": 0.5,
+        "argmax_agreement": 0.9,
+        "argmax_mismatches": 10,
+        "passed": False,
+    }
     monkeypatch.setattr(digitlab.export, "check_export", lambda *args: dict(failing))
     result = invoke("export", run_dir, "--format", fmt, "--data-dir", synthetic_dir)
     assert result.exit_code == 1, result.output

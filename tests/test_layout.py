@@ -87,9 +87,13 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_digitlab_imports_stand_at_the_top_except_in_the_cli():
     # The CLI imports each command's stage when the command runs, so that --help loads no TensorFlow.
-    late = [f"{path.relative_to(ROOT)}:{line} imports {name}"
-            for mod, path in MODULES.items() if mod != "digitlab.cli"
-            for name, line, at_top in imported_modules(path) if not at_top]
+    late = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for mod, path in MODULES.items()
+        if mod != "digitlab.cli"
+        for name, line, at_top in imported_modules(path)
+        if not at_top
+    ]
     assert late == []
 
 
@@ -120,8 +124,10 @@ def test_help_and_import_load_no_tensorflow():
 
 
 def test_version_comes_from_the_package_metadata():
-    out = run_python("from typer.testing import CliRunner; from digitlab.cli import app; "
-                     "print(CliRunner().invoke(app, ['--version']).output)")
+    out = run_python(
+        "from typer.testing import CliRunner; from digitlab.cli import app; "
+        "print(CliRunner().invoke(app, ['--version']).output)"
+    )
     assert out.strip() == f"digitlab {digitlab.__version__}"
     assert re.search(rf'^version = "{re.escape(digitlab.__version__)}"', (ROOT / "pyproject.toml").read_text(), re.M)
 

@@ -13,8 +13,15 @@ from digitlab.models import build_model
         ModelConfig(architecture="mlp", units=(4, 4)),
         ModelConfig(architecture="mlp", units=(10, 10), normalize=False),
         ModelConfig(architecture="cnn", filters=(8, 16), dense=32, dropout=0.2),
-        ModelConfig(architecture="cnn", filters=(4, 8, 8), kernels=(5, 3, 3), strides=(1, 1, 1), convs=(1, 2, 2),
-                    pool=True, norm_from=1),
+        ModelConfig(
+            architecture="cnn",
+            filters=(4, 8, 8),
+            kernels=(5, 3, 3),
+            strides=(1, 1, 1),
+            convs=(1, 2, 2),
+            pool=True,
+            norm_from=1,
+        ),
     ],
 )
 def test_build_model_shapes(config):
@@ -41,8 +48,16 @@ def test_config_round_trip():
 
 
 def test_stages_convs_and_batchnorm():
-    config = ModelConfig(architecture="cnn", filters=(4, 8, 8), kernels=(5, 3, 3), strides=(1, 1, 1),
-                         convs=(1, 2, 2), pool=True, norm_from=1, dense=0)
+    config = ModelConfig(
+        architecture="cnn",
+        filters=(4, 8, 8),
+        kernels=(5, 3, 3),
+        strides=(1, 1, 1),
+        convs=(1, 2, 2),
+        pool=True,
+        norm_from=1,
+        dense=0,
+    )
     model = build_model(config)
     convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
     assert [c.filters for c in convs] == [4, 8, 8, 8, 8]
@@ -57,13 +72,15 @@ def test_standardize_centres_mnist_pixels():
     standard = build_model(ModelConfig(architecture="mlp", units=(4,), standardize=True))
     x = np.array([[[0.0, 255.0]]], "float32")
     np.testing.assert_allclose(np.asarray(plain.get_layer("scale")(x)), [[[0.0, 1.0]]], atol=1e-6)
-    np.testing.assert_allclose(np.asarray(standard.get_layer("scale")(x)),
-                               [[[-0.1307 / 0.3081, (1 - 0.1307) / 0.3081]]], rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(standard.get_layer("scale")(x)), [[[-0.1307 / 0.3081, (1 - 0.1307) / 0.3081]]], rtol=1e-5
+    )
 
 
 def test_bfloat16_computes_in_bfloat16_on_float32_weights_with_a_float32_softmax():
-    config = ModelConfig(architecture="cnn", filters=(4, 8), kernels=(3, 3), strides=(1, 1), pool=True, dense=8,
-                         norm_from=1)
+    config = ModelConfig(
+        architecture="cnn", filters=(4, 8), kernels=(3, 3), strides=(1, 1), pool=True, dense=8, norm_from=1
+    )
     model = build_model(config, "bfloat16")
     conv = model.get_layer("conv_0_0")
     assert conv.compute_dtype == "bfloat16" and conv.variable_dtype == "float32"
@@ -84,8 +101,10 @@ def test_bfloat16_computes_in_bfloat16_on_float32_weights_with_a_float32_softmax
 CPUINFO = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f {extra}\n\n"
 
 
-@pytest.mark.parametrize(("extra", "native"), [("avx512_bf16 avx512_vnni", True), ("amx_bf16 amx_tile", True),
-                                               ("avx512_vnni", False), ("", False)])
+@pytest.mark.parametrize(
+    ("extra", "native"),
+    [("avx512_bf16 avx512_vnni", True), ("amx_bf16 amx_tile", True), ("avx512_vnni", False), ("", False)],
+)
 def test_native_bfloat16_reads_the_cpu_flags(tmp_path, extra, native):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(CPUINFO.format(extra=extra))

@@ -62,7 +62,8 @@ def test_report_evaluates_on_the_test_set_when_needed(report, small_run):
 def test_report_escapes_text():
     assert table(["<b>"], [["<script>alert(1)</script>"]]) == (
         "<table><thead><tr><th>&lt;b&gt;</th></tr></thead>"
-        "<tbody><tr><td>&lt;script&gt;alert(1)&lt;/script&gt;</td></tr></tbody></table>")
+        "<tbody><tr><td>&lt;script&gt;alert(1)&lt;/script&gt;</td></tr></tbody></table>"
+    )
 
 
 def test_report_cli_and_errors(small_run, synthetic_dir, tmp_path):
@@ -86,9 +87,17 @@ def test_report_renders_offline_in_chromium(report, small_run, artifacts):
     requests = []
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"])
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.on("request", lambda request: requests.append(request.url))

@@ -138,7 +138,9 @@ def test_predict_pixels_used_as_given_and_match_the_library(client, synthetic_ru
 
 
 def test_blank_image_is_unsure_with_a_reason(client):
-    r = client.post("/api/predict", files={"file": ("blank.png", png_bytes(Image.new("L", (200, 200), 255)), "image/png")})
+    r = client.post(
+        "/api/predict", files={"file": ("blank.png", png_bytes(Image.new("L", (200, 200), 255)), "image/png")}
+    )
     assert r.status_code == 200
     assert r.json()["digit"] is None and r.json()["unsure"] is True
     assert "no ink" in r.json()["reason"]
@@ -148,8 +150,11 @@ def test_blank_image_is_unsure_with_a_reason(client):
 
 def test_batch_multipart_keeps_order_and_reports_a_bad_file(client):
     png = drawn_digit()
-    files = [("files", ("a.png", png, "image/png")), ("files", ("bad.png", b"not an image", "image/png")),
-             ("files", ("c.png", png, "image/png"))]
+    files = [
+        ("files", ("a.png", png, "image/png")),
+        ("files", ("bad.png", b"not an image", "image/png")),
+        ("files", ("c.png", png, "image/png")),
+    ]
     r = client.post("/api/predict/batch", files=files)
     assert r.status_code == 200
     results = r.json()["results"]
@@ -199,71 +204,185 @@ GRID = [[0] * 28] * 28
 
 # (name, path, request keyword arguments (a callable gives them lazily), status, text the detail must contain)
 BAD_INPUTS = [
-    ("not an image", "/api/predict", {"files": {"file": ("x.png", b"hello, not a PNG", "image/png")}}, 422, "not an image"),
+    (
+        "not an image",
+        "/api/predict",
+        {"files": {"file": ("x.png", b"hello, not a PNG", "image/png")}},
+        422,
+        "not an image",
+    ),
     ("empty file", "/api/predict", {"files": {"file": ("x.png", b"", "image/png")}}, 422, "empty"),
     ("empty JSON body", "/api/predict", json_body(""), 422, "body: empty"),
-    ("truncated PNG", "/api/predict", lambda: {"files": {"file": ("x.png", truncated_png(), "image/png")}}, 422,
-     "truncated"),
-    ("over 40 megapixels", "/api/predict", lambda: {"files": {"file": ("bomb.png", huge_png(), "image/png")}}, 422,
-     "megapixels"),
-    ("over 10 MB declared", "/api/predict",
-     lambda: {"files": {"file": ("big.png", b"\0" * (MAX_BODY + 1), "image/png")}}, 413, "at most"),
-    ("over 10 MB streamed without a length", "/api/predict",
-     lambda: {"content": iter([b"\0" * (1 << 20)] * 11), "headers": {"content-type": "application/json"}}, 413,
-     "at most"),
-    ("invalid JSON", "/api/predict", json_body("{\"pixels\": [1, 2"), 422, "body: not valid JSON"),
+    (
+        "truncated PNG",
+        "/api/predict",
+        lambda: {"files": {"file": ("x.png", truncated_png(), "image/png")}},
+        422,
+        "truncated",
+    ),
+    (
+        "over 40 megapixels",
+        "/api/predict",
+        lambda: {"files": {"file": ("bomb.png", huge_png(), "image/png")}},
+        422,
+        "megapixels",
+    ),
+    (
+        "over 10 MB declared",
+        "/api/predict",
+        lambda: {"files": {"file": ("big.png", b"\0" * (MAX_BODY + 1), "image/png")}},
+        413,
+        "at most",
+    ),
+    (
+        "over 10 MB streamed without a length",
+        "/api/predict",
+        lambda: {"content": iter([b"\0" * (1 << 20)] * 11), "headers": {"content-type": "application/json"}},
+        413,
+        "at most",
+    ),
+    ("invalid JSON", "/api/predict", json_body('{"pixels": [1, 2'), 422, "body: not valid JSON"),
     ("JSON not an object", "/api/predict", {"json": [1, 2, 3]}, 422, "body:"),
     ("neither image nor pixels", "/api/predict", {"json": {}}, 422, "exactly one of"),
     ("both image and pixels", "/api/predict", {"json": {"image": "aGk=", "pixels": GRID}}, 422, "exactly one of"),
     ("unknown field", "/api/predict", {"json": {"pixels": GRID, "label": 3}}, 422, "label: unknown field"),
     ("27 rows", "/api/predict", {"json": {"pixels": GRID[:27]}}, 422, "pixels: List should have at least 28"),
-    ("29 columns", "/api/predict", {"json": {"pixels": [[0] * 29] * 28}}, 422, "pixels[0]: List should have at most 28"),
-    ("value over 255", "/api/predict", {"json": {"pixels": [[256] + [0] * 27] + GRID[1:]}}, 422,
-     "pixels[0][0]: Input should be less than or equal to 255, got 256"),
-    ("negative value", "/api/predict", {"json": {"pixels": GRID[:5] + [[0, -1] + [0] * 26] + GRID[6:]}}, 422,
-     "pixels[5][1]: Input should be greater than or equal to 0"),
-    ("NaN", "/api/predict", json_body(json.dumps({"pixels": [[float("nan")] * 28] * 28})), 422,
-     "pixels[0][0]: Input should be a finite number"),
-    ("string values", "/api/predict", {"json": {"pixels": [["12"] * 28] * 28}}, 422,
-     "pixels[0][0]: Input should be a valid number, got '12'"),
+    (
+        "29 columns",
+        "/api/predict",
+        {"json": {"pixels": [[0] * 29] * 28}},
+        422,
+        "pixels[0]: List should have at most 28",
+    ),
+    (
+        "value over 255",
+        "/api/predict",
+        {"json": {"pixels": [[256] + [0] * 27] + GRID[1:]}},
+        422,
+        "pixels[0][0]: Input should be less than or equal to 255, got 256",
+    ),
+    (
+        "negative value",
+        "/api/predict",
+        {"json": {"pixels": GRID[:5] + [[0, -1] + [0] * 26] + GRID[6:]}},
+        422,
+        "pixels[5][1]: Input should be greater than or equal to 0",
+    ),
+    (
+        "NaN",
+        "/api/predict",
+        json_body(json.dumps({"pixels": [[float("nan")] * 28] * 28})),
+        422,
+        "pixels[0][0]: Input should be a finite number",
+    ),
+    (
+        "string values",
+        "/api/predict",
+        {"json": {"pixels": [["12"] * 28] * 28}},
+        422,
+        "pixels[0][0]: Input should be a valid number, got '12'",
+    ),
     ("pixels not a list", "/api/predict", {"json": {"pixels": "zeros"}}, 422, "pixels: Input should be a valid array"),
     ("image not base64", "/api/predict", {"json": {"image": "@@@"}}, 422, "image: not valid base64"),
-    ("data URL without base64", "/api/predict", {"json": {"image": "data:image/png,abc"}}, 422, "image: expected a base64"),
+    (
+        "data URL without base64",
+        "/api/predict",
+        {"json": {"image": "data:image/png,abc"}},
+        422,
+        "image: expected a base64",
+    ),
     ("image not a string", "/api/predict", {"json": {"image": 42}}, 422, "image: Input should be a valid string"),
-    ("base64 of not an image", "/api/predict", {"json": {"image": base64.b64encode(b"plain text").decode()}}, 422,
-     "not an image"),
+    (
+        "base64 of not an image",
+        "/api/predict",
+        {"json": {"image": base64.b64encode(b"plain text").decode()}},
+        422,
+        "not an image",
+    ),
     ("text/plain", "/api/predict", {"content": b"1", "headers": {"content-type": "text/plain"}}, 415, "Content-Type"),
     ("no content type", "/api/predict", {"content": b"1"}, 415, "got 'none'"),
     ("form-urlencoded", "/api/predict", {"data": {"file": "x"}}, 415, "application/x-www-form-urlencoded"),
-    ("multipart without the file field", "/api/predict", {"files": {"image": ("x.png", b"x", "image/png")}}, 422,
-     "image: unknown field"),
-    ("multipart text field, no file", "/api/predict",
-     {"data": {"file": "x"}, "files": {"dummy": ("", b"", "application/octet-stream")}}, 422, "unknown field"),
-    ("multipart text instead of a file", "/api/predict",
-     {"content": b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc\r\n--b--\r\n",
-      "headers": {"content-type": "multipart/form-data; boundary=b"}}, 422, "file: expected a file"),
-    ("two files to /api/predict", "/api/predict",
-     {"files": [("file", ("a.png", b"a", "image/png")), ("file", ("b.png", b"b", "image/png"))]}, 422,
-     "expected one file"),
-    ("multipart without a boundary", "/api/predict",
-     {"content": b"abc", "headers": {"content-type": "multipart/form-data"}}, 422, "malformed multipart"),
+    (
+        "multipart without the file field",
+        "/api/predict",
+        {"files": {"image": ("x.png", b"x", "image/png")}},
+        422,
+        "image: unknown field",
+    ),
+    (
+        "multipart text field, no file",
+        "/api/predict",
+        {"data": {"file": "x"}, "files": {"dummy": ("", b"", "application/octet-stream")}},
+        422,
+        "unknown field",
+    ),
+    (
+        "multipart text instead of a file",
+        "/api/predict",
+        {
+            "content": b'--b\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc\r\n--b--\r\n',
+            "headers": {"content-type": "multipart/form-data; boundary=b"},
+        },
+        422,
+        "file: expected a file",
+    ),
+    (
+        "two files to /api/predict",
+        "/api/predict",
+        {"files": [("file", ("a.png", b"a", "image/png")), ("file", ("b.png", b"b", "image/png"))]},
+        422,
+        "expected one file",
+    ),
+    (
+        "multipart without a boundary",
+        "/api/predict",
+        {"content": b"abc", "headers": {"content-type": "multipart/form-data"}},
+        422,
+        "malformed multipart",
+    ),
     ("batch: empty list", "/api/predict/batch", {"json": {"images": []}}, 422, "images: empty list"),
     ("batch: empty pixels list", "/api/predict/batch", {"json": {"pixels": []}}, 422, "pixels: empty list"),
-    ("batch: too many grids", "/api/predict/batch", {"json": {"pixels": [[[0]]] * (MAX_BATCH + 1)}}, 413,
-     f"at most {MAX_BATCH}"),
-    ("batch: too many files", "/api/predict/batch",
-     {"files": [("files", (f"{i}.png", b"x", "image/png")) for i in range(MAX_BATCH + 1)]}, 413, f"at most {MAX_BATCH}"),
-    ("batch: no files field", "/api/predict/batch", {"files": {"file": ("a.png", b"x", "image/png")}}, 422,
-     "file: unknown field"),
-    ("batch: images not strings", "/api/predict/batch", {"json": {"images": [1, 2]}}, 422,
-     "images[0]: Input should be a valid string"),
-    ("batch: unknown field", "/api/predict/batch", {"json": {"images": ["aGk="], "size": 1}}, 422,
-     "size: unknown field"),
+    (
+        "batch: too many grids",
+        "/api/predict/batch",
+        {"json": {"pixels": [[[0]]] * (MAX_BATCH + 1)}},
+        413,
+        f"at most {MAX_BATCH}",
+    ),
+    (
+        "batch: too many files",
+        "/api/predict/batch",
+        {"files": [("files", (f"{i}.png", b"x", "image/png")) for i in range(MAX_BATCH + 1)]},
+        413,
+        f"at most {MAX_BATCH}",
+    ),
+    (
+        "batch: no files field",
+        "/api/predict/batch",
+        {"files": {"file": ("a.png", b"x", "image/png")}},
+        422,
+        "file: unknown field",
+    ),
+    (
+        "batch: images not strings",
+        "/api/predict/batch",
+        {"json": {"images": [1, 2]}},
+        422,
+        "images[0]: Input should be a valid string",
+    ),
+    (
+        "batch: unknown field",
+        "/api/predict/batch",
+        {"json": {"images": ["aGk="], "size": 1}},
+        422,
+        "size: unknown field",
+    ),
 ]
 
 
-@pytest.mark.parametrize("path, request_args, status, detail", [case[1:] for case in BAD_INPUTS],
-                         ids=[case[0] for case in BAD_INPUTS])
+@pytest.mark.parametrize(
+    "path, request_args, status, detail", [case[1:] for case in BAD_INPUTS], ids=[case[0] for case in BAD_INPUTS]
+)
 def test_bad_input_gives_a_4xx_naming_the_problem(client, path, request_args, status, detail):
     r = client.post(path, **(request_args() if callable(request_args) else request_args))
     assert r.status_code == status, r.text
@@ -385,8 +504,18 @@ def test_serve_with_two_worker_processes(synthetic_run):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-c", "from digitlab.cli import main; main()", "serve", str(synthetic_run),
-           "--port", str(port), "--workers", "2", "--no-access-log"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from digitlab.cli import main; main()",
+        "serve",
+        str(synthetic_run),
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        "--no-access-log",
+    ]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         pids, deadline = set(), time.monotonic() + 240
@@ -421,8 +550,17 @@ def test_serve_workers_that_cannot_load_the_model_stop_the_server(synthetic_run,
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-c", "from digitlab.cli import main; main()", "serve", str(broken), "--port", str(port),
-           "--workers", "2"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from digitlab.cli import main; main()",
+        "serve",
+        str(broken),
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "cannot be loaded as a Keras model" in done.stderr

@@ -28,8 +28,16 @@ def read_history(run_dir):
 def test_train_writes_a_complete_run(tmp_path, synthetic_dir):
     out = tmp_path / "run"
     metrics = train(MLP, tiny(), out, data_dir=synthetic_dir, verbose=0)
-    for name in ("config.json", "model.keras", "checkpoint.keras", "history.csv", "curves.png", "metrics.json",
-                 "environment.json", "state.json"):
+    for name in (
+        "config.json",
+        "model.keras",
+        "checkpoint.keras",
+        "history.csv",
+        "curves.png",
+        "metrics.json",
+        "environment.json",
+        "state.json",
+    ):
         assert (out / name).is_file(), name
     history = read_history(out)
     assert [int(r["epoch"]) for r in history] == [1, 2]
@@ -165,8 +173,13 @@ def test_smoothed_crossentropy_spreads_the_target():
 
 def test_label_smoothing_run_saves_and_loads(tmp_path, synthetic_dir):
     out = tmp_path / "run"
-    train(ModelConfig(architecture="mlp", units=(16,), standardize=True), tiny(label_smoothing=0.1), out,
-          data_dir=synthetic_dir, verbose=0)
+    train(
+        ModelConfig(architecture="mlp", units=(16,), standardize=True),
+        tiny(label_smoothing=0.1),
+        out,
+        data_dir=synthetic_dir,
+        verbose=0,
+    )
     assert runs.read_json(out / "config.json")["train"]["label_smoothing"] == 0.1
     model = load_keras_model(out / "model.keras", compile=True)  # the custom loss is registered for deserialisation
     assert model.loss.smoothing == pytest.approx(0.1)
@@ -231,7 +244,10 @@ def test_random_warp_identity_shift_and_elastic():
         warped = random_warp(x, rng, **params)
         assert warped.shape == x.shape and not np.allclose(warped, x), params
         assert abs(warped.sum() / x.sum() - 1) < 0.25, params  # ink is moved, not lost
-    a, b = random_warp(x, np.random.default_rng(1), elastic=34.0), random_warp(x, np.random.default_rng(1), elastic=34.0)
+    a, b = (
+        random_warp(x, np.random.default_rng(1), elastic=34.0),
+        random_warp(x, np.random.default_rng(1), elastic=34.0),
+    )
     np.testing.assert_array_equal(a, b)  # reproducible from the seed
 
 

@@ -21,8 +21,15 @@ CENTRE = (SIDE - 1) / 2.0  # pixel centres run 0..27
 ELASTIC_SIGMA = 4.0  # smoothing of the displacement field, pixels
 
 
-def random_warp(x: np.ndarray, rng: np.random.Generator, *, shift: float = 0.0, rotate: float = 0.0,
-                scale: float = 0.0, elastic: float = 0.0) -> np.ndarray:
+def random_warp(
+    x: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    shift: float = 0.0,
+    rotate: float = 0.0,
+    scale: float = 0.0,
+    elastic: float = 0.0,
+) -> np.ndarray:
     """Warp each (28, 28) image by its own random shift (pixels), rotation (degrees), zoom (fraction either
     way) and elastic distortion (strength alpha; 0: none)."""
     n, h, w = x.shape
@@ -67,10 +74,12 @@ class AugmentedBatches(keras.utils.PyDataset):
 
     def _warp_epoch(self) -> tuple[np.ndarray, np.ndarray]:
         order = self.rng.permutation(len(self.x))
-        return np.concatenate([
-            random_warp(self.x[order[i : i + self.CHUNK]], self.rng, **self.warp)
-            for i in range(0, len(order), self.CHUNK)
-        ]), self.y[order]
+        return np.concatenate(
+            [
+                random_warp(self.x[order[i : i + self.CHUNK]], self.rng, **self.warp)
+                for i in range(0, len(order), self.CHUNK)
+            ]
+        ), self.y[order]
 
     def _start_epoch(self):
         self.epoch = self.upcoming.result() if self.upcoming is not None else self._warp_epoch()

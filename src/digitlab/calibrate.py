@@ -36,8 +36,11 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = BIN
 
 def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
     """The T in softmax(log p / T) that minimises validation negative log-likelihood."""
-    result = minimize_scalar(lambda log_t: nll(apply_temperature(probs, float(np.exp(log_t))), y),
-                             bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    result = minimize_scalar(
+        lambda log_t: nll(apply_temperature(probs, float(np.exp(log_t))), y),
+        bounds=(np.log(0.05), np.log(20.0)),
+        method="bounded",
+    )
     return float(np.exp(result.x))
 
 

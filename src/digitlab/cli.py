@@ -60,15 +60,25 @@ def _choices(values) -> str:
 
 # Shared by `train` and `lr-find`: None means "the preset's value".
 PresetOpt = Annotated[str, typer.Option(metavar="NAME", help=f"Starting configuration: {_choices(PRESETS)}.")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", metavar="ARCH",
-                                                 help=f"Architecture: {_choices(ARCHITECTURES)} [default: the preset's].")]
-UnitsOpt = Annotated[Optional[str], typer.Option(metavar="W,W,...",
-                                                 help="MLP hidden widths, comma-separated, e.g. 4,4 or 10,10.")]
-NormalizeOpt = Annotated[Optional[bool], typer.Option("--normalize/--no-normalize",
-                                                      help="Scale pixels to 0-1 inside the model [default: on].")]
-OptimizerOpt = Annotated[Optional[str], typer.Option(metavar="NAME", help=f"{_choices(OPTIMIZERS)} [default: the preset's].")]
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option("--model", metavar="ARCH", help=f"Architecture: {_choices(ARCHITECTURES)} [default: the preset's]."),
+]
+UnitsOpt = Annotated[
+    Optional[str], typer.Option(metavar="W,W,...", help="MLP hidden widths, comma-separated, e.g. 4,4 or 10,10.")
+]
+NormalizeOpt = Annotated[
+    Optional[bool],
+    typer.Option("--normalize/--no-normalize", help="Scale pixels to 0-1 inside the model [default: on]."),
+]
+OptimizerOpt = Annotated[
+    Optional[str], typer.Option(metavar="NAME", help=f"{_choices(OPTIMIZERS)} [default: the preset's].")
+]
 BatchSizeOpt = Annotated[Optional[int], typer.Option(metavar="N", help="Images per step [default: the preset's].")]
-SeedOpt = Annotated[Optional[int], typer.Option(metavar="N", help=f"Seed for weights, shuffling and dropout [default: {DEFAULTS.seed}].")]
+SeedOpt = Annotated[
+    Optional[int],
+    typer.Option(metavar="N", help=f"Seed for weights, shuffling and dropout [default: {DEFAULTS.seed}]."),
+]
 OptDatasetOpt = Annotated[Optional[str], typer.Option("--dataset", metavar="NAME", help=DATASETS_HELP)]
 
 
@@ -80,8 +90,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """Recognise handwritten digits: fetch MNIST, explore, train, evaluate, predict, serve."""
 
@@ -196,36 +207,70 @@ def explore_command(
 
 RunArg = Annotated[Path, typer.Argument(help="A run directory made by `digitlab train`.", show_default=False)]
 RuntimeOpt = Annotated[
-    str, typer.Option("--runtime", metavar="NAME",
-                      help=f"{_choices(RUNTIMES)}: model.keras, or model.onnx from `digitlab export` (no TensorFlow).")
+    str,
+    typer.Option(
+        "--runtime",
+        metavar="NAME",
+        help=f"{_choices(RUNTIMES)}: model.keras, or model.onnx from `digitlab export` (no TensorFlow).",
+    ),
 ]
 
 
 @app.command()
 @reports_errors
 def train(
-    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory to create [default: runs/<preset>-<time>].")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Run directory to create [default: runs/<preset>-<time>].")
+    ] = None,
     preset: PresetOpt = "fast",
     model: ModelOpt = None,
     units: UnitsOpt = None,
-    activation: Annotated[Optional[str], typer.Option(metavar="NAME", help="MLP hidden activation, e.g. relu, tanh.")] = None,
+    activation: Annotated[
+        Optional[str], typer.Option(metavar="NAME", help="MLP hidden activation, e.g. relu, tanh.")
+    ] = None,
     normalize: NormalizeOpt = None,
     optimizer: OptimizerOpt = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="(Peak) learning rate.")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="Decoupled weight decay (0: none).")] = None,
-    schedule: Annotated[Optional[str], typer.Option(metavar="NAME", help=f"{_choices(SCHEDULES)} [default: the preset's].")] = None,
-    label_smoothing: Annotated[Optional[float], typer.Option(help="Spread this share of each target over all classes (0: none).")] = None,
+    schedule: Annotated[
+        Optional[str], typer.Option(metavar="NAME", help=f"{_choices(SCHEDULES)} [default: the preset's].")
+    ] = None,
+    label_smoothing: Annotated[
+        Optional[float], typer.Option(help="Spread this share of each target over all classes (0: none).")
+    ] = None,
     batch_size: BatchSizeOpt = None,
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the training split.")] = None,
-    shift: Annotated[Optional[float], typer.Option(help="Augmentation: random shift up to this many pixels (0: off).")] = None,
-    rotate: Annotated[Optional[float], typer.Option(help="Augmentation: random rotation up to this many degrees.")] = None,
+    shift: Annotated[
+        Optional[float], typer.Option(help="Augmentation: random shift up to this many pixels (0: off).")
+    ] = None,
+    rotate: Annotated[
+        Optional[float], typer.Option(help="Augmentation: random rotation up to this many degrees.")
+    ] = None,
     scale: Annotated[Optional[float], typer.Option(help="Augmentation: random zoom up to this fraction.")] = None,
-    elastic: Annotated[Optional[float], typer.Option(help="Augmentation: elastic distortion strength (alpha, e.g. 34; 0: off).")] = None,
-    precision: Annotated[Optional[str], typer.Option(metavar="NAME", help=f"{_choices(PRECISION_CHOICES)}: auto is bfloat16 where the CPU has it natively under TensorFlow, else float32 [default: the preset's; model.keras is float32].")] = None,
+    elastic: Annotated[
+        Optional[float], typer.Option(help="Augmentation: elastic distortion strength (alpha, e.g. 34; 0: off).")
+    ] = None,
+    precision: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="NAME",
+            help=f"{_choices(PRECISION_CHOICES)}: auto is bfloat16 where the CPU has it natively under TensorFlow, else float32 [default: the preset's; model.keras is float32].",
+        ),
+    ] = None,
     seed: SeedOpt = None,
-    limit: Annotated[Optional[int], typer.Option(help="Train on the first N training images only (quick runs).")] = None,
-    val_fraction: Annotated[Optional[float], typer.Option(help=f"Share of the training set held out for validation [default: {DEFAULTS.val_fraction}].")] = None,
-    split_seed: Annotated[Optional[int], typer.Option(help=f"Seed of the train/validation split [default: {DEFAULTS.split_seed}, the same for every run].")] = None,
+    limit: Annotated[
+        Optional[int], typer.Option(help="Train on the first N training images only (quick runs).")
+    ] = None,
+    val_fraction: Annotated[
+        Optional[float],
+        typer.Option(help=f"Share of the training set held out for validation [default: {DEFAULTS.val_fraction}]."),
+    ] = None,
+    split_seed: Annotated[
+        Optional[int],
+        typer.Option(
+            help=f"Seed of the train/validation split [default: {DEFAULTS.split_seed}, the same for every run]."
+        ),
+    ] = None,
     dataset: OptDatasetOpt = None,
     data_dir: DataDirOpt = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run in this directory.")] = None,
@@ -241,10 +286,27 @@ def train(
         out = resume
     else:
         model_cfg, train_cfg = training.resolve_configs(
-            preset, architecture=model, units=parse_units(units) if units else None, activation=activation,
-            normalize=normalize, optimizer=optimizer, learning_rate=lr, weight_decay=weight_decay, schedule=schedule,
-            label_smoothing=label_smoothing, batch_size=batch_size, epochs=epochs, seed=seed, limit=limit, dataset=dataset,
-            val_fraction=val_fraction, split_seed=split_seed, shift=shift, rotate=rotate, scale=scale, elastic=elastic,
+            preset,
+            architecture=model,
+            units=parse_units(units) if units else None,
+            activation=activation,
+            normalize=normalize,
+            optimizer=optimizer,
+            learning_rate=lr,
+            weight_decay=weight_decay,
+            schedule=schedule,
+            label_smoothing=label_smoothing,
+            batch_size=batch_size,
+            epochs=epochs,
+            seed=seed,
+            limit=limit,
+            dataset=dataset,
+            val_fraction=val_fraction,
+            split_seed=split_seed,
+            shift=shift,
+            rotate=rotate,
+            scale=scale,
+            elastic=elastic,
             precision=precision,
         )
         if out is None:
@@ -272,7 +334,9 @@ def lr_find(
     optimizer: OptimizerOpt = None,
     batch_size: BatchSizeOpt = None,
     start_lr: Annotated[float, typer.Option(help="First learning rate.")] = 1e-5,
-    end_lr: Annotated[float, typer.Option(help="Last learning rate (the test stops early if the loss explodes).")] = 10.0,
+    end_lr: Annotated[
+        float, typer.Option(help="Last learning rate (the test stops early if the loss explodes).")
+    ] = 10.0,
     steps: Annotated[int, typer.Option(help="Batches; the rate grows exponentially from start to end.")] = 200,
     seed: SeedOpt = None,
     dataset: OptDatasetOpt = None,
@@ -283,11 +347,16 @@ def lr_find(
     from digitlab.config import resolve_configs
 
     model_cfg, train_cfg = resolve_configs(
-        preset, architecture=model, units=parse_units(units) if units else None, normalize=normalize,
-        optimizer=optimizer, batch_size=batch_size, seed=seed, dataset=dataset,
+        preset,
+        architecture=model,
+        units=parse_units(units) if units else None,
+        normalize=normalize,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        seed=seed,
+        dataset=dataset,
     )
-    result = finder.lr_find(model_cfg, train_cfg, out, start_lr=start_lr, end_lr=end_lr, steps=steps,
-                            data_dir=data_dir)
+    result = finder.lr_find(model_cfg, train_cfg, out, start_lr=start_lr, end_lr=end_lr, steps=steps, data_dir=data_dir)
     typer.echo(f"tested {len(result['lrs'])} learning rates from {result['lrs'][0]:.2g} to {result['lrs'][-1]:.2g}")
     typer.echo(f"lowest smoothed loss at lr {result['min_loss_lr']:.3g}")
     typer.echo(f"suggested learning rate: {result['suggested_lr']:.3g} ({result['rule']})")
@@ -298,7 +367,9 @@ def lr_find(
 @reports_errors
 def evaluate(
     run: RunArg,
-    min_accuracy: Annotated[Optional[float], typer.Option(help="Exit with code 1 if test accuracy is below this (0-1).")] = None,
+    min_accuracy: Annotated[
+        Optional[float], typer.Option(help="Exit with code 1 if test accuracy is below this (0-1).")
+    ] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Evaluate a run on the test set: accuracy, loss, per-class metrics, confusion matrix, galleries."""
@@ -309,7 +380,9 @@ def evaluate(
     for name, m in test["per_class"].items():
         typer.echo(f"{name:>12} {m['precision']:9.4f} {m['recall']:9.4f} {m['f1-score']:9.4f} {int(m['support']):8d}")
     typer.echo(f"figures: {', '.join(str(run / f) for f in test['figures'].values())}")
-    typer.echo(f"test accuracy: {test['accuracy']:.4f} ({test['errors']} of {test['count']} wrong), loss {test['loss']:.4f}")
+    typer.echo(
+        f"test accuracy: {test['accuracy']:.4f} ({test['errors']} of {test['count']} wrong), loss {test['loss']:.4f}"
+    )
     if min_accuracy is not None and test["accuracy"] < min_accuracy:
         fail(f"test accuracy {test['accuracy']:.4f} is below --min-accuracy {min_accuracy}", code=1)
 
@@ -318,11 +391,17 @@ def evaluate(
 @reports_errors
 def predict(
     run: RunArg,
-    paths: Annotated[Optional[list[str]], typer.Argument(help="Image files or folders (searched recursively).", show_default=False)] = None,
-    index: Annotated[Optional[list[int]], typer.Option("--index", help="Test-set indices instead of files: --index 0 7 42.")] = None,
+    paths: Annotated[
+        Optional[list[str]], typer.Argument(help="Image files or folders (searched recursively).", show_default=False)
+    ] = None,
+    index: Annotated[
+        Optional[list[int]], typer.Option("--index", help="Test-set indices instead of files: --index 0 7 42.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
-    debug: Annotated[Optional[Path], typer.Option(help="Write a strip of each image's preprocessing steps into this folder.")] = None,
+    debug: Annotated[
+        Optional[Path], typer.Option(help="Write a strip of each image's preprocessing steps into this folder.")
+    ] = None,
     data_dir: DataDirOpt = None,
     runtime: RuntimeOpt = "keras",
 ) -> None:
@@ -343,7 +422,9 @@ def predict(
         rows = prediction.predict_test_indices(run, indices, data_dir=data_dir)
         columns = ["index", "true", "digit", "confidence", "top3"]
     elif paths:
-        rows = prediction.predict_files(prediction.load_predictor(run, runtime=runtime), [Path(p) for p in paths], debug_dir=debug)
+        rows = prediction.predict_files(
+            prediction.load_predictor(run, runtime=runtime), [Path(p) for p in paths], debug_dir=debug
+        )
         columns = ["file", "digit", "confidence", "top3", "reason", "error"]
     else:
         fail("predict: give image files or folders, or --index N ... for test digits")
@@ -384,7 +465,9 @@ def _cell(value) -> str:
 @app.command()
 @reports_errors
 def ensemble(
-    runs_: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Two or more run directories.", show_default=False)],
+    runs_: Annotated[
+        list[Path], typer.Argument(metavar="RUN...", help="Two or more run directories.", show_default=False)
+    ],
     out: Annotated[Optional[Path], typer.Option(help="Also write metrics.json and confusion_matrix.png here.")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -394,8 +477,10 @@ def ensemble(
     result = evaluate_ensemble(runs_, out_dir=out, data_dir=data_dir)
     for m in result["members"]:
         typer.echo(f"{m['run']}: test accuracy {m['accuracy']:.4f}")
-    typer.echo(f"ensemble of {len(result['members'])}: test accuracy {result['accuracy']:.4f} "
-               f"({result['errors']} of {result['count']} wrong), loss {result['loss']:.4f}")
+    typer.echo(
+        f"ensemble of {len(result['members'])}: test accuracy {result['accuracy']:.4f} "
+        f"({result['errors']} of {result['count']} wrong), loss {result['loss']:.4f}"
+    )
 
 
 # ---- end model commands ----
@@ -408,8 +493,13 @@ def ensemble(
 def export_command(
     run: RunArg,
     fmt: Annotated[str, typer.Option("--format", "-f", metavar="NAME", help="onnx, tflite or saved_model.")] = "onnx",
-    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write it [default: model.onnx, model.tflite or saved_model/ in the run].")] = None,
-    check_images: Annotated[int, typer.Option("--check-images", help="Test images the export must agree on with the Keras model.")] = 1000,
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", help="Where to write it [default: model.onnx, model.tflite or saved_model/ in the run]."),
+    ] = None,
+    check_images: Annotated[
+        int, typer.Option("--check-images", help="Test images the export must agree on with the Keras model.")
+    ] = 1000,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Export a run for deployment (ONNX, TFLite, SavedModel), checked against the Keras model first."""
@@ -420,11 +510,15 @@ def export_command(
     if "error" in record:
         typer.echo(f"{check}: the export did not run ({record['error']})")
     else:
-        typer.echo(f"{check}: argmax agrees on {record['n'] - record['argmax_mismatches']}/{record['n']}, "
-                   f"max |probability difference| {record['max_abs_diff']:.1e} (limit {record['tolerance']:.0e})")
+        typer.echo(
+            f"{check}: argmax agrees on {record['n'] - record['argmax_mismatches']}/{record['n']}, "
+            f"max |probability difference| {record['max_abs_diff']:.1e} (limit {record['tolerance']:.0e})"
+        )
     if not record["passed"]:
         fail(f"{fmt} export failed its check; nothing was replaced (record in {run / 'metrics.json'})", code=1)
-    typer.echo(f"wrote {Path(run) / record['path']} ({record['bytes'] / 1024:.0f} KiB) in {record['export_seconds']:.1f} s")
+    typer.echo(
+        f"wrote {Path(run) / record['path']} ({record['bytes'] / 1024:.0f} KiB) in {record['export_seconds']:.1f} s"
+    )
 
 
 # ---- end export ----
@@ -435,9 +529,19 @@ def export_command(
 @app.command()
 @reports_errors
 def experiments(
-    out: Annotated[Path, typer.Option(help="Directory for the step runs, results.csv/.md, ladder.png, report.html.")] = Path("experiments"),
-    quick: Annotated[bool, typer.Option("--quick", help=f"Smoke run: every step shortened ({QUICK_LIMIT:,} images, epochs / {QUICK_EPOCHS_DIVISOR}).")] = False,
-    with_accurate: Annotated[bool, typer.Option("--with-accurate", help="Add the accurate preset as a last step (slow).")] = False,
+    out: Annotated[
+        Path, typer.Option(help="Directory for the step runs, results.csv/.md, ladder.png, report.html.")
+    ] = Path("experiments"),
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help=f"Smoke run: every step shortened ({QUICK_LIMIT:,} images, epochs / {QUICK_EPOCHS_DIVISOR}).",
+        ),
+    ] = False,
+    with_accurate: Annotated[
+        bool, typer.Option("--with-accurate", help="Add the accurate preset as a last step (slow).")
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed for weights and shuffling, the same for every step.")] = 42,
     dataset: DatasetOpt = "mnist",
     data_dir: DataDirOpt = None,
@@ -450,14 +554,26 @@ def experiments(
         if result is None:
             typer.echo(f"[{number}/{total}] {step.name}: {step.what_changed} ...")
         elif result["kind"] == "lr_find":
-            typer.echo(f"[{number}/{total}] done in {result['seconds']:.1f} s: suggested learning rate "
-                       f"{result['suggested_lr']:.2g}")
+            typer.echo(
+                f"[{number}/{total}] done in {result['seconds']:.1f} s: suggested learning rate "
+                f"{result['suggested_lr']:.2g}"
+            )
         else:
-            typer.echo(f"[{number}/{total}] done in {result['seconds']:.1f} s: train {result['train_accuracy']:.4f}, "
-                       f"validation {result['validation_accuracy']:.4f}, test {result['test_accuracy']:.4f}")
+            typer.echo(
+                f"[{number}/{total}] done in {result['seconds']:.1f} s: train {result['train_accuracy']:.4f}, "
+                f"validation {result['validation_accuracy']:.4f}, test {result['test_accuracy']:.4f}"
+            )
 
-    run_experiments(out, quick=quick, with_accurate=with_accurate, seed=seed, data_dir=data_dir,
-                    dataset=dataset, overwrite=overwrite, on_step=progress)
+    run_experiments(
+        out,
+        quick=quick,
+        with_accurate=with_accurate,
+        seed=seed,
+        data_dir=data_dir,
+        dataset=dataset,
+        overwrite=overwrite,
+        on_step=progress,
+    )
     for name in ("results.md", "results.csv", "ladder.png", "report.html"):
         typer.echo(f"wrote {out / name}")
 
@@ -467,7 +583,9 @@ def experiments(
 def report(
     run: RunArg,
     out: Annotated[Optional[Path], typer.Option(help="HTML file to write [default: RUN/report.html].")] = None,
-    lr_find: Annotated[bool, typer.Option("--lr-find", help="First run a quick learning-rate range test into RUN.")] = False,
+    lr_find: Annotated[
+        bool, typer.Option("--lr-find", help="First run a quick learning-rate range test into RUN.")
+    ] = False,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Write one self-contained HTML report of a run (evaluates on the test set if not done yet)."""
@@ -480,8 +598,14 @@ def report(
     runs.require_model(run)
     if lr_find:
         config = runs.read_run_config(run)
-        finder.lr_find(ModelConfig.from_dict(config["model"]), TrainConfig.from_dict(config["train"]), run,
-                       steps=LR_FIND_STEPS, data_dir=data_dir, progress=False)
+        finder.lr_find(
+            ModelConfig.from_dict(config["model"]),
+            TrainConfig.from_dict(config["train"]),
+            run,
+            steps=LR_FIND_STEPS,
+            data_dir=data_dir,
+            progress=False,
+        )
     evaluated_now = needs_evaluation(run)
     if evaluated_now:
         run_evaluation(run, data_dir=data_dir)
@@ -501,8 +625,13 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     runtime: RuntimeOpt = "keras",
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = True,
-    workers: Annotated[int, typer.Option(min=1, help="Server processes, each with its own copy of the model; "
-                                                     "one per CPU core serves the most requests.")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Server processes, each with its own copy of the model; one per CPU core serves the most requests.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the drawing page and the REST API (/api/predict, /docs) for a trained run."""
     from digitlab import serve as server
@@ -511,8 +640,10 @@ def serve(
         web_app = server.create_app(run, runtime=runtime)  # loads the model now: a bad run fails before serving
     else:
         server.check_run(run, runtime)
-    typer.echo(f"serving {run} on http://{host}:{port}/ with {workers} process{'es' if workers > 1 else ''}  "
-               "(API docs at /docs; Ctrl+C stops)")
+    typer.echo(
+        f"serving {run} on http://{host}:{port}/ with {workers} process{'es' if workers > 1 else ''}  "
+        "(API docs at /docs; Ctrl+C stops)"
+    )
     if workers == 1:
         server.run_app(web_app, host=host, port=port, access_log=access_log)
     else:

@@ -37,7 +37,9 @@ class ModelConfig:
     filters: tuple[int, ...] = (16, 32)  # cnn: channels of each conv stage
     kernels: tuple[int, ...] = (5, 3)  # cnn: kernel size of each stage's first conv (pixels)
     strides: tuple[int, ...] = (2, 2)  # cnn: stride of each stage's first conv
-    convs: int | tuple[int, ...] = 1  # cnn: conv layers per stage, or one count per stage (the others are 3x3, stride 1)
+    convs: int | tuple[int, ...] = (
+        1  # cnn: conv layers per stage, or one count per stage (the others are 3x3, stride 1)
+    )
     pool: bool = False  # cnn: 2x2 max-pool at the end of each stage
     dense: int = 128  # cnn: width of a hidden Dense layer before the classifier (0: none)
     dropout: float = 0.0  # cnn: dropout rate before the classifier
@@ -165,19 +167,46 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     # Seconds to 99 %: a small strided CNN, two epochs of one-cycle Adam with label smoothing on
     # standardized pixels, mixed bfloat16 where native. Why: docs/design/fast-preset.md, bfloat16.md.
     "fast": (
-        ModelConfig(architecture="cnn", filters=(16, 32), kernels=(5, 3), strides=(2, 2), dense=128, norm_from=2,
-                    standardize=True),
-        TrainConfig(epochs=2, batch_size=256, learning_rate=3e-2, schedule="onecycle", label_smoothing=0.1,
-                    precision="auto"),
+        ModelConfig(
+            architecture="cnn",
+            filters=(16, 32),
+            kernels=(5, 3),
+            strides=(2, 2),
+            dense=128,
+            norm_from=2,
+            standardize=True,
+        ),
+        TrainConfig(
+            epochs=2, batch_size=256, learning_rate=3e-2, schedule="onecycle", label_smoothing=0.1, precision="auto"
+        ),
     ),
     # Accuracy within half an hour on a 2-core CPU: Conv 32 5x5, two stages of two 3x3 convs (48, 96),
     # max-pooling after each stage; a fresh random shift, rotation, zoom and elastic distortion of each
     # digit every epoch; 40 epochs of one-cycle AdamW. Why: docs/design/accurate-preset.md.
     "accurate": (
-        ModelConfig(architecture="cnn", filters=(32, 48, 96), kernels=(5, 3, 3), strides=(1, 1, 1), convs=(1, 2, 2),
-                    pool=True, dense=256, dropout=0.3, norm_from=1),
-        TrainConfig(epochs=40, batch_size=128, learning_rate=3e-3, schedule="onecycle", weight_decay=5e-4,
-                    shift=2.0, rotate=10.0, scale=0.1, elastic=12.0, precision="auto"),
+        ModelConfig(
+            architecture="cnn",
+            filters=(32, 48, 96),
+            kernels=(5, 3, 3),
+            strides=(1, 1, 1),
+            convs=(1, 2, 2),
+            pool=True,
+            dense=256,
+            dropout=0.3,
+            norm_from=1,
+        ),
+        TrainConfig(
+            epochs=40,
+            batch_size=128,
+            learning_rate=3e-3,
+            schedule="onecycle",
+            weight_decay=5e-4,
+            shift=2.0,
+            rotate=10.0,
+            scale=0.1,
+            elastic=12.0,
+            precision="auto",
+        ),
     ),
     # `--model mlp`: the tutorial's Dense(10)-Dense(10), trained the best way found on the validation
     # split (GELU, one-cycle Adam at 1e-2, weight decay; 94.7 % validation vs 93.2 % the tutorial's way).
@@ -191,6 +220,7 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
         TrainConfig(epochs=20, batch_size=32, learning_rate=1e-3, schedule="constant"),
     ),
 }
+
 
 def keras_backend() -> str:
     """The Keras backend in use, or the one Keras will pick, without importing Keras (which would import
@@ -221,7 +251,7 @@ def native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 
 def resolve_precision(precision: str) -> str:
-    """"auto" -> "bfloat16" where it is native (native_bfloat16), else "float32"; others unchanged."""
+    """ "auto" -> "bfloat16" where it is native (native_bfloat16), else "float32"; others unchanged."""
     if precision == "auto":
         return "bfloat16" if native_bfloat16() else "float32"
     if precision not in PRECISIONS:

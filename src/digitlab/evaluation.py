@@ -30,8 +30,9 @@ def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> d
     conf = probs.max(axis=1)
     loss = nll(probs, y)
     accuracy = float(np.mean(pred == y))
-    report = classification_report(y, pred, labels=range(len(names)), target_names=names, output_dict=True,
-                                   zero_division=0)
+    report = classification_report(
+        y, pred, labels=range(len(names)), target_names=names, output_dict=True, zero_division=0
+    )
     cm = confusion_matrix(y, pred, labels=range(len(names)))
 
     wrong = np.flatnonzero(pred != y)
@@ -42,16 +43,20 @@ def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> d
         "mistakes": plot_gallery(
             ds.x_test[shown],
             [f"true {names[y[i]]} → {names[pred[i]]}\n{conf[i]:.1%}" for i in shown],
-            run_dir / runs.MISTAKES, f"Most confident mistakes ({len(wrong)} of {len(y)} wrong)",
+            run_dir / runs.MISTAKES,
+            f"Most confident mistakes ({len(wrong)} of {len(y)} wrong)",
         ),
     }
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(len(y), size=min(GALLERY, len(y)), replace=False))
     figures["predictions"] = plot_gallery(
         ds.x_test[sample],
-        [f"#{i}: {names[pred[i]]} {conf[i]:.0%}" + ("" if pred[i] == y[i] else f"\n(true {names[y[i]]})")
-         for i in sample],
-        run_dir / runs.PREDICTIONS, "Random test predictions (red: wrong)",
+        [
+            f"#{i}: {names[pred[i]]} {conf[i]:.0%}" + ("" if pred[i] == y[i] else f"\n(true {names[y[i]]})")
+            for i in sample
+        ],
+        run_dir / runs.PREDICTIONS,
+        "Random test predictions (red: wrong)",
         colors=["black" if pred[i] == y[i] else "red" for i in sample],
     )
     test = {
@@ -59,14 +64,14 @@ def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> d
         "loss": loss,
         "errors": int(len(wrong)),
         "count": int(len(y)),
-        "per_class": {n: {k: float(report[n][k]) for k in ("precision", "recall", "f1-score", "support")}
-                      for n in names},
+        "per_class": {
+            n: {k: float(report[n][k]) for k in ("precision", "recall", "f1-score", "support")} for n in names
+        },
         "macro_f1": float(report["macro avg"]["f1-score"]),
         "confusion_matrix": cm.tolist(),
         "class_names": names,
         "most_confident_mistakes": [
-            {"index": int(i), "true": int(y[i]), "predicted": int(pred[i]), "confidence": float(conf[i])}
-            for i in shown
+            {"index": int(i), "true": int(y[i]), "predicted": int(pred[i]), "confidence": float(conf[i])} for i in shown
         ],
         "figures": {k: str(Path(v).name) for k, v in figures.items()},
     }

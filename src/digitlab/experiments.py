@@ -30,10 +30,26 @@ from digitlab.training import train
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
 LADDER_PNG = "ladder.png"
-COLUMNS = ["step", "name", "what_changed", "train_accuracy", "validation_accuracy", "test_accuracy",
-           "test_loss", "seconds"]
-HEADINGS = ["step", "name", "what changed", "train accuracy", "validation accuracy", "test accuracy",
-            "test loss", "seconds"]
+COLUMNS = [
+    "step",
+    "name",
+    "what_changed",
+    "train_accuracy",
+    "validation_accuracy",
+    "test_accuracy",
+    "test_loss",
+    "seconds",
+]
+HEADINGS = [
+    "step",
+    "name",
+    "what changed",
+    "train accuracy",
+    "validation accuracy",
+    "test accuracy",
+    "test loss",
+    "seconds",
+]
 
 # --quick: the same steps, shortened for a smoke run
 LR_FIND_STEPS = 200  # batches of 32: about 6,400 images, an eighth of an epoch
@@ -58,20 +74,58 @@ class Step:
 def ladder(with_accurate: bool = False) -> list[Step]:
     """The tutorial's sequence of experiments, in order."""
     steps = [
-        Step("01-mlp-4-4-raw", "MLP 4-4 on raw pixels 0-255, Adam lr 1e-3, 20 epochs",
-             units=(4, 4), normalize=False, learning_rate=1e-3, epochs=20, tutorial="about 66 %"),
-        Step("02-mlp-4-4-normalised", "the same on pixels / 255",
-             units=(4, 4), normalize=True, learning_rate=1e-3, epochs=20, tutorial="about 86 %"),
-        Step("03-lr-find", "learning-rate range test (loss against learning rate) on the normalised MLP 4-4",
-             kind="lr_find", units=(4, 4), normalize=True),
-        Step("04-mlp-4-4-lr0.01", "learning rate 0.01, trained longer (40 epochs)",
-             units=(4, 4), normalize=True, learning_rate=0.01, epochs=40, tutorial="about 88 %"),
-        Step("05-mlp-4-4-long", "back to learning rate 1e-3, longer still (60 epochs)",
-             units=(4, 4), normalize=True, learning_rate=1e-3, epochs=60,
-             tutorial="little change: a 4-4 network is too small"),
-        Step("06-mlp-10-10", "hidden layers widened to 10-10, 20 epochs",
-             units=(10, 10), normalize=True, learning_rate=1e-3, epochs=20,
-             tutorial="about 95 % train / 93 % validation"),
+        Step(
+            "01-mlp-4-4-raw",
+            "MLP 4-4 on raw pixels 0-255, Adam lr 1e-3, 20 epochs",
+            units=(4, 4),
+            normalize=False,
+            learning_rate=1e-3,
+            epochs=20,
+            tutorial="about 66 %",
+        ),
+        Step(
+            "02-mlp-4-4-normalised",
+            "the same on pixels / 255",
+            units=(4, 4),
+            normalize=True,
+            learning_rate=1e-3,
+            epochs=20,
+            tutorial="about 86 %",
+        ),
+        Step(
+            "03-lr-find",
+            "learning-rate range test (loss against learning rate) on the normalised MLP 4-4",
+            kind="lr_find",
+            units=(4, 4),
+            normalize=True,
+        ),
+        Step(
+            "04-mlp-4-4-lr0.01",
+            "learning rate 0.01, trained longer (40 epochs)",
+            units=(4, 4),
+            normalize=True,
+            learning_rate=0.01,
+            epochs=40,
+            tutorial="about 88 %",
+        ),
+        Step(
+            "05-mlp-4-4-long",
+            "back to learning rate 1e-3, longer still (60 epochs)",
+            units=(4, 4),
+            normalize=True,
+            learning_rate=1e-3,
+            epochs=60,
+            tutorial="little change: a 4-4 network is too small",
+        ),
+        Step(
+            "06-mlp-10-10",
+            "hidden layers widened to 10-10, 20 epochs",
+            units=(10, 10),
+            normalize=True,
+            learning_rate=1e-3,
+            epochs=20,
+            tutorial="about 95 % train / 93 % validation",
+        ),
         Step("07-cnn-fast", "the fast CNN preset (2 conv stages, one-cycle schedule)", preset="fast"),
     ]
     if with_accurate:
@@ -82,14 +136,23 @@ def ladder(with_accurate: bool = False) -> list[Step]:
 def step_configs(step: Step, *, quick: bool, seed: int, dataset: str):
     """The (ModelConfig, TrainConfig) of a step; quick runs shorten it, nothing else changes."""
     if step.preset not in PRESETS:
-        raise DigitlabError(f"experiments: step {step.name} needs the {step.preset!r} preset, which digitlab.config "
-                            f"does not define (it has {', '.join(PRESETS)}); run without --with-accurate")
+        raise DigitlabError(
+            f"experiments: step {step.name} needs the {step.preset!r} preset, which digitlab.config "
+            f"does not define (it has {', '.join(PRESETS)}); run without --with-accurate"
+        )
     epochs = step.epochs or PRESETS[step.preset][1].epochs
     if quick:
         epochs = max(2, epochs // QUICK_EPOCHS_DIVISOR)
-    return resolve_configs(step.preset, units=step.units, normalize=step.normalize,
-                           learning_rate=step.learning_rate, epochs=epochs, seed=seed, dataset=dataset,
-                           limit=QUICK_LIMIT if quick else None)
+    return resolve_configs(
+        step.preset,
+        units=step.units,
+        normalize=step.normalize,
+        learning_rate=step.learning_rate,
+        epochs=epochs,
+        seed=seed,
+        dataset=dataset,
+        limit=QUICK_LIMIT if quick else None,
+    )
 
 
 def run_experiments(
@@ -122,9 +185,18 @@ def run_experiments(
         started = time.perf_counter()
         model_cfg, train_cfg = step_configs(step, quick=quick, seed=seed, dataset=dataset)
         run_dir = out_dir / step.name
-        row = {"step": number, "name": step.name, "what_changed": step.what_changed, "kind": step.kind,
-               "tutorial": step.tutorial, "run_dir": str(run_dir), "train_accuracy": "",
-               "validation_accuracy": "", "test_accuracy": "", "test_loss": ""}
+        row = {
+            "step": number,
+            "name": step.name,
+            "what_changed": step.what_changed,
+            "kind": step.kind,
+            "tutorial": step.tutorial,
+            "run_dir": str(run_dir),
+            "train_accuracy": "",
+            "validation_accuracy": "",
+            "test_accuracy": "",
+            "test_loss": "",
+        }
         if step.kind == "lr_find":
             row.update(_lr_find_step(model_cfg, train_cfg, run_dir, quick, data_dir))
             row["what_changed"] += f"; suggested learning rate {row['suggested_lr']:.2g}"
@@ -136,8 +208,12 @@ def run_experiments(
         if on_step:
             on_step(number, len(steps), step, row)
     _plot_ladder(results, out_dir / LADDER_PNG)
-    note = (f"A --quick smoke run: {QUICK_LIMIT:,} training images and 1/{QUICK_EPOCHS_DIVISOR} of the epochs "
-            f"per step, {QUICK_LR_FIND_STEPS} learning-rate finder batches." if quick else "")
+    note = (
+        f"A --quick smoke run: {QUICK_LIMIT:,} training images and 1/{QUICK_EPOCHS_DIVISOR} of the epochs "
+        f"per step, {QUICK_LR_FIND_STEPS} learning-rate finder batches."
+        if quick
+        else ""
+    )
     build_experiments_report(out_dir, results, note=note)
     return results
 
@@ -158,8 +234,14 @@ def _train_step(model_cfg, train_cfg, run_dir: Path, data_dir, overwrite: bool) 
 
 
 def _lr_find_step(model_cfg, train_cfg, run_dir: Path, quick: bool, data_dir) -> dict:
-    found = lr_find(model_cfg, train_cfg, run_dir, steps=QUICK_LR_FIND_STEPS if quick else LR_FIND_STEPS,
-                    data_dir=data_dir, progress=False)
+    found = lr_find(
+        model_cfg,
+        train_cfg,
+        run_dir,
+        steps=QUICK_LR_FIND_STEPS if quick else LR_FIND_STEPS,
+        data_dir=data_dir,
+        progress=False,
+    )
     # No model here, but the directory still says what produced it.
     runs.write_json(run_dir / runs.CONFIG, {"model": model_cfg.to_dict(), "train": train_cfg.to_dict()})
     runs.write_json(run_dir / runs.ENVIRONMENT, runs.environment(train_cfg.seed))
@@ -174,9 +256,16 @@ def _write_results(out_dir: Path, results: list[dict]) -> None:
     runs.write_csv(out_dir / RESULTS_CSV, results, COLUMNS)
     lines = ["| " + " | ".join(HEADINGS) + " |", "|" + "|".join(["---"] * len(HEADINGS)) + "|"]
     for r in results:
-        cells = [r["step"], r["name"], r["what_changed"], _fmt(r["train_accuracy"], 4),
-                 _fmt(r["validation_accuracy"], 4), _fmt(r["test_accuracy"], 4), _fmt(r["test_loss"], 4),
-                 _fmt(r["seconds"], 1)]
+        cells = [
+            r["step"],
+            r["name"],
+            r["what_changed"],
+            _fmt(r["train_accuracy"], 4),
+            _fmt(r["validation_accuracy"], 4),
+            _fmt(r["test_accuracy"], 4),
+            _fmt(r["test_loss"], 4),
+            _fmt(r["seconds"], 1),
+        ]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     atomic.write_bytes(out_dir / RESULTS_MD, ("\n".join(lines) + "\n").encode())
 
@@ -188,8 +277,11 @@ def _plot_ladder(results: list[dict], path: Path) -> Path:
     ax = fig.subplots()
     x = np.arange(len(trained))
     width = 0.27
-    for offset, key, label in ((-width, "train_accuracy", "train"), (0.0, "validation_accuracy", "validation"),
-                               (width, "test_accuracy", "test")):
+    for offset, key, label in (
+        (-width, "train_accuracy", "train"),
+        (0.0, "validation_accuracy", "validation"),
+        (width, "test_accuracy", "test"),
+    ):
         bars = ax.bar(x + offset, [r[key] for r in trained], width, label=label)
         ax.bar_label(bars, fmt="%.2f", fontsize=7, rotation=90, padding=2)
     ax.set_xticks(x, [r["name"].split("-", 1)[1] for r in trained], rotation=20, ha="right")

@@ -35,8 +35,9 @@ ATOL = 1e-4  # largest |probability difference| allowed against the Keras model
 CHECK_IMAGES = 1000  # test images the check runs (capped at the test set's size)
 
 
-def export(run_dir: Path, fmt: str, out: Path | None = None, *, n: int = CHECK_IMAGES,
-           data_dir: Path | None = None) -> dict:
+def export(
+    run_dir: Path, fmt: str, out: Path | None = None, *, n: int = CHECK_IMAGES, data_dir: Path | None = None
+) -> dict:
     """Export a run's model.keras as `fmt` to `out` (default: FORMATS[fmt] in the run directory).
 
     Returns the check's record (also saved in metrics.json). record["passed"] False: the new export was
@@ -67,8 +68,7 @@ def export(run_dir: Path, fmt: str, out: Path | None = None, *, n: int = CHECK_I
             bytes=_size(staged),
             export_seconds=round(export_seconds, 3),
             source_sha256=sha256(model_path),
-            packages=runs.package_versions(("keras", "tensorflow", "tensorflow-cpu", "tf2onnx", "onnx",
-                                            "onnxruntime")),
+            packages=runs.package_versions(("keras", "tensorflow", "tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime")),
         )
         if record["passed"]:
             _install(staged, dest)
@@ -114,8 +114,9 @@ def write_export(model, fmt: str, path: Path) -> None:
         try:
             model.export(str(path), format=KERAS_FORMATS[fmt], input_signature=signature, verbose=False)
         except Exception as e:
-            raise DigitlabError(f"{path.name}: Keras could not export the model as {fmt} "
-                                f"({type(e).__name__}: {e})") from None
+            raise DigitlabError(
+                f"{path.name}: Keras could not export the model as {fmt} ({type(e).__name__}: {e})"
+            ) from None
 
 
 def check_export(fmt: str, path: Path, model, x: np.ndarray) -> dict:
@@ -132,8 +133,13 @@ def check_export(fmt: str, path: Path, model, x: np.ndarray) -> dict:
         return {**record, "passed": False, "error": f"output shape {got.shape}, expected {expected.shape}"}
     diff = float(np.abs(got - expected).max())
     mismatches = int((got.argmax(axis=1) != expected.argmax(axis=1)).sum())
-    return {**record, "max_abs_diff": diff, "argmax_agreement": 1.0 - mismatches / len(x),
-            "argmax_mismatches": mismatches, "passed": mismatches == 0 and diff <= ATOL}
+    return {
+        **record,
+        "max_abs_diff": diff,
+        "argmax_agreement": 1.0 - mismatches / len(x),
+        "argmax_mismatches": mismatches,
+        "passed": mismatches == 0 and diff <= ATOL,
+    }
 
 
 def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:

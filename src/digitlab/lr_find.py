@@ -69,12 +69,21 @@ def lr_find(
     suggested = suggest_lr(lrs, smoothed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs.write_csv(out_dir / runs.LR_FIND_CSV,
-                   [{"lr": a, "loss": b, "smoothed": c} for a, b, c in zip(lrs, losses, smoothed)],
-                   ["lr", "loss", "smoothed"])
+    runs.write_csv(
+        out_dir / runs.LR_FIND_CSV,
+        [{"lr": a, "loss": b, "smoothed": c} for a, b, c in zip(lrs, losses, smoothed)],
+        ["lr", "loss", "smoothed"],
+    )
     plot = plot_lr_find(lrs, losses, smoothed, suggested, out_dir / runs.LR_FIND_PNG)
-    return {"lrs": lrs, "losses": losses, "smoothed": smoothed, "suggested_lr": suggested,
-            "rule": SUGGESTION_RULE, "plot": plot, "min_loss_lr": float(lrs[int(np.argmin(smoothed))])}
+    return {
+        "lrs": lrs,
+        "losses": losses,
+        "smoothed": smoothed,
+        "suggested_lr": suggested,
+        "rule": SUGGESTION_RULE,
+        "plot": plot,
+        "min_loss_lr": float(lrs[int(np.argmin(smoothed))]),
+    }
 
 
 def _constant(cfg: TrainConfig) -> TrainConfig:

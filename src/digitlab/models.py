@@ -25,8 +25,9 @@ def build_model(config: ModelConfig, precision: str = "float32") -> keras.Model:
     h, w = config.input_shape
     inputs = keras.Input(shape=(h, w), name="pixels")  # raw 0-255, float32
     if config.normalize and config.standardize:  # (x / 255 - mean) / std in one multiply-add
-        x = layers.Rescaling(1.0 / (255.0 * PIXEL_STD), offset=-PIXEL_MEAN / PIXEL_STD, name="scale",
-                             dtype=dtype)(inputs)
+        x = layers.Rescaling(1.0 / (255.0 * PIXEL_STD), offset=-PIXEL_MEAN / PIXEL_STD, name="scale", dtype=dtype)(
+            inputs
+        )
     elif config.normalize:
         x = layers.Rescaling(1.0 / 255.0, name="scale", dtype=dtype)(inputs)
     else:
@@ -42,8 +43,15 @@ def build_model(config: ModelConfig, precision: str = "float32") -> keras.Model:
             norm = i >= config.norm_from
             for j in range(convs):
                 first = j == 0
-                x = layers.Conv2D(channels, kernel if first else 3, strides=stride if first else 1, padding="same",
-                                  use_bias=not norm, name=f"conv_{i}_{j}", dtype=dtype)(x)
+                x = layers.Conv2D(
+                    channels,
+                    kernel if first else 3,
+                    strides=stride if first else 1,
+                    padding="same",
+                    use_bias=not norm,
+                    name=f"conv_{i}_{j}",
+                    dtype=dtype,
+                )(x)
                 if norm:
                     x = layers.BatchNormalization(momentum=config.bn_momentum, name=f"bn_{i}_{j}", dtype=dtype)(x)
                 x = layers.Activation("relu", name=f"relu_{i}_{j}", dtype=dtype)(x)

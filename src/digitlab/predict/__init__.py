@@ -40,8 +40,9 @@ class Predictor:
     def check_images(self, x: np.ndarray, where: str) -> None:
         """A RunError unless images `x` (n, h, w) have the shape the model takes."""
         if tuple(x.shape[1:]) != self.input_shape:
-            raise RunError(f"{where}: the model expects images of shape {self.input_shape}, "
-                           f"the data has {tuple(x.shape[1:])}")
+            raise RunError(
+                f"{where}: the model expects images of shape {self.input_shape}, the data has {tuple(x.shape[1:])}"
+            )
 
     def raw_proba(self, x: np.ndarray) -> np.ndarray:
         """(n, h, w) raw pixels 0-255 (uint8 or float) -> (n, classes) float32 probabilities, uncalibrated."""
@@ -53,8 +54,9 @@ class Predictor:
         if not len(x):
             return np.zeros((0, len(self.class_names)), "float32")
         # Direct calls in chunks: one call per image costs set-up, one call for all costs memory.
-        return np.concatenate([np.asarray(self.forward(x[i : i + CHUNK]), dtype="float32")
-                               for i in range(0, len(x), CHUNK)])
+        return np.concatenate(
+            [np.asarray(self.forward(x[i : i + CHUNK]), dtype="float32") for i in range(0, len(x), CHUNK)]
+        )
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(n, h, w) raw pixels 0-255 (uint8 or float) -> (n, classes) float32 calibrated probabilities."""
@@ -85,14 +87,24 @@ def load_predictor(run_dir: Path, runtime: str = "keras") -> Predictor:
     else:
         raise DigitlabError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
     config = runs.read_run_config(run_dir)
-    names = tuple(config.get("data", {}).get("class_names") or [str(i) for i in range(config.get("model", {}).get("num_classes", 10))])
+    names = tuple(
+        config.get("data", {}).get("class_names")
+        or [str(i) for i in range(config.get("model", {}).get("num_classes", 10))]
+    )
     temperature, threshold = 1.0, 0.0
     calibration = run_dir / runs.CALIBRATION
     if calibration.is_file():
         fitted = runs.read_json(calibration)
         temperature, threshold = float(fitted["temperature"]), float(fitted["threshold"])
-    return Predictor(forward=forward, input_shape=input_shape, class_names=names, temperature=temperature,
-                     threshold=threshold, run_dir=run_dir, runtime=runtime)
+    return Predictor(
+        forward=forward,
+        input_shape=input_shape,
+        class_names=names,
+        temperature=temperature,
+        threshold=threshold,
+        run_dir=run_dir,
+        runtime=runtime,
+    )
 
 
 def describe(probs: np.ndarray, class_names: tuple[str, ...], k: int = 3) -> list[dict]:
@@ -100,12 +112,14 @@ def describe(probs: np.ndarray, class_names: tuple[str, ...], k: int = 3) -> lis
     out = []
     for p in np.atleast_2d(probs):
         order = np.argsort(p)[::-1][:k]
-        out.append({
-            "digit": int(order[0]),
-            "label": class_names[order[0]],
-            "confidence": float(p[order[0]]),
-            "top3": [{"digit": int(i), "label": class_names[i], "probability": float(p[i])} for i in order],
-        })
+        out.append(
+            {
+                "digit": int(order[0]),
+                "label": class_names[order[0]],
+                "confidence": float(p[order[0]]),
+                "top3": [{"digit": int(i), "label": class_names[i], "probability": float(p[i])} for i in order],
+            }
+        )
     return out
 
 

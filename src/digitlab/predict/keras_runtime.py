@@ -21,8 +21,10 @@ def load_keras_model(model_path: Path, *, compile: bool = False):
     """A Keras model file, or a RunError naming it. compile=True also restores the loss and optimizer
     (their custom classes must be registered: import digitlab.training first)."""
     if importlib.util.find_spec("keras") is None:
-        raise RunError(f"{model_path}: loading a Keras model needs the train extra: pip install 'digitlab[train]'"
-                       " (or use --runtime onnx)")
+        raise RunError(
+            f"{model_path}: loading a Keras model needs the train extra: pip install 'digitlab[train]'"
+            " (or use --runtime onnx)"
+        )
     import keras  # TensorFlow: heavy, and absent from ONNX-only deployments
 
     try:
@@ -48,7 +50,9 @@ def forward(model) -> Callable[[np.ndarray], np.ndarray]:
 def load(run_dir: Path) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[int, ...]]:
     """The forward callable and input shape (without the batch) of a run's model.keras."""
     if importlib.util.find_spec("keras") is None:  # an ONNX-only deployment
-        raise DigitlabError("--runtime keras needs Keras and TensorFlow (pip install 'digitlab[train]'); "
-                            "an ONNX-only install runs model.onnx with --runtime onnx")
+        raise DigitlabError(
+            "--runtime keras needs Keras and TensorFlow (pip install 'digitlab[train]'); "
+            "an ONNX-only install runs model.onnx with --runtime onnx"
+        )
     model = load_keras_model(runs.require_model(run_dir))
     return forward(model), tuple(model.input_shape[1:])

@@ -24,6 +24,7 @@ from digitlab.preprocess.normalize import SIDE, normalize_digit
 
 __all__ = ["SIDE", "ImageError", "Preprocessed", "load_image", "preprocess", "save_debug_strip"]
 
+
 @dataclass(frozen=True, eq=False)
 class Preprocessed:
     """An image brought to MNIST's form, with what was done to it."""

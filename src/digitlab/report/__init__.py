@@ -34,7 +34,6 @@ LR_FIND_STEPS = 100  # batches for `digitlab report --lr-find`: seconds on a CPU
 UNUSED = {"mlp": {"filters", "dense", "dropout"}, "cnn": {"units", "activation"}}
 
 
-
 # ---- HTML pieces: every piece of text is escaped here ----
 
 
@@ -51,16 +50,19 @@ def figure(path: Path | None, caption: str) -> str:
     if path is None or not Path(path).is_file():
         name = Path(path).name if path is not None else "figure"
         return f'<p class="note">No {esc(name)}: {esc(caption)} is not available.</p>'
-    return (f'<figure><img src="{data_uri(Path(path).read_bytes())}" alt="{esc(caption)}">'
-            f"<figcaption>{esc(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img src="{data_uri(Path(path).read_bytes())}" alt="{esc(caption)}">'
+        f"<figcaption>{esc(caption)}</figcaption></figure>"
+    )
 
 
 def _cls(name: str, on: bool) -> str:
     return f' class="{name}"' if on else ""
 
 
-def table(headers: list[str], rows: list[list], numeric: set[int] = frozenset(),
-          highlight: set[int] = frozenset()) -> str:
+def table(
+    headers: list[str], rows: list[list], numeric: set[int] = frozenset(), highlight: set[int] = frozenset()
+) -> str:
     """An HTML table; columns in `numeric` align right, rows in `highlight` are shaded."""
     head = "".join(f"<th{_cls('num', i in numeric)}>{esc(h)}</th>" for i, h in enumerate(headers))
     body = []
@@ -77,8 +79,11 @@ def kv_table(rows: list[list]) -> str:
 
 
 def cards(items: list[tuple[str, str]]) -> str:
-    return '<div class="cards">' + "".join(
-        f'<div class="card">{esc(label)}<b>{esc(value)}</b></div>' for label, value in items) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(f'<div class="card">{esc(label)}<b>{esc(value)}</b></div>' for label, value in items)
+        + "</div>"
+    )
 
 
 def section(anchor: str, title: str, body: str) -> str:
@@ -122,8 +127,9 @@ def needs_evaluation(run_dir: Path) -> bool:
     return test is None or any(not (run_dir / f).is_file() for f in test.get("figures", {}).values())
 
 
-def build_report(run_dir: Path, out: Path | None = None, *, data_dir: Path | None = None,
-                 evaluated_now: bool = False) -> Path:
+def build_report(
+    run_dir: Path, out: Path | None = None, *, data_dir: Path | None = None, evaluated_now: bool = False
+) -> Path:
     """Write one self-contained HTML report of a run; returns its path (default `run_dir/report.html`).
 
     The run must have its test figures (see needs_evaluation); `evaluated_now` only changes the note that
@@ -155,18 +161,26 @@ def _summary(run_dir: Path, config: dict, metrics: dict, test: dict, evaluated_n
     v = metrics.get("validation", {})
     widths = model.get("units") if model["architecture"] == "mlp" else model.get("filters")
     shape = f"{model['architecture'].upper()} {'-'.join(map(str, widths or []))}"
-    items = [("test accuracy", pct(test["accuracy"])), ("validation accuracy", pct(v.get("accuracy"))),
-             ("train accuracy", pct(metrics.get("train", {}).get("accuracy"))),
-             ("model", shape), ("parameters", f"{metrics.get('parameters', 0):,}"),
-             ("epochs", f"{metrics.get('epochs', '?')} (best {v.get('best_epoch', '?')})")]
-    note = ("The test set was evaluated while writing this report (metrics.json had no test figures)."
-            if evaluated_now else "Test figures from an earlier `digitlab evaluate`.")
-    return (cards(items)
-            + f"<p>Test accuracy: <b>{esc(pct(test['accuracy']))}</b> ({esc(test['errors'])} of "
-            f"{esc(test['count'])} test images wrong), test loss {esc(num(test['loss']))}. "
-            f"Data set <code>{esc(train.get('dataset', 'mnist'))}</code>, seed {esc(train['seed'])}.</p>"
-            f'<p class="note">{esc(note)} The best epoch was chosen on the validation split; the test set '
-            "only reports.</p>")
+    items = [
+        ("test accuracy", pct(test["accuracy"])),
+        ("validation accuracy", pct(v.get("accuracy"))),
+        ("train accuracy", pct(metrics.get("train", {}).get("accuracy"))),
+        ("model", shape),
+        ("parameters", f"{metrics.get('parameters', 0):,}"),
+        ("epochs", f"{metrics.get('epochs', '?')} (best {v.get('best_epoch', '?')})"),
+    ]
+    note = (
+        "The test set was evaluated while writing this report (metrics.json had no test figures)."
+        if evaluated_now
+        else "Test figures from an earlier `digitlab evaluate`."
+    )
+    return (
+        cards(items) + f"<p>Test accuracy: <b>{esc(pct(test['accuracy']))}</b> ({esc(test['errors'])} of "
+        f"{esc(test['count'])} test images wrong), test loss {esc(num(test['loss']))}. "
+        f"Data set <code>{esc(train.get('dataset', 'mnist'))}</code>, seed {esc(train['seed'])}.</p>"
+        f'<p class="note">{esc(note)} The best epoch was chosen on the validation split; the test set '
+        "only reports.</p>"
+    )
 
 
 def _data_section(config: dict, data_dir: Path | None) -> str:
@@ -184,21 +198,28 @@ def _data_section(config: dict, data_dir: Path | None) -> str:
         ["source", info["source"]],
         ["verified", "yes, SHA-256 of every file matches" if info["verified"] else "no (no pinned digests)"],
         *[[key, f"{tuple(shape)} {info['dtypes'][key]}"] for key, shape in info["shapes"].items()],
-        ["split (seeded, stratified)",
-         f"{split.get('train', '?')} train / {split.get('validation', '?')} validation"
-         f" (validation fraction {config['train'].get('val_fraction')}, split seed {config['train'].get('split_seed')})"
-         + (f"; training limited to the first {limit} images" if limit else "")],
-        *[[f"pixels ({s})", f"min {p['min']}, max {p['max']}, mean {p['mean']:.2f}"]
-          for s, p in info["pixels"].items()],
+        [
+            "split (seeded, stratified)",
+            f"{split.get('train', '?')} train / {split.get('validation', '?')} validation"
+            f" (validation fraction {config['train'].get('val_fraction')}, split seed {config['train'].get('split_seed')})"
+            + (f"; training limited to the first {limit} images" if limit else ""),
+        ],
+        *[
+            [f"pixels ({s})", f"min {p['min']}, max {p['max']}, mean {p['mean']:.2f}"]
+            for s, p in info["pixels"].items()
+        ],
     ]
     names = info["class_names"]
     tr, te = info["counts"]["train"], info["counts"]["test"]
     count_rows = [[n, a, b] for n, a, b in zip(names, tr, te)] + [["total", sum(tr), sum(te)]]
-    return (kv_table(facts)
-            + '<div class="grid"><div><h3>Images per class</h3>'
-            + table(["class", "train", "test"], count_rows, numeric={1, 2}) + "</div>"
-            + f"<div><h3>Sample grid</h3>{grid}</div></div>"
-            + f"<h3>Class distribution</h3>{counts}<h3>Pixel histogram</h3>{pixels}")
+    return (
+        kv_table(facts)
+        + '<div class="grid"><div><h3>Images per class</h3>'
+        + table(["class", "train", "test"], count_rows, numeric={1, 2})
+        + "</div>"
+        + f"<div><h3>Sample grid</h3>{grid}</div></div>"
+        + f"<h3>Class distribution</h3>{counts}<h3>Pixel histogram</h3>{pixels}"
+    )
 
 
 def layer_summary(model) -> list[list]:
@@ -221,12 +242,17 @@ def _model_section(run_dir: Path, config: dict) -> str:
     size = (run_dir / runs.MODEL).stat().st_size
     unused = UNUSED.get(config["model"]["architecture"], ())
     conf = [[k, _value(v)] for k, v in config["model"].items() if k not in unused]
-    return (cards([("parameters", f"{total:,}"), ("trainable", f"{trainable:,}"),
-                   ("model.keras", f"{size / 1024:,.1f} KiB")])
-            + '<div class="grid side"><div><h3>Configuration</h3>' + kv_table(conf) + "</div>"
-            + "<div><h3>Layers</h3>"
-            + table(["layer", "type", "output shape", "parameters"], layer_summary(model), numeric={3})
-            + "</div></div>")
+    return (
+        cards(
+            [("parameters", f"{total:,}"), ("trainable", f"{trainable:,}"), ("model.keras", f"{size / 1024:,.1f} KiB")]
+        )
+        + '<div class="grid side"><div><h3>Configuration</h3>'
+        + kv_table(conf)
+        + "</div>"
+        + "<div><h3>Layers</h3>"
+        + table(["layer", "type", "output shape", "parameters"], layer_summary(model), numeric={3})
+        + "</div></div>"
+    )
 
 
 def _value(v) -> str:
@@ -237,57 +263,95 @@ def _training_section(run_dir: Path, config: dict, metrics: dict) -> str:
     conf = [[k, _value(v)] for k, v in config["train"].items()]
     history = read_csv(run_dir / runs.HISTORY) if (run_dir / runs.HISTORY).is_file() else []
     best = metrics.get("validation", {}).get("best_epoch")
-    rows = [[r["epoch"], num(r.get("loss")), pct(r.get("accuracy")), num(r.get("val_loss")),
-             pct(r.get("val_accuracy")), f"{float(r['lr']):.3g}" if r.get("lr") else "", num(r.get("seconds"), 1)]
-            for r in history]
+    rows = [
+        [
+            r["epoch"],
+            num(r.get("loss")),
+            pct(r.get("accuracy")),
+            num(r.get("val_loss")),
+            pct(r.get("val_accuracy")),
+            f"{float(r['lr']):.3g}" if r.get("lr") else "",
+            num(r.get("seconds"), 1),
+        ]
+        for r in history
+    ]
     best_rows = {i for i, r in enumerate(history) if str(best) == r["epoch"]}
     secs = metrics.get("train_seconds")
-    return (figure(run_dir / runs.CURVES, "Training and validation loss and accuracy per epoch")
-            + '<div class="grid side"><div><h3>Configuration</h3>' + kv_table(conf) + "</div>"
-            + "<div><h3>History</h3>"
-            + table(["epoch", "loss", "accuracy", "val loss", "val accuracy", "lr", "seconds"], rows,
-                    numeric={0, 1, 2, 3, 4, 5, 6}, highlight=best_rows)
-            + f'<p class="note">Shaded: the best validation epoch, whose weights are model.keras. '
-            f"{esc(f'{secs:.1f} s of training in all.' if secs is not None else '')}</p></div></div>")
+    return (
+        figure(run_dir / runs.CURVES, "Training and validation loss and accuracy per epoch")
+        + '<div class="grid side"><div><h3>Configuration</h3>'
+        + kv_table(conf)
+        + "</div>"
+        + "<div><h3>History</h3>"
+        + table(
+            ["epoch", "loss", "accuracy", "val loss", "val accuracy", "lr", "seconds"],
+            rows,
+            numeric={0, 1, 2, 3, 4, 5, 6},
+            highlight=best_rows,
+        )
+        + f'<p class="note">Shaded: the best validation epoch, whose weights are model.keras. '
+        f"{esc(f'{secs:.1f} s of training in all.' if secs is not None else '')}</p></div></div>"
+    )
 
 
 def _lr_find_section(run_dir: Path) -> str:
     csv_path = run_dir / runs.LR_FIND_CSV
     if not (run_dir / runs.LR_FIND_PNG).is_file():
-        return ('<p class="note">No learning-rate range test in this run directory. '
-                "<code>digitlab report RUN --lr-find</code> runs a quick one into it.</p>")
+        return (
+            '<p class="note">No learning-rate range test in this run directory. '
+            "<code>digitlab report RUN --lr-find</code> runs a quick one into it.</p>"
+        )
     text = ""
     if csv_path.is_file():
         rows = read_csv(csv_path)
         lrs = np.array([float(r["lr"]) for r in rows])
         smoothed = np.array([float(r["smoothed"]) for r in rows])
-        text = (f"<p>{len(rows)} batches, learning rate {lrs[0]:.2g} to {lrs[-1]:.2g}; suggested "
-                f"<b>{suggest_lr(lrs, smoothed):.3g}</b> ({esc(SUGGESTION_RULE)}).</p>")
+        text = (
+            f"<p>{len(rows)} batches, learning rate {lrs[0]:.2g} to {lrs[-1]:.2g}; suggested "
+            f"<b>{suggest_lr(lrs, smoothed):.3g}</b> ({esc(SUGGESTION_RULE)}).</p>"
+        )
     return text + figure(run_dir / runs.LR_FIND_PNG, "Loss against learning rate (log scale)")
 
 
 def _test_section(run_dir: Path, test: dict, evaluated_now: bool) -> str:
-    per_class = [[name, num(m["precision"]), num(m["recall"]), num(m["f1-score"]), int(m["support"])]
-                 for name, m in test["per_class"].items()]
+    per_class = [
+        [name, num(m["precision"]), num(m["recall"]), num(m["f1-score"]), int(m["support"])]
+        for name, m in test["per_class"].items()
+    ]
     figures = test.get("figures", {})
     mistakes = test.get("most_confident_mistakes", [])
     names = test.get("class_names") or list(test["per_class"])
     mistake_rows = [[m["index"], names[m["true"]], names[m["predicted"]], pct(m["confidence"])] for m in mistakes[:10]]
-    touched = ("evaluated by this report: it ran digitlab.evaluate on the test set" if evaluated_now
-               else "from metrics.json")
-    return (cards([("test accuracy", pct(test["accuracy"])), ("test loss", num(test["loss"])),
-                   ("wrong", f"{test['errors']} of {test['count']}"), ("macro F1", num(test.get("macro_f1")))])
-            + f'<p class="note">Test figures {esc(touched)}; uncalibrated probabilities.</p>'
-            + '<div class="grid"><div><h3>Per class</h3>'
-            + table(["class", "precision", "recall", "F1", "support"], per_class, numeric={1, 2, 3, 4}) + "</div>"
-            + "<div><h3>Confusion matrix</h3>"
-            + figure(run_dir / figures.get("confusion_matrix", "confusion_matrix.png"),
-                     "Rows: true class; columns: predicted") + "</div></div>"
-            + "<h3>Most confident mistakes</h3>"
-            + (table(["test index", "true", "predicted", "confidence"], mistake_rows, numeric={0, 3})
-               if mistake_rows else '<p class="note">No mistakes.</p>')
-            + figure(run_dir / figures.get("mistakes", "mistakes.png"), "Most confident mistakes first")
-            + figure(run_dir / figures.get("predictions", "predictions.png"), "Random test predictions (red: wrong)"))
+    touched = (
+        "evaluated by this report: it ran digitlab.evaluate on the test set" if evaluated_now else "from metrics.json"
+    )
+    return (
+        cards(
+            [
+                ("test accuracy", pct(test["accuracy"])),
+                ("test loss", num(test["loss"])),
+                ("wrong", f"{test['errors']} of {test['count']}"),
+                ("macro F1", num(test.get("macro_f1"))),
+            ]
+        )
+        + f'<p class="note">Test figures {esc(touched)}; uncalibrated probabilities.</p>'
+        + '<div class="grid"><div><h3>Per class</h3>'
+        + table(["class", "precision", "recall", "F1", "support"], per_class, numeric={1, 2, 3, 4})
+        + "</div>"
+        + "<div><h3>Confusion matrix</h3>"
+        + figure(
+            run_dir / figures.get("confusion_matrix", "confusion_matrix.png"), "Rows: true class; columns: predicted"
+        )
+        + "</div></div>"
+        + "<h3>Most confident mistakes</h3>"
+        + (
+            table(["test index", "true", "predicted", "confidence"], mistake_rows, numeric={0, 3})
+            if mistake_rows
+            else '<p class="note">No mistakes.</p>'
+        )
+        + figure(run_dir / figures.get("mistakes", "mistakes.png"), "Most confident mistakes first")
+        + figure(run_dir / figures.get("predictions", "predictions.png"), "Random test predictions (red: wrong)")
+    )
 
 
 def _calibration_section(run_dir: Path) -> str:
@@ -305,9 +369,13 @@ def _calibration_section(run_dir: Path) -> str:
         ["validation digits accepted", pct(c.get("validation_coverage"))],
         ["accuracy of the accepted", pct(c.get("validation_accepted_accuracy"))],
     ]
-    return ('<div class="grid"><div>' + kv_table(rows) + "</div><div>"
-            + figure(run_dir / runs.RELIABILITY, "Reliability: accuracy against confidence, validation split")
-            + "</div></div>")
+    return (
+        '<div class="grid"><div>'
+        + kv_table(rows)
+        + "</div><div>"
+        + figure(run_dir / runs.RELIABILITY, "Reliability: accuracy against confidence, validation split")
+        + "</div></div>"
+    )
 
 
 def _environment_section(run_dir: Path) -> str:
@@ -317,8 +385,13 @@ def _environment_section(run_dir: Path) -> str:
     env = runs.read_json(path)
     rows = [[k, v] for k, v in env.items() if k != "packages"]
     packages = [[k, v] for k, v in env.get("packages", {}).items()]
-    return ('<div class="grid"><div>' + kv_table(rows) + "</div><div>"
-            + table(["package", "version"], packages) + "</div></div>")
+    return (
+        '<div class="grid"><div>'
+        + kv_table(rows)
+        + "</div><div>"
+        + table(["package", "version"], packages)
+        + "</div></div>"
+    )
 
 
 # ---- the experiments ladder's report ----
@@ -337,18 +410,41 @@ def build_experiments_report(out_dir: Path, results: list[dict], out: Path | Non
     if not results:
         raise RunError(f"{out_dir}: no experiment results to report")
     trained = [r for r in results if r.get("kind") == "train"]
-    headers = ["step", "name", "what changed", "train accuracy", "validation accuracy", "test accuracy",
-               "test loss", "seconds", "tutorial"]
-    rows = [[r["step"], r["name"], r["what_changed"], pct(r["train_accuracy"]), pct(r["validation_accuracy"]),
-             pct(r["test_accuracy"]), num(r["test_loss"]), num(r["seconds"], 1), r.get("tutorial", "")]
-            for r in results]
+    headers = [
+        "step",
+        "name",
+        "what changed",
+        "train accuracy",
+        "validation accuracy",
+        "test accuracy",
+        "test loss",
+        "seconds",
+        "tutorial",
+    ]
+    rows = [
+        [
+            r["step"],
+            r["name"],
+            r["what_changed"],
+            pct(r["train_accuracy"]),
+            pct(r["validation_accuracy"]),
+            pct(r["test_accuracy"]),
+            num(r["test_loss"]),
+            num(r["seconds"], 1),
+            r.get("tutorial", ""),
+        ]
+        for r in results
+    ]
     best_val = max(trained, key=lambda r: r["validation_accuracy"], default=None)
-    summary = ((f"<p><b>{esc(note)}</b></p>" if note else "")
-               + table(headers, rows, numeric={0, 3, 4, 5, 6, 7},
-                     highlight={i for i, r in enumerate(results) if r is best_val})
-               + '<p class="note">Shaded: the best validation accuracy. Every step trains on the same seeded '
-               "split; the best epoch of each step is chosen on validation, and the test set only reports.</p>"
-               + figure(out_dir / "ladder.png", "Train, validation and test accuracy per step"))
+    summary = (
+        (f"<p><b>{esc(note)}</b></p>" if note else "")
+        + table(
+            headers, rows, numeric={0, 3, 4, 5, 6, 7}, highlight={i for i, r in enumerate(results) if r is best_val}
+        )
+        + '<p class="note">Shaded: the best validation accuracy. Every step trains on the same seeded '
+        "split; the best epoch of each step is chosen on validation, and the test set only reports.</p>"
+        + figure(out_dir / "ladder.png", "Train, validation and test accuracy per step")
+    )
     steps = []
     for r in results:
         run = out_dir / r["name"]
@@ -357,11 +453,17 @@ def build_experiments_report(out_dir: Path, results: list[dict], out: Path | Non
         if r.get("kind") == "lr_find":
             body = figure(run / runs.LR_FIND_PNG, "Loss against learning rate (log scale)")
         else:
-            head += (f"<p>train {esc(pct(r['train_accuracy']))}, validation {esc(pct(r['validation_accuracy']))}, "
-                     f"test {esc(pct(r['test_accuracy']))}; {esc(r.get('parameters', '?'))} parameters, "
-                     f"{esc(_epochs(r.get('epochs')))}, {esc(num(r['seconds'], 1))} s.</p>")
-            body = ('<div class="grid pair">' + figure(run / runs.CURVES, f"{r['name']}: loss and accuracy per epoch")
-                    + figure(run / runs.CONFUSION, f"{r['name']}: test confusion matrix") + "</div>")
+            head += (
+                f"<p>train {esc(pct(r['train_accuracy']))}, validation {esc(pct(r['validation_accuracy']))}, "
+                f"test {esc(pct(r['test_accuracy']))}; {esc(r.get('parameters', '?'))} parameters, "
+                f"{esc(_epochs(r.get('epochs')))}, {esc(num(r['seconds'], 1))} s.</p>"
+            )
+            body = (
+                '<div class="grid pair">'
+                + figure(run / runs.CURVES, f"{r['name']}: loss and accuracy per epoch")
+                + figure(run / runs.CONFUSION, f"{r['name']}: test confusion matrix")
+                + "</div>"
+            )
         steps.append(head + body)
     env = _environment_section(out_dir / trained[0]["name"]) if trained else ""
     sections = [("results", "Results", summary), ("steps", "Steps", "".join(steps))]

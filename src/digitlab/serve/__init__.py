@@ -1,15 +1,26 @@
 """The REST API and the drawing page.
 
-    app.py       the FastAPI app over one run's model, and the service that predicts
-    schemas.py   request and response shapes (what /docs shows)
-    requests.py  reading a request's images, with a 4xx naming the field for bad input
-    workers.py   running it: one process or several sharing a socket
-    static/      the drawing page: plain HTML, CSS and JavaScript
+app.py       the FastAPI app over one run's model, and the service that predicts
+schemas.py   request and response shapes (what /docs shows)
+requests.py  reading a request's images, with a 4xx naming the field for bad input
+workers.py   running it: one process or several sharing a socket
+static/      the drawing page: plain HTML, CSS and JavaScript
 """
 
 from digitlab.serve.app import Service, create_app
 from digitlab.serve.schemas import MAX_BATCH, MAX_BODY, BatchFailure, BatchPrediction, Prediction
 from digitlab.serve.workers import app_from_env, check_run, run_app, run_workers
 
-__all__ = ["MAX_BATCH", "MAX_BODY", "BatchFailure", "BatchPrediction", "Prediction", "Service", "app_from_env",
-           "check_run", "create_app", "run_app", "run_workers"]
+__all__ = [
+    "MAX_BATCH",
+    "MAX_BODY",
+    "BatchFailure",
+    "BatchPrediction",
+    "Prediction",
+    "Service",
+    "app_from_env",
+    "check_run",
+    "create_app",
+    "run_app",
+    "run_workers",
+]

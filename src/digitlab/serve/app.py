@@ -57,7 +57,8 @@ class Service:
     run_dir: Path
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     pool: ThreadPoolExecutor = dataclasses.field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="digitlab"))
+        default_factory=lambda: ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="digitlab")
+    )
     started: float = dataclasses.field(default_factory=time.monotonic)
     internal_errors: int = 0
 
@@ -66,8 +67,10 @@ class Service:
         run_dir = Path(run_dir)
         predictor = load_predictor(run_dir, runtime=runtime)
         if predictor.input_shape != (SIDE, SIDE):
-            raise RunError(f"{run_dir}: the model takes images of shape {predictor.input_shape}; "
-                           f"the server gives it {SIDE}x{SIDE} images")
+            raise RunError(
+                f"{run_dir}: the model takes images of shape {predictor.input_shape}; "
+                f"the server gives it {SIDE}x{SIDE} images"
+            )
         config = runs.read_json(run_dir / runs.CONFIG)
         model = {"name": run_dir.resolve().name, "architecture": config.get("model", {}).get("architecture", "?")}
         service = cls(predictor=predictor, model=model, config=config, run_dir=run_dir)
@@ -106,8 +109,11 @@ class Service:
             ink.append(has_ink)
         if ok:
             for i, digit, result in zip(ok, digits, self.classify(np.stack(digits), ink)):
-                out[i] = {**{k: result[k] for k in RESULT_KEYS}, "model": self.model,
-                          "preprocessed": np.rint(digit).astype(int).tolist()}
+                out[i] = {
+                    **{k: result[k] for k in RESULT_KEYS},
+                    "model": self.model,
+                    "preprocessed": np.rint(digit).astype(int).tolist(),
+                }
         return out
 
 
@@ -136,8 +142,12 @@ def create_app(run_dir: Path, runtime: str = "keras") -> FastAPI:
     def index() -> HTMLResponse:
         return HTMLResponse(page)
 
-    @app.post("/api/predict", response_model=Prediction, responses=ERRORS,
-              openapi_extra=body_doc(PredictRequest, "file", many=False))
+    @app.post(
+        "/api/predict",
+        response_model=Prediction,
+        responses=ERRORS,
+        openapi_extra=body_doc(PredictRequest, "file", many=False),
+    )
     async def predict(request: Request) -> dict:
         """Classify one image: a multipart file `file`, JSON `image` (base64 or data: URL) or JSON `pixels`."""
         inputs, fields, _ = await read_images(request, many=False)
@@ -147,8 +157,12 @@ def create_app(run_dir: Path, runtime: str = "keras") -> FastAPI:
         # Already the documented shape: a plain JSONResponse skips re-validating 784 pixels per request.
         return JSONResponse(result)
 
-    @app.post("/api/predict/batch", response_model=BatchResponse, responses=ERRORS,
-              openapi_extra=body_doc(BatchRequest, "files", many=True))
+    @app.post(
+        "/api/predict/batch",
+        response_model=BatchResponse,
+        responses=ERRORS,
+        openapi_extra=body_doc(BatchRequest, "files", many=True),
+    )
     async def predict_batch(request: Request) -> dict:
         """Classify up to 256 images: multipart `files`, JSON `images` or JSON `pixels`. A bad image gets an
         entry with `error` and the others are still classified."""
@@ -158,16 +172,26 @@ def create_app(run_dir: Path, runtime: str = "keras") -> FastAPI:
 
     @app.get("/api/health", response_model=Health)
     def health() -> dict:
-        return {"status": "ok", "model": service.model, "uptime_s": round(time.monotonic() - service.started, 3),
-                "internal_errors": service.internal_errors, "pid": os.getpid()}
+        return {
+            "status": "ok",
+            "model": service.model,
+            "uptime_s": round(time.monotonic() - service.started, 3),
+            "internal_errors": service.internal_errors,
+            "pid": os.getpid(),
+        }
 
     @app.get("/api/model", response_model=ModelReport)
     def model_report() -> dict:
         """The run's configuration, its validation and test figures, and its calibration."""
         metrics = _read_optional(service.run_dir / runs.METRICS)  # read now: `evaluate` may have run since start-up
         calibration = _read_optional(service.run_dir / runs.CALIBRATION) or metrics.get("calibration")
-        return {"name": service.model["name"], "config": service.config, "validation": metrics.get("validation"),
-                "test": metrics.get("test"), "calibration": calibration}
+        return {
+            "name": service.model["name"],
+            "config": service.config,
+            "validation": metrics.get("validation"),
+            "test": metrics.get("test"),
+            "calibration": calibration,
+        }
 
     return app
 

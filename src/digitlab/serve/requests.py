@@ -64,8 +64,9 @@ async def _read_form(request: Request, field: str) -> list[tuple[str | None, byt
     own multipart parser reads the body as it streams in, within MAX_BODY."""
     try:
         # Files are counted below (413 past MAX_BATCH); the body limit already bounds the parsing work.
-        form = await MultiPartParser(request.headers, _limited_stream(request), max_files=math.inf,
-                                     max_fields=16).parse()
+        form = await MultiPartParser(
+            request.headers, _limited_stream(request), max_files=math.inf, max_fields=16
+        ).parse()
     except MultiPartException as e:
         raise problem(422, f"body: malformed multipart/form-data ({e.message})") from None
     try:
@@ -117,8 +118,9 @@ def decode_image(text: str, field: str) -> bytes:
     if text.startswith("data:"):
         header, comma, text = text.partition(",")
         if not comma or not header.endswith(";base64"):
-            raise DigitlabError(f"{field}: expected a base64 data: URL like data:image/png;base64,..., "
-                                f"got {header[:40]!r}")
+            raise DigitlabError(
+                f"{field}: expected a base64 data: URL like data:image/png;base64,..., got {header[:40]!r}"
+            )
     try:
         data = base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):

@@ -16,8 +16,12 @@ MULTIPART, JSON = "multipart/form-data", "application/json"
 Pixel = Annotated[float, Field(strict=True, ge=0, le=255, allow_inf_nan=False)]
 Pixels = Annotated[
     list[Annotated[list[Pixel], Field(min_length=SIDE, max_length=SIDE)]],
-    Field(min_length=SIDE, max_length=SIDE, description=f"{SIDE} rows of {SIDE} numbers 0-255, ink bright on black "
-                                                        "and centred as in MNIST; used as given, not preprocessed"),
+    Field(
+        min_length=SIDE,
+        max_length=SIDE,
+        description=f"{SIDE} rows of {SIDE} numbers 0-255, ink bright on black "
+        "and centred as in MNIST; used as given, not preprocessed",
+    ),
 ]
 PIXELS = TypeAdapter(Pixels)
 
@@ -26,8 +30,11 @@ class PredictRequest(BaseModel):
     """One image: exactly one of `image` or `pixels`."""
 
     model_config = ConfigDict(extra="forbid")
-    image: str | None = Field(None, description="An image file (PNG, JPEG, BMP, GIF, WebP, TIFF), base64 or a "
-                                                "data: URL such as a canvas's toDataURL()")
+    image: str | None = Field(
+        None,
+        description="An image file (PNG, JPEG, BMP, GIF, WebP, TIFF), base64 or a "
+        "data: URL such as a canvas's toDataURL()",
+    )
     pixels: Pixels | None = None
 
     @model_validator(mode="after")
@@ -126,7 +133,14 @@ def body_doc(json_model: type[BaseModel], field: str, many: bool) -> dict:
     """OpenAPI for a body that is either JSON or multipart (the endpoint parses it itself)."""
     file = {"type": "string", "format": "binary"}
     part = {"type": "array", "items": file} if many else file
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": json_model.model_json_schema(ref_template="#/components/schemas/{model}")},
-        "multipart/form-data": {"schema": {"type": "object", "required": [field], "properties": {field: part}}},
-    }}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": json_model.model_json_schema(ref_template="#/components/schemas/{model}")
+                },
+                "multipart/form-data": {"schema": {"type": "object", "required": [field], "properties": {field: part}}},
+            },
+        }
+    }

@@ -53,8 +53,14 @@ def check_run(run_dir: Path, runtime: str = "keras") -> None:
     runs.read_json(run_dir / runs.CONFIG)
 
 
-def run_workers(run_dir: Path, runtime: str = "keras", workers: int = 2, host: str = "127.0.0.1",
-                port: int = 8000, access_log: bool = True) -> None:
+def run_workers(
+    run_dir: Path,
+    runtime: str = "keras",
+    workers: int = 2,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    access_log: bool = True,
+) -> None:
     """Serve with `workers` processes, each loading the model, sharing one listening socket.
 
     One process runs Python (HTTP, multipart, preprocessing) on one core at a time; with several
@@ -62,8 +68,15 @@ def run_workers(run_dir: Path, runtime: str = "keras", workers: int = 2, host: s
     workers could not start."""
 
     os.environ[RUN_ENV], os.environ[RUNTIME_ENV] = str(Path(run_dir).resolve()), runtime
-    config = uvicorn.Config("digitlab.serve.workers:app_from_env", factory=True, workers=workers, host=host, port=port,
-                            access_log=access_log, log_level="info")
+    config = uvicorn.Config(
+        "digitlab.serve.workers:app_from_env",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        access_log=access_log,
+        log_level="info",
+    )
     supervisor = Multiprocess(config, sockets=[config.bind_socket()])
     supervisor.run()
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
