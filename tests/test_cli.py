@@ -166,3 +166,59 @@ def test_real_mnist_mlp_on_a_subset(tmp_path, mnist):
     result = invoke("evaluate", out)
     assert result.exit_code == 0, result.output
     assert json.loads((out / "metrics.json").read_text())["test"]["count"] == 10000
+
+
+def digit_png(path):
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (60, 60), 255)
+    ImageDraw.Draw(img).line((30, 8, 30, 52), fill=0, width=6)
+    img.save(path)
+    return path
+
+
+def test_predict_an_empty_folder_is_an_error(synthetic_run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = invoke("predict", str(synthetic_run), str(tmp_path / "empty"))
+    assert result.exit_code == 1
+    one_line_error(result, f"no images found in {tmp_path / 'empty'}")
+
+
+@pytest.mark.parametrize("name", ["new\nline.png", "carriage\rreturn.png", "ansi\x1b[31mred.png"])
+def test_file_names_with_control_characters_cannot_forge_rows(synthetic_run, tmp_path, name):
+    import csv
+    import io
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for plain in ("a.png", "b.png"):
+        digit_png(folder / plain)
+    digit_png(folder / name)
+    table = invoke("predict", str(synthetic_run), str(folder))
+    assert table.exit_code == 0, table.output
+    lines = [line for line in table.output.splitlines() if line.strip()]
+    assert len(lines) == 3 and "\x1b" not in table.output and "\r" not in table.output
+    as_csv = invoke("predict", str(synthetic_run), str(folder), "--csv")
+    rows = list(csv.reader(io.StringIO(as_csv.output, newline="")))
+    assert len(rows) == 4 and {row[0] for row in rows[1:]} == {str(folder / n) for n in ("a.png", "b.png", name)}
+
+
+def test_ensemble_refuses_an_existing_run_as_out(synthetic_run, tmp_path):
+    target = shutil.copytree(synthetic_run, tmp_path / "other-run")
+    before = {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()}
+    result = invoke("ensemble", synthetic_run, synthetic_run, "--out", target)
+    one_line_error(result, str(target), "--overwrite")
+    assert {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()} == before
+
+
+def test_overwrite_removes_only_digitlabs_files(tmp_path):
+    from digitlab import runs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in (runs.CONFIG, runs.MODEL, runs.METRICS, runs.CURVES, runs.HISTORY, ".model.keras.abc.tmp.keras"):
+        (run / name).write_text("x")
+    for name in ("notes.json", "my-plot.png", "data.csv"):
+        (run / name).write_text("mine")
+    runs.clear_run(run)
+    assert sorted(p.name for p in run.iterdir()) == ["data.csv", "my-plot.png", "notes.json"]

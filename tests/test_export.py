@@ -254,3 +254,22 @@ def test_serve_on_onnx_runtime(run_dir, exported, test_images):
     response = client.post("/api/predict", json={"pixels": test_images[0].tolist()})
     assert response.status_code == 200, response.text
     np.testing.assert_allclose(response.json()["probabilities"], keras_probs[0], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "fmt, name, message",
+    [
+        ("onnx", "model.keras", "one of the run's own files"),
+        ("onnx", "config.json", "one of the run's own files"),
+        ("onnx", "model.tflite", "expected a .onnx file name for --format onnx"),
+        ("tflite", "out.onnx", "expected a .tflite file name for --format tflite"),
+    ],
+)
+def test_export_refuses_the_runs_own_files_and_a_wrong_suffix(tmp_path, fmt, name, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"the trained model")
+    (run / "config.json").write_text("{}")
+    with pytest.raises(DigitlabError, match=message):
+        export(run, fmt, run / name)
+    assert (run / "model.keras").read_bytes() == b"the trained model"

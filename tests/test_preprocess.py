@@ -436,3 +436,40 @@ def test_mnist_digits_pasted_and_preprocessed_keep_accuracy(mnist, trained_run):
     pasted = (predictor.predict_proba(redone).argmax(1) == y).mean() * 100
     message = f"accuracy {original:.2f}% on MNIST, {pasted:.2f}% pasted and preprocessed"
     assert abs(pasted - original) <= 0.5, message
+
+
+def _pillow_file(fmt: str, **save) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (255, 255, 255)).save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\nnewpath 0 0 moveto 32 32 lineto stroke\nshowpage\n"
+
+
+@pytest.mark.parametrize(
+    "data, named",
+    [
+        (EPS, "EPS"),
+        (_pillow_file("PPM"), "PPM"),
+        (_pillow_file("TGA"), None),  # TGA has no magic number: refused, named or not
+        (_pillow_file("ICO"), "ICO"),
+        (_pillow_file("PCX"), "PCX"),
+        (_pillow_file("SGI"), "SGI"),
+    ],
+)
+def test_only_the_documented_formats_are_opened(data, named, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    def never(*args, **kwargs):
+        raise AssertionError("the EPS plugin (Ghostscript) was reached")
+
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", never)
+    expected = rf"{named} is not a supported format" if named else "(not an image|is not a supported format)"
+    with pytest.raises(ImageError, match=rf"{expected}.*expected PNG, JPEG, BMP, GIF, WebP or TIFF"):
+        preprocess(data)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"])
+def test_the_documented_formats_still_open(fmt):
+    assert preprocess(_pillow_file(fmt)).has_ink is False  # a white page: opened, no ink

@@ -422,6 +422,12 @@ def predict(
         rows = prediction.predict_test_indices(run, indices, data_dir=data_dir)
         columns = ["index", "true", "digit", "confidence", "top3"]
     elif paths:
+        for path in map(Path, paths):
+            if path.is_dir() and not prediction.expand_paths([path]):
+                fail(
+                    f"no images found in {path}/ (expected {', '.join(sorted(prediction.IMAGE_SUFFIXES))} files)",
+                    code=1,
+                )
         rows = prediction.predict_files(
             prediction.load_predictor(run, runtime=runtime), [Path(p) for p in paths], debug_dir=debug
         )
@@ -434,15 +440,15 @@ def predict(
         import csv
         import sys
 
-        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer = csv.writer(sys.stdout)  # RFC 4180: CRLF rows, so a CR or LF inside a name is quoted
         writer.writerow(columns)
         for r in rows:
             writer.writerow([_cell(r.get(c)) for c in columns])
     else:
         for r in rows:
-            where = f"test #{r['index']}" if "index" in r else r["file"]
+            where = f"test #{r['index']}" if "index" in r else _printable(r["file"])
             if r.get("error"):
-                typer.echo(f"{where}: error: {r['error']}")
+                typer.echo(_printable(f"{where}: error: {r['error']}"))
                 continue
             top = "  ".join(f"{t['label']}:{t['probability']:.3f}" for t in r["top3"])
             digit = r["label"] if r["digit"] is not None else "?"
@@ -452,6 +458,12 @@ def predict(
     failed = [r for r in rows if r.get("error")]
     if failed:
         fail(f"{len(failed)} of {len(rows)} files could not be read", code=1)
+
+
+def _printable(text: str) -> str:
+    """Control characters (newline, carriage return, ANSI escapes) shown as escapes: a file name cannot
+    forge a line of the table or restyle the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _cell(value) -> str:
@@ -468,13 +480,16 @@ def ensemble(
     runs_: Annotated[
         list[Path], typer.Argument(metavar="RUN...", help="Two or more run directories.", show_default=False)
     ],
-    out: Annotated[Optional[Path], typer.Option(help="Also write metrics.json and confusion_matrix.png here.")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option(help="Also write metrics.json and confusion_matrix.png into this new directory.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Write into --out even if it already holds files.")] = False,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Average the probabilities of several runs and evaluate the ensemble on the test set."""
     from digitlab.evaluation import evaluate_ensemble
 
-    result = evaluate_ensemble(runs_, out_dir=out, data_dir=data_dir)
+    result = evaluate_ensemble(runs_, out_dir=out, data_dir=data_dir, overwrite=overwrite)
     for m in result["members"]:
         typer.echo(f"{m['run']}: test accuracy {m['accuracy']:.4f}")
     typer.echo(

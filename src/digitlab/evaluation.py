@@ -9,7 +9,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from digitlab import runs
 from digitlab.data import load_dataset
-from digitlab.errors import DigitlabError
+from digitlab.errors import DigitlabError, RunError
 from digitlab.metrics import nll
 from digitlab.plots import plot_confusion, plot_gallery
 from digitlab.predict import load_predictor
@@ -79,12 +79,20 @@ def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> d
     return test
 
 
-def evaluate_ensemble(run_dirs: list[Path], *, out_dir: Path | None = None, data_dir: Path | None = None) -> dict:
+def evaluate_ensemble(
+    run_dirs: list[Path], *, out_dir: Path | None = None, data_dir: Path | None = None, overwrite: bool = False
+) -> dict:
     """Average the (uncalibrated) test probabilities of several runs and evaluate the average.
 
     Each member is also scored alone, so the gain of the ensemble is visible. With `out_dir`, writes
     metrics.json and confusion_matrix.png there.
     """
+    if out_dir is not None and Path(out_dir).is_dir() and any(Path(out_dir).iterdir()) and not overwrite:
+        kind = "a run" if (Path(out_dir) / runs.CONFIG).is_file() else "files"
+        raise RunError(
+            f"--out {out_dir}: already holds {kind}; an ensemble writes a directory of its own "
+            "(choose another --out, or pass --overwrite)"
+        )
     if len(run_dirs) < 2:
         raise DigitlabError(f"ensemble: expected at least two run directories, got {len(run_dirs)}")
     datasets = {runs.dataset_name(runs.read_run_config(r)) for r in run_dirs}

@@ -90,6 +90,11 @@ def _destination(run_dir: Path, fmt: str, out: Path | None) -> Path:
     dest = run_dir / FORMATS[fmt] if out is None else Path(out)
     if dest.is_dir() and fmt != "saved_model":
         dest = dest / FORMATS[fmt]  # --out names a folder: the default file name inside it
+    if dest.resolve() in {(run_dir / name).resolve() for name in runs.RUN_FILES}:
+        raise RunError(f"--out {dest}: one of the run's own files; choose another name")
+    suffix = Path(FORMATS[fmt]).suffix
+    if suffix and dest.suffix != suffix:
+        raise RunError(f"--out {dest}: expected a {suffix} file name for --format {fmt}")
     if fmt == "saved_model" and dest.exists() and not (dest / "saved_model.pb").is_file():
         raise RunError(f"{dest}: exists and is not a SavedModel; choose another --out")
     if fmt != "saved_model" and dest.is_dir():

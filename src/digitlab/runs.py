@@ -47,6 +47,26 @@ SAVED_MODEL = "saved_model"
 REPORT = "report.html"
 LR_FIND_PNG = "lr_find.png"
 LR_FIND_CSV = "lr_find.csv"
+# Every file digitlab writes into a run directory; `--overwrite` removes these and nothing else.
+RUN_FILES = (
+    CONFIG,
+    MODEL,
+    CHECKPOINT,
+    STATE,
+    HISTORY,
+    CURVES,
+    METRICS,
+    ENVIRONMENT,
+    CALIBRATION,
+    RELIABILITY,
+    CONFUSION,
+    MISTAKES,
+    PREDICTIONS,
+    REPORT,
+    LR_FIND_PNG,
+    LR_FIND_CSV,
+)
+EXPORTS = (ONNX, TFLITE, SAVED_MODEL)
 
 
 def write_json(path: Path, obj) -> Path:
@@ -88,14 +108,18 @@ def save_keras_atomic(model, path: Path) -> Path:
 
 
 def clear_run(run_dir: Path) -> None:
-    """Remove what a run left (for --overwrite): files of the old model must not outlive it."""
+    """Remove what a run left (for --overwrite): files of the old model must not outlive it. Only the
+    files digitlab writes go (RUN_FILES, exports, its own temporaries); anything else stays."""
     for path in Path(run_dir).iterdir():
-        if path.is_dir() and path.name == "saved_model":
+        if path.name == SAVED_MODEL and path.is_dir():
             shutil.rmtree(path)
-        elif path.is_file() and (
-            path.suffix in (".keras", ".json", ".csv", ".png", ".onnx", ".tflite", ".html") or path.name.startswith(".")
-        ):
+        elif path.is_file() and (path.name in RUN_FILES or path.name in EXPORTS or is_temporary(path)):
             path.unlink()
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether `path` is one of digitlab's atomic-write temporaries (`.<name>.<random>.tmp<suffix>`)."""
+    return path.name.startswith(".") and atomic.TEMP_SUFFIX in path.name
 
 
 def read_run_config(run_dir: Path) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
@@ -14,6 +15,9 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from digitlab.errors import DigitlabError
 from digitlab.preprocess.ink import MIN_CONTRAST
 
+# The formats digitlab opens; Pillow's other plugins are never reached (its EPS plugin runs Ghostscript).
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+FORMATS_TEXT = "PNG, JPEG, BMP, GIF, WebP or TIFF"
 MAX_PIXELS = 40_000_000  # decoded pixels (40 MP); more is refused as a decompression bomb
 WORK_SIDE = 160  # px: long side the heavy steps run at (8x the 20 px box); larger images are shrunk first
 
@@ -56,11 +60,13 @@ def _open(source, draft_side: int | None) -> Image.Image:
         # process's filter list, so threads (the server's pool) take turns; open reads only the header.
         with _OPEN_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(fp)
+            img = Image.open(fp, formats=FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{name}: too large, more than {MAX_PIXELS / 1e6:.0f} megapixels ({e})") from e
     except UnidentifiedImageError as e:
-        raise ImageError(f"{name}: not an image (expected PNG, JPEG, BMP, GIF, WebP or TIFF)") from e
+        other = _foreign_format(fp)
+        what = f"{other} is not a supported format" if other else "not an image"
+        raise ImageError(f"{name}: {what} (expected {FORMATS_TEXT})") from e
     except OSError as e:
         raise ImageError(f"{name}: cannot be read ({e})") from e
 
@@ -86,6 +92,25 @@ def _open(source, draft_side: int | None) -> Image.Image:
     if upright is not img:
         img.close()  # a turned copy was made; the original may still hold the file open
     return upright
+
+
+def _foreign_format(fp) -> str | None:
+    """The name of another format Pillow knows whose magic number the file starts with: only the plugins'
+    `accept` checks of the first bytes run, never a decoder."""
+    if isinstance(fp, Path):
+        with open(fp, "rb") as f:
+            prefix = f.read(32)
+    else:
+        fp.seek(0)
+        prefix = fp.read(32)
+    Image.init()
+    for fmt in Image.ID:
+        accept = Image.OPEN[fmt][1]
+        if fmt not in FORMATS and accept is not None:
+            with contextlib.suppress(Exception):
+                if accept(prefix):
+                    return fmt
+    return None
 
 
 def to_grey(image) -> np.ndarray:
