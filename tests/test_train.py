@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -314,3 +315,33 @@ def test_lr_suggestion_rule():
     lrs = np.logspace(-5, 1, 61)
     loss = np.where(lrs < 0.1, 2.3 - 0.2 * np.log10(lrs / 1e-5), 10.0)  # falls until 0.1, then explodes
     assert suggest(lrs, loss) == pytest.approx(lrs[np.argmin(loss)] / 10)
+
+
+def test_a_bad_activation_is_one_line_and_creates_nothing(tmp_path, synthetic_dir):
+    out = tmp_path / "run"
+    with pytest.raises(DigitlabError, match="--activation: unknown activation 'foo'"):
+        train(ModelConfig(architecture="mlp", units=(8,), activation="foo"), tiny(), out, data_dir=synthetic_dir)
+    assert not out.exists()
+
+
+def test_units_apply_to_the_mlp_only():
+    with pytest.raises(DigitlabError, match="--units applies to --model mlp"):
+        resolve_configs("fast", units=(4, 4))
+    assert resolve_configs("fast", architecture="mlp", units=(4, 4))[0].units == (4, 4)
+
+
+def test_a_run_directory_in_use_is_refused(tmp_path, synthetic_dir):
+    out = tmp_path / "run"
+    with runs.lock_run(out), pytest.raises(RunError, match=rf"{out} is in use by process {os.getpid()}"):
+        train(MLP, tiny(), out, data_dir=synthetic_dir, verbose=0)
+    train(MLP, tiny(), out, data_dir=synthetic_dir, verbose=0)  # free again once the other is done
+    assert (out / runs.MODEL).is_file()
+
+
+def test_predict_index_has_the_unsure_rule(tmp_path, synthetic_dir):
+    out = tmp_path / "run"
+    train(MLP, tiny(), out, data_dir=synthetic_dir, verbose=0)
+    rows = predict_test_indices(out, [0, 1], data_dir=synthetic_dir)
+    for row in rows:
+        assert "unsure" in row and "reason" in row
+        assert (row["digit"] is None) == row["unsure"]

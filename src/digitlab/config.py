@@ -281,6 +281,12 @@ def resolve_configs(
         if base is None:
             ModelConfig(architecture=architecture)  # raises the unknown-architecture error
         model_cfg, train_cfg = base
+    if model_cfg.architecture != "mlp":
+        for option, value in (("--units", units), ("--activation", activation)):
+            if value is not None:
+                raise DigitlabError(
+                    f"{option} applies to --model mlp; the {preset} preset trains a {model_cfg.architecture}"
+                )
     model_changes = {"units": units, "activation": activation, "normalize": normalize}
     if normalize is False:  # standardizing is a form of normalizing: --no-normalize turns both off
         model_changes["standardize"] = False

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
 import platform
 import shutil
 import sys
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -67,6 +69,7 @@ RUN_FILES = (
     LR_FIND_CSV,
 )
 EXPORTS = (ONNX, TFLITE, SAVED_MODEL)
+LOCK = ".digitlab.lock"  # held (flock) by the process training into the directory; holds its pid
 
 
 def write_json(path: Path, obj) -> Path:
@@ -115,6 +118,31 @@ def clear_run(run_dir: Path) -> None:
             shutil.rmtree(path)
         elif path.is_file() and (path.name in RUN_FILES or path.name in EXPORTS or is_temporary(path)):
             path.unlink()
+
+
+@contextlib.contextmanager
+def lock_run(run_dir: Path) -> Iterator[Path]:
+    """Hold the run directory (created if missing) for this process: another `train` or `--resume` of the
+    same directory stops at once with a RunError naming the process that holds it."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunError(f"{run_dir} is in use by process {holder}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield run_dir
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def has_files(directory: Path) -> bool:
+    """Whether `directory` holds anything besides digitlab's lock file."""
+    return any(p.name != LOCK for p in Path(directory).iterdir())
 
 
 def is_temporary(path: Path) -> bool:

@@ -19,7 +19,7 @@ from digitlab.augment import AugmentedBatches
 from digitlab.calibrate import fit_calibration
 from digitlab.config import ModelConfig, TrainConfig, resolve_configs, resolve_precision
 from digitlab.data import load_dataset, split_train_val
-from digitlab.errors import RunError
+from digitlab.errors import DigitlabError, RunError
 from digitlab.models import build_model
 from digitlab.plots import plot_curves
 from digitlab.predict import load_predictor
@@ -166,48 +166,64 @@ def train(
 ) -> dict:
     """Train a fresh model into `out_dir`; returns the metrics dict (also in metrics.json)."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"--out {out_dir}: is a file; expected a new or empty directory")
+    if out_dir.exists() and runs.has_files(out_dir):
         if not (out_dir / runs.CONFIG).is_file():
             raise RunError(f"{out_dir}: not empty and not a run directory; --out needs a new or empty directory")
         if not overwrite:
             raise RunError(f"{out_dir}: already holds a run; pass --resume to continue it or --overwrite to replace it")
+    # The whole configuration is checked, the model built included, before anything is written.
     x_tr, y_tr, x_val, y_val, ds = prepare_data(train_config, data_dir)
     train_config = dataclasses.replace(train_config, precision=resolve_precision(train_config.precision))
-    if overwrite and out_dir.exists():
-        runs.clear_run(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs.write_json(
-        out_dir / runs.CONFIG,
-        {
-            "model": model_config.to_dict(),
-            "train": train_config.to_dict(),
-            "data": {
-                "name": ds.name,
-                "source": ds.source,
-                "verified": ds.verified,
-                "class_names": list(ds.class_names),
-                "train": len(x_tr),
-                "validation": len(x_val),
-            },
-        },
-    )
-    runs.write_json(out_dir / runs.ENVIRONMENT, runs.environment(train_config.seed))
     keras.utils.set_random_seed(train_config.seed)
-    model = build_model(model_config, train_config.precision)
+    model = _build(model_config, train_config.precision)
     check_input_shape(model, x_tr, str(out_dir))
     steps = math.ceil(len(x_tr) / train_config.batch_size)
     compile_model(model, train_config, steps)
-    return _fit(
-        model,
-        model_config,
-        train_config,
-        out_dir,
-        (x_tr, y_tr, x_val, y_val),
-        rows=[],
-        best=-1.0,
-        initial_epoch=0,
-        verbose=verbose,
-    )
+    with runs.lock_run(out_dir):
+        if overwrite:
+            runs.clear_run(out_dir)
+        runs.write_json(
+            out_dir / runs.CONFIG,
+            {
+                "model": model_config.to_dict(),
+                "train": train_config.to_dict(),
+                "data": {
+                    "name": ds.name,
+                    "source": ds.source,
+                    "verified": ds.verified,
+                    "class_names": list(ds.class_names),
+                    "train": len(x_tr),
+                    "validation": len(x_val),
+                },
+            },
+        )
+        runs.write_json(out_dir / runs.ENVIRONMENT, runs.environment(train_config.seed))
+        return _fit(
+            model,
+            model_config,
+            train_config,
+            out_dir,
+            (x_tr, y_tr, x_val, y_val),
+            rows=[],
+            best=-1.0,
+            initial_epoch=0,
+            verbose=verbose,
+        )
+
+
+def _build(model_config: ModelConfig, precision: str) -> keras.Model:
+    """build_model, with a one-line error for an activation Keras does not know."""
+    try:
+        return build_model(model_config, precision)
+    except ValueError as e:
+        if "activation" in str(e).lower():
+            raise DigitlabError(
+                f"--activation: unknown activation {model_config.activation!r}; expected a Keras activation "
+                "such as relu, gelu, tanh, sigmoid, elu or swish"
+            ) from None
+        raise
 
 
 def resume(run_dir: Path, *, data_dir: Path | None = None, verbose: int = 1) -> dict:
@@ -225,17 +241,18 @@ def resume(run_dir: Path, *, data_dir: Path | None = None, verbose: int = 1) -> 
     # Fresh seed per resumed epoch: shuffling differs from an uninterrupted run (see README).
     keras.utils.set_random_seed(train_config.seed + done)
     model = load_keras_model(run_dir / runs.CHECKPOINT, compile=True)  # OneCycle etc. are registered above
-    return _fit(
-        model,
-        ModelConfig.from_dict(config["model"]),
-        train_config,
-        run_dir,
-        (x_tr, y_tr, x_val, y_val),
-        rows=list(state["history"]),
-        best=float(state["best_val_accuracy"]),
-        initial_epoch=done,
-        verbose=verbose,
-    )
+    with runs.lock_run(run_dir):
+        return _fit(
+            model,
+            ModelConfig.from_dict(config["model"]),
+            train_config,
+            run_dir,
+            (x_tr, y_tr, x_val, y_val),
+            rows=list(state["history"]),
+            best=float(state["best_val_accuracy"]),
+            initial_epoch=done,
+            verbose=verbose,
+        )
 
 
 def _fit(

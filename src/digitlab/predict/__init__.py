@@ -132,8 +132,7 @@ def predict_test_indices(run_dir: Path, indices: list[int], data_dir: Path | Non
     bad = [i for i in indices if not 0 <= i < n]
     if bad:
         raise DigitlabError(f"--index: expected test indices in 0..{n - 1}, got {bad}")
-    probs = predictor.predict_proba(ds.x_test[indices])
-    rows = describe(probs, predictor.class_names)
+    rows = classify(predictor, ds.x_test[indices], [True] * len(indices))  # the same unsure rule as for files
     for row, i in zip(rows, indices):
         row.update(index=int(i), true=int(ds.y_test[i]))
     return rows
