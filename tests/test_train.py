@@ -345,3 +345,17 @@ def test_predict_index_has_the_unsure_rule(tmp_path, synthetic_dir):
     for row in rows:
         assert "unsure" in row and "reason" in row
         assert (row["digit"] is None) == row["unsure"]
+
+
+def test_resume_finishes_a_run_killed_before_its_calibration(tmp_path, synthetic_dir):
+    out = tmp_path / "run"
+    train(MLP, tiny(), out, data_dir=synthetic_dir, verbose=0)
+    fitted = json.loads((out / runs.CALIBRATION).read_text())
+    (out / runs.CALIBRATION).unlink()  # as a kill -9 between the last epoch and the calibration leaves it
+    with pytest.raises(RunError, match=rf"no calibration.json.*digitlab train --resume {out}"):
+        load_predictor(out)
+    resume(out, data_dir=synthetic_dir, verbose=0)
+    assert json.loads((out / runs.CALIBRATION).read_text())["threshold"] == pytest.approx(fitted["threshold"])
+    assert load_predictor(out).threshold == pytest.approx(fitted["threshold"])
+    with pytest.raises(RunError, match="nothing to resume"):
+        resume(out, data_dir=synthetic_dir, verbose=0)

@@ -20,7 +20,7 @@ GALLERY = 32  # digits per gallery
 def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> dict:
     """Test accuracy and loss, per-class metrics, confusion matrix and galleries; saved in metrics.json."""
     run_dir = Path(run_dir)
-    predictor = load_predictor(run_dir)  # errors clearly if there is no model
+    predictor = load_predictor(run_dir, require_calibration=False)  # raw_proba below: the model itself
     ds = load_dataset(runs.dataset_name(runs.read_run_config(run_dir)), data_dir=data_dir)
     predictor.check_images(ds.x_test, str(run_dir))
     names = list(ds.class_names)
@@ -102,7 +102,7 @@ def evaluate_ensemble(
     y = ds.y_test.astype(int)
     members, total = [], None
     for run_dir in run_dirs:
-        predictor = load_predictor(run_dir)
+        predictor = load_predictor(run_dir, require_calibration=False)
         predictor.check_images(ds.x_test, str(run_dir))
         probs = predictor.raw_proba(ds.x_test)
         members.append({"run": str(run_dir), "accuracy": float(np.mean(probs.argmax(1) == y))})

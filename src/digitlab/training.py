@@ -235,9 +235,15 @@ def resume(run_dir: Path, *, data_dir: Path | None = None, verbose: int = 1) -> 
         raise RunError(f"{run_dir}: no {runs.CHECKPOINT} to resume from; the run never finished an epoch")
     state = runs.read_json(run_dir / runs.STATE)
     done = int(state["epochs_done"])
-    if done >= train_config.epochs:
-        raise RunError(f"{run_dir}: already trained all {train_config.epochs} epochs; nothing to resume")
+    finished = done >= train_config.epochs
+    if finished and (run_dir / runs.CALIBRATION).is_file() and (run_dir / runs.CURVES).is_file():
+        raise RunError(f"{run_dir}: already trained all {train_config.epochs} epochs and calibrated; nothing to resume")
     x_tr, y_tr, x_val, y_val, _ = prepare_data(train_config, data_dir)
+    if finished:  # killed after its last epoch: only what follows the epochs is missing
+        with runs.lock_run(run_dir):
+            parameters = int(load_keras_model(run_dir / runs.MODEL).count_params())
+            _finish(run_dir, list(state["history"]), parameters, 0.0, train_config, x_val, y_val)
+        return runs.read_json(run_dir / runs.METRICS)
     # Fresh seed per resumed epoch: shuffling differs from an uninterrupted run (see README).
     keras.utils.set_random_seed(train_config.seed + done)
     model = load_keras_model(run_dir / runs.CHECKPOINT, compile=True)  # OneCycle etc. are registered above
@@ -287,7 +293,14 @@ def _fit(
         verbose=verbose,
     )
     seconds = time.perf_counter() - started
-    rows = recorder.rows
+    _finish(run_dir, recorder.rows, int(model.count_params()), seconds, cfg, x_val, y_val)
+    return runs.read_json(run_dir / runs.METRICS)
+
+
+def _finish(run_dir: Path, rows: list[dict], parameters: int, seconds: float, cfg: TrainConfig, x_val, y_val) -> None:
+    """What a run needs after its epochs: metrics.json, curves.png and, once every epoch is done, the
+    calibration of the best model on the validation split. `--resume` calls it again for a run killed
+    between its last epoch and its calibration."""
     best_row = max(rows, key=lambda r: r.get("val_accuracy", -1.0))
     metrics = {
         "validation": {
@@ -299,11 +312,11 @@ def _fit(
         "epochs": len(rows),
         "train_seconds": round(sum(r["seconds"] for r in rows), 3),
         "last_fit_seconds": round(seconds, 3),
-        "parameters": int(model.count_params()),
+        "parameters": parameters,
     }
     runs.update_json(run_dir / runs.METRICS, **metrics)
     plot_curves(rows, run_dir / runs.CURVES)
     if len(rows) >= cfg.epochs:  # finished: calibrate the best model on the validation split
         (run_dir / runs.CALIBRATION).unlink(missing_ok=True)
-        fit_calibration(run_dir, load_predictor(run_dir).predict_proba(x_val), y_val.astype(int))
-    return runs.read_json(run_dir / runs.METRICS)
+        raw = load_predictor(run_dir, require_calibration=False)
+        fit_calibration(run_dir, raw.predict_proba(x_val), y_val.astype(int))

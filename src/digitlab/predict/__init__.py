@@ -76,9 +76,13 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
 RUNTIMES = ("keras", "onnx")
 
 
-def load_predictor(run_dir: Path, runtime: str = "keras") -> Predictor:
+def load_predictor(run_dir: Path, runtime: str = "keras", *, require_calibration: bool = True) -> Predictor:
     """A run's model with its class names and calibration. runtime "keras": model.keras; "onnx":
-    model.onnx (from `digitlab export`) on ONNX Runtime, without importing TensorFlow or Keras."""
+    model.onnx (from `digitlab export`) on ONNX Runtime, without importing TensorFlow or Keras.
+
+    A run without calibration.json (killed after its last epoch) is refused: its confidences would be
+    uncalibrated and nothing would be marked unsure. require_calibration=False reads the model's own
+    probabilities (training's calibration step and evaluation need them)."""
     run_dir = Path(run_dir)
     if runtime == "keras":
         forward, input_shape = keras_runtime.load(run_dir)
@@ -86,6 +90,11 @@ def load_predictor(run_dir: Path, runtime: str = "keras") -> Predictor:
         forward, input_shape = onnx_runtime.load(run_dir)
     else:
         raise DigitlabError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if require_calibration and run_dir.is_dir() and not (run_dir / runs.CALIBRATION).is_file():
+        raise RunError(
+            f"{run_dir}: no {runs.CALIBRATION}, so the run did not finish; "
+            f"`digitlab train --resume {run_dir}` completes it"
+        )
     config = runs.read_run_config(run_dir)
     names = tuple(
         config.get("data", {}).get("class_names")
@@ -93,7 +102,7 @@ def load_predictor(run_dir: Path, runtime: str = "keras") -> Predictor:
     )
     temperature, threshold = 1.0, 0.0
     calibration = run_dir / runs.CALIBRATION
-    if calibration.is_file():
+    if require_calibration:
         fitted = runs.read_json(calibration)
         temperature, threshold = float(fitted["temperature"]), float(fitted["threshold"])
     return Predictor(
