@@ -222,3 +222,26 @@ def test_overwrite_removes_only_digitlabs_files(tmp_path):
         (run / name).write_text("mine")
     runs.clear_run(run)
     assert sorted(p.name for p in run.iterdir()) == ["data.csv", "my-plot.png", "notes.json"]
+
+
+def test_train_prints_a_summary_not_reprs(tmp_path, synthetic_dir):
+    out = tmp_path / "run"
+    result = invoke(
+        "train",
+        "--model",
+        "mlp",
+        "--units",
+        "8",
+        "--epochs",
+        "1",
+        "--dataset",
+        "synthetic",
+        "--data-dir",
+        synthetic_dir,
+        "--out",
+        out,
+        "-q",
+    )
+    assert result.exit_code == 0, result.output
+    assert "ModelConfig(" not in result.output and "TrainConfig(" not in result.output
+    assert "model: mlp 8" in result.output and "1 epoch, batch 64" in result.output

@@ -121,6 +121,31 @@ def main() -> None:
     app()
 
 
+def describe_configs(model_cfg, train_cfg) -> str:
+    """A short summary of what a run trains, for the terminal."""
+    if model_cfg.architecture == "mlp":
+        shape = f"mlp {'-'.join(map(str, model_cfg.units))} ({model_cfg.activation})"
+    else:
+        shape = f"cnn {'-'.join(map(str, model_cfg.filters))}" + (
+            f", dense {model_cfg.dense}" if model_cfg.dense else ""
+        )
+    pixels = "standardized" if model_cfg.standardize else "scaled to 0-1" if model_cfg.normalize else "raw 0-255"
+    epochs = f"{train_cfg.epochs} epoch{'s' if train_cfg.epochs != 1 else ''}"
+    schedule = f"{train_cfg.schedule} lr {train_cfg.learning_rate:g}"
+    extras = [f"weight decay {train_cfg.weight_decay:g}"] if train_cfg.weight_decay else []
+    extras += [f"label smoothing {train_cfg.label_smoothing:g}"] if train_cfg.label_smoothing else []
+    warps = [f"{k} {getattr(train_cfg, k):g}" for k in ("shift", "rotate", "scale", "elastic") if getattr(train_cfg, k)]
+    extras += [f"augmentation {', '.join(warps)}"] if warps else []
+    limit = f", first {train_cfg.limit:,} training images" if train_cfg.limit else ""
+    return (
+        f"model: {shape}, pixels {pixels}\n"
+        f"training: {epochs}, batch {train_cfg.batch_size}, {train_cfg.optimizer} {schedule}"
+        + "".join(f", {e}" for e in extras)
+        + f", {train_cfg.precision}, seed {train_cfg.seed}\n"
+        f"data: {train_cfg.dataset}, validation {train_cfg.val_fraction:.0%} (split seed {train_cfg.split_seed}){limit}"
+    )
+
+
 # ---- data and explore ----
 
 
@@ -313,7 +338,7 @@ def train(
             import time
 
             out = Path("runs") / f"{model or preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-        typer.echo(f"model: {model_cfg}\ntraining: {train_cfg}")
+        typer.echo(describe_configs(model_cfg, train_cfg))
         metrics = training.train(model_cfg, train_cfg, out, data_dir=data_dir, overwrite=overwrite, verbose=verbose)
     v = metrics["validation"]
     typer.echo(
