@@ -359,3 +359,13 @@ def test_resume_finishes_a_run_killed_before_its_calibration(tmp_path, synthetic
     assert load_predictor(out).threshold == pytest.approx(fitted["threshold"])
     with pytest.raises(RunError, match="nothing to resume"):
         resume(out, data_dir=synthetic_dir, verbose=0)
+
+
+def test_no_learning_rate_is_suggested_when_the_loss_never_falls():
+    from digitlab.metrics import suggest_lr
+
+    lrs = np.geomspace(1e-5, 10, 200)
+    plateau = 2.30 + 0.01 * np.sin(np.arange(200))  # chance level all the way, as on raw pixels 0-255
+    assert suggest_lr(lrs, plateau) is None
+    falling = np.concatenate([np.linspace(2.3, 0.4, 150), np.linspace(0.4, 5.0, 50)])
+    assert suggest_lr(lrs, falling) == pytest.approx(lrs[149] / 10)

@@ -384,7 +384,14 @@ def lr_find(
     result = finder.lr_find(model_cfg, train_cfg, out, start_lr=start_lr, end_lr=end_lr, steps=steps, data_dir=data_dir)
     typer.echo(f"tested {len(result['lrs'])} learning rates from {result['lrs'][0]:.2g} to {result['lrs'][-1]:.2g}")
     typer.echo(f"lowest smoothed loss at lr {result['min_loss_lr']:.3g}")
-    typer.echo(f"suggested learning rate: {result['suggested_lr']:.3g} ({result['rule']})")
+    if result["suggested_lr"] is None:
+        typer.echo(
+            f"no suggestion: the loss never fell (smoothed {result['smoothed'][0]:.3f} at the start, at best "
+            f"{min(result['smoothed']):.3f}); the network is not learning at any of these rates (raw pixels? "
+            "drop --no-normalize)"
+        )
+    else:
+        typer.echo(f"suggested learning rate: {result['suggested_lr']:.3g} ({result['rule']})")
     typer.echo(f"plot: {result['plot']}")
 
 
@@ -595,8 +602,7 @@ def experiments(
             typer.echo(f"[{number}/{total}] {step.name}: {step.what_changed} ...")
         elif result["kind"] == "lr_find":
             typer.echo(
-                f"[{number}/{total}] done in {result['seconds']:.1f} s: suggested learning rate "
-                f"{result['suggested_lr']:.2g}"
+                f"[{number}/{total}] done in {result['seconds']:.1f} s: {result['what_changed'].split('; ')[-1]}"
             )
         else:
             typer.echo(

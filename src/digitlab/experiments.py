@@ -199,7 +199,8 @@ def run_experiments(
         }
         if step.kind == "lr_find":
             row.update(_lr_find_step(model_cfg, train_cfg, run_dir, quick, data_dir))
-            row["what_changed"] += f"; suggested learning rate {row['suggested_lr']:.2g}"
+            found = row["suggested_lr"]
+            row["what_changed"] += f"; suggested learning rate {found:.2g}" if found else "; the loss never fell"
         else:
             row.update(_train_step(model_cfg, train_cfg, run_dir, data_dir, overwrite))
         row["seconds"] = round(time.perf_counter() - started, 1)
@@ -245,7 +246,7 @@ def _lr_find_step(model_cfg, train_cfg, run_dir: Path, quick: bool, data_dir) ->
     # No model here, but the directory still says what produced it.
     runs.write_json(run_dir / runs.CONFIG, {"model": model_cfg.to_dict(), "train": train_cfg.to_dict()})
     runs.write_json(run_dir / runs.ENVIRONMENT, runs.environment(train_cfg.seed))
-    return {"suggested_lr": float(found["suggested_lr"]), "min_loss_lr": float(found["min_loss_lr"])}
+    return {"suggested_lr": found["suggested_lr"], "min_loss_lr": float(found["min_loss_lr"])}
 
 
 def _fmt(value, digits: int) -> str:

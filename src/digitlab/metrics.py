@@ -23,6 +23,14 @@ def confidence_bins(confidence: np.ndarray, bins: int) -> np.ndarray:
     return np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
 
 
-def suggest_lr(lrs: np.ndarray, smoothed: np.ndarray) -> float:
-    """One tenth of the learning rate at the smoothed loss's minimum (never below the first rate tried)."""
+MIN_FALL = 0.05  # for a suggestion, the smoothed loss must fall this share below its start and chance level
+
+
+def suggest_lr(lrs: np.ndarray, smoothed: np.ndarray, num_classes: int = 10) -> float | None:
+    """One tenth of the learning rate at the smoothed loss's minimum (never below the first rate tried);
+    None when the loss never fell MIN_FALL below both its start and chance level (ln of the class count):
+    on a plateau, e.g. raw pixels stuck at chance, the minimum is noise, not a rate that trains."""
+    reference = min(float(smoothed[0]), float(np.log(num_classes)))
+    if not np.nanmin(smoothed) < (1.0 - MIN_FALL) * reference:
+        return None
     return float(max(lrs[int(np.argmin(smoothed))] / 10.0, lrs[0]))

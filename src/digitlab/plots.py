@@ -33,13 +33,16 @@ def plot_curves(rows: list[dict], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_lr_find(lrs: np.ndarray, losses: np.ndarray, smoothed: np.ndarray, suggested: float, path: Path) -> Path:
+def plot_lr_find(
+    lrs: np.ndarray, losses: np.ndarray, smoothed: np.ndarray, suggested: float | None, path: Path
+) -> Path:
     """Loss against learning rate on a log axis, the suggestion marked."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     ax.semilogx(lrs, losses, alpha=0.3, label="loss per batch")
     ax.semilogx(lrs, smoothed, label="smoothed")
-    ax.axvline(suggested, color="tab:red", ls="--", label=f"suggested {suggested:.2g}")
+    if suggested is not None:
+        ax.axvline(suggested, color="tab:red", ls="--", label=f"suggested {suggested:.2g}")
     finite = smoothed[np.isfinite(smoothed)]
     if finite.size:
         ax.set_ylim(max(0.0, finite.min() * 0.8), min(finite.max(), finite[0] * 2.5) * 1.05)

@@ -306,9 +306,10 @@ def _lr_find_section(run_dir: Path) -> str:
         rows = read_csv(csv_path)
         lrs = np.array([float(r["lr"]) for r in rows])
         smoothed = np.array([float(r["smoothed"]) for r in rows])
-        text = (
-            f"<p>{len(rows)} batches, learning rate {lrs[0]:.2g} to {lrs[-1]:.2g}; suggested "
-            f"<b>{suggest_lr(lrs, smoothed):.3g}</b> ({esc(SUGGESTION_RULE)}).</p>"
+        text = f"<p>{len(rows)} batches, learning rate {lrs[0]:.2g} to {lrs[-1]:.2g}; " + (
+            f"suggested <b>{suggested:.3g}</b> ({esc(SUGGESTION_RULE)}).</p>"
+            if (suggested := suggest_lr(lrs, smoothed))
+            else "no suggestion: the loss never fell.</p>"
         )
     return text + figure(run_dir / runs.LR_FIND_PNG, "Loss against learning rate (log scale)")
 
