@@ -245,3 +245,37 @@ def test_train_prints_a_summary_not_reprs(tmp_path, synthetic_dir):
     assert result.exit_code == 0, result.output
     assert "ModelConfig(" not in result.output and "TrainConfig(" not in result.output
     assert "model: mlp 8" in result.output and "1 epoch, batch 64" in result.output
+
+
+def test_tensorflow_start_up_chatter_is_hidden_unless_verbose(tmp_path, synthetic_dir):
+    import subprocess
+    import sys
+
+    def train(*extra):
+        out = tmp_path / f"run{len(extra)}"
+        args = [
+            "train",
+            "--model",
+            "mlp",
+            "--units",
+            "8",
+            "--epochs",
+            "1",
+            "--dataset",
+            "synthetic",
+            "--data-dir",
+            str(synthetic_dir),
+            "--out",
+            str(out),
+            "-q",
+            *extra,
+        ]
+        done = subprocess.run(
+            [sys.executable, "-c", "from digitlab.cli import main; main()", *args], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    quiet = train()
+    assert "absl" not in quiet and "oneDNN" not in quiet and "cpu_feature_guard" not in quiet, quiet
+    assert "oneDNN" in train("--verbose")  # the messages are still there for whoever asks

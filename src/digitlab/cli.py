@@ -5,8 +5,10 @@ digitlab.config, so the help cannot disagree with the code."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -94,7 +96,9 @@ def _main(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    """Recognise handwritten digits: fetch MNIST, explore, train, evaluate, predict, serve."""
+    """Recognise handwritten digits: fetch MNIST, explore, train, evaluate, predict, serve.
+
+    Add --verbose anywhere to see TensorFlow's own start-up messages."""
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -116,9 +120,33 @@ def reports_errors(command):
     return wrapper
 
 
+# Commands that load Keras (and so TensorFlow) when they run.
+KERAS_COMMANDS = {"train", "lr-find", "evaluate", "predict", "ensemble", "export", "experiments", "report", "serve"}
+
+
 def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    args = sys.argv[1:]
+    if "--verbose" in args:
+        sys.argv.remove("--verbose")
+    elif args and args[0] in KERAS_COMMANDS and not {"-h", "--help"} & set(args) and "onnx" not in args:
+        _import_keras_quietly()
     app()
+
+
+def _import_keras_quietly() -> None:
+    """Import Keras with the process's stderr (file descriptor 2) pointed at /dev/null: TensorFlow's C++
+    start-up lines (absl, oneDNN, cpu_feature_guard) ignore TF_CPP_MIN_LOG_LEVEL. `--verbose` keeps them."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            with contextlib.suppress(ImportError):  # the command reports a missing Keras itself, in one line
+                import keras  # noqa: F401  (TensorFlow's start-up happens here)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def describe_configs(model_cfg, train_cfg) -> str:
