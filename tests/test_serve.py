@@ -456,11 +456,15 @@ def test_cli_serve_loads_the_run_then_runs_the_app(synthetic_run, monkeypatch):
     from digitlab.cli import app as cli
 
     calls = []
-    monkeypatch.setattr(digitlab.serve, "run_app", lambda app, **kw: calls.append((app, kw)))
-    result = CliRunner().invoke(cli, ["serve", str(synthetic_run), "--port", "8765", "--no-access-log"])
+    monkeypatch.setattr(
+        digitlab.serve, "run_app", lambda app, sock, **kw: calls.append((app, {**kw, "sock": sock.getsockname()}))
+    )
+    port = free_port()
+    result = CliRunner().invoke(cli, ["serve", str(synthetic_run), "--port", str(port), "--no-access-log"])
     assert result.exit_code == 0, result.output
-    assert "http://127.0.0.1:8765/" in result.output
-    assert calls[0][1] == {"host": "127.0.0.1", "port": 8765, "access_log": False}
+    assert f"http://127.0.0.1:{port}/" in result.output
+    assert calls[0][1].pop("sock") == ("127.0.0.1", port)  # bound by the CLI, closed once the server returned
+    assert calls[0][1] == {"host": "127.0.0.1", "port": port, "access_log": False}
 
 
 def test_cli_serve_with_a_missing_run_is_a_one_line_error(tmp_path):
@@ -468,7 +472,7 @@ def test_cli_serve_with_a_missing_run_is_a_one_line_error(tmp_path):
 
     from digitlab.cli import app as cli
 
-    result = CliRunner().invoke(cli, ["serve", str(tmp_path / "nope")])
+    result = CliRunner().invoke(cli, ["serve", str(tmp_path / "nope"), "--port", str(free_port())])
     assert result.exit_code == 2
     assert "no such run directory" in result.output
 
@@ -480,13 +484,29 @@ def test_cli_serve_workers_checks_the_run_then_starts_the_workers(synthetic_run,
     from digitlab.cli import app as cli
 
     calls = []
-    monkeypatch.setattr(digitlab.serve, "run_workers", lambda *a, **kw: calls.append((a, kw)))
-    result = CliRunner().invoke(cli, ["serve", str(synthetic_run), "--workers", "2", "--no-access-log"])
+    monkeypatch.setattr(
+        digitlab.serve, "run_workers", lambda *a, sock, **kw: calls.append((a, {**kw, "sock": sock.getsockname()}))
+    )
+    port = free_port()
+    result = CliRunner().invoke(
+        cli, ["serve", str(synthetic_run), "--workers", "2", "--no-access-log", "--port", str(port)]
+    )
     assert result.exit_code == 0, result.output
     assert "with 2 processes" in result.output
-    assert calls == [((synthetic_run, "keras", 2), {"host": "127.0.0.1", "port": 8000, "access_log": False})]
+    assert calls[0][1].pop("sock") == ("127.0.0.1", port)
+    assert calls == [
+        (
+            (synthetic_run, "keras", 2),
+            {
+                "host": "127.0.0.1",
+                "port": port,
+                "access_log": False,
+                "allowed_hosts": ["localhost", "127.0.0.1", "[::1]"],
+            },
+        )
+    ]
 
-    result = CliRunner().invoke(cli, ["serve", str(tmp_path / "nope"), "--workers", "2"])
+    result = CliRunner().invoke(cli, ["serve", str(tmp_path / "nope"), "--workers", "2", "--port", str(free_port())])
     assert result.exit_code == 2 and "no such run directory" in result.output and not calls[1:]
     result = CliRunner().invoke(cli, ["serve", str(synthetic_run), "--workers", "0"])
     assert result.exit_code == 2 and "--workers" in result.output
@@ -565,3 +585,148 @@ def test_serve_workers_that_cannot_load_the_model_stop_the_server(synthetic_run,
     assert done.returncode == 2, done.stderr[-2000:]
     assert "cannot be loaded as a Keras model" in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {broken}: the server's worker processes could not")
+
+
+# --- the Host header (issue 14 row 14) and the port (row 24) ------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_create_app_with_allowed_hosts_refuses_another_host_with_a_json_400(synthetic_run):
+    from digitlab.serve import LOOPBACK_HOSTS
+
+    guarded = TestClient(create_app(synthetic_run, allowed_hosts=LOOPBACK_HOSTS), base_url="http://127.0.0.1:8000")
+    for host in ("localhost", "localhost:8000", "127.0.0.1:1234", "[::1]:8000", "LOCALHOST"):
+        assert guarded.get("/api/health", headers={"host": host}).status_code == 200, host
+    for host in ("attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example", "0.0.0.0:8000"):
+        r = guarded.get("/api/health", headers={"host": host})
+        assert r.status_code == 400, host
+        assert r.headers["content-type"] == "application/json"
+        detail = r.json()["detail"]
+        assert "Host" in detail and host in detail and "\n" not in detail and "--allowed-hosts" in detail
+    r = guarded.post("/api/predict", json={"pixels": block_pixels(3)}, headers={"host": "attacker.example"})
+    assert r.status_code == 400
+
+
+def test_allowed_hosts_are_checked_only_when_bound_to_loopback_or_asked():
+    from digitlab.errors import DigitlabError
+    from digitlab.serve import LOOPBACK_HOSTS, allowed_hosts_for
+
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert allowed_hosts_for(host) == LOOPBACK_HOSTS
+    assert allowed_hosts_for("127.0.0.1", ["a.example", "*.b.example"]) == [*LOOPBACK_HOSTS, "a.example", "*.b.example"]
+    assert allowed_hosts_for("0.0.0.0") is None and allowed_hosts_for("192.168.1.5") is None
+    assert allowed_hosts_for("0.0.0.0", ["a.example"]) == [*LOOPBACK_HOSTS, "a.example"]
+    assert allowed_hosts_for("127.0.0.1", ["*"]) == ["*"]
+    for bad in ("a.example:8000", "a*.example", "*example", ""):
+        with pytest.raises(DigitlabError, match="--allowed-hosts"):
+            allowed_hosts_for("127.0.0.1", [bad])
+
+
+def test_cli_serve_on_loopback_refuses_other_hosts_unless_allowed(synthetic_run, monkeypatch):
+    from typer.testing import CliRunner
+
+    import digitlab.serve
+    from digitlab.cli import app as cli
+
+    calls = []
+    monkeypatch.setattr(digitlab.serve, "run_app", lambda app, **kw: calls.append((app, kw)))
+    port = free_port()
+    result = CliRunner().invoke(
+        cli, ["serve", str(synthetic_run), "--port", str(port), "--allowed-hosts", "me.example"]
+    )
+    assert result.exit_code == 0, result.output
+    client = TestClient(calls[0][0], base_url=f"http://127.0.0.1:{port}")
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "me.example"):
+        assert client.get("/api/health", headers={"host": host}).status_code == 200, host
+    r = client.get("/api/health", headers={"host": "attacker.example"})
+    assert r.status_code == 400 and "attacker.example" in r.json()["detail"]
+
+
+def test_workers_get_the_allowed_hosts_from_the_environment(monkeypatch, tmp_path):
+    import digitlab.serve.workers as workers
+
+    made = []
+    monkeypatch.setattr(workers, "create_app", lambda run_dir, runtime, **kw: made.append((run_dir, runtime, kw)))
+    monkeypatch.setenv(workers.RUN_ENV, str(tmp_path))
+    monkeypatch.setenv(workers.RUNTIME_ENV, "keras")
+    monkeypatch.setenv(workers.HOSTS_ENV, "localhost,127.0.0.1,[::1],me.example")
+    workers.app_from_env()
+    monkeypatch.delenv(workers.HOSTS_ENV)
+    workers.app_from_env()
+    assert made == [
+        (tmp_path, "keras", {"allowed_hosts": ["localhost", "127.0.0.1", "[::1]", "me.example"]}),
+        (tmp_path, "keras", {"allowed_hosts": None}),
+    ]
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "0", "-5"])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_cli_serve_refuses_a_bad_port_before_loading_the_model(synthetic_run, monkeypatch, port, workers):
+    from typer.testing import CliRunner
+
+    import digitlab.serve
+    from digitlab.cli import app as cli
+
+    touched = []
+    for name in ("create_app", "check_run", "run_app", "run_workers"):
+        monkeypatch.setattr(digitlab.serve, name, lambda *a, name=name, **kw: touched.append(name))
+    result = CliRunner().invoke(cli, ["serve", str(synthetic_run), "--port", port, "--workers", workers])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: --port: expected a TCP port from 1 to 65535, got {port}"
+    assert touched == []
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_cli_serve_reports_a_port_in_use_before_loading_the_model(synthetic_run, monkeypatch, workers):
+    import socket
+
+    from typer.testing import CliRunner
+
+    import digitlab.serve
+    from digitlab.cli import app as cli
+
+    touched = []
+    for name in ("create_app", "check_run", "run_app", "run_workers"):
+        monkeypatch.setattr(digitlab.serve, name, lambda *a, name=name, **kw: touched.append(name))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", str(synthetic_run), "--port", str(port), "--workers", workers])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
+    assert "in use" in lines[0]
+    assert touched == []
+
+
+def test_cli_serve_binds_the_port_and_hands_the_socket_to_the_server(synthetic_run, monkeypatch):
+    import socket
+
+    from typer.testing import CliRunner
+
+    import digitlab.serve
+    from digitlab.cli import app as cli
+
+    seen = []
+
+    def fake_run_app(app, sock, **kw):
+        seen.append((sock.getsockname(), sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN), kw))
+        with socket.create_connection(sock.getsockname(), timeout=5):
+            pass  # the socket already listens: a client's connection is queued
+
+    monkeypatch.setattr(digitlab.serve, "run_app", fake_run_app)
+    port = free_port()
+    result = CliRunner().invoke(cli, ["serve", str(synthetic_run), "--port", str(port), "--no-access-log"])
+    assert result.exit_code == 0, result.output
+    assert seen == [(("127.0.0.1", port), 1, {"host": "127.0.0.1", "port": port, "access_log": False})]
+    with socket.socket() as again:  # closed once the server returned
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))

@@ -696,7 +696,7 @@ def report(
 def serve(
     run: RunArg,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(help="TCP port, 1 to 65535.")] = 8000,
     runtime: RuntimeOpt = "keras",
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = True,
     workers: Annotated[
@@ -706,22 +706,39 @@ def serve(
             help="Server processes, each with its own copy of the model; one per CPU core serves the most requests.",
         ),
     ] = 1,
+    allowed_hosts: Annotated[
+        Optional[str],
+        typer.Option(
+            "--allowed-hosts",
+            help="Comma-separated host names (a.example, *.a.example, * for any) accepted in the Host header "
+            "besides localhost, 127.0.0.1 and [::1]. On a loopback --host only those are accepted by default "
+            "(against DNS rebinding); on another address any is, unless this is given.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the drawing page and the REST API (/api/predict, /docs) for a trained run."""
     from digitlab import serve as server
 
-    if workers == 1:
-        web_app = server.create_app(run, runtime=runtime)  # loads the model now: a bad run fails before serving
-    else:
-        server.check_run(run, runtime)
-    typer.echo(
-        f"serving {run} on http://{host}:{port}/ with {workers} process{'es' if workers > 1 else ''}  "
-        "(API docs at /docs; Ctrl+C stops)"
-    )
-    if workers == 1:
-        server.run_app(web_app, host=host, port=port, access_log=access_log)
-    else:
-        server.run_workers(run, runtime, workers, host=host, port=port, access_log=access_log)
+    extra = [name.strip() for name in allowed_hosts.split(",")] if allowed_hosts is not None else []
+    hosts = server.allowed_hosts_for(host, extra)
+    sock = server.bind_socket(host, port)  # before the (slow) model load: a bad or busy port fails at once
+    try:
+        if workers == 1:
+            web_app = server.create_app(run, runtime=runtime, allowed_hosts=hosts)  # a bad run fails before serving
+        else:
+            server.check_run(run, runtime)
+        typer.echo(
+            f"serving {run} on http://{host}:{port}/ with {workers} process{'es' if workers > 1 else ''}  "
+            "(API docs at /docs; Ctrl+C stops)"
+        )
+        if workers == 1:
+            server.run_app(web_app, sock=sock, host=host, port=port, access_log=access_log)
+        else:
+            server.run_workers(
+                run, runtime, workers, host=host, port=port, access_log=access_log, sock=sock, allowed_hosts=hosts
+            )
+    finally:
+        sock.close()
 
 
 # ---- end serve ----

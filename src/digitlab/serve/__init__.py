@@ -7,20 +7,33 @@ workers.py   running it: one process or several sharing a socket
 static/      the drawing page: plain HTML, CSS and JavaScript
 """
 
-from digitlab.serve.app import Service, create_app
+from digitlab.serve.app import LOOPBACK_HOSTS, HostCheck, Service, create_app
 from digitlab.serve.schemas import MAX_BATCH, MAX_BODY, BatchFailure, BatchPrediction, Prediction
-from digitlab.serve.workers import app_from_env, check_run, run_app, run_workers
+from digitlab.serve.workers import (
+    allowed_hosts_for,
+    app_from_env,
+    bind_socket,
+    check_run,
+    is_loopback,
+    run_app,
+    run_workers,
+)
 
 __all__ = [
+    "LOOPBACK_HOSTS",
     "MAX_BATCH",
     "MAX_BODY",
     "BatchFailure",
     "BatchPrediction",
+    "HostCheck",
     "Prediction",
     "Service",
+    "allowed_hosts_for",
     "app_from_env",
+    "bind_socket",
     "check_run",
     "create_app",
+    "is_loopback",
     "run_app",
     "run_workers",
 ]

@@ -11,6 +11,10 @@
 An image goes through `digitlab.preprocess.preprocess`, the one preprocessing the CLI uses too, and
 `digitlab.predict.classify`. The model is loaded once; its calls are serialised by a lock (preprocessing
 runs in parallel in the thread pool). Bad input is a 4xx with {"detail": "<field>: <what was expected>"}.
+
+With `allowed_hosts`, a request whose Host header names another host is a 400 before it reaches the API
+(Starlette's TrustedHostMiddleware): a server on loopback cannot be read by a page whose DNS name an
+attacker rebinds to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from digitlab import runs
 from digitlab.errors import DigitlabError, RunError
@@ -117,8 +124,48 @@ class Service:
         return out
 
 
-def create_app(run_dir: Path, runtime: str = "keras") -> FastAPI:
-    """The web app over `run_dir`'s model, loaded now (a RunError if the run cannot be loaded)."""
+# The names a browser sends for a server on loopback; the Host header's port is not compared.
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+
+
+class HostCheck:
+    """Starlette's TrustedHostMiddleware, answering a refused Host header with the API's one-line JSON
+    {"detail": ...} instead of its plain-text "Invalid host header"."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
+        self.app = app
+        self.allowed_hosts = list(allowed_hosts)
+        self.trusted = TrustedHostMiddleware(self._accepted, allowed_hosts=self.allowed_hosts, www_redirect=False)
+
+    async def _accepted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, scope["digitlab.send"])  # the real `send`, not `refuse` below
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan; websocket (none served) keeps the middleware's own answer
+            await self.trusted({**scope, "digitlab.send": send}, receive, send)
+            return
+        host = Headers(scope=scope).get("host")
+        refused = JSONResponse(
+            {
+                "detail": f"Host header: {host!r} is not a name this server answers to "
+                f"({', '.join(self.allowed_hosts)}; `digitlab serve --allowed-hosts` adds names)"
+            },
+            status_code=400,
+        )
+
+        async def refuse(message: dict) -> None:  # only the middleware's refusal comes here
+            if message["type"] == "http.response.start":
+                await refused(scope, receive, send)
+
+        await self.trusted({**scope, "digitlab.send": send}, receive, refuse)
+
+
+def create_app(run_dir: Path, runtime: str = "keras", allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The web app over `run_dir`'s model, loaded now (a RunError if the run cannot be loaded).
+
+    `allowed_hosts`: the Host header names (Starlette patterns: "a.example", "*.a.example", "*") a request
+    must carry, any other being a 400; None checks nothing (`digitlab serve` passes LOOPBACK_HOSTS when
+    it listens on loopback)."""
     service = Service.load(run_dir, runtime=runtime)
     static = resources.files(__package__) / "static"
     page = (static / "index.html").read_text(encoding="utf-8")
@@ -132,6 +179,8 @@ def create_app(run_dir: Path, runtime: str = "keras") -> FastAPI:
     app = FastAPI(title="digitlab", version="1", summary=summary, lifespan=lifespan)
     app.state.service = service
     app.mount("/static", StaticFiles(packages=[(__package__, "static")]), name="static")
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

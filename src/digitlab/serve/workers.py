@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -15,16 +18,82 @@ from digitlab import runs
 from digitlab.errors import DigitlabError, RunError
 from digitlab.predict import RUNTIMES
 from digitlab.predict.onnx_runtime import load_session
-from digitlab.serve.app import create_app
+from digitlab.serve.app import LOOPBACK_HOSTS, create_app
 
 
-def run_app(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True) -> None:
-    """Serve `app` with uvicorn until interrupted."""
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address to listen on) is only reachable from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
+
+def is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def allowed_hosts_for(host: str, extra: list[str] | tuple[str, ...] = ()) -> list[str] | None:
+    """The Host header names a server listening on `host` accepts: the loopback names when it listens on
+    loopback, with `extra` (--allowed-hosts) added; None (any) for another address without `extra`.
+    A DigitlabError for a name the check could never match."""
+    extra = list(extra)
+    for name in extra:
+        if name.startswith("[") and name.endswith("]") and is_ipv6(name[1:-1]):
+            continue  # an IPv6 literal, as a Host header carries it
+        if not name or ":" in name:
+            raise DigitlabError(
+                f"--allowed-hosts: expected host names without a port (an IPv6 address in brackets), got {name!r}"
+            )
+        if "*" in name and name != "*" and not (name.startswith("*.") and "*" not in name[1:]):
+            raise DigitlabError(
+                f"--allowed-hosts: a wildcard must be the whole name (*) or lead it (*.example.com), got {name!r}"
+            )
+    if "*" in extra:
+        return ["*"]
+    if not extra and not is_loopback(host):
+        return None
+    return [*LOOPBACK_HOSTS, *extra]
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, made before the (slow) model load so that a bad port or one in use
+    is a one-line DigitlabError at once. uvicorn then serves on it."""
+    if not 1 <= port <= 65535:
+        raise DigitlabError(f"--port: expected a TCP port from 1 to 65535, got {port}")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)  # uvicorn's default backlog
+    except OSError as e:
+        sock.close()
+        reason = "the port is in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+        raise DigitlabError(f"cannot listen on {where}: {reason}") from None
+    sock.set_inheritable(True)  # as uvicorn's own bind_socket: worker processes share it
+    return sock
+
+
+def run_app(
+    app: FastAPI, sock: socket.socket, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True
+) -> None:
+    """Serve `app` with uvicorn on the listening socket `sock` (from bind_socket) until interrupted."""
+
+    config = uvicorn.Config(app, host=host, port=port, access_log=access_log, log_level="info")
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 RUN_ENV, RUNTIME_ENV = "DIGITLAB_SERVE_RUN", "DIGITLAB_SERVE_RUNTIME"
+HOSTS_ENV = "DIGITLAB_SERVE_ALLOWED_HOSTS"  # comma-separated; unset: no Host check
 
 
 def app_from_env() -> FastAPI:
@@ -34,7 +103,9 @@ def app_from_env() -> FastAPI:
     supervisor instead of having it restart the worker forever."""
 
     try:
-        return create_app(Path(os.environ[RUN_ENV]), os.environ.get(RUNTIME_ENV, "keras"))
+        hosts = os.environ.get(HOSTS_ENV)
+        allowed_hosts = hosts.split(",") if hosts is not None else None
+        return create_app(Path(os.environ[RUN_ENV]), os.environ.get(RUNTIME_ENV, "keras"), allowed_hosts=allowed_hosts)
     except DigitlabError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(STARTUP_FAILURE)
@@ -60,14 +131,23 @@ def run_workers(
     host: str = "127.0.0.1",
     port: int = 8000,
     access_log: bool = True,
+    sock: socket.socket | None = None,
+    allowed_hosts: list[str] | None = None,
 ) -> None:
-    """Serve with `workers` processes, each loading the model, sharing one listening socket.
+    """Serve with `workers` processes, each loading the model, sharing one listening socket: `sock`, or
+    one bound here (bind_socket) before anything is loaded. `allowed_hosts` as for create_app.
 
     One process runs Python (HTTP, multipart, preprocessing) on one core at a time; with several
     processes every core serves requests. Each holds its own copy of the model. A RunError if the
     workers could not start."""
 
+    if sock is None:
+        sock = bind_socket(host, port)
     os.environ[RUN_ENV], os.environ[RUNTIME_ENV] = str(Path(run_dir).resolve()), runtime
+    if allowed_hosts is None:
+        os.environ.pop(HOSTS_ENV, None)
+    else:
+        os.environ[HOSTS_ENV] = ",".join(allowed_hosts)
     config = uvicorn.Config(
         "digitlab.serve.workers:app_from_env",
         factory=True,
@@ -77,7 +157,7 @@ def run_workers(
         access_log=access_log,
         log_level="info",
     )
-    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor = Multiprocess(config, sockets=[sock])
     supervisor.run()
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
         raise RunError(f"{run_dir}: the server's worker processes could not start (the reason is logged above)")
