@@ -224,24 +224,15 @@ def test_overwrite_removes_only_digitlabs_files(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["data.csv", "my-plot.png", "notes.json"]
 
 
+def tiny_mlp_train(data_dir, out) -> list:
+    """`digitlab train` arguments for a one-epoch MLP on the synthetic set."""
+    return ["train", "--model", "mlp", "--units", "8", "--epochs", "1", "--dataset", "synthetic",
+            "--data-dir", data_dir, "--out", out, "-q"]  # fmt: skip
+
+
 def test_train_prints_a_summary_not_reprs(tmp_path, synthetic_dir):
     out = tmp_path / "run"
-    result = invoke(
-        "train",
-        "--model",
-        "mlp",
-        "--units",
-        "8",
-        "--epochs",
-        "1",
-        "--dataset",
-        "synthetic",
-        "--data-dir",
-        synthetic_dir,
-        "--out",
-        out,
-        "-q",
-    )
+    result = invoke(*tiny_mlp_train(synthetic_dir, out))
     assert result.exit_code == 0, result.output
     assert "ModelConfig(" not in result.output and "TrainConfig(" not in result.output
     assert "model: mlp 8" in result.output and "1 epoch, batch 64" in result.output
@@ -253,23 +244,7 @@ def test_tensorflow_start_up_chatter_is_hidden_unless_verbose(tmp_path, syntheti
 
     def train(*extra):
         out = tmp_path / f"run{len(extra)}"
-        args = [
-            "train",
-            "--model",
-            "mlp",
-            "--units",
-            "8",
-            "--epochs",
-            "1",
-            "--dataset",
-            "synthetic",
-            "--data-dir",
-            str(synthetic_dir),
-            "--out",
-            str(out),
-            "-q",
-            *extra,
-        ]
+        args = [*map(str, tiny_mlp_train(synthetic_dir, out)), *extra]
         done = subprocess.run(
             [sys.executable, "-c", "from digitlab.cli import main; main()", *args], capture_output=True, text=True
         )
