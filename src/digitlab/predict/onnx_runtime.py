@@ -29,10 +29,10 @@ def open_session(path: Path):
         raise RunError(f"{path}: cannot be loaded by ONNX Runtime ({type(e).__name__}: {e})") from None
 
 
-def run_session(session, x: np.ndarray) -> np.ndarray:
+def run_session(inference, x: np.ndarray) -> np.ndarray:
     """(n, 28, 28) float32 raw pixels -> (n, classes) probabilities, uncalibrated."""
-    (pixels,) = session.get_inputs()
-    return session.run(None, {pixels.name: np.ascontiguousarray(x, dtype="float32")})[0]
+    (pixels,) = inference.get_inputs()
+    return inference.run(None, {pixels.name: np.ascontiguousarray(x, dtype="float32")})[0]
 
 
 def sha256(path: Path) -> str:
@@ -69,6 +69,6 @@ def _check_fresh(run_dir: Path, path: Path) -> None:
 
 def load(run_dir: Path) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[int, ...]]:
     """The forward callable and input shape (without the batch) of a run's model.onnx."""
-    session = load_session(run_dir)
-    input_shape = tuple(session.get_inputs()[0].shape[1:])  # the batch dimension is dynamic
-    return (lambda x: run_session(session, x)), input_shape
+    inference = load_session(run_dir)  # an onnxruntime.InferenceSession
+    input_shape = tuple(inference.get_inputs()[0].shape[1:])  # the batch dimension is dynamic
+    return (lambda x: run_session(inference, x)), input_shape
