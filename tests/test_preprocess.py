@@ -473,3 +473,64 @@ def test_only_the_documented_formats_are_opened(data, named, monkeypatch):
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"])
 def test_the_documented_formats_still_open(fmt):
     assert preprocess(_pillow_file(fmt)).has_ink is False  # a white page: opened, no ink
+
+
+# --- uneven light: the paper is flattened before the threshold ---
+
+
+def two(size=280, width=14):
+    """A "2": an arc and a stroke down to a bar, dark on white."""
+    im = Image.new("L", (size, size), 255)
+    d = ImageDraw.Draw(im)
+    s = size / 280
+    d.arc((80 * s, 50 * s, 200 * s, 150 * s), 180, 30, fill=0, width=width)
+    d.line([(195 * s, 120 * s), (85 * s, 235 * s), (205 * s, 235 * s)], fill=0, width=width, joint="curve")
+    return im
+
+
+def lit(im: Image.Image, light: np.ndarray, ink_share: float = 0.35) -> np.ndarray:
+    """The drawing photographed under `light` (paper grey level per pixel): ink reflects `ink_share` of it."""
+    ink = np.asarray(im) < 128
+    return np.clip(np.where(ink, light * ink_share, light), 0, 255).astype(np.uint8)
+
+
+def corner(lo, hi, size=280):
+    """Light falling from `hi` at the top left to `lo` at the bottom right, faster towards the corner."""
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
+    return hi - (hi - lo) * (xx**2 + yy**2) / 2
+
+
+def shadow_band(lo, hi, size=280, start=190):
+    """A soft-edged shadow over the right of the page."""
+    light = np.full((size, size), float(hi))
+    light[:, start:] = lo
+    return ndi.gaussian_filter(light, 6)
+
+
+@pytest.mark.parametrize(
+    "light",
+    [corner(150, 220), corner(120, 215), shadow_band(150, 220), shadow_band(120, 215)],
+    ids=["corner-150-220", "corner-120-215", "shadow-150-220", "shadow-120-215"],
+)
+def test_uneven_light_is_flattened_before_the_threshold(light):
+    pre = preprocess(lit(two(), light), debug=True)
+    assert_mnist_like(pre)
+    assert correlation(pre.digit, preprocess(two()).digit) > 0.95
+    captions = [caption for caption, _ in pre.steps]
+    assert "paper flattened" in captions and "paper light" in captions  # the debug strip shows it
+
+
+def test_flat_paper_is_left_as_it_is():
+    # Clean canvases and MNIST itself keep exactly the digit they had: flattening only runs on uneven paper.
+    grey_paper = lit(two(), np.full((280, 280), 200.0))
+    pre = preprocess(grey_paper, debug=True)
+    assert "paper flattened" not in [caption for caption, _ in pre.steps]
+    assert correlation(pre.digit, preprocess(two()).digit) > 0.99
+
+
+def test_flattening_keeps_a_digit_that_fills_the_image():
+    # A marker digit as wide as the window of the paper estimate must not be hollowed out.
+    thick = lit(two(width=40), corner(140, 220))
+    pre = preprocess(thick)
+    assert_mnist_like(pre)
+    assert correlation(pre.digit, preprocess(two(width=40)).digit) > 0.9

@@ -5,7 +5,7 @@ aspect ratio, anti-aliased) to fit 20x20 px, then placed in 28x28 with its centr
 A photo, a scan or a canvas drawing is brought to the same form, top to bottom:
 
     load -> grey (transparent = white paper)                         image.py
-         -> ink bright -> threshold -> drop specks                    ink.py
+         -> ink bright -> flatten the paper -> threshold -> drop specks    ink.py
          -> crop -> stroke width -> 20 px box -> centred 28x28        normalize.py
 
 and debug.py draws the steps side by side.
@@ -48,7 +48,9 @@ def preprocess(image, *, debug: bool = False) -> Preprocessed:
     ink = find_ink(grey)
     if ink is None:
         return Preprocessed(np.zeros((SIDE, SIDE), np.uint8), False, False, tuple(steps))
-    record("ink bright", ink.bright)
+    if ink.paper_light is not None:
+        record("paper light", ink.paper_light)
+    record("ink bright" if ink.paper_light is None else "paper flattened", ink.bright)
     record("threshold", ink.threshold_mask)
     record("specks removed", ink.mask)
     if not ink.mask.any():

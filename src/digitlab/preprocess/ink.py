@@ -1,4 +1,5 @@
-"""Finding the ink: which way round it is, where the paper ends, and which marks are specks.
+"""Finding the ink: which way round it is, the paper's uneven light, where the paper ends, and which
+marks are specks.
 
 This is the seam between opening an image and normalising one digit: `find_ink` returns the ink of the
 whole image; one digit's ink goes to `normalize.normalize_digit` (segmenting a number into digits
@@ -10,22 +11,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
 
 MIN_CONTRAST = 24.0  # grey levels (0-255) between paper and strongest ink; less is a blank image
 SPECK_FRACTION = 0.08  # ink components smaller than this fraction of the largest are specks
 STRONG_INK = 90  # percentile of the thresholded ink made 255, so stroke cores saturate as in MNIST
+# The paper's light is estimated by a grey opening (the ink removed, the paper kept) over a square this
+# share of the image's short side: wider than any stroke of a digit that fills the image, narrower than
+# a shadow. Paper whose estimate varies by less than FLAT_PAPER grey levels is left as it is.
+PAPER_SCALE = 1 / 3
+PAPER_SIDE = 40  # px: the paper's light is estimated on a copy about this short
+FLAT_PAPER = 16.0
 
 
 @dataclass(frozen=True, eq=False)
 class Ink:
     """The ink of an image, bright on dark."""
 
-    bright: np.ndarray  # float32 (H, W) 0-255: the grey image turned so that ink is bright
+    bright: np.ndarray  # float32 (H, W) 0-255: the grey image turned so that ink is bright, paper flattened
     mask: np.ndarray  # bool (H, W): thresholded ink, specks removed
     paper: float  # the paper's level in `bright`
     inverted: bool  # True when the input was dark ink on light paper
     threshold_mask: np.ndarray  # bool (H, W): the threshold before specks were removed (for the debug strip)
+    paper_light: np.ndarray | None = None  # float32 (H, W): the paper's estimated level; None when it was flat
 
 
 def find_ink(grey: np.ndarray) -> Ink | None:
@@ -34,8 +44,39 @@ def find_ink(grey: np.ndarray) -> Ink | None:
     bright, inverted = _ink_bright(grey)
     if bright is None:
         return None
+    bright, paper_light = flatten_paper(bright)
     threshold_mask, paper = _threshold(bright)
-    return Ink(bright, _drop_specks(threshold_mask), paper, inverted, threshold_mask)
+    return Ink(bright, _drop_specks(threshold_mask), paper, inverted, threshold_mask, paper_light)
+
+
+def flatten_paper(bright: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Divide out the paper's uneven light (a gradient, a shadow) from an ink-bright image.
+
+    Light multiplies what the paper reflects, so in grey terms the flat image is grey / paper; with
+    ink bright (b = 255 - grey) that is (b - p) / (255 - p) * 255, where p, the paper's level in b, is
+    the grey opening of b: strokes narrower than the window vanish, the paper's shape stays. Returns
+    the image unchanged, and None, when the paper is already flat."""
+    # The paper's light is smooth: estimate it on a copy PAPER_SIDE px short, then bring it back.
+    h, w = bright.shape
+    factor = max(1, min(h, w) // PAPER_SIDE)
+    small = bright if factor == 1 else _resize(bright, (max(1, w // factor), max(1, h // factor)), Image.Resampling.BOX)
+    size = max(3, round(min(small.shape) * PAPER_SCALE))
+    # An opening cuts a slope that rises towards the image's edge. Padding by odd reflection continues
+    # such a slope past the edge; by even reflection, it mirrors ink near the edge as ink (odd would turn
+    # it into a hole the opening keeps). The larger of the two does both.
+    padded = np.maximum(np.pad(small, size, mode="reflect", reflect_type="odd"), np.pad(small, size, mode="reflect"))
+    paper = ndi.grey_opening(padded, size=(size, size))[size:-size, size:-size]
+    if factor > 1:
+        paper = _resize(paper, (w, h), Image.Resampling.BILINEAR)
+    if float(paper.max() - paper.min()) < FLAT_PAPER:
+        return bright, None
+    flat = (bright - paper) * (255.0 / np.maximum(255.0 - paper, 1.0))
+    return np.clip(flat, 0.0, 255.0).astype(np.float32), paper
+
+
+def _resize(a: np.ndarray, size: tuple[int, int], resample) -> np.ndarray:
+    """A float32 array resized to (width, height)."""
+    return np.asarray(Image.fromarray(a.astype(np.float32)).resize(size, resample), dtype=np.float32)
 
 
 def _ink_bright(grey: np.ndarray) -> tuple[np.ndarray | None, bool]:
@@ -54,15 +95,9 @@ def _border(a: np.ndarray) -> np.ndarray:
 
 
 def _otsu(levels: np.ndarray) -> float:
-    """Otsu's threshold on 0-255 levels: the one that maximises the variance between the two classes."""
+    """Otsu's threshold on 0-255 levels, from their 256-bin histogram."""
     hist = np.bincount(np.clip(levels, 0, 255).astype(np.uint8).ravel(), minlength=256)
-    p = hist / hist.sum()
-    w0 = np.cumsum(p)  # weight of the class at or below each level
-    mu0 = np.cumsum(p * np.arange(256))
-    w1 = 1.0 - w0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = np.where((w0 > 0) & (w1 > 1e-12), (mu0[-1] * w0 - mu0) ** 2 / (w0 * w1), -1.0)
-    return float(np.argmax(between)) + 0.5
+    return float(threshold_otsu(hist=(hist, np.arange(256)))) + 0.5
 
 
 def _threshold(ink: np.ndarray) -> tuple[np.ndarray, float]:
