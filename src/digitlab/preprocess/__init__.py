@@ -6,6 +6,7 @@ A photo, a scan or a canvas drawing is brought to the same form, top to bottom:
 
     load -> grey (transparent = white paper)                         image.py
          -> ink bright -> flatten the paper -> threshold -> drop specks    ink.py
+         -> a digit at all? (a dot, a tick, a filled page, several)     marks.py
          -> crop -> stroke width -> 20 px box -> centred 28x28        normalize.py
 
 and debug.py draws the steps side by side.
@@ -20,9 +21,12 @@ import numpy as np
 from digitlab.preprocess.debug import save_debug_strip, to_uint8
 from digitlab.preprocess.image import ImageError, load_image, to_grey
 from digitlab.preprocess.ink import find_ink, ink_levels
+from digitlab.preprocess.marks import not_a_digit
 from digitlab.preprocess.normalize import SIDE, normalize_digit
 
-__all__ = ["SIDE", "ImageError", "Preprocessed", "load_image", "preprocess", "save_debug_strip"]
+NO_INK = "no ink found in the image"
+
+__all__ = ["NO_INK", "SIDE", "ImageError", "Preprocessed", "load_image", "preprocess", "save_debug_strip"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,6 +37,13 @@ class Preprocessed:
     has_ink: bool  # False for a blank image: digit is then all zeros
     inverted: bool  # True when the input was dark ink on light paper
     steps: tuple[tuple[str, np.ndarray], ...] = ()  # (caption, uint8 image) when debug=True
+    # Why the image holds no digit to read (no ink; a dot, a tick, a filled page, several digits), or
+    # None when it does; `digit` is still filled for the debug strip when there is ink.
+    reason: str | None = None
+
+    @property
+    def is_digit(self) -> bool:
+        return self.reason is None
 
 
 def preprocess(image, *, debug: bool = False) -> Preprocessed:
@@ -47,15 +58,15 @@ def preprocess(image, *, debug: bool = False) -> Preprocessed:
     record("input grey", grey)
     ink = find_ink(grey)
     if ink is None:
-        return Preprocessed(np.zeros((SIDE, SIDE), np.uint8), False, False, tuple(steps))
+        return Preprocessed(np.zeros((SIDE, SIDE), np.uint8), False, False, tuple(steps), NO_INK)
     if ink.paper_light is not None:
         record("paper light", ink.paper_light)
     record("ink bright" if ink.paper_light is None else "paper flattened", ink.bright)
     record("threshold", ink.threshold_mask)
     record("specks removed", ink.mask)
     if not ink.mask.any():
-        return Preprocessed(np.zeros((SIDE, SIDE), np.uint8), False, ink.inverted, tuple(steps))
+        return Preprocessed(np.zeros((SIDE, SIDE), np.uint8), False, ink.inverted, tuple(steps), NO_INK)
     # The seam: segmentation of a number splits the ink here, before one digit is normalised.
     digit = normalize_digit(*ink_levels(ink.bright, ink.mask, ink.paper), record=record)
     record("centred 28x28", digit)
-    return Preprocessed(digit, True, ink.inverted, tuple(steps))
+    return Preprocessed(digit, True, ink.inverted, tuple(steps), not_a_digit(ink.mask))

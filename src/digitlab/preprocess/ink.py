@@ -24,6 +24,8 @@ STRONG_INK = 90  # percentile of the thresholded ink made 255, so stroke cores s
 PAPER_SCALE = 1 / 3
 PAPER_SIDE = 40  # px: the paper's light is estimated on a copy about this short
 FLAT_PAPER = 16.0
+SHADOW = 0.45  # the darkest paper light a shadow gives, as a share of the lightest paper's grey level
+SPECK_SIDE = 0.035  # ink components whose long side is under this share of the image's short side are dust
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +68,10 @@ def flatten_paper(bright: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     # it into a hole the opening keeps). The larger of the two does both.
     padded = np.maximum(np.pad(small, size, mode="reflect", reflect_type="odd"), np.pad(small, size, mode="reflect"))
     paper = ndi.grey_opening(padded, size=(size, size))[size:-size, size:-size]
+    # A shadow dims the paper; ink is darker still. Where the estimate is darker than SHADOW of the
+    # lightest paper, it is ink wider than the window (a filled block), not light: it is kept as ink.
+    lightest = float(paper.min())
+    paper = np.minimum(paper, lightest + (1.0 - SHADOW) * (255.0 - lightest))
     if factor > 1:
         paper = _resize(paper, (w, h), Image.Resampling.BILINEAR)
     if float(paper.max() - paper.min()) < FLAT_PAPER:
@@ -110,12 +116,15 @@ def _threshold(ink: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _drop_specks(mask: np.ndarray) -> np.ndarray:
+    """Drop components small beside the largest (SPECK_FRACTION of its area), and dust (SPECK_SIDE):
+    paper noise or JPEG blocks thresholded on a blank page leave only dust, so nothing."""
     labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))  # 8-connected: diagonal strokes hold
-    if n <= 1:
+    if n == 0:
         return mask
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    keep = sizes >= SPECK_FRACTION * sizes.max()
+    extents = np.array([0] + [max(r.stop - r.start, c.stop - c.start) for r, c in ndi.find_objects(labels)])
+    keep = (sizes >= SPECK_FRACTION * sizes.max()) & (extents >= SPECK_SIDE * min(mask.shape))
     keep[0] = False
     return keep[labels]
 

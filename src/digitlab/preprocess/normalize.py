@@ -7,6 +7,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
+from digitlab.preprocess.marks import stroke_width
+
 SIDE = 28  # px, MNIST's image
 BOX_SIDE = 20  # px, MNIST's digits are scaled so the long side of their bounding box is this
 CENTRE = 14.0  # px (row, column index) where MNIST's centre of mass sits
@@ -37,12 +39,6 @@ def crop(soft: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, 
     return soft[window], (None if mask is None else mask[window])
 
 
-def _stroke_width(mask: np.ndarray) -> float:
-    """Mean stroke width in px of a binary ink mask: area / (boundary px / 2); a 1 px line reads 2."""
-    boundary = mask & ~ndi.binary_erosion(mask)
-    return 2.0 * float(mask.sum()) / max(int(boundary.sum()), 1)
-
-
 def normalise_stroke(soft: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Dilate or erode strokes outside STROKE_BAND so that, once the box is 20 px, they are MNIST-like.
 
@@ -50,7 +46,7 @@ def normalise_stroke(soft: np.ndarray, mask: np.ndarray) -> np.ndarray:
     on each side gives width w + 2r in a box L + 2r long, i.e. (w + 2r) * 20 / (L + 2r) output px;
     setting that to the target width T gives r = (T * L - 20 * w) / (2 * (20 - T)). Negative r erodes.
     """
-    w, long_side = _stroke_width(mask), max(mask.shape)
+    w, long_side = stroke_width(mask), max(mask.shape)
     width_out = w * BOX_SIDE / long_side
     if STROKE_BAND[0] <= width_out <= STROKE_BAND[1]:
         return soft
