@@ -162,7 +162,7 @@ def describe_configs(model_cfg, train_cfg) -> str:
     schedule = f"{train_cfg.schedule} lr {train_cfg.learning_rate:g}"
     extras = [f"weight decay {train_cfg.weight_decay:g}"] if train_cfg.weight_decay else []
     extras += [f"label smoothing {train_cfg.label_smoothing:g}"] if train_cfg.label_smoothing else []
-    warps = [f"{k} {getattr(train_cfg, k):g}" for k in ("shift", "rotate", "scale", "elastic") if getattr(train_cfg, k)]
+    warps = [f"{k} {v:g}" for k, v in train_cfg.augmentation().items() if v]
     extras += [f"augmentation {', '.join(warps)}"] if warps else []
     limit = f", first {train_cfg.limit:,} training images" if train_cfg.limit else ""
     return (
@@ -303,6 +303,15 @@ def train(
     elastic: Annotated[
         Optional[float], typer.Option(help="Augmentation: elastic distortion strength (alpha, e.g. 34; 0: off).")
     ] = None,
+    shear: Annotated[
+        Optional[float], typer.Option(help="Augmentation: random slant up to this many px sideways per px of height.")
+    ] = None,
+    thickness: Annotated[
+        Optional[float], typer.Option(help="Augmentation: thicken or thin strokes by up to this share of 1 px.")
+    ] = None,
+    blur: Annotated[
+        Optional[float], typer.Option(help="Augmentation: blur half the images, Gaussian sigma up to this (px).")
+    ] = None,
     precision: Annotated[
         Optional[str],
         typer.Option(
@@ -360,6 +369,9 @@ def train(
             rotate=rotate,
             scale=scale,
             elastic=elastic,
+            shear=shear,
+            thickness=thickness,
+            blur=blur,
             precision=precision,
         )
         if out is None:

@@ -25,6 +25,7 @@ OPTIMIZERS = ("adam", "sgd")
 QUICK_LIMIT = 5000  # `digitlab experiments --quick`: training images per step
 QUICK_EPOCHS_DIVISOR = 20  # ... and epochs divided by this (20 -> 1, 40 -> 2, 60 -> 3, then at least 2)
 SCHEDULES = ("constant", "onecycle")
+AUGMENTATIONS = ("shift", "rotate", "scale", "elastic", "shear", "thickness", "blur")  # TrainConfig fields
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,9 @@ class TrainConfig:
     rotate: float = 0.0  # augmentation: random rotation, up to this many degrees
     scale: float = 0.0  # augmentation: random zoom, up to this fraction either way
     elastic: float = 0.0  # augmentation: elastic distortion strength (Simard's alpha, pixels; 0: none)
+    shear: float = 0.0  # augmentation: random slant, up to this many px sideways per px of height
+    thickness: float = 0.0  # augmentation: strokes thickened or thinned by up to this share of 1 px
+    blur: float = 0.0  # augmentation: half the images blurred, Gaussian sigma up to this many pixels
     # "float32", "bfloat16" (bfloat16 maths on float32 weights) or "auto" (bfloat16 where the CPU has it
     # natively, see native_bfloat16); runs record the resolved one. model.keras is always float32.
     precision: str = "float32"
@@ -148,13 +152,22 @@ class TrainConfig:
             raise DigitlabError(f"--label-smoothing: expected a number in [0, 1), got {self.label_smoothing}")
         if not 0.0 < self.val_fraction < 1.0:
             raise DigitlabError(f"--val-fraction: expected a number between 0 and 1, got {self.val_fraction}")
-        if min(self.shift, self.rotate, self.scale, self.elastic) < 0 or self.scale >= 1:
-            raise DigitlabError("--shift, --rotate, --scale, --elastic: expected non-negative amounts (scale below 1)")
+        if min(self.shift, self.rotate, self.scale, self.elastic, self.shear, self.thickness, self.blur) < 0:
+            raise DigitlabError(
+                "--shift, --rotate, --scale, --elastic, --shear, --thickness, --blur: expected non-negative amounts"
+            )
+        if self.scale >= 1 or self.thickness > 1:
+            raise DigitlabError("--scale: expected an amount below 1; --thickness: at most 1 (px)")
         if self.limit is not None and self.limit <= 0:
             raise DigitlabError(f"--limit: expected a positive integer, got {self.limit}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def augmentation(self) -> dict[str, float]:
+        """The warps `augment.random_warp` takes; empty when the training images are used as they are."""
+        warps = {k: getattr(self, k) for k in AUGMENTATIONS}
+        return warps if any(warps.values()) else {}
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

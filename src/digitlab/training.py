@@ -267,7 +267,7 @@ def _fit(
     x_tr, y_tr, x_val, y_val = split
     twin = build_model(model_cfg) if cfg.precision != "float32" else None
     recorder = _RunRecorder(run_dir, rows, best, time.perf_counter(), float32_twin=twin)
-    if cfg.shift or cfg.rotate or cfg.scale or cfg.elastic:
+    if cfg.augmentation():
         inputs = {
             "x": AugmentedBatches(
                 x_tr,
@@ -275,10 +275,7 @@ def _fit(
                 cfg.batch_size,
                 seed=cfg.seed + initial_epoch,
                 epochs=cfg.epochs - initial_epoch,
-                shift=cfg.shift,
-                rotate=cfg.rotate,
-                scale=cfg.scale,
-                elastic=cfg.elastic,
+                **cfg.augmentation(),
             )
         }
     else:
