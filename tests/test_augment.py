@@ -43,7 +43,7 @@ def test_blur_softens_half_the_images():
     assert 0.3 < blurred.mean() < 0.7
 
 
-@pytest.mark.parametrize("warp", [dict(rotate=15.0), dict(shift=2.0, scale=0.1, shear=0.3)])
+@pytest.mark.parametrize("warp", [{"rotate": 15.0}, {"shift": 2.0, "scale": 0.1, "shear": 0.3}])
 def test_pillow_and_coordinate_map_paths_agree(warp):
     # Without an elastic field the warp goes through Pillow's affine transform; with one, through a
     # map of coordinates. A vanishing field must give the same images.
