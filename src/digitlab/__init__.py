@@ -22,6 +22,7 @@ _LAZY = {
     "evaluate": "digitlab.evaluation",
     "evaluate_ensemble": "digitlab.evaluation",
     "load_predictor": "digitlab.predict",
+    "read": "digitlab.reading",
 }
 
 __all__ = [

@@ -1,0 +1,319 @@
+"""Reading whole numbers: segmentation on drawn cases, `digitlab.read`, `digitlab read` and /api/read."""
+
+import base64
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+from digitlab.cli import app as cli
+from digitlab.errors import DigitlabError
+from digitlab.preprocess.segment import MAX_CANDIDATES, segment
+
+# --- drawn cases: segmentation alone ------------------------------------------------------------------
+
+
+def drawn(size, strokes, width=3) -> np.ndarray:
+    """A bool ink mask with `strokes` (lists of points, or ("ellipse", box)) drawn on it."""
+    img = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(img)
+    for s in strokes:
+        if s[0] == "ellipse":
+            draw.ellipse(s[1], outline=255, width=width)
+        else:
+            draw.line(s, fill=255, width=width)
+    return np.asarray(img) > 0
+
+
+def candidates(mask):
+    seg = segment(mask)
+    return seg, [c for line in seg.lines for c in line]
+
+
+def test_a_five_with_a_detached_bar_is_one_candidate():
+    five = drawn((40, 40), [[(12, 8), (26, 8)], [(12, 13), (12, 20), (22, 20), (26, 26), (22, 32), (10, 32)]])
+    seg, found = candidates(five)
+    assert seg.labels.max() == 2  # the bar and the body are apart
+    assert len(found) == 1 and found[0].whole.ids == (1, 2)
+
+
+def test_a_dot_above_a_one_and_a_seven_crossbar_join_their_digit():
+    one_with_dot = drawn((60, 50), [[(15, 16), (15, 42)], [(14, 8), (16, 8)], [(35, 12), (48, 12), (40, 42)]])
+    cross = drawn((60, 50), [[(35, 27), (47, 27)]])
+    seg, found = candidates(one_with_dot | cross)
+    assert len(seg.lines) == 1 and len(found) == 2
+    assert [len(c.whole.ids) for c in found] == [2, 1]  # the 7 and its crossbar touch: one piece
+
+
+def test_a_four_broken_below_its_bar_is_one_candidate():
+    four = drawn((40, 40), [[(18, 6), (8, 24), (28, 24)], [(24, 6), (24, 24)], [(24, 28), (24, 36)]])
+    _, found = candidates(four)
+    assert len(found) == 1 and len(found[0].whole.ids) == 2
+
+
+def test_two_ones_touching_by_a_pixel_are_one_blob_with_the_cut_between_them():
+    ones = np.zeros((40, 30), bool)
+    ones[8:32, 10:13] = ones[8:32, 14:17] = True
+    ones[20, 13] = True  # the one pixel where they touch
+    seg, found = candidates(ones)
+    assert seg.labels.max() == 1 and len(found) == 1
+    cuts = {parts[1].cols[0] for parts in found[0].cuts if len(parts) == 2}
+    assert 13 in cuts, f"cuts at {cuts}"
+    (left, right) = next(parts for parts in found[0].cuts if parts[1].cols[0] == 13)
+    assert left.box == (10, 8, 13, 32) and right.box == (13, 8, 17, 32)
+
+
+def test_two_zeros_a_pixel_apart_stay_two_candidates():
+    zeros = drawn((60, 40), [("ellipse", (6, 8, 23, 32)), ("ellipse", (25, 8, 42, 32))])
+    assert not zeros[:, 24].any() and zeros[:, 23].any() and zeros[:, 25].any()
+    _, found = candidates(zeros)
+    assert [c.whole.box[0] for c in found] == [6, 25]
+
+
+def test_lines_are_found_top_to_bottom_and_digits_left_to_right():
+    strokes = [[(x, y), (x, y + 20)] for y in (60, 6, 33) for x in (40, 10, 25)]
+    seg = segment(drawn((60, 90), strokes))
+    assert len(seg.lines) == 3
+    assert [[c.whole.box[:2] for c in line] for line in seg.lines] == [
+        [(x - 1, y) for x in (10, 25, 40)] for y in (6, 33, 60)
+    ]
+
+
+def test_more_than_the_candidate_limit_is_a_clear_error():
+    mask = np.zeros((40, 400), bool)
+    mask[10:30, 2 : 6 * (MAX_CANDIDATES + 1) : 6] = True
+    with pytest.raises(DigitlabError, match=f"65 separate marks found, at most {MAX_CANDIDATES}"):
+        segment(mask)
+
+
+# --- the library, the CLI and the API with a run trained on MNIST -------------------------------------
+
+
+def mnist_number(ds, indices, gap=6, margin=8, lines=None) -> np.ndarray:
+    """MNIST test digits cut to their ink and set side by side `gap` px apart, dark ink on white."""
+    crops = []
+    for i in indices:
+        d = ds.x_test[i]
+        cols = np.flatnonzero(d.any(0))
+        crops.append(d[:, cols[0] : cols[-1] + 1])
+    width = sum(c.shape[1] for c in crops) + gap * (len(crops) - 1) + 2 * margin
+    img = np.zeros((28 + 2 * margin, width), np.uint8)
+    x = margin
+    for c in crops:
+        img[margin : margin + 28, x : x + c.shape[1]] = np.maximum(img[margin : margin + 28, x : x + c.shape[1]], c)
+        x += c.shape[1] + gap
+    return 255 - img
+
+
+def png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def first_of(ds, digits: str) -> list[int]:
+    """The first test image of each digit in `digits` (repeats take the next one)."""
+    out = []
+    for ch in digits:
+        out.append(next(i for i in range(len(ds.y_test)) if ds.y_test[i] == int(ch) and i not in out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_run):
+    from digitlab.predict import load_predictor
+
+    return load_predictor(trained_run)
+
+
+@pytest.mark.integration
+def test_a_single_digit_reads_exactly_as_predict_reads_it(predictor, mnist, tmp_path):
+    from digitlab import read
+    from digitlab.predict import predict_files
+    from digitlab.preprocess import preprocess
+
+    paths = []
+    for k, i in enumerate(range(0, 400, 20)):
+        d = np.kron(255 - mnist.x_test[i], np.ones((3, 3), np.uint8))  # 84x84, dark on white
+        paths.append(tmp_path / f"{k}.png")
+        Image.fromarray(d).save(paths[-1])
+    for path, row in zip(paths, predict_files(predictor, paths)):
+        reading = read(predictor, path)
+        assert len(reading.digits) == 1, (path, reading.text)
+        (digit,) = reading.digits
+        np.testing.assert_array_equal(reading.crops[0], preprocess(path).digit)
+        assert digit.unsure == row["unsure"] and digit.confidence == pytest.approx(row["confidence"], abs=1e-5)
+        assert digit.digit == row["top3"][0]["digit"] and reading.text == row["top3"][0]["label"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("gap", [6, 1, 0])
+def test_a_number_of_mnist_digits_reads_left_to_right(predictor, mnist, gap):
+    from digitlab import read
+
+    reading = read(predictor, mnist_number(mnist, first_of(mnist, "2026"), gap=gap))
+    assert reading.text == "2026" and reading.lines == ("2026",)
+    assert reading.confidence == pytest.approx(np.prod([d.confidence for d in reading.digits]))
+    boxes = [d.box for d in reading.digits]
+    assert all(a[2] <= b[0] + 2 for a, b in zip(boxes, boxes[1:]))  # left to right, hardly overlapping
+
+
+@pytest.mark.integration
+def test_eleven_touching_by_a_pixel_and_zeros_a_pixel_apart_are_split(predictor, mnist):
+    from digitlab import read
+
+    ones = mnist_number(mnist, first_of(mnist, "11"), gap=-1)  # overlapping by a column: touching
+    assert read(predictor, ones).text == "11"
+    assert read(predictor, mnist_number(mnist, first_of(mnist, "00"), gap=1)).text == "00"
+
+
+@pytest.mark.integration
+def test_several_lines_are_read_in_order(predictor, mnist):
+    from digitlab import read
+
+    top, bottom = mnist_number(mnist, first_of(mnist, "123")), mnist_number(mnist, first_of(mnist, "4567"))
+    page = np.full((top.shape[0] + bottom.shape[0], bottom.shape[1]), 255, np.uint8)
+    page[: top.shape[0], : top.shape[1]] = top
+    page[top.shape[0] :] = bottom
+    reading = read(predictor, page)
+    assert reading.lines == ("123", "4567") and reading.text == "123\n4567"
+    assert [d.line for d in reading.digits] == [0] * 3 + [1] * 4
+
+
+@pytest.mark.integration
+def test_no_ink_is_no_text_with_a_reason(predictor):
+    from digitlab import read
+
+    reading = read(predictor, np.full((40, 90), 255, np.uint8))
+    assert reading.text is None and reading.unsure and "no ink" in reading.reason and reading.digits == ()
+
+
+# --- the CLI -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_cli_read_files_and_folders_json_csv_and_debug(trained_run, mnist, tmp_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    Image.fromarray(mnist_number(mnist, first_of(mnist, "2026"))).save(folder / "year.png")
+    (folder / "broken.png").write_bytes(b"not a PNG")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["read", str(trained_run), str(folder), "--json", "--debug", str(tmp_path / "dbg")])
+    assert result.exit_code == 1, result.output  # one file could not be read; the others are still read
+    rows = json.loads(result.output[: result.output.rindex("]") + 1])
+    by_name = {r["file"].rsplit("/", 1)[1]: r for r in rows}
+    assert "not an image" in by_name["broken.png"]["error"]
+    year = by_name["year.png"]
+    assert year["text"] == "2026" and year["lines"] == ["2026"] and len(year["digits"]) == 4
+    assert set(year["digits"][0]) == {"digit", "confidence", "box", "line", "unsure"}
+    assert Image.open(year["debug"]).size[0] >= 720
+    csv_out = runner.invoke(cli, ["read", str(trained_run), str(folder / "year.png"), "--csv"])
+    assert csv_out.exit_code == 0 and csv_out.output.splitlines()[1].startswith(f"{folder / 'year.png'},2026,")
+    table = runner.invoke(cli, ["read", str(trained_run), str(folder / "year.png")])
+    assert table.exit_code == 0 and ": 2026 (" in table.output
+
+
+def test_cli_read_of_a_missing_run_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(cli, ["read", str(tmp_path / "nope"), str(tmp_path)])
+    assert result.exit_code == 2 and "nope" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+# --- the API -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synthetic_client(tmp_path_factory, synthetic_mlp_run):
+    from digitlab.serve import create_app
+
+    run = shutil.copytree(synthetic_mlp_run, tmp_path_factory.mktemp("read") / "mlp-synthetic")
+    return TestClient(create_app(run), raise_server_exceptions=False)
+
+
+def many_marks_png() -> bytes:
+    a = np.full((40, 420), 255, np.uint8)
+    a[10:30, 4 : 6 * 70 : 6] = 0
+    return png(a)
+
+
+def blank_png() -> bytes:
+    return png(np.full((40, 90), 255, np.uint8))
+
+
+def truncated_png() -> bytes:
+    return png(np.zeros((1, 1), np.uint8))[:20]  # a PNG signature and a truncated header
+
+
+READ_BAD_INPUTS = [
+    ("not an image", "/api/read", {"files": {"file": ("x.png", b"hello", "image/png")}}, 422, "not an image"),
+    ("empty file", "/api/read", {"files": {"file": ("x.png", b"", "image/png")}}, 422, "empty"),
+    ("truncated", "/api/read", lambda: {"files": {"file": ("x.png", truncated_png(), "image/png")}}, 422, "file:"),
+    ("wrong content type", "/api/read", {"content": b"x", "headers": {"content-type": "text/plain"}}, 415, "Content"),
+    ("invalid JSON", "/api/read", {"content": b"{", "headers": {"content-type": "application/json"}}, 422, "JSON"),
+    ("neither image nor pixels", "/api/read", {"json": {}}, 422, "exactly one of"),
+    ("bad base64", "/api/read", {"json": {"image": "%%%"}}, 422, "image: not valid base64"),
+    (
+        "too many marks",
+        "/api/read",
+        lambda: {"files": {"file": ("m.png", many_marks_png(), "image/png")}},
+        422,
+        "at most 64",
+    ),
+    ("batch: no field", "/api/read/batch", {"json": {}}, 422, "exactly one of"),
+    ("batch: empty list", "/api/read/batch", {"json": {"images": []}}, 422, "empty list"),
+    ("batch: too many", "/api/read/batch", {"json": {"images": ["aGk="] * 257}}, 413, "at most 256"),
+]
+
+
+@pytest.mark.parametrize(
+    "path, request_args, status, detail", [c[1:] for c in READ_BAD_INPUTS], ids=[c[0] for c in READ_BAD_INPUTS]
+)
+def test_read_bad_input_gives_a_4xx_naming_the_problem(synthetic_client, path, request_args, status, detail):
+    r = synthetic_client.post(path, **(request_args() if callable(request_args) else request_args))
+    assert r.status_code == status, r.text
+    assert detail in r.json()["detail"]
+
+
+def test_read_api_goes_on_after_bad_input_without_a_500(synthetic_client):
+    for _, path, request_args, status, _ in READ_BAD_INPUTS:
+        args = request_args() if callable(request_args) else request_args
+        assert synthetic_client.post(path, **args).status_code == status
+    r = synthetic_client.post("/api/read", files={"file": ("blank.png", blank_png(), "image/png")})
+    assert r.status_code == 200 and r.json()["text"] is None and "no ink" in r.json()["reason"]
+    assert synthetic_client.get("/api/health").json()["internal_errors"] == 0
+
+
+def test_read_batch_keeps_order_and_reports_a_bad_file(synthetic_client):
+    files = [("files", ("a.png", blank_png(), "image/png")), ("files", ("b.png", b"junk", "image/png"))]
+    r = synthetic_client.post("/api/read/batch", files=files)
+    assert r.status_code == 200, r.text
+    a, b = r.json()["results"]
+    assert (a["index"], a["name"], a["text"]) == (0, "a.png", None)
+    assert b["index"] == 1 and b["error"].startswith("files[1]") and "not an image" in b["error"]
+
+
+@pytest.mark.integration
+def test_read_api_matches_the_library_in_every_input_form(trained_run, predictor, mnist):
+    from digitlab import read
+    from digitlab.serve import create_app
+    from digitlab.serve.schemas import Reading
+
+    client = TestClient(create_app(trained_run), raise_server_exceptions=False)
+    image = png(mnist_number(mnist, first_of(mnist, "2026"), gap=1))
+    expected = read(predictor, image)
+    multipart = client.post("/api/read", files={"file": ("year.png", image, "image/png")})
+    assert multipart.status_code == 200, multipart.text
+    body = Reading.model_validate(multipart.json())
+    assert body.text == expected.text == "2026" and body.size == [expected.size[0], expected.size[1]]
+    assert [d.box for d in body.digits] == [list(d.box) for d in expected.digits]
+    assert np.asarray(body.digits[0].preprocessed).shape == (28, 28)
+    b64 = client.post("/api/read", json={"image": "data:image/png;base64," + base64.b64encode(image).decode()})
+    assert b64.json()["text"] == "2026"
+    pixels = client.post("/api/read", json={"pixels": mnist.x_test[first_of(mnist, "7")[0]].tolist()})
+    assert pixels.status_code == 200 and pixels.json()["text"] == "7"
+    batch = client.post("/api/read/batch", json={"images": [base64.b64encode(image).decode()] * 2})
+    assert [r["text"] for r in batch.json()["results"]] == ["2026", "2026"]
