@@ -1,0 +1,138 @@
+"""Batch reading of an archive of images into Parquet: `run_batch(run, source, out)`.
+
+    SOURCE -> list the files (sources.py) -> skip those already in --out (output.py)
+           -> batches of paths -> BatchReader: preprocess + classify (reader.py)
+              in this process or on Ray Data's actors (engines.py)
+           -> part files, each written whole, with a manifest (output.py)
+
+A file gets the same answer here as through `digitlab predict`: the same `preprocess`, the same
+`classify`, the same calibration and unsure rule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from digitlab import __version__, runs
+from digitlab.batch import engines, output
+from digitlab.batch.reader import TASKS, BatchReader, run_id
+from digitlab.batch.sources import list_source
+from digitlab.errors import DigitlabError
+
+ENGINES = ("ray", "local")
+BATCH_SIZE = 256  # files per model call and per Ray block: a fraction of a second of one worker's time
+
+__all__ = ["BATCH_SIZE", "ENGINES", "TASKS", "default_engine", "default_runtime", "run_batch"]
+
+
+def default_engine() -> str:
+    """ray when Ray is installed, else local."""
+    return "ray" if importlib.util.find_spec("ray") is not None else "local"
+
+
+def default_runtime(engine: str) -> str:
+    """ONNX Runtime on Ray (its workers need no TensorFlow), Keras in this process (as `predict`)."""
+    return "onnx" if engine == "ray" else "keras"
+
+
+def run_batch(
+    run_dir: Path,
+    source: str,
+    out: Path,
+    *,
+    task: str = "digit",
+    engine: str | None = None,
+    runtime: str | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Read every image of `source` with the run's model into Parquet parts in the folder `out`.
+
+    Files already in `out` (from an earlier, interrupted job of the same run, model and task) are
+    skipped. `progress(done, total)` is called after every batch. Returns the summary: files, skipped,
+    errors, unsure, unsure_share, seconds, files_per_s, first_result_seconds, parts, rows, and the
+    engine, runtime and workers used."""
+    start = time.monotonic()
+    engine = engine or default_engine()
+    if engine not in ENGINES:
+        raise DigitlabError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+    if task not in TASKS:
+        raise DigitlabError(f"--task: expected one of {', '.join(TASKS)}, got {task!r}")
+    if batch_size < 1:
+        raise DigitlabError(f"--batch-size: expected 1 or more, got {batch_size}")
+    if workers is not None and workers < 1:
+        raise DigitlabError(f"--workers: expected 1 or more, got {workers}")
+    if engine == "local" and (address is not None or (workers or 1) > 1):
+        raise DigitlabError("--address and --workers: for --engine ray; --engine local runs in this process")
+    if engine == "ray":
+        engines.import_ray()  # a missing Ray fails here, before the model loads
+    if task == "number":
+        raise DigitlabError("--task number: not available in digitlab batch; expected --task digit")
+    runtime = runtime or default_runtime(engine)
+    out = Path(out)
+    files = list_source(source)
+    options = {"run_dir": str(Path(run_dir).absolute()), "runtime": runtime, "task": task}
+    reader = BatchReader(**options)  # a bad run fails here, before Ray starts; the local engine's reader
+    digest = reader.model_digest
+    manifest = {
+        "run_id": run_id(run_dir),
+        "task": task,
+        "model_digest": digest,
+        "runtime": runtime,
+        "run_dir": options["run_dir"],
+        "columns": output.schema(task).names,
+        "digitlab": __version__,
+    }
+    if out.exists() and not out.is_dir():
+        raise DigitlabError(
+            f"--out {out}: a file, expected a folder for Parquet parts (a new one, or an earlier job's)"
+        )
+    with contextlib.ExitStack() as stack:
+        if engine == "ray":
+            ray = stack.enter_context(engines.ray_session(address, workers))  # an unreachable --address fails here
+            del reader  # the actors load their own model
+        stack.enter_context(runs.lock_run(out))  # a second job on the same --out stops at once
+        done = output.prepare(out, manifest, overwrite=overwrite)
+        todo = [f for f in files if f not in done]
+        writer = output.PartWriter(out)
+        counts = {"files": 0, "errors": 0, "unsure": 0}
+        first_result = None
+        if not todo:
+            results = iter(())
+        elif engine == "local":
+            results = engines.local_results(reader, todo, batch_size)
+        else:
+            options["expected_digest"] = digest
+            results = engines.ray_results(ray, todo, options, batch_size=batch_size, workers=workers)
+        for table in results:
+            first_result = first_result or time.monotonic() - start
+            writer.add(table)
+            counts["files"] += table.num_rows
+            counts["errors"] += table.num_rows - table.column("error").null_count
+            counts["unsure"] += sum(1 for v in table.column("unsure").to_pylist() if v)
+            if progress is not None:
+                progress(counts["files"], len(todo))
+        writer.flush()
+    seconds = time.monotonic() - start
+    readable = counts["files"] - counts["errors"]
+    return {
+        **counts,
+        "skipped": len(files) - len(todo),
+        "unsure_share": counts["unsure"] / readable if readable else 0.0,
+        "seconds": seconds,
+        "files_per_s": counts["files"] / seconds if seconds else 0.0,
+        "first_result_seconds": first_result,
+        "parts": len(writer.written),
+        "rows": len(done) + counts["files"],
+        "engine": engine,
+        "runtime": runtime,
+        "workers": workers if engine == "ray" else 1,  # None: one per CPU of the Ray cluster
+        "out": str(out),
+    }

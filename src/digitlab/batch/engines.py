@@ -1,0 +1,108 @@
+"""Where a batch job's `BatchReader` runs. Both engines yield pyarrow Tables of result rows, one per
+batch of paths, and leave writing them to the job.
+
+local: batch after batch in this process; Ray is never imported.
+ray:   Ray Data's `map_batches` over a pool of actors, each loading the model once; a local Ray started
+       for the job (and stopped after it), a cluster given by --address, or the Ray this process has
+       already started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import socket
+import warnings
+from collections.abc import Iterator
+
+from digitlab.batch.output import pyarrow
+from digitlab.batch.reader import BatchReader
+from digitlab.errors import DigitlabError
+
+CONNECT_TIMEOUT = 5.0  # s: a head node's port that does not answer in this time is unreachable
+
+
+def local_results(reader: BatchReader, paths: list[str], batch_size: int) -> Iterator:
+    pa, _ = pyarrow()
+    for i in range(0, len(paths), batch_size):
+        yield reader(pa.table({"path": paths[i : i + batch_size]}))
+
+
+def import_ray():
+    if importlib.util.find_spec("ray") is None:
+        raise DigitlabError("--engine ray needs Ray Data: pip install 'digitlab[scale]' (or use --engine local)")
+    import ray  # optional and slow to import (about 1 s): the `scale` extra
+    import ray.data
+
+    return ray
+
+
+def check_reachable(address: str) -> None:
+    """Fail in one line, at once, when a host:port address does not answer: ray.init would wait for
+    minutes. `auto` and other forms are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as e:
+        raise DigitlabError(
+            f"--address {address}: unreachable ({e.strerror or e}); expected a Ray head node's address "
+            "(`ray start --head` prints it) or auto"
+        ) from None
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, workers: int | None) -> Iterator:
+    """Ray for one job: the cluster at `address`, or a local Ray with `workers` CPUs, shut down after
+    the job; or the Ray this process has already started, left running."""
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+    if address is None:
+        ray.init(num_cpus=workers or os.cpu_count(), **options)
+    else:
+        check_reachable(address)
+        try:
+            ray.init(address=address, **options)
+        except (ConnectionError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DigitlabError(f"--address {address}: cannot join a Ray cluster there ({first})") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _no_restarts() -> dict:
+    return {"max_restarts": 0}
+
+
+def ray_results(ray, paths: list[str], reader_options: dict, *, batch_size: int, workers: int | None) -> Iterator:
+    """Result tables from Ray Data, in the order the actors finish them (each row names its path)."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the CLI draws the job's own bar
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    pa, _ = pyarrow()
+    # One block per batch: blocks are what the actors are handed, so many small ones keep all busy.
+    blocks = [pa.table({"path": paths[i : i + batch_size]}) for i in range(0, len(paths), batch_size)]
+    with warnings.catch_warnings():
+        # Ray marks ray_remote_args_fn deprecated (for 2.64) and names no other way to set max_restarts;
+        # without it Ray logs an alarming line for every actor pool.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        results = ray.data.from_arrow(blocks).map_batches(
+            BatchReader,
+            fn_constructor_kwargs=reader_options,
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=size),
+            num_cpus=1,
+            # A worker that dies fails the job (a rerun resumes from the parts written) rather than restart.
+            ray_remote_args_fn=_no_restarts,
+        )
+    yield from results.iter_batches(batch_size=None, batch_format="pyarrow")
