@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
 from digitlab.serve import MAX_BATCH, MAX_BODY, BatchFailure, BatchPrediction, Prediction, create_app
+from digitlab.serve.requests import DEFAULT_TIMEOUT
+from digitlab.serve.workers import DEFAULT_LIMIT_CONCURRENCY
 
 
 @pytest.fixture(scope="module")
@@ -464,7 +466,13 @@ def test_cli_serve_loads_the_run_then_runs_the_app(synthetic_run, monkeypatch):
     assert result.exit_code == 0, result.output
     assert f"http://127.0.0.1:{port}/" in result.output
     assert calls[0][1].pop("sock") == ("127.0.0.1", port)  # bound by the CLI, closed once the server returned
-    assert calls[0][1] == {"host": "127.0.0.1", "port": port, "access_log": False}
+    assert calls[0][1] == {
+        "host": "127.0.0.1",
+        "port": port,
+        "access_log": False,
+        "timeout": DEFAULT_TIMEOUT,
+        "limit_concurrency": DEFAULT_LIMIT_CONCURRENCY,
+    }
 
 
 def test_cli_serve_with_a_missing_run_is_a_one_line_error(tmp_path):
@@ -502,6 +510,8 @@ def test_cli_serve_workers_checks_the_run_then_starts_the_workers(synthetic_run,
                 "port": port,
                 "access_log": False,
                 "allowed_hosts": ["localhost", "127.0.0.1", "[::1]"],
+                "timeout": DEFAULT_TIMEOUT,
+                "limit_concurrency": DEFAULT_LIMIT_CONCURRENCY,
             },
         )
     ]
@@ -726,7 +736,164 @@ def test_cli_serve_binds_the_port_and_hands_the_socket_to_the_server(synthetic_r
     port = free_port()
     result = CliRunner().invoke(cli, ["serve", str(synthetic_run), "--port", str(port), "--no-access-log"])
     assert result.exit_code == 0, result.output
-    assert seen == [(("127.0.0.1", port), 1, {"host": "127.0.0.1", "port": port, "access_log": False})]
+    limits = {"timeout": DEFAULT_TIMEOUT, "limit_concurrency": DEFAULT_LIMIT_CONCURRENCY}
+    assert seen == [(("127.0.0.1", port), 1, {"host": "127.0.0.1", "port": port, "access_log": False, **limits})]
     with socket.socket() as again:  # closed once the server returned
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", port))
+
+
+# --- decoded size (issue 14 row 11), deadlines (row 12), disconnects (row 13) ------------------------
+
+
+def test_a_16_bit_png_over_the_decoded_bytes_cap_is_a_422_naming_the_limit(client):
+    from digitlab.preprocess.image import MAX_DECODED_BYTES, MAX_PIXELS
+
+    side = 5000  # 25 MP, under the pixel cap; 2 bytes a pixel: 50 MB decoded
+    assert side * side < MAX_PIXELS < side * side * 2 * 4 and side * side * 2 > MAX_DECODED_BYTES
+    png = png_bytes(Image.new("I;16", (side, side), 0))
+    assert len(png) < 200_000  # a small upload
+    r = client.post("/api/predict", files={"file": ("deep.png", png, "image/png")})
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert "\n" not in detail
+    assert detail.startswith("file: image bytes") and "5000x5000" in detail and "'I;16'" in detail
+    assert f"at most {MAX_DECODED_BYTES / 1e6:.0f} MB" in detail
+    grey = png_bytes(Image.new("L", (side, side), 255))  # the same size at 1 byte a pixel fits
+    assert client.post("/api/predict", files={"file": ("grey.png", grey, "image/png")}).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def live_server(synthetic_run):
+    """The real server (uvicorn through run_app, as `digitlab serve` runs it) on loopback, with a 1 s
+    deadline and room for 32 connections."""
+    import time
+
+    from digitlab.serve import bind_socket, run_app
+
+    port = free_port()
+    sock = bind_socket("127.0.0.1", port)
+    web_app = create_app(synthetic_run, timeout=1.0)
+    thread = threading.Thread(
+        target=run_app,
+        args=(web_app, sock),
+        kwargs={"port": port, "access_log": False, "timeout": 1.0, "limit_concurrency": 32},
+        daemon=True,
+    )
+    thread.start()
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+    yield port, web_app.state.service
+    sock.close()  # the thread is a daemon: it ends with the test session
+
+
+def closed_within(sock, seconds: float) -> tuple[bool, bytes]:
+    """Whether the server closed `sock` within `seconds`, and what it sent before."""
+    import time
+
+    sock.settimeout(0.2)
+    got, end = b"", time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:
+            return True, got
+        if not chunk:
+            return True, got
+        got += chunk
+    return False, got
+
+
+def test_stalled_clients_are_closed_after_the_deadline_and_others_are_served(live_server):
+    import socket
+
+    import httpx
+
+    port, _ = live_server
+    body = b'{"pixels": [[0, 0'
+    half_headers = b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appl"
+    half_body = (
+        b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 5000\r\n\r\n" + body
+    )
+    stalled = []
+    for i in range(12):  # bounded: 12 of the 32 connections the server holds
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(half_headers if i % 2 else half_body)
+        stalled.append(s)
+    try:
+        for k in range(5):  # served while the stalled ones wait
+            r = httpx.post(f"http://127.0.0.1:{port}/api/predict", json={"pixels": block_pixels(k)}, timeout=10)
+            assert r.status_code == 200
+        for i, s in enumerate(stalled):
+            closed, got = closed_within(s, 8.0)  # the deadline is 1 s
+            assert closed, f"stalled connection {i} still open"
+            if i % 2 == 0:  # the headers had arrived: the body's deadline answers first
+                assert got.startswith(b"HTTP/1.1 408"), got[:200]
+                assert b"body: " in got and b"--timeout" in got
+            else:
+                assert got == b""
+    finally:
+        for s in stalled:
+            s.close()
+    assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=10).status_code == 200
+
+
+def test_a_client_gone_mid_body_is_a_disconnect_not_an_internal_error(live_server, caplog):
+    import logging
+    import socket
+    import time
+
+    import httpx
+
+    port, service = live_server
+    before = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=10).json()
+    assert before["disconnects"] == service.disconnects
+    with caplog.at_level(logging.WARNING, logger="digitlab.serve"):
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(
+                    b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+                    b"boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\nContent-Disposition: form-data; "
+                    b'name="file"; filename="a.png"\r\n\r\n\x89PNG'
+                )
+                time.sleep(0.2)  # the request is under way when the client goes
+        deadline = time.monotonic() + 10
+        while service.disconnects < before["disconnects"] + 3:
+            assert time.monotonic() < deadline, "the disconnects were not counted"
+            time.sleep(0.05)
+    after = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=10).json()
+    assert after["disconnects"] == before["disconnects"] + 3
+    assert after["internal_errors"] == before["internal_errors"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "digitlab.serve"]
+    assert len(lines) == 3 and all("disconnected" in line and "\n" not in line for line in lines)
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback logged
+
+
+def test_cli_serve_refuses_a_bad_timeout_or_limit_before_loading_the_model(synthetic_run, monkeypatch):
+    from typer.testing import CliRunner
+
+    import digitlab.serve
+    from digitlab.cli import app as cli
+
+    touched = []
+    for name in ("create_app", "check_run", "run_app", "run_workers", "bind_socket"):
+        monkeypatch.setattr(digitlab.serve, name, lambda *a, name=name, **kw: touched.append(name))
+    for args, message in (
+        (["--timeout", "0"], "error: --timeout: expected seconds greater than 0, got 0"),
+        (["--limit-concurrency", "0"], "error: --limit-concurrency: expected at least 1 connection, got 0"),
+    ):
+        result = CliRunner().invoke(cli, ["serve", str(synthetic_run), *args])
+        assert result.exit_code == 2, result.output
+        assert result.output.strip() == message
+    assert touched == []

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageMode, ImageOps, UnidentifiedImageError
 
 from digitlab.errors import DigitlabError
 from digitlab.preprocess.ink import MIN_CONTRAST
@@ -19,6 +19,9 @@ from digitlab.preprocess.ink import MIN_CONTRAST
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 FORMATS_TEXT = "PNG, JPEG, BMP, GIF, WebP or TIFF"
 MAX_PIXELS = 40_000_000  # decoded pixels (40 MP); more is refused as a decompression bomb
+# Bytes an image may take decoded (40 MB), counting the copies made before it is shrunk (decoded_bytes):
+# a 40 MP grey image, 20 MP at 16 bits, 10 MP in colour, 5 MP with alpha; a JPEG counts at its draft size.
+MAX_DECODED_BYTES = 40_000_000
 WORK_SIDE = 160  # px: long side the heavy steps run at (8x the 20 px box); larger images are shrunk first
 
 _OPEN_LOCK = threading.Lock()
@@ -81,6 +84,12 @@ def _open(source, draft_side: int | None) -> Image.Image:
             raise ImageError(f"{name}: empty, {width}x{height} pixels")
         if draft_side is not None and img.format == "JPEG":
             img.draft(None, (draft_side, draft_side))  # decode at 1/2, 1/4 or 1/8 scale: much faster
+        cost = decoded_bytes(img)
+        if cost > MAX_DECODED_BYTES:  # still from the header (and the draft size): nothing decoded yet
+            raise ImageError(
+                f"{name}: too large to decode, {img.width}x{img.height} in mode {img.mode!r} takes "
+                f"{cost / 1e6:.0f} MB, at most {MAX_DECODED_BYTES / 1e6:.0f} MB allowed"
+            )
         img.load()  # decodes now, so a truncated or corrupt file fails here
     except ImageError:
         img.close()
@@ -92,6 +101,25 @@ def _open(source, draft_side: int | None) -> Image.Image:
     if upright is not img:
         img.close()  # a turned copy was made; the original may still hold the file open
     return upright
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """Bytes Pillow stores a pixel of `mode` in: 4 for every mode of several bands (RGB too), else the
+    band's size ('1', 'L' and 'P' 1, 'I;16' 2, 'I' and 'F' 4)."""
+    desc = ImageMode.getmode(mode)
+    return 4 if len(desc.bands) > 1 else np.dtype(desc.typestr).itemsize
+
+
+def decoded_bytes(img: Image.Image) -> int:
+    """Bytes `img` takes once decoded, with the full-size copies made before it is shrunk: the one in the
+    mode it is shrunk in (_shrink_mode), and the one with alpha premultiplied that Pillow's resize makes."""
+    mode = _shrink_mode(img)
+    per_pixel = _bytes_per_pixel(img.mode)
+    if mode != img.mode:
+        per_pixel += _bytes_per_pixel(mode)
+    if mode in ("LA", "RGBA"):
+        per_pixel += _bytes_per_pixel(mode)
+    return img.width * img.height * per_pixel
 
 
 def _foreign_format(fp) -> str | None:
@@ -138,23 +166,34 @@ def _upright(img: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(img)  # the tag is dropped from the copy, so this is done only once
 
 
+def _shrink_mode(img: Image.Image) -> str:
+    """The mode an image is area-averaged in: its own, except '1' and 'P' (which Pillow would resize by
+    picking pixels) and a colour that marks transparent pixels (which averaging would lose)."""
+    if "transparency" in img.info and img.mode in ("1", "L", "P", "RGB"):
+        return "LA"  # Pillow applies the transparent index or colour when converting
+    if img.mode in ("1", "P"):
+        return "L"
+    return img.mode
+
+
 def _pil_grey_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     img = _upright(img)  # a PIL image passed in directly may still carry its orientation
-    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
-        return _array_grey_alpha(np.asarray(img))
     try:
+        if _shrink_mode(img) != img.mode:
+            img = img.convert(_shrink_mode(img))
+        # Shrunk first, at the image's own depth: every copy below is at most WORK_SIDE px long.
+        img = _shrink(img)
+        if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+            return _array_grey_alpha(np.asarray(img))
         if img.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
             img = img.convert("LA")
-        elif "transparency" in img.info:  # a palette index or a colour that marks transparent pixels
-            img = img.convert("RGBA").convert("LA")
-        elif img.mode in ("1", "P", "RGB"):
+        elif img.mode == "RGB":
             img = img.convert("L")
         elif img.mode != "L":  # CMYK, YCbCr, LAB, HSV, RGBX
             img = img.convert("RGB").convert("L")
     except ValueError as e:
         expected = "grey, RGB, RGBA, palette or CMYK"
         raise ImageError(f"image mode {img.mode!r}: unsupported, expected {expected}") from e
-    img = _shrink(img)
     if img.mode == "LA":
         a = np.asarray(img, dtype=np.float32)
         return a[..., 0], a[..., 1] / 255.0

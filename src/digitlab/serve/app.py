@@ -6,11 +6,14 @@
     POST /api/predict/batch   several: multipart `files`, JSON {"images": [...]} or {"pixels": [...]}
     GET  /api/health          {"status": "ok", ...}
     GET  /api/model           the run's config.json, metrics and calibration
-    GET  /docs                OpenAPI documentation (FastAPI's own)
+    GET  /docs, /redoc        OpenAPI documentation: Swagger UI and ReDoc, served from this server (the
+                              files of the fastapi-offline package), so that they work offline
 
 An image goes through `digitlab.preprocess.preprocess`, the one preprocessing the CLI uses too, and
 `digitlab.predict.classify`. The model is loaded once; its calls are serialised by a lock (preprocessing
-runs in parallel in the thread pool). Bad input is a 4xx with {"detail": "<field>: <what was expected>"}.
+runs in parallel in the thread pool). Bad input is a 4xx with {"detail": "<field>: <what was expected>"}; a body that has not all arrived within
+`timeout` seconds is a 408. A client that goes away before its body has arrived is counted in
+`disconnects` and logged in one line.
 
 With `allowed_hosts`, a request whose Host header names another host is a 400 before it reaches the API
 (Starlette's TrustedHostMiddleware): a server on loopback cannot be read by a page whose DNS name an
@@ -23,6 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import threading
 import time
@@ -32,17 +36,20 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from digitlab import runs
 from digitlab.errors import DigitlabError, RunError
 from digitlab.predict import Predictor, classify, load_predictor
 from digitlab.preprocess import SIDE, preprocess
-from digitlab.serve.requests import problem, read_images
+from digitlab.reading import read
+from digitlab.serve.requests import DEFAULT_TIMEOUT, problem, read_images
 from digitlab.serve.schemas import (
     ERRORS,
     RESULT_KEYS,
@@ -52,6 +59,8 @@ from digitlab.serve.schemas import (
     ModelReport,
     Prediction,
     PredictRequest,
+    ReadBatchResponse,
+    Reading,
     body_doc,
 )
 
@@ -68,6 +77,7 @@ class Service:
     )
     started: float = dataclasses.field(default_factory=time.monotonic)
     internal_errors: int = 0
+    disconnects: int = 0  # clients gone before their request had all arrived: theirs, not the server's
 
     @classmethod
     def load(cls, run_dir: Path, runtime: str = "keras") -> Service:
@@ -124,6 +134,8 @@ class Service:
         return out
 
 
+LOG = logging.getLogger("digitlab.serve")
+
 # The names a browser sends for a server on loopback; the Host header's port is not compared.
 LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
 
@@ -160,12 +172,14 @@ class HostCheck:
         await self.trusted({**scope, "digitlab.send": send}, receive, refuse)
 
 
-def create_app(run_dir: Path, runtime: str = "keras", allowed_hosts: list[str] | None = None) -> FastAPI:
+def create_app(
+    run_dir: Path, runtime: str = "keras", allowed_hosts: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> FastAPI:
     """The web app over `run_dir`'s model, loaded now (a RunError if the run cannot be loaded).
 
     `allowed_hosts`: the Host header names (Starlette patterns: "a.example", "*.a.example", "*") a request
     must carry, any other being a 400; None checks nothing (`digitlab serve` passes LOOPBACK_HOSTS when
-    it listens on loopback)."""
+    it listens on loopback). `timeout`: seconds a request's body may take to arrive, else a 408."""
     service = Service.load(run_dir, runtime=runtime)
     static = resources.files(__package__) / "static"
     page = (static / "index.html").read_text(encoding="utf-8")
@@ -176,9 +190,12 @@ def create_app(run_dir: Path, runtime: str = "keras", allowed_hosts: list[str] |
         service.pool.shutdown(wait=False)
 
     summary = f"Handwritten digits recognised by the run {service.model['name']} ({service.model['architecture']})"
-    app = FastAPI(title="digitlab", version="1", summary=summary, lifespan=lifespan)
+    # /docs and /redoc are served below from local files: FastAPI's own pages load them from CDNs.
+    app = FastAPI(title="digitlab", version="1", summary=summary, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
+    app.state.timeout = timeout  # read by digitlab.serve.requests
     app.mount("/static", StaticFiles(packages=[(__package__, "static")]), name="static")
+    app.mount("/docs-assets", StaticFiles(packages=[("fastapi_offline", "static")]), name="docs-assets")
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
 
@@ -186,6 +203,40 @@ def create_app(run_dir: Path, runtime: str = "keras", allowed_hosts: list[str] |
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         service.internal_errors += 1  # the exception is still logged by the server
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the server goes on"}, status_code=500)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_disconnect(request: Request, exc: ClientDisconnect) -> Response:
+        # Handled here, not by the catch-all above: no 500 counted, no traceback in the log.
+        service.disconnects += 1
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        LOG.warning(
+            "%s disconnected before its %s %s request had all arrived", client, request.method, request.url.path
+        )
+        return Response(status_code=400)  # nobody reads it: the connection is gone
+
+    def docs_asset(request: Request, name: str) -> str:
+        return f"{request.scope.get('root_path', '')}/docs-assets/{name}"
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=request.scope.get("root_path", "") + app.openapi_url,
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=docs_asset(request, "swagger-ui-bundle.js"),
+            swagger_css_url=docs_asset(request, "swagger-ui.css"),
+            swagger_favicon_url=docs_asset(request, "favicon.png"),
+            swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from the validator's site
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=request.scope.get("root_path", "") + app.openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=docs_asset(request, "redoc.standalone.js"),
+            redoc_favicon_url=docs_asset(request, "favicon.png"),
+            with_google_fonts=False,
+        )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
@@ -219,6 +270,36 @@ def create_app(run_dir: Path, runtime: str = "keras", allowed_hosts: list[str] |
         results = await service.run(service.predict, inputs, fields)
         return {"results": [{**r, "index": i, "name": n} for i, (r, n) in enumerate(zip(results, names))]}
 
+    # `read` preprocesses in the pool's threads; only its one model call per image takes the lock.
+    reader = dataclasses.replace(service.predictor, forward=_locked(service.lock, service.predictor.forward))
+
+    @app.post(
+        "/api/read",
+        response_model=Reading,
+        responses=ERRORS,
+        openapi_extra=body_doc(PredictRequest, "file", many=False),
+    )
+    async def read_number(request: Request) -> dict:
+        """Read a whole number (several digits, several lines): the same inputs as /api/predict."""
+        inputs, fields, _ = await read_images(request, many=False)
+        (result,) = await service.run(read_inputs, reader, service.model, inputs, fields)
+        if "error" in result:
+            raise problem(422, result["error"])
+        return JSONResponse(result)
+
+    @app.post(
+        "/api/read/batch",
+        response_model=ReadBatchResponse,
+        responses=ERRORS,
+        openapi_extra=body_doc(BatchRequest, "files", many=True),
+    )
+    async def read_batch(request: Request) -> dict:
+        """Read up to 256 images of numbers: the same inputs as /api/predict/batch; a bad image gets an entry
+        with `error` and the others are still read."""
+        inputs, fields, names = await read_images(request, many=True)
+        results = await service.run(read_inputs, reader, service.model, inputs, fields)
+        return JSONResponse({"results": [{**r, "index": i, "name": n} for i, (r, n) in enumerate(zip(results, names))]})
+
     @app.get("/api/health", response_model=Health)
     def health() -> dict:
         return {
@@ -226,6 +307,7 @@ def create_app(run_dir: Path, runtime: str = "keras", allowed_hosts: list[str] |
             "model": service.model,
             "uptime_s": round(time.monotonic() - service.started, 3),
             "internal_errors": service.internal_errors,
+            "disconnects": service.disconnects,
             "pid": os.getpid(),
         }
 
@@ -243,6 +325,34 @@ def create_app(run_dir: Path, runtime: str = "keras", allowed_hosts: list[str] |
         }
 
     return app
+
+
+def _locked(lock: threading.Lock, forward):
+    def call(x):
+        with lock:  # one model call at a time, as in Service.classify
+            return forward(x)
+
+    return call
+
+
+def read_inputs(predictor: Predictor, model: dict, inputs: list, fields: list[str]) -> list[dict]:
+    """Image bytes or pixel grids -> one Reading's JSON each, with each digit's 28x28 crop; a bad one gets
+    {"error": ...} starting with its field."""
+    out = []
+    for item, field in zip(inputs, fields):
+        if isinstance(item, Exception):  # found bad while reading the request
+            out.append({"error": str(item)})
+            continue
+        try:
+            reading = read(predictor, item)
+        except DigitlabError as e:
+            out.append({"error": f"{field}: {e}"})
+            continue
+        body = reading.to_dict()
+        for digit, crop in zip(body["digits"], reading.crops):
+            digit["preprocessed"] = crop.astype(int).tolist()
+        out.append({**body, "size": list(reading.size), "model": model})
+    return out
 
 
 def _read_optional(path: Path) -> dict:

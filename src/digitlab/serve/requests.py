@@ -3,6 +3,7 @@ naming the field for anything else."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import math
@@ -26,6 +27,8 @@ from digitlab.serve.schemas import (
     PredictRequest,
 )
 
+DEFAULT_TIMEOUT = 30.0  # s a client has for a request's headers, and as long again for its body
+
 
 def problem(status: int, detail: str) -> HTTPException:
     return HTTPException(status_code=status, detail=detail)
@@ -39,12 +42,28 @@ def _media_type(request: Request) -> str:
 
 
 async def _limited_stream(request: Request) -> AsyncIterator[bytes]:
-    """The body as it arrives, refused with 413 once it passes MAX_BODY bytes (declared or actually sent)."""
+    """The body as it arrives, refused with 413 once it passes MAX_BODY bytes (declared or actually sent),
+    and with 408 (closing the connection) when it has not all arrived within the app's `timeout` seconds
+    (app.state.timeout, set by create_app) of the first read."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY:
         raise problem(413, f"body: {int(declared)} bytes, at most {MAX_BODY} allowed")
-    size = 0
-    async for chunk in request.stream():
+    timeout = getattr(request.app.state, "timeout", DEFAULT_TIMEOUT)
+    deadline = asyncio.get_running_loop().time() + timeout
+    size, chunks = 0, request.stream()
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise HTTPException(
+                status_code=408,
+                detail=f"body: {size} bytes arrived in {timeout:g} s and the rest did not; "
+                "expected the whole body within the server's --timeout",
+                headers={"Connection": "close"},  # the rest of the body is never read
+            ) from None
         size += len(chunk)
         if size > MAX_BODY:
             raise problem(413, f"body: more than {MAX_BODY} bytes, at most {MAX_BODY} allowed")

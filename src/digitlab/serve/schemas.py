@@ -102,11 +102,43 @@ class BatchResponse(BaseModel):
     results: list[BatchPrediction | BatchFailure]
 
 
+class ReadDigit(BaseModel):
+    digit: int = Field(description="The most likely class index, also when unsure")
+    confidence: float = Field(description="Calibrated probability of that class")
+    box: list[int] = Field(description="[x0, y0, x1, y1] in px of the uploaded image, ends exclusive")
+    line: int = Field(description="0-based line, top to bottom")
+    unsure: bool
+    preprocessed: list[list[int]] = Field(description=f"The {SIDE}x{SIDE} image (0-255) the model received")
+
+
+class Reading(BaseModel):
+    text: str | None = Field(description='The best reading, lines joined by "\\n"; null when there is no ink')
+    lines: list[str]
+    confidence: float | None = Field(
+        description="Probability that the whole reading is right: the product of the digits' confidences"
+    )
+    unsure: bool = Field(description="Any digit unsure, the segmentation ambiguous, or no ink")
+    reason: str | None
+    digits: list[ReadDigit] = Field(description="Left to right within each line, lines top to bottom")
+    size: list[int] = Field(description="[width, height] of the uploaded image, in which the boxes are measured")
+    model: ModelName
+
+
+class BatchReading(Reading):
+    index: int = Field(description="Position in the request")
+    name: str | None = Field(None, description="The uploaded file's name (multipart only)")
+
+
+class ReadBatchResponse(BaseModel):
+    results: list[BatchReading | BatchFailure]
+
+
 class Health(BaseModel):
     status: str
     model: ModelName
     uptime_s: float
     internal_errors: int = Field(description="Requests answered 500 since start-up; should stay 0")
+    disconnects: int = Field(description="Clients that went away before their request had all arrived")
     pid: int = Field(description="The server process that answered (one of several with --workers)")
 
 

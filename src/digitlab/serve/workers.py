@@ -1,7 +1,12 @@
-"""Running the app: one process, or several worker processes sharing one listening socket (uvicorn)."""
+"""Running the app: one process, or several worker processes sharing one listening socket (uvicorn).
+
+A client gets `timeout` seconds to send a request's headers (from connecting, or from the last answer on a
+kept-alive connection), then is disconnected; the body has as long again (`digitlab.serve.requests`, a 408).
+Past `limit_concurrency` open connections in one process, requests are answered 503 at once."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import os
@@ -12,6 +17,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.config import STARTUP_FAILURE
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.supervisors import Multiprocess
 
 from digitlab import runs
@@ -19,6 +25,61 @@ from digitlab.errors import DigitlabError, RunError
 from digitlab.predict import RUNTIMES
 from digitlab.predict.onnx_runtime import load_session
 from digitlab.serve.app import LOOPBACK_HOSTS, create_app
+from digitlab.serve.requests import DEFAULT_TIMEOUT
+
+DEFAULT_LIMIT_CONCURRENCY = 256  # open connections per process: well under the usual 1024 descriptors
+
+
+class HeaderDeadline(AutoHTTPProtocol):
+    """uvicorn's HTTP protocol (httptools or h11), closing a connection whose request headers have not all
+    arrived `timeout_keep_alive` seconds after it opened or after its last answer. uvicorn's own keep-alive
+    timer only runs while nothing arrives, so a client sending half the headers would hold it for ever."""
+
+    _header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_header_deadline()
+
+    def connection_lost(self, exc) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+        self._header_deadline = self.loop.call_later(self.timeout_keep_alive, self._header_deadline_passed)
+
+    def _header_deadline_passed(self) -> None:
+        awaiting_headers = self.cycle is None or self.cycle.response_complete  # no request under way
+        if awaiting_headers and not self.transport.is_closing():
+            self.transport.close()
+
+
+def check_limits(timeout: float, limit_concurrency: int) -> None:
+    """A DigitlabError for a deadline or a connection limit out of range."""
+    if not timeout > 0:
+        raise DigitlabError(f"--timeout: expected seconds greater than 0, got {timeout:g}")
+    if limit_concurrency < 1:
+        raise DigitlabError(f"--limit-concurrency: expected at least 1 connection, got {limit_concurrency}")
+
+
+def server_config(app, timeout: float, limit_concurrency: int, **kwargs) -> uvicorn.Config:
+    """uvicorn's configuration with the header deadline and the connection limit."""
+    check_limits(timeout, limit_concurrency)
+    return uvicorn.Config(
+        app,
+        http=HeaderDeadline,
+        timeout_keep_alive=timeout,
+        limit_concurrency=limit_concurrency,
+        log_level="info",
+        **kwargs,
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -84,16 +145,24 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def run_app(
-    app: FastAPI, sock: socket.socket, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True
+    app: FastAPI,
+    sock: socket.socket,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    access_log: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY,
 ) -> None:
-    """Serve `app` with uvicorn on the listening socket `sock` (from bind_socket) until interrupted."""
+    """Serve `app` with uvicorn on the listening socket `sock` (from bind_socket) until interrupted;
+    `timeout` (s) is the header deadline (the app's own `timeout` bounds the body)."""
 
-    config = uvicorn.Config(app, host=host, port=port, access_log=access_log, log_level="info")
+    config = server_config(app, timeout, limit_concurrency, host=host, port=port, access_log=access_log)
     uvicorn.Server(config).run(sockets=[sock])
 
 
 RUN_ENV, RUNTIME_ENV = "DIGITLAB_SERVE_RUN", "DIGITLAB_SERVE_RUNTIME"
 HOSTS_ENV = "DIGITLAB_SERVE_ALLOWED_HOSTS"  # comma-separated; unset: no Host check
+TIMEOUT_ENV = "DIGITLAB_SERVE_TIMEOUT"  # seconds; unset: DEFAULT_TIMEOUT
 
 
 def app_from_env() -> FastAPI:
@@ -105,7 +174,10 @@ def app_from_env() -> FastAPI:
     try:
         hosts = os.environ.get(HOSTS_ENV)
         allowed_hosts = hosts.split(",") if hosts is not None else None
-        return create_app(Path(os.environ[RUN_ENV]), os.environ.get(RUNTIME_ENV, "keras"), allowed_hosts=allowed_hosts)
+        kwargs = {"timeout": float(os.environ[TIMEOUT_ENV])} if TIMEOUT_ENV in os.environ else {}
+        return create_app(
+            Path(os.environ[RUN_ENV]), os.environ.get(RUNTIME_ENV, "keras"), allowed_hosts=allowed_hosts, **kwargs
+        )
     except DigitlabError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(STARTUP_FAILURE)
@@ -133,9 +205,12 @@ def run_workers(
     access_log: bool = True,
     sock: socket.socket | None = None,
     allowed_hosts: list[str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY,
 ) -> None:
     """Serve with `workers` processes, each loading the model, sharing one listening socket: `sock`, or
-    one bound here (bind_socket) before anything is loaded. `allowed_hosts` as for create_app.
+    one bound here (bind_socket) before anything is loaded. `allowed_hosts` as for create_app; `timeout`
+    and `limit_concurrency` as for run_app, in each process.
 
     One process runs Python (HTTP, multipart, preprocessing) on one core at a time; with several
     processes every core serves requests. Each holds its own copy of the model. A RunError if the
@@ -148,14 +223,16 @@ def run_workers(
         os.environ.pop(HOSTS_ENV, None)
     else:
         os.environ[HOSTS_ENV] = ",".join(allowed_hosts)
-    config = uvicorn.Config(
+    os.environ[TIMEOUT_ENV] = str(timeout)
+    config = server_config(
         "digitlab.serve.workers:app_from_env",
+        timeout,
+        limit_concurrency,
         factory=True,
         workers=workers,
         host=host,
         port=port,
         access_log=access_log,
-        log_level="info",
     )
     supervisor = Multiprocess(config, sockets=[sock])
     supervisor.run()
