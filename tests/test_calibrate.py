@@ -159,3 +159,27 @@ def test_fit_calibration_writes_its_files_and_improves_an_overconfident_model(tm
     count, accuracy = accepted_by(result["threshold"], calibrated, y)
     assert abs(count / len(y) - result["validation_coverage"]) <= 2 / len(y)  # float32 rounding at the edge
     assert accuracy == pytest.approx(result["validation_accepted_accuracy"], abs=1e-3)
+
+
+def test_wild_digits_raise_the_threshold_to_what_they_need(tmp_path, monkeypatch):
+    # Clean validation digits are right; people's images are sometimes wrong when unsure: the threshold
+    # is the higher of the two each set asks for, and both acceptances are recorded.
+    from digitlab.calibrate import fit_calibration
+
+    monkeypatch.setattr(calibrate, "fit_temperature", lambda probs, y: 1.0)  # the threshold rule alone
+
+    def probabilities(conf, guess):
+        p = np.full((len(conf), 10), 0.0)
+        p[np.arange(len(conf)), guess] = conf
+        return p + (1 - p.sum(1, keepdims=True)) / 10
+
+    rng = np.random.default_rng(0)
+    y, yw = rng.integers(0, 10, 2000), rng.integers(0, 10, 1000)
+    clean = probabilities(rng.uniform(0.3, 1.0, 2000), y)
+    conf = rng.uniform(0.3, 1.0, 1000)
+    wild = probabilities(conf, np.where(conf < 0.35, (yw + 1) % 10, yw))  # the least sure are wrong
+    alone = fit_calibration(tmp_path, clean, y)
+    both = fit_calibration(tmp_path, clean, y, (wild, yw, "1000 wild digits"))
+    assert both["threshold"] > alone["threshold"]
+    assert both["wild_accepted_accuracy"] >= 0.995 and "1000 wild digits" in both["fitted_on"]
+    assert both["validation_coverage"] > 0.9

@@ -55,26 +55,49 @@ def choose_threshold(probs: np.ndarray, y: np.ndarray) -> float:
     return float(conf[order][min(n, len(y)) - 1])
 
 
-def fit_calibration(run_dir: Path, probs: np.ndarray, y: np.ndarray) -> dict:
-    """Fit temperature and threshold on validation probabilities; write calibration.json and reliability.png."""
+def fit_calibration(
+    run_dir: Path, probs: np.ndarray, y: np.ndarray, wild: tuple[np.ndarray, np.ndarray, str] | None = None
+) -> dict:
+    """Fit temperature and threshold on validation probabilities; write calibration.json and reliability.png.
+
+    `wild`, if given, is (probabilities, labels, description) of validation digits drawn as people's
+    images: the temperature is fitted on both, and the threshold is the higher of the two each set
+    asks for, so that what is accepted meets the rule on people's images as well as on MNIST's."""
     run_dir = Path(run_dir)
-    temperature = fit_temperature(probs, y)
+    fitted_on = f"validation split ({len(y)} images)"
+    all_probs, all_y = probs, y
+    if wild is not None:
+        all_probs, all_y = np.concatenate([probs, wild[0]]), np.concatenate([y, wild[1]])
+        fitted_on += f" and {wild[2]}"
+    temperature = fit_temperature(all_probs, all_y)
     calibrated = apply_temperature(probs, temperature)
     threshold = choose_threshold(calibrated, y)
-    accepted = calibrated.max(axis=1) >= threshold
-    result = {
-        "temperature": temperature,
-        "threshold": threshold,
-        "threshold_rule": THRESHOLD_RULE,
-        "fitted_on": f"validation split ({len(y)} images)",
-        "ece_before": expected_calibration_error(probs, y),
-        "ece_after": expected_calibration_error(calibrated, y),
-        "nll_before": nll(probs, y),
-        "nll_after": nll(calibrated, y),
-        "validation_coverage": float(accepted.mean()),
-        "validation_accepted_accuracy": float((calibrated.argmax(1) == y)[accepted].mean()),
-    }
-    plot_reliability(probs, calibrated, y, BINS, run_dir / runs.RELIABILITY)
+    result = {"temperature": temperature, "threshold": threshold}
+    if wild is not None:
+        calibrated_wild = apply_temperature(wild[0], temperature)
+        threshold = max(threshold, choose_threshold(calibrated_wild, wild[1]))
+        result["threshold"] = threshold
+        result.update(_acceptance(calibrated_wild, wild[1], threshold, "wild_"))
+    all_calibrated = apply_temperature(all_probs, temperature)
+    result.update(
+        threshold_rule=THRESHOLD_RULE,
+        fitted_on=fitted_on,
+        ece_before=expected_calibration_error(all_probs, all_y),
+        ece_after=expected_calibration_error(all_calibrated, all_y),
+        nll_before=nll(all_probs, all_y),
+        nll_after=nll(all_calibrated, all_y),
+        **_acceptance(calibrated, y, threshold, "validation_"),
+    )
+    plot_reliability(all_probs, all_calibrated, all_y, BINS, run_dir / runs.RELIABILITY)
     runs.write_json(run_dir / runs.CALIBRATION, result)
     runs.update_json(run_dir / runs.METRICS, calibration=result)
     return result
+
+
+def _acceptance(calibrated: np.ndarray, y: np.ndarray, threshold: float, prefix: str) -> dict:
+    accepted = calibrated.max(axis=1) >= threshold
+    right = calibrated.argmax(1) == y
+    return {
+        f"{prefix}coverage": float(accepted.mean()),
+        f"{prefix}accepted_accuracy": float(right[accepted].mean()) if accepted.any() else float("nan"),
+    }

@@ -15,8 +15,10 @@ from typing import Annotated, Optional
 import typer
 
 from digitlab import __version__
+from digitlab.batch import BATCH_SIZE, ENGINES, TASKS, default_engine, default_runtime, run_batch
 from digitlab.config import (
     ARCHITECTURES,
+    DEFAULT_PRESET,
     OPTIMIZERS,
     PRECISION_CHOICES,
     PRESETS,
@@ -29,6 +31,8 @@ from digitlab.config import (
 from digitlab.data import SPECS
 from digitlab.errors import DigitlabError
 from digitlab.predict import RUNTIMES
+from digitlab.serve.requests import DEFAULT_TIMEOUT  # for `serve`'s help: FastAPI, no TensorFlow
+from digitlab.serve.workers import DEFAULT_LIMIT_CONCURRENCY
 
 # Each command imports its stage's module when it runs: most of them load TensorFlow, which
 # `digitlab --help` and `digitlab train --help` must not wait for.
@@ -121,7 +125,18 @@ def reports_errors(command):
 
 
 # Commands that load Keras (and so TensorFlow) when they run.
-KERAS_COMMANDS = {"train", "lr-find", "evaluate", "predict", "ensemble", "export", "experiments", "report", "serve"}
+KERAS_COMMANDS = {
+    "train",
+    "lr-find",
+    "evaluate",
+    "predict",
+    "read",
+    "ensemble",
+    "export",
+    "experiments",
+    "report",
+    "serve",
+}
 
 
 def main() -> None:
@@ -275,7 +290,7 @@ def train(
     out: Annotated[
         Optional[Path], typer.Option("--out", help="Run directory to create [default: runs/<preset>-<time>].")
     ] = None,
-    preset: PresetOpt = "fast",
+    preset: PresetOpt = DEFAULT_PRESET,
     model: ModelOpt = None,
     units: UnitsOpt = None,
     activation: Annotated[
@@ -392,7 +407,7 @@ def train(
 @reports_errors
 def lr_find(
     out: Annotated[Path, typer.Option(help="Where lr_find.png and lr_find.csv go.")] = Path("runs/lr-find"),
-    preset: PresetOpt = "fast",
+    preset: PresetOpt = DEFAULT_PRESET,
     model: ModelOpt = None,
     units: UnitsOpt = None,
     normalize: NormalizeOpt = None,
@@ -532,6 +547,58 @@ def predict(
         fail(f"{len(failed)} of {len(rows)} files could not be read", code=1)
 
 
+@app.command()
+@reports_errors
+def read(
+    run: RunArg,
+    paths: Annotated[
+        list[str], typer.Argument(help="Image files or folders (searched recursively).", show_default=False)
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+    debug: Annotated[
+        Optional[Path],
+        typer.Option(help="Write each image with its digits' boxes drawn and their 28x28 crops into this folder."),
+    ] = None,
+    runtime: RuntimeOpt = "keras",
+) -> None:
+    """Read whole numbers (several digits, several lines) in image files."""
+    import json
+
+    from digitlab import predict as prediction
+    from digitlab import reading
+
+    predictor = prediction.load_predictor(run, runtime=runtime)
+    for path in map(Path, paths):
+        if path.is_dir() and not prediction.expand_paths([path]):
+            fail(f"no images found in {path}/ (expected {', '.join(sorted(prediction.IMAGE_SUFFIXES))} files)", code=1)
+    rows = reading.read_files(predictor, [Path(p) for p in paths], debug_dir=debug)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    elif as_csv:
+        import csv
+        import sys
+
+        columns = ["file", "text", "confidence", "unsure", "reason", "error"]
+        writer = csv.writer(sys.stdout)  # a text of several lines is quoted, as is a name with a newline
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow([_cell(r.get(c)) for c in columns])
+    else:
+        for r in rows:
+            where = _printable(r["file"])
+            if r.get("error"):
+                typer.echo(_printable(f"{where}: error: {r['error']}"))
+            elif r["text"] is None:
+                typer.echo(f"{where}: ? ({r['reason']})")
+            else:
+                extra = f"  unsure: {r['reason']}" if r["unsure"] else ""
+                typer.echo(f"{where}: {' / '.join(r['lines'])} ({r['confidence']:.3f}){extra}")
+    failed = [r for r in rows if r.get("error")]
+    if failed:
+        fail(f"{len(failed)} of {len(rows)} files could not be read", code=1)
+
+
 def _printable(text: str) -> str:
     """Control characters (newline, carriage return, ANSI escapes) shown as escapes: a file name cannot
     forge a line of the table or restyle the terminal."""
@@ -609,6 +676,121 @@ def export_command(
 
 
 # ---- end export ----
+
+# ---- batch (batch/) ----
+
+
+@app.command("batch")
+@reports_errors
+def batch_command(
+    run: RunArg,
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A folder (searched recursively), a glob ('scans/**/*.png'), a text file listing one path a line, "
+            "or the same as URIs pyarrow reads (s3://, gs://, hdfs://).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder of Parquet parts to write; the same --out again resumes.")],
+    task: Annotated[
+        str, typer.Option(metavar="NAME", help=f"{_choices(TASKS)}: one digit per image, or a whole number.")
+    ] = TASKS[0],
+    engine: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="NAME",
+            help=f"{_choices(ENGINES)}: Ray Data's workers, or this process alone [default: {default_engine()}, "
+            "ray when Ray is installed].",
+        ),
+    ] = None,
+    address: Annotated[
+        Optional[str],
+        typer.Option(help="A running Ray cluster (host:port, or auto) [default: start a local Ray for the job]."),
+    ] = None,
+    workers: Annotated[
+        Optional[int], typer.Option(metavar="N", help="Ray workers, each with its own model [default: one per CPU].")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(metavar="N", help="Files per batch.")] = BATCH_SIZE,
+    runtime: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="NAME",
+            help=f"{_choices(RUNTIMES)} [default: {default_runtime('ray')} on Ray (run `digitlab export RUN` first), "
+            f"{default_runtime('local')} locally].",
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an --out written by another run, model or task.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Read an archive of images into Parquet, one row per file; resumable; locally or on Ray."""
+    import json
+
+    progress, done = (None, lambda: None) if quiet else _batch_progress()
+    try:
+        summary = run_batch(
+            run,
+            source,
+            out,
+            task=task,
+            engine=engine,
+            runtime=runtime,
+            address=address,
+            workers=workers,
+            batch_size=batch_size,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    finally:
+        done()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    skipped = f"; {summary['skipped']:,} already in {out} skipped" if summary["skipped"] else ""
+    typer.echo(
+        f"read {summary['files']:,} files in {summary['seconds']:.1f} s ({summary['files_per_s']:.0f} files/s) on "
+        f"{summary['engine']} ({summary['runtime']}): {summary['errors']:,} errors, "
+        f"{summary['unsure_share']:.1%} unsure{skipped}"
+    )
+    typer.echo(f"wrote {summary['parts']} part files; {out} holds {summary['rows']:,} rows")
+
+
+def _batch_progress():
+    """A progress callback and its closer: tqdm's bar (files/s, ETA) on a terminal, else a plain line
+    every PLAIN_EVERY seconds (logs of a job on a cluster)."""
+    import time
+
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = None
+
+        def update(done, total):
+            nonlocal bar
+            if bar is None:
+                bar = tqdm(total=total, unit="file", desc="batch", smoothing=0.05)
+            bar.update(done - bar.n)
+
+        return update, lambda: bar is not None and bar.close()
+    start, last = time.monotonic(), [0.0]
+
+    def plain(done, total):
+        now = time.monotonic()
+        if now - last[0] < PLAIN_EVERY and done < total:
+            return
+        last[0] = now
+        rate = done / (now - start)
+        eta = (total - done) / rate if rate else 0.0
+        typer.echo(f"batch: {done:,}/{total:,} files, {rate:.0f} files/s, ETA {eta:.0f} s", err=True)
+
+    return plain, lambda: None
+
+
+PLAIN_EVERY = 10.0  # s between progress lines when stderr is not a terminal
+
+
+# ---- end batch ----
 
 # ---- experiments and report ----
 
@@ -727,16 +909,31 @@ def serve(
             "(against DNS rebinding); on another address any is, unless this is given.",
         ),
     ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a client has to send a request's headers (from connecting or its last answer), and as "
+            "long again for the body; a stalled client is then disconnected, a stalled body answered 408.",
+        ),
+    ] = DEFAULT_TIMEOUT,
+    limit_concurrency: Annotated[
+        int,
+        typer.Option(
+            help="Open connections one server process holds; past it requests are answered 503 at once.",
+        ),
+    ] = DEFAULT_LIMIT_CONCURRENCY,
 ) -> None:
     """Serve the drawing page and the REST API (/api/predict, /docs) for a trained run."""
     from digitlab import serve as server
 
+    server.check_limits(timeout, limit_concurrency)
     extra = [name.strip() for name in allowed_hosts.split(",")] if allowed_hosts is not None else []
     hosts = server.allowed_hosts_for(host, extra)
     sock = server.bind_socket(host, port)  # before the (slow) model load: a bad or busy port fails at once
     try:
         if workers == 1:
-            web_app = server.create_app(run, runtime=runtime, allowed_hosts=hosts)  # a bad run fails before serving
+            # a bad run fails before serving
+            web_app = server.create_app(run, runtime=runtime, allowed_hosts=hosts, timeout=timeout)
         else:
             server.check_run(run, runtime)
         typer.echo(
@@ -744,10 +941,20 @@ def serve(
             "(API docs at /docs; Ctrl+C stops)"
         )
         if workers == 1:
-            server.run_app(web_app, sock=sock, host=host, port=port, access_log=access_log)
+            limits = {"timeout": timeout, "limit_concurrency": limit_concurrency}
+            server.run_app(web_app, sock=sock, host=host, port=port, access_log=access_log, **limits)
         else:
             server.run_workers(
-                run, runtime, workers, host=host, port=port, access_log=access_log, sock=sock, allowed_hosts=hosts
+                run,
+                runtime,
+                workers,
+                host=host,
+                port=port,
+                access_log=access_log,
+                sock=sock,
+                allowed_hosts=hosts,
+                timeout=timeout,
+                limit_concurrency=limit_concurrency,
             )
     finally:
         sock.close()
