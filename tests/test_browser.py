@@ -129,7 +129,7 @@ def shown_result(page) -> dict:
         return {
             digit: document.getElementById("digit").textContent,
             confidence: document.getElementById("confidence").textContent,
-            top: document.querySelector("#bars li.top .name").textContent,
+            top: document.querySelector("#bars li.top .name")?.textContent ?? null,
             bars: document.querySelectorAll("#bars li").length,
             unsure: !document.getElementById("unsure").hidden,
             seenLit: lit / (px.length / 4),
@@ -162,39 +162,128 @@ def test_upload_an_image(page, mnist, tmp_path, artifacts):
     assert shown["digit"] == str(int(mnist.y_test[0]))
 
 
-def test_unsure_answer_shows_the_reason_and_clear_empties_the_result(page, artifacts):
-    # The server's answer is replaced by a canned unsure one: whether a scribble is unsure depends on the model.
-    probabilities = [0.02] * 10
-    probabilities[9], probabilities[4] = 0.55, 0.27
-    unsure = {
-        "digit": None,
-        "label": None,
-        "confidence": 0.55,
+def canned(probabilities, unsure=False, reason=None) -> dict:
+    """An answer of /api/predict as the server sends it, for probabilities given in class order."""
+    order = sorted(range(len(probabilities)), key=lambda i: -probabilities[i])
+    best = order[0]
+    return {
+        "digit": None if unsure else best,
+        "label": None if unsure else str(best),
+        "confidence": probabilities[best],
         "probabilities": probabilities,
-        "top3": [
-            {"digit": 9, "label": "9", "probability": 0.55},
-            {"digit": 4, "label": "4", "probability": 0.27},
-            {"digit": 0, "label": "0", "probability": 0.02},
-        ],
-        "unsure": True,
-        "reason": "confidence 0.550 is below the threshold 0.850",
+        "top3": [{"digit": i, "label": str(i), "probability": probabilities[i]} for i in order[:3]],
+        "unsure": unsure,
+        "reason": reason,
         "model": {"name": "canned", "architecture": "cnn"},
         "preprocessed": [[0] * 28] * 28,
     }
-    page.route("**/api/predict", lambda route: route.fulfill(json=unsure))
+
+
+def spread(**peaks) -> list[float]:
+    """Ten probabilities: the named classes (d5=0.516) as given, the rest sharing what is left."""
+    probabilities = [0.0] * 10
+    for name, p in peaks.items():
+        probabilities[int(name[1:])] = p
+    rest = (1 - sum(peaks.values())) / (10 - len(peaks))
+    return [p if p else rest for p in probabilities]
+
+
+UNSURE = canned(spread(d5=0.516, d6=0.3), unsure=True, reason="confidence 0.516 is below the threshold 0.756")
+SURE = canned(spread(d7=0.973))
+
+
+def answer_with(page, answers: dict) -> None:
+    """Answer /api/predict with answers["now"], which the test changes as it goes."""
+    page.route("**/api/predict", lambda route: route.fulfill(json=answers["now"]))
+
+
+def seen_box(page) -> dict:
+    return page.locator("#seen").bounding_box()
+
+
+def test_unsure_answer_is_plain_words_and_moves_nothing(page, artifacts):
+    # Canned answers: whether a scribble is unsure depends on the model.
+    answers = {"now": UNSURE}
+    answer_with(page, answers)
+    before = seen_box(page)
     draw(page, STROKES[1])
     shown = shown_result(page)
     page.screenshot(path=str(artifacts / "unsure.png"), animations="disabled")
-    assert shown["digit"] == "?" and shown["unsure"] and shown["top"] == "9", shown
-    assert page.locator("#unsure").text_content() == (
-        "Not sure: confidence 0.550 is below the threshold 0.850. Best guess 9."
-    )
-    assert shown["confidence"] == "55.0%"
+    assert shown["digit"] == "?" and shown["unsure"] and shown["top"] is None, shown
+    assert page.locator("#unsure").text_content() == "Not sure — maybe 5 or 6"  # the top two classes
+    assert shown["confidence"] == "–"  # no confidence shown as if it were an answer's
+    assert seen_box(page) == before  # the message's space is kept while there is none: no jump
+
     page.click("#clear")
     assert page.locator("#result").get_attribute("data-state") == "empty"
     assert page.locator("#digit").text_content() == "?"
     assert page.locator("#confidence").text_content() == "–"
     assert page.locator("#unsure").is_hidden()
+    assert seen_box(page) == before
+
+    answers["now"] = SURE
+    draw(page, STROKES[7])
+    shown = shown_result(page)
+    assert shown["digit"] == "7" and shown["top"] == "7" and shown["confidence"] == "97.3%", shown
+    assert page.locator("#unsure").is_hidden()
+    assert seen_box(page) == before
+
+
+@pytest.mark.parametrize(
+    "reason, preprocessed",
+    [("no ink found in the image", [[0] * 28] * 28), ("the mark is not a digit", None)],
+)
+def test_no_answer_shows_only_the_reason(page, reason, preprocessed):
+    # The API's answer when there is no digit to give: nulls and a reason.
+    nothing = {**UNSURE, "confidence": None, "probabilities": None, "top3": None, "reason": reason}
+    nothing["preprocessed"] = preprocessed
+    answer_with(page, {"now": nothing})
+    draw(page, STROKES[1])
+    shown = shown_result(page)
+    assert shown["digit"] == "?" and shown["confidence"] == "–" and shown["top"] is None, shown
+    assert page.locator("#unsure").text_content() == reason[0].upper() + reason[1:]
+    assert not page.locator("#bars").is_visible()  # no bars: there are no probabilities to show
+    assert page.locator("#announce").text_content() == reason[0].upper() + reason[1:] + "."
+
+
+def test_every_control_shows_keyboard_focus(page):
+    # Tab through the page; each control, or the label standing for the hidden file input, draws an outline.
+    visited = []
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        focus = page.evaluate("""() => {
+            const el = document.activeElement;
+            if (el === document.body) return null;
+            const drawn = el.id === "upload" ? document.querySelector('label[for="upload"]') : el;
+            const style = getComputedStyle(drawn);
+            return {name: el.id || el.getAttribute("href"), style: style.outlineStyle, width: style.outlineWidth};
+        }""")
+        if focus is None or (visited and focus["name"] == visited[0]["name"]):
+            break
+        visited.append(focus)
+    assert [f["name"] for f in visited] == ["clear", "upload", "/docs"], visited
+    for focus in visited:
+        assert focus["style"] != "none" and float(focus["width"].removesuffix("px")) >= 2, focus
+
+
+def announced(page) -> list[str]:
+    """The text of every live region a screen reader reads out (none hidden from it)."""
+    return page.evaluate("""() => [...document.querySelectorAll("[aria-live]")]
+        .filter((el) => getComputedStyle(el).display !== "none" && getComputedStyle(el).visibility !== "hidden")
+        .map((el) => el.textContent)""")
+
+
+def test_the_whole_answer_is_announced(page):
+    answers = {"now": SURE}
+    answer_with(page, answers)
+    draw(page, STROKES[7])
+    shown_result(page)
+    assert "7, confidence 97.3%." in announced(page)
+    page.click("#clear")
+    answers["now"] = UNSURE
+    draw(page, STROKES[1])
+    shown_result(page)
+    assert "Not sure — maybe 5 or 6 (confidence 0.516 is below the threshold 0.756)." in announced(page)
 
 
 def test_uploading_a_non_image_shows_the_servers_reason(page, tmp_path):
@@ -219,4 +308,50 @@ def test_phone_width_and_touch(browser, server_url, artifacts):
     page.screenshot(path=str(artifacts / "phone-7.png"), full_page=True, animations="disabled")
     assert shown["digit"] == "7", shown
     assert page.evaluate("window.scrollY") == 0  # the finger drew; it did not scroll the page
+    context.close()
+
+
+PHONES = [(320, 568), (375, 667), (390, 844), (844, 390), (667, 375)]  # CSS px, portrait and landscape
+
+
+def phone(browser, server_url, width, height):
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, device_scale_factor=2, has_touch=True, is_mobile=True
+    )
+    page = context.new_page()
+    page.goto(server_url + "/")
+    page.wait_for_selector("#bars li")
+    return context, page
+
+
+@pytest.mark.parametrize("width, height", PHONES, ids=[f"{w}x{h}" for w, h in PHONES])
+def test_phone_layout_fits_pad_answer_and_clear(browser, server_url, artifacts, width, height):
+    context, page = phone(browser, server_url, width, height)
+    draw_by_touch(page, STROKES[7])
+    shown = shown_result(page)
+    page.screenshot(path=str(artifacts / f"phone-{width}x{height}.png"), animations="disabled")
+    assert shown["digit"] == "7", shown  # drawn on the scaled pad, the model still gets a 7
+    assert page.evaluate("[window.scrollX, window.scrollY]") == [0, 0]
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    for selector in ("#pad", "#result .verdict", "#clear"):
+        box = page.locator(selector).bounding_box()
+        inside = box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= width
+        assert inside and box["y"] + box["height"] <= height, (selector, box)
+    # The pad is scaled by CSS only: its drawing resolution, and so the model's input, is unchanged.
+    assert page.evaluate("[pad.width, pad.height]") == [PAD, PAD]
+    box = page.locator("#pad").bounding_box()
+    assert box["width"] == box["height"]
+    context.close()
+
+
+def test_pointer_lands_where_it_touches_on_a_scaled_pad(browser, server_url):
+    context, page = phone(browser, server_url, 320, 568)
+    box = page.locator("#pad").bounding_box()
+    assert box["width"] < PAD  # the pad is shown smaller than its drawing resolution
+    border = page.evaluate("pad.clientLeft")
+    inner = box["width"] - 2 * border
+    page.mouse.click(box["x"] + border + 70 * inner / PAD, box["y"] + border + 210 * inner / PAD)
+    ink = page.evaluate("""([x, y]) => pad.getContext("2d").getImageData(x, y, 1, 1).data[0]""", [70, 210])
+    mirrored = page.evaluate("""([x, y]) => pad.getContext("2d").getImageData(x, y, 1, 1).data[0]""", [210, 70])
+    assert (ink, mirrored) == (0, 255)  # black where the pointer went down, white elsewhere
     context.close()

@@ -14,6 +14,7 @@ const confidenceEl = document.getElementById("confidence");
 const unsureEl = document.getElementById("unsure");
 const barsEl = document.getElementById("bars");
 const statusEl = document.getElementById("status");
+const announceEl = document.getElementById("announce");
 const uploadEl = document.getElementById("upload");
 
 let classNames = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
@@ -191,6 +192,7 @@ function percent(p) {
 }
 
 function setBars(probabilities, top) {
+  // top: the index of the bar to highlight; -1 for none
   if (probabilities.length !== barsEl.children.length) {
     classNames = probabilities.map((_, i) => classNames[i] ?? String(i));
     buildBars();
@@ -204,7 +206,10 @@ function setBars(probabilities, top) {
 }
 
 function drawSeen(rows) {
-  // The 28x28 grid onto a small canvas, each pixel a crisp square.
+  // The 28x28 grid onto a small canvas, each pixel a crisp square; nothing when there is no grid.
+  const big = seen.getContext("2d");
+  big.clearRect(0, 0, seen.width, seen.height);
+  if (!Array.isArray(rows) || !rows.length) return;
   const h = rows.length;
   const w = rows[0].length;
   const small = document.createElement("canvas");
@@ -219,23 +224,43 @@ function drawSeen(rows) {
     })
   );
   small.getContext("2d").putImageData(img, 0, 0);
-  const big = seen.getContext("2d");
   big.imageSmoothingEnabled = false;
   big.drawImage(small, 0, 0, seen.width, seen.height);
 }
 
+function sentence(text) {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
 function show(r) {
-  const top = r.top3[0];
-  digitEl.textContent = r.unsure ? "?" : r.label;
+  // No digit to give (a blank pad, a mark that is not a digit): the API sends nulls and a reason. An
+  // older server still sends numbers beside "no ink found"; those mean nothing either.
+  const noAnswer =
+    r.top3 == null || r.probabilities == null || r.confidence == null || /^no ink/.test(r.reason || "");
+  const sure = !noAnswer && !r.unsure;
+  digitEl.textContent = sure ? r.label : "?";
   digitEl.classList.toggle("long", digitEl.textContent.length > 2); // a class name such as "Sneaker"
-  confidenceEl.textContent = percent(r.confidence);
-  result.classList.toggle("is-unsure", r.unsure);
-  unsureEl.hidden = !r.unsure;
-  unsureEl.textContent = r.unsure
-    ? `Not sure: ${r.reason}.` + (r.reason.startsWith("no ink") ? "" : ` Best guess ${top.label}.`)
-    : "";
-  setBars(r.probabilities, top.digit);
+  confidenceEl.textContent = sure ? percent(r.confidence) : "–";
+  result.classList.toggle("is-unsure", !sure);
+  let message = "";
+  let spoken;
+  if (noAnswer) {
+    message = sentence(r.reason || "no answer");
+    spoken = `${message}.`;
+  } else if (r.unsure) {
+    message = `Not sure — maybe ${r.top3.slice(0, 2).map((c) => c.label).join(" or ")}`;
+    spoken = `${message} (${r.reason || `confidence ${percent(r.confidence)}`}).`;
+  } else {
+    spoken = `${r.label}, confidence ${percent(r.confidence)}.`;
+  }
+  unsureEl.hidden = sure;
+  unsureEl.textContent = message;
+  unsureEl.title = r.unsure && r.reason ? r.reason : ""; // the exact figures, for whoever wants them
+  barsEl.classList.toggle("off", noAnswer);
+  if (noAnswer) setBars(classNames.map(() => 0), -1);
+  else setBars(r.probabilities, sure ? r.digit : -1);
   drawSeen(r.preprocessed);
+  announceEl.textContent = spoken;
   statusEl.textContent = "";
   statusEl.classList.remove("error");
   result.dataset.state = "done";
@@ -245,9 +270,12 @@ function showEmpty() {
   digitEl.textContent = "?";
   confidenceEl.textContent = "–";
   unsureEl.hidden = true;
+  unsureEl.textContent = "";
   result.classList.remove("is-unsure");
+  barsEl.classList.remove("off");
   setBars(classNames.map(() => 0), -1);
-  seen.getContext("2d").clearRect(0, 0, seen.width, seen.height);
+  drawSeen(null);
+  announceEl.textContent = "";
   statusEl.textContent = "";
   statusEl.classList.remove("error");
   result.dataset.state = "empty";
@@ -256,6 +284,8 @@ function showEmpty() {
 function showError(message) {
   digitEl.textContent = "?";
   confidenceEl.textContent = "–";
+  announceEl.textContent = ""; // the status line below the pad says what went wrong
+  unsureEl.hidden = true;
   statusEl.textContent = message;
   statusEl.classList.add("error");
   result.dataset.state = "error";
