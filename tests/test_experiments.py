@@ -76,7 +76,7 @@ def test_quick_ladder_writes_every_step_and_the_tables(quick_ladder):
     assert accuracy["07-cnn-fast"] > 0.9
     assert float(rows[NAMES.index("07-cnn-fast")]["validation_accuracy"]) > 0.9
     assert accuracy["07-cnn-fast"] > max(a for name, a in accuracy.items() if "mlp" in name) + 0.3
-    md = (out / "results.md").read_text().splitlines()
+    md = [line for line in (out / "results.md").read_text().splitlines() if line.startswith("|")]
     assert md[0].startswith("| step | name | what changed | train accuracy")
     assert len(md) == 2 + len(NAMES)
     for name in ("ladder.png", "report.html"):
@@ -161,3 +161,14 @@ def test_cli_help_and_errors(tmp_path, synthetic_dir):
     assert [line for line in result.output.splitlines() if line.startswith("error:")] == [
         f"error: {tmp_path}: already holds files; choose another --out or pass --overwrite to replace them"
     ]
+
+
+def test_a_quick_ladder_says_so_with_the_epochs_it_ran(quick_ladder):
+    out, results, _ = quick_ladder
+    md = (out / "results.md").read_text()
+    assert md.startswith("**A --quick smoke run") and "--quick" in (out / "report.html").read_text()
+    for r in results:
+        if r["kind"] == "train" and "epoch" in r["what_changed"]:  # the steps whose text names their epochs
+            epochs = json.loads((out / r["name"] / "config.json").read_text())["train"]["epochs"]
+            assert f"{epochs} epochs" in r["what_changed"], r["what_changed"]
+    assert "20 epochs" not in md and "40 epochs" not in md and "60 epochs" not in md

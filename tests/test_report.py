@@ -121,3 +121,59 @@ def test_report_renders_offline_in_chromium(report, small_run, artifacts):
         finally:
             browser.close()
     assert requests and all(url.startswith(("file:", "data:")) for url in requests), requests
+
+
+def test_mistakes_show_the_calibrated_confidence_that_predict_gives(tmp_path, synthetic_mlp_run, synthetic_dir):
+    """A run whose temperature moves every confidence, on a test set whose labels are all shifted by one
+    (every digit a mistake): the report, metrics.json and `predict --index` agree on each confidence."""
+    import numpy as np
+
+    from digitlab.data import write_idx
+    from digitlab.evaluation import evaluate
+    from digitlab.predict import predict_test_indices
+
+    run = shutil.copytree(synthetic_mlp_run, tmp_path / "run")
+    calibration = json.loads((run / "calibration.json").read_text())
+    (run / "calibration.json").write_text(json.dumps({**calibration, "temperature": 3.0}))
+    data = shutil.copytree(synthetic_dir, tmp_path / "data")
+    write_idx(data / "t10k-labels-idx1-ubyte", ((np.arange(100) % 10 + 1) % 10).astype(np.uint8))
+    test = evaluate(run, data_dir=data)
+    shown = test["most_confident_mistakes"][:5]
+    predicted = predict_test_indices(run, [m["index"] for m in shown], data_dir=data)
+    for mistake, row in zip(shown, predicted):
+        assert mistake["confidence"] == pytest.approx(row["confidence"], abs=1e-6)
+    html = build_report(run, data_dir=data).read_text()
+    assert "calibrated confidence" in html and f'<td class="num">{shown[0]["confidence"]:.2%}</td>' in html
+
+
+def test_report_has_no_literal_backticks_and_a_full_width_confusion_matrix(report, small_run, synthetic_dir, tmp_path):
+    html = build_report(small_run, tmp_path / "again.html", data_dir=synthetic_dir).read_text()  # reused figures
+    assert "`" not in html and "<code>digitlab" in html
+    test_section = html[html.index('<section id="test">') :]
+    confusion = test_section.index('alt="Rows: true class; columns: predicted"')
+    # the matrix stands in a figure of its own, the report's full width, not in a column of the grid
+    assert test_section.rfind('<figure class="full">', 0, confusion) > test_section.rfind("<div", 0, confusion)
+
+
+def test_curves_have_whole_epoch_ticks():
+    from digitlab.plots import curves_figure
+
+    rows = [{"epoch": e, "loss": 1.0 / e, "accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5} for e in (1, 2)]
+    for ax in curves_figure(rows).axes:
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= 2]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_reliability_diagram_shows_each_bins_count():
+    import numpy as np
+
+    from digitlab.metrics import confidence_bins
+    from digitlab.plots import reliability_figure
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(10) * 0.3, size=200).astype("float32")
+    y = rng.integers(0, 10, 200)
+    texts = [t.get_text() for t in reliability_figure(probs, probs, y, 5).axes[0].texts]
+    conf = probs.max(axis=1)
+    counts = np.bincount(confidence_bins(conf, 5), minlength=5)
+    assert sorted(texts) == sorted(f"n={n}" for n in counts if n)

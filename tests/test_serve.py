@@ -150,6 +150,32 @@ def test_blank_image_is_unsure_with_a_reason(client):
     assert r.json()["unsure"] is True and "no ink" in r.json()["reason"]
 
 
+def test_a_blank_image_has_no_numbers_and_the_schema_says_so(client):
+    blank = png_bytes(Image.new("L", (200, 200), 255))
+    for r in (client.post("/api/predict", files={"file": ("blank.png", blank, "image/png")}),
+              client.post("/api/predict", json={"pixels": [[0] * 28] * 28})):  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert [r.json()[k] for k in ("digit", "label", "confidence", "probabilities", "top3")] == [None] * 5
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["Prediction"]["properties"]
+    for key in ("confidence", "probabilities", "top3"):
+        assert {"type": "null"} in schema[key]["anyOf"], key
+
+
+@pytest.mark.parametrize(
+    "mark, reason",
+    [((130, 130, 150, 150), "dot or a tap"), ((10, 10, 190, 190), "filled with ink")],
+    ids=["tap", "filled"],
+)
+def test_a_mark_that_is_not_a_digit_has_no_numbers_and_says_why(client, mark, reason):
+    im = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(im).ellipse(mark, fill=0) if reason.startswith("dot") else ImageDraw.Draw(im).rectangle(mark, fill=0)
+    r = client.post("/api/predict", files={"file": ("mark.png", png_bytes(im), "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [body[k] for k in ("digit", "confidence", "probabilities", "top3")] == [None] * 4
+    assert body["unsure"] and reason in body["reason"]
+
+
 def test_batch_multipart_keeps_order_and_reports_a_bad_file(client):
     png = drawn_digit()
     files = [

@@ -12,22 +12,28 @@ from digitlab.data import load_dataset
 from digitlab.errors import DigitlabError, RunError
 from digitlab.metrics import nll
 from digitlab.plots import plot_confusion, plot_gallery
-from digitlab.predict import load_predictor
+from digitlab.predict import apply_temperature, load_predictor
 
 GALLERY = 32  # digits per gallery
+CALIBRATED = "calibrated confidence"  # the run's temperature applied, as predict and serve show it
+UNCALIBRATED = "uncalibrated confidence (the run has no calibration.json)"
 
 
 def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> dict:
     """Test accuracy and loss, per-class metrics, confusion matrix and galleries; saved in metrics.json."""
     run_dir = Path(run_dir)
-    predictor = load_predictor(run_dir, require_calibration=False)  # raw_proba below: the model itself
+    # With its calibration where the run has one (a run killed before it has none): the confidences
+    # shown are then the ones `digitlab predict` and the server give.
+    calibrated = (run_dir / runs.CALIBRATION).is_file()
+    predictor = load_predictor(run_dir, require_calibration=calibrated)
     ds = load_dataset(runs.dataset_name(runs.read_run_config(run_dir)), data_dir=data_dir)
     predictor.check_images(ds.x_test, str(run_dir))
     names = list(ds.class_names)
-    # Uncalibrated probabilities: test figures describe the model itself.
+    # Accuracy and loss from the model's own (uncalibrated) probabilities: they describe the model itself.
     probs = predictor.raw_proba(ds.x_test)
-    y, pred = ds.y_test.astype(int), probs.argmax(axis=1)
-    conf = probs.max(axis=1)
+    y, pred = ds.y_test.astype(int), probs.argmax(axis=1)  # the temperature keeps each row's argmax
+    conf = apply_temperature(probs, predictor.temperature).max(axis=1)
+    confidence = CALIBRATED if calibrated else UNCALIBRATED
     loss = nll(probs, y)
     accuracy = float(np.mean(pred == y))
     report = classification_report(
@@ -44,7 +50,7 @@ def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> d
             ds.x_test[shown],
             [f"true {names[y[i]]} → {names[pred[i]]}\n{conf[i]:.1%}" for i in shown],
             run_dir / runs.MISTAKES,
-            f"Most confident mistakes ({len(wrong)} of {len(y)} wrong)",
+            f"Most confident mistakes ({len(wrong)} of {len(y)} wrong; {confidence})",
         ),
     }
     rng = np.random.default_rng(seed)
@@ -56,7 +62,7 @@ def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> d
             for i in sample
         ],
         run_dir / runs.PREDICTIONS,
-        "Random test predictions (red: wrong)",
+        f"Random test predictions (red: wrong; {confidence})",
         colors=["black" if pred[i] == y[i] else "red" for i in sample],
     )
     test = {
@@ -70,6 +76,7 @@ def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> d
         "macro_f1": float(report["macro avg"]["f1-score"]),
         "confusion_matrix": cm.tolist(),
         "class_names": names,
+        "confidence": confidence,  # what the mistakes' confidences are
         "most_confident_mistakes": [
             {"index": int(i), "true": int(y[i]), "predicted": int(pred[i]), "confidence": float(conf[i])} for i in shown
         ],

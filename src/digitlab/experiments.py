@@ -10,6 +10,7 @@ directory per step, results.csv and results.md, ladder.png and report.html.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from collections.abc import Callable
@@ -54,6 +55,7 @@ HEADINGS = [
 # --quick: the same steps, shortened for a smoke run
 LR_FIND_STEPS = 200  # batches of 32: about 6,400 images, an eighth of an epoch
 QUICK_LR_FIND_STEPS = 30
+QUICK_MIN_EPOCHS = 2  # a curve needs two points
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class Step:
     """One rung of the ladder; None fields keep the preset's value."""
 
     name: str  # its run directory under out_dir
-    what_changed: str
+    what_changed: str  # "{epochs}" in it becomes the epochs the step trains, --quick or not
     kind: str = "train"  # "train" or "lr_find"
     preset: str = "tutorial"  # MLP, batch 32, constant Adam 1e-3
     units: tuple[int, ...] | None = None
@@ -76,7 +78,7 @@ def ladder(with_accurate: bool = False) -> list[Step]:
     steps = [
         Step(
             "01-mlp-4-4-raw",
-            "MLP 4-4 on raw pixels 0-255, Adam lr 1e-3, 20 epochs",
+            "MLP 4-4 on raw pixels 0-255, Adam lr 1e-3, {epochs}",
             units=(4, 4),
             normalize=False,
             learning_rate=1e-3,
@@ -101,7 +103,7 @@ def ladder(with_accurate: bool = False) -> list[Step]:
         ),
         Step(
             "04-mlp-4-4-lr0.01",
-            "learning rate 0.01, trained longer (40 epochs)",
+            "learning rate 0.01, trained longer ({epochs})",
             units=(4, 4),
             normalize=True,
             learning_rate=0.01,
@@ -110,7 +112,7 @@ def ladder(with_accurate: bool = False) -> list[Step]:
         ),
         Step(
             "05-mlp-4-4-long",
-            "back to learning rate 1e-3, longer still (60 epochs)",
+            "back to learning rate 1e-3, longer still ({epochs})",
             units=(4, 4),
             normalize=True,
             learning_rate=1e-3,
@@ -119,7 +121,7 @@ def ladder(with_accurate: bool = False) -> list[Step]:
         ),
         Step(
             "06-mlp-10-10",
-            "hidden layers widened to 10-10, 20 epochs",
+            "hidden layers widened to 10-10, {epochs}",
             units=(10, 10),
             normalize=True,
             learning_rate=1e-3,
@@ -142,7 +144,7 @@ def step_configs(step: Step, *, quick: bool, seed: int, dataset: str):
         )
     epochs = step.epochs or PRESETS[step.preset][1].epochs
     if quick:
-        epochs = max(2, epochs // QUICK_EPOCHS_DIVISOR)
+        epochs = max(QUICK_MIN_EPOCHS, epochs // QUICK_EPOCHS_DIVISOR)
     return resolve_configs(
         step.preset,
         units=step.units,
@@ -178,12 +180,19 @@ def run_experiments(
     for step in steps:  # fail on a missing preset before hours of training, not after
         step_configs(step, quick=quick, seed=seed, dataset=dataset)
     out_dir.mkdir(parents=True, exist_ok=True)
+    note = (
+        f"A --quick smoke run: {QUICK_LIMIT:,} training images and 1/{QUICK_EPOCHS_DIVISOR} of the epochs "
+        f"(at least {QUICK_MIN_EPOCHS}) per step, {QUICK_LR_FIND_STEPS} learning-rate finder batches."
+        if quick
+        else ""
+    )
     results = []
     for number, step in enumerate(steps, start=1):
-        if on_step:
-            on_step(number, len(steps), step, None)
         started = time.perf_counter()
         model_cfg, train_cfg = step_configs(step, quick=quick, seed=seed, dataset=dataset)
+        step = dataclasses.replace(step, what_changed=step.what_changed.format(epochs=_epochs(train_cfg.epochs)))
+        if on_step:
+            on_step(number, len(steps), step, None)
         run_dir = out_dir / step.name
         row = {
             "step": number,
@@ -205,16 +214,10 @@ def run_experiments(
             row.update(_train_step(model_cfg, train_cfg, run_dir, data_dir, overwrite))
         row["seconds"] = round(time.perf_counter() - started, 1)
         results.append(row)
-        _write_results(out_dir, results)  # after every step: an interrupted ladder keeps what it did
+        _write_results(out_dir, results, note)  # after every step: an interrupted ladder keeps what it did
         if on_step:
             on_step(number, len(steps), step, row)
-    _plot_ladder(results, out_dir / LADDER_PNG)
-    note = (
-        f"A --quick smoke run: {QUICK_LIMIT:,} training images and 1/{QUICK_EPOCHS_DIVISOR} of the epochs "
-        f"per step, {QUICK_LR_FIND_STEPS} learning-rate finder batches."
-        if quick
-        else ""
-    )
+    _plot_ladder(results, out_dir / LADDER_PNG, quick)
     build_experiments_report(out_dir, results, note=note)
     return results
 
@@ -249,13 +252,20 @@ def _lr_find_step(model_cfg, train_cfg, run_dir: Path, quick: bool, data_dir) ->
     return {"suggested_lr": found["suggested_lr"], "min_loss_lr": float(found["min_loss_lr"])}
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def _fmt(value, digits: int) -> str:
     return "" if value == "" else f"{value:.{digits}f}"
 
 
-def _write_results(out_dir: Path, results: list[dict]) -> None:
+def _write_results(out_dir: Path, results: list[dict], note: str = "") -> None:
     runs.write_csv(out_dir / RESULTS_CSV, results, COLUMNS)
-    lines = ["| " + " | ".join(HEADINGS) + " |", "|" + "|".join(["---"] * len(HEADINGS)) + "|"]
+    lines = ([f"**{note}**", ""] if note else []) + [
+        "| " + " | ".join(HEADINGS) + " |",
+        "|" + "|".join(["---"] * len(HEADINGS)) + "|",
+    ]
     for r in results:
         cells = [
             r["step"],
@@ -271,7 +281,7 @@ def _write_results(out_dir: Path, results: list[dict]) -> None:
     atomic.write_bytes(out_dir / RESULTS_MD, ("\n".join(lines) + "\n").encode())
 
 
-def _plot_ladder(results: list[dict], path: Path) -> Path:
+def _plot_ladder(results: list[dict], path: Path, quick: bool = False) -> Path:
     """Grouped bars: train, validation and test accuracy per trained step."""
     trained = [r for r in results if r["kind"] == "train"]
     fig = Figure(figsize=(max(7.0, 1.5 * len(trained) + 2), 4.8), layout="constrained")
@@ -286,7 +296,11 @@ def _plot_ladder(results: list[dict], path: Path) -> Path:
         bars = ax.bar(x + offset, [r[key] for r in trained], width, label=label)
         ax.bar_label(bars, fmt="%.2f", fontsize=7, rotation=90, padding=2)
     ax.set_xticks(x, [r["name"].split("-", 1)[1] for r in trained], rotation=20, ha="right")
-    ax.set(ylim=(0, 1.12), ylabel="accuracy", title="The tuning ladder: accuracy per step")
+    ax.set(
+        ylim=(0, 1.12),
+        ylabel="accuracy",
+        title="The tuning ladder: accuracy per step" + (" (--quick smoke run)" if quick else ""),
+    )
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="upper left", ncols=3)
     buffer = io.BytesIO()

@@ -93,7 +93,7 @@ class BatchReader:
                 row["error"] = f"{path}: cannot be read ({type(e).__name__}: {e})"
                 continue
             digits.append(pre.digit)
-            ink.append(pre.has_ink)
+            ink.append(pre.reason)  # no ink, or not a digit: no numbers
             ok.append(row)
         x = np.array(digits).reshape(-1, *self.predictor.input_shape)
         for row, result in zip(ok, classify(self.predictor, x, ink)):

@@ -6,7 +6,7 @@ The runtimes (keras_runtime, onnx_runtime) each turn a run directory into a forw
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from digitlab import runs
 from digitlab.data import load_dataset
 from digitlab.errors import DigitlabError, RunError
 from digitlab.predict import keras_runtime, onnx_runtime
-from digitlab.preprocess import preprocess, save_debug_strip
+from digitlab.preprocess import NO_INK, preprocess, save_debug_strip
 
 CHUNK = 1024  # images per model call
 
@@ -141,29 +141,46 @@ def predict_test_indices(run_dir: Path, indices: list[int], data_dir: Path | Non
     bad = [i for i in indices if not 0 <= i < n]
     if bad:
         raise DigitlabError(f"--index: expected test indices in 0..{n - 1}, got {bad}")
-    rows = classify(predictor, ds.x_test[indices], [True] * len(indices))  # the same unsure rule as for files
+    rows = classify(predictor, ds.x_test[indices], [None] * len(indices))  # the same unsure rule as for files
     for row, i in zip(rows, indices):
         row.update(index=int(i), true=int(ds.y_test[i]))
     return rows
 
 
-def classify(predictor: Predictor, digits: np.ndarray, has_ink) -> list[dict]:
+RESULT_KEYS = ("digit", "label", "confidence", "probabilities", "top3", "unsure", "reason")  # classify's, per image
+
+
+def classify(predictor: Predictor, digits: np.ndarray, rejected: Sequence[str | bool | None]) -> list[dict]:
     """Preprocessed 28x28 digits -> one result each: digit (None when unsure), confidence, probabilities,
-    top-3, and the reason when unsure (no ink, or calibrated confidence below the run's threshold)."""
+    top-3, and the reason when unsure.
+
+    `rejected` holds, per image, why it holds no digit to read (preprocessing's `Preprocessed.reason`:
+    no ink, a dot, a filled page, ...) or None when it does; a bool is read as "has ink" (a pixel grid
+    has no other test). A rejected image gets digit, label, confidence, probabilities and top3 all None:
+    the model's answer for it would be a number about nothing. A digit whose calibrated confidence is
+    below the run's threshold keeps its numbers, with digit and label None."""
     digits = np.asarray(digits)
     probs = predictor.predict_proba(digits) if len(digits) else np.zeros((0, len(predictor.class_names)))
     results = []
-    for row, p, ink in zip(describe(probs, predictor.class_names), probs, has_ink):
-        reason = None
-        if not ink:
-            reason = "no ink found in the image"
-        elif row["confidence"] < predictor.threshold:
-            reason = f"confidence {row['confidence']:.3f} is below the threshold {predictor.threshold:.3f}"
-        row.update(unsure=reason is not None, reason=reason, probabilities=[float(v) for v in p])
-        if reason:
-            row.update(digit=None, label=None)
+    for row, p, entry in zip(describe(probs, predictor.class_names), probs, rejected):
+        reason = rejection_reason(entry)
+        if reason is not None:
+            row.update(digit=None, label=None, confidence=None, top3=None, probabilities=None)
+        else:
+            row["probabilities"] = [float(v) for v in p]
+            if row["confidence"] < predictor.threshold:
+                reason = f"confidence {row['confidence']:.3f} is below the threshold {predictor.threshold:.3f}"
+                row.update(digit=None, label=None)
+        row.update(unsure=reason is not None, reason=reason)
         results.append(row)
     return results
+
+
+def rejection_reason(entry: str | bool | None) -> str | None:
+    """One entry of classify's `rejected`: a reason, None (a digit to read), or has-ink as a bool."""
+    if isinstance(entry, bool):
+        return None if entry else NO_INK
+    return entry
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -181,8 +198,9 @@ def expand_paths(paths: list[Path]) -> list[Path]:
 
 
 def predict_files(predictor: Predictor, paths: list[Path], debug_dir: Path | None = None) -> list[dict]:
-    """One row per image file: file, digit, confidence, top3, unsure, reason, or error (the rest go on)."""
-    rows, digits, ink, ok = [], [], [], []
+    """One row per image file: file and classify's RESULT_KEYS, or error (the rest go on).
+    An image preprocessing refuses (no ink, not a digit) gets its reason and None for the numbers."""
+    rows, digits, rejected, ok = [], [], [], []
     for i, path in enumerate(expand_paths(paths)):
         rows.append({"file": str(path)})
         try:
@@ -196,8 +214,8 @@ def predict_files(predictor: Predictor, paths: list[Path], debug_dir: Path | Non
         if debug_dir is not None:
             rows[-1]["debug"] = str(save_debug_strip(pre, Path(debug_dir) / f"{i:04d}-{path.stem}.png"))
         digits.append(pre.digit)
-        ink.append(pre.has_ink)
+        rejected.append(pre.reason)
         ok.append(len(rows) - 1)
-    for k, result in zip(ok, classify(predictor, np.array(digits).reshape(-1, *predictor.input_shape), ink)):
-        rows[k].update({key: result[key] for key in ("digit", "label", "confidence", "top3", "unsure", "reason")})
+    for k, result in zip(ok, classify(predictor, np.array(digits).reshape(-1, *predictor.input_shape), rejected)):
+        rows[k].update({key: result[key] for key in RESULT_KEYS})
     return rows

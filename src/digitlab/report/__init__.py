@@ -41,17 +41,26 @@ def esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
+def prose(value) -> str:
+    """Escaped text with `code` spans (as in the library's messages) shown as <code>, not as backticks."""
+    parts = esc(value).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: the text as it is
+        return esc(value)
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
 def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def figure(path: Path | None, caption: str) -> str:
-    """The PNG at `path` inlined, or a note when there is none."""
+def figure(path: Path | None, caption: str, full: bool = False) -> str:
+    """The PNG at `path` inlined, or a note when there is none; `full`: at most its own size, up to the
+    report's width, outside any column (a confusion matrix's numbers stay readable)."""
     if path is None or not Path(path).is_file():
         name = Path(path).name if path is not None else "figure"
         return f'<p class="note">No {esc(name)}: {esc(caption)} is not available.</p>'
     return (
-        f'<figure><img src="{data_uri(Path(path).read_bytes())}" alt="{esc(caption)}">'
+        f'<figure{_cls("full", full)}><img src="{data_uri(Path(path).read_bytes())}" alt="{esc(caption)}">'
         f"<figcaption>{esc(caption)}</figcaption></figure>"
     )
 
@@ -67,14 +76,14 @@ def table(
     head = "".join(f"<th{_cls('num', i in numeric)}>{esc(h)}</th>" for i, h in enumerate(headers))
     body = []
     for r, row in enumerate(rows):
-        cells = "".join(f"<td{_cls('num', i in numeric)}>{esc(v)}</td>" for i, v in enumerate(row))
+        cells = "".join(f"<td{_cls('num', i in numeric)}>{prose(v)}</td>" for i, v in enumerate(row))
         body.append(f"<tr{_cls('best', r in highlight)}>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def kv_table(rows: list[list]) -> str:
     """A two-column table of (name, value) rows, the names as row headings."""
-    body = "".join(f'<tr><th scope="row">{esc(k)}</th><td>{esc(v)}</td></tr>' for k, v in rows)
+    body = "".join(f'<tr><th scope="row">{esc(k)}</th><td>{prose(v)}</td></tr>' for k, v in rows)
     return f'<table class="kv"><tbody>{body}</tbody></table>'
 
 
@@ -178,7 +187,7 @@ def _summary(run_dir: Path, config: dict, metrics: dict, test: dict, evaluated_n
         cards(items) + f"<p>Test accuracy: <b>{esc(pct(test['accuracy']))}</b> ({esc(test['errors'])} of "
         f"{esc(test['count'])} test images wrong), test loss {esc(num(test['loss']))}. "
         f"Data set <code>{esc(train.get('dataset', 'mnist'))}</code>, seed {esc(train['seed'])}.</p>"
-        f'<p class="note">{esc(note)} The best epoch was chosen on the validation split; the test set '
+        f'<p class="note">{prose(note)} The best epoch was chosen on the validation split; the test set '
         "only reports.</p>"
     )
 
@@ -323,6 +332,8 @@ def _test_section(run_dir: Path, test: dict, evaluated_now: bool) -> str:
     mistakes = test.get("most_confident_mistakes", [])
     names = test.get("class_names") or list(test["per_class"])
     mistake_rows = [[m["index"], names[m["true"]], names[m["predicted"]], pct(m["confidence"])] for m in mistakes[:10]]
+    # Older runs' metrics.json say nothing: their confidences were the model's own.
+    confidence = test.get("confidence", "uncalibrated confidence")
     touched = (
         "evaluated by this report: it ran digitlab.evaluate on the test set" if evaluated_now else "from metrics.json"
     )
@@ -335,18 +346,19 @@ def _test_section(run_dir: Path, test: dict, evaluated_now: bool) -> str:
                 ("macro F1", num(test.get("macro_f1"))),
             ]
         )
-        + f'<p class="note">Test figures {esc(touched)}; uncalibrated probabilities.</p>'
-        + '<div class="grid"><div><h3>Per class</h3>'
+        + f'<p class="note">Test figures {esc(touched)}. Accuracy and loss from the model\'s own probabilities; '
+        f"the confidences below are the {esc(confidence)}, as <code>digitlab predict</code> shows them.</p>"
+        + "<h3>Per class</h3>"
         + table(["class", "precision", "recall", "F1", "support"], per_class, numeric={1, 2, 3, 4})
-        + "</div>"
-        + "<div><h3>Confusion matrix</h3>"
+        + "<h3>Confusion matrix</h3>"
         + figure(
-            run_dir / figures.get("confusion_matrix", "confusion_matrix.png"), "Rows: true class; columns: predicted"
+            run_dir / figures.get("confusion_matrix", "confusion_matrix.png"),
+            "Rows: true class; columns: predicted",
+            full=True,
         )
-        + "</div></div>"
         + "<h3>Most confident mistakes</h3>"
         + (
-            table(["test index", "true", "predicted", "confidence"], mistake_rows, numeric={0, 3})
+            table(["test index", "true", "predicted", confidence], mistake_rows, numeric={0, 3})
             if mistake_rows
             else '<p class="note">No mistakes.</p>'
         )
@@ -438,7 +450,7 @@ def build_experiments_report(out_dir: Path, results: list[dict], out: Path | Non
     ]
     best_val = max(trained, key=lambda r: r["validation_accuracy"], default=None)
     summary = (
-        (f"<p><b>{esc(note)}</b></p>" if note else "")
+        (f"<p><b>{prose(note)}</b></p>" if note else "")
         + table(
             headers, rows, numeric={0, 3, 4, 5, 6, 7}, highlight={i for i, r in enumerate(results) if r is best_val}
         )

@@ -99,9 +99,9 @@ class Service:
         threads only contend for the GIL."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
 
-    def classify(self, digits: np.ndarray, has_ink: list[bool]) -> list[dict]:
+    def classify(self, digits: np.ndarray, rejected: list[str | bool | None]) -> list[dict]:
         with self.lock:  # one model call at a time: Keras models are not documented as thread-safe
-            return classify(self.predictor, digits, has_ink)
+            return classify(self.predictor, digits, rejected)
 
     def predict(self, inputs: list, fields: list[str]) -> list[dict]:
         """Image bytes or validated pixel grids -> one result each; a bad one gets {"error": ...} whose
@@ -113,17 +113,17 @@ class Service:
                 out[i] = {"error": str(item)}
                 continue
             if isinstance(item, np.ndarray):  # pixels: MNIST-like already, used as given
-                digit, has_ink = item, bool(item.max() > 0)
+                digit, rejected = item, bool(item.max() > 0)  # a grid has no other test than its ink
             else:
                 try:
                     pre = preprocess(item)
                 except DigitlabError as e:
                     out[i] = {"error": f"{field}: {e}"}
                     continue
-                digit, has_ink = pre.digit, pre.has_ink
+                digit, rejected = pre.digit, pre.reason  # no ink, or not a digit: no numbers
             ok.append(i)
             digits.append(digit)
-            ink.append(has_ink)
+            ink.append(rejected)
         if ok:
             for i, digit, result in zip(ok, digits, self.classify(np.stack(digits), ink)):
                 out[i] = {

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, model_validator
 
+from digitlab.predict import RESULT_KEYS  # noqa: F401  (re-exported: the Prediction fields classify gives)
 from digitlab.preprocess import SIDE
 
 MAX_BODY = 10 * 1024 * 1024  # bytes in one request body
@@ -61,9 +62,6 @@ class BatchRequest(BaseModel):
         return self
 
 
-RESULT_KEYS = ("digit", "label", "confidence", "probabilities", "top3", "unsure", "reason")  # from classify
-
-
 class ModelName(BaseModel):
     name: str = Field(description="The run directory's name")
     architecture: str = Field(description="mlp or cnn")
@@ -78,11 +76,20 @@ class Candidate(BaseModel):
 class Prediction(BaseModel):
     digit: int | None = Field(description="The predicted class index; null when unsure")
     label: str | None = Field(description="The predicted class name; null when unsure")
-    confidence: float = Field(description="Calibrated probability of the most likely class")
-    probabilities: list[float] = Field(description="Calibrated probability of every class, in class order")
-    top3: list[Candidate]
+    confidence: float | None = Field(
+        description="Calibrated probability of the most likely class; null when the image holds no digit "
+        "(no ink, or not a digit: see `reason`)"
+    )
+    probabilities: list[float] | None = Field(
+        description="Calibrated probability of every class, in class order; null when the image holds no digit"
+    )
+    top3: list[Candidate] | None = Field(
+        description="The three most likely classes; null when the image holds no digit"
+    )
     unsure: bool
-    reason: str | None = Field(description="Why the prediction is unsure: no ink, or confidence below the threshold")
+    reason: str | None = Field(
+        description="Why the prediction is unsure: no ink, not a digit, or confidence below the threshold"
+    )
     model: ModelName
     preprocessed: list[list[int]] = Field(description=f"The {SIDE}x{SIDE} image (0-255) the model received")
 
