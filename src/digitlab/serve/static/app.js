@@ -1,12 +1,13 @@
 // The drawing page: strokes on #pad go to POST /api/predict as a PNG data URL; the reply fills in
 // the digit, the probability bars and the 28x28 image the model received. No libraries, no build step.
+// number.js, loaded after this file, uses inkPad, percent, sentence and drawGrid for the Number mode.
 "use strict";
 
 const DEBOUNCE_MS = 150; // after the last stroke segment, ask for a prediction
 const STROKE_WIDTH = 18; // px on the 280 px pad: a felt pen on paper
 
 const pad = document.getElementById("pad");
-const ctx = pad.getContext("2d");
+const ctx = pad.getContext("2d"); // the same context inkPad draws with
 const seen = document.getElementById("seen");
 const result = document.getElementById("result");
 const digitEl = document.getElementById("digit");
@@ -24,27 +25,74 @@ let shownVersion = 0;
 let inFlight = false;
 let timer = null;
 let uploaded = null; // the uploaded File while the pad shows it unchanged: sent as itself, not re-encoded
-let stroke = null; // {id, x, y} of the pointer drawing now
 
 // --- the pad ---------------------------------------------------------------------------------------
 
-function clearPad() {
-  ctx.fillStyle = "#fff";
-  ctx.fillRect(0, 0, pad.width, pad.height);
-  ctx.strokeStyle = "#000";
-  ctx.fillStyle = "#000";
-  ctx.lineWidth = STROKE_WIDTH;
-  ctx.lineCap = "round";
-  ctx.lineJoin = "round";
-}
-
-function padPoint(e) {
-  // Client px -> canvas px; the canvas is scaled by CSS and has a border.
-  const rect = pad.getBoundingClientRect();
-  return {
-    x: ((e.clientX - rect.left - pad.clientLeft) * pad.width) / pad.clientWidth,
-    y: ((e.clientY - rect.top - pad.clientTop) * pad.height) / pad.clientHeight,
+function inkPad(canvas, { onStart, onInk, onEnd }) {
+  // Pointer strokes in black on a white canvas that CSS scales: onStart() as a stroke begins, onInk()
+  // whenever ink is added, onEnd() as the pointer lifts. `drawing` is true while a stroke goes on.
+  const g = canvas.getContext("2d");
+  let stroke = null; // {id, x, y} of the pointer drawing now
+  const self = {
+    get drawing() {
+      return stroke !== null;
+    },
+    clear() {
+      g.fillStyle = "#fff";
+      g.fillRect(0, 0, canvas.width, canvas.height);
+      g.strokeStyle = "#000";
+      g.fillStyle = "#000";
+      g.lineWidth = STROKE_WIDTH;
+      g.lineCap = "round";
+      g.lineJoin = "round";
+    },
   };
+
+  function point(e) {
+    // Client px -> canvas px; the canvas is scaled by CSS and has a border.
+    const rect = canvas.getBoundingClientRect();
+    return {
+      x: ((e.clientX - rect.left - canvas.clientLeft) * canvas.width) / canvas.clientWidth,
+      y: ((e.clientY - rect.top - canvas.clientTop) * canvas.height) / canvas.clientHeight,
+    };
+  }
+
+  canvas.addEventListener("pointerdown", (e) => {
+    if (e.pointerType === "mouse" && e.button !== 0) return;
+    e.preventDefault();
+    canvas.setPointerCapture(e.pointerId);
+    const p = point(e);
+    stroke = { id: e.pointerId, ...p };
+    onStart();
+    g.beginPath();
+    g.arc(p.x, p.y, STROKE_WIDTH / 2, 0, 2 * Math.PI); // a tap leaves a dot
+    g.fill();
+    onInk();
+  });
+
+  canvas.addEventListener("pointermove", (e) => {
+    if (!stroke || e.pointerId !== stroke.id) return;
+    const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
+    g.beginPath();
+    g.moveTo(stroke.x, stroke.y);
+    for (const ev of events.length ? events : [e]) {
+      const p = point(ev);
+      g.lineTo(p.x, p.y);
+      stroke.x = p.x;
+      stroke.y = p.y;
+    }
+    g.stroke();
+    onInk();
+  });
+
+  function endStroke(e) {
+    if (!stroke || e.pointerId !== stroke.id) return;
+    stroke = null;
+    onEnd();
+  }
+  canvas.addEventListener("pointerup", endStroke);
+  canvas.addEventListener("pointercancel", endStroke);
+  return self;
 }
 
 function changed() {
@@ -53,43 +101,20 @@ function changed() {
   result.dataset.state = "pending";
 }
 
-pad.addEventListener("pointerdown", (e) => {
-  if (e.pointerType === "mouse" && e.button !== 0) return;
-  e.preventDefault();
-  pad.setPointerCapture(e.pointerId);
-  const p = padPoint(e);
-  stroke = { id: e.pointerId, ...p };
-  uploaded = null;
-  ctx.beginPath();
-  ctx.arc(p.x, p.y, STROKE_WIDTH / 2, 0, 2 * Math.PI); // a tap leaves a dot
-  ctx.fill();
-  changed();
-  schedule(DEBOUNCE_MS);
+const digitPad = inkPad(pad, {
+  onStart: () => {
+    uploaded = null;
+  },
+  onInk: () => {
+    changed();
+    schedule(DEBOUNCE_MS);
+  },
+  onEnd: () => schedule(0),
 });
 
-pad.addEventListener("pointermove", (e) => {
-  if (!stroke || e.pointerId !== stroke.id) return;
-  const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
-  ctx.beginPath();
-  ctx.moveTo(stroke.x, stroke.y);
-  for (const ev of events.length ? events : [e]) {
-    const p = padPoint(ev);
-    ctx.lineTo(p.x, p.y);
-    stroke.x = p.x;
-    stroke.y = p.y;
-  }
-  ctx.stroke();
-  changed();
-  schedule(DEBOUNCE_MS);
-});
-
-function endStroke(e) {
-  if (!stroke || e.pointerId !== stroke.id) return;
-  stroke = null;
-  schedule(0);
+function clearPad() {
+  digitPad.clear();
 }
-pad.addEventListener("pointerup", endStroke);
-pad.addEventListener("pointercancel", endStroke);
 
 function clearAll() {
   clearPad();
@@ -104,7 +129,7 @@ function clearAll() {
 
 document.getElementById("clear").addEventListener("click", clearAll);
 document.addEventListener("keydown", (e) => {
-  if (e.key === "Escape") clearAll();
+  if (e.key === "Escape" && document.body.dataset.mode !== "number") clearAll(); // number.js clears its own pad
 });
 
 uploadEl.addEventListener("change", () => {
@@ -169,7 +194,7 @@ async function send() {
     }
   } finally {
     inFlight = false;
-    if (hasInk && shownVersion !== version && !stroke) schedule(0);
+    if (hasInk && shownVersion !== version && !digitPad.drawing) schedule(0);
   }
 }
 
@@ -206,9 +231,14 @@ function setBars(probabilities, top) {
 }
 
 function drawSeen(rows) {
-  // The 28x28 grid onto a small canvas, each pixel a crisp square; nothing when there is no grid.
-  const big = seen.getContext("2d");
-  big.clearRect(0, 0, seen.width, seen.height);
+  drawGrid(seen, rows);
+}
+
+function drawGrid(canvas, rows) {
+  // A grid of grey levels (rows of 0-255) onto a canvas, each pixel a crisp square; nothing when there is
+  // no grid.
+  const big = canvas.getContext("2d");
+  big.clearRect(0, 0, canvas.width, canvas.height);
   if (!Array.isArray(rows) || !rows.length) return;
   const h = rows.length;
   const w = rows[0].length;
@@ -225,7 +255,7 @@ function drawSeen(rows) {
   );
   small.getContext("2d").putImageData(img, 0, 0);
   big.imageSmoothingEnabled = false;
-  big.drawImage(small, 0, 0, seen.width, seen.height);
+  big.drawImage(small, 0, 0, canvas.width, canvas.height);
 }
 
 function sentence(text) {
