@@ -1,6 +1,7 @@
 """Speed benchmark: time to 99.0 % MNIST test accuracy, reference recipe vs the fast preset, plus
-inference throughput and latency, cache load time and peak memory. Writes BENCHMARKS.md, headed by
-the command line and the machine, and BENCHMARKS.json beside it with the same figures.
+inference throughput and latency, cache load time and peak memory. Writes its section of BENCHMARKS.md
+(`<!-- benchmark -->`, the other scripts' sections kept), headed by the command line and the machine,
+and BENCHMARKS.json beside it with the same figures.
 
     .venv/bin/python bench/benchmark.py [--seeds 5] [--reference-epochs 15] [--reference-seeds 3] [--accurate-seeds 3] [--bagged-members 0] [--out BENCHMARKS.md]
 
@@ -25,6 +26,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _sections import write_section  # bench/_sections.py: this script's directory is on sys.path
 
 TARGET = 0.99
 ROOT = Path(__file__).resolve().parent.parent
@@ -373,8 +376,6 @@ def write_report(path: Path, backend: str, fast: list, reference: list, s: dict,
 
     command, host = command_line(), machine()
     lines = [
-        "# Benchmarks",
-        "",
         f"Written by `{command}` on {time.strftime('%Y-%m-%d')}.",
         "",
         f"Machine: {host}; Keras backend `{backend}`.",
@@ -440,7 +441,7 @@ def write_report(path: Path, backend: str, fast: list, reference: list, s: dict,
         "",
     ]
     lines += [f"- {k} {v}" for k, v in versions().items()]
-    path.write_text("\n".join(lines) + "\n")
+    write_section(path, "benchmark", "\n".join(lines))
     record = {
         "command": command,
         "date": time.strftime("%Y-%m-%d"),

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from benchmark import command_line, machine  # the same headings as the speed benchmark
 from digitlab import runs, wild
 from digitlab.config import PRESETS, ModelConfig, TrainConfig, resolve_configs
@@ -74,9 +76,9 @@ def build(train_config: TrainConfig, per_column: int, seed: int) -> dict:
 
 def score(predictor, digits, labels, reasons) -> dict:
     """Best guess, coverage, accepted accuracy and rejection of one column, with the unsure rule users get."""
-    results = classify(predictor, digits, [r is None for r in reasons])
+    results = classify(predictor, digits, reasons)  # refused images get no numbers: a wrong best guess
     n = len(results)
-    best = [max(range(len(r["probabilities"])), key=r["probabilities"].__getitem__) for r in results]
+    best = [None if r["probabilities"] is None else int(np.argmax(r["probabilities"])) for r in results]
     answered = [(r["digit"], int(y)) for r, y in zip(results, labels) if r["digit"] is not None]
     return {
         "best_guess": sum(b == int(y) for b, y in zip(best, labels)) / n,

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -254,3 +255,124 @@ def test_tensorflow_start_up_chatter_is_hidden_unless_verbose(tmp_path, syntheti
     quiet = train()
     assert "absl" not in quiet and "oneDNN" not in quiet and "cpu_feature_guard" not in quiet, quiet
     assert "oneDNN" in train("--verbose")  # the messages are still there for whoever asks
+
+
+def blank_png(path):
+    from PIL import Image
+
+    Image.new("L", (60, 60), 255).save(path)
+    return path
+
+
+def test_a_blank_page_gives_no_digit_and_no_numbers(synthetic_run, tmp_path):
+    import csv
+    import io
+
+    blank, digit = blank_png(tmp_path / "blank.png"), digit_png(tmp_path / "one.png")
+    rows = {
+        Path(r["file"]).name: r for r in json.loads(invoke("predict", synthetic_run, blank, digit, "--json").output)
+    }
+    assert rows["blank.png"]["reason"] == "no ink found in the image" and rows["blank.png"]["unsure"] is True
+    for key in ("digit", "label", "confidence", "probabilities", "top3"):
+        assert rows["blank.png"][key] is None, key
+    assert rows["one.png"]["confidence"] is not None and len(rows["one.png"]["top3"]) == 3
+    table = invoke("predict", synthetic_run, blank)
+    assert table.exit_code == 0, table.output
+    assert table.output.strip() == f"{blank}: no digit: no ink found in the image"
+    cells = dict(zip(*csv.reader(io.StringIO(invoke("predict", synthetic_run, blank, "--csv").output))))
+    assert cells["digit"] == cells["confidence"] == cells["top3"] == "" and cells["reason"].startswith("no ink")
+
+
+def test_any_rejection_reason_gives_nulls(synthetic_run):
+    import numpy as np
+
+    from digitlab.predict import classify, load_predictor
+
+    predictor = load_predictor(synthetic_run)
+    grids = np.zeros((3, 28, 28), np.uint8)
+    grids[:, 2:8, 2:7] = 230  # synthetic class 0: a digit to read
+    rows = classify(predictor, grids, [None, "too little ink", False])
+    assert rows[0]["confidence"] is not None and rows[0]["reason"] is None or "threshold" in rows[0]["reason"]
+    assert len(rows[0]["probabilities"]) == 10
+    for row, reason in zip(rows[1:], ["too little ink", "no ink found in the image"]):
+        assert row["reason"] == reason and row["unsure"] is True
+        assert [row[k] for k in ("digit", "label", "confidence", "probabilities", "top3")] == [None] * 5
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["explore", "--index", "1.5"],
+            "error: --index: input should be a valid integer, unable to parse string as "
+            "an integer (got '1.5'); see digitlab explore --help",
+        ),
+        (
+            ["train", "--epochs", "1.5"],
+            "error: --epochs: input should be a valid integer, unable to parse string as "
+            "an integer (got '1.5'); see digitlab train --help",
+        ),
+        (
+            ["train", "--epoch", "3"],
+            "error: no such option: --epoch (Possible options: --epochs); see digitlab train --help",
+        ),
+        (["evaluate"], "error: missing argument 'run'; see digitlab evaluate --help"),
+    ],
+)
+def test_usage_errors_are_one_line_in_the_projects_style(monkeypatch, capsys, args, message):
+    from digitlab.cli import main
+
+    monkeypatch.setattr("sys.argv", ["digitlab", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == [message]
+
+
+def test_no_arguments_still_show_the_help(monkeypatch, capsys):
+    from digitlab.cli import main
+
+    monkeypatch.setattr("sys.argv", ["digitlab", "data"])
+    with pytest.raises(SystemExit):
+        main()
+    captured = capsys.readouterr()
+    assert "Usage: digitlab data" in captured.out + captured.err and "error:" not in captured.err
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_training_output_off_a_terminal_is_one_plain_line_per_epoch(tmp_path, synthetic_dir, quiet):
+    import csv
+
+    out = tmp_path / "run"
+    args = tiny_mlp_train(synthetic_dir, out)
+    args[args.index("--epochs") + 1] = "2"
+    result = invoke(*(args if quiet else args[:-1]))  # the runner's stdout is not a terminal
+    assert result.exit_code == 0, result.output
+    assert not {"\x1b", "\r", "\b"} & set(result.output), repr(result.output)
+    lines = [line for line in result.output.splitlines() if line.startswith("epoch ")]
+    with open(out / "history.csv", newline="") as f:
+        history = list(csv.DictReader(f))
+    assert len(lines) == len(history) == 2
+    for line, row in zip(lines, history):
+        assert line == (
+            f"epoch {row['epoch']}/2: loss {float(row['loss']):.4f}, accuracy {float(row['accuracy']):.4f}, "
+            f"val loss {float(row['val_loss']):.4f}, val accuracy {float(row['val_accuracy']):.4f}, "
+            f"{float(row['seconds']):.1f} s"
+        )
+    assert "/step" not in result.output and "ETA" not in result.output
+
+
+def test_the_terminal_progress_bar_counts_the_epochs_steps(capsys):
+    from digitlab.training import StepProgbar
+
+    bar = StepProgbar()
+    bar.set_params({"verbose": 1, "epochs": 1, "steps": 188})
+    bar.on_train_begin()
+    bar.on_epoch_begin(0)
+    bar.progbar.interval = 0  # draw every update, however fast
+    for end_step in range(15, 192, 16):  # steps_per_execution 16: the last call reports step 191 of 188
+        bar.on_train_batch_end(end_step, {"loss": 0.5})
+    bar.on_epoch_end(0, {"loss": 0.5})
+    shown = capsys.readouterr().out
+    assert "188/188" in shown and "192/188" not in shown and "189/" not in shown

@@ -24,6 +24,7 @@ from digitlab.config import (
     PRESETS,
     QUICK_EPOCHS_DIVISOR,
     QUICK_LIMIT,
+    READ_METHODS,
     SCHEDULES,
     TrainConfig,
     parse_units,
@@ -146,7 +147,35 @@ def main() -> None:
         sys.argv.remove("--verbose")
     elif args and args[0] in KERAS_COMMANDS and not {"-h", "--help"} & set(args) and "onnx" not in args:
         _import_keras_quietly()
-    app()
+    # Not standalone: Typer's parsing errors come back as exceptions, printed in the project's one-line style.
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=sys.argv[1:], prog_name="digitlab", standalone_mode=False)
+    except typer.TyperException as e:  # the public base of every usage error (Click's, vendored in Typer)
+        if type(e).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as Typer's own handler tells it
+            e.show()
+            sys.exit(e.exit_code)
+        typer.secho(f"error: {usage_error_line(e)}", fg=typer.colors.RED, err=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.secho("error: aborted", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_error_line(e: Exception) -> str:
+    """A parsing error as one line: the option, what it expects and the value given, when known."""
+    cause = e.__cause__
+    if isinstance(e, typer.BadParameter) and e.param is not None and hasattr(cause, "errors"):
+        # Typer checks a value's type with pydantic; its ValidationError holds the value given.
+        first = cause.errors()[0]
+        hint = e.param.get_error_hint().replace("'", "")
+        message = f"{hint}: {first['msg'][:1].lower()}{first['msg'][1:]} (got {first['input']!r})"
+    else:
+        message = e.format_message().rstrip(".")
+        message = message[:1].lower() + message[1:]
+    ctx = getattr(e, "ctx", None)
+    return message + (f"; see {ctx.command_path} --help" if ctx is not None else "")
 
 
 def _import_keras_quietly() -> None:
@@ -169,7 +198,7 @@ def describe_configs(model_cfg, train_cfg) -> str:
     if model_cfg.architecture == "mlp":
         shape = f"mlp {'-'.join(map(str, model_cfg.units))} ({model_cfg.activation})"
     else:
-        shape = f"cnn {'-'.join(map(str, model_cfg.filters))}" + (
+        shape = f"{model_cfg.architecture} {'-'.join(map(str, model_cfg.filters))}" + (
             f", dense {model_cfg.dense}" if model_cfg.dense else ""
         )
     pixels = "standardized" if model_cfg.standardize else "scaled to 0-1" if model_cfg.normalize else "raw 0-255"
@@ -352,14 +381,18 @@ def train(
     data_dir: DataDirOpt = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run in this directory.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar: one line per epoch, as when not on a terminal.")
+    ] = False,
 ) -> None:
     """Train a model on the train split, choose the best epoch on validation, save a run directory."""
     from digitlab import training
 
-    verbose = 0 if quiet else 1
+    # Keras' bar on a terminal; elsewhere (a log file, a pipe) and with -q one plain line per epoch.
+    bar = not quiet and sys.stdout.isatty()
+    verbose, on_epoch = (1, None) if bar else (0, _echo_epoch)
     if resume is not None:
-        metrics = training.resume(resume, data_dir=data_dir, verbose=verbose)
+        metrics = training.resume(resume, data_dir=data_dir, verbose=verbose, on_epoch=on_epoch)
         out = resume
     else:
         model_cfg, train_cfg = training.resolve_configs(
@@ -394,13 +427,22 @@ def train(
 
             out = Path("runs") / f"{model or preset}-{time.strftime('%Y%m%d-%H%M%S')}"
         typer.echo(describe_configs(model_cfg, train_cfg))
-        metrics = training.train(model_cfg, train_cfg, out, data_dir=data_dir, overwrite=overwrite, verbose=verbose)
+        metrics = training.train(
+            model_cfg, train_cfg, out, data_dir=data_dir, overwrite=overwrite, verbose=verbose, on_epoch=on_epoch
+        )
     v = metrics["validation"]
     typer.echo(
         f"best epoch {v['best_epoch']}: validation accuracy {v['accuracy']:.4f}, loss {v['loss']:.4f}; "
         f"train accuracy {metrics['train']['accuracy']:.4f}; {metrics['train_seconds']:.1f} s training"
     )
     typer.echo(f"run directory: {out}")
+
+
+def _echo_epoch(row: dict) -> None:
+    line = f"epoch {row['epoch']}/{row['epochs']}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.4f}"
+    if "val_loss" in row:
+        line += f", val loss {row['val_loss']:.4f}, val accuracy {row['val_accuracy']:.4f}"
+    typer.echo(f"{line}, {row['seconds']:.1f} s")
 
 
 @app.command("lr-find")
@@ -537,9 +579,12 @@ def predict(
             if r.get("error"):
                 typer.echo(_printable(f"{where}: error: {r['error']}"))
                 continue
+            extra = f"  true {r['true']}" if "true" in r else ""
+            if r["confidence"] is None:  # refused before the model (no ink, not a digit): no numbers to show
+                typer.echo(_printable(f"{where}: no digit: {r['reason']}{extra}"))
+                continue
             top = "  ".join(f"{t['label']}:{t['probability']:.3f}" for t in r["top3"])
             digit = r["label"] if r["digit"] is not None else "?"
-            extra = f"  true {r['true']}" if "true" in r else ""
             extra += f"  unsure: {r['reason']}" if r.get("reason") else ""
             typer.echo(f"{where}: {digit} ({r['confidence']:.3f})  top-3 {top}{extra}")
     failed = [r for r in rows if r.get("error")]
@@ -561,18 +606,27 @@ def read(
         typer.Option(help="Write each image with its digits' boxes drawn and their 28x28 crops into this folder."),
     ] = None,
     runtime: RuntimeOpt = "keras",
+    method: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="NAME",
+            help=f"{_choices(READ_METHODS)}: segment the digits for a single-digit run, or read whole lines "
+            "with a line model's run (--preset numbers) [default: the run's].",
+        ),
+    ] = None,
 ) -> None:
     """Read whole numbers (several digits, several lines) in image files."""
     import json
 
+    from digitlab import line_reading, reading
     from digitlab import predict as prediction
-    from digitlab import reading
 
     predictor = prediction.load_predictor(run, runtime=runtime)
+    method = line_reading.choose_method(predictor, method)
     for path in map(Path, paths):
         if path.is_dir() and not prediction.expand_paths([path]):
             fail(f"no images found in {path}/ (expected {', '.join(sorted(prediction.IMAGE_SUFFIXES))} files)", code=1)
-    rows = reading.read_files(predictor, [Path(p) for p in paths], debug_dir=debug)
+    rows = reading.read_files(predictor, [Path(p) for p in paths], debug_dir=debug, method=method)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     elif as_csv:
@@ -660,12 +714,14 @@ def export_command(
     from digitlab.export import export
 
     record = export(run, fmt, out, n=check_images, data_dir=data_dir)
-    check = f"check on {record['n']} {record['dataset']} test images"
+    inputs = record["dataset"] if record["dataset"].endswith(" lines") else f"{record['dataset']} test images"
+    check = f"check on {record['n']} {inputs}"
     if "error" in record:
         typer.echo(f"{check}: the export did not run ({record['error']})")
     else:
         typer.echo(
-            f"{check}: argmax agrees on {record['n'] - record['argmax_mismatches']}/{record['n']}, "
+            f"{check}: {'decoded strings agree' if inputs.endswith(' lines') else 'argmax agrees'} on "
+            f"{record['n'] - record['argmax_mismatches']}/{record['n']}, "
             f"max |probability difference| {record['max_abs_diff']:.1e} (limit {record['tolerance']:.0e})"
         )
     if not record["passed"]:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from digitlab.errors import DigitlabError
 
-ARCHITECTURES = ("mlp", "cnn")
+ARCHITECTURES = ("mlp", "cnn", "line")  # "line": a whole line of digits, CTC (digitlab.line_model)
+READ_METHODS = ("segment", "line")  # how `read` finds digits: segmentation + one digit, or a line model
 PRECISIONS = ("float32", "bfloat16")  # what the layers compute in; weights are always float32
 PRECISION_CHOICES = ("auto", *PRECISIONS)  # "auto": bfloat16 where it is native (see native_bfloat16)
 BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}  # /proc/cpuinfo: bfloat16 dot products in hardware
@@ -48,6 +49,7 @@ class ModelConfig:
     norm_from: int = 0  # cnn: first stage with BatchNorm; earlier stages' convs take a bias instead
     input_shape: tuple[int, int] = (28, 28)  # pixels (height, width)
     num_classes: int = 10
+    recurrent: int = 0  # line: units of a bidirectional GRU over the frames (0: none)
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -76,6 +78,8 @@ class ModelConfig:
                 f"model: norm_from must be a stage index from 0 to {len(self.filters)} (no BatchNorm in the convs), "
                 f"got {self.norm_from!r}"
             )
+        if not isinstance(self.recurrent, int) or self.recurrent < 0:
+            raise DigitlabError(f"model: recurrent must be a width >= 0 (0: no GRU), got {self.recurrent!r}")
         if not isinstance(self.dense, int) or self.dense < 0:
             raise DigitlabError(f"model: dense must be a width >= 0 (0: no hidden Dense layer), got {self.dense!r}")
 
@@ -135,6 +139,8 @@ class TrainConfig:
     val_fraction: float = 0.2  # 60,000 -> 48,000 train / 12,000 validation
     limit: int | None = None  # train on the first N images of the train split only (quick runs)
     dataset: str = "mnist"
+    lines: int = 20000  # line models: training lines generated afresh each epoch (digitlab.lines)
+    val_lines: int = 2000  # line models: validation lines, the same every epoch
 
     def __post_init__(self):
         if not isinstance(self.epochs, int) or self.epochs <= 0:
@@ -163,6 +169,9 @@ class TrainConfig:
             raise DigitlabError("--scale: expected an amount below 1; --thickness: at most 1 (px)")
         if not isinstance(self.calibrate_wild, int) or self.calibrate_wild < 0:
             raise DigitlabError(f"calibrate_wild: expected a count >= 0, got {self.calibrate_wild!r}")
+        for name in ("lines", "val_lines"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise DigitlabError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
         if self.limit is not None and self.limit <= 0:
             raise DigitlabError(f"--limit: expected a positive integer, got {self.limit}")
 
@@ -229,8 +238,9 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
         ),
     ),
     # Accuracy within half an hour on a 2-core CPU: Conv 32 5x5, two stages of two 3x3 convs (48, 96),
-    # max-pooling after each stage; a fresh random shift, rotation, zoom and elastic distortion of each
-    # digit every epoch; 40 epochs of one-cycle AdamW. Why: docs/design/accurate-preset.md.
+    # max-pooling after each stage; a fresh random shift, rotation, zoom, elastic distortion, slant,
+    # thickness and blur of each digit every epoch; 40 epochs of one-cycle AdamW; calibrated as the
+    # robust preset. Why: docs/design/accurate-preset.md.
     "accurate": (
         ModelConfig(
             architecture="cnn",
@@ -250,11 +260,30 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
             schedule="onecycle",
             weight_decay=5e-4,
             shift=2.0,
-            rotate=10.0,
+            rotate=15.0,
             scale=0.1,
             elastic=12.0,
+            shear=0.4,
+            thickness=0.8,
+            blur=0.8,
+            calibrate_wild=300,
             precision="auto",
         ),
+    ),
+    # Whole numbers without segmenting: a CNN over a 32x256 line giving 64 frames over the digits and
+    # the CTC blank, trained on handwritten lines generated afresh each epoch from the training split
+    # (digitlab.lines). Why: docs/design/line-model.md.
+    "numbers": (
+        ModelConfig(
+            architecture="line",
+            filters=(16, 32, 64, 96),
+            kernels=(3, 3, 3, 3),
+            strides=(2, 2, 1, 1),  # line: each stage's max-pool width (height always halves): 4 px a frame
+            dense=128,
+            dropout=0.2,
+            input_shape=(32, 256),
+        ),
+        TrainConfig(epochs=12, batch_size=64, learning_rate=3e-3, schedule="onecycle", lines=12000, val_lines=2000),
     ),
     # `--model mlp`: the tutorial's Dense(10)-Dense(10), trained the best way found on the validation
     # split (GELU, one-cycle Adam at 1e-2, weight decay; 94.7 % validation vs 93.2 % the tutorial's way).

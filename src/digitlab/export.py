@@ -7,12 +7,14 @@
 Every export takes raw pixels, (batch, 28, 28) float32 0-255, under the input name `pixels`, and returns
 softmax probabilities (batch, 10), uncalibrated: the run's calibration.json is applied by the predictor.
 An export is written to a temporary name beside its destination, run on the first `n` test images and
-compared with the Keras model; only when argmax agrees everywhere and probabilities differ by at most
+compared with the Keras model (a line model: on its first `n` validation lines, the greedily decoded
+strings); only when argmax (the strings) agrees everywhere and probabilities differ by at most
 ATOL does it replace what was there. The check's record goes under `exports` in metrics.json.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import shutil
@@ -23,8 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import atomic, runs
+from digitlab.config import TrainConfig
 from digitlab.data import load_dataset
 from digitlab.errors import DigitlabError, RunError
+from digitlab.line_training import validation_lines
+from digitlab.predict.ctc import greedy_decode
 from digitlab.predict.keras_runtime import load_keras_model
 from digitlab.predict.onnx_runtime import open_session, run_session, sha256
 
@@ -104,8 +109,14 @@ def _destination(run_dir: Path, fmt: str, out: Path | None) -> Path:
 
 
 def check_images(run_dir: Path, n: int, data_dir: Path | None = None) -> tuple[np.ndarray, str]:
-    """The first n test images of the run's data set, float32 raw pixels, and the set's name."""
-    name = runs.read_json(run_dir / runs.CONFIG)["train"].get("dataset", "mnist")
+    """The first n test images of the run's data set, float32 raw pixels, and the set's name; for a line
+    model, the first n of its validation lines (lines are never composed from the test set outside
+    bench/read_numbers.py) and "<name> validation lines"."""
+    config = runs.read_json(run_dir / runs.CONFIG)
+    name = config["train"].get("dataset", "mnist")
+    if config["model"].get("architecture") == "line":
+        cfg = dataclasses.replace(TrainConfig.from_dict(config["train"]), val_lines=n)
+        return validation_lines(cfg, data_dir)[0].astype("float32"), f"{name} validation lines"
     return load_dataset(name, data_dir=data_dir).x_test[:n].astype("float32"), name
 
 
@@ -137,7 +148,10 @@ def check_export(fmt: str, path: Path, model, x: np.ndarray) -> dict:
     if got.shape != expected.shape:
         return {**record, "passed": False, "error": f"output shape {got.shape}, expected {expected.shape}"}
     diff = float(np.abs(got - expected).max())
-    mismatches = int((got.argmax(axis=1) != expected.argmax(axis=1)).sum())
+    if expected.ndim == 3:  # a line model's frames: the greedily decoded strings must agree
+        mismatches = sum(a.digits != b.digits for a, b in zip(greedy_decode(got), greedy_decode(expected)))
+    else:
+        mismatches = int((got.argmax(axis=1) != expected.argmax(axis=1)).sum())
     return {
         **record,
         "max_abs_diff": diff,

@@ -11,6 +11,7 @@ import keras
 from keras import layers
 
 from digitlab.config import PIXEL_MEAN, PIXEL_STD, ModelConfig, resolve_precision
+from digitlab.errors import DigitlabError
 
 
 def build_model(config: ModelConfig, precision: str = "float32") -> keras.Model:
@@ -20,6 +21,8 @@ def build_model(config: ModelConfig, precision: str = "float32") -> keras.Model:
     mixed_bfloat16 policy); on a CPU with AVX512-BF16 the accurate preset's epochs ran about 1.3x faster,
     the fast preset's training about 1.15x. "auto": bfloat16 where that holds, float32 elsewhere.
     """
+    if config.architecture == "line":  # a line of digits with CTC: another network and another loss
+        raise DigitlabError("model: architecture 'line' is built by digitlab.line_model.build_line_model")
     precision = resolve_precision(precision)
     dtype = "mixed_bfloat16" if precision == "bfloat16" else "float32"
     h, w = config.input_shape

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from digitlab import atomic
+from digitlab import atomic, line_reading
 from digitlab.errors import DigitlabError
 from digitlab.predict import Predictor, classify, expand_paths, load_predictor
 from digitlab.preprocess.image import FORMATS, to_grey
@@ -31,14 +31,28 @@ from digitlab.preprocess.segment import Segmentation, piece_mask, segment
 # How a candidate's segmentations are scored, in log-probability: the sum over its digits of the log of
 # each one's calibrated confidence, CUT_PENALTY per digit a cut adds, and WIDE_PENALTY per line height
 # by which a digit is wider than WIDE_FROM line heights (the model is often sure of two digits squeezed
-# into one box). Set by hand on drawn and composed numbers; to be chosen on validation strings. A candidate the
-# model reads surely (not unsure) and no wider than WIDE_FROM is kept whole: one digit stays as `predict`
-# reads it.
-CUT_PENALTY = -0.3
+# into one box). A candidate the model reads surely (not unsure) and no wider than WIDE_FROM is kept
+# whole: one digit stays as `predict` reads it. Chosen on numbers composed from validation digits, never
+# test ones (`bench/read_numbers.py --tune`; the figures in docs/design/reading.md).
+CUT_PENALTY = -1.2
 WIDE_PENALTY = -4.0
-WIDE_FROM = 1.25
-# Two segmentations of a candidate whose combined log-probabilities lie within this are "ambiguous".
+WIDE_FROM = 1.1
+# Two segmentations of a candidate whose combined log-probabilities lie within this are "ambiguous": the
+# factor of those tried with the most accurate accepted validation numbers.
 AMBIGUOUS = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """The constants above, together, so that `bench/read_numbers.py --tune` can try others."""
+
+    cut_penalty: float = CUT_PENALTY
+    wide_penalty: float = WIDE_PENALTY
+    wide_from: float = WIDE_FROM
+    ambiguous: float = AMBIGUOUS
+
+
+SCORING = Scoring()
 NO_INK = "no ink found in the image"
 
 
@@ -83,35 +97,67 @@ class Reading:
         }
 
 
-def read(run_or_predictor: Predictor | str | os.PathLike, image) -> Reading:
+def read(
+    run_or_predictor: Predictor | str | os.PathLike, image, scoring: Scoring = SCORING, method: str | None = None
+) -> Reading:
     """Read the number in an image (a path, bytes, PIL image or array, as `preprocess` takes): its lines
-    and digits, each with a calibrated confidence. Every candidate and cut goes to the model in one call."""
+    and digits, each with a calibrated confidence. Every candidate and cut goes to the model in one call.
+    `method` "segment" or "line" (a line model's run, digitlab.line_reading); None: the run's own."""
     predictor = run_or_predictor
     if not isinstance(predictor, Predictor):
         predictor = load_predictor(Path(run_or_predictor))
+    if line_reading.choose_method(predictor, method) == "line":
+        grey = to_grey(image)
+        fields = line_reading.read_lines(predictor, grey, _input_size(image))  # after to_grey has checked it
+        return Reading(**{**fields, "digits": tuple(ReadDigit(**d) for d in fields["digits"])})
+    return decide(hypotheses(predictor, image), scoring)
+
+
+@dataclass(frozen=True, eq=False)
+class Hypotheses:
+    """Everything `read` asks the model, before any segmentation is chosen: the candidates and cuts, and
+    the model's answer and crop for each piece. `decide` turns it into a Reading under a Scoring."""
+
+    size: tuple[int, int]  # (width, height) of the input image
+    scale: tuple[float, float]  # input px per working px, (x, y)
+    seg: Segmentation | None  # None when there is no ink
+    results: dict  # Piece -> the classify row
+    crops: dict  # Piece -> (28, 28) uint8
+
+
+def hypotheses(predictor: Predictor, image) -> Hypotheses:
+    """Segment the image and classify every whole candidate and every part of every cut, in one call."""
     grey = to_grey(image)
     size = _input_size(image)  # after to_grey, which has checked the file
+    scale = (size[0] / grey.shape[1], size[1] / grey.shape[0])
     ink = find_ink(grey)
     if ink is None or not ink.mask.any():
-        return Reading(None, (), None, True, NO_INK, (), np.zeros((0, SIDE, SIDE), np.uint8), size)
+        return Hypotheses(size, scale, None, {}, {})
     seg = segment(ink.mask)
     # Every piece any hypothesis uses, normalised once: the wholes first, then the cuts' parts.
     pieces = list(dict.fromkeys(p for line in seg.lines for c in line for p in (c.whole, *_parts(c))))
     crops = np.stack([_normalise(ink, seg, p) for p in pieces])
     results = dict(zip(pieces, classify(predictor, crops, [True] * len(pieces))))
-    crop_of = dict(zip(pieces, crops))
+    return Hypotheses(size, scale, seg, results, dict(zip(pieces, crops)))
 
+
+def decide(h: Hypotheses, scoring: Scoring = SCORING) -> Reading:
+    """Per candidate, whole or cut by the combined score; the reading with its reasons."""
+    if h.seg is None:
+        return Reading(None, (), None, True, NO_INK, (), np.zeros((0, SIDE, SIDE), np.uint8), h.size)
+    seg, results = h.seg, h.results
     digits, crops_kept, lines, reasons = [], [], [], []
-    sx, sy = size[0] / grey.shape[1], size[1] / grey.shape[0]
+    sx, sy = h.scale
     for k, line in enumerate(seg.lines):
         text = ""
         for candidate in line:
             height = seg.line_heights[k]
             options = [(candidate.whole,)]
-            if results[candidate.whole]["unsure"] or candidate.whole.width > WIDE_FROM * height:
+            if results[candidate.whole]["unsure"] or candidate.whole.width > scoring.wide_from * height:
                 options += candidate.cuts
             scores = [
-                score([results[p]["confidence"] for p in parts], [p.width / height for p in parts]) for parts in options
+                score([results[p]["confidence"] for p in parts], [p.width / height for p in parts], scoring)
+                for parts in options
             ]
             order = np.argsort(scores)[::-1]
             best = options[order[0]]
@@ -122,11 +168,11 @@ def read(run_or_predictor: Predictor | str | os.PathLike, image) -> Reading:
                 x0, y0, x1, y1 = p.box
                 box = (math.floor(x0 * sx), math.floor(y0 * sy), math.ceil(x1 * sx), math.ceil(y1 * sy))
                 digits.append(ReadDigit(top["digit"], top["label"], r["confidence"], box, k, r["unsure"], r["reason"]))
-                crops_kept.append(crop_of[p])
+                crops_kept.append(h.crops[p])
                 text += top["label"]
                 if r["unsure"]:
                     reasons.append(f"digit {len(digits)}: {r['reason']}")
-            if len(order) > 1 and scores[order[0]] - scores[order[1]] < AMBIGUOUS:
+            if len(order) > 1 and scores[order[0]] - scores[order[1]] < scoring.ambiguous:
                 other = options[order[1]]
                 where = f"digit {first}" if len(best) == 1 else f"digits {first}-{first + len(best) - 1}"
                 reasons.append(
@@ -143,15 +189,15 @@ def read(run_or_predictor: Predictor | str | os.PathLike, image) -> Reading:
         reason="; ".join(reasons) or None,
         digits=tuple(digits),
         crops=np.stack(crops_kept),
-        size=size,
+        size=h.size,
     )
 
 
-def score(confidences: list[float], widths: list[float]) -> float:
+def score(confidences: list[float], widths: list[float], scoring: Scoring = SCORING) -> float:
     """The log-score of reading a candidate as these digits, of these widths (in line heights)."""
     fit = sum(math.log(max(p, 1e-12)) for p in confidences)
-    wide = sum(WIDE_PENALTY * max(0.0, w - WIDE_FROM) for w in widths)
-    return fit + wide + CUT_PENALTY * (len(confidences) - 1)
+    wide = sum(scoring.wide_penalty * max(0.0, w - scoring.wide_from) for w in widths)
+    return fit + wide + scoring.cut_penalty * (len(confidences) - 1)
 
 
 def _parts(candidate):
@@ -186,13 +232,15 @@ def _upright_size(img: Image.Image) -> tuple[int, int]:
     return (img.height, img.width) if turned else img.size
 
 
-def read_files(predictor: Predictor, paths: list[Path], debug_dir: Path | None = None) -> list[dict]:
+def read_files(
+    predictor: Predictor, paths: list[Path], debug_dir: Path | None = None, method: str | None = None
+) -> list[dict]:
     """One row per image file: file and the Reading's JSON form, or file and error (the rest go on)."""
     rows = []
     for i, path in enumerate(expand_paths(paths)):
         row: dict = {"file": str(path)}
         try:
-            reading = read(predictor, path)
+            reading = read(predictor, path, method=method)
         except DigitlabError as e:
             row["error"] = str(e)
         except OSError as e:

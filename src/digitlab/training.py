@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from digitlab import runs
+from digitlab import atomic, line_training, runs
 from digitlab.augment import AugmentedBatches
 from digitlab.calibrate import fit_calibration
 from digitlab.config import ModelConfig, TrainConfig, resolve_configs, resolve_precision
@@ -27,6 +28,7 @@ from digitlab.predict.keras_runtime import load_keras_model
 from digitlab.wild import build_wild, preprocess_wild
 
 __all__ = ["TrainConfig", "resolve_configs", "resume", "train"]
+EpochCallback = Callable[[dict], None]  # called with each epoch's history row and "epochs", the total
 STEPS_PER_EXECUTION = 16  # optimizer steps per call into the backend: less Python per step, same maths
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 
@@ -116,6 +118,16 @@ def check_input_shape(model: keras.Model, x: np.ndarray, where: str) -> None:
         raise RunError(f"{where}: the model expects images of shape {expected}, the data has {tuple(x.shape[1:])}")
 
 
+class StepProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, its step count held to the epoch's steps: with steps_per_execution, the last
+    call of an epoch reports the step its full execution would have ended on (192/188)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.target is not None:
+            batch = min(batch, self.target - 1)
+        super().on_train_batch_end(batch, logs)
+
+
 class _RunRecorder(keras.callbacks.Callback):
     """After every epoch: history.csv, model.keras if validation improved, checkpoint and state.
 
@@ -125,12 +137,19 @@ class _RunRecorder(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, run_dir: Path, rows: list[dict], best: float, started: float, float32_twin: keras.Model | None = None
+        self,
+        run_dir: Path,
+        rows: list[dict],
+        best: float,
+        started: float,
+        float32_twin: keras.Model | None = None,
+        on_epoch: EpochCallback | None = None,
     ):
         super().__init__()
         self.run_dir, self.rows, self.best = run_dir, rows, best
         self.epoch_started = started
         self.float32_twin = float32_twin
+        self.on_epoch = on_epoch
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_started = time.perf_counter()
@@ -154,6 +173,8 @@ class _RunRecorder(keras.callbacks.Callback):
             self.run_dir / runs.STATE,
             {"epochs_done": epoch + 1, "best_val_accuracy": self.best, "history": self.rows},
         )
+        if self.on_epoch is not None:
+            self.on_epoch({**row, "epochs": self.params["epochs"]})
 
 
 def train(
@@ -164,9 +185,14 @@ def train(
     data_dir: Path | None = None,
     overwrite: bool = False,
     verbose: int = 1,
+    on_epoch: EpochCallback | None = None,
 ) -> dict:
-    """Train a fresh model into `out_dir`; returns the metrics dict (also in metrics.json)."""
+    """Train a fresh model into `out_dir`; returns the metrics dict (also in metrics.json).
+
+    verbose 1: Keras' progress bar (for a terminal); 0: none. `on_epoch(row)` gets each epoch's history
+    row (epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds) and `epochs`, the total."""
     out_dir = Path(out_dir)
+    atomic.remove_stale(out_dir)  # what a killed run left: before anything looks at the directory
     if out_dir.exists() and not out_dir.is_dir():
         raise RunError(f"--out {out_dir}: is a file; expected a new or empty directory")
     if out_dir.exists() and runs.has_files(out_dir):
@@ -174,6 +200,9 @@ def train(
             raise RunError(f"{out_dir}: not empty and not a run directory; --out needs a new or empty directory")
         if not overwrite:
             raise RunError(f"{out_dir}: already holds a run; pass --resume to continue it or --overwrite to replace it")
+    if model_config.architecture == "line":  # lines of digits with CTC: digitlab.line_training
+        kwargs = {"data_dir": data_dir, "overwrite": overwrite, "verbose": verbose, "on_epoch": on_epoch}
+        return line_training.train(model_config, train_config, out_dir, **kwargs)
     # The whole configuration is checked, the model built included, before anything is written.
     x_tr, y_tr, x_val, y_val, ds = prepare_data(train_config, data_dir)
     train_config = dataclasses.replace(train_config, precision=resolve_precision(train_config.precision))
@@ -211,6 +240,7 @@ def train(
             best=-1.0,
             initial_epoch=0,
             verbose=verbose,
+            on_epoch=on_epoch,
         )
 
 
@@ -227,10 +257,15 @@ def _build(model_config: ModelConfig, precision: str) -> keras.Model:
         raise
 
 
-def resume(run_dir: Path, *, data_dir: Path | None = None, verbose: int = 1) -> dict:
-    """Continue an interrupted run from its last completed epoch."""
+def resume(
+    run_dir: Path, *, data_dir: Path | None = None, verbose: int = 1, on_epoch: EpochCallback | None = None
+) -> dict:
+    """Continue an interrupted run from its last completed epoch (verbose and on_epoch as for `train`)."""
     run_dir = Path(run_dir)
+    atomic.remove_stale(run_dir)  # what the killed run left
     config = runs.read_run_config(run_dir)
+    if config["model"].get("architecture") == "line":
+        return line_training.resume(run_dir, config, data_dir=data_dir, verbose=verbose, on_epoch=on_epoch)
     train_config = TrainConfig.from_dict(config["train"])
     if not (run_dir / runs.CHECKPOINT).is_file() or not (run_dir / runs.STATE).is_file():
         raise RunError(f"{run_dir}: no {runs.CHECKPOINT} to resume from; the run never finished an epoch")
@@ -259,15 +294,26 @@ def resume(run_dir: Path, *, data_dir: Path | None = None, verbose: int = 1) -> 
             best=float(state["best_val_accuracy"]),
             initial_epoch=done,
             verbose=verbose,
+            on_epoch=on_epoch,
         )
 
 
 def _fit(
-    model, model_cfg: ModelConfig, cfg: TrainConfig, run_dir: Path, split, *, rows, best, initial_epoch, verbose
+    model,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    run_dir: Path,
+    split,
+    *,
+    rows,
+    best,
+    initial_epoch,
+    verbose,
+    on_epoch=None,
 ) -> dict:
     x_tr, y_tr, x_val, y_val = split
     twin = build_model(model_cfg) if cfg.precision != "float32" else None
-    recorder = _RunRecorder(run_dir, rows, best, time.perf_counter(), float32_twin=twin)
+    recorder = _RunRecorder(run_dir, rows, best, time.perf_counter(), float32_twin=twin, on_epoch=on_epoch)
     if cfg.augmentation():
         inputs = {
             "x": AugmentedBatches(
@@ -287,7 +333,7 @@ def _fit(
         epochs=cfg.epochs,
         initial_epoch=initial_epoch,
         validation_data=(x_val.astype("float32"), y_val),
-        callbacks=[recorder],
+        callbacks=[recorder, StepProgbar()] if verbose else [recorder],
         verbose=verbose,
     )
     seconds = time.perf_counter() - started

@@ -6,6 +6,8 @@ lines by vertical overlap, pieces of one digit (a 5's detached bar, a broken 4, 
 above a 1) are merged by horizontal overlap, and a blob wide enough to hold two digits gets cuts at the
 narrowest columns of its ink. Which cut, if any, is kept is for the classifier to say (`digitlab.reading`):
 this module only proposes them. Sizes are relative to the line's height, so the rules hold at any scale.
+The constants are chosen on numbers composed from validation digits (`bench/read_numbers.py --tune`;
+docs/design/reading.md).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ MAX_CANDIDATES = 64  # digit candidates in one image; more is refused before any
 LINE_OVERLAP = 0.5  # shared rows / the piece's height for a piece to join a line
 FLOAT_DISTANCE = 0.6  # x line height: a small piece above or below a line within this joins it (a dot)
 SMALL = 0.75  # x line height: a piece shorter than this can be part of a taller digit
-TINY = 0.4  # x line height: a piece shorter than this is never a digit of its own (a 5's bar, a dot)
+TINY = 0.5  # x line height: a piece shorter than this is never a digit of its own (a 5's bar, a dot)
 TINY_REACH = 0.25  # x line height: how far beside its neighbour a tiny piece may lie and still join it
 MERGE_OVERLAP = 0.5  # shared columns / the narrower piece's width for a short piece to join a digit
 CONTAINED = 0.8  # shared columns / the narrower width above which any two pieces are one digit
@@ -31,7 +33,7 @@ TINY_WIDTH = 1.6  # x line height: ... except a tiny piece, which can widen a di
 SPLIT_WIDTH = 0.25  # x line height: narrower candidates are never cut (two touching 1s: 0.25-0.6)
 THREE_WIDTH = 1.4  # x line height: wider candidates are also tried as three digits
 MIN_PART = 0.1  # x line height: each part of a cut is at least this wide (a thin 1)
-MAX_CUTS = 3  # cut columns tried per candidate, the narrowest first
+MAX_CUTS = 5  # cut columns tried per candidate, the narrowest first
 
 
 @dataclass(frozen=True)
@@ -241,7 +243,7 @@ def propose_cuts(piece: Piece, labels: np.ndarray, height: float) -> tuple[tuple
         return ()
     _, mask = piece_mask(piece, labels)
     min_part = max(2, round(MIN_PART * height))
-    columns = [piece.box[0] + c for c in cut_columns(mask.sum(0), min_part)]
+    columns = [piece.box[0] + c for c in cut_columns(mask.sum(0), min_part, MAX_CUTS)]
     splits = [(c,) for c in columns]
     if piece.width > THREE_WIDTH * height:
         splits += [(a, b) for i, a in enumerate(columns) for b in columns[i + 1 :] if b - a >= min_part]

@@ -1,0 +1,281 @@
+"""Handwritten number lines, generated on the fly for the line model, and the line normalisation the
+model reads them in.
+
+`make_lines(x, y, n, rng)` composes n lines of 1 to MAX_DIGITS digits from one split's 28x28 digits
+(MNIST's: ink bright on black): each digit cut to its ink, scaled, slanted, thickened or thinned and
+moved off the baseline, set beside the previous one with a gap from MIN_GAP px (overlapping) to wide,
+sometimes joined to it by a connecting stroke; the line is then drawn as dark ink on paper under uneven
+light with sensor noise (the wild set's ranges, digitlab.wild) and read back by `find_ink`, as a
+person's photo is, and normalised by `normalize_line`. Training lines come from the training split and
+validation lines from the validation split (`split`); nothing here knows which.
+
+`normalize_line` is the one line normalisation: the generator and `digitlab read` (line_reading) both
+go through it. A line's ink is scaled so that its box is LINE_BOX px tall (a digit about MNIST's 20 px
+box once baselines wander) in a LINE_HEIGHT x LINE_WIDTH image, left-aligned, ink bright on black.
+Why these sizes: docs/design/line-model.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+from scipy import ndimage as ndi
+
+from digitlab.data import load_dataset, split_train_val
+from digitlab.errors import DigitlabError
+from digitlab.preprocess.ink import find_ink, ink_levels
+from digitlab.wild import GRADIENT_DARK, GRADIENT_LIGHT, INK_REFLECTANCE, JPEG_QUALITY, NOISE_SIGMA
+
+LINE_HEIGHT = 32  # px, the model's input height
+LINE_WIDTH = 256  # px, its width: 10 digits at a 20 px height with gaps fit; 64 frames of 4 px
+LINE_BOX = 24  # px, the height of a line's ink box in the normalised image
+MARGIN = 4  # px of black left of the ink (and at least this right of it)
+MAX_DIGITS = 10  # digits in a generated line (the model reads any count that fits its frames)
+PAD_LABEL = -1  # labels of a line are padded to MAX_DIGITS with this
+
+# Drawing, at the scale where a digit's 28 px MNIST frame is DIGIT px tall.
+DIGIT = 28  # px
+SCALE = (0.8, 1.2)  # each digit's size, share of DIGIT
+SLANT = 0.35  # a line's slant: up to this many px sideways per px of height, either way ...
+SLANT_JITTER = 0.08  # ... and each digit's own, around it
+THICKNESS = (-0.5, 1.5)  # share of a 1 px grey dilation (positive) or erosion (negative)
+BASELINE = 3.0  # px each digit moves up or down, at most
+MIN_GAP = -6  # px between neighbours' ink boxes: negative overlaps
+TOUCHING = 0.4  # share of gaps drawn from TOUCHING_GAP, the rest from WIDE_GAP
+TOUCHING_GAP = (MIN_GAP, 1)  # px, inclusive
+WIDE_GAP = (2, 14)  # px, inclusive
+JOIN = 0.15  # share of neighbours joined by a connecting stroke
+JOIN_WIDTH = (1.5, 2.5)  # px, the connecting stroke's width
+PAPER_MARGIN = (4, 14)  # px of paper around the ink
+PAPER = (200.0, 250.0)  # grey level of the paper where it is lightest
+GRADIENT = 0.5  # share of lines whose light fades across them (GRADIENT_DARK..GRADIENT_LIGHT)
+JPEG = 0.25  # share of lines saved as JPEG
+TALL = 0.4  # share of a line's ink height: a component this tall is a digit's, never a speck
+KEPT_INK = 0.6  # a line whose digit lost more than 40 % of its ink to `find_ink` is drawn again
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a line puts its ink in the normalised image: normalised px = (input px - offset) * scale + margin."""
+
+    scale: float  # normalised px per input px
+    offset: tuple[float, float]  # (x, y) of the ink box's corner, input px
+    margin: tuple[float, float]  # (x, y) where that corner lands, normalised px
+
+
+def normalize_line(soft: np.ndarray) -> tuple[np.ndarray, Placement]:
+    """Ink levels 0-1 of one line, cut to its ink (as `ink_levels` returns them) -> the (LINE_HEIGHT,
+    LINE_WIDTH) uint8 image the line model reads, ink 255 on black, and where the ink went. The box is
+    scaled to LINE_BOX px tall, or less where it would be wider than the image."""
+    rows, cols = np.flatnonzero((soft > 0).any(1)), np.flatnonzero((soft > 0).any(0))
+    if not len(rows):
+        raise DigitlabError("normalize_line: the line holds no ink")
+    soft = soft[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    h, w = soft.shape
+    scale = min(LINE_BOX / h, (LINE_WIDTH - 2 * MARGIN) / w)
+    size = (max(1, min(LINE_WIDTH - 2 * MARGIN, round(w * scale))), max(1, min(LINE_BOX, round(h * scale))))
+    resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR
+    box = np.clip(np.asarray(Image.fromarray(soft.astype(np.float32)).resize(size, resample)), 0.0, 1.0)
+    top = (LINE_HEIGHT - size[1]) // 2
+    out = np.zeros((LINE_HEIGHT, LINE_WIDTH), np.float32)
+    out[top : top + size[1], MARGIN : MARGIN + size[0]] = box
+    placement = Placement(size[0] / w, (float(cols[0]), float(rows[0])), (float(MARGIN), float(top)))
+    return np.round(out * 255.0).astype(np.uint8), placement
+
+
+def line_ink(grey: np.ndarray):
+    """The `Ink` of a grey image holding lines of digits, its mask widened for lines: `find_ink` drops
+    components small beside the largest (specks beside one digit), which on a line of joined digits can
+    be a thin digit of its own; components at least TALL of the ink's height stay. None without ink."""
+    ink = find_ink(np.asarray(grey, np.float32))
+    if ink is None or not ink.mask.any():
+        return None
+    labels, _ = ndi.label(ink.threshold_mask, structure=np.ones((3, 3), bool))
+    rows = np.flatnonzero(ink.mask.any(1))
+    tall = [
+        i + 1
+        for i, s in enumerate(ndi.find_objects(labels))
+        if s and s[0].stop - s[0].start >= TALL * (rows[-1] - rows[0] + 1)
+    ]
+    return dataclasses.replace(ink, mask=ink.mask | np.isin(labels, tall))
+
+
+def line_image(grey: np.ndarray) -> np.ndarray | None:
+    """A grey image of one line (any ink on any paper) -> its normalised line, or None without ink."""
+    ink = line_ink(grey)
+    if ink is None:
+        return None
+    return normalize_line(ink_levels(ink.bright, ink.mask, ink.paper)[0])[0]
+
+
+def make_lines(
+    x: np.ndarray,
+    y: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    max_digits: int = MAX_DIGITS,
+    length: int | None = None,
+    gaps: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """n lines from digits `x` (m, 28, 28) uint8 and labels `y`: images (n, LINE_HEIGHT, LINE_WIDTH)
+    uint8 and labels (n, max_digits) int32, padded with PAD_LABEL. Each line has 1 to max_digits
+    digits, lengths equally likely, or `length` digits; `gaps` (px, inclusive) replaces the gaps'
+    ranges (for measuring touching or separated digits apart)."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 3 or len(x) != len(y) or not len(x):
+        raise DigitlabError(f"make_lines: expected digits (m, h, w) and m labels, got {x.shape} and {y.shape}")
+    if not 1 <= max_digits <= MAX_DIGITS:
+        raise DigitlabError(f"max_digits: expected 1 to {MAX_DIGITS}, got {max_digits}")
+    if length is not None and not 1 <= length <= max_digits:
+        raise DigitlabError(f"length: expected 1 to max_digits ({max_digits}), got {length}")
+    images = np.zeros((n, LINE_HEIGHT, LINE_WIDTH), np.uint8)
+    labels = np.full((n, max_digits), PAD_LABEL, np.int32)
+    for i in range(n):
+        while True:
+            chosen = rng.integers(0, len(x), length or rng.integers(1, max_digits + 1))
+            image = draw_line(x[chosen], rng, gaps)
+            if image is not None:
+                break
+        images[i] = image
+        labels[i, : len(chosen)] = y[chosen]
+    return images, labels
+
+
+def draw_line(digits: np.ndarray, rng: np.random.Generator, gaps: tuple[int, int] | None = None) -> np.ndarray | None:
+    """Digits (k, 28, 28) -> their normalised line, or None where `find_ink` lost one of them (drawn again)."""
+    cover, boxes = compose(digits, rng, gaps)
+    grey = on_paper(cover, rng)
+    ink = line_ink(grey)
+    if ink is None:
+        return None
+    strong = cover > 0.25
+    for x0, x1 in boxes:  # each digit must keep most of its ink, or its label would be wrong
+        own = strong[:, x0:x1]
+        if own.any() and ink.mask[:, x0:x1][own].mean() < KEPT_INK:
+            return None
+    return normalize_line(ink_levels(ink.bright, ink.mask, ink.paper)[0])[0]
+
+
+def compose(
+    digits: np.ndarray, rng: np.random.Generator, gaps: tuple[int, int] | None = None
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Ink cover 0-1 of a line of digits with paper margins, and each digit's columns [x0, x1);
+    `gaps` (px, inclusive) instead of TOUCHING_GAP or WIDE_GAP."""
+    slant = rng.uniform(-SLANT, SLANT)
+    shapes = [_shape(d, slant + rng.uniform(-SLANT_JITTER, SLANT_JITTER), rng) for d in digits]
+    pad = PAPER_MARGIN[1] + int(BASELINE) + 2
+    height = round(DIGIT * SCALE[1]) + 2 * pad
+    # A digit overlaps at most half of its left neighbour: more would hide it.
+    spaces = [max(_gap(rng, gaps), -(left.shape[1] // 2)) for left in shapes[:-1]]
+    width = sum(s.shape[1] for s in shapes) + sum(spaces) + 2 * pad
+    cover = np.zeros((height, max(width, 2 * pad + 1)), np.float32)
+    boxes, x, previous = [], pad, None
+    for k, shape in enumerate(shapes):
+        if k:
+            x += spaces[k - 1]
+        h, w = shape.shape
+        top = pad + (round(DIGIT * SCALE[1]) - h) // 2 + round(rng.uniform(-BASELINE, BASELINE))
+        np.maximum(cover[top : top + h, x : x + w], shape, out=cover[top : top + h, x : x + w])
+        box = (x, top, x + w, top + h)
+        if previous is not None and rng.random() < JOIN:
+            _join(cover, previous, box, rng)
+        boxes.append((x, x + w))
+        previous, x = box, x + w
+    return _trim(cover, rng), boxes
+
+
+def _shape(digit: np.ndarray, slant: float, rng: np.random.Generator) -> np.ndarray:
+    """One digit's ink 0-1, cut to its box, scaled, slanted and thickened or thinned."""
+    soft = digit.astype(np.float32) / 255.0
+    rows, cols = np.flatnonzero((soft > 0.1).any(1)), np.flatnonzero((soft > 0.1).any(0))
+    if not len(rows):
+        return np.zeros((1, 1), np.float32)
+    soft = soft[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    zoom = DIGIT / 20.0 * rng.uniform(*SCALE)  # MNIST's box is 20 px of its 28 px frame
+    h, w = soft.shape
+    size = (max(1, round(w * zoom)), max(1, round(h * zoom)))
+    image = Image.fromarray(soft).resize(size, Image.Resampling.BILINEAR)
+    w, h = size
+    extra = int(np.ceil(abs(slant) * h))  # x' = x + slant * (h - y): the top leans right for slant > 0
+    # Pillow maps each output pixel back: x = x' + slant * y - (slant * (h - 1) + the shift that keeps x' >= 0).
+    shift = slant * (h - 1) + (0 if slant > 0 else extra)
+    matrix = (1.0, slant, -shift, 0.0, 1.0, 0.0)
+    image = image.transform((w + extra, h), Image.Transform.AFFINE, matrix, Image.Resampling.BILINEAR)
+    wide = np.asarray(image, dtype=np.float32)
+    amount = rng.uniform(*THICKNESS)
+    grown = ndi.grey_dilation(wide, size=(3, 3)) if amount > 0 else ndi.grey_erosion(wide, size=(3, 3))
+    wide = np.clip(wide + abs(amount) * (grown - wide), 0.0, 1.0)
+    keep = np.flatnonzero((wide > 0.1).any(0))
+    return wide[:, keep[0] : keep[-1] + 1] if len(keep) else wide
+
+
+def _gap(rng: np.random.Generator, gaps: tuple[int, int] | None = None) -> int:
+    bounds = gaps or (TOUCHING_GAP if rng.random() < TOUCHING else WIDE_GAP)
+    return int(rng.integers(bounds[0], bounds[1] + 1))
+
+
+def _join(cover: np.ndarray, left: tuple, right: tuple, rng: np.random.Generator) -> None:
+    """A pen stroke from low on the left digit's right side to the right digit's left side, drawn in."""
+    height = cover.shape[0]
+    y0 = left[1] + (left[3] - left[1]) * rng.uniform(0.55, 0.95)
+    y1 = right[1] + (right[3] - right[1]) * rng.uniform(0.3, 0.9)
+    x0, x1 = left[2] - 3, right[0] + 3
+    canvas = Image.new("F", (cover.shape[1], height), 0.0)
+    ImageDraw.Draw(canvas).line([(x0, y0), (x1, y1)], fill=1.0, width=round(rng.uniform(*JOIN_WIDTH)))
+    np.maximum(cover, ndi.gaussian_filter(np.asarray(canvas), 0.5), out=cover)
+
+
+def _trim(cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Cut to the ink plus a random paper margin on each side; columns left of the ink keep their index."""
+    rows = np.flatnonzero((cover > 0.1).any(1))
+    if not len(rows):
+        return cover
+    margin = rng.integers(PAPER_MARGIN[0], PAPER_MARGIN[1] + 1, 2)
+    return cover[max(rows[0] - margin[0], 0) : rows[-1] + margin[1] + 1]
+
+
+def on_paper(cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Ink cover 0-1 -> a grey photo of it: dark ink on paper, sometimes under light that fades across
+    the line, with sensor noise, sometimes through JPEG. uint8."""
+    h, w = cover.shape
+    if rng.random() < GRADIENT:
+        dark, light = rng.uniform(*GRADIENT_DARK), rng.uniform(*GRADIENT_LIGHT)
+        ramp = np.linspace(dark, light, w, dtype=np.float32)
+        light_map = np.broadcast_to(ramp if rng.random() < 0.5 else ramp[::-1], (h, w))
+    else:
+        light_map = np.full((h, w), rng.uniform(*PAPER), np.float32)
+    reflectance = rng.uniform(*INK_REFLECTANCE)
+    grey = light_map * (1.0 - cover * (1.0 - reflectance))
+    grey = grey + rng.uniform(0.0, NOISE_SIGMA[1]) * rng.standard_normal((h, w), dtype=np.float32)
+    grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+    if rng.random() < JPEG:
+        buffer = io.BytesIO()
+        Image.fromarray(grey).save(buffer, format="JPEG", quality=int(rng.integers(JPEG_QUALITY[0], 90)))
+        grey = np.asarray(Image.open(buffer))
+    return grey
+
+
+def split(train_config, part: str, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
+    """The digits lines of `part` ("train" or "validation") are made of: the run's split of the training
+    set, by the same load and split as `training.prepare_data` (`limit` included). Never the test set."""
+    if part not in ("train", "validation"):
+        raise DigitlabError(f"part: expected train or validation, got {part!r}")
+    ds = load_dataset(train_config.dataset, data_dir=data_dir)
+    x_tr, y_tr, x_val, y_val = split_train_val(
+        ds.x_train, ds.y_train, train_config.val_fraction, seed=train_config.split_seed
+    )
+    if part == "validation":
+        return x_val, y_val
+    if train_config.limit:
+        x_tr, y_tr = x_tr[: train_config.limit], y_tr[: train_config.limit]
+    return x_tr, y_tr
+
+
+def label_text(labels: np.ndarray) -> str:
+    """One line's padded labels -> its digits as text."""
+    return "".join(str(int(v)) for v in labels if v != PAD_LABEL)

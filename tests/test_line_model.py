@@ -1,0 +1,282 @@
+"""The line model: its shape, CTC decoding and loss, a tiny training run's files, reading with it."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from digitlab.config import PRESETS, ModelConfig, TrainConfig, resolve_configs
+from digitlab.errors import DigitlabError
+from digitlab.predict.ctc import greedy_decode, temper, texts
+
+BLANK = 10
+NAMES = tuple(str(i) for i in range(10))
+
+
+def frames_of(classes, sure=0.9, classes_count=11) -> np.ndarray:
+    """(1, len(classes), 11) probabilities: `sure` on each frame's class, the rest spread evenly."""
+    p = np.full((1, len(classes), classes_count), (1 - sure) / (classes_count - 1), np.float32)
+    for t, c in enumerate(classes):
+        p[0, t, c] = sure
+    return p
+
+
+def test_greedy_decoding_merges_runs_and_drops_blanks():
+    b = BLANK
+    (d,) = greedy_decode(frames_of([3, 3, b, 3, b, b, 7]))
+    assert d.digits == (3, 3, 7)
+    assert d.frames == ((0, 2), (3, 4), (6, 7))
+    assert d.confidence == pytest.approx(0.9**7, rel=1e-5)
+    assert d.digit_confidences == pytest.approx((0.9, 0.9, 0.9))
+    # Repeated digits need a blank between them: without one they are one digit.
+    assert greedy_decode(frames_of([3, 3, 3]))[0].digits == (3,)
+    assert greedy_decode(frames_of([b, b, b]))[0].digits == ()
+    assert texts(greedy_decode(frames_of([b, 1, b, 1, 2, 2, b])), NAMES) == ["112"]
+
+
+def test_greedy_decoding_agrees_with_keras():
+    import keras
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (16, 20, 11)).astype(np.float32)
+    logits[..., BLANK] += 1.5  # blanks frequent, as a trained model's are
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    decoded, _ = keras.ops.ctc_decode(probs, np.full(16, 20), strategy="greedy", mask_index=BLANK)
+    expected = [tuple(int(v) for v in row if v >= 0) for row in keras.ops.convert_to_numpy(decoded[0])]
+    assert [d.digits for d in greedy_decode(probs)] == expected
+
+
+def test_temperature_flattens_or_sharpens_the_frames():
+    p = frames_of([2, BLANK], sure=0.8)
+    assert temper(p, 2.0)[0, 0, 2] < 0.8 < temper(p, 0.5)[0, 0, 2]
+    np.testing.assert_allclose(temper(p, 1.0), p)
+    np.testing.assert_allclose(temper(p, 3.0).sum(-1), 1.0, rtol=1e-5)
+
+
+def test_the_line_model_gives_frames_over_digits_and_blank():
+    from digitlab.line_model import build_line_model, frames
+
+    cfg = PRESETS["numbers"][0]
+    model = build_line_model(dataclasses.replace(cfg, filters=(4, 4, 4, 4), dense=8))
+    out = model(np.zeros((2, 32, 256), np.float32))
+    assert tuple(out.shape) == (2, frames(cfg), 11) == (2, 64, 11)
+    np.testing.assert_allclose(np.asarray(out).sum(-1), 1.0, rtol=1e-5)
+    with pytest.raises(DigitlabError, match="architecture 'line'"):
+        build_line_model(ModelConfig())
+    with pytest.raises(DigitlabError, match="input_shape"):
+        build_line_model(dataclasses.replace(cfg, input_shape=(30, 256)))
+    from digitlab.models import build_model
+
+    with pytest.raises(DigitlabError, match="build_line_model"):  # lr-find and the digit path refuse it
+        build_model(cfg)
+
+
+def test_ctc_loss_prefers_the_right_labels_and_respects_padding():
+    from digitlab.line_training import CTCLoss
+
+    b = BLANK
+    probs = np.concatenate([frames_of([b, 4, b, 4, b, 2, b]), frames_of([b, 7, b, b, b, b, b])])
+    loss = CTCLoss(reduction=None)
+    right = np.array([[4, 4, 2, -1], [7, -1, -1, -1]])
+    wrong = np.array([[4, 2, -1, -1], [1, -1, -1, -1]])
+    right_loss, wrong_loss = np.asarray(loss(right, probs)), np.asarray(loss(wrong, probs))
+    assert (right_loss < wrong_loss).all()
+    assert right_loss[1] < 2.0  # the padding is not read as labels
+
+
+def test_string_accuracy_counts_whole_lines():
+    from digitlab.line_training import string_accuracy
+
+    b = BLANK
+    probs = np.concatenate([frames_of([b, 4, b, 4]), frames_of([b, 7, b, b])])
+    assert string_accuracy(probs, np.array([[4, 4, -1], [7, -1, -1]])) == 1.0
+    assert string_accuracy(probs, np.array([[4, -1, -1], [7, -1, -1]])) == 0.5
+
+
+def test_numbers_preset_and_model_line():
+    model_cfg, train_cfg = resolve_configs("numbers")
+    assert model_cfg.architecture == "line" and model_cfg.input_shape == (32, 256)
+    assert resolve_configs("fast", architecture="line")[0] == model_cfg
+    with pytest.raises(DigitlabError, match="lines"):
+        TrainConfig(lines=0)
+    with pytest.raises(DigitlabError, match="recurrent"):
+        ModelConfig(architecture="line", recurrent=-1)
+
+
+TINY = {"filters": (4, 8, 8, 8), "dense": 16}
+
+
+@pytest.fixture(scope="module")
+def tiny_line_run(tmp_path_factory, synthetic_dir):
+    """A line model trained for two epochs of 96 lines on the synthetic set: the machinery, not accuracy."""
+    from digitlab.training import train
+
+    model_cfg, train_cfg = resolve_configs("numbers", epochs=2, lines=96, val_lines=48, batch_size=32)
+    model_cfg = dataclasses.replace(model_cfg, **TINY)
+    train_cfg = dataclasses.replace(train_cfg, dataset="synthetic")
+    out = tmp_path_factory.mktemp("line") / "run"
+    train(model_cfg, train_cfg, out, data_dir=synthetic_dir, verbose=0)
+    return out
+
+
+@pytest.mark.integration  # trains: about 30 s on a busy 2-core CPU
+def test_tiny_training_leaves_a_run_directory(tiny_line_run):
+    from digitlab import runs
+
+    names = {p.name for p in tiny_line_run.iterdir()}
+    for name in (runs.CONFIG, runs.MODEL, runs.CHECKPOINT, runs.STATE, runs.HISTORY, runs.CURVES, runs.METRICS):
+        assert name in names
+    assert {runs.CALIBRATION, runs.ENVIRONMENT} <= names
+    config = json.loads((tiny_line_run / runs.CONFIG).read_text())
+    assert ModelConfig.from_dict(config["model"]).filters == TINY["filters"]  # enough to rebuild it
+    assert config["data"]["frames"] == 64
+    history = (tiny_line_run / runs.HISTORY).read_text().splitlines()
+    assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds" and len(history) == 3
+    calibration = json.loads((tiny_line_run / runs.CALIBRATION).read_text())
+    assert calibration["kind"] == "string" and calibration["temperature"] > 0
+    assert 0.0 <= calibration["threshold"] <= 1.0
+    metrics = json.loads((tiny_line_run / runs.METRICS).read_text())
+    assert metrics["validation"]["lines"] == 48 and metrics["epochs"] == 2
+
+
+@pytest.mark.integration  # trains: about 30 s on a busy 2-core CPU
+def test_a_finished_line_run_refuses_to_resume_and_a_killed_one_completes(tiny_line_run, tmp_path, synthetic_dir):
+    import shutil
+
+    from digitlab import runs
+    from digitlab.errors import RunError
+    from digitlab.training import resume
+
+    with pytest.raises(RunError, match="nothing to resume"):
+        resume(tiny_line_run, data_dir=synthetic_dir, verbose=0)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_line_run, run)
+    (run / runs.CALIBRATION).unlink()  # killed after its last epoch, before its calibration
+    metrics = resume(run, data_dir=synthetic_dir, verbose=0)
+    assert (run / runs.CALIBRATION).is_file() and metrics["calibration"]["kind"] == "string"
+    # Killed after its first epoch: the second is trained and the history grows by one row.
+    state = json.loads((run / runs.STATE).read_text())
+    state.update(epochs_done=1, history=state["history"][:1])
+    (run / runs.STATE).write_text(json.dumps(state))
+    (run / runs.CALIBRATION).unlink()
+    metrics = resume(run, data_dir=synthetic_dir, verbose=0)
+    assert metrics["epochs"] == 2 and len((run / runs.HISTORY).read_text().splitlines()) == 3
+
+
+@pytest.mark.integration  # trains: about 30 s on a busy 2-core CPU
+def test_reading_with_the_line_model(tiny_line_run):
+    from digitlab.line_reading import choose_method, read_lines
+    from digitlab.lines import compose, on_paper
+    from digitlab.predict import load_predictor
+    from test_lines import X  # pytest puts tests/ on the path
+
+    predictor = load_predictor(tiny_line_run)
+    assert choose_method(predictor, None) == "line"
+    with pytest.raises(DigitlabError, match="--method segment"):
+        choose_method(predictor, "segment")
+    cover, _ = compose(X[[3, 1, 4, 1]], np.random.default_rng(0))
+    grey = on_paper(cover, np.random.default_rng(1)).astype(np.float32)
+    fields = read_lines(predictor, grey, (grey.shape[1] * 2, grey.shape[0] * 2))
+    assert fields["lines"] == (fields["text"],) and 0.0 <= fields["confidence"] <= 1.0
+    assert len(fields["digits"]) == len(fields["text"]) == len(fields["crops"])
+    for d in fields["digits"]:  # boxes in the input's px, inside it
+        x0, y0, x1, y1 = d["box"]
+        assert 0 <= x0 < x1 <= grey.shape[1] * 2 and 0 <= y0 < y1 <= grey.shape[0] * 2
+    blank = read_lines(predictor, np.full((40, 90), 220.0, np.float32), (90, 40))
+    assert blank["text"] is None and blank["unsure"]
+
+
+def seventeen():
+    """A stand-in line model that reads "17" (a 1 at frame 2, a 7 at frame 40) and an image of two bars."""
+    from digitlab.predict import Predictor
+
+    spikes = [BLANK] * 64
+    spikes[2], spikes[40] = 1, 7
+    probs = frames_of(spikes, sure=0.95)
+    predictor = Predictor(lambda x: np.repeat(probs, len(x), 0), (32, 256), NAMES, threshold=0.01)
+    grey = np.full((60, 170), 230.0, np.float32)
+    grey[10:50, 10:14] = 20.0  # the "1"
+    grey[10:50, 150:154] = 20.0  # the "7"
+    return predictor, grey
+
+
+def test_boxes_come_from_the_frames_and_the_ink():
+    """Each digit's box is the ink between the midpoint of the digits' frames and the line's ends, in
+    the input's px."""
+    from digitlab.line_reading import read_lines
+
+    predictor, grey = seventeen()
+    fields = read_lines(predictor, grey, (340, 120))  # the input was twice as large
+    assert fields["text"] == "17" and not fields["unsure"]
+    assert fields["confidence"] == pytest.approx(0.95**64, rel=1e-4)
+    (one, seven) = fields["digits"]
+    assert tuple(one["box"]) == (20, 20, 28, 100)
+    assert tuple(seven["box"]) == (300, 20, 308, 100)
+    assert fields["crops"].shape == (2, 28, 28)
+    for crop in fields["crops"]:  # each digit's ink fills its crop's height, as a 28x28 digit does
+        rows = np.flatnonzero(crop.any(1))
+        assert rows[-1] - rows[0] + 1 >= 20
+    unsure = read_lines(dataclasses.replace(predictor, threshold=0.999), grey, (170, 60))
+    assert unsure["unsure"] and "below the threshold" in unsure["reason"]
+
+
+@pytest.mark.integration  # trains (the shared tiny run) and exports
+def test_onnx_export_of_a_line_model_reads_the_same(tiny_line_run, tmp_path, synthetic_dir):
+    import shutil
+
+    from digitlab.export import export
+    from digitlab.line_reading import read_lines
+    from digitlab.lines import compose, on_paper
+    from digitlab.predict import load_predictor
+    from test_lines import X  # pytest puts tests/ on the path
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_line_run, run)
+    record = export(run, "onnx", n=40, data_dir=synthetic_dir)
+    assert record["passed"], record
+    assert record["n"] == 40 and record["argmax_mismatches"] == 0 and record["max_abs_diff"] <= 1e-4
+    assert record["dataset"] == "synthetic validation lines"
+    cover, _ = compose(X[[2, 0, 2, 6]], np.random.default_rng(3))
+    grey = on_paper(cover, np.random.default_rng(4)).astype(np.float32)
+    size = (grey.shape[1], grey.shape[0])
+    keras_fields = read_lines(load_predictor(run), grey, size)
+    onnx_fields = read_lines(load_predictor(run, runtime="onnx"), grey, size)
+    assert onnx_fields["text"] == keras_fields["text"]
+    assert onnx_fields["confidence"] == pytest.approx(keras_fields["confidence"], abs=1e-4)
+
+
+@pytest.mark.integration  # trains (the shared tiny run)
+def test_cli_reads_with_a_line_run_and_names_a_wrong_method(tiny_line_run, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from digitlab.cli import app
+    from digitlab.lines import compose, on_paper
+    from test_lines import X  # pytest puts tests/ on the path
+
+    cover, _ = compose(X[[5, 0, 5]], np.random.default_rng(6))
+    path = tmp_path / "number.png"
+    Image.fromarray(on_paper(cover, np.random.default_rng(7))).save(path)
+    result = CliRunner().invoke(app, ["read", str(tiny_line_run), str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)
+    assert row["file"] == str(path) and "text" in row and "confidence" in row
+    result = CliRunner().invoke(app, ["read", str(tiny_line_run), str(path), "--method", "segment"])
+    assert result.exit_code != 0 and "--method segment" in result.output and "line model" in result.output
+    result = CliRunner().invoke(app, ["read", str(tiny_line_run), str(path), "--method", "lines"])
+    assert result.exit_code != 0 and "expected one of segment, line" in result.output
+
+
+def test_read_goes_through_the_line_model_for_a_line_run():
+    from digitlab.reading import Reading, read
+
+    predictor, grey = seventeen()
+    reading = read(predictor, grey.astype(np.uint8))
+    assert isinstance(reading, Reading) and reading.text == "17" and reading.lines == ("17",)
+    assert [d.label for d in reading.digits] == ["1", "7"] and reading.size == (170, 60)
+    # to_grey's image, not the array as given: the boxes hold the bars to a pixel.
+    assert np.allclose(reading.digits[1].box, (150, 10, 154, 50), atol=1)
+    assert np.allclose(reading.to_dict()["digits"][0]["box"], [10, 10, 14, 50], atol=1)
+    with pytest.raises(DigitlabError, match="--method segment"):
+        read(predictor, grey.astype(np.uint8), method="segment")

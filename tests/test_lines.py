@@ -1,0 +1,164 @@
+"""The line generator and the line normalisation (digitlab.lines), on drawn stand-ins for MNIST digits."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from digitlab import lines
+from digitlab.config import TrainConfig
+from digitlab.errors import DigitlabError
+
+
+def drawn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """Ten 28x28 digit-like drawings, ink bright on black as MNIST's: a bar (class 1) and rings and
+    crosses of different sizes for the others."""
+    images = []
+    for k in range(10):
+        img = Image.new("L", (28, 28), 0)
+        draw = ImageDraw.Draw(img)
+        if k == 1:
+            draw.line([(14, 4), (13, 24)], fill=255, width=3)
+        elif k % 2:
+            draw.line([(6, 4), (22, 24)], fill=255, width=3)
+            draw.line([(22, 4), (6, 24)], fill=255, width=3)
+        else:
+            draw.ellipse([8 - k // 4, 4, 20 + k // 4, 24], outline=255, width=3)
+        images.append(np.asarray(img))
+    return np.stack(images), np.arange(10)
+
+
+X, Y = drawn_digits()
+
+
+def test_lines_are_seeded_shaped_and_labelled():
+    a, la = lines.make_lines(X, Y, 12, np.random.default_rng(3))
+    b, lb = lines.make_lines(X, Y, 12, np.random.default_rng(3))
+    c, _ = lines.make_lines(X, Y, 12, np.random.default_rng(4))
+    assert a.shape == (12, lines.LINE_HEIGHT, lines.LINE_WIDTH) and a.dtype == np.uint8
+    assert la.shape == (12, lines.MAX_DIGITS) and la.dtype == np.int32
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(la, lb)
+    assert not np.array_equal(a, c)
+    for row in la:  # digits first, then padding only
+        length = int((row != lines.PAD_LABEL).sum())
+        assert 1 <= length <= lines.MAX_DIGITS
+        assert set(row[:length]) <= set(range(10)) and (row[length:] == lines.PAD_LABEL).all()
+        assert lines.label_text(row) == "".join(map(str, row[:length]))
+
+
+def test_lines_are_bright_ink_on_black_and_left_aligned():
+    images, _ = lines.make_lines(X, Y, 8, np.random.default_rng(0))
+    for image in images:
+        assert image.max() == 255  # strong ink saturates, as in MNIST
+        assert not image[:, : lines.MARGIN].any() and not image[:, -lines.MARGIN :].any()
+        rows = np.flatnonzero(image.any(1))
+        assert rows[-1] - rows[0] + 1 <= lines.LINE_BOX
+        assert (image == 0).mean() > 0.5  # black paper
+
+
+def test_max_digits_bounds_the_length():
+    _, labels = lines.make_lines(X, Y, 20, np.random.default_rng(1), max_digits=3)
+    assert labels.shape == (20, 3)
+    assert ((labels != lines.PAD_LABEL).sum(1) <= 3).all()
+
+
+def test_neighbours_overlap_touch_and_stand_apart():
+    rng = np.random.default_rng(5)
+    gaps = []
+    for _ in range(40):
+        chosen = rng.integers(0, 10, 6)
+        _, boxes = lines.compose(X[chosen], rng)
+        gaps += [right[0] - left[1] for left, right in zip(boxes, boxes[1:])]
+    gaps = np.array(gaps)
+    assert gaps.min() >= lines.MIN_GAP
+    assert (gaps < 0).mean() > 0.1  # overlapping ink boxes
+    assert (gaps >= 8).mean() > 0.1  # wide gaps
+
+
+def test_some_neighbours_are_joined_by_a_stroke():
+    rng = np.random.default_rng(2)
+    ones = np.repeat(X[1:2], 2, axis=0)  # two bars set far apart: ink between them is a connecting stroke
+    joined = 0
+    for _ in range(60):
+        cover, boxes = lines.compose(ones, rng)
+        (_, a1), (b0, _) = boxes
+        if b0 - a1 > 4:
+            joined += bool((cover[:, a1 + 1 : b0 - 1] > 0.3).any())
+    assert 0 < joined < 60
+
+
+def test_on_paper_is_dark_ink_on_light_paper():
+    cover = np.zeros((40, 100), np.float32)
+    cover[10:30, 40:44] = 1.0
+    grey = lines.on_paper(cover, np.random.default_rng(0))
+    assert grey.dtype == np.uint8 and grey.shape == cover.shape
+    assert grey[10:30, 40:44].mean() < grey[:, :30].mean() - 60
+
+
+def test_normalize_line_scales_the_box_and_says_where_it_went():
+    soft = np.zeros((50, 60), np.float32)
+    soft[5:45, 10:20] = 1.0
+    image, place = lines.normalize_line(soft)
+    rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
+    assert rows[-1] - rows[0] + 1 == lines.LINE_BOX and cols[0] == lines.MARGIN
+    assert place.scale == pytest.approx(lines.LINE_BOX / 40, rel=0.05)
+    assert place.offset == (10.0, 5.0)
+    # A line too long for the width is squeezed to fit, keeping its aspect ratio.
+    wide = np.ones((20, 2000), np.float32)
+    image, place = lines.normalize_line(wide)
+    cols = np.flatnonzero(image.any(0))
+    assert cols[-1] + 1 == lines.LINE_WIDTH - lines.MARGIN
+    assert np.flatnonzero(image.any(1)).size == round(20 * place.scale)
+
+
+def test_normalize_line_without_ink_is_an_error():
+    with pytest.raises(DigitlabError, match="no ink"):
+        lines.normalize_line(np.zeros((10, 10), np.float32))
+
+
+def test_line_ink_keeps_a_thin_digit_beside_a_large_blob():
+    # find_ink drops components small beside the largest; on a line a thin 1 beside joined digits stays.
+    grey = np.full((60, 200), 230.0, np.float32)
+    grey[10:50, 20:150] = 30.0  # a long joined blob of digits
+    grey[12:48, 170:172] = 30.0  # a thin 1, 2 px wide: under 8 % of the blob's area
+    ink = lines.line_ink(grey)
+    assert ink.mask[30, 170:172].all()
+    assert lines.line_ink(np.full((30, 30), 200.0, np.float32)) is None
+
+
+def test_line_image_reads_dark_ink_on_paper():
+    cover, _ = lines.compose(X[[3, 1, 4]], np.random.default_rng(0))
+    image = lines.line_image(lines.on_paper(cover, np.random.default_rng(1)))
+    assert image.shape == (lines.LINE_HEIGHT, lines.LINE_WIDTH) and image.max() == 255
+
+
+def test_bad_digits_are_refused():
+    with pytest.raises(DigitlabError, match="make_lines"):
+        lines.make_lines(X[:3], Y[:2], 1, np.random.default_rng(0))
+    with pytest.raises(DigitlabError, match="max_digits"):
+        lines.make_lines(X, Y, 1, np.random.default_rng(0), max_digits=11)
+
+
+def test_validation_lines_come_from_the_validation_split(synthetic_dir):
+    from digitlab.wild import validation_split
+
+    cfg = TrainConfig(dataset="synthetic", limit=50)
+    x_val, y_val = lines.split(cfg, "validation", synthetic_dir)
+    expected = validation_split(cfg, synthetic_dir)
+    np.testing.assert_array_equal(x_val, expected[0])
+    np.testing.assert_array_equal(y_val, expected[1])
+    x_tr, _ = lines.split(cfg, "train", synthetic_dir)
+    assert len(x_tr) == 50
+    with pytest.raises(DigitlabError, match="part"):
+        lines.split(cfg, "test", synthetic_dir)
+
+
+def test_length_and_gaps_can_be_fixed():
+    _, labels = lines.make_lines(X, Y, 6, np.random.default_rng(0), length=4)
+    assert ((labels != lines.PAD_LABEL).sum(1) == 4).all()
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        _, boxes = lines.compose(X[[0, 2, 4, 6]], rng, gaps=(-3, -1))  # rings: wide enough to overlap by 3
+        assert all(-3 <= b[0] - a[1] <= -1 for a, b in zip(boxes, boxes[1:]))
+    with pytest.raises(DigitlabError, match="length"):
+        lines.make_lines(X, Y, 1, np.random.default_rng(0), max_digits=3, length=4)
