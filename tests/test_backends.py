@@ -68,7 +68,8 @@ def test_train_predict_evaluate_on_another_backend(backend, precision, tmp_path,
     from PIL import Image
 
     grid = np.zeros((28, 28), np.uint8)
-    grid[4:10, 4:9] = 230
+    grid[5:8, 8:20] = 230  # a "7": a bar and a stroke down (a lone block would be refused as a dot)
+    grid[8:24, 16:19] = 230
     Image.fromarray(grid).save(image)
     done = cli("predict", str(run), str(image), "--json", backend=backend, data_dir=synthetic_dir)
     assert done.returncode == 0, done.stderr[-3000:]
