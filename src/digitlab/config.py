@@ -191,26 +191,25 @@ class TrainConfig:
 
 # Named starting points; every field can still be overridden from the CLI.
 DEFAULT_PRESET = "robust"
+# Seconds to 99 %: a small strided CNN, two epochs of one-cycle Adam with label smoothing on
+# standardized pixels, mixed bfloat16 where native. Why: docs/design/fast-preset.md, bfloat16.md.
+_FAST = (
+    ModelConfig(
+        architecture="cnn", filters=(16, 32), kernels=(5, 3), strides=(2, 2), dense=128, norm_from=2, standardize=True
+    ),
+    TrainConfig(
+        epochs=2, batch_size=256, learning_rate=3e-2, schedule="onecycle", label_smoothing=0.1, precision="auto"
+    ),
+)
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     # The default, for people's digits: the fast preset's network trained longer on digits slanted,
     # rotated, thickened, thinned and blurred as people's images are, calibrated on validation digits
     # drawn as people's images (the wild set). Why: docs/design/robust-preset.md.
     "robust": (
-        ModelConfig(
-            architecture="cnn",
-            filters=(16, 32),
-            kernels=(5, 3),
-            strides=(2, 2),
-            dense=128,
-            norm_from=2,
-            standardize=True,
-        ),
-        TrainConfig(
+        _FAST[0],
+        dataclasses.replace(
+            _FAST[1],
             epochs=8,
-            batch_size=256,
-            learning_rate=3e-2,
-            schedule="onecycle",
-            label_smoothing=0.1,
             shift=1.5,
             rotate=15.0,
             scale=0.1,
@@ -218,25 +217,9 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
             thickness=0.8,
             blur=0.8,
             calibrate_wild=300,
-            precision="auto",
         ),
     ),
-    # Seconds to 99 %: a small strided CNN, two epochs of one-cycle Adam with label smoothing on
-    # standardized pixels, mixed bfloat16 where native. Why: docs/design/fast-preset.md, bfloat16.md.
-    "fast": (
-        ModelConfig(
-            architecture="cnn",
-            filters=(16, 32),
-            kernels=(5, 3),
-            strides=(2, 2),
-            dense=128,
-            norm_from=2,
-            standardize=True,
-        ),
-        TrainConfig(
-            epochs=2, batch_size=256, learning_rate=3e-2, schedule="onecycle", label_smoothing=0.1, precision="auto"
-        ),
-    ),
+    "fast": _FAST,
     # Accuracy within half an hour on a 2-core CPU: Conv 32 5x5, two stages of two 3x3 convs (48, 96),
     # max-pooling after each stage; a fresh random shift, rotation, zoom, elastic distortion, slant,
     # thickness and blur of each digit every epoch; 40 epochs of one-cycle AdamW; calibrated as the
