@@ -205,24 +205,9 @@ def train(
         if overwrite:
             runs.clear_run(out_dir)
         ds = load_dataset(train_config.dataset, data_dir=data_dir)
-        runs.write_json(
-            out_dir / runs.CONFIG,
-            {
-                "model": model_config.to_dict(),
-                "train": train_config.to_dict(),
-                "data": {
-                    "name": ds.name,
-                    "source": ds.source,
-                    "verified": ds.verified,
-                    "class_names": list(ds.class_names),
-                    "train": len(x_tr),
-                    "validation": train_config.val_lines,
-                    "lines_per_epoch": train_config.lines,
-                    "frames": frames(model_config),
-                },
-            },
-        )
-        runs.write_json(out_dir / runs.ENVIRONMENT, runs.environment(train_config.seed))
+        lines = {"lines_per_epoch": train_config.lines, "frames": frames(model_config)}
+        data = {"train": len(x_tr), "validation": train_config.val_lines, **lines}
+        runs.write_run_config(out_dir, model_config, train_config, ds, data)
         return _fit(
             model,
             train_config,

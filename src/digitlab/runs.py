@@ -150,6 +150,16 @@ def is_temporary(path: Path) -> bool:
     return path.name.startswith(".") and atomic.TEMP_SUFFIX in path.name
 
 
+def write_run_config(run_dir: Path, model_config, train_config, dataset, data: dict) -> None:
+    """config.json (model, training and data, enough to rebuild the model) and environment.json of a
+    new run; `data` adds the split's sizes and anything else the run's kind records."""
+    about = {"name": dataset.name, "source": dataset.source, "verified": dataset.verified}
+    about["class_names"] = list(dataset.class_names)
+    config = {"model": model_config.to_dict(), "train": train_config.to_dict(), "data": {**about, **data}}
+    write_json(Path(run_dir) / CONFIG, config)
+    write_json(Path(run_dir) / ENVIRONMENT, environment(train_config.seed))
+
+
 def read_run_config(run_dir: Path) -> dict:
     """A run's config.json, with a clear error when it is missing or unreadable."""
     run_dir = Path(run_dir)

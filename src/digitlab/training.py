@@ -214,22 +214,7 @@ def train(
     with runs.lock_run(out_dir):
         if overwrite:
             runs.clear_run(out_dir)
-        runs.write_json(
-            out_dir / runs.CONFIG,
-            {
-                "model": model_config.to_dict(),
-                "train": train_config.to_dict(),
-                "data": {
-                    "name": ds.name,
-                    "source": ds.source,
-                    "verified": ds.verified,
-                    "class_names": list(ds.class_names),
-                    "train": len(x_tr),
-                    "validation": len(x_val),
-                },
-            },
-        )
-        runs.write_json(out_dir / runs.ENVIRONMENT, runs.environment(train_config.seed))
+        runs.write_run_config(out_dir, model_config, train_config, ds, {"train": len(x_tr), "validation": len(x_val)})
         return _fit(
             model,
             model_config,
