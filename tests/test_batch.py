@@ -1,6 +1,7 @@
-"""`digitlab batch`: the same answers as `predict`, one Parquet row per file, resumable, and the same rows
-on Ray's workers as in one process."""
+"""`digitlab batch`: the same answers as `predict` and `read`, one Parquet row per file, resumable, and the
+same rows on Ray's workers as in one process."""
 
+import dataclasses
 import hashlib
 import importlib.util
 import shutil
@@ -14,17 +15,21 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from digitlab import runs
-from digitlab.batch import output, run_batch
+from digitlab.batch import engines, output, run_batch
+from digitlab.batch.reader import BatchReader
 from digitlab.batch.sources import list_source
 from digitlab.cli import app
 from digitlab.errors import DigitlabError
 from digitlab.export import export
+from digitlab.numbers import compose_numbers
 from digitlab.predict import load_predictor, predict_files
+from digitlab.reading import read_files
 
 pq = pytest.importorskip("pyarrow.parquet")
 runner = CliRunner()
 HAS_RAY = importlib.util.find_spec("ray") is not None
 COMPARED = ("path", "digit", "unsure", "reason", "error", "run_id", "model_digest")
+NUMBER_COLUMNS = ("path", "text", "confidence", "unsure", "reason", "error")
 
 
 def invoke(*args):
@@ -64,6 +69,62 @@ def images(tmp_path_factory, mnist):
     Image.new("L", (60, 60), 255).save(root / "png" / "blank.png")
     (root / "png" / "broken.png").write_bytes(b"not an image")
     return root
+
+
+@pytest.fixture(scope="module")
+def numbers(tmp_path_factory, mnist):
+    """36 generated numbers of MNIST test digits (12 lines of separated digits, 12 of touching ones, 12
+    pages of 2-3 lines), PNG and JPEG, plus a blank page and a file that is not an image; and their texts."""
+    root = tmp_path_factory.mktemp("numbers")
+    texts = {}
+    made = [
+        n for subset in ("separated", "close", "lines") for n in compose_numbers(mnist.x_test, mnist.y_test, subset, 12)
+    ]
+    for i, number in enumerate(made):
+        img = Image.fromarray(number.image).resize((number.image.shape[1] * 3, number.image.shape[0] * 3))
+        path = root / (f"{i:03d}.png" if i % 2 else f"{i:03d}.jpg")
+        img.save(path) if i % 2 else img.convert("RGB").save(path, quality=92)
+        texts[str(path)] = number.text
+    Image.new("L", (200, 80), 255).save(root / "blank.png")
+    (root / "broken.png").write_bytes(b"not an image")
+    return root, texts
+
+
+def readings(predictor, folder) -> list[list]:
+    """`digitlab read`'s rows for every file of `folder` (digitlab.read on each), as batch's columns."""
+    renamed = [{**r, "path": r["file"]} for r in read_files(predictor, [folder])]
+    return sorted([[r.get(k) for k in NUMBER_COLUMNS] for r in renamed], key=lambda r: r[0])
+
+
+def same_readings(got: list[dict], want: list[list]) -> None:
+    assert [r[0] for r in want] == [r["path"] for r in got]
+    for row, expected in zip(got, want):
+        wanted = dict(zip(NUMBER_COLUMNS, expected))
+        assert {k: row[k] for k in NUMBER_COLUMNS if k != "confidence"} == {
+            k: v for k, v in wanted.items() if k != "confidence"
+        }, row["path"]
+        assert row["confidence"] == pytest.approx(wanted["confidence"], abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def line_run(tmp_path_factory, synthetic_dir):
+    """A tiny line model (one epoch of 64 lines of the synthetic set): reading by line, not accuracy."""
+    from digitlab import resolve_configs, train
+
+    model_cfg, train_cfg = resolve_configs("numbers", epochs=1, lines=64, val_lines=32, batch_size=32)
+    model_cfg = dataclasses.replace(model_cfg, filters=(4, 8, 8, 8), dense=16)
+    out = tmp_path_factory.mktemp("line") / "run"
+    train(model_cfg, dataclasses.replace(train_cfg, dataset="synthetic"), out, data_dir=synthetic_dir, verbose=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of two CPUs for this module's Ray tests, as CI starts it."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
 
 
 def test_source_forms_folder_glob_list_and_uri(images, tmp_path):
@@ -193,19 +254,64 @@ def test_local_engine_imports_neither_ray_nor_tensorflow(run_dir, images, tmp_pa
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.integration
+def test_number_task_gives_reads_answers_one_row_per_file(run_dir, numbers, tmp_path):
+    folder, texts = numbers
+    out = tmp_path / "numbers.parquet"
+    result = invoke("batch", run_dir, folder, "--out", out, "--task", "number", "--engine", "local")
+    assert result.exit_code == 0, result.output
+    assert "read 38 files" in result.output and "1 errors" in result.output
+    assert list(pq.read_schema(next(out.glob("part-*.parquet"))).names) == output.schema("number").names
+    got = rows(out)
+    same_readings(got, readings(load_predictor(run_dir), folder))  # Keras, as `digitlab read` by default
+    by_path = {r["path"]: r for r in got}
+    assert "not an image" in by_path[f"{folder}/broken.png"]["error"]
+    assert by_path[f"{folder}/blank.png"]["text"] is None and by_path[f"{folder}/blank.png"]["unsure"]
+    assert {r["run_id"] for r in got} == {"fast"} and len({r["model_digest"] for r in got}) == 1
+    right = sum(by_path[p]["text"] == text for p, text in texts.items())
+    assert right >= 0.5 * len(texts)  # whole numbers are read, not only recorded
+    again = invoke("batch", run_dir, folder, "--out", out, "--engine", "local")  # --task digit on its output
+    one_line_error(again, f"--out {out}", "task 'number'")
+
+
+@pytest.mark.integration
+def test_a_line_run_reads_numbers_by_line_and_refuses_the_digit_task(line_run, numbers, tmp_path):
+    folder, _ = numbers
+    out = tmp_path / "lines.parquet"
+    result = invoke("batch", line_run, folder, "--out", out, "--task", "number", "--engine", "local")
+    assert result.exit_code == 0, result.output
+    same_readings(rows(out), readings(load_predictor(line_run), folder))  # `digitlab read` reads it by line
+    result = invoke("batch", line_run, folder, "--out", tmp_path / "digits", "--engine", "local")
+    one_line_error(result, "--task digit", "holds a line model", "--task number")
+    assert not (tmp_path / "digits").exists()
+
+
+@pytest.mark.integration
+def test_onnx_threads_are_an_option_and_ray_workers_share_the_cores(run_dir):
+    options = BatchReader(str(run_dir), "onnx", "digit", threads=1).predictor.forward.args[0].get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+    default = BatchReader(str(run_dir), "onnx", "digit").predictor.forward.args[0].get_session_options()
+    assert default.intra_op_num_threads == 0  # ONNX Runtime's own choice, as before
+    shares = {(cores, workers): engines.worker_threads(cores, workers) for cores, workers in [(2, 2), (16, 4), (2, 4)]}
+    assert shares == {(2, 2): 1, (16, 4): 4, (2, 4): 1}
+
+
 @pytest.mark.skipif(not HAS_RAY, reason="needs the scale extra")
 @pytest.mark.integration
-def test_ray_with_two_workers_gives_the_local_rows(run_dir, images, tmp_path):
-    import ray
-
+def test_ray_with_two_workers_gives_the_local_rows(run_dir, images, tmp_path, local_ray):
     local = run_batch(run_dir, str(images), tmp_path / "local", engine="local", runtime="onnx", batch_size=32)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        remote = run_batch(run_dir, str(images), tmp_path / "ray", engine="ray", workers=2, batch_size=32)
-    finally:
-        ray.shutdown()
+    remote = run_batch(run_dir, str(images), tmp_path / "ray", engine="ray", workers=2, batch_size=32)
     assert remote["runtime"] == "onnx" and remote["files"] == local["files"] == 302
     on_ray, here = rows(tmp_path / "ray"), rows(tmp_path / "local")
     assert [[r[k] for k in COMPARED] for r in on_ray] == [[r[k] for k in COMPARED] for r in here]
     for a, b in zip(on_ray, here):
         assert a["confidence"] == pytest.approx(b["confidence"], abs=1e-6)
+
+
+@pytest.mark.skipif(not HAS_RAY, reason="needs the scale extra")
+@pytest.mark.integration
+def test_ray_number_task_gives_reads_answers(run_dir, numbers, tmp_path, local_ray):
+    folder, _ = numbers
+    summary = run_batch(run_dir, str(folder), tmp_path / "ray", task="number", engine="ray", workers=2, batch_size=8)
+    assert (summary["runtime"], summary["files"], summary["errors"]) == ("onnx", 38, 1)
+    same_readings(rows(tmp_path / "ray"), readings(load_predictor(run_dir, "onnx"), folder))

@@ -1,12 +1,12 @@
 """Batch reading of an archive of images into Parquet: `run_batch(run, source, out)`.
 
     SOURCE -> list the files (sources.py) -> skip those already in --out (output.py)
-           -> batches of paths -> BatchReader: preprocess + classify (reader.py)
+           -> batches of paths -> BatchReader: preprocess + classify, or digitlab.read (reader.py)
               in this process or on Ray Data's actors (engines.py)
            -> part files, each written whole, with a manifest (output.py)
 
-A file gets the same answer here as through `digitlab predict`: the same `preprocess`, the same
-`classify`, the same calibration and unsure rule.
+A file gets the same answer here as through `digitlab predict` (task digit: the same `preprocess`, the
+same `classify`, the same calibration and unsure rule) or `digitlab read` (task number: `digitlab.read`).
 """
 
 from __future__ import annotations
@@ -73,8 +73,6 @@ def run_batch(
         raise DigitlabError("--address and --workers: for --engine ray; --engine local runs in this process")
     if engine == "ray":
         engines.import_ray()  # a missing Ray fails here, before the model loads
-    if task == "number":
-        raise DigitlabError("--task number: not available in digitlab batch; expected --task digit")
     runtime = runtime or default_runtime(engine)
     out = Path(out)
     files = list_source(source)
@@ -96,7 +94,8 @@ def run_batch(
         )
     with contextlib.ExitStack() as stack:
         if engine == "ray":
-            ray = stack.enter_context(engines.ray_session(address, workers))  # an unreachable --address fails here
+            # An unreachable --address fails here, before the output folder is touched.
+            ray, cores = stack.enter_context(engines.ray_session(address, workers))
             del reader  # the actors load their own model
         stack.enter_context(runs.lock_run(out))  # a second job on the same --out stops at once
         done = output.prepare(out, manifest, overwrite=overwrite)
@@ -110,7 +109,7 @@ def run_batch(
             results = engines.local_results(reader, todo, batch_size)
         else:
             options["expected_digest"] = digest
-            results = engines.ray_results(ray, todo, options, batch_size=batch_size, workers=workers)
+            results = engines.ray_results(ray, todo, options, batch_size=batch_size, workers=workers, cores=cores)
         for table in results:
             first_result = first_result or time.monotonic() - start
             writer.add(table)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import math
 import os
 import socket
 import warnings
@@ -54,17 +55,26 @@ def check_reachable(address: str) -> None:
         ) from None
 
 
+def worker_threads(cores: int, workers: int) -> int:
+    """ONNX Runtime threads per model call for each of `workers` workers sharing `cores`: their share, at
+    least 1 (ONNX Runtime's default, a thread per core in every worker, has them contend)."""
+    return max(1, cores // workers)
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None, workers: int | None) -> Iterator:
-    """Ray for one job: the cluster at `address`, or a local Ray with `workers` CPUs, shut down after
-    the job; or the Ray this process has already started, left running."""
+    """Ray for one job and the cores its workers share: the cluster at `address`, or a local Ray with
+    `workers` CPUs on this machine's cores, shut down after the job; or the Ray this process has already
+    started, left running. Yields (ray, cores)."""
     ray = import_ray()
     if ray.is_initialized():
-        yield ray
+        yield ray, int(ray.cluster_resources().get("CPU", 1))
         return
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
     if address is None:
-        ray.init(num_cpus=workers or os.cpu_count(), **options)
+        # "local": a new Ray even where `ray start` runs on this machine (--address auto joins that one).
+        ray.init(address="local", num_cpus=workers or os.cpu_count(), **options)
+        cores = os.cpu_count() or 1  # Ray schedules `workers` CPUs; the workers' threads may use them all
     else:
         check_reachable(address)
         try:
@@ -72,8 +82,9 @@ def ray_session(address: str | None, workers: int | None) -> Iterator:
         except (ConnectionError, RuntimeError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise DigitlabError(f"--address {address}: cannot join a Ray cluster there ({first})") from None
+        cores = int(ray.cluster_resources().get("CPU", 1))
     try:
-        yield ray
+        yield ray, cores
     finally:
         ray.shutdown()
 
@@ -82,20 +93,25 @@ def _no_restarts() -> dict:
     return {"max_restarts": 0}
 
 
-def ray_results(ray, paths: list[str], reader_options: dict, *, batch_size: int, workers: int | None) -> Iterator:
-    """Result tables from Ray Data, in the order the actors finish them (each row names its path)."""
+def ray_results(
+    ray, paths: list[str], reader_options: dict, *, batch_size: int, workers: int | None, cores: int
+) -> Iterator:
+    """Result tables from Ray Data, in the order the actors finish them (each row names its path). Each
+    of the workers (default: one per CPU of the cluster) runs the model on its share of `cores`."""
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the CLI draws the job's own bar
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    pa, _ = pyarrow()
-    # One block per batch: blocks are what the actors are handed, so many small ones keep all busy.
-    blocks = [pa.table({"path": paths[i : i + batch_size]}) for i in range(0, len(paths), batch_size)]
+    reader_options = {**reader_options, "threads": worker_threads(cores, size)}
+    # Only the paths travel: each actor reads its files itself. One block per batch (blocks are what the
+    # actors are handed, so many small ones keep all busy), built here: from_arrow would ask a Ray task
+    # per block for its metadata, and wait for worker processes to start for them.
+    paths_ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=math.ceil(len(paths) / batch_size))
     with warnings.catch_warnings():
         # Ray marks ray_remote_args_fn deprecated (for 2.64) and names no other way to set max_restarts;
         # without it Ray logs an alarming line for every actor pool.
         warnings.simplefilter("ignore", DeprecationWarning)
-        results = ray.data.from_arrow(blocks).map_batches(
+        results = paths_ds.map_batches(
             BatchReader,
             fn_constructor_kwargs=reader_options,
             batch_size=batch_size,

@@ -76,18 +76,21 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
 RUNTIMES = ("keras", "onnx")
 
 
-def load_predictor(run_dir: Path, runtime: str = "keras", *, require_calibration: bool = True) -> Predictor:
+def load_predictor(
+    run_dir: Path, runtime: str = "keras", *, require_calibration: bool = True, threads: int | None = None
+) -> Predictor:
     """A run's model with its class names and calibration. runtime "keras": model.keras; "onnx":
     model.onnx (from `digitlab export`) on ONNX Runtime, without importing TensorFlow or Keras.
 
     A run without calibration.json (killed after its last epoch) is refused: its confidences would be
     uncalibrated and nothing would be marked unsure. require_calibration=False reads the model's own
-    probabilities (training's calibration step and evaluation need them)."""
+    probabilities (training's calibration step and evaluation need them). `threads`: ONNX Runtime's threads
+    per model call (None: its default, a thread per physical core); TensorFlow's are set per process."""
     run_dir = Path(run_dir)
     if runtime == "keras":
         forward, input_shape = keras_runtime.load(run_dir)
     elif runtime == "onnx":
-        forward, input_shape = onnx_runtime.load(run_dir)
+        forward, input_shape = onnx_runtime.load(run_dir, threads)
     else:
         raise DigitlabError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if require_calibration and run_dir.is_dir() and not (run_dir / runs.CALIBRATION).is_file():

@@ -7,6 +7,7 @@ the `onnx` extra: NumPy, Pillow, SciPy, Typer and ONNX Runtime. Nothing here imp
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -17,14 +18,20 @@ from digitlab import runs
 from digitlab.errors import DigitlabError, RunError
 
 
-def open_session(path: Path):
-    """An ONNX Runtime session for one .onnx file, on the CPU."""
+def open_session(path: Path, threads: int | None = None):
+    """An ONNX Runtime session for one .onnx file, on the CPU. `threads`: threads one model call may use
+    (processes sharing the cores, as Ray's workers do, each take their share); None: ONNX Runtime's
+    default, a thread per physical core."""
     try:
         import onnxruntime  # optional: the `onnx` extra
     except ImportError:
         raise DigitlabError("the ONNX runtime needs onnxruntime: pip install 'digitlab[onnx]'") from None
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads  # within one operator
+        options.inter_op_num_threads = threads  # across operators (only in the parallel execution mode)
     try:
-        return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as e:  # a truncated or foreign file
         raise RunError(f"{path}: cannot be loaded by ONNX Runtime ({type(e).__name__}: {e})") from None
 
@@ -39,8 +46,9 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def load_session(run_dir: Path):
-    """The session for a run's model.onnx, refusing one exported from an older model.keras."""
+def load_session(run_dir: Path, threads: int | None = None):
+    """The session for a run's model.onnx, refusing one exported from an older model.keras; `threads` as
+    for open_session."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
@@ -48,7 +56,7 @@ def load_session(run_dir: Path):
     if not path.is_file():
         raise RunError(f"{run_dir}: no {runs.ONNX} here; make it with `digitlab export {run_dir} --format onnx`")
     _check_fresh(run_dir, path)
-    return open_session(path)
+    return open_session(path, threads)
 
 
 def _check_fresh(run_dir: Path, path: Path) -> None:
@@ -67,8 +75,9 @@ def _check_fresh(run_dir: Path, path: Path) -> None:
         )
 
 
-def load(run_dir: Path) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[int, ...]]:
-    """The forward callable and input shape (without the batch) of a run's model.onnx."""
-    inference = load_session(run_dir)  # an onnxruntime.InferenceSession
+def load(run_dir: Path, threads: int | None = None) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[int, ...]]:
+    """The forward callable (run_session on the session, its `args[0]`) and input shape (without the
+    batch) of a run's model.onnx; `threads` as for open_session."""
+    inference = load_session(run_dir, threads)  # an onnxruntime.InferenceSession
     input_shape = tuple(inference.get_inputs()[0].shape[1:])  # the batch dimension is dynamic
-    return (lambda x: run_session(inference, x)), input_shape
+    return functools.partial(run_session, inference), input_shape
