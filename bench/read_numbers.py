@@ -4,10 +4,13 @@ right, digit accuracy, the share marked unsure and the accuracy on what is not, 
 number in process, and the latency of /api/read through `digitlab serve RUN --workers 2` with
 concurrent clients; writes them into their own section of BENCHMARKS.md (`<!-- numbers -->`).
 
-    .venv/bin/python bench/read_numbers.py RUN [--count 480] [--seed 0] [--clients 8] [--duration 20] [--out BENCHMARKS.md]
+    .venv/bin/python bench/read_numbers.py RUN [RUN...] [--count 480] [--seed 0] [--clients 8] [--duration 20] [--out BENCHMARKS.md]
     .venv/bin/python bench/read_numbers.py RUN --tune [--tune-count 240]
 
-The benchmark's strings are composed from the test split and used for nothing else. `--tune` composes
+Several runs are read on the same numbers and set side by side, each by its own method (a digit run by
+segmentation, a line model's run, `--preset numbers`, by its line model); the first is the one timed
+through the API and detailed per length. The benchmark's strings are composed from the test split and
+used for nothing else. `--tune` composes
 the same subsets from the run's validation split (the split `digitlab train` held out, from the run's
 config.json) and chooses the constants of preprocess/segment.py and the Scoring of reading.py on them
 alone: a sweep of each segmentation constant in turn (the best value kept before the next), then a grid
@@ -36,7 +39,7 @@ from digitlab.numbers import LENGTHS, SUBSETS, compose_numbers, score_readings
 from digitlab.preprocess import segment as segment_module
 from digitlab.reading import SCORING, Scoring, decide, hypotheses, read
 from digitlab.runs import cpu_name
-from latency import _client, free_port, multipart_request, start_server  # the /api/predict load tool's pieces
+from latency import _client, free_port, json_request, start_server  # the API load tool's pieces
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "numbers"
@@ -132,12 +135,10 @@ def png(image: np.ndarray) -> bytes:
 
 def bench_api(run: Path, images: list[np.ndarray], clients: int, workers: int, duration: float) -> dict:
     """`digitlab serve RUN --workers W` on a free loopback port; CLIENTS keep-alive connections, each posting
-    its own number as a multipart PNG to /api/read back to back (a closed loop). Latency in ms."""
+    its own number as a PNG to /api/read back to back (a closed loop), as the page sends its pad: JSON
+    {"image": a data: URL}. Latency in ms."""
     port = free_port()
-    requests = [
-        multipart_request(port, png(images[i % len(images)])).replace(b"POST /api/predict ", b"POST /api/read ", 1)
-        for i in range(clients)
-    ]
+    requests = [json_request(port, png(images[i % len(images)]), "/api/read") for i in range(clients)]
 
     async def load(seconds: float) -> tuple[list[float], list[str], float]:
         latencies: list[float] = []
@@ -189,14 +190,16 @@ def _row_text(r: dict) -> str:
     )
 
 
-def report(args, rows: list[dict], api: dict | None) -> str:
+def report(args, results: dict[Path, list[dict]], api: dict | None) -> str:
+    rows = results[args.runs[0]]
     by = {(r["subset"], r["length"]): r for r in rows}
     timed = statistics.median(r["median_ms"] for r in rows if r["length"] == TIMED_LENGTH)
     lines = [
         "## Reading numbers (`digitlab read`)",
         "",
-        f"Written by `.venv/bin/python bench/read_numbers.py RUN --count {args.count} --seed {args.seed}` on "
-        f"{time.strftime('%Y-%m-%d')}, run `{args.run}` ({_run_name(args.run)}), CPU {cpu_name()}, "
+        f"Written by `.venv/bin/python bench/read_numbers.py {' '.join(['RUN'] * len(args.runs))} --count "
+        f"{args.count} --seed {args.seed}` on {time.strftime('%Y-%m-%d')}, "
+        f"{'; '.join(f'run `{r}` ({_run_name(r)})' for r in args.runs)}, CPU {cpu_name()}, "
         f"{os.cpu_count()} cores, shared with other work while it ran (load average "
         f"{', '.join(f'{v:.1f}' for v in args.load)} over 1, 5, 15 min at the end; timings vary with the load).",
         "",
@@ -206,6 +209,9 @@ def report(args, rows: list[dict], api: dict | None) -> str:
         "docs/design/reading.md). Exact: the whole text right, every line in order; digits: 1 − edit distance /",
         "length; unsure: the share `read` marks unsure; accepted: exact among those not marked unsure.",
         f"Published string accuracy on real handwriting, for scale: {ANCHORS}.",
+        *_comparison(args, results),
+        "",
+        f"`{args.runs[0]}`:",
         "",
         "| subset | exact | digits | unsure | accepted | exact, 4 digits | median ms |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -224,7 +230,8 @@ def report(args, rows: list[dict], api: dict | None) -> str:
     if api:
         lines.append(
             f"Through the API, `digitlab serve RUN --workers {api['workers']}` on 127.0.0.1, {api['clients']} "
-            f"concurrent keep-alive clients each posting a {TIMED_LENGTH}-digit number (PNG) to /api/read for "
+            f"concurrent keep-alive clients each posting a {TIMED_LENGTH}-digit number (a PNG data URL in JSON, as the "
+            f"page does) to /api/read for "
             f"{args.duration:.0f} s: **p50 {api['p50']:.1f} ms**, p95 {api['p95']:.1f} ms, "
             f"{api['throughput']:.0f} requests/s, {api['errors']} errors (target p50 ≤ {TARGET_API_P50_MS:.0f} ms)."
         )
@@ -245,6 +252,33 @@ def report(args, rows: list[dict], api: dict | None) -> str:
                 )
     lines += ["", "</details>"]
     return "\n".join(lines)
+
+
+def _comparison(args, results: dict[Path, list[dict]]) -> list[str]:
+    """With several runs: exact share per subset, all lengths and 4 digits, one column pair per run."""
+    if len(results) < 2:
+        return []
+    lines = [
+        "",
+        "Numbers exactly right, all lengths / 4 digits, by run and the method `read` uses for it:",
+        "",
+        "| subset | " + " | ".join(f"`{r}` ({_method(r)})" for r in results) + " |",
+        "| --- |" + " --- |" * len(results),
+    ]
+    for s in SUBSETS:
+        cells = []
+        for rows in results.values():
+            by = {(r["subset"], r["length"]): r for r in rows}
+            four = by.get((s, 4))
+            cells.append(f"{_pct(by[(s, 'all')]['string_accuracy'])} / {_pct(four and four['string_accuracy'])}")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _method(run: Path) -> str:
+    from digitlab.runs import read_run_config
+
+    return "line model" if read_run_config(run)["model"].get("architecture") == "line" else "segmentation"
 
 
 def _run_name(run: Path) -> str:
@@ -337,7 +371,9 @@ def _fig(f: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="a run directory made by `digitlab train`")
+    parser.add_argument(
+        "runs", type=Path, nargs="+", metavar="RUN", help="run directories made by `digitlab train`; the first is timed"
+    )
     parser.add_argument("--count", type=int, default=480, help="numbers per subset (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the composed numbers (default %(default)s)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent /api/read clients (default %(default)s)")
@@ -352,9 +388,11 @@ def main() -> None:
     args = parser.parse_args()
     from digitlab.predict import load_predictor
 
-    predictor = load_predictor(args.run)
+    predictor = load_predictor(args.runs[0])
     if args.tune:
-        x_val, y_val = validation_split(args.run)
+        if _method(args.runs[0]) != "segmentation":
+            raise SystemExit(f"--tune: {args.runs[0]} is a line model's run; the constants tuned are segmentation's")
+        x_val, y_val = validation_split(args.runs[0])
         print(f"validation split: {len(y_val)} digits; {args.tune_count} numbers per subset", flush=True)
         segmentation, scoring = tune(predictor, compose_all(x_val, y_val, args.tune_count, args.seed))
         print(f"chosen on validation: {segmentation}, {scoring}")
@@ -364,16 +402,19 @@ def main() -> None:
     ds = load_dataset("mnist")
     sets = compose_all(ds.x_test, ds.y_test, args.count, args.seed)
     print(f"CPU {cpu_name()}, {os.cpu_count()} cores; {args.count} test numbers per subset", flush=True)
-    rows = bench_in_process(predictor, sets)
+    results = {args.runs[0]: bench_in_process(predictor, sets)}
+    for run in args.runs[1:]:
+        print(f"{run}:", flush=True)
+        results[run] = bench_in_process(load_predictor(run), sets)
     api = None
     if not args.no_api:
         six = [n.image for n in sets["separated"] if n.length == TIMED_LENGTH]
-        api = bench_api(args.run, six, args.clients, args.workers, args.duration)
+        api = bench_api(args.runs[0], six, args.clients, args.workers, args.duration)
         print(f"/api/read: {api}", flush=True)
-    for r in rows:
+    for r in results[args.runs[0]]:
         print(_row_text(r))
     args.load = os.getloadavg()
-    section = report(args, rows, api)
+    section = report(args, results, api)
     print(section)
     write_section(args.out, SECTION, section)
     print(f"wrote its section of {args.out}")

@@ -15,14 +15,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from digitlab import runs
-from digitlab.batch import engines, output, run_batch
+from digitlab.batch import output, run_batch
 from digitlab.batch.reader import BatchReader
 from digitlab.batch.sources import list_source
 from digitlab.cli import app
 from digitlab.errors import DigitlabError
 from digitlab.export import export
 from digitlab.numbers import compose_numbers
-from digitlab.predict import load_predictor, predict_files
+from digitlab.predict import load_predictor, predict_files, share_threads
 from digitlab.reading import read_files
 
 pq = pytest.importorskip("pyarrow.parquet")
@@ -292,7 +292,7 @@ def test_onnx_threads_are_an_option_and_ray_workers_share_the_cores(run_dir):
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
     default = BatchReader(str(run_dir), "onnx", "digit").predictor.forward.args[0].get_session_options()
     assert default.intra_op_num_threads == 0  # ONNX Runtime's own choice, as before
-    shares = {(cores, workers): engines.worker_threads(cores, workers) for cores, workers in [(2, 2), (16, 4), (2, 4)]}
+    shares = {(cores, workers): share_threads(workers, cores) for cores, workers in [(2, 2), (16, 4), (2, 4)]}
     assert shares == {(2, 2): 1, (16, 4): 4, (2, 4): 1}
 
 

@@ -62,6 +62,11 @@ def test_the_line_model_gives_frames_over_digits_and_blank():
     out = model(np.zeros((2, 32, 256), np.float32))
     assert tuple(out.shape) == (2, frames(cfg), 11) == (2, 64, 11)
     np.testing.assert_allclose(np.asarray(out).sum(-1), 1.0, rtol=1e-5)
+    names = [layer.name for layer in model.layers]
+    assert [n for n in names if n.startswith("context_") and "_" not in n[8:]] == ["context_0", "context_1"]
+    assert model.get_layer("context_0").kernel.shape == (5, 8, 8)  # 5 frames, dense wide in and out
+    plain = build_line_model(dataclasses.replace(cfg, filters=(4, 4, 4, 4), dense=8, context=0))
+    assert not [n for n in (layer.name for layer in plain.layers) if n.startswith("context")]
     with pytest.raises(DigitlabError, match="architecture 'line'"):
         build_line_model(ModelConfig())
     with pytest.raises(DigitlabError, match="input_shape"):
@@ -102,6 +107,11 @@ def test_numbers_preset_and_model_line():
         TrainConfig(lines=0)
     with pytest.raises(DigitlabError, match="recurrent"):
         ModelConfig(architecture="line", recurrent=-1)
+    assert model_cfg.context == 2
+    with pytest.raises(DigitlabError, match="context must be a count"):
+        ModelConfig(architecture="line", context=-1)
+    with pytest.raises(DigitlabError, match="context blocks need a hidden Dense"):
+        ModelConfig(architecture="line", context=1, dense=0)
 
 
 TINY = {"filters": (4, 8, 8, 8), "dense": 16}

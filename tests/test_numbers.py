@@ -16,6 +16,7 @@ from digitlab.numbers import (
     SIZE_RANGE,
     SLANT,
     SUBSETS,
+    TOUCHING_GAP,
     compose_numbers,
     edit_distance,
     score_readings,
@@ -84,6 +85,22 @@ def test_gaps_between_digits_are_those_of_the_subset(digits, subset, gaps):
         if len(runs) < 5:
             seen.add(0)  # two blocks met
     assert seen == set(range(gaps[0], gaps[1] + 1))  # every gap of the range occurs
+
+
+def test_touching_digits_overlap_up_to_half_the_narrower_one(digits):
+    x, y = digits
+    spans, overlaps = 0, []
+    for n in compose_numbers(x, y, "touching", 80, seed=2, lengths=(4,)):
+        ink = (n.image < 128).any(0)
+        widths = [int(d) + 3 for d in n.text]
+        span = int(np.flatnonzero(ink)[-1] - np.flatnonzero(ink)[0] + 1)
+        gaps = span - sum(widths)  # every gap summed: negative where the blocks overlap
+        assert 3 * TOUCHING_GAP[0] <= gaps <= 3 * TOUCHING_GAP[1]
+        spans += span < sum(widths)
+        overlaps.append(gaps)
+        assert span >= widths[0] and len(n.text) == 4
+    assert spans > 40  # most numbers overlap somewhere
+    assert min(overlaps) <= -9 and max(overlaps) >= -3
 
 
 def test_sizes_vary_the_height_and_the_baseline(digits):

@@ -77,6 +77,12 @@ def test_health(client):
     assert r.json()["status"] == "ok" and r.json()["model"] == {"name": "mlp-synthetic", "architecture": "mlp"}
 
 
+def test_health_and_model_say_it_is_a_single_digit_run_on_the_runtimes_threads(client):
+    health = client.get("/api/health").json()
+    assert health["kind"] == "digit" and health["threads"] is None  # one process: TensorFlow's default
+    assert client.get("/api/model").json()["kind"] == "digit"
+
+
 def test_model_report_has_config_metrics_and_calibration(client, synthetic_run):
     body = client.get("/api/model").json()
     assert body["name"] == "mlp-synthetic"
@@ -549,7 +555,8 @@ def test_cli_serve_workers_checks_the_run_then_starts_the_workers(synthetic_run,
 
 
 def test_serve_with_two_worker_processes(synthetic_run):
-    """The real thing: `digitlab serve --workers 2` in a subprocess; both workers answer on loopback."""
+    """The real thing: `digitlab serve --workers 2` in a subprocess; both workers answer on loopback, each
+    with its model on its share of the CPUs (TensorFlow's own setting, as the worker reports it)."""
     import socket
     import subprocess
     import sys
@@ -574,15 +581,19 @@ def test_serve_with_two_worker_processes(synthetic_run):
     ]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        pids, deadline = set(), time.monotonic() + 240
-        while len(pids) < 2:  # fresh connections until both workers (still loading at first) have answered
+        from digitlab.predict import share_threads
+
+        health, deadline = {}, time.monotonic() + 240
+        while len(health) < 2:  # fresh connections until both workers (still loading at first) have answered
             assert server.poll() is None, server.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, f"only workers {pids} answered in time"
+            assert time.monotonic() < deadline, f"only workers {list(health)} answered in time"
             try:
-                pids.add(httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).json()["pid"])
+                body = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).json()
+                health[body["pid"]] = body
             except httpx.TransportError:
                 time.sleep(0.3)
-        assert server.pid not in pids  # the parent only supervises
+        assert server.pid not in health  # the parent only supervises
+        assert [h["threads"] for h in health.values()] == [share_threads(2)] * 2
         for k in range(10):
             r = httpx.post(f"http://127.0.0.1:{port}/api/predict", json={"pixels": block_pixels(k)}, timeout=30)
             assert r.status_code == 200, r.text
@@ -590,6 +601,44 @@ def test_serve_with_two_worker_processes(synthetic_run):
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def test_the_served_model_call_answers_as_the_keras_model_at_any_batch_size(synthetic_run):
+    from digitlab import runs
+    from digitlab.predict import keras_runtime
+
+    model = keras_runtime.load_keras_model(runs.require_model(synthetic_run))
+    call = keras_runtime.forward(model)
+    x = np.random.default_rng(0).integers(0, 256, (7, 28, 28)).astype(np.float32)
+    for n in (1, 3, 7):
+        np.testing.assert_allclose(call(x[:n]), np.asarray(model(x[:n], training=False)), atol=1e-6)
+
+
+def test_workers_share_the_cpus_out_for_their_model_calls():
+    import os
+
+    from digitlab.predict import share_threads
+
+    cpus = len(os.sched_getaffinity(0))
+    assert share_threads(1) == cpus and share_threads(2) == max(1, cpus // 2)
+    assert share_threads(4 * cpus) == 1  # never none
+
+
+def test_an_onnx_server_runs_its_model_calls_on_the_threads_it_is_given(synthetic_run, synthetic_dir, tmp_path):
+    """What each worker of `digitlab serve --runtime onnx --workers N` gets: its ONNX Runtime session on
+    its share of the CPUs."""
+    from digitlab.export import export
+
+    run = shutil.copytree(synthetic_run, tmp_path / "mlp-synthetic")
+    assert export(run, "onnx", data_dir=synthetic_dir)["passed"]
+    client = TestClient(create_app(run, runtime="onnx", threads=1), raise_server_exceptions=False)
+    assert client.get("/api/health").json()["threads"] == 1
+    session = client.app.state.service.predictor.forward.args[0]  # run_session on its InferenceSession
+    assert session.get_session_options().intra_op_num_threads == 1
+    assert client.app.state.service.pool._max_workers == 1  # and one thread serving its requests
+    r = client.post("/api/predict", json={"pixels": block_pixels(3)})
+    assert r.status_code == 200, r.text
+    check_prediction(r.json())
 
 
 def test_serve_workers_that_cannot_load_the_model_stop_the_server(synthetic_run, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -141,12 +142,13 @@ KERAS_COMMANDS = {
 
 
 def main() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     args = sys.argv[1:]
     if "--verbose" in args:
         sys.argv.remove("--verbose")
-    elif args and args[0] in KERAS_COMMANDS and not {"-h", "--help"} & set(args) and "onnx" not in args:
-        _import_keras_quietly()
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+        if args and args[0] in KERAS_COMMANDS and not {"-h", "--help"} & set(args) and "onnx" not in args:
+            _import_quietly("keras")
     # Not standalone: Typer's parsing errors come back as exceptions, printed in the project's one-line style.
     command = typer.main.get_command(app)
     try:
@@ -178,16 +180,17 @@ def usage_error_line(e: Exception) -> str:
     return message + (f"; see {ctx.command_path} --help" if ctx is not None else "")
 
 
-def _import_keras_quietly() -> None:
-    """Import Keras with the process's stderr (file descriptor 2) pointed at /dev/null: TensorFlow's C++
-    start-up lines (absl, oneDNN, cpu_feature_guard) ignore TF_CPP_MIN_LOG_LEVEL. `--verbose` keeps them."""
+def _import_quietly(module: str) -> None:
+    """Import a module (Keras) with the process's stderr (file descriptor 2) pointed at /dev/null: some of
+    TensorFlow's C++ start-up lines (absl, oneDNN, cpu_feature_guard) ignore TF_CPP_MIN_LOG_LEVEL.
+    `--verbose` keeps them."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
             with contextlib.suppress(ImportError):  # the command reports a missing Keras itself, in one line
-                import keras  # noqa: F401  (TensorFlow's start-up happens here)
+                importlib.import_module(module)  # TensorFlow's start-up happens here
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -50,6 +50,7 @@ class ModelConfig:
     input_shape: tuple[int, int] = (28, 28)  # pixels (height, width)
     num_classes: int = 10
     recurrent: int = 0  # line: units of a bidirectional GRU over the frames (0: none)
+    context: int = 0  # line: residual Conv1D blocks (kernel 5, `dense` wide) over the frames (0: none)
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -80,6 +81,10 @@ class ModelConfig:
             )
         if not isinstance(self.recurrent, int) or self.recurrent < 0:
             raise DigitlabError(f"model: recurrent must be a width >= 0 (0: no GRU), got {self.recurrent!r}")
+        if not isinstance(self.context, int) or self.context < 0:
+            raise DigitlabError(f"model: context must be a count >= 0 of Conv1D blocks, got {self.context!r}")
+        if self.context and not self.dense:
+            raise DigitlabError("model: context blocks need a hidden Dense layer (dense > 0) to set their width")
         if not isinstance(self.dense, int) or self.dense < 0:
             raise DigitlabError(f"model: dense must be a width >= 0 (0: no hidden Dense layer), got {self.dense!r}")
 
@@ -263,6 +268,7 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
             kernels=(3, 3, 3, 3),
             strides=(2, 2, 1, 1),  # line: each stage's max-pool width (height always halves): 4 px a frame
             dense=128,
+            context=2,  # line: two residual Conv1D blocks over the frames, so a frame sees 55 px of the line
             dropout=0.2,
             input_shape=(32, 256),
         ),

@@ -5,7 +5,8 @@ architecture "line", saved in config.json and enough to rebuild it.
     pixels (b, 32, 256) 0-255
     -> per stage: conv k x k (+ 3x3 convs), BatchNorm, ReLU; max-pool 2 high, `strides[i]` wide
     -> the remaining rows folded into channels: one feature vector per column = per frame
-    -> Dense(dense) + ReLU, dropout, optionally a bidirectional GRU (`recurrent` units)
+    -> Dense(dense) + ReLU, `context` residual Conv1D blocks over the frames, dropout,
+       optionally a bidirectional GRU (`recurrent` units)
     -> Dense(num_classes + 1) softmax                      (b, frames, 11), the blank last
 
 With strides (2, 2, 1, 1) a frame is 4 px of the line: 64 frames, room for 10 digits with a blank
@@ -19,6 +20,8 @@ from keras import layers
 
 from digitlab.config import ModelConfig
 from digitlab.errors import DigitlabError
+
+CONTEXT_KERNEL = 5  # frames a context block's Conv1D spans (20 px of the line at 4 px a frame)
 
 
 def frames(config: ModelConfig) -> int:
@@ -56,6 +59,10 @@ def build_line_model(config: ModelConfig) -> keras.Model:
     x = layers.Reshape((cols, rows * channels), name="frames")(x)
     if config.dense:
         x = layers.Dense(config.dense, activation="relu", name="dense")(x)
+    for i in range(config.context):  # each block widens what a frame sees by 2 frames (8 px) either way
+        y = layers.Conv1D(config.dense, CONTEXT_KERNEL, padding="same", use_bias=False, name=f"context_{i}")(x)
+        y = layers.BatchNormalization(momentum=config.bn_momentum, name=f"context_bn_{i}")(y)
+        x = layers.Add(name=f"context_add_{i}")([x, layers.Activation("relu", name=f"context_relu_{i}")(y)])
     if config.dropout:
         x = layers.Dropout(config.dropout, name="dropout")(x)
     if config.recurrent:

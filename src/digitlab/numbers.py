@@ -19,11 +19,12 @@ from PIL import Image, ImageFilter
 
 from digitlab.errors import DigitlabError
 
-SUBSETS = ("separated", "close", "sizes", "slanted", "paper", "lines")
+SUBSETS = ("separated", "close", "sizes", "slanted", "paper", "lines", "touching")
 LENGTHS = tuple(range(1, 9))  # digits in a number (in each line, for "lines")
 MARGIN = 8  # px of paper around the ink
 SEPARATED_GAP = (4, 10)  # px between neighbours' ink, inclusive
 CLOSE_GAP = (0, 2)  # px: touching at 0 where two strokes meet at the same column
+TOUCHING_GAP = (-6, 1)  # px, "touching": negative overlaps, by at most half the narrower neighbour
 SIZE_RANGE = (0.7, 1.3)  # "sizes": each digit's height, as a share of MNIST's
 BASELINE_SHIFT = 0.15  # "sizes": each digit moved up or down by up to this share of 28 px
 SIZES_GAP = (3, 8)  # px, "sizes"
@@ -86,7 +87,7 @@ def _resized(digit: np.ndarray, scale: float) -> np.ndarray:
 
 def _line(digits: np.ndarray, subset: str, rng: np.random.Generator) -> np.ndarray:
     """One line of digits, white ink on black, with MARGIN px around it."""
-    gaps = {"close": CLOSE_GAP, "sizes": SIZES_GAP}.get(subset, SEPARATED_GAP)
+    gaps = {"close": CLOSE_GAP, "sizes": SIZES_GAP, "touching": TOUCHING_GAP}.get(subset, SEPARATED_GAP)
     crops, shifts = [], []
     for d in digits:
         crop = _ink_columns(d)
@@ -100,7 +101,10 @@ def _line(digits: np.ndarray, subset: str, rng: np.random.Generator) -> np.ndarr
     tallest = max(c.shape[0] for c in crops)
     room = max(abs(s) for s in shifts)
     height = max(tallest, base) + 2 * room + 2 * MARGIN
-    gap_px = [int(rng.integers(gaps[0], gaps[1] + 1)) for _ in crops[1:]]
+    gap_px = [
+        max(int(rng.integers(gaps[0], gaps[1] + 1)), -(min(a.shape[1], b.shape[1]) // 2))  # never hides a digit
+        for a, b in zip(crops, crops[1:])
+    ]
     width = sum(c.shape[1] for c in crops) + sum(gap_px) + 2 * MARGIN
     canvas = np.zeros((height, width), np.uint8)
     x0 = MARGIN

@@ -2,8 +2,9 @@
 
     to_grey -> find_ink                                  the whole image, as `preprocess` does
             -> segment: lines, candidates, cuts          preprocess/segment.py
-            -> normalize_digit for every hypothesis      the same steps as one digit
-            -> one batched classify                      the run's calibration and unsure rule
+            -> normalize_digit, batched classify         the same steps as one digit; the run's calibration
+                                                         and unsure rule: the wholes (and the cuts of those
+                                                         too wide) in one call, the cuts of unsure ones next
             -> per candidate: whole or cut, by the classifier's combined probability
 
 A single digit goes through exactly the steps `preprocess` takes, so it reads as `predict` reads it.
@@ -101,7 +102,8 @@ def read(
     run_or_predictor: Predictor | str | os.PathLike, image, scoring: Scoring = SCORING, method: str | None = None
 ) -> Reading:
     """Read the number in an image (a path, bytes, PIL image or array, as `preprocess` takes): its lines
-    and digits, each with a calibrated confidence. Every candidate and cut goes to the model in one call.
+    and digits, each with a calibrated confidence. Every candidate goes to the model in one call, and the
+    cuts of those read unsurely in a second.
     `method` "segment" or "line" (a line model's run, digitlab.line_reading); None: the run's own."""
     predictor = run_or_predictor
     if not isinstance(predictor, Predictor):
@@ -110,39 +112,70 @@ def read(
         grey = to_grey(image)
         fields = line_reading.read_lines(predictor, grey, _input_size(image))  # after to_grey has checked it
         return Reading(**{**fields, "digits": tuple(ReadDigit(**d) for d in fields["digits"])})
-    return decide(hypotheses(predictor, image), scoring)
+    return decide(hypotheses(predictor, image, scoring), scoring)
 
 
 @dataclass(frozen=True, eq=False)
 class Hypotheses:
-    """Everything `read` asks the model, before any segmentation is chosen: the candidates and cuts, and
-    the model's answer and crop for each piece. `decide` turns it into a Reading under a Scoring."""
+    """What `read` asks the model, before any segmentation is chosen: the candidates and cuts, and the
+    model's answer and crop for each piece asked. `decide` turns it into a Reading under a Scoring."""
 
     size: tuple[int, int]  # (width, height) of the input image
     scale: tuple[float, float]  # input px per working px, (x, y)
     seg: Segmentation | None  # None when there is no ink
     results: dict  # Piece -> the classify row
     crops: dict  # Piece -> (28, 28) uint8
+    scoring: Scoring | None = None  # the pieces asked are those `decide` needs under it; None: all of them
 
 
-def hypotheses(predictor: Predictor, image) -> Hypotheses:
-    """Segment the image and classify every whole candidate and every part of every cut, in one call."""
+def hypotheses(predictor: Predictor, image, scoring: Scoring | None = None) -> Hypotheses:
+    """Segment the image and classify its pieces. With `scoring`, only those `decide` can use under it:
+    every whole candidate and the cuts' parts of a candidate too wide for one digit, in one call, then
+    the cuts' parts of the candidates the model read unsurely, in a second call when there are any. None:
+    every part of every cut too, in one call, so that any Scoring can decide (the tuner's)."""
     grey = to_grey(image)
     size = _input_size(image)  # after to_grey, which has checked the file
     scale = (size[0] / grey.shape[1], size[1] / grey.shape[0])
     ink = find_ink(grey)
     if ink is None or not ink.mask.any():
-        return Hypotheses(size, scale, None, {}, {})
+        return Hypotheses(size, scale, None, {}, {}, scoring)
     seg = segment(ink.mask)
-    # Every piece any hypothesis uses, normalised once: the wholes first, then the cuts' parts.
-    pieces = list(dict.fromkeys(p for line in seg.lines for c in line for p in (c.whole, *_parts(c))))
-    crops = np.stack([_normalise(ink, seg, p) for p in pieces])
-    results = dict(zip(pieces, classify(predictor, crops, [True] * len(pieces))))
-    return Hypotheses(size, scale, seg, results, dict(zip(pieces, crops)))
+    candidates = [(c, seg.line_heights[k]) for k, line in enumerate(seg.lines) for c in line]
+    results: dict = {}  # Piece -> classify row
+    crops: dict = {}  # Piece -> its 28x28 crop
+    if scoring is None:
+        _ask(predictor, ink, seg, [p for c, _ in candidates for p in (c.whole, *_parts(c))], results, crops)
+    else:
+        first = [p for c, h in candidates for p in (c.whole, *(_parts(c) if _too_wide(c, h, scoring) else ()))]
+        _ask(predictor, ink, seg, first, results, crops)
+        cut = [p for c, h in candidates if _cut(c, h, results, scoring) for p in _parts(c)]
+        _ask(predictor, ink, seg, cut, results, crops)  # nothing left to ask when every whole is sure
+    return Hypotheses(size, scale, seg, results, crops, scoring)
+
+
+def _ask(predictor: Predictor, ink, seg: Segmentation, pieces: list, results: dict, crops: dict) -> None:
+    """Normalise the pieces not asked yet, each once, and classify them in one call into results, crops."""
+    pieces = [p for p in dict.fromkeys(pieces) if p not in results]
+    if not pieces:
+        return
+    batch = np.stack([_normalise(ink, seg, p) for p in pieces])
+    results.update(zip(pieces, classify(predictor, batch, [True] * len(pieces))))
+    crops.update(zip(pieces, batch))
+
+
+def _too_wide(candidate, height: float, scoring: Scoring) -> bool:
+    return candidate.whole.width > scoring.wide_from * height
+
+
+def _cut(candidate, height: float, results: dict, scoring: Scoring) -> bool:
+    """Whether `decide` weighs the candidate's cuts: the model read it unsurely, or it is too wide."""
+    return results[candidate.whole]["unsure"] or _too_wide(candidate, height, scoring)
 
 
 def decide(h: Hypotheses, scoring: Scoring = SCORING) -> Reading:
     """Per candidate, whole or cut by the combined score; the reading with its reasons."""
+    if h.scoring is not None and h.scoring.wide_from != scoring.wide_from:
+        raise ValueError(f"decide: {scoring} needs every piece asked, hypotheses(..., scoring=None)")
     if h.seg is None:
         return Reading(None, (), None, True, NO_INK, (), np.zeros((0, SIDE, SIDE), np.uint8), h.size)
     seg, results = h.seg, h.results
@@ -153,7 +186,7 @@ def decide(h: Hypotheses, scoring: Scoring = SCORING) -> Reading:
         for candidate in line:
             height = seg.line_heights[k]
             options = [(candidate.whole,)]
-            if results[candidate.whole]["unsure"] or candidate.whole.width > scoring.wide_from * height:
+            if _cut(candidate, height, results, scoring):
                 options += candidate.cuts
             scores = [
                 score([results[p]["confidence"] for p in parts], [p.width / height for p in parts], scoring)

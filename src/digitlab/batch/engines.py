@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from digitlab.batch.output import pyarrow
 from digitlab.batch.reader import BatchReader
 from digitlab.errors import DigitlabError
+from digitlab.predict import share_threads
 
 CONNECT_TIMEOUT = 5.0  # s: a head node's port that does not answer in this time is unreachable
 
@@ -53,12 +54,6 @@ def check_reachable(address: str) -> None:
             f"--address {address}: unreachable ({e.strerror or e}); expected a Ray head node's address "
             "(`ray start --head` prints it) or auto"
         ) from None
-
-
-def worker_threads(cores: int, workers: int) -> int:
-    """ONNX Runtime threads per model call for each of `workers` workers sharing `cores`: their share, at
-    least 1 (ONNX Runtime's default, a thread per core in every worker, has them contend)."""
-    return max(1, cores // workers)
 
 
 @contextlib.contextmanager
@@ -102,7 +97,7 @@ def ray_results(
     context.enable_progress_bars = False  # the CLI draws the job's own bar
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    reader_options = {**reader_options, "threads": worker_threads(cores, size)}
+    reader_options = {**reader_options, "threads": share_threads(size, cores)}
     # Only the paths travel: each actor reads its files itself. One block per batch (blocks are what the
     # actors are handed, so many small ones keep all busy), built here: from_arrow would ask a Ray task
     # per block for its metadata, and wait for worker processes to start for them.

@@ -6,6 +6,7 @@ The runtimes (keras_runtime, onnx_runtime) each turn a run directory into a forw
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,15 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 
 RUNTIMES = ("keras", "onnx")
+
+
+def share_threads(workers: int, cores: int | None = None) -> int:
+    """Threads per model call for each of `workers` processes sharing `cores` (None: the CPUs this process
+    may use): their share, at least 1. More, and their calls contend for the cores, as the runtimes'
+    default, a thread per core in every process, has them do."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // workers)
 
 
 def load_predictor(

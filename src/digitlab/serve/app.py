@@ -4,16 +4,21 @@
     POST /api/predict         one image: multipart `file`, JSON {"image": base64 or data: URL}, or
                               JSON {"pixels": 28x28 numbers 0-255, already MNIST-like}
     POST /api/predict/batch   several: multipart `files`, JSON {"images": [...]} or {"pixels": [...]}
-    GET  /api/health          {"status": "ok", ...}
-    GET  /api/model           the run's config.json, metrics and calibration
+    POST /api/read            a whole number: the same inputs as /api/predict
+    POST /api/read/batch      several numbers
+    GET  /api/health          {"status": "ok", "kind": "digit" or "line", ...}
+    GET  /api/model           the run's kind, config.json, metrics and calibration
     GET  /docs, /redoc        OpenAPI documentation: Swagger UI and ReDoc, served from this server (the
                               files of the fastapi-offline package), so that they work offline
 
 An image goes through `digitlab.preprocess.preprocess`, the one preprocessing the CLI uses too, and
-`digitlab.predict.classify`. The model is loaded once; its calls are serialised by a lock (preprocessing
-runs in parallel in the thread pool). Bad input is a 4xx with {"detail": "<field>: <what was expected>"}; a body that has not all arrived within
-`timeout` seconds is a 408. A client that goes away before its body has arrived is counted in
-`disconnects` and logged in one line.
+`digitlab.predict.classify`; a number through `digitlab.read`, which reads it as `digitlab read` does:
+by segmentation with a single-digit run, with the line model with a line run (`--preset numbers`). A line
+run reads whole lines only: /api/predict answers it with a 409 naming /api/read. The model is loaded once;
+its calls are serialised by a lock (preprocessing runs in parallel in the thread pool). Bad input is a
+4xx with {"detail": "<field>: <what was expected>"}; a body that has not all arrived within `timeout`
+seconds is a 408. A client that goes away before its body has arrived is counted in `disconnects` and
+logged in one line.
 
 With `allowed_hosts`, a request whose Host header names another host is a 400 before it reaches the API
 (Starlette's TrustedHostMiddleware): a server on loopback cannot be read by a page whose DNS name an
@@ -46,12 +51,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from digitlab import runs
 from digitlab.errors import DigitlabError, RunError
-from digitlab.predict import Predictor, classify, load_predictor
+from digitlab.line_reading import is_line_model
+from digitlab.lines import LINE_HEIGHT, LINE_WIDTH
+from digitlab.predict import Predictor, classify, keras_runtime, load_predictor
 from digitlab.preprocess import SIDE, preprocess
 from digitlab.reading import read
 from digitlab.serve.requests import DEFAULT_TIMEOUT, problem, read_images
 from digitlab.serve.schemas import (
     ERRORS,
+    PREDICT_ERRORS,
     RESULT_KEYS,
     BatchRequest,
     BatchResponse,
@@ -71,6 +79,8 @@ class Service:
     model: dict  # {"name", "architecture"}, returned with every prediction
     config: dict  # the run's config.json
     run_dir: Path
+    kind: str = "digit"  # "digit": a single-digit run; "line": a line model's run, which reads whole lines
+    threads: int | None = None  # threads per model call (intra-op); None: the runtime's default, one per core
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     pool: ThreadPoolExecutor = dataclasses.field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="digitlab")
@@ -80,23 +90,44 @@ class Service:
     disconnects: int = 0  # clients gone before their request had all arrived: theirs, not the server's
 
     @classmethod
-    def load(cls, run_dir: Path, runtime: str = "keras") -> Service:
+    def load(cls, run_dir: Path, runtime: str = "keras", threads: int | None = None) -> Service:
+        """A run's model, ready to serve. `threads`: the CPUs it may use (a worker of `digitlab serve
+        --workers` gets its share): threads per model call, set before the model is loaded, and threads
+        serving requests; None: a thread per core for both."""
         run_dir = Path(run_dir)
-        predictor = load_predictor(run_dir, runtime=runtime)
-        if predictor.input_shape != (SIDE, SIDE):
+        if threads is not None and runtime == "keras":
+            threads = keras_runtime.set_threads(threads)  # TensorFlow's are the process's, set before it starts
+        predictor = load_predictor(run_dir, runtime=runtime, threads=threads)  # ONNX Runtime's are the session's
+        if is_line_model(predictor):
+            kind = "line"
+        elif predictor.input_shape == (SIDE, SIDE):
+            kind = "digit"
+        else:
             raise RunError(
-                f"{run_dir}: the model takes images of shape {predictor.input_shape}; "
-                f"the server gives it {SIDE}x{SIDE} images"
+                f"{run_dir}: the model takes images of shape {predictor.input_shape}; the server gives a "
+                f"single-digit model {SIDE}x{SIDE} digits and a line model {LINE_HEIGHT}x{LINE_WIDTH} lines"
             )
         config = runs.read_json(run_dir / runs.CONFIG)
         model = {"name": run_dir.resolve().name, "architecture": config.get("model", {}).get("architecture", "?")}
-        service = cls(predictor=predictor, model=model, config=config, run_dir=run_dir)
-        service.classify(np.zeros((1, *predictor.input_shape), np.uint8), [False])  # trace the graph now
+        service = cls(predictor=predictor, model=model, config=config, run_dir=run_dir, kind=kind, threads=threads)
+        if threads is not None:  # a worker's share of the CPUs: as many request threads as it has cores
+            service.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="digitlab")
+        with service.lock:  # trace the graph now, not at the first request
+            predictor.raw_proba(np.zeros((1, *predictor.input_shape), np.float32))
         return service
 
+    def refuse_digits(self, path: str) -> None:
+        """A 409 for /api/predict on a line run: its model reads whole lines, never one 28x28 digit."""
+        if self.kind == "line":
+            raise problem(
+                409,
+                f"{path}: the run {self.model['name']} holds a line model, which reads whole lines, not one "
+                f"{SIDE}x{SIDE} digit; post the image to /api/read",
+            )
+
     async def run(self, func, *args):
-        """func(*args) in the service's threads: as many as CPUs, since the work is CPU-bound and more
-        threads only contend for the GIL."""
+        """func(*args) in the service's threads: as many as the CPUs it has (all, or its share as a worker
+        of several), since the work is CPU-bound and more threads only contend for the GIL."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
 
     def classify(self, digits: np.ndarray, rejected: list[str | bool | None]) -> list[dict]:
@@ -173,14 +204,20 @@ class HostCheck:
 
 
 def create_app(
-    run_dir: Path, runtime: str = "keras", allowed_hosts: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT
+    run_dir: Path,
+    runtime: str = "keras",
+    allowed_hosts: list[str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    threads: int | None = None,
 ) -> FastAPI:
-    """The web app over `run_dir`'s model, loaded now (a RunError if the run cannot be loaded).
+    """The web app over `run_dir`'s model, loaded now (a RunError if the run cannot be loaded): a
+    single-digit run, or a line model's run (`digitlab train --preset numbers`), which serves /api/read.
 
     `allowed_hosts`: the Host header names (Starlette patterns: "a.example", "*.a.example", "*") a request
     must carry, any other being a 400; None checks nothing (`digitlab serve` passes LOOPBACK_HOSTS when
-    it listens on loopback). `timeout`: seconds a request's body may take to arrive, else a 408."""
-    service = Service.load(run_dir, runtime=runtime)
+    it listens on loopback). `timeout`: seconds a request's body may take to arrive, else a 408.
+    `threads`: as for Service.load."""
+    service = Service.load(run_dir, runtime=runtime, threads=threads)
     static = resources.files(__package__) / "static"
     page = (static / "index.html").read_text(encoding="utf-8")
 
@@ -189,7 +226,8 @@ def create_app(
         yield
         service.pool.shutdown(wait=False)
 
-    summary = f"Handwritten digits recognised by the run {service.model['name']} ({service.model['architecture']})"
+    what = "numbers" if service.kind == "line" else "digits"
+    summary = f"Handwritten {what} recognised by the run {service.model['name']} ({service.model['architecture']})"
     # /docs and /redoc are served below from local files: FastAPI's own pages load them from CDNs.
     app = FastAPI(title="digitlab", version="1", summary=summary, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
@@ -245,11 +283,13 @@ def create_app(
     @app.post(
         "/api/predict",
         response_model=Prediction,
-        responses=ERRORS,
+        responses=PREDICT_ERRORS,
         openapi_extra=body_doc(PredictRequest, "file", many=False),
     )
     async def predict(request: Request) -> dict:
-        """Classify one image: a multipart file `file`, JSON `image` (base64 or data: URL) or JSON `pixels`."""
+        """Classify one image: a multipart file `file`, JSON `image` (base64 or data: URL) or JSON `pixels`.
+        A line run (whose model reads whole lines) answers 409: /api/read reads with it."""
+        service.refuse_digits(request.url.path)
         inputs, fields, _ = await read_images(request, many=False)
         (result,) = await service.run(service.predict, inputs, fields)
         if "error" in result:
@@ -260,12 +300,13 @@ def create_app(
     @app.post(
         "/api/predict/batch",
         response_model=BatchResponse,
-        responses=ERRORS,
+        responses=PREDICT_ERRORS,
         openapi_extra=body_doc(BatchRequest, "files", many=True),
     )
     async def predict_batch(request: Request) -> dict:
         """Classify up to 256 images: multipart `files`, JSON `images` or JSON `pixels`. A bad image gets an
-        entry with `error` and the others are still classified."""
+        entry with `error` and the others are still classified. A line run answers 409, as /api/predict."""
+        service.refuse_digits(request.url.path)
         inputs, fields, names = await read_images(request, many=True)
         results = await service.run(service.predict, inputs, fields)
         return {"results": [{**r, "index": i, "name": n} for i, (r, n) in enumerate(zip(results, names))]}
@@ -280,7 +321,8 @@ def create_app(
         openapi_extra=body_doc(PredictRequest, "file", many=False),
     )
     async def read_number(request: Request) -> dict:
-        """Read a whole number (several digits, several lines): the same inputs as /api/predict."""
+        """Read a whole number (several digits, several lines): the same inputs as /api/predict. A single-digit
+        run segments it; a line run reads each line with its line model."""
         inputs, fields, _ = await read_images(request, many=False)
         (result,) = await service.run(read_inputs, reader, service.model, inputs, fields)
         if "error" in result:
@@ -304,7 +346,9 @@ def create_app(
     def health() -> dict:
         return {
             "status": "ok",
+            "kind": service.kind,
             "model": service.model,
+            "threads": service.threads,
             "uptime_s": round(time.monotonic() - service.started, 3),
             "internal_errors": service.internal_errors,
             "disconnects": service.disconnects,
@@ -318,6 +362,7 @@ def create_app(
         calibration = _read_optional(service.run_dir / runs.CALIBRATION) or metrics.get("calibration")
         return {
             "name": service.model["name"],
+            "kind": service.kind,
             "config": service.config,
             "validation": metrics.get("validation"),
             "test": metrics.get("test"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, model_validator
 
@@ -64,7 +64,7 @@ class BatchRequest(BaseModel):
 
 class ModelName(BaseModel):
     name: str = Field(description="The run directory's name")
-    architecture: str = Field(description="mlp or cnn")
+    architecture: str = Field(description="mlp or cnn (single-digit runs), line (a line model's run)")
 
 
 class Candidate(BaseModel):
@@ -140,9 +140,22 @@ class ReadBatchResponse(BaseModel):
     results: list[BatchReading | BatchFailure]
 
 
+Kind = Annotated[
+    Literal["digit", "line"],
+    Field(
+        description='"digit": a single-digit run (/api/predict classifies a digit, /api/read segments a number); '
+        '"line": a line model\'s run, which reads whole lines (/api/read only; /api/predict answers 409)'
+    ),
+]
+
+
 class Health(BaseModel):
     status: str
+    kind: Kind
     model: ModelName
+    threads: int | None = Field(
+        description="Threads each model call uses in this process; null: the runtime's default, one per core"
+    )
     uptime_s: float
     internal_errors: int = Field(description="Requests answered 500 since start-up; should stay 0")
     disconnects: int = Field(description="Clients that went away before their request had all arrived")
@@ -151,6 +164,7 @@ class Health(BaseModel):
 
 class ModelReport(BaseModel):
     name: str
+    kind: Kind
     config: dict = Field(description="The run's config.json: model, training and data configuration")
     validation: dict | None = Field(description="Validation figures of the best epoch")
     test: dict | None = Field(description="Test figures, when the run has been evaluated")
@@ -165,6 +179,10 @@ ERRORS = {
     413: {"model": Problem, "description": f"Body over {MAX_BODY} bytes, or more than {MAX_BATCH} images"},
     415: {"model": Problem, "description": "Content-Type is neither multipart/form-data nor application/json"},
     422: {"model": Problem, "description": "Not an image, empty, truncated, too many pixels, or a wrong field"},
+}
+PREDICT_ERRORS = {
+    **ERRORS,
+    409: {"model": Problem, "description": "The run holds a line model, which reads whole lines: use /api/read"},
 }
 
 

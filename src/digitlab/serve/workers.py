@@ -22,7 +22,7 @@ from uvicorn.supervisors import Multiprocess
 
 from digitlab import runs
 from digitlab.errors import DigitlabError, RunError
-from digitlab.predict import RUNTIMES
+from digitlab.predict import RUNTIMES, share_threads
 from digitlab.predict.onnx_runtime import load_session
 from digitlab.serve.app import LOOPBACK_HOSTS, create_app
 from digitlab.serve.requests import DEFAULT_TIMEOUT
@@ -163,6 +163,7 @@ def run_app(
 RUN_ENV, RUNTIME_ENV = "DIGITLAB_SERVE_RUN", "DIGITLAB_SERVE_RUNTIME"
 HOSTS_ENV = "DIGITLAB_SERVE_ALLOWED_HOSTS"  # comma-separated; unset: no Host check
 TIMEOUT_ENV = "DIGITLAB_SERVE_TIMEOUT"  # seconds; unset: DEFAULT_TIMEOUT
+THREADS_ENV = "DIGITLAB_SERVE_THREADS"  # threads per model call in each worker; unset: the runtime's default
 
 
 def app_from_env() -> FastAPI:
@@ -175,6 +176,8 @@ def app_from_env() -> FastAPI:
         hosts = os.environ.get(HOSTS_ENV)
         allowed_hosts = hosts.split(",") if hosts is not None else None
         kwargs = {"timeout": float(os.environ[TIMEOUT_ENV])} if TIMEOUT_ENV in os.environ else {}
+        if THREADS_ENV in os.environ:
+            kwargs["threads"] = int(os.environ[THREADS_ENV])
         return create_app(
             Path(os.environ[RUN_ENV]), os.environ.get(RUNTIME_ENV, "keras"), allowed_hosts=allowed_hosts, **kwargs
         )
@@ -213,8 +216,8 @@ def run_workers(
     and `limit_concurrency` as for run_app, in each process.
 
     One process runs Python (HTTP, multipart, preprocessing) on one core at a time; with several
-    processes every core serves requests. Each holds its own copy of the model. A RunError if the
-    workers could not start."""
+    processes every core serves requests. Each holds its own copy of the model, whose calls use the
+    worker's share of the CPUs (digitlab.predict.share_threads). A RunError if the workers could not start."""
 
     if sock is None:
         sock = bind_socket(host, port)
@@ -224,6 +227,7 @@ def run_workers(
     else:
         os.environ[HOSTS_ENV] = ",".join(allowed_hosts)
     os.environ[TIMEOUT_ENV] = str(timeout)
+    os.environ[THREADS_ENV] = str(share_threads(workers))
     config = server_config(
         "digitlab.serve.workers:app_from_env",
         timeout,

@@ -204,7 +204,24 @@
     });
   }
 
+  // A line model's run reads whole lines, never one digit (/api/predict answers 409): Number mode only.
+  async function followTheRun() {
+    try {
+      const health = await (await fetch("/api/health")).json();
+      if (health.kind !== "line") return;
+      const digitMode = document.getElementById("mode-digit");
+      digitMode.disabled = true;
+      document.querySelector('label[for="mode-digit"]').title = "This run's model reads whole lines only";
+      document.getElementById("sub-number").textContent +=
+        " This run's model reads whole lines, so the Digit mode is off.";
+      setMode("number");
+    } catch (err) {
+      // no answer: both modes stay; the Number mode's own requests say what is wrong
+    }
+  }
+
   numberPad.clear();
   showEmpty();
   if (location.hash === "#number") setMode("number");
+  followTheRun();
 })();
