@@ -309,15 +309,53 @@ def _cpu_seconds(f, *args) -> float:
 # --- errors ---
 
 
+def png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
 def png_header(width: int, height: int) -> bytes:
     """A valid PNG start (signature, 1-bit IHDR, one tiny IDAT): the header claims any size in ~60 bytes."""
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
+    chunk = png_chunk
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     idat = zlib.compress(b"\0")
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def zlib_bomb(size: int = 200_000_000) -> bytes:
+    """`zlib.compress(b"A" * size, 9)` (196 kB for 200 MB), compressed a megabyte at a time."""
+    z = zlib.compressobj(9)
+    block = b"A" * 1_000_000
+    return b"".join([*(z.compress(block) for _ in range(size // len(block))), z.flush()])
+
+
+def png_with_chunk(tag: bytes, data: bytes, *, after_pixels: bool = False) -> bytes:
+    """A drawn 7 as a PNG with one more chunk, before its pixels (read when the file is opened) or after
+    them (read when it is decoded)."""
+    png = encode(draw("7", size=(84, 84), box=(20, 15, 64, 70), width=6), "PNG")
+    at = png.index(b"IEND") - 4 if after_pixels else 8 + 25  # before IEND, or right after the IHDR chunk
+    return png[:at] + png_chunk(tag, data) + png[at:]
+
+
+@pytest.fixture(scope="module")
+def bomb():
+    return zlib_bomb()
+
+
+@pytest.mark.parametrize(
+    "tag, prefix, after_pixels",
+    [(b"zTXt", b"Comment\0\0", False), (b"iCCP", b"icc\0\0", False), (b"zTXt", b"Comment\0\0", True)],
+    ids=["zTXt", "iCCP", "zTXt-after-pixels"],
+)
+def test_a_huge_compressed_chunk_is_the_images_error(tmp_path, bomb, tag, prefix, after_pixels):
+    data = png_with_chunk(tag, prefix + bomb, after_pixels=after_pixels)
+    path = tmp_path / "chunk.png"
+    path.write_bytes(data)
+    for source, name in [(path, r".*/chunk\.png"), (data, r"image bytes \(\d+ bytes\)")]:
+        with pytest.raises(ImageError, match=rf"^{name}: (truncated or corrupt PNG|cannot be read) \(.*too large"):
+            load_image(source)
+        with pytest.raises(ImageError, match=rf"^{name}: "):
+            preprocess(source)
+    assert "\n" not in str(pytest.raises(ImageError, preprocess, path).value)
 
 
 def test_image_error_is_a_digitlab_error():

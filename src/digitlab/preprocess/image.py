@@ -41,19 +41,21 @@ def load_image(source: str | os.PathLike | bytes | bytearray | memoryview) -> Im
 
 def _open(source, draft_side: int | None) -> Image.Image:
     """Open, check the size from the header, then decode (JPEG at a reduced size when draft_side is set)."""
+    name = _name(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        name = f"image bytes ({len(data)} bytes)"
         if not data:
             raise ImageError(f"{name}: empty, expected an image file's contents")
         fp = io.BytesIO(data)
     elif isinstance(source, (str, os.PathLike)):
         fp = Path(source)
-        name = str(fp)
-        if not fp.is_file():
-            raise ImageError(f"{name}: no such file")
-        if fp.stat().st_size == 0:
-            raise ImageError(f"{name}: empty file, expected an image")
+        try:
+            if not fp.is_file():
+                raise ImageError(f"{name}: no such file" + (", a folder" if fp.is_dir() else ""))
+            if fp.stat().st_size == 0:
+                raise ImageError(f"{name}: empty file, expected an image")
+        except OSError as e:  # a folder on the way that may not be read, a name too long
+            raise ImageError(f"{name}: cannot be read ({e.strerror or e})") from None
     else:
         raise TypeError(f"expected a path or bytes, got {type(source).__name__}")
 
@@ -72,6 +74,9 @@ def _open(source, draft_side: int | None) -> Image.Image:
         raise ImageError(f"{name}: {what} (expected {FORMATS_TEXT})") from e
     except OSError as e:
         raise ImageError(f"{name}: cannot be read ({e})") from e
+    except Exception as e:  # a plugin's own refusal while reading the header, e.g. Pillow's ValueError for a
+        # compressed text or colour-profile chunk that inflates past its MAX_TEXT_CHUNK
+        raise ImageError(f"{name}: cannot be read ({type(e).__name__}: {_one_line(e)})") from e
 
     try:
         width, height = img.size
@@ -91,16 +96,27 @@ def _open(source, draft_side: int | None) -> Image.Image:
                 f"{cost / 1e6:.0f} MB, at most {MAX_DECODED_BYTES / 1e6:.0f} MB allowed"
             )
         img.load()  # decodes now, so a truncated or corrupt file fails here
+        upright = _upright(img)
     except ImageError:
         img.close()
         raise
     except Exception as e:  # Pillow's decoders raise many types (OSError, SyntaxError, struct.error...)
         img.close()
-        raise ImageError(f"{name}: truncated or corrupt {img.format or 'image'} ({e})") from e
-    upright = _upright(img)
+        raise ImageError(f"{name}: truncated or corrupt {img.format or 'image'} ({_one_line(e)})") from e
     if upright is not img:
         img.close()  # a turned copy was made; the original may still hold the file open
     return upright
+
+
+def _name(source) -> str:
+    """How errors name an image: its path, or its bytes' size."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"image bytes ({len(source)} bytes)"
+    return str(Path(source)) if isinstance(source, (str, os.PathLike)) else type(source).__name__
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _bytes_per_pixel(mode: str) -> int:
@@ -145,7 +161,12 @@ def to_grey(image) -> np.ndarray:
     """Any input -> float32 (H, W) grey 0-255 at most WORK_SIDE px long; transparency becomes paper."""
     if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
         with _open(image, draft_side=WORK_SIDE) as img:  # closed here: GIF and TIFF keep their file open
-            grey, alpha = _pil_grey_alpha(img)
+            try:
+                grey, alpha = _pil_grey_alpha(img)
+            except ImageError as e:
+                raise ImageError(f"{_name(image)}: {e}") from None
+            except Exception as e:  # a decoder that fails only when the pixels are converted: this image's error
+                raise ImageError(f"{_name(image)}: cannot be read ({type(e).__name__}: {_one_line(e)})") from e
     elif isinstance(image, Image.Image):
         grey, alpha = _pil_grey_alpha(image)
     elif isinstance(image, np.ndarray):

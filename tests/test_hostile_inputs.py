@@ -1,0 +1,76 @@
+"""Hostile inputs: files, names and folders built to break reading, serving and batch jobs. Each is one
+file's error (an error row, a 422) and every other file is still answered; a job's own trouble is one line."""
+
+import base64
+import json
+import shutil
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from digitlab.cli import app
+from digitlab.serve import create_app
+from test_preprocess import draw, encode, png_with_chunk, zlib_bomb  # pytest puts tests/ on the path
+
+pq = pytest.importorskip("pyarrow.parquet")
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, synthetic_mlp_run):
+    """This module's copy of the session's small MLP run."""
+    return shutil.copytree(synthetic_mlp_run, tmp_path_factory.mktemp("hostile") / "mlp-synthetic")
+
+
+@pytest.fixture(scope="module")
+def chunk_bomb() -> bytes:
+    """A drawn 7 as a PNG with a 196 kB zTXt chunk that inflates to 200 MB."""
+    return png_with_chunk(b"zTXt", b"Comment\0\0" + zlib_bomb())
+
+
+def good_png(kind: str = "7") -> bytes:
+    return encode(draw(kind), "PNG")
+
+
+def test_a_chunk_bomb_is_one_files_error_in_predict_read_and_batch(run_dir, chunk_bomb, tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in ("a.png", "c.png"):
+        (scans / name).write_bytes(good_png())
+    (scans / "b.png").write_bytes(chunk_bomb)
+    for command in ("predict", "read"):
+        result = invoke(command, run_dir, scans, "--json")
+        assert "Traceback" not in result.output
+        rows = json.loads(result.output[: result.output.rindex("]") + 1])
+        assert [r["file"] for r in rows] == [str(scans / n) for n in ("a.png", "b.png", "c.png")]
+        assert [bool(r.get("error")) for r in rows] == [False, True, False], rows
+        assert rows[1]["error"].startswith(f"{scans / 'b.png'}: ") and "too large" in rows[1]["error"]
+        assert "\n" not in rows[1]["error"]
+    out = tmp_path / "out"
+    result = invoke("batch", run_dir, scans, "--out", out, "--engine", "local", "--runtime", "keras", "-q")
+    assert result.exit_code == 0, result.output
+    got = {r["path"]: r for r in pq.read_table(out).to_pylist()}
+    assert len(got) == 3 and got[str(scans / "a.png")]["confidence"] is not None
+    assert got[str(scans / "b.png")]["error"].startswith(f"{scans / 'b.png'}: ")
+
+
+def test_the_server_answers_a_chunk_bomb_with_422_and_reads_the_other_files(run_dir, chunk_bomb):
+    client = TestClient(create_app(run_dir), raise_server_exceptions=False)
+    good = good_png()
+    for endpoint in ("/api/predict", "/api/read"):
+        r = client.post(endpoint, files={"file": ("bomb.png", chunk_bomb, "image/png")})
+        assert r.status_code == 422 and "too large" in r.json()["detail"], r.text
+        r = client.post(endpoint, json={"image": base64.b64encode(chunk_bomb).decode()})
+        assert r.status_code == 422, r.text
+        assert client.post(endpoint, files={"file": ("a.png", good, "image/png")}).status_code == 200
+    for endpoint in ("/api/predict/batch", "/api/read/batch"):
+        files = [("files", (f"{i}.png", chunk_bomb if i == 3 else good, "image/png")) for i in range(6)]
+        r = client.post(endpoint, files=files)
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        assert [bool(e.get("error")) for e in results] == [i == 3 for i in range(6)]
