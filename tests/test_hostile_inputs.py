@@ -3,6 +3,7 @@ file's error (an error row, a 422) and every other file is still answered; a job
 
 import base64
 import json
+import os
 import shutil
 
 import pytest
@@ -74,3 +75,28 @@ def test_the_server_answers_a_chunk_bomb_with_422_and_reads_the_other_files(run_
         assert r.status_code == 200, r.text
         results = r.json()["results"]
         assert [bool(e.get("error")) for e in results] == [i == 3 for i in range(6)]
+
+
+def batch(run_dir, source, out, *args):
+    return invoke("batch", run_dir, source, "--out", out, "--engine", "local", "--runtime", "keras", "-q", *args)
+
+
+def test_a_file_name_that_is_not_utf8_is_stored_escaped_and_the_job_goes_on(run_dir, tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "a.png").write_bytes(good_png())
+    with open(os.fsencode(scans) + b"/bad\xff\xfename.png", "wb") as f:  # not a UTF-8 name
+        f.write(good_png("1"))
+    with open(os.fsencode(scans) + b"/worse\xff.png", "wb") as f:  # and one that is not an image either
+        f.write(b"not an image")
+    out = tmp_path / "out"
+    result = batch(run_dir, scans, out)
+    assert result.exit_code == 0, result.output
+    got = {r["path"]: r for r in pq.read_table(out).to_pylist()}
+    escaped = f"{scans}/bad\\xff\\xfename.png"  # each byte that is not UTF-8 as the four characters \xNN
+    assert sorted(got) == sorted([str(scans / "a.png"), escaped, f"{scans}/worse\\xff.png"])
+    assert got[escaped]["error"] is None and got[escaped]["confidence"] is not None  # read, not only named
+    assert got[f"{scans}/worse\\xff.png"]["error"].startswith(f"{scans}/worse\\xff.png: not an image")
+    again = batch(run_dir, scans, out, "--json")
+    assert again.exit_code == 0, again.output
+    assert (json.loads(again.output)["files"], json.loads(again.output)["skipped"]) == (0, 3)

@@ -99,7 +99,7 @@ def run_batch(
             del reader  # the actors load their own model
         stack.enter_context(runs.lock_run(out))  # a second job on the same --out stops at once
         done = output.prepare(out, manifest, overwrite=overwrite)
-        todo = [f for f in files if f not in done]
+        todo = [f for f in files if output.utf8_text(f) not in done]  # rows name files as utf8_text writes them
         writer = output.PartWriter(out)
         counts = {"files": 0, "errors": 0, "unsure": 0}
         first_result = None

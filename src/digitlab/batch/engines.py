@@ -18,7 +18,7 @@ import socket
 import warnings
 from collections.abc import Iterator
 
-from digitlab.batch.output import pyarrow
+from digitlab.batch.output import to_table
 from digitlab.batch.reader import BatchReader
 from digitlab.errors import DigitlabError
 from digitlab.predict import share_threads
@@ -27,9 +27,16 @@ CONNECT_TIMEOUT = 5.0  # s: a head node's port that does not answer in this time
 
 
 def local_results(reader: BatchReader, paths: list[str], batch_size: int) -> Iterator:
-    pa, _ = pyarrow()
     for i in range(0, len(paths), batch_size):
-        yield reader(pa.table({"path": paths[i : i + batch_size]}))
+        yield to_table(reader.read(paths[i : i + batch_size]), reader.task)
+
+
+class NamesReader(BatchReader):
+    """A BatchReader handed its paths as bytes (os.fsencode): a file's name need not be UTF-8, and Arrow's
+    strings must be. Its rows hold each path as `output.utf8_text` writes it."""
+
+    def __call__(self, batch):
+        return to_table(self.read([os.fsdecode(p) for p in batch.column("path").to_pylist()]), self.task)
 
 
 def import_ray():
@@ -101,13 +108,14 @@ def ray_results(
     # Only the paths travel: each actor reads its files itself. One block per batch (blocks are what the
     # actors are handed, so many small ones keep all busy), built here: from_arrow would ask a Ray task
     # per block for its metadata, and wait for worker processes to start for them.
-    paths_ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=math.ceil(len(paths) / batch_size))
+    names = [{"path": os.fsencode(p)} for p in paths]
+    paths_ds = ray.data.from_items(names, override_num_blocks=math.ceil(len(paths) / batch_size))
     with warnings.catch_warnings():
         # Ray marks ray_remote_args_fn deprecated (for 2.64) and names no other way to set max_restarts;
         # without it Ray logs an alarming line for every actor pool.
         warnings.simplefilter("ignore", DeprecationWarning)
         results = paths_ds.map_batches(
-            BatchReader,
+            NamesReader,
             fn_constructor_kwargs=reader_options,
             batch_size=batch_size,
             batch_format="pyarrow",

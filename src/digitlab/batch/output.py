@@ -56,10 +56,32 @@ def schema(task: str):
 
 
 def to_table(rows: list[dict], task: str):
-    """Row dicts (missing keys are nulls) -> a pyarrow Table with the task's schema."""
+    """Row dicts (missing keys are nulls) -> a pyarrow Table with the task's schema; text as `utf8_text`."""
     pa, _ = pyarrow()
     columns = schema(task)
-    return pa.Table.from_pylist([{name: row.get(name) for name in columns.names} for row in rows], schema=columns)
+    return pa.Table.from_pylist(
+        [{name: _cell(row.get(name)) for name in columns.names} for row in rows], schema=columns
+    )
+
+
+def utf8_text(text: str) -> str:
+    """`text` as Parquet can store it: valid UTF-8. A file name that is not UTF-8 reaches Python with each
+    such byte as a lone surrogate (os.fsdecode); it is stored with that byte as the four characters \\xNN,
+    so `bad\\xff.png` in a `path` is the file whose name holds the byte 0xff (os.fsencode(path) of the
+    name Python lists)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name makes: written as \udNNN
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _cell(value):
+    return utf8_text(value) if isinstance(value, str) else value
 
 
 def part_files(out: Path) -> list[Path]:
