@@ -1,0 +1,120 @@
+"""Reading whole lines with a line model (architecture "line"): `digitlab.read` calls `read_lines` when
+the run is one.
+
+    grey -> line_ink                                     the image's ink (lines.line_ink)
+         -> segment(...).lines                           only to group the ink into lines, top to bottom
+         -> normalize_line per line                      the generator's normalisation (digitlab.lines)
+         -> one batched forward, greedy CTC decoding     digitlab.predict.ctc, the run's temperature
+         -> each digit's box: x between the midpoints of its neighbours' frames, y from the ink there
+
+A line's confidence is its best path's calibrated probability; the reading's is the product over its
+lines, and it is unsure when that is below the run's threshold. NumPy only: it runs on ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+from digitlab.lines import LINE_HEIGHT, LINE_WIDTH, line_ink, normalize_line
+from digitlab.predict import Predictor
+from digitlab.predict.ctc import greedy_decode
+from digitlab.predict.results import ReadDigit, Reading, no_reading
+from digitlab.preprocess import NO_INK
+from digitlab.preprocess.ink import ink_levels
+from digitlab.preprocess.normalize import SIDE
+from digitlab.preprocess.segment import segment
+
+CROP_INK = 64  # of 255: a digit's crop is cut to the columns and rows with ink at least this strong
+SHAPE = (LINE_HEIGHT, LINE_WIDTH)  # px (height, width): a line model's input
+
+
+def read_lines(predictor: Predictor, grey: np.ndarray, size: tuple[int, int]) -> Reading:
+    """A grey image (to_grey's) of one or more lines, shown at `size` (width, height) px -> its Reading."""
+    sx, sy = size[0] / grey.shape[1], size[1] / grey.shape[0]
+    ink = line_ink(grey)
+    if ink is None:
+        return no_reading(NO_INK, size)
+    seg = segment(ink.mask)  # raises for more than MAX_CANDIDATES pieces, as segmentation does
+    images, places, masks = [], [], []
+    for line in seg.lines:
+        ids = [i for candidate in line for i in candidate.whole.ids]
+        mask = ink.mask & np.isin(seg.labels, ids)
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        corner = (max(int(cols[0]) - 1, 0), max(int(rows[0]) - 1, 0))  # where ink_levels' window starts
+        image, placement = normalize_line(ink_levels(ink.bright, mask, ink.paper)[0])
+        images.append(image)
+        places.append((placement, corner))
+        masks.append(mask)
+    probs = predictor.raw_proba(np.stack(images))
+    decoded = greedy_decode(probs, predictor.temperature)
+    frame_px = LINE_WIDTH / probs.shape[1]  # normalised px per frame
+    digits, crops, texts, reasons, confidence = [], [], [], [], 1.0
+    for k, (line, image, (placement, corner), mask) in enumerate(zip(decoded, images, places, masks)):
+        text = "".join(predictor.class_names[d] for d in line.digits)
+        texts.append(text)
+        confidence *= line.confidence
+        if not text:
+            reasons.append(f"line {k + 1}: ink, but no digit read")
+        elif line.confidence < predictor.threshold:
+            reasons.append(
+                f"line {k + 1}: confidence {line.confidence:.3f} is below the threshold {predictor.threshold:.3f}"
+            )
+        centres = [(s + e) / 2 * frame_px for s, e in line.frames]
+        bounds = [0.0, *((a + b) / 2 for a, b in zip(centres, centres[1:])), float(LINE_WIDTH)]
+        for j, (d, c) in enumerate(zip(line.digits, line.digit_confidences)):
+            lo, hi = bounds[j], bounds[j + 1]
+            unsure = c < predictor.threshold
+            reason = f"confidence {c:.3f} is below the threshold {predictor.threshold:.3f}" if unsure else None
+            box = _box(mask, placement, corner, lo, hi, (sx, sy))
+            digits.append(ReadDigit(d, predictor.class_names[d], c, box, k, unsure, reason))
+            crops.append(_crop(image, lo, hi))
+    return Reading(
+        text="\n".join(texts),
+        lines=tuple(texts),
+        confidence=float(confidence),
+        unsure=bool(reasons),
+        reason="; ".join(reasons) or None,
+        digits=tuple(digits),
+        crops=np.stack(crops) if crops else np.zeros((0, SIDE, SIDE), np.uint8),
+        size=size,
+    )
+
+
+def _box(mask, placement, corner, lo: float, hi: float, scale) -> tuple[int, int, int, int]:
+    """The box, in input px, of the line's ink between normalised columns lo and hi."""
+    # normalised x = (working x - corner - offset) * scale + margin, so working x from normalised x:
+    to_working = lambda x: (x - placement.margin[0]) / placement.scale + placement.offset[0] + corner[0]  # noqa: E731
+    line_cols = np.flatnonzero(mask.any(0))
+    c0 = min(max(math.floor(to_working(lo)), line_cols[0]), line_cols[-1])  # kept within the line's ink
+    c1 = max(min(math.ceil(to_working(hi)), line_cols[-1] + 1), c0 + 1)
+    cols = np.flatnonzero(mask[:, c0:c1].any(0)) + c0
+    rows = np.flatnonzero(mask[:, c0:c1].any(1))
+    if not len(cols):  # no ink in the digit's columns (a spike over a gap): its columns, the line's rows
+        rows, cols = np.flatnonzero(mask.any(1)), np.array([c0, c1 - 1])
+    sx, sy = scale
+    return (
+        math.floor(cols[0] * sx),
+        math.floor(rows[0] * sy),
+        math.ceil((cols[-1] + 1) * sx),
+        math.ceil((rows[-1] + 1) * sy),
+    )
+
+
+def _crop(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The digit's columns of the normalised line, fitted into SIDE x SIDE for the debug strip and page."""
+    part = image[:, max(0, math.floor(lo)) : max(math.ceil(hi), math.floor(lo) + 1)]
+    strong = part >= CROP_INK  # a neighbour's anti-aliased edge at the boundary is not this digit's ink
+    rows, cols = np.flatnonzero(strong.any(1)), np.flatnonzero(strong.any(0))
+    if len(rows):  # cut to the ink: the first and last digits' columns run to the image's ends
+        part = part[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    h, w = part.shape
+    scale = min((SIDE - 4) / h, (SIDE - 4) / w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    fitted = np.asarray(Image.fromarray(part).resize(size, Image.Resampling.BILINEAR))
+    out = np.zeros((SIDE, SIDE), np.uint8)
+    top, left = (SIDE - size[1]) // 2, (SIDE - size[0]) // 2
+    out[top : top + size[1], left : left + size[0]] = fitted
+    return out

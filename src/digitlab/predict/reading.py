@@ -1,0 +1,224 @@
+"""The one reading path, for the CLI, the REST API and batch: images in, typed results out.
+
+    kind(predictor)                  "digit" or "line": what the run's model reads, decided here only
+    choose_method(predictor, ...)    how a number is read with it: "segment" (a digit run) or "line"
+    read(run, image)                 one number: the image opened once, read by the method chosen once
+    read_inputs(predictor, inputs, names, method)
+                                     many images: each opened once; a bad one gets an Outcome holding its
+                                     one-line error (input_error) and the others go on; digits are asked
+                                     of the model in one call
+    read_files, predict_files        read_inputs over files and folders, as the CLI's rows
+
+An input is a path, a URI's or an upload's bytes, an array (for method "digit" a 28x28 grid used as given,
+already MNIST-like), or the exception that stands in for one found bad before (a request's field).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from digitlab import atomic
+from digitlab.config import READ_METHODS
+from digitlab.errors import DigitlabError, RunError
+from digitlab.predict import Predictor, classify, expand_paths, load_predictor
+from digitlab.predict.lines import SHAPE as LINE_SHAPE
+from digitlab.predict.lines import read_lines
+from digitlab.predict.results import RESULT_KEYS, Outcome, Prediction, Reading
+from digitlab.predict.segmented import SCORING, Scoring, ask, decide, open_image
+from digitlab.preprocess import preprocess, save_debug_strip, to_grey
+from digitlab.preprocess.normalize import SIDE
+
+KINDS = ("digit", "line")  # a single-digit run; a line model's run (--preset numbers)
+DIGIT = "digit"  # read_inputs' method for one digit per image, as `digitlab predict` reads it
+METHODS = (DIGIT, *READ_METHODS)
+
+
+def kind(predictor: Predictor) -> str:
+    """"digit" when the run's model reads one 28x28 digit, "line" when it reads a whole line; a RunError
+    for any other input shape."""
+    shape = tuple(predictor.input_shape)
+    if shape == LINE_SHAPE:
+        return "line"
+    if shape == (SIDE, SIDE):
+        return "digit"
+    raise RunError(
+        f"{predictor.run_dir or 'the run'}: the model takes images of shape {shape}; expected {SIDE}x{SIDE} "
+        f"digits (a single-digit model) or {LINE_SHAPE[0]}x{LINE_SHAPE[1]} lines (a line model)"
+    )
+
+
+def choose_method(predictor: Predictor, method: str | None) -> str:
+    """How `read` reads a number with the run: `method` if the run can do it, else a one-line error; None:
+    the run's own ("segment" for a single-digit run, "line" for a line model's run)."""
+    line = kind(predictor) == "line"
+    if method is None:
+        return "line" if line else "segment"
+    if method not in READ_METHODS:
+        raise DigitlabError(f"--method: expected one of {', '.join(READ_METHODS)}, got {method!r}")
+    if (method == "line") != line:
+        where = predictor.run_dir or "the run"
+        held = "a line model" if line else "a single-digit model"
+        raise DigitlabError(
+            f"--method {method}: {where} holds {held}; "
+            + ("segmentation needs a single-digit run" if line else "reading lines needs a run of --preset numbers")
+        )
+    return method
+
+
+def read(
+    run_or_predictor: Predictor | str | os.PathLike, image, scoring: Scoring = SCORING, method: str | None = None
+) -> Reading:
+    """Read the number in an image (a path, bytes, PIL image or array, as `preprocess` takes): its lines
+    and digits, each with a calibrated confidence. `method` "segment" or "line"; None: the run's own."""
+    predictor = run_or_predictor
+    if not isinstance(predictor, Predictor):
+        predictor = load_predictor(Path(run_or_predictor))
+    method = choose_method(predictor, method)
+    return _read_number(predictor, *open_image(image), method, scoring)
+
+
+def _read_number(
+    predictor: Predictor, grey: np.ndarray, size: tuple[int, int], method: str, scoring: Scoring = SCORING
+) -> Reading:
+    if method == "line":
+        return read_lines(predictor, grey, size)
+    return decide(ask(predictor, grey, size, scoring), scoring)
+
+
+def input_error(name: str, error: Exception) -> str:
+    """One input's error as its Outcome records it: "<name>: <what was wrong>". An error that already
+    starts with the input's name (a file's, or a request field's) is kept as it is."""
+    if isinstance(error, OSError):
+        return f"{name}: cannot be read ({error.strerror or error})"
+    text = str(error)
+    if text == name or text.startswith((f"{name}:", f"{name}[")):
+        return text
+    return f"{name}: {text}"
+
+
+def read_inputs(
+    predictor: Predictor,
+    inputs: Sequence,
+    names: Sequence[str],
+    method: str,
+    debug_dir: Path | None = None,
+) -> list[Outcome]:
+    """One Outcome per input, in order: a Prediction (method "digit") or a Reading ("segment", "line"), or
+    the input's error; an input that cannot be read never stops the others. Digits are preprocessed one by
+    one and asked of the model in one call, with the run's calibration and unsure rule. `debug_dir`: a
+    picture of each input's steps (digits) or of its boxes and crops (numbers) is written there."""
+    if method not in METHODS:
+        raise DigitlabError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
+    if method == DIGIT and kind(predictor) != "digit":
+        raise DigitlabError(
+            f"{predictor.run_dir or 'the run'} holds a line model, which reads whole lines, not one "
+            f"{SIDE}x{SIDE} digit; expected a single-digit run (`digitlab read` reads numbers with it)"
+        )
+    outcomes: list[Outcome | None] = []
+    digits, rejected, waiting = [], [], []  # method "digit": what the one model call is given, for whom
+    for i, (item, name) in enumerate(zip(inputs, names)):
+        debug = None if debug_dir is None else Path(debug_dir) / f"{i:04d}-{Path(name).stem}.png"
+        try:
+            if isinstance(item, Exception):  # found bad before: its error stands in for it
+                raise item
+            if method != DIGIT:
+                grey, size = open_image(item)
+                reading = _read_number(predictor, grey, size, method)
+                if debug is not None:
+                    save_debug_image(reading, grey, debug)
+                outcomes.append(Outcome(name, reading, debug=debug))
+                continue
+            if isinstance(item, np.ndarray):  # a pixel grid, MNIST-like already: used as given
+                digit, reason = np.asarray(item, np.float32), bool(item.max() > 0)  # its only test: ink
+            else:
+                pre = preprocess(item, debug=debug is not None)
+                digit, reason = pre.digit, pre.reason  # no ink, or not a digit: no numbers
+                if debug is not None:
+                    save_debug_strip(pre, debug)
+        except (DigitlabError, OSError) as e:
+            outcomes.append(Outcome(name, None, input_error(name, e)))
+            continue
+        digits.append(digit)
+        rejected.append(reason)
+        waiting.append((len(outcomes), name, debug))
+        outcomes.append(None)  # filled below, from the one model call
+    if waiting:
+        rows = classify(predictor, np.stack(digits), rejected)
+        for (k, name, debug), digit, row in zip(waiting, digits, rows):
+            outcomes[k] = Outcome(name, Prediction(**{key: row[key] for key in RESULT_KEYS}, image=digit), debug=debug)
+    return outcomes
+
+
+def file_rows(outcomes: list[Outcome]) -> list[dict]:
+    """The CLI's rows: file and the result's JSON form, or file and error; debug when a picture was written."""
+    rows = []
+    for o in outcomes:
+        row: dict = {"file": o.name}
+        if o.error is not None:
+            row["error"] = o.error
+        else:
+            row.update(o.result.to_dict())
+        if o.debug is not None and o.error is None:
+            row["debug"] = str(o.debug)
+        rows.append(row)
+    return rows
+
+
+def read_files(
+    predictor: Predictor, paths: list[Path], debug_dir: Path | None = None, method: str | None = None
+) -> list[dict]:
+    """`digitlab read`: one row per image file (folders searched) with its number, or its error.
+    `method` "segment" or "line", None: the run's own; "digit" reads one digit per file, as predict_files."""
+    files = expand_paths(paths)
+    method = method if method == DIGIT else choose_method(predictor, method)
+    return file_rows(read_inputs(predictor, files, [str(p) for p in files], method, debug_dir))
+
+
+def predict_files(predictor: Predictor, paths: list[Path], debug_dir: Path | None = None) -> list[dict]:
+    """`digitlab predict`: one row per image file (folders searched): file and RESULT_KEYS, or file and
+    error. An image preprocessing refuses (no ink, not a digit) gets its reason and None for the numbers."""
+    return read_files(predictor, paths, debug_dir, method=DIGIT)
+
+
+DEBUG_WIDTH = 720  # px, the drawn image's width in the debug picture
+CROP_SCALE = 3  # each 28x28 crop is drawn 3x in the strip
+
+
+def save_debug_image(reading: Reading, image, path: str | os.PathLike) -> Path:
+    """Write the image with each digit's box, digit and confidence drawn on it (unsure in red), and the
+    normalised 28x28 crops in a strip below, as a PNG; returns the path."""
+    grey = to_grey(image)
+    scale = DEBUG_WIDTH / grey.shape[1]
+    shown = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8)).convert("RGB")
+    shown = shown.resize((DEBUG_WIDTH, max(1, round(grey.shape[0] * scale))), Image.Resampling.BILINEAR)
+    font = ImageFont.load_default(size=14)
+    side = SIDE * CROP_SCALE
+    gap, caption = 8, 18  # px
+    strip_height = side + caption + 2 * gap
+    canvas = Image.new(
+        "RGB", (max(DEBUG_WIDTH, gap + len(reading.digits) * (side + gap)), shown.height + strip_height), "white"
+    )
+    canvas.paste(shown, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    box_scale = DEBUG_WIDTH / reading.size[0]
+    for d in reading.digits:
+        colour = (220, 0, 0) if d.unsure else (0, 150, 0)
+        x0, y0, x1, y1 = (round(v * box_scale) for v in d.box)
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=2)
+        draw.text((x0 + 2, max(0, y0 - 16)), f"{d.label} {d.confidence:.2f}", fill=colour, font=font)
+    top = shown.height + gap
+    for i, (d, crop) in enumerate(zip(reading.digits, reading.crops)):
+        left = gap + i * (side + gap)
+        tile = Image.fromarray(crop).resize((side, side), Image.Resampling.NEAREST)
+        canvas.paste(tile.convert("RGB"), (left, top))
+        draw.text((left + side / 2, top + side + 2), d.label, fill=(0, 0, 0), font=font, anchor="mt")
+    if reading.text is None:
+        draw.text((gap, top), reading.reason or "", fill=(220, 0, 0), font=font)
+    with atomic.replacing(path) as tmp:
+        canvas.save(tmp, "PNG")
+    return Path(path)
