@@ -25,15 +25,16 @@ import numpy as np
 
 from digitlab import runs
 from digitlab.config import TrainConfig
+from digitlab.data import run_split
 from digitlab.line_reading import read_lines
-from digitlab.lines import MAX_DIGITS, TOUCHING_GAP, WIDE_GAP, compose, make_lines, on_paper, split
+from digitlab.lines import MAX_DIGITS, TOUCHING_GAP, WIDE_GAP, compose, make_lines, on_paper
 from digitlab.predict import load_predictor
 from digitlab.predict.ctc import greedy_decode
 
 SUBSETS = {"touching": TOUCHING_GAP, "separated": WIDE_GAP}  # gaps in px at a 28 px digit height
 LENGTH = 4  # digits per line in the accuracy subsets
 TIMED_LENGTH = 6  # digits in the timed line
-SEED = 11  # not the run's validation seed (line_training.VAL_SEED)
+SEED = 11  # not the run's validation seed (lines.VAL_SEED)
 
 
 def accuracy(predictor, x_val, y_val, gaps, count: int, seed: int) -> dict:
@@ -91,7 +92,8 @@ def main() -> dict:
     calibrated = (args.run / runs.CALIBRATION).is_file()
     predictor = load_predictor(args.run, runtime=args.runtime, require_calibration=calibrated)
     config = runs.read_run_config(args.run)
-    x_val, y_val = split(TrainConfig.from_dict(config["train"]), "validation")
+    split = run_split(TrainConfig.from_dict(config["train"]))
+    x_val, y_val = split.x_val, split.y_val
     result = {name: accuracy(predictor, x_val, y_val, gaps, args.count, SEED) for name, gaps in SUBSETS.items()}
     result["by_length"] = by_length(predictor, x_val, y_val, max(1, args.count // 5), SEED)
     result["ms_per_6_digit_line"] = time_line(predictor, x_val)

@@ -82,11 +82,11 @@ AMBIGUOUS_FACTORS = (1.25, 1.5, 2.0, 3.0, 5.0)  # shown: the unsure share agains
 def validation_split(run: Path) -> tuple[np.ndarray, np.ndarray]:
     """The validation images and labels the run was trained beside, split as `digitlab train` split them."""
     from digitlab.config import TrainConfig
+    from digitlab.data import run_split
     from digitlab.runs import read_run_config
-    from digitlab.training import prepare_data
 
-    _, _, x_val, y_val, _ = prepare_data(TrainConfig.from_dict(read_run_config(run)["train"]))
-    return x_val, y_val
+    split = run_split(TrainConfig.from_dict(read_run_config(run)["train"]))
+    return split.x_val, split.y_val
 
 
 def compose_all(x, y, count: int, seed: int) -> dict[str, list]:

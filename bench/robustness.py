@@ -31,6 +31,7 @@ import numpy as np
 from benchmark import command_line, machine  # the same headings as the speed benchmark
 from digitlab import runs, wild
 from digitlab.config import PRESETS, ModelConfig, TrainConfig, resolve_configs
+from digitlab.data import run_split
 from digitlab.errors import DigitlabError
 from digitlab.predict import RUNTIMES, classify, load_predictor
 
@@ -59,7 +60,8 @@ def preset_of(config: dict) -> str:
 def build(train_config: TrainConfig, per_column: int, seed: int) -> dict:
     """The wild set of a run's validation split, preprocessed, with the seconds each step took."""
     started = time.perf_counter()
-    x_val, y_val = wild.validation_split(train_config)
+    split = run_split(train_config)
+    x_val, y_val = split.x_val, split.y_val
     loaded = time.perf_counter()
     images = wild.build_wild(x_val, y_val, per_column=per_column, seed=seed)
     built = time.perf_counter()

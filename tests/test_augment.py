@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from digitlab.augment import random_warp
+from digitlab.training.augment import random_warp
 
 
 def bar(n=8):

@@ -146,7 +146,7 @@ def test_nll_of_known_cases():
 
 def test_fit_calibration_writes_its_files_and_improves_an_overconfident_model(tmp_path):
     probs, y = miscalibrated(2.5, n=5000, seed=7)
-    result = calibrate.fit_calibration(tmp_path, probs, y)
+    result = calibrate.fit_calibration(tmp_path, calibrate.digit_answers(probs, y))
     assert {"temperature", "threshold", "ece_before", "ece_after"} <= set(result)
     assert json.loads((tmp_path / "calibration.json").read_text()) == pytest.approx(result)
     assert (tmp_path / "reliability.png").read_bytes()[:8] == PNG_MAGIC
@@ -166,7 +166,7 @@ def test_wild_digits_raise_the_threshold_to_what_they_need(tmp_path, monkeypatch
     # is the higher of the two each set asks for, and both acceptances are recorded.
     from digitlab.calibrate import fit_calibration
 
-    monkeypatch.setattr(calibrate, "fit_temperature", lambda probs, y: 1.0)  # the threshold rule alone
+    monkeypatch.setattr(calibrate, "temperature_for", lambda answers: 1.0)  # the threshold rule alone
 
     def probabilities(conf, guess):
         p = np.full((len(conf), 10), 0.0)
@@ -178,8 +178,10 @@ def test_wild_digits_raise_the_threshold_to_what_they_need(tmp_path, monkeypatch
     clean = probabilities(rng.uniform(0.3, 1.0, 2000), y)
     conf = rng.uniform(0.3, 1.0, 1000)
     wild = probabilities(conf, np.where(conf < 0.35, (yw + 1) % 10, yw))  # the least sure are wrong
-    alone = fit_calibration(tmp_path, clean, y)
-    both = fit_calibration(tmp_path, clean, y, (wild, yw, "1000 wild digits"))
+    alone = fit_calibration(tmp_path, calibrate.digit_answers(clean, y))
+    both = fit_calibration(
+        tmp_path, calibrate.digit_answers(clean, y), calibrate.digit_answers(wild, yw, "1000 wild digits")
+    )
     assert both["threshold"] > alone["threshold"]
     assert both["wild_accepted_accuracy"] >= 0.995 and "1000 wild digits" in both["fitted_on"]
     assert both["validation_coverage"] > 0.9

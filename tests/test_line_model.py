@@ -8,7 +8,8 @@ import pytest
 
 from digitlab.config import PRESETS, ModelConfig, TrainConfig, resolve_configs
 from digitlab.errors import DigitlabError
-from digitlab.predict.ctc import greedy_decode, temper, texts
+from digitlab.metrics import temper
+from digitlab.predict.ctc import greedy_decode, texts
 
 BLANK = 10
 NAMES = tuple(str(i) for i in range(10))
@@ -55,7 +56,7 @@ def test_temperature_flattens_or_sharpens_the_frames():
 
 
 def test_the_line_model_gives_frames_over_digits_and_blank():
-    from digitlab.line_model import build_line_model, frames
+    from digitlab.models import build_line_model, build_model, frames
 
     cfg = PRESETS["numbers"][0]
     model = build_line_model(dataclasses.replace(cfg, filters=(4, 4, 4, 4), dense=8))
@@ -71,14 +72,12 @@ def test_the_line_model_gives_frames_over_digits_and_blank():
         build_line_model(ModelConfig())
     with pytest.raises(DigitlabError, match="input_shape"):
         build_line_model(dataclasses.replace(cfg, input_shape=(30, 256)))
-    from digitlab.models import build_model
-
-    with pytest.raises(DigitlabError, match="build_line_model"):  # lr-find and the digit path refuse it
-        build_model(cfg)
+    small = dataclasses.replace(cfg, filters=(4, 4, 4, 4), dense=8)
+    assert [layer.name for layer in build_model(small).layers] == [layer.name for layer in model.layers]  # one builder
 
 
 def test_ctc_loss_prefers_the_right_labels_and_respects_padding():
-    from digitlab.line_training import CTCLoss
+    from digitlab.training.tasks import CTCLoss
 
     b = BLANK
     probs = np.concatenate([frames_of([b, 4, b, 4, b, 2, b]), frames_of([b, 7, b, b, b, b, b])])
@@ -91,7 +90,7 @@ def test_ctc_loss_prefers_the_right_labels_and_respects_padding():
 
 
 def test_string_accuracy_counts_whole_lines():
-    from digitlab.line_training import string_accuracy
+    from digitlab.training.tasks import string_accuracy
 
     b = BLANK
     probs = np.concatenate([frames_of([b, 4, b, 4]), frames_of([b, 7, b, b])])
@@ -114,20 +113,7 @@ def test_numbers_preset_and_model_line():
         ModelConfig(architecture="line", context=1, dense=0)
 
 
-TINY = {"filters": (4, 8, 8, 8), "dense": 16}
-
-
-@pytest.fixture(scope="module")
-def tiny_line_run(tmp_path_factory, synthetic_dir):
-    """A line model trained for two epochs of 96 lines on the synthetic set: the machinery, not accuracy."""
-    from digitlab.training import train
-
-    model_cfg, train_cfg = resolve_configs("numbers", epochs=2, lines=96, val_lines=48, batch_size=32)
-    model_cfg = dataclasses.replace(model_cfg, **TINY)
-    train_cfg = dataclasses.replace(train_cfg, dataset="synthetic")
-    out = tmp_path_factory.mktemp("line") / "run"
-    train(model_cfg, train_cfg, out, data_dir=synthetic_dir, verbose=0)
-    return out
+TINY = {"filters": (4, 8, 8, 8), "dense": 16}  # as conftest.py trains tiny_line_run
 
 
 @pytest.mark.integration  # trains: about 30 s on a busy 2-core CPU
@@ -172,6 +158,43 @@ def test_a_finished_line_run_refuses_to_resume_and_a_killed_one_completes(tiny_l
     (run / runs.CALIBRATION).unlink()
     metrics = resume(run, data_dir=synthetic_dir, verbose=0)
     assert metrics["epochs"] == 2 and len((run / runs.HISTORY).read_text().splitlines()) == 3
+
+
+def test_a_line_run_is_evaluated_on_lines_of_test_digits(tiny_line_run, tmp_path, synthetic_dir):
+    import shutil
+
+    from digitlab import runs
+    from digitlab.evaluation import TEST_LINES, evaluate, evaluate_ensemble
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_line_run, run)
+    test = evaluate(run, data_dir=synthetic_dir)
+    assert test["kind"] == "line" and test["count"] == TEST_LINES
+    assert 0.0 <= test["accuracy"] <= 1.0 and test["character_error_rate"] >= 0.0
+    assert sum(v["count"] for v in test["by_length"].values()) == TEST_LINES
+    assert set(test["by_length"]) == set(range(1, 11))  # every length a line can have
+    substitutions = np.array(test["substitutions"])
+    assert substitutions.shape == (10, 10) and substitutions.sum() > 0
+    assert test["errors"] == round((1 - test["accuracy"]) * TEST_LINES)
+    for name in ("confusion_matrix", "by_length", "mistakes"):
+        assert (run / test["figures"][name]).read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((run / runs.METRICS).read_text())["test"]["character_error_rate"] == test["character_error_rate"]
+    assert evaluate(run, data_dir=synthetic_dir)["accuracy"] == test["accuracy"]  # the same lines every time
+    with pytest.raises(DigitlabError, match="are line runs"):
+        evaluate_ensemble([run, tiny_line_run], data_dir=synthetic_dir)
+
+
+def test_alignment_names_substitutions_deletions_and_insertions():
+    from digitlab.metrics import alignment, edit_distance
+
+    pairs, deleted, inserted = alignment((3, 7, 7, 6), (8, 7))  # two digits read as one: "3776" -> "87"
+    assert len(pairs) == 2 and (deleted, inserted) == (2, 0) and edit_distance((3, 7, 7, 6), (8, 7)) == 3
+    pairs, deleted, inserted = alignment((5, 2, 1), (5, 2, 1))
+    assert pairs == [(5, 5), (2, 2), (1, 1)] and deleted == inserted == 0
+    pairs, deleted, inserted = alignment((1, 2), (1, 9, 2))
+    assert pairs == [(1, 1), (2, 2)] and (deleted, inserted) == (0, 1)
+    pairs, deleted, inserted = alignment((4, 4, 2), (4, 7))
+    assert sum(a != b for a, b in pairs) + deleted + inserted == edit_distance((4, 4, 2), (4, 7)) == 2
 
 
 @pytest.mark.integration  # trains: about 30 s on a busy 2-core CPU

@@ -140,17 +140,19 @@ def test_bad_digits_are_refused():
 
 
 def test_validation_lines_come_from_the_validation_split(synthetic_dir):
-    from digitlab.wild import validation_split
+    from digitlab.data import load_dataset, run_split, split_train_val
 
-    cfg = TrainConfig(dataset="synthetic", limit=50)
-    x_val, y_val = lines.split(cfg, "validation", synthetic_dir)
-    expected = validation_split(cfg, synthetic_dir)
-    np.testing.assert_array_equal(x_val, expected[0])
-    np.testing.assert_array_equal(y_val, expected[1])
-    x_tr, _ = lines.split(cfg, "train", synthetic_dir)
-    assert len(x_tr) == 50
-    with pytest.raises(DigitlabError, match="part"):
-        lines.split(cfg, "test", synthetic_dir)
+    cfg = TrainConfig(dataset="synthetic", limit=50, val_lines=5)
+    split = run_split(cfg, synthetic_dir)
+    ds = load_dataset("synthetic", data_dir=synthetic_dir)
+    _, _, x_expected, y_expected = split_train_val(ds.x_train, ds.y_train, cfg.val_fraction, cfg.split_seed)
+    np.testing.assert_array_equal(split.x_val, x_expected)
+    np.testing.assert_array_equal(split.y_val, y_expected)
+    assert len(split.x_train) == 50
+    images, labels = lines.validation_lines(cfg, data_dir=synthetic_dir)
+    again = lines.validation_lines(cfg, split)
+    np.testing.assert_array_equal(images, again[0])  # the same lines for every run of the split
+    assert set(labels[labels != lines.PAD_LABEL]) <= set(split.y_val.tolist())
 
 
 def test_length_and_gaps_can_be_fixed():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from digitlab.errors import DigitlabError
+from digitlab.metrics import edit_distance
 from digitlab.numbers import (
     CLOSE_GAP,
     LENGTHS,
@@ -18,7 +19,6 @@ from digitlab.numbers import (
     SUBSETS,
     TOUCHING_GAP,
     compose_numbers,
-    edit_distance,
     score_readings,
 )
 

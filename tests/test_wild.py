@@ -196,10 +196,11 @@ def test_colour_is_coloured_ink_on_coloured_paper():
 @pytest.mark.integration
 def test_real_validation_digits(mnist):
     from digitlab.config import TrainConfig
-    from digitlab.training import prepare_data
+    from digitlab.data import run_split, split_train_val
 
-    x_val, y_val = wild.validation_split()
-    _, _, x_expected, y_expected, _ = prepare_data(TrainConfig())
+    split = run_split(TrainConfig())
+    x_val, y_val = split.x_val, split.y_val
+    _, _, x_expected, y_expected = split_train_val(mnist.x_train, mnist.y_train, 0.2, seed=42)
     np.testing.assert_array_equal(x_val, x_expected)  # exactly the split training holds out
     np.testing.assert_array_equal(y_val, y_expected)
     out = wild.preprocess_wild(wild.build_wild(x_val, y_val, per_column=100, seed=0))

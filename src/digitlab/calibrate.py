@@ -1,102 +1,167 @@
-"""Calibrated confidence: temperature scaling and an "unsure" threshold, both fitted on the
-validation split (never the test set), saved as calibration.json in the run directory."""
+"""Calibrated confidence: temperature scaling and an "unsure" threshold, both fitted on validation data
+(never the test set), saved as calibration.json in the run directory.
+
+One procedure for every kind of model. A digit model's answer is a class and its probability; a line
+model's answer is a whole string and the probability of its best path. Calibration sees either as
+`Answers`: how confident each answer is at a temperature, whether it is right, and the loss the
+temperature is fitted to minimise (the negative log-likelihood of the labels for digits; of "the
+string is right" for lines). The threshold rule, the expected calibration error and the reliability
+diagram are the same for both.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 
 from digitlab import runs
-from digitlab.metrics import confidence_bins, nll
+from digitlab.metrics import EPS, confidence_bins, nll, temper
 from digitlab.plots import plot_reliability
-from digitlab.predict import apply_temperature
+from digitlab.predict.ctc import greedy_decode
 
 BINS = 15  # equal-width confidence bins for the expected calibration error
-TARGET_ACCURACY = 0.995  # accepted predictions should be right this often on validation...
-MIN_COVERAGE = 0.90  # ...but never mark more than 10 % of validation digits unsure
+TARGET_ACCURACY = 0.995  # accepted answers should be right this often on validation...
+MIN_COVERAGE = 0.90  # ...but never mark more than 10 % of validation answers unsure
+TEMPERATURES = (0.05, 20.0)  # the range the temperature is fitted in
 THRESHOLD_RULE = (
-    f"lowest calibrated confidence at which validation predictions at or above it are "
-    f"{TARGET_ACCURACY:.1%} correct, capped so that at least {MIN_COVERAGE:.0%} of validation digits are accepted"
+    f"lowest calibrated confidence at which validation answers at or above it are "
+    f"{TARGET_ACCURACY:.1%} right, capped so that at least {MIN_COVERAGE:.0%} of validation answers are accepted"
 )
 
 
-def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = BINS) -> float:
-    """Mean |accuracy - confidence| over confidence bins, weighted by the bins' sizes."""
-    conf, correct = probs.max(axis=1), probs.argmax(axis=1) == y
-    which = confidence_bins(conf, bins)
-    ece = 0.0
-    for b in range(bins):
-        m = which == b
-        if m.any():
-            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
-    return float(ece)
+@dataclass(frozen=True)
+class Answers:
+    """A model's answers on validation data, as calibration sees them."""
+
+    confidence: Callable[[float], np.ndarray]  # temperature -> (n,) confidence of each answer
+    right: np.ndarray  # (n,) bool; scaling by a temperature never changes an answer, only its confidence
+    loss: Callable[[float], float]  # temperature -> the mean loss the temperature minimises
+    kind: str  # "digit" or "string"
+    description: str  # what they are, for calibration.json's fitted_on: "the validation split (12000 images)"
+
+    def __len__(self) -> int:
+        return len(self.right)
 
 
-def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
-    """The T in softmax(log p / T) that minimises validation negative log-likelihood."""
+def digit_answers(probs: np.ndarray, y: np.ndarray, description: str | None = None) -> Answers:
+    """(n, classes) uncalibrated probabilities and the true classes."""
+    probs, y = np.asarray(probs, np.float32), np.asarray(y, dtype=int)
+    return Answers(
+        confidence=lambda t: temper(probs, t).max(axis=1),
+        right=probs.argmax(axis=1) == y,
+        loss=lambda t: nll(temper(probs, t), y),
+        kind="digit",
+        description=description or f"validation split ({len(y)} images)",
+    )
+
+
+def string_answers(frames: np.ndarray, truths: list[tuple[int, ...]], description: str | None = None) -> Answers:
+    """A line model's (n, frames, classes + 1) uncalibrated per-frame probabilities and each line's digits:
+    the answer is the greedy reading, its confidence the probability of its best path."""
+
+    def confidence(t: float) -> np.ndarray:
+        return np.array([d.confidence for d in greedy_decode(frames, t)])
+
+    right = np.array([d.digits == tuple(t) for d, t in zip(greedy_decode(frames), truths)])
+
+    def loss(t: float) -> float:
+        c = np.clip(confidence(t), EPS, 1.0 - 1e-6)
+        return float(-np.mean(np.where(right, np.log(c), np.log1p(-c))))
+
+    return Answers(confidence, right, loss, "string", description or f"{len(truths)} validation lines")
+
+
+def temperature_for(answers: Answers) -> float:
+    """The temperature in TEMPERATURES that minimises the answers' loss."""
     result = minimize_scalar(
-        lambda log_t: nll(apply_temperature(probs, float(np.exp(log_t))), y),
-        bounds=(np.log(0.05), np.log(20.0)),
-        method="bounded",
+        lambda log_t: answers.loss(float(np.exp(log_t))), bounds=np.log(TEMPERATURES), method="bounded"
     )
     return float(np.exp(result.x))
 
 
-def choose_threshold(probs: np.ndarray, y: np.ndarray) -> float:
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y
-    order = np.argsort(-conf)  # most confident first
-    accepted_accuracy = np.cumsum(correct[order]) / np.arange(1, len(y) + 1)
-    min_accepted = int(np.ceil(MIN_COVERAGE * len(y)))
+def threshold_for(confidence: np.ndarray, right: np.ndarray) -> float:
+    """The lowest confidence at which the answers at or above it meet TARGET_ACCURACY, never accepting
+    fewer than MIN_COVERAGE of them (THRESHOLD_RULE)."""
+    order = np.argsort(-confidence)  # most confident first
+    accepted_accuracy = np.cumsum(right[order]) / np.arange(1, len(right) + 1)
     ok = np.flatnonzero(accepted_accuracy >= TARGET_ACCURACY)
-    n = max(int(ok[-1]) + 1 if ok.size else 0, min_accepted)  # how many to accept
-    return float(conf[order][min(n, len(y)) - 1])
+    n = max(int(ok[-1]) + 1 if ok.size else 0, int(np.ceil(MIN_COVERAGE * len(right))))  # how many to accept
+    return float(confidence[order][min(n, len(right)) - 1])
 
 
-def fit_calibration(
-    run_dir: Path, probs: np.ndarray, y: np.ndarray, wild: tuple[np.ndarray, np.ndarray, str] | None = None
-) -> dict:
-    """Fit temperature and threshold on validation probabilities; write calibration.json and reliability.png.
-
-    `wild`, if given, is (probabilities, labels, description) of validation digits drawn as people's
-    images: the temperature is fitted on both, and the threshold is the higher of the two each set
-    asks for, so that what is accepted meets the rule on people's images as well as on MNIST's."""
-    run_dir = Path(run_dir)
-    fitted_on = f"validation split ({len(y)} images)"
-    all_probs, all_y = probs, y
-    if wild is not None:
-        all_probs, all_y = np.concatenate([probs, wild[0]]), np.concatenate([y, wild[1]])
-        fitted_on += f" and {wild[2]}"
-    temperature = fit_temperature(all_probs, all_y)
-    calibrated = apply_temperature(probs, temperature)
-    threshold = choose_threshold(calibrated, y)
-    result = {"temperature": temperature, "threshold": threshold}
-    if wild is not None:
-        calibrated_wild = apply_temperature(wild[0], temperature)
-        threshold = max(threshold, choose_threshold(calibrated_wild, wild[1]))
-        result["threshold"] = threshold
-        result.update(_acceptance(calibrated_wild, wild[1], threshold, "wild_"))
-    all_calibrated = apply_temperature(all_probs, temperature)
-    result.update(
-        threshold_rule=THRESHOLD_RULE,
-        fitted_on=fitted_on,
-        ece_before=expected_calibration_error(all_probs, all_y),
-        ece_after=expected_calibration_error(all_calibrated, all_y),
-        nll_before=nll(all_probs, all_y),
-        nll_after=nll(all_calibrated, all_y),
-        **_acceptance(calibrated, y, threshold, "validation_"),
+def calibration_error(confidence: np.ndarray, right: np.ndarray, bins: int = BINS) -> float:
+    """Expected calibration error: mean |accuracy - confidence| over equal-width confidence bins,
+    weighted by the bins' sizes."""
+    which = confidence_bins(confidence, bins)
+    return float(
+        sum(
+            (which == b).mean() * abs(right[which == b].mean() - confidence[which == b].mean())
+            for b in range(bins)
+            if (which == b).any()
+        )
     )
-    plot_reliability(all_probs, all_calibrated, all_y, BINS, run_dir / runs.RELIABILITY)
+
+
+# Digits' probabilities directly, as the tests and benchmarks use them.
+def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
+    """The T in softmax(log p / T) that minimises the negative log-likelihood of `y`."""
+    return temperature_for(digit_answers(probs, y))
+
+
+def choose_threshold(probs: np.ndarray, y: np.ndarray) -> float:
+    return threshold_for(probs.max(axis=1), probs.argmax(axis=1) == y)
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = BINS) -> float:
+    return calibration_error(probs.max(axis=1), probs.argmax(axis=1) == y, bins)
+
+
+def fit_calibration(run_dir: Path, answers: Answers, wild: Answers | None = None) -> dict:
+    """Fit temperature and threshold on validation answers; write calibration.json and reliability.png,
+    and `calibration` in metrics.json.
+
+    `wild`, if given, is answers on validation data drawn as people's images: the temperature is fitted on
+    both, and the threshold is the higher of the two each set asks for, so that what is accepted meets the
+    rule on people's images as well as on MNIST's."""
+    run_dir = Path(run_dir)
+    sets = [answers] if wild is None else [answers, wild]
+    total = sum(len(s) for s in sets)
+
+    def loss(t: float) -> float:  # the mean over every answer of both sets
+        return sum(len(s) * s.loss(t) for s in sets) / total
+
+    temperature = temperature_for(Answers(answers.confidence, answers.right, loss, answers.kind, ""))
+    threshold = max(threshold_for(s.confidence(temperature), s.right) for s in sets)
+    before = np.concatenate([s.confidence(1.0) for s in sets])
+    after = np.concatenate([s.confidence(temperature) for s in sets])
+    right = np.concatenate([s.right for s in sets])
+    result = {
+        "kind": answers.kind,
+        "temperature": temperature,
+        "threshold": threshold,
+        "threshold_rule": THRESHOLD_RULE,
+        "fitted_on": " and ".join(s.description for s in sets),
+        "accuracy": float(answers.right.mean()),
+        "ece_before": calibration_error(before, right),
+        "ece_after": calibration_error(after, right),
+        "nll_before": loss(1.0),
+        "nll_after": loss(temperature),
+        **_acceptance(answers.confidence(temperature), answers.right, threshold, "validation_"),
+    }
+    if wild is not None:
+        result.update(_acceptance(wild.confidence(temperature), wild.right, threshold, "wild_"))
+    plot_reliability(before, after, right, BINS, run_dir / runs.RELIABILITY, answers.kind)
     runs.write_json(run_dir / runs.CALIBRATION, result)
     runs.update_json(run_dir / runs.METRICS, calibration=result)
     return result
 
 
-def _acceptance(calibrated: np.ndarray, y: np.ndarray, threshold: float, prefix: str) -> dict:
-    accepted = calibrated.max(axis=1) >= threshold
-    right = calibrated.argmax(1) == y
+def _acceptance(confidence: np.ndarray, right: np.ndarray, threshold: float, prefix: str) -> dict:
+    accepted = confidence >= threshold
     return {
         f"{prefix}coverage": float(accepted.mean()),
         f"{prefix}accepted_accuracy": float(right[accepted].mean()) if accepted.any() else float("nan"),

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from digitlab.errors import DigitlabError
 
-ARCHITECTURES = ("mlp", "cnn", "line")  # "line": a whole line of digits, CTC (digitlab.line_model)
+ARCHITECTURES = ("mlp", "cnn", "line")  # "line": a whole line of digits, CTC (models.build_line_model)
+KINDS = {"mlp": "digit", "cnn": "digit", "line": "line"}  # what each architecture reads
 READ_METHODS = ("segment", "line")  # how `read` finds digits: segmentation + one digit, or a line model
 PRECISIONS = ("float32", "bfloat16")  # what the layers compute in; weights are always float32
 PRECISION_CHOICES = ("auto", *PRECISIONS)  # "auto": bfloat16 where it is native (see native_bfloat16)
@@ -87,6 +88,12 @@ class ModelConfig:
             raise DigitlabError("model: context blocks need a hidden Dense layer (dense > 0) to set their width")
         if not isinstance(self.dense, int) or self.dense < 0:
             raise DigitlabError(f"model: dense must be a width >= 0 (0: no hidden Dense layer), got {self.dense!r}")
+
+    @property
+    def kind(self) -> str:
+        """What the model reads: "digit" (one 28x28 digit: mlp, cnn) or "line" (a line of digits, CTC).
+        The one place a run's kind is decided; every stage asks this."""
+        return KINDS[self.architecture]
 
     def stage_convs(self) -> tuple[int, ...]:
         """Conv layers in each stage."""

@@ -1,4 +1,10 @@
-"""Evaluation on the test set: the only place it is touched. Nothing is ever selected on it."""
+"""Evaluation on the test set: the only place it is touched. Nothing is ever selected on it.
+
+A digit run is scored on the test images: accuracy, loss, per-class figures, the confusion matrix and
+galleries. A line run is scored on lines composed from the test split's digits (digitlab.lines, as its
+training and validation lines are from theirs): exact-number accuracy, character error rate, accuracy per
+length, the confusion of substituted digits, and what the unsure threshold accepts.
+"""
 
 from __future__ import annotations
 
@@ -8,32 +14,52 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
 from digitlab import runs
+from digitlab.config import ModelConfig
 from digitlab.data import load_dataset
 from digitlab.errors import DigitlabError, RunError
-from digitlab.metrics import nll
-from digitlab.plots import plot_confusion, plot_gallery
-from digitlab.predict import apply_temperature, load_predictor
+from digitlab.lines import PAD_LABEL, make_lines
+from digitlab.metrics import alignment, nll, temper
+from digitlab.plots import plot_by_length, plot_confusion, plot_gallery
+from digitlab.predict import Predictor, load_predictor
+from digitlab.predict.ctc import greedy_decode
 
 GALLERY = 32  # digits per gallery
 CALIBRATED = "calibrated confidence"  # the run's temperature applied, as predict and serve show it
 UNCALIBRATED = "uncalibrated confidence (the run has no calibration.json)"
+TEST_LINES = 2000  # lines a line run is scored on
+TEST_LINES_SEED = 3  # their seed: the same lines for every run
+
+
+def run_kind(run_dir: Path) -> str:
+    """ "digit" or "line", from the run's config.json."""
+    return ModelConfig.from_dict(runs.read_run_config(run_dir)["model"]).kind
 
 
 def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> dict:
-    """Test accuracy and loss, per-class metrics, confusion matrix and galleries; saved in metrics.json."""
+    """The run's test figures and plots, for its kind; saved as `test` in metrics.json. `seed` picks the
+    random gallery."""
     run_dir = Path(run_dir)
     # With its calibration where the run has one (a run killed before it has none): the confidences
     # shown are then the ones `digitlab predict` and the server give.
     calibrated = (run_dir / runs.CALIBRATION).is_file()
+    kind = run_kind(run_dir)
     predictor = load_predictor(run_dir, require_calibration=calibrated)
     ds = load_dataset(runs.dataset_name(runs.read_run_config(run_dir)), data_dir=data_dir)
+    confidence = CALIBRATED if calibrated else UNCALIBRATED
+    evaluate_kind = _evaluate_lines if kind == "line" else _evaluate_digits
+    test = {"kind": kind, **evaluate_kind(run_dir, predictor, ds, confidence, seed)}
+    runs.update_json(run_dir / runs.METRICS, test=test)
+    return test
+
+
+def _evaluate_digits(run_dir: Path, predictor: Predictor, ds, confidence: str, seed: int) -> dict:
+    """Test accuracy and loss, per-class metrics, confusion matrix and galleries."""
     predictor.check_images(ds.x_test, str(run_dir))
     names = list(ds.class_names)
     # Accuracy and loss from the model's own (uncalibrated) probabilities: they describe the model itself.
     probs = predictor.raw_proba(ds.x_test)
     y, pred = ds.y_test.astype(int), probs.argmax(axis=1)  # the temperature keeps each row's argmax
-    conf = apply_temperature(probs, predictor.temperature).max(axis=1)
-    confidence = CALIBRATED if calibrated else UNCALIBRATED
+    conf = temper(probs, predictor.temperature).max(axis=1)
     loss = nll(probs, y)
     accuracy = float(np.mean(pred == y))
     report = classification_report(
@@ -82,8 +108,70 @@ def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> d
         ],
         "figures": {k: str(Path(v).name) for k, v in figures.items()},
     }
-    runs.update_json(run_dir / runs.METRICS, test=test)
     return test
+
+
+def _evaluate_lines(run_dir: Path, predictor: Predictor, ds, confidence: str, seed: int) -> dict:
+    """Exact-number accuracy, character error rate, accuracy per length, substituted digits, the unsure
+    threshold's acceptance, and the most confident mistakes, on TEST_LINES lines of test digits."""
+    images, labels = make_lines(ds.x_test, ds.y_test, TEST_LINES, np.random.default_rng([TEST_LINES_SEED, seed]))
+    decoded = greedy_decode(predictor.raw_proba(images), predictor.temperature)
+    names = list(ds.class_names)
+    truths = [tuple(int(v) for v in row if v != PAD_LABEL) for row in labels]
+    right = np.array([d.digits == t for d, t in zip(decoded, truths)])
+    conf = np.array([d.confidence for d in decoded])
+    substitutions = np.zeros((len(names), len(names)), int)  # true digit -> digit read, aligned
+    deleted = inserted = errors = 0
+    for d, t in zip(decoded, truths):
+        pairs, dropped, added = alignment(t, d.digits)
+        for a, b in pairs:
+            substitutions[a, b] += 1
+        deleted, inserted = deleted + dropped, inserted + added
+        errors += dropped + added + sum(a != b for a, b in pairs)
+    lengths = np.array([len(t) for t in truths])
+    by_length = {
+        int(n): {"count": int((lengths == n).sum()), "accuracy": float(right[lengths == n].mean())}
+        for n in np.unique(lengths)
+    }
+    accepted = conf >= predictor.threshold
+    wrong = np.flatnonzero(~right)
+    wrong = wrong[np.argsort(-conf[wrong])][: GALLERY // 2]  # the most confident mistakes first
+
+    def text(digits) -> str:
+        return "".join(names[v] for v in digits) or "(nothing)"
+
+    figures = {
+        "confusion_matrix": plot_confusion(substitutions, names, run_dir / runs.CONFUSION),
+        "by_length": plot_by_length(by_length, run_dir / runs.BY_LENGTH),
+        "mistakes": plot_gallery(
+            images[wrong],
+            [f"{text(truths[i])} → {text(decoded[i].digits)}  {conf[i]:.1%}" for i in wrong],
+            run_dir / runs.MISTAKES,
+            f"Most confident mistakes ({len(np.flatnonzero(~right))} of {len(right)} lines wrong; {confidence})",
+            cols=4,
+            cell=(3.6, 0.9),
+        ),
+    }
+    return {
+        "accuracy": float(right.mean()),
+        "character_error_rate": errors / int(lengths.sum()),
+        "errors": int((~right).sum()),
+        "count": len(right),
+        "lines": f"{len(right)} lines of 1-{int(lengths.max())} digits composed from the test split",
+        "by_length": by_length,
+        "substitutions": substitutions.tolist(),
+        "deleted": deleted,
+        "inserted": inserted,
+        "class_names": names,
+        "confidence": confidence,
+        "coverage": float(accepted.mean()),
+        "accepted_accuracy": float(right[accepted].mean()) if accepted.any() else None,
+        "most_confident_mistakes": [
+            {"index": int(i), "true": text(truths[i]), "read": text(decoded[i].digits), "confidence": float(conf[i])}
+            for i in wrong
+        ],
+        "figures": {k: str(Path(v).name) for k, v in figures.items()},
+    }
 
 
 def evaluate_ensemble(
@@ -102,6 +190,13 @@ def evaluate_ensemble(
         )
     if len(run_dirs) < 2:
         raise DigitlabError(f"ensemble: expected at least two run directories, got {len(run_dirs)}")
+    kinds = {str(r): run_kind(r) for r in run_dirs}
+    lines = [r for r, k in kinds.items() if k != "digit"]
+    if lines:
+        raise DigitlabError(
+            f"ensemble: averages the probabilities of digit runs; {', '.join(lines)} "
+            f"{'is a line run' if len(lines) == 1 else 'are line runs'}"
+        )
     datasets = {runs.dataset_name(runs.read_run_config(r)) for r in run_dirs}
     if len(datasets) > 1:
         raise DigitlabError(f"ensemble: the runs were trained on different data sets: {sorted(datasets)}")

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import atomic, runs
-from digitlab.config import TrainConfig
+from digitlab.config import ModelConfig, TrainConfig
 from digitlab.data import load_dataset
 from digitlab.errors import DigitlabError, RunError
-from digitlab.line_training import validation_lines
+from digitlab.lines import validation_lines
 from digitlab.predict.ctc import greedy_decode
 from digitlab.predict.keras_runtime import load_keras_model
 from digitlab.predict.onnx_runtime import open_session, run_session, sha256
@@ -114,9 +114,9 @@ def check_images(run_dir: Path, n: int, data_dir: Path | None = None) -> tuple[n
     bench/read_numbers.py) and "<name> validation lines"."""
     config = runs.read_json(run_dir / runs.CONFIG)
     name = config["train"].get("dataset", "mnist")
-    if config["model"].get("architecture") == "line":
+    if ModelConfig.from_dict(config["model"]).kind == "line":
         cfg = dataclasses.replace(TrainConfig.from_dict(config["train"]), val_lines=n)
-        return validation_lines(cfg, data_dir)[0].astype("float32"), f"{name} validation lines"
+        return validation_lines(cfg, data_dir=data_dir)[0].astype("float32"), f"{name} validation lines"
     return load_dataset(name, data_dir=data_dir).x_test[:n].astype("float32"), name
 
 

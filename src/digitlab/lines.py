@@ -7,7 +7,7 @@ moved off the baseline, set beside the previous one with a gap from MIN_GAP px (
 sometimes joined to it by a connecting stroke; the line is then drawn as dark ink on paper under uneven
 light with sensor noise (the wild set's ranges, digitlab.wild) and read back by `find_ink`, as a
 person's photo is, and normalised by `normalize_line`. Training lines come from the training split and
-validation lines from the validation split (`split`); nothing here knows which.
+validation lines from the validation split (`validation_lines`); nothing here knows which.
 
 `normalize_line` is the one line normalisation: the generator and `digitlab read` (line_reading) both
 go through it. A line's ink is scaled so that its box is LINE_BOX px tall (a digit about MNIST's 20 px
@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 
-from digitlab.data import load_dataset, split_train_val
+from digitlab.data import RunSplit, run_split
 from digitlab.errors import DigitlabError
 from digitlab.preprocess.ink import find_ink, ink_levels
 from digitlab.wild import GRADIENT_DARK, GRADIENT_LIGHT, INK_REFLECTANCE, JPEG_QUALITY, NOISE_SIGMA
@@ -36,6 +36,7 @@ LINE_BOX = 24  # px, the height of a line's ink box in the normalised image
 MARGIN = 4  # px of black left of the ink (and at least this right of it)
 MAX_DIGITS = 10  # digits in a generated line (the model reads any count that fits its frames)
 PAD_LABEL = -1  # labels of a line are padded to MAX_DIGITS with this
+VAL_SEED = 7  # the validation lines' seed, with the split seed
 
 # Drawing, at the scale where a digit's 28 px MNIST frame is DIGIT px tall.
 DIGIT = 28  # px
@@ -260,20 +261,12 @@ def on_paper(cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return grey
 
 
-def split(train_config, part: str, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
-    """The digits lines of `part` ("train" or "validation") are made of: the run's split of the training
-    set, by the same load and split as `training.prepare_data` (`limit` included). Never the test set."""
-    if part not in ("train", "validation"):
-        raise DigitlabError(f"part: expected train or validation, got {part!r}")
-    ds = load_dataset(train_config.dataset, data_dir=data_dir)
-    x_tr, y_tr, x_val, y_val = split_train_val(
-        ds.x_train, ds.y_train, train_config.val_fraction, seed=train_config.split_seed
-    )
-    if part == "validation":
-        return x_val, y_val
-    if train_config.limit:
-        x_tr, y_tr = x_tr[: train_config.limit], y_tr[: train_config.limit]
-    return x_tr, y_tr
+def validation_lines(train_config, data: RunSplit | None = None, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
+    """A line run's validation lines: `val_lines` lines of the run's validation split (`data`, or
+    loaded and split for `train_config`), the same for every run of a split. Never the test set."""
+    data = data or run_split(train_config, data_dir)
+    rng = np.random.default_rng([train_config.split_seed, VAL_SEED])
+    return make_lines(data.x_val, data.y_val, train_config.val_lines, rng)
 
 
 def label_text(labels: np.ndarray) -> str:

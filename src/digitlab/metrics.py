@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 EPS = 1e-12  # probabilities are clipped here before the log
@@ -9,6 +11,19 @@ SUGGESTION_RULE = (
     "one tenth of the learning rate at the smoothed loss's minimum: the loss is still falling fast there, "
     "well clear of where it blows up"
 )
+
+
+def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature scaling of probabilities over the last axis, softmax(log p / T), float32: digits'
+    (n, classes) and a line model's frames (n, frames, classes + 1) alike. The one place a run's
+    calibrated temperature is applied."""
+    probs = np.asarray(probs, np.float32)
+    if temperature == 1.0:
+        return probs
+    logits = np.log(np.clip(probs, EPS, 1.0)) / temperature
+    logits -= logits.max(axis=-1, keepdims=True)
+    e = np.exp(logits)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def nll(probs: np.ndarray, y: np.ndarray) -> float:
@@ -21,6 +36,35 @@ def confidence_bins(confidence: np.ndarray, bins: int) -> np.ndarray:
     """The index (0..bins-1) of each confidence's equal-width bin over [0, 1]; 1.0 falls in the last."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     return np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+
+
+def alignment(truth: Sequence, read: Sequence) -> tuple[list[tuple], int, int]:
+    """A least-cost (Levenshtein) alignment of `read` against `truth`: the (true, read) pairs it matches
+    or substitutes, in order, and how many of truth's items it deletes and how many it inserts. The edit
+    distance is the substituted pairs plus the deletions plus the insertions."""
+    n, m = len(truth), len(read)
+    cost = np.zeros((n + 1, m + 1), int)
+    cost[:, 0], cost[0, :] = np.arange(n + 1), np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i, j] = min(cost[i - 1, j] + 1, cost[i, j - 1] + 1, cost[i - 1, j - 1] + (truth[i - 1] != read[j - 1]))
+    pairs, deleted, inserted = [], 0, 0
+    i, j = n, m
+    while i or j:  # back from the end, preferring a match or substitution
+        if i and j and cost[i, j] == cost[i - 1, j - 1] + (truth[i - 1] != read[j - 1]):
+            pairs.append((truth[i - 1], read[j - 1]))
+            i, j = i - 1, j - 1
+        elif i and cost[i, j] == cost[i - 1, j] + 1:
+            deleted, i = deleted + 1, i - 1
+        else:
+            inserted, j = inserted + 1, j - 1
+    return pairs[::-1], deleted, inserted
+
+
+def edit_distance(a: Sequence, b: Sequence) -> int:
+    """Levenshtein distance: the fewest items inserted, deleted or replaced to turn `a` into `b`."""
+    pairs, deleted, inserted = alignment(a, b)
+    return sum(x != y for x, y in pairs) + deleted + inserted
 
 
 MIN_FALL = 0.05  # for a suggestion, the smoothed loss must fall this share below its start and chance level

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from digitlab.errors import DigitlabError
+from digitlab.metrics import edit_distance
 
 SUBSETS = ("separated", "close", "sizes", "slanted", "paper", "lines", "touching")
 LENGTHS = tuple(range(1, 9))  # digits in a number (in each line, for "lines")
@@ -170,16 +171,6 @@ def _photograph(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     )
     buf.seek(0)
     return np.asarray(Image.open(buf).convert("L"))
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance: the fewest digits inserted, deleted or replaced to turn `a` into `b`."""
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
 
 
 def score_readings(truths: list[str], texts: list[str | None], unsure: list[bool]) -> dict:

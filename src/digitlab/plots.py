@@ -94,12 +94,18 @@ def plot_confusion(cm: np.ndarray, class_names: list[str], path: Path) -> Path:
 
 
 def plot_gallery(
-    images: np.ndarray, captions: list[str], path: Path, title: str, cols: int = 8, colors: list[str] | None = None
+    images: np.ndarray,
+    captions: list[str],
+    path: Path,
+    title: str,
+    cols: int = 8,
+    colors: list[str] | None = None,
+    cell: tuple[float, float] = (1.4, 1.6),
 ) -> Path:
-    """A grid of 28x28 digits with a caption under each."""
+    """A grid of images (28x28 digits; lines with a wider `cell`, inches) with a caption under each."""
     n = max(1, len(images))
     rows = int(np.ceil(n / cols))
-    fig = Figure(figsize=(cols * 1.4, rows * 1.6 + 0.4))
+    fig = Figure(figsize=(cols * cell[0], rows * cell[1] + 0.4))
     axes = fig.subplots(rows, cols, squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -110,33 +116,62 @@ def plot_gallery(
     return _save(fig, path)
 
 
-def plot_reliability(before: np.ndarray, after: np.ndarray, y: np.ndarray, bins: int, path: Path) -> Path:
+def plot_by_length(by_length: dict[int, dict], path: Path) -> Path:
+    """A line run's test accuracy per number of digits in the line, each bar labelled with its count."""
+    lengths = sorted(by_length)
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
+    bars = ax.bar(lengths, [100 * by_length[n]["accuracy"] for n in lengths], color="tab:blue")
+    for bar, n in zip(bars, lengths):
+        ax.annotate(
+            f"n={by_length[n]['count']}",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            textcoords="offset points",
+            xytext=(0, 3),
+            ha="center",
+            fontsize=7,
+        )
+    ax.set_xticks(lengths)
+    ax.set_xlabel("digits in the line")
+    ax.set_ylabel("lines read exactly (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("Test lines read exactly, by length")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_reliability(
+    before: np.ndarray, after: np.ndarray, right: np.ndarray, bins: int, path: Path, kind: str = "digit"
+) -> Path:
     """Reliability diagram (see reliability_figure), saved as a PNG."""
-    return _save(reliability_figure(before, after, y, bins), path)
+    return _save(reliability_figure(before, after, right, bins, kind), path)
 
 
-def reliability_figure(before: np.ndarray, after: np.ndarray, y: np.ndarray, bins: int) -> Figure:
+def reliability_figure(
+    before: np.ndarray, after: np.ndarray, right: np.ndarray, bins: int, kind: str = "digit"
+) -> Figure:
     """Reliability diagram: accuracy against confidence per bin, before and after temperature scaling,
-    each calibrated point labelled with its bin's count of images (a bin of 3 says little)."""
+    each calibrated point labelled with its bin's count of answers (a bin of 3 says little). `before`
+    and `after` are each answer's confidence, `right` whether it is right; `kind` "digit" or "string"."""
     fig = Figure(figsize=(5.5, 5))
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "k:", label="perfect calibration")
-    for probs, label, marker in ((before, "before", "o-"), (after, "after temperature scaling", "s-")):
-        conf, correct = probs.max(axis=1), probs.argmax(axis=1) == y
+    for conf, label, marker in ((before, "before", "o-"), (after, "after temperature scaling", "s-")):
         which = confidence_bins(conf, bins)
         xs, ys, ns = [], [], []
         for b in range(bins):
             m = which == b
             if m.any():
                 xs.append(conf[m].mean())
-                ys.append(correct[m].mean())
+                ys.append(right[m].mean())
                 ns.append(int(m.sum()))
         ax.plot(xs, ys, marker, label=label)
     for x, acc, n in zip(xs, ys, ns):  # the last curve's: after temperature scaling
         ax.annotate(f"n={n}", (x, acc), textcoords="offset points", xytext=(0, -12), ha="center", fontsize=7)
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
-    ax.set_title("Reliability on the validation split (n: images per bin, after scaling)")
+    what = "lines" if kind == "string" else "images"
+    ax.set_title(f"Reliability on the validation split (n: {what} per bin, after scaling)")
     ax.grid(alpha=0.3)
     ax.legend()
     return fig

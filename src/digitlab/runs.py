@@ -43,6 +43,7 @@ RELIABILITY = "reliability.png"
 CONFUSION = "confusion_matrix.png"
 MISTAKES = "mistakes.png"
 PREDICTIONS = "predictions.png"
+BY_LENGTH = "by_length.png"
 ONNX = "model.onnx"
 TFLITE = "model.tflite"
 SAVED_MODEL = "saved_model"
@@ -64,6 +65,7 @@ RUN_FILES = (
     CONFUSION,
     MISTAKES,
     PREDICTIONS,
+    BY_LENGTH,
     REPORT,
     LR_FIND_PNG,
     LR_FIND_CSV,

@@ -7,7 +7,7 @@ page, the focus, the resolution, the light, the sensor, the colours. Every image
 `digitlab.preprocess.preprocess` takes, so a column measures the whole path a user's image follows.
 
 Built only from the validation split that training holds out (the same `split_train_val` call as
-`training.prepare_data`), never from the test set, and never trained on. Seeded and deterministic:
+`digitlab.data.run_split`), never from the test set, and never trained on. Seeded and deterministic:
 the same seed gives the same arrays, and each column has its own random stream, so building a subset
 of the columns gives the same images. Why each column is as it is: docs/design/wild-set.md.
 """
@@ -22,8 +22,6 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage.morphology import skeletonize
 
-from digitlab.config import TrainConfig
-from digitlab.data import load_dataset, split_train_val
 from digitlab.errors import DigitlabError
 from digitlab.preprocess import preprocess
 
@@ -77,15 +75,6 @@ INKS = ((20, 40, 150), (180, 20, 30), (20, 110, 50), (25, 25, 30), (90, 30, 130)
 BOARDS = ((35, 60, 45), (30, 32, 35), (45, 55, 70))
 CHALK = (235, 235, 228)
 COLOUR_JITTER = 15
-
-
-def validation_split(train_config: TrainConfig | None = None, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
-    """`(x_val, y_val)`: the validation split a run with `train_config` (default: TrainConfig()) holds
-    out, by the same load and split as `training.prepare_data`."""
-    cfg = train_config or TrainConfig()
-    ds = load_dataset(cfg.dataset, data_dir=data_dir)
-    _, _, x_val, y_val = split_train_val(ds.x_train, ds.y_train, cfg.val_fraction, seed=cfg.split_seed)
-    return x_val, y_val
 
 
 def build_wild(

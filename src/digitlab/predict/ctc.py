@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-EPS = 1e-12  # probabilities are clipped here before the log
+from digitlab.metrics import EPS, temper
 
 
 @dataclass(frozen=True)
@@ -27,19 +27,9 @@ class Decoded:
     confidence: float  # probability of the best path
 
 
-def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log p / T) over the last axis: (..., classes) probabilities, float32."""
-    if temperature == 1.0:
-        return np.asarray(probs, np.float32)
-    logits = np.log(np.clip(probs, EPS, 1.0)) / temperature
-    logits -= logits.max(axis=-1, keepdims=True)
-    e = np.exp(logits)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
-
-
 def greedy_decode(probs: np.ndarray, temperature: float = 1.0) -> list[Decoded]:
     """(n, frames, classes) per-frame probabilities, blank last -> one Decoded per line."""
-    probs = temper(np.asarray(probs, np.float32), temperature)
+    probs = temper(probs, temperature)
     if probs.ndim != 3:
         raise ValueError(f"greedy_decode: expected probabilities (n, frames, classes), got shape {probs.shape}")
     blank = probs.shape[-1] - 1

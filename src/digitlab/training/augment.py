@@ -11,13 +11,11 @@ normalised). Runs in NumPy/SciPy on the training batches, independent of the Ker
 
 from __future__ import annotations
 
-import math
-from concurrent.futures import ThreadPoolExecutor
-
-import keras
 import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
+
+from digitlab.training.epochs import EpochBatches
 
 SIDE = 28
 CENTRE = (SIDE - 1) / 2.0  # pixel centres run 0..27
@@ -91,28 +89,21 @@ def _affine(x, c, s, slant, tx, ty) -> np.ndarray:
     return out
 
 
-class AugmentedBatches(keras.utils.PyDataset):
-    """Shuffled batches of freshly warped training images, a new warp every epoch.
-
-    Whole epochs are warped in chunks, off the training thread: the first epoch when its first batch is
-    asked for, and each later one in a background thread while the one before it trains. Warping batch by
-    batch inside the input pipeline doubled the epoch time on a 2-core CPU, and warping each epoch up front
-    left one core idle for the ~5 s it takes for 48,000 digits (SciPy's warps release the GIL).
-    `epochs` (the epochs that will be trained) keeps it from warping one nobody trains on.
-    """
+class AugmentedBatches(EpochBatches):
+    """Shuffled batches of freshly warped training images, a new warp and order every epoch, warped in
+    chunks off the training thread (EpochBatches). The one generator is used by one epoch at a time, in
+    epoch order, so the warps are reproducible from `seed`. `epochs`: the epochs that will be trained
+    (None: no end)."""
 
     CHUNK = 1024  # images warped per call: large enough to amortise, small enough to stay in cache
 
     def __init__(self, x, y, batch_size: int, *, seed: int, epochs: int | None = None, **warp):
-        super().__init__()
-        self.x, self.y, self.batch_size = x, y, batch_size
+        super().__init__(len(x), batch_size, epochs=epochs, name="warp")
+        self.x, self.y = x, y
         self.warp = warp
-        self.rng = np.random.default_rng(seed)  # used by one warp at a time, in epoch order: reproducible
-        self.epochs_left = epochs
-        self.epoch = self.upcoming = None
-        self.executor = None
+        self.rng = np.random.default_rng(seed)
 
-    def _warp_epoch(self) -> tuple[np.ndarray, np.ndarray]:
+    def draw(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         order = self.rng.permutation(len(self.x))
         return np.concatenate(
             [
@@ -120,28 +111,3 @@ class AugmentedBatches(keras.utils.PyDataset):
                 for i in range(0, len(order), self.CHUNK)
             ]
         ), self.y[order]
-
-    def _start_epoch(self):
-        self.epoch = self.upcoming.result() if self.upcoming is not None else self._warp_epoch()
-        self.upcoming = None
-        if self.epochs_left is not None:
-            self.epochs_left -= 1
-        if self.epochs_left is None or self.epochs_left > 0:
-            if self.executor is None:
-                self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digitlab-warp")
-            self.upcoming = self.executor.submit(self._warp_epoch)
-
-    def __len__(self):
-        return math.ceil(len(self.x) / self.batch_size)
-
-    def __getitem__(self, i):
-        if self.epoch is None:
-            self._start_epoch()
-        batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
-        return self.epoch[0][batch], self.epoch[1][batch]
-
-    def on_epoch_end(self):
-        self.epoch = None
-        if self.upcoming is None and self.executor is not None:  # the last epoch: nothing more to warp
-            self.executor.shutdown(wait=False)
-            self.executor = None

@@ -1,0 +1,287 @@
+"""Training: Keras `fit` on the seeded train/validation split, leaving a self-describing run directory.
+
+One loop for every kind of model: what differs between a digit classifier and a line model (the data and
+its batches, the loss, the validation score, the answers calibration is fitted on) is a task from
+`training.tasks`, chosen once from `ModelConfig.kind`. Every epoch writes history.csv, model.keras when
+the validation score improved, and `checkpoint.keras` (weights and optimizer state) and `state.json`
+atomically, so `resume(run_dir)` (`digitlab train --resume`) continues an interrupted run: a kill loses
+at most the epoch in progress. Once every epoch is done the best model is calibrated (digitlab.calibrate).
+
+In history.csv a line run's `accuracy` and `val_accuracy` are string accuracies (whole lines exactly
+right) and its `val_loss` the validation lines' CTC loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+
+from digitlab import atomic, runs
+from digitlab.calibrate import fit_calibration
+from digitlab.config import ModelConfig, TrainConfig, resolve_configs, resolve_precision
+from digitlab.errors import DigitlabError, RunError
+from digitlab.models import build_model
+from digitlab.plots import plot_curves
+from digitlab.predict.keras_runtime import load_keras_model
+from digitlab.training.tasks import DigitTask, LineTask, SmoothedCrossentropy, steps_per_epoch, task_for
+
+__all__ = ["SmoothedCrossentropy", "TrainConfig", "resolve_configs", "resume", "train"]
+EpochCallback = Callable[[dict], None]  # called with each epoch's history row and "epochs", the total
+STEPS_PER_EXECUTION = DigitTask.steps_per_execution
+HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+
+
+@keras.saving.register_keras_serializable(package="digitlab")
+class OneCycle(keras.optimizers.schedules.CosineDecay):
+    """Linear warm-up from peak/25 to `peak` over `warmup` of the steps, then cosine decay to peak/1e4,
+    per optimizer step: Keras' CosineDecay with a warm-up, under the name and arguments runs save."""
+
+    def __init__(self, peak: float, total_steps: int, warmup: float = 0.2):
+        self.peak, self.total_steps, self.warmup = float(peak), int(total_steps), float(warmup)
+        warm = max(1.0, self.warmup * self.total_steps)
+        super().__init__(
+            self.peak / 25.0,
+            max(1.0, self.total_steps - warm),
+            alpha=1e-4,
+            warmup_target=self.peak,
+            warmup_steps=warm,
+        )
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup}
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, clipnorm: float | None = None) -> keras.optimizers.Optimizer:
+    lr = cfg.learning_rate
+    if cfg.schedule == "onecycle":
+        lr = OneCycle(cfg.learning_rate, cfg.epochs * steps_per_epoch, cfg.warmup)
+    decay = cfg.weight_decay or None
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(
+            learning_rate=lr, momentum=0.9, nesterov=True, weight_decay=decay, clipnorm=clipnorm
+        )
+    if decay:
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=decay, clipnorm=clipnorm)
+    return keras.optimizers.Adam(learning_rate=lr, clipnorm=clipnorm)
+
+
+def compile_model(
+    model: keras.Model, cfg: TrainConfig, steps_per_epoch: int, task: type[DigitTask] | type[LineTask] = DigitTask
+) -> keras.Model:
+    """The optimizer and schedule of `cfg`, and the loss and metrics of the task's kind."""
+    model.compile(
+        optimizer=make_optimizer(cfg, steps_per_epoch, task.clipnorm),
+        loss=task.loss(cfg),
+        metrics=list(task.metrics),
+        steps_per_execution=task.steps_per_execution,
+    )
+    return model
+
+
+class StepProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, its step count held to the epoch's steps: with steps_per_execution, the last
+    call of an epoch reports the step its full execution would have ended on (192/188)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.target is not None:
+            batch = min(batch, self.target - 1)
+        super().on_train_batch_end(batch, logs)
+
+
+class _RunRecorder(keras.callbacks.Callback):
+    """After every epoch: the task's scores and the learning rate into history.csv, model.keras if the
+    validation score improved, checkpoint.keras and state.json.
+
+    With `float32_twin` (training in bfloat16), model.keras is that float32 model holding the trained
+    weights, so prediction, calibration and export never see the training precision; the checkpoint keeps
+    the training model and its optimizer for --resume.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        task: DigitTask | LineTask,
+        inputs: dict,
+        rows: list[dict],
+        best: float,
+        float32_twin: keras.Model | None = None,
+        on_epoch: EpochCallback | None = None,
+    ):
+        super().__init__()
+        self.run_dir, self.task, self.inputs, self.rows, self.best = run_dir, task, inputs, rows, best
+        self.epoch_started = time.perf_counter()
+        self.float32_twin = float32_twin
+        self.on_epoch = on_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        scores = self.task.scores(self.model, logs or {}, self.inputs)
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row = {"epoch": epoch + 1, **scores, "lr": lr, "seconds": round(time.perf_counter() - self.epoch_started, 3)}
+        self.rows.append(row)
+        runs.write_csv(self.run_dir / runs.HISTORY, self.rows, HISTORY_FIELDS)
+        if row.get("val_accuracy", -1.0) > self.best:
+            self.best = row["val_accuracy"]
+            best = self.model
+            if self.float32_twin is not None:
+                self.float32_twin.set_weights(self.model.get_weights())  # the variables are float32 already
+                best = self.float32_twin
+            runs.save_keras_atomic(best, self.run_dir / runs.MODEL)
+        runs.save_keras_atomic(self.model, self.run_dir / runs.CHECKPOINT)
+        runs.write_json(
+            self.run_dir / runs.STATE,
+            {"epochs_done": epoch + 1, "best_val_accuracy": self.best, "history": self.rows},
+        )
+        if self.on_epoch is not None:
+            self.on_epoch({**row, "epochs": self.params["epochs"]})
+
+
+def train(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    out_dir: Path,
+    *,
+    data_dir: Path | None = None,
+    overwrite: bool = False,
+    verbose: int = 1,
+    on_epoch: EpochCallback | None = None,
+) -> dict:
+    """Train a fresh model of any kind into `out_dir`; returns the metrics dict (also in metrics.json).
+
+    verbose 1: Keras' progress bar (for a terminal); 0: none. `on_epoch(row)` gets each epoch's history
+    row (epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds) and `epochs`, the total."""
+    out_dir = Path(out_dir)
+    atomic.remove_stale(out_dir)  # what a killed run left: before anything looks at the directory
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"--out {out_dir}: is a file; expected a new or empty directory")
+    if out_dir.exists() and runs.has_files(out_dir):
+        if not (out_dir / runs.CONFIG).is_file():
+            raise RunError(f"{out_dir}: not empty and not a run directory; --out needs a new or empty directory")
+        if not overwrite:
+            raise RunError(f"{out_dir}: already holds a run; pass --resume to continue it or --overwrite to replace it")
+    # The whole configuration is checked, the model built included, before anything is written.
+    train_config = dataclasses.replace(train_config, precision=resolve_precision(train_config.precision))
+    task = task_for(model_config, train_config, data_dir)
+    keras.utils.set_random_seed(train_config.seed)
+    model = _build(model_config, train_config.precision)
+    task.check(model, str(out_dir))
+    compile_model(model, train_config, steps_per_epoch(task, train_config), type(task))
+    with runs.lock_run(out_dir):
+        if overwrite:
+            runs.clear_run(out_dir)
+        runs.write_run_config(out_dir, model_config, train_config, task.data.dataset, task.sizes())
+        return _fit(
+            model, model_config, task, out_dir, rows=[], best=-1.0, initial_epoch=0, verbose=verbose, on_epoch=on_epoch
+        )
+
+
+def _build(model_config: ModelConfig, precision: str) -> keras.Model:
+    """build_model, with a one-line error for an activation Keras does not know."""
+    try:
+        return build_model(model_config, precision)
+    except ValueError as e:
+        if "activation" in str(e).lower():
+            raise DigitlabError(
+                f"--activation: unknown activation {model_config.activation!r}; expected a Keras activation "
+                "such as relu, gelu, tanh, sigmoid, elu or swish"
+            ) from None
+        raise
+
+
+def resume(
+    run_dir: Path, *, data_dir: Path | None = None, verbose: int = 1, on_epoch: EpochCallback | None = None
+) -> dict:
+    """Continue an interrupted run of any kind from its last completed epoch (verbose and on_epoch as for
+    `train`)."""
+    run_dir = Path(run_dir)
+    atomic.remove_stale(run_dir)  # what the killed run left
+    config = runs.read_run_config(run_dir)
+    model_config = ModelConfig.from_dict(config["model"])
+    train_config = TrainConfig.from_dict(config["train"])
+    if not (run_dir / runs.CHECKPOINT).is_file() or not (run_dir / runs.STATE).is_file():
+        raise RunError(f"{run_dir}: no {runs.CHECKPOINT} to resume from; the run never finished an epoch")
+    state = runs.read_json(run_dir / runs.STATE)
+    done = int(state["epochs_done"])
+    finished = done >= train_config.epochs
+    if finished and (run_dir / runs.CALIBRATION).is_file() and (run_dir / runs.CURVES).is_file():
+        raise RunError(f"{run_dir}: already trained all {train_config.epochs} epochs and calibrated; nothing to resume")
+    task = task_for(model_config, train_config, data_dir)
+    rows = list(state["history"])
+    if finished:  # killed after its last epoch: only what follows the epochs is missing
+        with runs.lock_run(run_dir):
+            _finish(run_dir, task, rows, int(load_keras_model(run_dir / runs.MODEL).count_params()), 0.0)
+        return runs.read_json(run_dir / runs.METRICS)
+    # Fresh seed per resumed epoch: shuffling differs from an uninterrupted run (see README).
+    keras.utils.set_random_seed(train_config.seed + done)
+    model = load_keras_model(run_dir / runs.CHECKPOINT, compile=True)  # the losses and OneCycle are registered
+    with runs.lock_run(run_dir):
+        return _fit(
+            model,
+            model_config,
+            task,
+            run_dir,
+            rows=rows,
+            best=float(state["best_val_accuracy"]),
+            initial_epoch=done,
+            verbose=verbose,
+            on_epoch=on_epoch,
+        )
+
+
+def _fit(
+    model: keras.Model,
+    model_config: ModelConfig,
+    task: DigitTask | LineTask,
+    run_dir: Path,
+    *,
+    rows: list[dict],
+    best: float,
+    initial_epoch: int,
+    verbose: int,
+    on_epoch: EpochCallback | None,
+) -> dict:
+    cfg = task.cfg
+    twin = build_model(model_config) if cfg.precision != "float32" else None
+    inputs = task.fit_inputs(initial_epoch)
+    recorder = _RunRecorder(run_dir, task, inputs, rows, best, float32_twin=twin, on_epoch=on_epoch)
+    started = time.perf_counter()
+    model.fit(
+        **inputs,
+        epochs=cfg.epochs,
+        initial_epoch=initial_epoch,
+        callbacks=[recorder, StepProgbar()] if verbose else [recorder],
+        verbose=verbose,
+    )
+    _finish(run_dir, task, recorder.rows, int(model.count_params()), time.perf_counter() - started)
+    return runs.read_json(run_dir / runs.METRICS)
+
+
+def _finish(run_dir: Path, task: DigitTask | LineTask, rows: list[dict], parameters: int, seconds: float) -> None:
+    """What a run needs after its epochs: metrics.json, curves.png and, once every epoch is done, the
+    calibration of the best model on validation data. `--resume` calls it again for a run killed between
+    its last epoch and its calibration."""
+    best_row = max(rows, key=lambda r: r.get("val_accuracy", -1.0))
+    metrics = {
+        "validation": {
+            "best_epoch": best_row["epoch"],
+            "accuracy": best_row["val_accuracy"],
+            "loss": best_row["val_loss"],
+            **task.validation_metrics(best_row),
+        },
+        "train": {"accuracy": best_row["accuracy"], "loss": best_row["loss"]},
+        "epochs": len(rows),
+        "train_seconds": round(sum(r["seconds"] for r in rows), 3),
+        "last_fit_seconds": round(seconds, 3),
+        "parameters": parameters,
+    }
+    runs.update_json(run_dir / runs.METRICS, **metrics)
+    plot_curves(rows, run_dir / runs.CURVES)
+    if len(rows) >= task.cfg.epochs:  # finished: calibrate the best model on validation data
+        (run_dir / runs.CALIBRATION).unlink(missing_ok=True)
+        fit_calibration(run_dir, *task.answers(run_dir))

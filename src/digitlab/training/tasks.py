@@ -1,0 +1,254 @@
+"""What differs between training a digit model and a line model, chosen once from the run's kind: the
+data and its batches, the loss, the validation score, and the answers calibration is fitted on. The loop
+that uses them, the recorder and the run directory are the same for both (digitlab.training).
+
+- digits (architectures "mlp", "cnn"): the run's split of 28x28 digits, warped afresh each epoch when the
+  configuration asks for it (training.augment); cross-entropy, optionally label-smoothed; the score is
+  accuracy, from Keras' own validation pass; calibration on the validation digits and, with
+  `calibrate_wild`, on validation digits drawn as people's images (digitlab.wild).
+- lines (architecture "line"): `lines` handwritten number lines generated afresh each epoch from the
+  training digits (digitlab.lines), CTC; the score is *string* accuracy (whole lines exactly right, by
+  greedy decoding) on LINE_SAMPLE of the epoch's training lines and on `val_lines` validation lines, the
+  same every epoch; calibration of the string's confidence on those validation lines.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from digitlab.calibrate import Answers, digit_answers, string_answers
+from digitlab.config import ModelConfig, TrainConfig
+from digitlab.data import RunSplit, run_split
+from digitlab.errors import RunError
+from digitlab.lines import PAD_LABEL, make_lines, validation_lines
+from digitlab.models import frames
+from digitlab.predict import load_predictor
+from digitlab.predict.ctc import greedy_decode
+from digitlab.training.augment import AugmentedBatches
+from digitlab.training.epochs import EpochBatches
+from digitlab.wild import build_wild, preprocess_wild
+
+LINE_SAMPLE = 512  # training lines whose string accuracy each epoch reports
+WILD_CALIBRATION_SEED = 1  # the wild set's benchmark (bench/robustness.py) draws with seed 0
+CHUNK = 512  # lines per model call when scoring
+
+
+@keras.saving.register_keras_serializable(package="digitlab")
+class SmoothedCrossentropy(keras.losses.Loss):
+    """Cross-entropy of integer labels against smoothed targets: 1 - smoothing on the true class plus
+    smoothing / classes on every class. Keras's sparse loss has no smoothing; this saves one-hot labels."""
+
+    def __init__(self, smoothing: float = 0.1, name: str = "smoothed_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.smoothing = float(smoothing)
+
+    def call(self, y_true, y_pred):
+        ops = keras.ops
+        labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        one_hot = ops.one_hot(labels, y_pred.shape[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "smoothing": self.smoothing}
+
+
+@keras.saving.register_keras_serializable(package="digitlab")
+class CTCLoss(keras.losses.Loss):
+    """CTC of padded labels (batch, max_digits), PAD_LABEL after the digits, against per-frame
+    probabilities (batch, frames, classes + 1), the blank last. `keras.losses.CTC` takes every label
+    row as full length; lines have 1 to 10 digits."""
+
+    def __init__(self, name: str = "ctc", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        ops = keras.ops
+        labels = ops.cast(y_true, "int32")
+        present = labels != PAD_LABEL
+        lengths = ops.sum(ops.cast(present, "int32"), axis=1)
+        frames_ = ops.full((ops.shape(y_pred)[0],), ops.shape(y_pred)[1], dtype="int32")
+        log_p = ops.log(ops.maximum(ops.cast(y_pred, "float32"), 1e-30))  # log-softmax of log p is log p
+        blank = y_pred.shape[-1] - 1
+        return ops.ctc_loss(ops.where(present, labels, 0), log_p, lengths, frames_, mask_index=blank)
+
+
+def truths(labels: np.ndarray) -> list[tuple[int, ...]]:
+    """Padded line labels (n, max_digits) -> each line's digits."""
+    return [tuple(int(v) for v in row if v != PAD_LABEL) for row in labels]
+
+
+def string_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Share of lines whose greedy reading is exactly their label."""
+    return float(np.mean([d.digits == t for d, t in zip(greedy_decode(probs), truths(labels))]))
+
+
+def _predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """The live model's probabilities, in chunks."""
+    return np.concatenate(
+        [
+            keras.ops.convert_to_numpy(model(x[i : i + CHUNK].astype(np.float32), training=False))
+            for i in range(0, len(x), CHUNK)
+        ]
+    )
+
+
+class DigitTask:
+    """Training a digit classifier (architectures "mlp" and "cnn")."""
+
+    steps_per_execution = 16  # optimizer steps per call into the backend: less Python per step, same maths
+    clipnorm = None
+
+    def __init__(self, model_config: ModelConfig, cfg: TrainConfig, data: RunSplit):
+        self.cfg, self.data = cfg, data
+        self.train_size = len(data.x_train)
+
+    def check(self, model: keras.Model, where: str) -> None:
+        expected, got = tuple(model.input_shape[1:]), tuple(self.data.x_train.shape[1:])
+        if got != expected:
+            raise RunError(f"{where}: the model expects images of shape {expected}, the data has {got}")
+
+    def sizes(self) -> dict:
+        return {"train": self.train_size, "validation": len(self.data.x_val)}
+
+    @staticmethod
+    def loss(cfg: TrainConfig) -> keras.losses.Loss:
+        if cfg.label_smoothing:
+            return SmoothedCrossentropy(cfg.label_smoothing)
+        return keras.losses.SparseCategoricalCrossentropy()
+
+    metrics = ("accuracy",)
+
+    def fit_inputs(self, initial_epoch: int) -> dict:
+        """model.fit's data: the training examples (warped afresh each epoch, or as they are) and the
+        validation data Keras scores each epoch."""
+        cfg, d = self.cfg, self.data
+        validation = (d.x_val.astype("float32"), d.y_val)
+        if cfg.augmentation():
+            batches = AugmentedBatches(
+                d.x_train,
+                d.y_train,
+                cfg.batch_size,
+                seed=cfg.seed + initial_epoch,
+                epochs=cfg.epochs - initial_epoch,
+                **cfg.augmentation(),
+            )
+            return {"x": batches, "validation_data": validation}
+        return {
+            "x": d.x_train.astype("float32"),
+            "y": d.y_train,
+            "batch_size": cfg.batch_size,
+            "validation_data": validation,
+        }
+
+    def scores(self, model: keras.Model, logs: dict, inputs: dict) -> dict:
+        """The epoch's loss and accuracy on training and validation data: Keras measured them."""
+        return {k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs}
+
+    def validation_metrics(self, best_row: dict) -> dict:
+        return {}
+
+    def answers(self, run_dir: Path) -> tuple[Answers, Answers | None]:
+        """The best model's answers on the validation digits and, with `calibrate_wild`, on validation
+        digits drawn as people's images and preprocessed as theirs are (those preprocessing refuses are
+        left out, as the model is never asked about them)."""
+        raw = load_predictor(run_dir, require_calibration=False)
+        d = self.data
+        answers = digit_answers(raw.raw_proba(d.x_val), d.y_val)
+        if not self.cfg.calibrate_wild:
+            return answers, None
+        wild = build_wild(d.x_val, d.y_val, per_column=self.cfg.calibrate_wild, seed=WILD_CALIBRATION_SEED)
+        kept = [
+            (x[i], y[i]) for x, y, reasons in preprocess_wild(wild).values() for i, r in enumerate(reasons) if r is None
+        ]
+        digits, labels = np.stack([x for x, _ in kept]), np.array([y for _, y in kept], dtype=int)
+        described = f"{len(labels)} of its digits drawn as people's images"
+        return answers, digit_answers(raw.raw_proba(digits), labels, described)
+
+
+class LineTask:
+    """Training a line model (architecture "line") with CTC on lines generated afresh every epoch."""
+
+    steps_per_execution = 8
+    clipnorm = 5.0  # CTC's early gradients can spike
+
+    def __init__(self, model_config: ModelConfig, cfg: TrainConfig, data: RunSplit):
+        self.cfg, self.data = cfg, data
+        self.frames = frames(model_config)
+        self.train_size = cfg.lines
+        self.val = validation_lines(cfg, data)
+
+    def check(self, model: keras.Model, where: str) -> None:
+        """Lines are drawn at the model's input size: nothing to check."""
+
+    def sizes(self) -> dict:
+        return {
+            "train": len(self.data.x_train),
+            "validation": self.cfg.val_lines,
+            "lines_per_epoch": self.cfg.lines,
+            "frames": self.frames,
+        }
+
+    @staticmethod
+    def loss(cfg: TrainConfig) -> keras.losses.Loss:
+        return CTCLoss()
+
+    metrics = ()
+
+    def fit_inputs(self, initial_epoch: int) -> dict:
+        cfg, d = self.cfg, self.data
+        batches = LineBatches(
+            d.x_train, d.y_train, cfg.lines, cfg.batch_size, seed=cfg.seed, first_epoch=initial_epoch, epochs=cfg.epochs
+        )
+        return {"x": batches}
+
+    def scores(self, model: keras.Model, logs: dict, inputs: dict) -> dict:
+        """String accuracies on the epoch's first LINE_SAMPLE training lines and on the validation lines,
+        and the validation lines' CTC loss."""
+        x_val, y_val = self.val
+        probs = _predict(model, x_val)
+        sample_x, sample_y = (a[:LINE_SAMPLE] for a in inputs["x"].last)
+        return {
+            "loss": float(logs.get("loss", float("nan"))),
+            "accuracy": string_accuracy(_predict(model, sample_x), sample_y),
+            "val_loss": float(keras.ops.convert_to_numpy(CTCLoss()(y_val, probs))),
+            "val_accuracy": string_accuracy(probs, y_val),
+        }
+
+    def validation_metrics(self, best_row: dict) -> dict:
+        return {"string_accuracy": best_row["val_accuracy"], "lines": len(self.val[0])}
+
+    def answers(self, run_dir: Path) -> tuple[Answers, None]:
+        """The best model's greedy readings of the validation lines."""
+        x_val, y_val = self.val
+        probs = load_predictor(run_dir, require_calibration=False).raw_proba(x_val)
+        return string_answers(probs, truths(y_val)), None
+
+
+class LineBatches(EpochBatches):
+    """Batches of `lines` freshly generated training lines per epoch. Epoch e's lines come from seed
+    (seed, e), so a resumed run sees the lines an uninterrupted one would."""
+
+    def __init__(self, x, y, lines: int, batch_size: int, *, seed: int, first_epoch: int, epochs: int):
+        super().__init__(lines, batch_size, first_epoch=first_epoch, epochs=epochs, name="lines")
+        self.x, self.y, self.seed = x, y, seed
+
+    def draw(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        return make_lines(self.x, self.y, self.size, np.random.default_rng([self.seed, epoch]))
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        x, y = super().__getitem__(i)
+        return x.astype(np.float32), y  # lines are kept as uint8: a quarter of the memory
+
+
+def task_for(model_config: ModelConfig, cfg: TrainConfig, data_dir: Path | None = None) -> DigitTask | LineTask:
+    """The task of the run's kind, with its data loaded and split."""
+    task = LineTask if model_config.kind == "line" else DigitTask
+    return task(model_config, cfg, run_split(cfg, data_dir))
+
+
+def steps_per_epoch(task: DigitTask | LineTask, cfg: TrainConfig) -> int:
+    return math.ceil(task.train_size / cfg.batch_size)
