@@ -441,10 +441,10 @@ def test_an_unexpected_error_is_a_json_500_and_the_server_goes_on(synthetic_run,
     app = create_app(synthetic_run)
     client = TestClient(app, raise_server_exceptions=False)
 
-    def broken(digits, has_ink):
+    def broken(x):
         raise RuntimeError("simulated fault")
 
-    monkeypatch.setattr(app.state.service, "classify", broken)
+    monkeypatch.setattr(app.state.service.predictor, "forward", broken)  # the model call itself fails
     r = client.post("/api/predict", json={"pixels": GRID})
     assert r.status_code == 500
     assert r.json() == {"detail": "internal error (RuntimeError); the server goes on"}

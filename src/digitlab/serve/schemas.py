@@ -6,7 +6,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, model_validator
 
-from digitlab.predict import RESULT_KEYS  # noqa: F401  (re-exported: the Prediction fields classify gives)
 from digitlab.preprocess import SIDE
 
 MAX_BODY = 10 * 1024 * 1024  # bytes in one request body

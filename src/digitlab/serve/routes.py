@@ -1,0 +1,158 @@
+"""The server's routes, as FastAPI routers: `pages` (the drawing page and the offline API docs) and
+`api` (/api/...). Each reads the app's `Service` (app.state.service, set by `create_app`); each JSON
+answer goes through its declared response model."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+
+from digitlab.preprocess import SIDE
+from digitlab.serve.requests import problem, read_images
+from digitlab.serve.schemas import (
+    ERRORS,
+    PREDICT_ERRORS,
+    BatchRequest,
+    BatchResponse,
+    Health,
+    ModelReport,
+    Prediction,
+    PredictRequest,
+    ReadBatchResponse,
+    Reading,
+    body_doc,
+)
+from digitlab.serve.service import Service
+
+
+def get_service(request: Request) -> Service:
+    return request.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+pages = APIRouter(include_in_schema=False)
+api = APIRouter(prefix="/api")
+
+
+@pages.get("/", response_class=HTMLResponse)
+def index(request: Request) -> HTMLResponse:
+    return HTMLResponse(request.app.state.page)
+
+
+def _docs_asset(request: Request, name: str) -> str:
+    return f"{request.scope.get('root_path', '')}/docs-assets/{name}"
+
+
+# /docs and /redoc load their files from this server (the fastapi-offline package): FastAPI's own pages
+# load them from CDNs.
+@pages.get("/docs")
+def swagger_ui(request: Request) -> HTMLResponse:
+    return get_swagger_ui_html(
+        openapi_url=request.scope.get("root_path", "") + request.app.openapi_url,
+        title=f"{request.app.title} - Swagger UI",
+        swagger_js_url=_docs_asset(request, "swagger-ui-bundle.js"),
+        swagger_css_url=_docs_asset(request, "swagger-ui.css"),
+        swagger_favicon_url=_docs_asset(request, "favicon.png"),
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from the validator's site
+    )
+
+
+@pages.get("/redoc")
+def redoc(request: Request) -> HTMLResponse:
+    return get_redoc_html(
+        openapi_url=request.scope.get("root_path", "") + request.app.openapi_url,
+        title=f"{request.app.title} - ReDoc",
+        redoc_js_url=_docs_asset(request, "redoc.standalone.js"),
+        redoc_favicon_url=_docs_asset(request, "favicon.png"),
+        with_google_fonts=False,
+    )
+
+
+def _refuse_digits(service: Service, path: str) -> None:
+    """A 409 for /api/predict on a line run: its model reads whole lines, never one 28x28 digit."""
+    if service.kind == "line":
+        raise problem(
+            409,
+            f"{path}: the run {service.model['name']} holds a line model, which reads whole lines, not one "
+            f"{SIDE}x{SIDE} digit; post the image to /api/read",
+        )
+
+
+def _numbered(results: list[dict], names: list[str | None]) -> dict:
+    """A batch's answer: each result with its position in the request and its file name."""
+    return {"results": [{**r, "index": i, "name": n} for i, (r, n) in enumerate(zip(results, names))]}
+
+
+@api.post(
+    "/predict",
+    response_model=Prediction,
+    responses=PREDICT_ERRORS,
+    openapi_extra=body_doc(PredictRequest, "file", many=False),
+)
+async def predict(request: Request, service: ServiceDep) -> dict:
+    """Classify one image: a multipart file `file`, JSON `image` (base64 or data: URL) or JSON `pixels`.
+    A line run (whose model reads whole lines) answers 409: /api/read reads with it."""
+    _refuse_digits(service, request.url.path)
+    inputs, fields, _ = await read_images(request, many=False)
+    (result,) = await service.run(service.predict, inputs, fields)
+    if "error" in result:
+        raise problem(422, result["error"])
+    return result
+
+
+@api.post(
+    "/predict/batch",
+    response_model=BatchResponse,
+    responses=PREDICT_ERRORS,
+    openapi_extra=body_doc(BatchRequest, "files", many=True),
+)
+async def predict_batch(request: Request, service: ServiceDep) -> dict:
+    """Classify up to 256 images: multipart `files`, JSON `images` or JSON `pixels`. A bad image gets an
+    entry with `error` and the others are still classified. A line run answers 409, as /api/predict."""
+    _refuse_digits(service, request.url.path)
+    inputs, fields, names = await read_images(request, many=True)
+    return _numbered(await service.run(service.predict, inputs, fields), names)
+
+
+@api.post(
+    "/read",
+    response_model=Reading,
+    responses=ERRORS,
+    openapi_extra=body_doc(PredictRequest, "file", many=False),
+)
+async def read_number(request: Request, service: ServiceDep) -> dict:
+    """Read a whole number (several digits, several lines): the same inputs as /api/predict. A single-digit
+    run segments it; a line run reads each line with its line model."""
+    inputs, fields, _ = await read_images(request, many=False)
+    (result,) = await service.run(service.read, inputs, fields)
+    if "error" in result:
+        raise problem(422, result["error"])
+    return result
+
+
+@api.post(
+    "/read/batch",
+    response_model=ReadBatchResponse,
+    responses=ERRORS,
+    openapi_extra=body_doc(BatchRequest, "files", many=True),
+)
+async def read_batch(request: Request, service: ServiceDep) -> dict:
+    """Read up to 256 images of numbers: the same inputs as /api/predict/batch; a bad image gets an entry
+    with `error` and the others are still read."""
+    inputs, fields, names = await read_images(request, many=True)
+    return _numbered(await service.run(service.read, inputs, fields), names)
+
+
+@api.get("/health", response_model=Health)
+def health(service: ServiceDep) -> dict:
+    return service.health()
+
+
+@api.get("/model", response_model=ModelReport)
+def model_report(service: ServiceDep) -> dict:
+    """The run's configuration, its validation and test figures, and its calibration."""
+    return service.report()
