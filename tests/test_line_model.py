@@ -184,6 +184,28 @@ def test_a_line_run_is_evaluated_on_lines_of_test_digits(tiny_line_run, tmp_path
         evaluate_ensemble([run, tiny_line_run], data_dir=synthetic_dir)
 
 
+def test_evaluate_and_report_commands_work_on_a_line_run(tiny_line_run, tmp_path, synthetic_dir):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from digitlab.cli import app
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_line_run, run)
+    data = ["--data-dir", str(synthetic_dir)]
+    result = CliRunner().invoke(app, ["evaluate", str(run), *data, "--min-accuracy", "0"])
+    assert result.exit_code == 0, result.output
+    assert "character error rate" in result.output and "numbers exactly right" in result.output
+    assert "input shape" not in result.output.lower()
+    result = CliRunner().invoke(app, ["report", str(run), *data])
+    assert result.exit_code == 0, result.output
+    html = (run / "report.html").read_text()
+    assert "numbers exactly right" in html and "By length" in html and "Substituted digits" in html
+    result = CliRunner().invoke(app, ["evaluate", str(run), *data, "--min-accuracy", "1.01"])
+    assert result.exit_code == 1 and "below --min-accuracy" in result.output
+
+
 def test_alignment_names_substitutions_deletions_and_insertions():
     from digitlab.metrics import alignment, edit_distance
 
