@@ -1,10 +1,11 @@
 """The work of a batch job, the same on every engine: a batch of paths -> one result row per path.
 
 `BatchReader` loads the run's model once and is then called batch after batch: in the driver's own
-process (`--engine local`) or as a Ray Data actor on each worker (`--engine ray`). Each file is read as
-the CLI reads it: task digit as `digitlab predict` (`preprocess`, then one batched `classify` with the
-run's calibration and unsure rule), task number as `digitlab read` (`digitlab.read` on each file: by
-segmentation with a single-digit run, by line with a line model's run).
+process (`--engine local`) or as a Ray Data actor on each worker (`--engine ray`). Each batch goes through
+`digitlab.predict.reading.read_inputs`, as the CLI's files do: task digit as `digitlab predict` (each file
+preprocessed, then one batched model call with the run's calibration and unsure rule), task number as
+`digitlab read` (by segmentation with a single-digit run, by line with a line model's run). A file that
+cannot be read gets its row with the same one-line error the CLI prints; the job goes on.
 """
 
 from __future__ import annotations
@@ -12,15 +13,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
-
-from digitlab import reading, runs
+from digitlab import runs
 from digitlab.batch.output import to_table
 from digitlab.batch.sources import is_uri, read_bytes
 from digitlab.errors import DigitlabError, RunError
-from digitlab.line_reading import is_line_model
-from digitlab.predict import RUNTIMES, classify, load_predictor
-from digitlab.preprocess import preprocess
+from digitlab.predict import RUNTIMES, load_predictor
+from digitlab.predict.reading import DIGIT, choose_method, kind, read_inputs
+from digitlab.predict.results import Outcome, Prediction
 
 TASKS = ("digit", "number")
 
@@ -46,25 +45,14 @@ def run_id(run_dir: Path) -> str:
     return Path(run_dir).resolve().name
 
 
-def read_one(path: str, read=preprocess):
-    """`read(image)` (`preprocess`, or a number's reading) of one file given by local path or URI (a URI's
-    errors name the URI, not its bytes)."""
+def fetch(path: str):
+    """What `read_inputs` is given for a path: the local path, a URI's bytes, or the error met fetching them."""
     if not is_uri(path):
-        return read(Path(path))
-    data = read_bytes(path)
+        return Path(path)
     try:
-        return read(data)
-    except DigitlabError as e:
-        raise DigitlabError(f"{path}: {str(e).split(': ', 1)[-1]}") from None
-
-
-def file_error(path: str, error: Exception) -> str:
-    """One file's error as its row records it (the job goes on): the CLI's wording for what it names."""
-    if isinstance(error, DigitlabError):
-        return str(error)
-    if isinstance(error, OSError):
-        return f"{path}: cannot be read ({error.strerror or error})"
-    return f"{path}: cannot be read ({type(error).__name__}: {error})"  # a decoder's own failure
+        return read_bytes(path)
+    except Exception as e:  # one file's error, never the job's: read_inputs words it
+        return e
 
 
 class BatchReader:
@@ -78,11 +66,12 @@ class BatchReader:
         if task not in TASKS:
             raise DigitlabError(f"--task: expected one of {', '.join(TASKS)}, got {task!r}")
         self.predictor = load_predictor(Path(run_dir), runtime, threads=threads)
-        if task == "digit" and is_line_model(self.predictor):
+        if task == "digit" and kind(self.predictor) == "line":
             raise DigitlabError(
                 f"--task digit: {run_dir} holds a line model, which reads whole lines; expected --task number"
             )
         self.task = task
+        self.method = DIGIT if task == "digit" else choose_method(self.predictor, None)
         self.run_id = run_id(run_dir)
         self.model_digest = model_digest(run_dir, runtime)
         if expected_digest is not None and expected_digest != self.model_digest:
@@ -98,41 +87,15 @@ class BatchReader:
 
     def read(self, paths: list[str]) -> list[dict]:
         """One row per path: path, digit or text, confidence, unsure, reason, or error (the rest go on)."""
-        return self.read_digits(paths) if self.task == "digit" else self.read_numbers(paths)
+        return [self.row(o) for o in read_inputs(self.predictor, [fetch(p) for p in paths], paths, self.method)]
 
-    def row(self, path: str) -> dict:
-        return {"path": path, "run_id": self.run_id, "model_digest": self.model_digest}
-
-    def read_numbers(self, paths: list[str]) -> list[dict]:
-        """`digitlab.read` on each file, as `digitlab read` calls it."""
-        rows = []
-        for path in paths:
-            row = self.row(path)
-            rows.append(row)
-            try:
-                number = read_one(path, lambda image: reading.read(self.predictor, image))
-            except Exception as e:  # one file's error, never the job's
-                row["error"] = file_error(path, e)
-                continue
-            row.update(text=number.text, confidence=number.confidence, unsure=number.unsure, reason=number.reason)
-        return rows
-
-    def read_digits(self, paths: list[str]) -> list[dict]:
-        """`preprocess` on each file, then one `classify` for the batch, as `digitlab predict` does."""
-        rows, digits, ink, ok = [], [], [], []
-        for path in paths:
-            row = self.row(path)
-            rows.append(row)
-            try:
-                pre = read_one(path)
-            except Exception as e:  # one file's error, never the job's
-                row["error"] = file_error(path, e)
-                continue
-            digits.append(pre.digit)
-            ink.append(pre.reason)  # no ink, or not a digit: no numbers
-            ok.append(row)
-        x = np.array(digits).reshape(-1, *self.predictor.input_shape)
-        for row, result in zip(ok, classify(self.predictor, x, ink)):
-            row.update(digit=result["digit"], confidence=result["confidence"], unsure=result["unsure"])
-            row.update(reason=result["reason"])
-        return rows
+    def row(self, outcome: Outcome) -> dict:
+        row = {"path": outcome.name, "run_id": self.run_id, "model_digest": self.model_digest}
+        result = outcome.result
+        if result is None:
+            row["error"] = outcome.error
+        elif isinstance(result, Prediction):
+            row.update(digit=result.digit, confidence=result.confidence, unsure=result.unsure, reason=result.reason)
+        else:
+            row.update(text=result.text, confidence=result.confidence, unsure=result.unsure, reason=result.reason)
+        return row

@@ -1,7 +1,9 @@
-"""Prediction with a trained run: probabilities, digits and top-3 for arrays of images or image files.
+"""Prediction with a trained run: probabilities, digits and top-3 for arrays of images.
 
 The runtimes (keras_runtime, onnx_runtime) each turn a run directory into a forward callable; the
-`Predictor` here adds calibration, class names and the "unsure" rule, the same for both.
+`Predictor` here adds calibration, class names and the "unsure" rule, the same for both. Images and
+files are read by `reading.py` (the one reading path), numbers by segmentation (`segmented.py`) or by a
+line model (`lines.py`, decoded by `ctc.py`), into the dataclasses of `results.py`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +19,9 @@ import numpy as np
 from digitlab import runs
 from digitlab.data import load_dataset
 from digitlab.errors import DigitlabError, RunError
+from digitlab.metrics import temper
 from digitlab.predict import keras_runtime, onnx_runtime
-from digitlab.preprocess import NO_INK, preprocess, save_debug_strip
+from digitlab.preprocess import NO_INK
 
 CHUNK = 1024  # images per model call
 
@@ -61,17 +65,7 @@ class Predictor:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(n, h, w) raw pixels 0-255 (uint8 or float) -> (n, classes) float32 calibrated probabilities."""
-        return apply_temperature(self.raw_proba(x), self.temperature)
-
-
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature scaling applied to probabilities: softmax(log(p) / T)."""
-    if temperature == 1.0:
-        return probs
-    logits = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    e = np.exp(logits)
-    return (e / e.sum(axis=1, keepdims=True)).astype("float32")
+        return temper(self.raw_proba(x), self.temperature)
 
 
 RUNTIMES = ("keras", "onnx")
@@ -160,9 +154,6 @@ def predict_test_indices(run_dir: Path, indices: list[int], data_dir: Path | Non
     return rows
 
 
-RESULT_KEYS = ("digit", "label", "confidence", "probabilities", "top3", "unsure", "reason")  # classify's, per image
-
-
 def classify(predictor: Predictor, digits: np.ndarray, rejected: Sequence[str | bool | None]) -> list[dict]:
     """Preprocessed 28x28 digits -> one result each: digit (None when unsure), confidence, probabilities,
     top-3, and the reason when unsure.
@@ -210,25 +201,12 @@ def expand_paths(paths: list[Path]) -> list[Path]:
     return files
 
 
-def predict_files(predictor: Predictor, paths: list[Path], debug_dir: Path | None = None) -> list[dict]:
-    """One row per image file: file and classify's RESULT_KEYS, or error (the rest go on).
-    An image preprocessing refuses (no ink, not a digit) gets its reason and None for the numbers."""
-    rows, digits, rejected, ok = [], [], [], []
-    for i, path in enumerate(expand_paths(paths)):
-        rows.append({"file": str(path)})
-        try:
-            pre = preprocess(path, debug=debug_dir is not None)
-        except DigitlabError as e:
-            rows[-1]["error"] = str(e)
-            continue
-        except OSError as e:
-            rows[-1]["error"] = f"{path}: cannot be read ({e.strerror or e})"
-            continue
-        if debug_dir is not None:
-            rows[-1]["debug"] = str(save_debug_strip(pre, Path(debug_dir) / f"{i:04d}-{path.stem}.png"))
-        digits.append(pre.digit)
-        rejected.append(pre.reason)
-        ok.append(len(rows) - 1)
-    for k, result in zip(ok, classify(predictor, np.array(digits).reshape(-1, *predictor.input_shape), rejected)):
-        rows[k].update({key: result[key] for key in RESULT_KEYS})
-    return rows
+# `digitlab predict`'s files go through the one reading path, which imports this module: found there
+# when first used, as `digitlab.read` is.
+_LAZY = {"predict_files": "digitlab.predict.reading", "read_files": "digitlab.predict.reading"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'digitlab.predict' has no attribute {name!r}")

@@ -39,8 +39,8 @@ METHODS = (DIGIT, *READ_METHODS)
 
 
 def kind(predictor: Predictor) -> str:
-    """"digit" when the run's model reads one 28x28 digit, "line" when it reads a whole line; a RunError
-    for any other input shape."""
+    """The run's kind: "digit" when its model reads one 28x28 digit, "line" when it reads a whole line;
+    a RunError for any other input shape."""
     shape = tuple(predictor.input_shape)
     if shape == LINE_SHAPE:
         return "line"
@@ -91,10 +91,13 @@ def _read_number(
 
 
 def input_error(name: str, error: Exception) -> str:
-    """One input's error as its Outcome records it: "<name>: <what was wrong>". An error that already
-    starts with the input's name (a file's, or a request field's) is kept as it is."""
+    """One input's error as its Outcome records it, the same for the CLI, the REST API and batch:
+    "<name>: <what was wrong>". An error that already starts with the input's name (a file's, or a request
+    field's) is kept as it is."""
     if isinstance(error, OSError):
         return f"{name}: cannot be read ({error.strerror or error})"
+    if not isinstance(error, DigitlabError):  # a decoder's or a file system's own failure
+        return f"{name}: cannot be read ({type(error).__name__}: {error})"
     text = str(error)
     if text == name or text.startswith((f"{name}:", f"{name}[")):
         return text
@@ -122,10 +125,11 @@ def read_inputs(
     outcomes: list[Outcome | None] = []
     digits, rejected, waiting = [], [], []  # method "digit": what the one model call is given, for whom
     for i, (item, name) in enumerate(zip(inputs, names)):
+        if isinstance(item, Exception):  # found bad before (a request's field, a URI): it stands for it
+            outcomes.append(Outcome(name, None, input_error(name, item)))
+            continue
         debug = None if debug_dir is None else Path(debug_dir) / f"{i:04d}-{Path(name).stem}.png"
         try:
-            if isinstance(item, Exception):  # found bad before: its error stands in for it
-                raise item
             if method != DIGIT:
                 grey, size = open_image(item)
                 reading = _read_number(predictor, grey, size, method)
