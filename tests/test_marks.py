@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from digitlab.data.synth.marks import MARK_KINDS, synthetic_marks
+from digitlab.errors import DigitlabError
 from digitlab.preprocess import NO_INK, preprocess
-from digitlab.preprocess.marks import MARK_KINDS, side_by_side, synthetic_marks
+from digitlab.preprocess.marks import side_by_side
 
 
 def canvas(draw_on, size=280, paper=255):
@@ -91,7 +93,7 @@ def test_synthetic_marks_are_seeded():
     a, b = synthetic_marks("tick", 3, seed=1), synthetic_marks("tick", 3, seed=1)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not np.array_equal(a[0], synthetic_marks("tick", 1, seed=2)[0])
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(DigitlabError, match="kind"):
         synthetic_marks("scribble", 1)
 
 

@@ -5,7 +5,7 @@ model reads them in.
 (MNIST's: ink bright on black): each digit cut to its ink, scaled, slanted, thickened or thinned and
 moved off the baseline, set beside the previous one with a gap from MIN_GAP px (overlapping) to wide,
 sometimes joined to it by a connecting stroke; the line is then drawn as dark ink on paper under uneven
-light with sensor noise (the wild set's ranges, digitlab.wild) and read back by `find_ink`, as a
+light with sensor noise and read back by `find_ink`, as a
 person's photo is, and normalised by `normalize_line`. Training lines come from the training split and
 validation lines from the validation split (`validation_lines`); nothing here knows which.
 
@@ -18,7 +18,6 @@ Why these sizes: docs/design/line-model.md.
 from __future__ import annotations
 
 import dataclasses
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +25,9 @@ from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 
 from digitlab.data import RunSplit, run_split
+from digitlab.data.synth.render import jpeg, lit, to_uint8
 from digitlab.errors import DigitlabError
 from digitlab.preprocess.ink import find_ink, ink_levels
-from digitlab.wild import GRADIENT_DARK, GRADIENT_LIGHT, INK_REFLECTANCE, JPEG_QUALITY, NOISE_SIGMA
 
 LINE_HEIGHT = 32  # px, the model's input height
 LINE_WIDTH = 256  # px, its width: 10 digits at a 20 px height with gaps fit; 64 frames of 4 px
@@ -54,7 +53,12 @@ JOIN_WIDTH = (1.5, 2.5)  # px, the connecting stroke's width
 PAPER_MARGIN = (4, 14)  # px of paper around the ink
 PAPER = (200.0, 250.0)  # grey level of the paper where it is lightest
 GRADIENT = 0.5  # share of lines whose light fades across them (GRADIENT_DARK..GRADIENT_LIGHT)
-JPEG = 0.25  # share of lines saved as JPEG
+JPEG = 0.25  # share of lines saved as JPEG ...
+JPEG_QUALITY = (15, 90)  # ... at a quality of Pillow's scale, the first inclusive, the second not
+GRADIENT_DARK = (120.0, 150.0)  # grey level of the paper's darker end under fading light
+GRADIENT_LIGHT = (215.0, 225.0)  # ... and of its lighter end
+INK_REFLECTANCE = (0.05, 0.2)  # share of the light the ink sends back
+NOISE_SIGMA = (0.0, 15.0)  # grey levels of sensor noise
 TALL = 0.4  # share of a line's ink height: a component this tall is a digit's, never a speck
 KEPT_INK = 0.6  # a line whose digit lost more than 40 % of its ink to `find_ink` is drawn again
 
@@ -250,14 +254,10 @@ def on_paper(cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         light_map = np.broadcast_to(ramp if rng.random() < 0.5 else ramp[::-1], (h, w))
     else:
         light_map = np.full((h, w), rng.uniform(*PAPER), np.float32)
-    reflectance = rng.uniform(*INK_REFLECTANCE)
-    grey = light_map * (1.0 - cover * (1.0 - reflectance))
-    grey = grey + rng.uniform(0.0, NOISE_SIGMA[1]) * rng.standard_normal((h, w), dtype=np.float32)
-    grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+    grey = lit(cover, light_map, rng.uniform(*INK_REFLECTANCE))
+    grey = to_uint8(grey + rng.uniform(*NOISE_SIGMA) * rng.standard_normal((h, w), dtype=np.float32))
     if rng.random() < JPEG:
-        buffer = io.BytesIO()
-        Image.fromarray(grey).save(buffer, format="JPEG", quality=int(rng.integers(JPEG_QUALITY[0], 90)))
-        grey = np.asarray(Image.open(buffer))
+        grey = jpeg(grey, rng.integers(*JPEG_QUALITY))
     return grey
 
 

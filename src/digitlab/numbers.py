@@ -11,12 +11,12 @@ tuning from the validation split (`bench/read_numbers.py`); nothing here knows w
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFilter
 
+from digitlab.data.synth.render import jpeg, lit
 from digitlab.errors import DigitlabError
 from digitlab.metrics import edit_distance
 
@@ -164,13 +164,8 @@ def _photograph(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     along = np.cos(angle) * xx / w + np.sin(angle) * yy / h
     along = (along - along.min()) / max(float(np.ptp(along)), 1e-6)  # 0 at the light end, 1 at the dim one
     light = PAPER_LIGHT[0] + (PAPER_LIGHT[1] - PAPER_LIGHT[0]) * along
-    grey = light * (1 - rng.uniform(*INK_STRENGTH) * ink) + rng.normal(0, rng.uniform(*NOISE), ink.shape)
-    buf = io.BytesIO()
-    Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8)).save(
-        buf, format="JPEG", quality=int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
-    )
-    buf.seek(0)
-    return np.asarray(Image.open(buf).convert("L"))
+    grey = lit(ink, light, 1.0 - rng.uniform(*INK_STRENGTH)) + rng.normal(0, rng.uniform(*NOISE), ink.shape)
+    return jpeg(np.clip(grey, 0, 255).astype(np.uint8), rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
 
 
 def score_readings(truths: list[str], texts: list[str | None], unsure: list[bool]) -> dict:

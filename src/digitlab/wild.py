@@ -14,7 +14,6 @@ of the columns gives the same images. Why each column is as it is: docs/design/w
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
 import numpy as np
@@ -22,6 +21,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage.morphology import skeletonize
 
+from digitlab.data.synth.render import jpeg, lit, on_paper, to_uint8
 from digitlab.errors import DigitlabError
 from digitlab.preprocess import preprocess
 
@@ -160,23 +160,6 @@ def _centred(crops: list[np.ndarray]) -> np.ndarray:
     return np.stack([_draw(c, DIGIT, SIDE, (SIDE / 2, SIDE / 2)) for c in crops])
 
 
-def _on_paper(cover: np.ndarray, paper=255.0, ink=0.0) -> np.ndarray:
-    """Ink cover 0-1 -> uint8 grey images, or colour ones with (m, 1, 1, 3) paper and ink."""
-    if np.ndim(paper) == 4:  # channel by channel: each a contiguous (m, H, W) pass
-        return np.stack([_on_paper(cover, paper[..., k], ink[..., k]) for k in range(3)], axis=-1)
-    grey = cover * np.asarray(ink - paper, np.float32)
-    grey += np.asarray(paper, np.float32)
-    return _uint8(grey)
-
-
-def _uint8(a: np.ndarray) -> np.ndarray:
-    """Grey levels -> uint8, rounded and clipped; a float32 `a` is overwritten on the way (a temporary)."""
-    a = a if a.dtype == np.float32 else a.astype(np.float32)
-    np.rint(a, out=a)
-    np.clip(a, 0, 255, out=a)
-    return a.astype(np.uint8)
-
-
 def _each(rng: np.random.Generator, bounds: tuple[float, float], m: int) -> np.ndarray:
     """(m, 1, 1) float32 draws from `bounds`, one per image, to broadcast over its pixels."""
     return rng.uniform(*bounds, (m, 1, 1)).astype(np.float32)
@@ -191,7 +174,7 @@ def _either_way(rng: np.random.Generator, bounds: tuple[float, float], m: int) -
 
 
 def _clean(crops, cover, rng):
-    return _on_paper(cover)
+    return on_paper(cover)
 
 
 def _pen(cover: np.ndarray, width: float) -> np.ndarray:
@@ -205,12 +188,12 @@ def _pen(cover: np.ndarray, width: float) -> np.ndarray:
 
 def _thin(crops, cover, rng):
     widths = rng.uniform(*THIN_PEN, len(crops))
-    return _on_paper(np.stack([_pen(c, w) for c, w in zip(cover, widths)]))
+    return on_paper(np.stack([_pen(c, w) for c, w in zip(cover, widths)]))
 
 
 def _thick(crops, cover, rng):
     widths = rng.uniform(*THICK_PEN, len(crops)) * DIGIT
-    return _on_paper(np.stack([_pen(c, w) for c, w in zip(cover, widths)]))
+    return on_paper(np.stack([_pen(c, w) for c, w in zip(cover, widths)]))
 
 
 def _warp(cover: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -226,13 +209,13 @@ def _warp(cover: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 def _slant(crops, cover, rng):
     # x' = x - s * y (y down): positive s leans the top to the right, as italic writing does.
     shears = _either_way(rng, SLANT, len(crops))
-    return _on_paper(np.stack([_warp(c, np.array([[1.0, -s], [0.0, 1.0]])) for c, s in zip(cover, shears)]))
+    return on_paper(np.stack([_warp(c, np.array([[1.0, -s], [0.0, 1.0]])) for c, s in zip(cover, shears)]))
 
 
 def _rotate(crops, cover, rng):
     angles = np.radians(_either_way(rng, ROTATION, len(crops)))
     rotations = [np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) for a in angles]
-    return _on_paper(np.stack([_warp(c, r) for c, r in zip(cover, rotations)]))
+    return on_paper(np.stack([_warp(c, r) for c, r in zip(cover, rotations)]))
 
 
 def _placed(crops, rng, sizes: tuple[float, float], near_edge: bool) -> np.ndarray:
@@ -249,7 +232,7 @@ def _placed(crops, rng, sizes: tuple[float, float], near_edge: bool) -> np.ndarr
         margin = 2.0  # px kept between the box and the canvas's edge
         lo = np.array([h, w]) / 2 + margin
         centre = lo + where[i] * np.maximum(BIG_SIDE - 2 * lo, 0.0)
-        images[i] = _on_paper(_draw(crop, long_side, BIG_SIDE, tuple(centre)))
+        images[i] = on_paper(_draw(crop, long_side, BIG_SIDE, tuple(centre)))
     return images
 
 
@@ -267,7 +250,7 @@ def _off_centre(crops, cover, rng):
 
 def _blur(crops, cover, rng):
     sigmas = rng.uniform(*BLUR, len(crops))
-    return _on_paper(np.stack([ndi.gaussian_filter(c, s) for c, s in zip(cover, sigmas)]))
+    return on_paper(np.stack([ndi.gaussian_filter(c, s) for c, s in zip(cover, sigmas)]))
 
 
 def _low_res(crops, cover, rng):
@@ -278,13 +261,12 @@ def _low_res(crops, cover, rng):
     for c, n in zip(cover, small):
         low = Image.fromarray(c).resize((n, n), Image.Resampling.BOX)
         out.append(np.asarray(low.resize((SIDE, SIDE), Image.Resampling.BILINEAR)))
-    return _on_paper(np.stack(out))
+    return on_paper(np.stack(out))
 
 
 def _lit(cover: np.ndarray, light: np.ndarray, rng) -> np.ndarray:
     """Grey images under uneven `light` (grey level of the paper at each pixel): light x reflectance."""
-    reflectance = _each(rng, INK_REFLECTANCE, len(cover))
-    return _uint8(light * (1.0 - cover * (1.0 - reflectance)))
+    return to_uint8(lit(cover, light, _each(rng, INK_REFLECTANCE, len(cover))))
 
 
 def _grid() -> tuple[np.ndarray, np.ndarray]:
@@ -322,13 +304,11 @@ def _noise_jpeg(crops, cover, rng):
     m = len(crops)
     paper, ink, sigma = _each(rng, NOISE_PAPER, m), _each(rng, NOISE_INK, m), _each(rng, NOISE_SIGMA, m)
     noise = rng.standard_normal((m, SIDE, SIDE), dtype=np.float32)
-    grey = _uint8(paper + (ink - paper) * cover + sigma * noise)
+    grey = to_uint8(paper + (ink - paper) * cover + sigma * noise)
     quality = rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1, m)
     out = np.empty_like(grey)
     for i, (image, q) in enumerate(zip(grey, quality)):
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="JPEG", quality=int(q))
-        out[i] = np.asarray(Image.open(buffer))
+        out[i] = jpeg(image, q)
     return out
 
 
@@ -342,7 +322,7 @@ def _colours(rng, palette, m: int) -> np.ndarray:
 def _colour(crops, cover, rng):
     m = len(crops)
     paper, ink = _colours(rng, PAPERS, m), _colours(rng, INKS, m)
-    return _on_paper(cover, paper, ink)
+    return on_paper(cover, paper, ink)
 
 
 def _chalkboard(crops, cover, rng):
@@ -357,7 +337,7 @@ def _chalkboard(crops, cover, rng):
     across, down = (ndi.zoom(rng.random((m, 6), dtype=np.float32), (1, SIDE / 6), order=1) for _ in range(2))
     dust = 0.08 * down[:, :, None] * across[:, None, :]
     cover = np.clip(cover * grain + dust, 0.0, 1.0)
-    return _on_paper(cover, board, chalk)
+    return on_paper(cover, board, chalk)
 
 
 RENDERERS: dict[str, Callable[[list[np.ndarray], np.random.Generator], np.ndarray]] = {

@@ -1,0 +1,49 @@
+"""Marks that are not digits, as people leave them on the page or a scan: a finger's tap, a dot, a short
+tick or check mark, a filled block or dark page, blank paper. What preprocessing's refusals
+(digitlab.preprocess.marks) are tuned and tested on."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from digitlab.errors import DigitlabError
+
+MARK_KINDS = ("tap", "dot", "tick", "filled", "blank")
+
+
+def synthetic_marks(kind: str, n: int, *, seed: int = 0, side: int = 280) -> list[np.ndarray]:
+    """`n` seeded side x side grey canvases (dark ink on light paper, as the page and a scan give them)
+    holding one kind of mark that is not a digit: what the rules above are tuned and tested on."""
+    if kind not in MARK_KINDS:
+        raise DigitlabError(f"kind: expected one of {', '.join(MARK_KINDS)}, got {kind!r}")
+    rng = np.random.default_rng([seed, MARK_KINDS.index(kind)])
+    out = []
+    for _ in range(n):
+        paper = int(rng.integers(200, 256))
+        im = Image.new("L", (side, side), paper)
+        d = ImageDraw.Draw(im)
+        ink = int(rng.integers(0, 80))
+        cx, cy = rng.uniform(0.1, 0.9, 2) * side
+        if kind in ("tap", "dot"):
+            r = rng.uniform(0.01, 0.05) * side if kind == "tap" else rng.uniform(0.003, 0.012) * side
+            r *= rng.uniform(1.0, 1.6, 2)  # a finger's tap is an oval
+            d.ellipse((cx - r[0], cy - r[1], cx + r[0], cy + r[1]), fill=ink)
+        elif kind == "tick":
+            width = max(1, round(rng.uniform(0.015, 0.07) * side))
+            length = rng.uniform(0.015, 0.06) * side  # a tick; longer strokes are how people write a 1
+            a = rng.uniform(0, np.pi)
+            end = (cx + length * np.cos(a), cy + length * np.sin(a))
+            points = [(cx, cy), end]
+            if rng.random() < 0.3:  # a check mark: a second, longer stroke up from the end
+                points.append((end[0] + 1.5 * length * np.cos(a - 1.7), end[1] + 1.5 * length * np.sin(a - 1.7)))
+            d.line(points, fill=ink, width=width, joint="curve")
+        elif kind == "filled":
+            share = rng.uniform(0.6, 0.97)  # of the side, each way: a scribbled block or a dark page
+            w, h = share * side * rng.uniform(0.9, 1.1, 2)
+            x0, y0 = rng.uniform(0, max(side - w, 1)), rng.uniform(0, max(side - h, 1))
+            d.rectangle((x0, y0, x0 + w, y0 + h), fill=ink)
+        a = np.asarray(im, np.float32)
+        a = a + rng.normal(0, rng.uniform(0, 4), a.shape)  # sensor noise, none to a little
+        out.append(np.clip(a, 0, 255).astype(np.uint8))  # truncated: what the refusals were tuned on
+    return out
