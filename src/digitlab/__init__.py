@@ -22,7 +22,7 @@ _LAZY = {
     "evaluate": "digitlab.evaluation",
     "evaluate_ensemble": "digitlab.evaluation",
     "load_predictor": "digitlab.predict",
-    "read": "digitlab.reading",
+    "read": "digitlab.predict.reading",
 }
 
 __all__ = [

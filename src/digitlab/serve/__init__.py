@@ -1,6 +1,8 @@
 """The REST API and the drawing page.
 
-app.py       the FastAPI app over one run's model, and the service that predicts
+app.py       the FastAPI app over one run's model: middleware, error handlers, the routers
+routes.py    the routes, as APIRouters, each answer through its response model
+service.py   the model the server holds and what it does with a request's images (the reading path)
 schemas.py   request and response shapes (what /docs shows)
 requests.py  reading a request's images, with a 4xx naming the field for bad input
 workers.py   running it: one process or several sharing a socket
