@@ -206,6 +206,25 @@ def test_evaluate_and_report_commands_work_on_a_line_run(tiny_line_run, tmp_path
     assert result.exit_code == 1 and "below --min-accuracy" in result.output
 
 
+def test_a_line_config_means_one_thing_per_field():
+    cfg = PRESETS["numbers"][0]
+    assert cfg.strides == (1, 1, 1, 1) and cfg.pool_widths == (2, 2, 1, 1) and cfg.kind == "line"
+    old = {**cfg.to_dict(), "strides": [2, 2, 1, 1]}  # a line run's config.json before pool_widths
+    del old["pool_widths"]
+    assert ModelConfig.from_dict(old) == cfg
+    with pytest.raises(DigitlabError, match="pool width per stage"):
+        dataclasses.replace(cfg, pool_widths=(2, 2))
+    with pytest.raises(DigitlabError, match="stride 1"):
+        dataclasses.replace(cfg, strides=(2, 2, 1, 1))
+    with pytest.raises(DigitlabError, match="pool_widths is a line model's"):
+        ModelConfig(pool_widths=(2, 2))
+    with pytest.raises(DigitlabError, match="--shift, --blur: for digit models"):
+        resolve_configs("numbers", shift=1.0, blur=0.5)
+    with pytest.raises(DigitlabError, match="--label-smoothing"):
+        resolve_configs("numbers", label_smoothing=0.1)
+    assert ModelConfig().kind == ModelConfig(architecture="mlp").kind == "digit"
+
+
 def test_alignment_names_substitutions_deletions_and_insertions():
     from digitlab.metrics import alignment, edit_distance
 

@@ -39,7 +39,7 @@ class ModelConfig:
     standardize: bool = False  # with normalize: also centre on MNIST's pixel mean and divide by its std
     filters: tuple[int, ...] = (16, 32)  # cnn: channels of each conv stage
     kernels: tuple[int, ...] = (5, 3)  # cnn: kernel size of each stage's first conv (pixels)
-    strides: tuple[int, ...] = (2, 2)  # cnn: stride of each stage's first conv
+    strides: tuple[int, ...] = (2, 2)  # stride of each stage's first conv (a line model's are all 1)
     convs: int | tuple[int, ...] = (
         1  # cnn: conv layers per stage, or one count per stage (the others are 3x3, stride 1)
     )
@@ -50,6 +50,7 @@ class ModelConfig:
     norm_from: int = 0  # cnn: first stage with BatchNorm; earlier stages' convs take a bias instead
     input_shape: tuple[int, int] = (28, 28)  # pixels (height, width)
     num_classes: int = 10
+    pool_widths: tuple[int, ...] = ()  # line: each stage's max-pool width in px (its height always halves)
     recurrent: int = 0  # line: units of a bidirectional GRU over the frames (0: none)
     context: int = 0  # line: residual Conv1D blocks (kernel 5, `dense` wide) over the frames (0: none)
 
@@ -88,6 +89,17 @@ class ModelConfig:
             raise DigitlabError("model: context blocks need a hidden Dense layer (dense > 0) to set their width")
         if not isinstance(self.dense, int) or self.dense < 0:
             raise DigitlabError(f"model: dense must be a width >= 0 (0: no hidden Dense layer), got {self.dense!r}")
+        if self.kind == "line":
+            if len(self.pool_widths) != len(self.filters) or any(
+                not isinstance(p, int) or p <= 0 for p in self.pool_widths
+            ):
+                raise DigitlabError(
+                    f"model: a line model needs one positive pool width per stage, got {self.pool_widths!r}"
+                )
+            if any(s != 1 for s in self.strides):
+                raise DigitlabError(f"model: a line model's convs have stride 1 (it pools), got {self.strides!r}")
+        elif self.pool_widths:
+            raise DigitlabError(f"model: pool_widths is a line model's; a {self.architecture} takes pool")
 
     @property
     def kind(self) -> str:
@@ -109,6 +121,9 @@ class ModelConfig:
         if unknown:
             raise DigitlabError(f"model config: unknown fields {sorted(unknown)}")
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        if d.get("architecture") == "line" and "pool_widths" not in d and "strides" in d:
+            # Line runs written before pool_widths held their pooling widths in strides.
+            d["pool_widths"], d["strides"] = d["strides"], (1,) * len(d["strides"])
         return cls(**d)
 
 
@@ -131,8 +146,9 @@ class TrainConfig:
     learning_rate: float = 1e-3  # peak learning rate for "onecycle"
     weight_decay: float = 0.0  # decoupled (AdamW-style) weight decay; 0: none
     schedule: str = "constant"  # "constant" or "onecycle" (warm up, then cosine decay to ~0, per step)
-    label_smoothing: float = 0.0  # share of each target spread evenly over all classes (0: plain one-hot)
+    label_smoothing: float = 0.0  # digits: share of each target spread evenly over all classes (0: plain one-hot)
     warmup: float = 0.2  # onecycle: fraction of all steps spent warming up
+    # Augmentation of digits (AUGMENTATIONS): a fresh warp of each training digit every epoch.
     shift: float = 0.0  # augmentation: random shift, up to this many pixels (0: no augmentation)
     rotate: float = 0.0  # augmentation: random rotation, up to this many degrees
     scale: float = 0.0  # augmentation: random zoom, up to this fraction either way
@@ -142,7 +158,7 @@ class TrainConfig:
     blur: float = 0.0  # augmentation: half the images blurred, Gaussian sigma up to this many pixels
     # Calibration: validation digits per column of the wild set (digitlab.wild, drawn as people's images
     # from the same validation split) added to the validation split it is fitted on; 0: the split only.
-    calibrate_wild: int = 0
+    calibrate_wild: int = 0  # digits only
     # "float32", "bfloat16" (bfloat16 maths on float32 weights) or "auto" (bfloat16 where the CPU has it
     # natively, see native_bfloat16); runs record the resolved one. model.keras is always float32.
     precision: str = "float32"
@@ -273,7 +289,8 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
             architecture="line",
             filters=(16, 32, 64, 96),
             kernels=(3, 3, 3, 3),
-            strides=(2, 2, 1, 1),  # line: each stage's max-pool width (height always halves): 4 px a frame
+            strides=(1, 1, 1, 1),
+            pool_widths=(2, 2, 1, 1),  # each stage's max-pool width (height always halves): 4 px a frame
             dense=128,
             context=2,  # line: two residual Conv1D blocks over the frames, so a frame sees 55 px of the line
             dropout=0.2,
@@ -365,4 +382,18 @@ def resolve_configs(
         model_changes["standardize"] = False
     model_cfg = dataclasses.replace(model_cfg, **{k: v for k, v in model_changes.items() if v is not None})
     train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in train_overrides.items() if v is not None})
+    check_configs(model_cfg, train_cfg)
     return model_cfg, dataclasses.replace(train_cfg, precision=resolve_precision(train_cfg.precision))
+
+
+DIGIT_TRAINING = (*AUGMENTATIONS, "label_smoothing", "calibrate_wild")  # TrainConfig fields only digit models use
+
+
+def check_configs(model_config: ModelConfig, train_config: TrainConfig) -> None:
+    """A DigitlabError when the training configuration asks for what the model's kind does not do: a line
+    model is trained on generated lines (`lines`, `val_lines`), never on warped single digits."""
+    if model_config.kind == "line":
+        asked = [name for name in DIGIT_TRAINING if getattr(train_config, name)]
+        if asked:
+            options = ", ".join("--" + name.replace("_", "-") for name in asked)
+            raise DigitlabError(f"{options}: for digit models; a line model trains on generated lines")

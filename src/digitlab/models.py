@@ -8,13 +8,13 @@ A digit model ("mlp", "cnn") gives (batch, classes) probabilities. The line mode
 a whole line of digits giving, per frame, probabilities over the ten digits and the CTC blank:
 
     pixels (b, 32, 256) 0-255
-    -> per stage: conv k x k (+ 3x3 convs), BatchNorm, ReLU; max-pool 2 high, `strides[i]` wide
+    -> per stage: conv k x k (+ 3x3 convs), BatchNorm, ReLU; max-pool 2 high, `pool_widths[i]` wide
     -> the remaining rows folded into channels: one feature vector per column = per frame
     -> Dense(dense) + ReLU, `context` residual Conv1D blocks over the frames, dropout,
        optionally a bidirectional GRU (`recurrent` units)
     -> Dense(num_classes + 1) softmax                      (b, frames, 11), the blank last
 
-With strides (2, 2, 1, 1) a frame is 4 px of the line: 64 frames, room for 10 digits with a blank
+With pool widths (2, 2, 1, 1) a frame is 4 px of the line: 64 frames, room for 10 digits with a blank
 between repeats. Decoding (greedy, in NumPy, so ONNX Runtime needs no Keras) is digitlab.predict.ctc.
 """
 
@@ -89,8 +89,8 @@ CONTEXT_KERNEL = 5  # frames a context block's Conv1D spans (20 px of the line a
 def frames(config: ModelConfig) -> int:
     """Frames the model gives for one line: its width divided by the stages' horizontal pooling."""
     width = config.input_shape[1]
-    for stride in config.strides:
-        width //= stride
+    for pool in config.pool_widths:
+        width //= pool
     return width
 
 
@@ -100,23 +100,23 @@ def build_line_model(config: ModelConfig, dtype: str = "float32") -> keras.Model
     if config.architecture != "line":
         raise DigitlabError(f"build_line_model: expected architecture 'line', got {config.architecture!r}")
     h, w = config.input_shape
-    if h % 2 ** len(config.filters) or any(w % s for s in config.strides):
+    if h % 2 ** len(config.filters) or any(w % p for p in config.pool_widths):
         raise DigitlabError(
             f"model: input_shape {config.input_shape} must halve {len(config.filters)} times in height and "
-            f"divide by each of strides {config.strides} in width"
+            f"divide by each of pool_widths {config.pool_widths} in width"
         )
     inputs = keras.Input(shape=(h, w), name="pixels")  # raw 0-255, float32
     x = layers.Rescaling(1.0 / 255.0, name="scale", dtype=dtype)(inputs)
     x = layers.Reshape((h, w, 1), name="channel", dtype=dtype)(x)  # shape (b, 32, 256, 1)
-    stages = zip(config.filters, config.kernels, config.strides, config.stage_convs())
-    for i, (channels, kernel, stride, convs) in enumerate(stages):
+    stages = zip(config.filters, config.kernels, config.pool_widths, config.stage_convs())
+    for i, (channels, kernel, pool, convs) in enumerate(stages):
         for j in range(convs):
             x = layers.Conv2D(
                 channels, kernel if j == 0 else 3, padding="same", use_bias=False, name=f"conv_{i}_{j}", dtype=dtype
             )(x)
             x = layers.BatchNormalization(momentum=config.bn_momentum, name=f"bn_{i}_{j}", dtype=dtype)(x)
             x = layers.Activation("relu", name=f"relu_{i}_{j}", dtype=dtype)(x)
-        x = layers.MaxPooling2D((2, stride), name=f"pool_{i}", dtype=dtype)(x)
+        x = layers.MaxPooling2D((2, pool), name=f"pool_{i}", dtype=dtype)(x)
     rows, cols, channels = x.shape[1:]
     x = layers.Permute((2, 1, 3), name="columns", dtype=dtype)(x)  # (b, frames, rows, channels)
     x = layers.Reshape((cols, rows * channels), name="frames", dtype=dtype)(x)

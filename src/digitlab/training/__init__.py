@@ -22,7 +22,7 @@ import keras
 
 from digitlab import atomic, runs
 from digitlab.calibrate import fit_calibration
-from digitlab.config import ModelConfig, TrainConfig, resolve_configs, resolve_precision
+from digitlab.config import ModelConfig, TrainConfig, check_configs, resolve_configs, resolve_precision
 from digitlab.errors import DigitlabError, RunError
 from digitlab.models import build_model
 from digitlab.plots import plot_curves
@@ -166,6 +166,7 @@ def train(
         if not overwrite:
             raise RunError(f"{out_dir}: already holds a run; pass --resume to continue it or --overwrite to replace it")
     # The whole configuration is checked, the model built included, before anything is written.
+    check_configs(model_config, train_config)
     train_config = dataclasses.replace(train_config, precision=resolve_precision(train_config.precision))
     task = task_for(model_config, train_config, data_dir)
     keras.utils.set_random_seed(train_config.seed)
