@@ -1,4 +1,11 @@
-"""Shared fixtures. `mnist` loads real, verified MNIST once per session from the user's cache (fetched if absent)."""
+"""Shared fixtures, the only ones: test modules define none that another module imports.
+
+`mnist` loads real, verified MNIST once per session from the user's cache (fetched if absent). The tiny
+runs (an MLP, a CNN and a line model on the synthetic set) are each trained once per session; a test that
+writes into one (evaluating, exporting, reporting, resuming) works on its own copy (`shutil.copytree`).
+"""
+
+import dataclasses
 
 import pytest
 
@@ -43,8 +50,7 @@ def synthetic_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def synthetic_mlp_run(tmp_path_factory, synthetic_dir):
-    """One small run, trained once per session: an MLP (16 units) for two epochs on the synthetic set.
-    A module that writes into the run (evaluating it, reporting on it) works on its own copy of it."""
+    """A tiny MLP run: 16 units, two epochs of batch 32 on the synthetic set (the defaults otherwise)."""
     from digitlab.config import ModelConfig, TrainConfig
     from digitlab.training import train
 
@@ -60,6 +66,38 @@ def synthetic_mlp_run(tmp_path_factory, synthetic_dir):
 
 
 @pytest.fixture(scope="session")
+def synthetic_cnn_run(tmp_path_factory, synthetic_dir):
+    """A tiny CNN run: filters 4 and 8, one epoch of batch 32 on the synthetic set (100 test images)."""
+    from digitlab.config import ModelConfig, TrainConfig
+    from digitlab.training import train
+
+    out = tmp_path_factory.mktemp("shared") / "cnn-synthetic"
+    train(
+        ModelConfig(architecture="cnn", filters=(4, 8)),
+        TrainConfig(epochs=1, batch_size=32, dataset="synthetic"),
+        out,
+        data_dir=synthetic_dir,
+        verbose=0,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_line_run(tmp_path_factory, synthetic_dir):
+    """A tiny line model (the numbers preset with filters 4, 8, 8, 8 and a Dense of 16): two epochs of 96
+    lines, 48 validation lines, made from the synthetic set. The machinery, not accuracy."""
+    from digitlab.config import resolve_configs
+    from digitlab.training import train
+
+    model_cfg, train_cfg = resolve_configs("numbers", epochs=2, lines=96, val_lines=48, batch_size=32)
+    model_cfg = dataclasses.replace(model_cfg, filters=(4, 8, 8, 8), dense=16)
+    train_cfg = dataclasses.replace(train_cfg, dataset="synthetic")
+    out = tmp_path_factory.mktemp("shared") / "line-synthetic"
+    train(model_cfg, train_cfg, out, data_dir=synthetic_dir, verbose=0)
+    return out
+
+
+@pytest.fixture(scope="session")
 def artifacts(tmp_path_factory):
     """Where tests leave files for a person to look at (screenshots): under pytest's temporary directory,
     which keeps the last three runs (pytest-of-$USER/pytest-current/artifacts0), never in the repository."""
@@ -68,7 +106,7 @@ def artifacts(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, mnist):
-    """A run directory of the fast preset trained on real MNIST (shared by slow tests)."""
+    """A run of the fast preset trained on real MNIST (tests that use it are marked slow)."""
     from digitlab import resolve_configs, train
 
     out = tmp_path_factory.mktemp("runs") / "fast"
