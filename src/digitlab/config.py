@@ -54,7 +54,7 @@ class ModelConfig:
     recurrent: int = 0  # line: units of a bidirectional GRU over the frames (0: none)
     context: int = 0  # line: residual Conv1D blocks (kernel 5, `dense` wide) over the frames (0: none)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
             raise DigitlabError(
                 f"model: unknown architecture {self.architecture!r}; expected one of {', '.join(ARCHITECTURES)}"
@@ -170,7 +170,7 @@ class TrainConfig:
     lines: int = 20000  # line models: training lines generated afresh each epoch (digitlab.lines)
     val_lines: int = 2000  # line models: validation lines, the same every epoch
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs <= 0:
             raise DigitlabError(f"--epochs: expected a positive integer, got {self.epochs}")
         if not isinstance(self.batch_size, int) or self.batch_size <= 0:

@@ -15,7 +15,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from digitlab import runs
 from digitlab.config import ModelConfig
-from digitlab.data import load_dataset
+from digitlab.data import Dataset, load_dataset
 from digitlab.errors import DigitlabError, RunError
 from digitlab.lines import PAD_LABEL, make_lines
 from digitlab.metrics import alignment, nll, temper
@@ -52,7 +52,7 @@ def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> d
     return test
 
 
-def _evaluate_digits(run_dir: Path, predictor: Predictor, ds, confidence: str, seed: int) -> dict:
+def _evaluate_digits(run_dir: Path, predictor: Predictor, ds: Dataset, confidence: str, seed: int) -> dict:
     """Test accuracy and loss, per-class metrics, confusion matrix and galleries."""
     predictor.check_images(ds.x_test, str(run_dir))
     names = list(ds.class_names)
@@ -111,7 +111,7 @@ def _evaluate_digits(run_dir: Path, predictor: Predictor, ds, confidence: str, s
     return test
 
 
-def _evaluate_lines(run_dir: Path, predictor: Predictor, ds, confidence: str, seed: int) -> dict:
+def _evaluate_lines(run_dir: Path, predictor: Predictor, ds: Dataset, confidence: str, seed: int) -> dict:
     """Exact-number accuracy, character error rate, accuracy per length, substituted digits, the unsure
     threshold's acceptance, and the most confident mistakes, on TEST_LINES lines of test digits."""
     images, labels = make_lines(ds.x_test, ds.y_test, TEST_LINES, np.random.default_rng([TEST_LINES_SEED, seed]))
@@ -137,7 +137,7 @@ def _evaluate_lines(run_dir: Path, predictor: Predictor, ds, confidence: str, se
     wrong = np.flatnonzero(~right)
     wrong = wrong[np.argsort(-conf[wrong])][: GALLERY // 2]  # the most confident mistakes first
 
-    def text(digits) -> str:
+    def text(digits: tuple[int, ...]) -> str:
         return "".join(names[v] for v in digits) or "(nothing)"
 
     figures = {

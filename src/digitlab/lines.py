@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 
+from digitlab.config import TrainConfig
 from digitlab.data import RunSplit, run_split
 from digitlab.data.synth.render import jpeg, lit, to_uint8
 from digitlab.errors import DigitlabError
@@ -261,7 +263,9 @@ def on_paper(cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return grey
 
 
-def validation_lines(train_config, data: RunSplit | None = None, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
+def validation_lines(
+    train_config: TrainConfig, data: RunSplit | None = None, data_dir: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """A line run's validation lines: `val_lines` lines of the run's validation split (`data`, or
     loaded and split for `train_config`), the same for every run of a split. Never the test set."""
     data = data or run_split(train_config, data_dir)

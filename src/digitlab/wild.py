@@ -173,7 +173,7 @@ def _either_way(rng: np.random.Generator, bounds: tuple[float, float], m: int) -
 # ---- the columns ----
 
 
-def _clean(crops, cover, rng):
+def _clean(crops: list[np.ndarray], cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return on_paper(cover)
 
 
@@ -186,12 +186,12 @@ def _pen(cover: np.ndarray, width: float) -> np.ndarray:
     return np.clip(width / 2 + 0.5 - distance, 0.0, 1.0).astype(np.float32)
 
 
-def _thin(crops, cover, rng):
+def _thin(crops: list[np.ndarray], cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     widths = rng.uniform(*THIN_PEN, len(crops))
     return on_paper(np.stack([_pen(c, w) for c, w in zip(cover, widths)]))
 
 
-def _thick(crops, cover, rng):
+def _thick(crops: list[np.ndarray], cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     widths = rng.uniform(*THICK_PEN, len(crops)) * DIGIT
     return on_paper(np.stack([_pen(c, w) for c, w in zip(cover, widths)]))
 
@@ -206,19 +206,21 @@ def _warp(cover: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-def _slant(crops, cover, rng):
+def _slant(crops: list[np.ndarray], cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     # x' = x - s * y (y down): positive s leans the top to the right, as italic writing does.
     shears = _either_way(rng, SLANT, len(crops))
     return on_paper(np.stack([_warp(c, np.array([[1.0, -s], [0.0, 1.0]])) for c, s in zip(cover, shears)]))
 
 
-def _rotate(crops, cover, rng):
+def _rotate(crops: list[np.ndarray], cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     angles = np.radians(_either_way(rng, ROTATION, len(crops)))
     rotations = [np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) for a in angles]
     return on_paper(np.stack([_warp(c, r) for c, r in zip(cover, rotations)]))
 
 
-def _placed(crops, rng, sizes: tuple[float, float], near_edge: bool) -> np.ndarray:
+def _placed(
+    crops: list[np.ndarray], rng: np.random.Generator, sizes: tuple[float, float], near_edge: bool
+) -> np.ndarray:
     """Each digit on the big canvas at a size from `sizes` (share of its side), anywhere it fits whole,
     or near one of its edges on each axis."""
     m = len(crops)
@@ -236,24 +238,24 @@ def _placed(crops, rng, sizes: tuple[float, float], near_edge: bool) -> np.ndarr
     return images
 
 
-def _large(crops, cover, rng):
+def _large(crops: list[np.ndarray], cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _placed(crops, rng, LARGE, near_edge=False)
 
 
-def _small(crops, cover, rng):
+def _small(crops: list[np.ndarray], cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _placed(crops, rng, SMALL, near_edge=False)
 
 
-def _off_centre(crops, cover, rng):
+def _off_centre(crops: list[np.ndarray], cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _placed(crops, rng, OFF_CENTRE, near_edge=True)
 
 
-def _blur(crops, cover, rng):
+def _blur(crops: list[np.ndarray], cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     sigmas = rng.uniform(*BLUR, len(crops))
     return on_paper(np.stack([ndi.gaussian_filter(c, s) for c, s in zip(cover, sigmas)]))
 
 
-def _low_res(crops, cover, rng):
+def _low_res(crops: list[np.ndarray], cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     # Sampled through a grid on which the digit is 8-16 px long (area average, as a sensor does), then
     # enlarged back bilinearly, as a viewer or a phone shows a small image.
     small = np.round(SIDE * rng.uniform(*LOW_RES, len(crops)) / DIGIT).astype(int)
@@ -264,7 +266,7 @@ def _low_res(crops, cover, rng):
     return on_paper(np.stack(out))
 
 
-def _lit(cover: np.ndarray, light: np.ndarray, rng) -> np.ndarray:
+def _lit(cover: np.ndarray, light: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Grey images under uneven `light` (grey level of the paper at each pixel): light x reflectance."""
     return to_uint8(lit(cover, light, _each(rng, INK_REFLECTANCE, len(cover))))
 
@@ -275,7 +277,7 @@ def _grid() -> tuple[np.ndarray, np.ndarray]:
     return t[:, None], t[None, :]
 
 
-def _gradient(crops, cover, rng):
+def _gradient(crops: list[np.ndarray], cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     # The paper fades linearly along a random direction from its darkest corner to its lightest.
     m = len(crops)
     angle = _each(rng, (0.0, 2 * np.pi), m)
@@ -286,7 +288,7 @@ def _gradient(crops, cover, rng):
     return _lit(cover, dark + (light - dark) * (along - lo) / (hi - lo), rng)
 
 
-def _shadow(crops, cover, rng):
+def _shadow(crops: list[np.ndarray], cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     # A soft band of shadow (a hand, a phone) across the paper, passing near the digit.
     m = len(crops)
     angle = _each(rng, (0.0, np.pi), m)
@@ -300,7 +302,7 @@ def _shadow(crops, cover, rng):
     return _lit(cover, paper * (1.0 - (1.0 - kept) * inside), rng)
 
 
-def _noise_jpeg(crops, cover, rng):
+def _noise_jpeg(crops: list[np.ndarray], cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     m = len(crops)
     paper, ink, sigma = _each(rng, NOISE_PAPER, m), _each(rng, NOISE_INK, m), _each(rng, NOISE_SIGMA, m)
     noise = rng.standard_normal((m, SIDE, SIDE), dtype=np.float32)
@@ -312,20 +314,20 @@ def _noise_jpeg(crops, cover, rng):
     return out
 
 
-def _colours(rng, palette, m: int) -> np.ndarray:
+def _colours(rng: np.random.Generator, palette: tuple[tuple[int, int, int], ...], m: int) -> np.ndarray:
     """(m, 1, 1, 3): a colour from `palette` for each image, jittered."""
     base = np.asarray(palette, np.float32)[rng.integers(0, len(palette), m)]
     jitter = rng.uniform(-COLOUR_JITTER, COLOUR_JITTER, (m, 3)).astype(np.float32)
     return (base + jitter).reshape(m, 1, 1, 3)
 
 
-def _colour(crops, cover, rng):
+def _colour(crops: list[np.ndarray], cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     m = len(crops)
     paper, ink = _colours(rng, PAPERS, m), _colours(rng, INKS, m)
     return on_paper(cover, paper, ink)
 
 
-def _chalkboard(crops, cover, rng):
+def _chalkboard(crops: list[np.ndarray], cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     # Light chalk on a dark board: the chalk's grain leaves gaps in the strokes, its dust a haze.
     m = len(crops)
     board = _colours(rng, BOARDS, m)

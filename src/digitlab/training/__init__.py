@@ -51,7 +51,7 @@ class OneCycle(keras.optimizers.schedules.CosineDecay):
             warmup_steps=warm,
         )
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup}
 
 
@@ -86,7 +86,7 @@ class StepProgbar(keras.callbacks.ProgbarLogger):
     """Keras' progress bar, its step count held to the epoch's steps: with steps_per_execution, the last
     call of an epoch reports the step its full execution would have ended on (192/188)."""
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self.target is not None:
             batch = min(batch, self.target - 1)
         super().on_train_batch_end(batch, logs)
@@ -117,10 +117,10 @@ class _RunRecorder(keras.callbacks.Callback):
         self.float32_twin = float32_twin
         self.on_epoch = on_epoch
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch_started = time.perf_counter()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         scores = self.task.scores(self.model, logs or {}, self.inputs)
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         row = {"epoch": epoch + 1, **scores, "lr": lr, "seconds": round(time.perf_counter() - self.epoch_started, 3)}

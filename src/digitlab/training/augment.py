@@ -97,7 +97,9 @@ class AugmentedBatches(EpochBatches):
 
     CHUNK = 1024  # images warped per call: large enough to amortise, small enough to stay in cache
 
-    def __init__(self, x, y, batch_size: int, *, seed: int, epochs: int | None = None, **warp):
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int, epochs: int | None = None, **warp: float
+    ) -> None:
         super().__init__(len(x), batch_size, epochs=epochs, name="warp")
         self.x, self.y = x, y
         self.warp = warp

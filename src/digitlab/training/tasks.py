@@ -46,13 +46,13 @@ class SmoothedCrossentropy(keras.losses.Loss):
         super().__init__(name=name, **kwargs)
         self.smoothing = float(smoothing)
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true, y_pred):  # tensors of the backend
         ops = keras.ops
         labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
         one_hot = ops.one_hot(labels, y_pred.shape[-1], dtype=y_pred.dtype)
         return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.smoothing)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "smoothing": self.smoothing}
 
 
@@ -65,7 +65,7 @@ class CTCLoss(keras.losses.Loss):
     def __init__(self, name: str = "ctc", **kwargs):
         super().__init__(name=name, **kwargs)
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true, y_pred):  # tensors of the backend
         ops = keras.ops
         labels = ops.cast(y_true, "int32")
         present = labels != PAD_LABEL
@@ -232,7 +232,9 @@ class LineBatches(EpochBatches):
     """Batches of `lines` freshly generated training lines per epoch. Epoch e's lines come from seed
     (seed, e), so a resumed run sees the lines an uninterrupted one would."""
 
-    def __init__(self, x, y, lines: int, batch_size: int, *, seed: int, first_epoch: int, epochs: int):
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, lines: int, batch_size: int, *, seed: int, first_epoch: int, epochs: int
+    ) -> None:
         super().__init__(lines, batch_size, first_epoch=first_epoch, epochs=epochs, name="lines")
         self.x, self.y, self.seed = x, y, seed
 

@@ -20,7 +20,7 @@ def to_uint8(a: np.ndarray) -> np.ndarray:
     return a.astype(np.uint8)
 
 
-def on_paper(cover: np.ndarray, paper=255.0, ink=0.0) -> np.ndarray:
+def on_paper(cover: np.ndarray, paper: float | np.ndarray = 255.0, ink: float | np.ndarray = 0.0) -> np.ndarray:
     """A cover under even light -> uint8 grey images, or colour ones with (m, 1, 1, 3) paper and ink."""
     if np.ndim(paper) == 4:  # channel by channel: each a contiguous (m, H, W) pass
         return np.stack([on_paper(cover, paper[..., k], ink[..., k]) for k in range(3)], axis=-1)
@@ -29,7 +29,7 @@ def on_paper(cover: np.ndarray, paper=255.0, ink=0.0) -> np.ndarray:
     return to_uint8(grey)
 
 
-def lit(cover: np.ndarray, light, reflectance) -> np.ndarray:
+def lit(cover: np.ndarray, light: float | np.ndarray, reflectance: float | np.ndarray) -> np.ndarray:
     """A cover under uneven `light` (the paper's grey level at each pixel) -> float grey levels: the paper
     sends back all of its light, full ink the share `reflectance` of it."""
     return light * (1.0 - cover * (1.0 - reflectance))
