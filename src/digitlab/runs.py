@@ -1,14 +1,30 @@
 """Run directories: every file a run leaves, written atomically, and read back with clear errors.
 
-A run directory holds:
-  config.json       model, training and data configuration (enough to rebuild the model)
-  model.keras       the weights of the best validation epoch
-  checkpoint.keras  the latest epoch, optimizer state included, for --resume
-  state.json        how far training got (epochs done, best validation accuracy)
-  history.csv       loss, accuracy, val_loss, val_accuracy, lr per epoch
-  curves.png        training vs validation loss and accuracy
-  metrics.json      validation and (after `evaluate`) test figures
-  environment.json  package versions, backend, seed, machine
+A run directory holds, for a model of either kind (digits or lines):
+  config.json           model, training and data configuration (enough to rebuild the model)
+  environment.json      package versions, backend, seed, machine
+  model.keras           the weights of the best validation epoch
+  checkpoint.keras      the latest epoch, optimizer state included, for --resume
+  state.json            how far training got (epochs done, best validation score, the history)
+  history.csv           loss, accuracy, val_loss, val_accuracy, lr, seconds per epoch
+  curves.png            training vs validation loss and accuracy
+  metrics.json          validation, calibration and (after `evaluate`) test figures
+  calibration.json      temperature and unsure threshold, fitted on validation data
+  reliability.png       accuracy against confidence, before and after the temperature
+after `digitlab evaluate`:
+  confusion_matrix.png  test confusion matrix (a line run: digits read in place of others)
+  mistakes.png          the most confident test mistakes
+  predictions.png       random test digits, wrong ones in red (digit runs)
+  by_length.png         test lines read exactly, per length (line runs)
+after `digitlab report`, `digitlab lr-find`, `digitlab export`:
+  report.html           the self-contained report
+  lr_find.png           loss against learning rate
+  lr_find.csv           the same, as numbers
+  model.onnx            ONNX export (`--format onnx`, the default)
+  model.tflite          TensorFlow Lite export
+  saved_model/          TensorFlow SavedModel export
+while a process writes into it:
+  .digitlab.lock        held (flock) by that process, with its pid
 """
 
 from __future__ import annotations
