@@ -1,7 +1,6 @@
 """`digitlab batch`: the same answers as `predict` and `read`, one Parquet row per file, resumable, and the
 same rows on Ray's workers as in one process."""
 
-import dataclasses
 import hashlib
 import importlib.util
 import shutil
@@ -104,18 +103,6 @@ def same_readings(got: list[dict], want: list[list]) -> None:
             k: v for k, v in wanted.items() if k != "confidence"
         }, row["path"]
         assert row["confidence"] == pytest.approx(wanted["confidence"], abs=1e-6)
-
-
-@pytest.fixture(scope="module")
-def line_run(tmp_path_factory, synthetic_dir):
-    """A tiny line model (one epoch of 64 lines of the synthetic set): reading by line, not accuracy."""
-    from digitlab import resolve_configs, train
-
-    model_cfg, train_cfg = resolve_configs("numbers", epochs=1, lines=64, val_lines=32, batch_size=32)
-    model_cfg = dataclasses.replace(model_cfg, filters=(4, 8, 8, 8), dense=16)
-    out = tmp_path_factory.mktemp("line") / "run"
-    train(model_cfg, dataclasses.replace(train_cfg, dataset="synthetic"), out, data_dir=synthetic_dir, verbose=0)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -275,13 +262,13 @@ def test_number_task_gives_reads_answers_one_row_per_file(run_dir, numbers, tmp_
 
 
 @pytest.mark.integration
-def test_a_line_run_reads_numbers_by_line_and_refuses_the_digit_task(line_run, numbers, tmp_path):
+def test_a_line_run_reads_numbers_by_line_and_refuses_the_digit_task(tiny_line_run, numbers, tmp_path):
     folder, _ = numbers
     out = tmp_path / "lines.parquet"
-    result = invoke("batch", line_run, folder, "--out", out, "--task", "number", "--engine", "local")
+    result = invoke("batch", tiny_line_run, folder, "--out", out, "--task", "number", "--engine", "local")
     assert result.exit_code == 0, result.output
-    same_readings(rows(out), readings(load_predictor(line_run), folder))  # `digitlab read` reads it by line
-    result = invoke("batch", line_run, folder, "--out", tmp_path / "digits", "--engine", "local")
+    same_readings(rows(out), readings(load_predictor(tiny_line_run), folder))  # `digitlab read` reads it by line
+    result = invoke("batch", tiny_line_run, folder, "--out", tmp_path / "digits", "--engine", "local")
     one_line_error(result, "--task digit", "holds a line model", "--task number")
     assert not (tmp_path / "digits").exists()
 

@@ -11,12 +11,10 @@ from typer.testing import CliRunner
 
 from digitlab import runs
 from digitlab.cli import app
-from digitlab.config import ModelConfig, TrainConfig
 from digitlab.data import load_dataset
 from digitlab.errors import DigitlabError, RunError
 from digitlab.export import ATOL, FORMATS, export
 from digitlab.predict import Predictor, classify, load_predictor
-from digitlab.training import train
 
 runner = CliRunner()
 
@@ -26,17 +24,9 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, synthetic_dir):
-    """A tiny CNN trained one epoch on the synthetic set (100 test images)."""
-    out = tmp_path_factory.mktemp("export") / "run"
-    train(
-        ModelConfig(architecture="cnn", filters=(4, 8)),
-        TrainConfig(epochs=1, batch_size=32, dataset="synthetic"),
-        out,
-        data_dir=synthetic_dir,
-        verbose=0,
-    )
-    return out
+def run_dir(tmp_path_factory, synthetic_cnn_run):
+    """This module's copy of the session's tiny CNN run (100 synthetic test images): exports write into it."""
+    return shutil.copytree(synthetic_cnn_run, tmp_path_factory.mktemp("export") / "run")
 
 
 @pytest.fixture(scope="module")

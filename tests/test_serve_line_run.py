@@ -17,7 +17,6 @@ from PIL import Image
 
 from digitlab.lines import compose, on_paper
 from digitlab.serve.schemas import ReadBatchResponse, Reading
-from test_line_model import tiny_line_run  # noqa: F401  (the fixture: two epochs of 96 lines)
 from test_lines import X  # pytest puts tests/ on the path
 
 pytestmark = pytest.mark.integration  # trains the tiny line run: about 30 s on a busy 2-core CPU
@@ -42,7 +41,7 @@ def wait_for(port: int, server=None, seconds: float = 240) -> dict:
 
 
 @pytest.fixture(scope="module")
-def line_server(tiny_line_run):  # noqa: F811  (the imported fixture)
+def line_server(tiny_line_run):
     """The real server (uvicorn through run_app, as `digitlab serve` runs it) over the line run."""
     from digitlab.serve import bind_socket, create_app, run_app
 
@@ -71,7 +70,7 @@ def test_health_and_model_say_it_is_a_line_run(line_server):
     assert report["kind"] == "line" and report["config"]["model"]["architecture"] == "line"
 
 
-def test_read_reads_with_the_line_model_as_the_library_does(line_server, tiny_line_run):  # noqa: F811
+def test_read_reads_with_the_line_model_as_the_library_does(line_server, tiny_line_run):
     from digitlab import read
     from digitlab.predict import load_predictor
 
@@ -125,7 +124,7 @@ def test_predict_on_a_line_run_is_a_409_that_names_api_read(line_server, path, r
     assert httpx.get(f"{line_server}/api/health").json()["internal_errors"] == before
 
 
-def test_digitlab_serve_with_two_workers_serves_a_line_run(tiny_line_run):  # noqa: F811
+def test_digitlab_serve_with_two_workers_serves_a_line_run(tiny_line_run):
     port = free_port()
     cmd = [sys.executable, "-c", "from digitlab.cli import main; main()", "serve", str(tiny_line_run)]
     server = subprocess.Popen(
