@@ -29,6 +29,7 @@ runner = CliRunner()
 HAS_RAY = importlib.util.find_spec("ray") is not None
 COMPARED = ("path", "digit", "unsure", "reason", "error", "run_id", "model_digest")
 NUMBER_COLUMNS = ("path", "text", "confidence", "unsure", "reason", "error")
+pytestmark = pytest.mark.slow  # every test reads real MNIST scans; most with the fast MNIST run
 
 
 def invoke(*args):
@@ -115,13 +116,14 @@ def local_ray():
 
 
 def test_source_forms_folder_glob_list_and_uri(images, tmp_path):
-    folder = list_source(str(images))
+    folder = list_source(str(images)).files
     assert len(folder) == 302 and folder == sorted(folder)
-    assert list_source(str(images / "png" / "*.png")) == [p for p in folder if "/png/" in p]
+    assert list_source(str(images / "png" / "*.png")).files == [p for p in folder if "/png/" in p]
     listing = tmp_path / "list.txt"
     listing.write_text(f"# scans\n{images}/png/0001.png\n\n{images}/png/0003.png\n{images}/png/0001.png\nmissing.png\n")
-    assert list_source(str(listing)) == [f"{images}/png/0001.png", f"{images}/png/0003.png", f"{tmp_path}/missing.png"]
-    assert list_source(f"file://{images}") == [f"file://{p}" for p in folder]
+    listed = [f"{images}/png/0001.png", f"{images}/png/0003.png", f"{tmp_path}/missing.png"]
+    assert list_source(str(listing)).files == listed
+    assert list_source(f"file://{images}").files == [f"file://{p}" for p in folder]
     (tmp_path / "empty").mkdir()
     with pytest.raises(DigitlabError, match=r"SOURCE .*empty: no images found \(expected .*\.png"):
         list_source(str(tmp_path / "empty"))
@@ -129,7 +131,6 @@ def test_source_forms_folder_glob_list_and_uri(images, tmp_path):
         list_source(str(tmp_path / "nowhere"))
 
 
-@pytest.mark.integration
 def test_local_engine_gives_predicts_answers_one_row_per_file(run_dir, images, tmp_path, mnist):
     out = tmp_path / "results.parquet"
     result = invoke("batch", run_dir, images, "--out", out, "--engine", "local", "--runtime", "keras")
@@ -157,7 +158,6 @@ def test_local_engine_gives_predicts_answers_one_row_per_file(run_dir, images, t
     assert right >= 0.9 * 300  # the digits themselves are read, not only recorded
 
 
-@pytest.mark.integration
 def test_a_crash_keeps_finished_parts_and_the_rerun_reads_only_the_rest(run_dir, images, tmp_path, monkeypatch):
     out = tmp_path / "out"
     monkeypatch.setattr(output, "PART_ROWS", 64)  # a part every two batches of 32
@@ -180,7 +180,6 @@ def test_a_crash_keeps_finished_parts_and_the_rerun_reads_only_the_rest(run_dir,
     assert (again["files"], again["skipped"], again["parts"]) == (0, 302, 0)
 
 
-@pytest.mark.integration
 def test_an_out_of_another_model_or_task_is_refused_unless_overwrite(run_dir, images, tmp_path):
     out = tmp_path / "out"
     source = images / "png" / "000*.png"
@@ -200,7 +199,6 @@ def test_an_out_of_another_model_or_task_is_refused_unless_overwrite(run_dir, im
     one_line_error(invoke("batch", run_dir, source, "--out", tmp_path / "file.parquet", "--engine", "local"), "a file")
 
 
-@pytest.mark.integration
 def test_bad_input_is_one_line(run_dir, images, tmp_path):
     out = tmp_path / "out"
     (tmp_path / "empty").mkdir()
@@ -215,7 +213,6 @@ def test_bad_input_is_one_line(run_dir, images, tmp_path):
 
 
 @pytest.mark.skipif(not HAS_RAY, reason="needs the scale extra")
-@pytest.mark.integration
 def test_an_unreachable_address_is_one_line_naming_it(run_dir, images, tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -226,7 +223,6 @@ def test_an_unreachable_address_is_one_line_naming_it(run_dir, images, tmp_path)
     assert not out.exists()
 
 
-@pytest.mark.integration
 def test_local_engine_imports_neither_ray_nor_tensorflow(run_dir, images, tmp_path):
     code = (
         "import sys\n"
@@ -241,7 +237,6 @@ def test_local_engine_imports_neither_ray_nor_tensorflow(run_dir, images, tmp_pa
     assert done.stdout.strip() == "[]"
 
 
-@pytest.mark.integration
 def test_number_task_gives_reads_answers_one_row_per_file(run_dir, numbers, tmp_path):
     folder, texts = numbers
     out = tmp_path / "numbers.parquet"
@@ -261,7 +256,6 @@ def test_number_task_gives_reads_answers_one_row_per_file(run_dir, numbers, tmp_
     one_line_error(again, f"--out {out}", "task 'number'")
 
 
-@pytest.mark.integration
 def test_a_line_run_reads_numbers_by_line_and_refuses_the_digit_task(tiny_line_run, numbers, tmp_path):
     folder, _ = numbers
     out = tmp_path / "lines.parquet"
@@ -273,7 +267,6 @@ def test_a_line_run_reads_numbers_by_line_and_refuses_the_digit_task(tiny_line_r
     assert not (tmp_path / "digits").exists()
 
 
-@pytest.mark.integration
 def test_onnx_threads_are_an_option_and_ray_workers_share_the_cores(run_dir):
     options = BatchReader(str(run_dir), "onnx", "digit", threads=1).predictor.forward.args[0].get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
@@ -284,7 +277,6 @@ def test_onnx_threads_are_an_option_and_ray_workers_share_the_cores(run_dir):
 
 
 @pytest.mark.skipif(not HAS_RAY, reason="needs the scale extra")
-@pytest.mark.integration
 def test_ray_with_two_workers_gives_the_local_rows(run_dir, images, tmp_path, local_ray):
     local = run_batch(run_dir, str(images), tmp_path / "local", engine="local", runtime="onnx", batch_size=32)
     remote = run_batch(run_dir, str(images), tmp_path / "ray", engine="ray", workers=2, batch_size=32)
@@ -296,7 +288,6 @@ def test_ray_with_two_workers_gives_the_local_rows(run_dir, images, tmp_path, lo
 
 
 @pytest.mark.skipif(not HAS_RAY, reason="needs the scale extra")
-@pytest.mark.integration
 def test_ray_number_task_gives_reads_answers(run_dir, numbers, tmp_path, local_ray):
     folder, _ = numbers
     summary = run_batch(run_dir, str(folder), tmp_path / "ray", task="number", engine="ray", workers=2, batch_size=8)

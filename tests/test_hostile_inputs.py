@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from digitlab.batch.sources import list_source
 from digitlab.cli import app
 from digitlab.serve import create_app
 from test_preprocess import draw, encode, png_with_chunk, zlib_bomb  # pytest puts tests/ on the path
@@ -100,3 +101,75 @@ def test_a_file_name_that_is_not_utf8_is_stored_escaped_and_the_job_goes_on(run_
     again = batch(run_dir, scans, out, "--json")
     assert again.exit_code == 0, again.output
     assert (json.loads(again.output)["files"], json.loads(again.output)["skipped"]) == (0, 3)
+
+
+@pytest.fixture
+def tangled(tmp_path, monkeypatch):
+    """A folder of scans with a link back to its parent, a second name for a subfolder, a link to a folder
+    outside it, a broken link, a link to itself and a folder that cannot be read (os.scandir refuses it
+    here, so the test runs as root too). Returns it and its real files."""
+    scans, outside = tmp_path / "scans", tmp_path / "outside"
+    for folder in (scans / "sub", scans / "locked", outside):
+        folder.mkdir(parents=True)
+    for path in (scans / "a.png", scans / "sub" / "b.png", scans / "locked" / "c.png", outside / "d.png"):
+        path.write_bytes(good_png())
+    (scans / "sub" / "up").symlink_to("..")  # a loop: scans/sub/up/sub/up/...
+    (scans / "alias").symlink_to("sub")  # the same files under another name
+    (scans / "ext").symlink_to(outside)  # files outside SOURCE, reached only through the link
+    (scans / "dangling.png").symlink_to("nowhere.png")
+    (scans / "self.png").symlink_to("self.png")
+    (scans / "b-again.png").symlink_to("sub/b.png")
+    scandir = os.scandir
+
+    def refusing(path="."):
+        if os.fspath(path) == str(scans / "locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    return scans, [str(scans / "a.png"), str(scans / "ext" / "d.png"), str(scans / "sub" / "b.png")]
+
+
+def test_a_folder_or_glob_lists_each_real_file_once_and_names_what_it_cannot_list(tangled):
+    scans, real = tangled
+    problems = {
+        str(scans / "locked"): "cannot be read (Permission denied)",
+        str(scans / "dangling.png"): "broken link to nowhere.png",
+        str(scans / "self.png"): "symlink loop",
+    }
+    for source in (scans, f"{scans}/**/*.png", f"{scans}/**"):
+        listing = list_source(str(source))
+        assert listing.files == real, source
+        assert sorted(listing.problems) == sorted(problems), source
+        for path, what in problems.items():
+            assert listing.problems[path].startswith(f"{path}: {what}"), listing.problems[path]
+    assert list_source(f"{scans}/*/*.png").files == [str(scans / "ext" / "d.png"), str(scans / "sub" / "b.png")]
+    assert list_source(f"{scans}/s*/*.png").problems == {}  # only what the pattern reaches is looked at
+
+
+def test_batch_writes_a_row_for_each_real_file_and_an_error_row_for_each_unlisted_one(run_dir, tangled, tmp_path):
+    scans, real = tangled
+    out = tmp_path / "out"
+    result = batch(run_dir, f"{scans}/**/*.png", out, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert (summary["files"], summary["errors"], summary["rows"]) == (6, 3, 6)
+    got = {r["path"]: r for r in pq.read_table(out).to_pylist()}
+    assert sorted(got) == sorted([*real, str(scans / "locked"), str(scans / "dangling.png"), str(scans / "self.png")])
+    assert "its files are left out" in got[str(scans / "locked")]["error"]
+    assert all(got[p]["error"] is None for p in real)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a folder of mode 000; the os.scandir test covers it")
+def test_a_folder_of_mode_000_is_reported(tmp_path):
+    (tmp_path / "ok.png").write_bytes(good_png())
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "c.png").write_bytes(good_png())
+    locked.chmod(0)
+    try:
+        listing = list_source(str(tmp_path))
+    finally:
+        locked.chmod(0o755)
+    assert listing.files == [str(tmp_path / "ok.png")]
+    assert listing.problems[str(locked)].startswith(f"{locked}: cannot be read (Permission denied)")

@@ -75,7 +75,8 @@ def run_batch(
         engines.import_ray()  # a missing Ray fails here, before the model loads
     runtime = runtime or default_runtime(engine)
     out = Path(out)
-    files = list_source(source)
+    listing = list_source(source)
+    files = listing.files
     options = {"run_dir": str(Path(run_dir).absolute()), "runtime": runtime, "task": task}
     reader = BatchReader(**options)  # a bad run fails here, before Ray starts; the local engine's reader
     digest = reader.model_digest
@@ -103,6 +104,15 @@ def run_batch(
         writer = output.PartWriter(out)
         counts = {"files": 0, "errors": 0, "unsure": 0}
         first_result = None
+        unlisted = [
+            {"path": path, "error": error, "run_id": manifest["run_id"], "model_digest": digest}
+            for path, error in listing.problems.items()
+            if output.utf8_text(path) not in done
+        ]
+        if unlisted:  # folders that cannot be read, broken links: a row each, as a file that cannot be read
+            writer.add(output.to_table(unlisted, task))
+            counts["files"] += len(unlisted)
+            counts["errors"] += len(unlisted)
         if not todo:
             results = iter(())
         elif engine == "local":
@@ -117,13 +127,13 @@ def run_batch(
             counts["errors"] += table.num_rows - table.column("error").null_count
             counts["unsure"] += sum(1 for v in table.column("unsure").to_pylist() if v)
             if progress is not None:
-                progress(counts["files"], len(todo))
+                progress(counts["files"], len(todo) + len(unlisted))
         writer.flush()
     seconds = time.monotonic() - start
     readable = counts["files"] - counts["errors"]
     return {
         **counts,
-        "skipped": len(files) - len(todo),
+        "skipped": len(files) + len(listing.problems) - len(todo) - len(unlisted),
         "unsure_share": counts["unsure"] / readable if readable else 0.0,
         "seconds": seconds,
         "files_per_s": counts["files"] / seconds if seconds else 0.0,

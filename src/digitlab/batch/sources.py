@@ -6,13 +6,16 @@ rerun from another directory must find its finished rows by the same names."""
 
 from __future__ import annotations
 
+import errno
 import fnmatch
-import glob
+import os
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from digitlab.batch.output import pyarrow
 from digitlab.errors import DataError
-from digitlab.predict import IMAGE_SUFFIXES, expand_paths
+from digitlab.predict import IMAGE_SUFFIXES
 
 GLOB_CHARS = "*?["
 
@@ -25,28 +28,162 @@ def is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
-def list_source(source: str) -> list[str]:
+@dataclass(frozen=True)
+class Listing:
+    """SOURCE's files, and what could hold images but cannot be listed (each with its one-line error)."""
+
+    files: list[str]  # each real file once
+    problems: dict[str, str] = field(default_factory=dict)  # path -> error: unreadable folders, broken links
+
+
+def list_source(source: str) -> Listing:
     """The files of SOURCE, each once, in order: folders and globs sorted, listed files as listed.
-    A DataError when SOURCE does not exist or holds no image."""
-    files = _list_uri(source) if is_uri(source) else _list_local(source)
-    files = list(dict.fromkeys(files))  # a file listed twice is read once
+    A DataError when SOURCE does not exist or holds no image.
+
+    Folders are searched through symbolic links, each real folder once (a link back to a folder above
+    is not followed round again) and each real file once, by its own name where SOURCE reaches it by
+    one. A folder that cannot be read and a link to nothing (or to itself) named like an image are
+    `problems`."""
+    if is_uri(source):
+        listing = Listing(_list_uri(source))
+    else:
+        listing = _list_local(source)
+    files = list(dict.fromkeys(listing.files))  # a file listed twice is read once
     if not files:
+        if listing.problems:
+            first = next(iter(listing.problems.values()))
+            raise DataError(f"SOURCE {source}: no images could be listed ({first})")
         raise DataError(f"SOURCE {source}: no images found (expected {', '.join(sorted(IMAGE_SUFFIXES))} files)")
-    return files
+    return Listing(files, listing.problems)
 
 
-def _list_local(source: str) -> list[str]:
+def _list_local(source: str) -> Listing:
     path = Path(source).expanduser()
     if any(c in source for c in GLOB_CHARS) and not path.exists():
-        matches = [Path(m) for m in sorted(glob.glob(str(path), recursive=True))]
-        return [str(p.absolute()) for p in expand_paths(matches) if p.is_file() and is_image_name(p.name)]
+        base, pattern = _split_glob(path.absolute())
+        if not base.is_dir():
+            return Listing([])
+        return _walk(base, pattern)
     if path.is_dir():
-        return [str(p.absolute()) for p in expand_paths([path])]
+        return _walk(path.absolute())
     if not path.exists():
         raise DataError(f"SOURCE {source}: no such file or folder (expected a folder, a glob or a list of paths)")
     if is_image_name(path.name):
-        return [str(path.absolute())]
-    return [_resolve_listed(line, path.parent) for line in _listed(path.read_text(errors="replace"))]
+        return Listing([str(path.absolute())])
+    files: list[str] = []
+    problems: dict[str, str] = {}
+    for line in _listed(path.read_text(errors="replace")):
+        entry = _resolve_listed(line, path.parent)
+        if not is_uri(entry) and Path(entry).is_dir():  # a listed folder: its files, as for SOURCE
+            found = _walk(Path(entry))
+            files += found.files
+            problems.update(found.problems)
+        else:
+            files.append(entry)
+    return Listing(files, problems)
+
+
+def _split_glob(pattern: Path) -> tuple[Path, tuple[str, ...]]:
+    """A glob -> the folder before its first wildcard and the rest's components."""
+    parts = pattern.parts
+    first = next(i for i, part in enumerate(parts) if any(c in part for c in GLOB_CHARS))
+    return Path(*parts[:first]), parts[first:]
+
+
+def _walk(root: Path, pattern: tuple[str, ...] | None = None) -> Listing:
+    """The image files under `root` (those whose path below it matches `pattern`, a glob's components,
+    when given), through symbolic links, each real folder entered once and each real file listed once.
+    The folders and files reached without a link come first, so a file keeps its own name."""
+    seen_folders: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int]] = set()
+    files: list[str] = []
+    problems: dict[str, str] = {}
+    folders: list[tuple[Path, tuple[str, ...]]] = [(root, ())]  # folders to enter, depth first, sorted
+    links: list[tuple[Path, tuple[str, ...]]] = []  # links to files and folders: followed after the rest
+
+    def add_file(path: Path, rel: tuple[str, ...], info: os.stat_result) -> None:
+        if (info.st_dev, info.st_ino) in seen_files or not is_image_name(path.name):
+            return
+        if pattern is None or _matches(rel, pattern):
+            seen_files.add((info.st_dev, info.st_ino))
+            files.append(str(path))
+
+    def enter(folder: Path, rel: tuple[str, ...], info: os.stat_result) -> None:
+        if (info.st_dev, info.st_ino) in seen_folders or not (pattern is None or _reaches(rel, pattern)):
+            return
+        seen_folders.add((info.st_dev, info.st_ino))
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            problems[str(folder)] = f"{folder}: cannot be read ({e.strerror or e}); its files are left out"
+            return
+        subfolders = []
+        for entry in entries:
+            path, sub = Path(entry.path), (*rel, entry.name)
+            try:
+                if entry.is_symlink():
+                    links.append((path, sub))
+                elif entry.is_dir(follow_symlinks=False):
+                    subfolders.append((path, sub))
+                elif entry.is_file(follow_symlinks=False):
+                    add_file(path, sub, entry.stat(follow_symlinks=False))
+            except OSError as e:  # gone or unreadable between the listing and the look
+                if is_image_name(entry.name):
+                    problems[str(path)] = f"{path}: cannot be read ({e.strerror or e})"
+        folders[:0] = subfolders  # depth first, in sorted order
+
+    while folders or links:
+        if folders:
+            folder, rel = folders.pop(0)
+            try:
+                info = folder.stat()
+            except OSError as e:
+                problems[str(folder)] = f"{folder}: cannot be read ({e.strerror or e}); its files are left out"
+                continue
+            enter(folder, rel, info)
+            continue
+        link, rel = links.pop(0)
+        try:
+            info = link.stat()  # follows the link
+        except OSError as e:
+            if is_image_name(link.name) and (pattern is None or _matches(rel, pattern)):
+                what = "symlink loop" if e.errno == errno.ELOOP else f"broken link to {os.readlink(link)}"
+                problems[str(link)] = f"{link}: {what}, expected an image file"
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            folders.append((link, rel))
+        elif stat.S_ISREG(info.st_mode):
+            add_file(link, rel, info)
+    return Listing(sorted(files), problems)
+
+
+def _component(name: str, pattern: str) -> bool:
+    """A glob's component matches a name; a name starting with "." only a component that does too."""
+    if name.startswith(".") and not pattern.startswith("."):
+        return False
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def _matches(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """Whether the path `parts` matches the glob `pattern` (`**`: any number of folders), or lies in a
+    folder that does (a matched folder's files are its files, as for a folder given as SOURCE)."""
+    if not pattern:
+        return True
+    if not parts:
+        return all(p == "**" for p in pattern)
+    if pattern[0] == "**":
+        return _matches(parts, pattern[1:]) or (not parts[0].startswith(".") and _matches(parts[1:], pattern))
+    return _component(parts[0], pattern[0]) and _matches(parts[1:], pattern[1:])
+
+
+def _reaches(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """Whether a file in the folder `parts` may match `pattern`: folders that cannot are not entered."""
+    if not parts or not pattern:
+        return True
+    if pattern[0] == "**":
+        return _reaches(parts, pattern[1:]) or (not parts[0].startswith(".") and _reaches(parts[1:], pattern))
+    return _component(parts[0], pattern[0]) and _reaches(parts[1:], pattern[1:])
 
 
 def _listed(text: str) -> list[str]:
