@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -26,9 +27,8 @@ def read_history(run_dir):
         return list(csv.DictReader(f))
 
 
-def test_train_writes_a_complete_run(tmp_path, synthetic_dir):
-    out = tmp_path / "run"
-    metrics = train(MLP, tiny(), out, data_dir=synthetic_dir, verbose=0)
+def test_train_writes_a_complete_run(synthetic_mlp_run):
+    out = synthetic_mlp_run  # conftest.py's train(MLP, tiny(), out): the config below says so
     for name in (
         "config.json",
         "model.keras",
@@ -49,28 +49,32 @@ def test_train_writes_a_complete_run(tmp_path, synthetic_dir):
     assert config["data"]["train"] == 240 and config["data"]["validation"] == 60  # 20 % of 300
     env = json.loads((out / "environment.json").read_text())
     assert env["seed"] == 42 and "keras" in env["packages"]
+    metrics = runs.read_json(out / runs.METRICS)
     assert metrics["validation"]["best_epoch"] in (1, 2)
     assert metrics["validation"]["accuracy"] > 0.5  # learnable: 40 of the 60 validation images after 2 epochs
 
 
-def test_same_seed_same_history(tmp_path, synthetic_dir):
-    train(MLP, tiny(), tmp_path / "a", data_dir=synthetic_dir, verbose=0)
-    train(MLP, tiny(), tmp_path / "b", data_dir=synthetic_dir, verbose=0)
-    a, b = read_history(tmp_path / "a"), read_history(tmp_path / "b")
+def test_same_seed_same_history(tmp_path, synthetic_dir, synthetic_mlp_run):
+    a = synthetic_mlp_run  # trained as below, earlier in this session
+    assert TrainConfig.from_dict(runs.read_json(a / runs.CONFIG)["train"]) == tiny()
+    metrics = train(MLP, tiny(), tmp_path / "b", data_dir=synthetic_dir, verbose=0)
+    assert metrics == runs.read_json(tmp_path / "b" / runs.METRICS)  # train returns what it saved
+    a, b = read_history(a), read_history(tmp_path / "b")
+    assert len(a) == len(b) == 2
     for ra, rb in zip(a, b):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-5)
 
 
-def test_existing_run_is_not_overwritten(tmp_path, synthetic_dir):
-    out = tmp_path / "run"
-    train(MLP, tiny(epochs=1), out, data_dir=synthetic_dir, verbose=0)
+def test_existing_run_is_not_overwritten(tmp_path, synthetic_dir, synthetic_mlp_run):
+    out = shutil.copytree(synthetic_mlp_run, tmp_path / "run")
     before = (out / "model.keras").read_bytes()
     with pytest.raises(RunError, match="already holds a run; pass --resume .* or --overwrite"):
         train(MLP, tiny(epochs=1), out, data_dir=synthetic_dir, verbose=0)
     assert (out / "model.keras").read_bytes() == before
     train(MLP, tiny(epochs=1, seed=1), out, data_dir=synthetic_dir, verbose=0, overwrite=True)
     assert json.loads((out / "config.json").read_text())["train"]["seed"] == 1
+    assert [int(r["epoch"]) for r in read_history(out)] == [1]  # replaced, not appended to
 
 
 def train_until_killed_after_first_epoch(model_config, train_config, out, data_dir, monkeypatch):
@@ -98,9 +102,8 @@ def test_resume_after_interruption(tmp_path, synthetic_dir, monkeypatch):
         resume(out, data_dir=synthetic_dir, verbose=0)
 
 
-def test_evaluate_and_predict(tmp_path, synthetic_dir):
-    out = tmp_path / "run"
-    train(MLP, tiny(epochs=3), out, data_dir=synthetic_dir, verbose=0)
+def test_evaluate_and_predict(tmp_path, synthetic_dir, synthetic_mlp_run):
+    out = shutil.copytree(synthetic_mlp_run, tmp_path / "run")  # evaluate writes into the run
     test = evaluate(out, data_dir=synthetic_dir)
     assert test["count"] == 100
     assert test["accuracy"] > 0.5  # the synthetic classes are easy
@@ -297,12 +300,11 @@ def test_out_must_be_new_empty_or_a_run(tmp_path, synthetic_dir):
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
-def test_ensemble(tmp_path, synthetic_dir):
+def test_ensemble(tmp_path, synthetic_dir, synthetic_mlp_run):
     from digitlab.evaluation import evaluate_ensemble
 
-    for seed in (1, 2):
-        train(MLP, tiny(seed=seed), tmp_path / f"r{seed}", data_dir=synthetic_dir, verbose=0)
-    result = evaluate_ensemble([tmp_path / "r1", tmp_path / "r2"], out_dir=tmp_path / "ens", data_dir=synthetic_dir)
+    train(MLP, tiny(seed=1), tmp_path / "r1", data_dir=synthetic_dir, verbose=0)  # the shared run has seed 42
+    result = evaluate_ensemble([tmp_path / "r1", synthetic_mlp_run], out_dir=tmp_path / "ens", data_dir=synthetic_dir)
     assert len(result["members"]) == 2 and result["count"] == 100
     assert (tmp_path / "ens" / "confusion_matrix.png").is_file()
     with pytest.raises(DigitlabError, match="at least two run directories"):
@@ -338,18 +340,15 @@ def test_a_run_directory_in_use_is_refused(tmp_path, synthetic_dir):
     assert (out / runs.MODEL).is_file()
 
 
-def test_predict_index_has_the_unsure_rule(tmp_path, synthetic_dir):
-    out = tmp_path / "run"
-    train(MLP, tiny(), out, data_dir=synthetic_dir, verbose=0)
-    rows = predict_test_indices(out, [0, 1], data_dir=synthetic_dir)
+def test_predict_index_has_the_unsure_rule(synthetic_dir, synthetic_mlp_run):
+    rows = predict_test_indices(synthetic_mlp_run, [0, 1], data_dir=synthetic_dir)
     for row in rows:
         assert "unsure" in row and "reason" in row
         assert (row["digit"] is None) == row["unsure"]
 
 
-def test_resume_finishes_a_run_killed_before_its_calibration(tmp_path, synthetic_dir):
-    out = tmp_path / "run"
-    train(MLP, tiny(), out, data_dir=synthetic_dir, verbose=0)
+def test_resume_finishes_a_run_killed_before_its_calibration(tmp_path, synthetic_dir, synthetic_mlp_run):
+    out = shutil.copytree(synthetic_mlp_run, tmp_path / "run")
     fitted = json.loads((out / runs.CALIBRATION).read_text())
     (out / runs.CALIBRATION).unlink()  # as a kill -9 between the last epoch and the calibration leaves it
     with pytest.raises(RunError, match=rf"no calibration.json.*digitlab train --resume {out}"):
