@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import logging
 import os
 import socket
 import sys
@@ -28,6 +29,7 @@ from digitlab.serve.app import LOOPBACK_HOSTS, create_app
 from digitlab.serve.requests import DEFAULT_TIMEOUT
 
 DEFAULT_LIMIT_CONCURRENCY = 256  # open connections per process: well under the usual 1024 descriptors
+LOG = logging.getLogger("uvicorn.error")  # uvicorn's own log, which it sets up in every worker process
 
 
 class HeaderDeadline(AutoHTTPProtocol):
@@ -182,7 +184,7 @@ def app_from_env() -> FastAPI:
             Path(os.environ[RUN_ENV]), os.environ.get(RUNTIME_ENV, "keras"), allowed_hosts=allowed_hosts, **kwargs
         )
     except DigitlabError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        LOG.error("%s", e)
         sys.exit(STARTUP_FAILURE)
 
 
