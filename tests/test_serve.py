@@ -554,6 +554,7 @@ def test_cli_serve_workers_checks_the_run_then_starts_the_workers(synthetic_run,
     assert result.exit_code == 2 and "--workers" in result.output
 
 
+@pytest.mark.slow
 def test_serve_with_two_worker_processes(synthetic_run):
     """The real thing: `digitlab serve --workers 2` in a subprocess; both workers answer on loopback, each
     with its model on its share of the CPUs (TensorFlow's own setting, as the worker reports it)."""
@@ -641,6 +642,7 @@ def test_an_onnx_server_runs_its_model_calls_on_the_threads_it_is_given(syntheti
     check_prediction(r.json())
 
 
+@pytest.mark.slow
 def test_serve_workers_that_cannot_load_the_model_stop_the_server(synthetic_run, tmp_path):
     """A model file that passes the parent's checks but cannot be loaded: the workers stop at start-up
     (not restarted forever) and `digitlab serve` ends with a one-line error and a non-zero code."""
@@ -972,3 +974,29 @@ def test_cli_serve_refuses_a_bad_timeout_or_limit_before_loading_the_model(synth
         assert result.exit_code == 2, result.output
         assert result.output.strip() == message
     assert touched == []
+
+
+def test_every_answer_is_exactly_its_response_models_fields(client):
+    """The routes' answers go through their declared response models: no field more, none missing."""
+    from digitlab.serve.schemas import BatchReading, Health, ModelReport, Reading
+
+    png = drawn_digit()
+    one = client.post("/api/predict", files={"file": ("seven.png", png, "image/png")}).json()
+    assert set(one) == set(Prediction.model_fields)
+    batch = client.post("/api/predict/batch", json={"pixels": [GRID, [[1]]]}).json()["results"]
+    assert set(batch[0]) == set(BatchPrediction.model_fields) and set(batch[1]) == set(BatchFailure.model_fields)
+    number = client.post("/api/read", files={"file": ("seven.png", png, "image/png")}).json()
+    assert set(number) == set(Reading.model_fields) and number["digits"]
+    assert set(number["digits"][0]) == set(Reading.model_fields["digits"].annotation.__args__[0].model_fields)
+    numbers = client.post("/api/read/batch", files=[("files", ("a.png", png, "image/png"))]).json()["results"]
+    assert set(numbers[0]) == set(BatchReading.model_fields)
+    assert set(client.get("/api/health").json()) == set(Health.model_fields)
+    assert set(client.get("/api/model").json()) == set(ModelReport.model_fields)
+    paths = client.app.openapi()["paths"]
+    for path, model in [
+        ("/api/predict", "Prediction"),
+        ("/api/read", "Reading"),
+        ("/api/read/batch", "ReadBatchResponse"),
+    ]:
+        ok = paths[path]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok == {"$ref": f"#/components/schemas/{model}"}, path

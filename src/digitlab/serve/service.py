@@ -32,6 +32,7 @@ class Service:
     config: dict  # the run's config.json
     run_dir: Path
     kind: str = "digit"  # "digit": a single-digit run; "line": a line model's run, which reads whole lines
+    method: str = "segment"  # how /api/read reads a number: "segment" (a digit run) or "line" (a line run)
     threads: int | None = None  # threads per model call (intra-op); None: the runtime's default, one per core
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     pool: ThreadPoolExecutor = dataclasses.field(
@@ -59,18 +60,14 @@ class Service:
             threads = keras_runtime.set_threads(threads)  # TensorFlow's are the process's, set before it starts
         predictor = load_predictor(run_dir, runtime=runtime, threads=threads)  # ONNX Runtime's are the session's
         run_kind = kind(predictor)  # a RunError for a model that reads neither digits nor lines
+        method = choose_method(predictor, None)  # the run's own, chosen once
         config = runs.read_json(run_dir / runs.CONFIG)
         model = {"name": run_dir.resolve().name, "architecture": config.get("model", {}).get("architecture", "?")}
-        service = cls(predictor, model, config, run_dir, kind=run_kind, threads=threads)
+        service = cls(predictor, model, config, run_dir, kind=run_kind, method=method, threads=threads)
         if threads is not None:  # a worker's share of the CPUs: as many request threads as it has cores
             service.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="digitlab")
         service.reader.raw_proba(np.zeros((1, *predictor.input_shape), np.float32))  # trace the graph now
         return service
-
-    @property
-    def method(self) -> str:
-        """How /api/read reads a number: the run's own method."""
-        return choose_method(self.predictor, None)
 
     async def run(self, func, *args):
         """func(*args) in the service's threads: as many as the CPUs it has (all, or its share as a worker
