@@ -133,20 +133,23 @@ def read_inputs(
             if method != DIGIT:
                 grey, size = open_image(item)
                 reading = _read_number(predictor, grey, size, method)
-                if debug is not None:
-                    save_debug_image(reading, grey, debug)
-                outcomes.append(Outcome(name, reading, debug=debug))
-                continue
-            if isinstance(item, np.ndarray):  # a pixel grid, MNIST-like already: used as given
-                digit, reason = np.asarray(item, np.float32), bool(item.max() > 0)  # its only test: ink
+            elif isinstance(item, np.ndarray):  # a pixel grid, MNIST-like already: used as given
+                pre, digit, reason = None, np.asarray(item, np.float32), bool(item.max() > 0)  # its only test: ink
             else:
                 pre = preprocess(item, debug=debug is not None)
                 digit, reason = pre.digit, pre.reason  # no ink, or not a digit: no numbers
-                if debug is not None:
-                    save_debug_strip(pre, debug)
         except (DigitlabError, OSError) as e:
             outcomes.append(Outcome(name, None, input_error(name, e)))
             continue
+        if method != DIGIT:
+            if debug is not None:
+                save_debug_image(reading, grey, debug)
+            outcomes.append(Outcome(name, reading, debug=debug))
+            continue
+        if debug is not None and pre is not None:
+            save_debug_strip(pre, debug)
+        else:
+            debug = None
         digits.append(digit)
         rejected.append(reason)
         waiting.append((len(outcomes), name, debug))
