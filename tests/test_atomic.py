@@ -50,6 +50,7 @@ def test_temporary_names_carry_the_writer(tmp_path):
     assert os.listdir(tmp_path) == ["model.keras"]
 
 
+@pytest.mark.slow
 def test_a_killed_writers_file_is_removed(tmp_path):
     target = tmp_path / "train-images-idx3-ubyte"
     killed_writer(f"""
@@ -65,6 +66,7 @@ def test_a_killed_writers_file_is_removed(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_killed_writers_folder_is_removed(tmp_path):
     killed_writer(f"""
         from pathlib import Path
@@ -79,6 +81,7 @@ def test_a_killed_writers_folder_is_removed(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_live_writers_and_the_users_files_are_kept(tmp_path):
     live = start_writer(f"""
         from digitlab import atomic
@@ -113,6 +116,7 @@ def test_missing_or_unwritable_directories_are_left_alone(tmp_path):
     assert atomic.remove_stale(tmp_path / "absent") == []
 
 
+@pytest.mark.slow
 def test_only_the_named_targets_temporaries(tmp_path):
     for target in ("digitlab-npm", "other"):
         killed_writer(f"""
@@ -152,6 +156,7 @@ def stale_run(tmp_path):
     return run_dir
 
 
+@pytest.mark.slow
 def test_train_removes_stale_temporaries(stale_run):
     from digitlab.config import ModelConfig, TrainConfig
     from digitlab.errors import RunError
@@ -162,6 +167,7 @@ def test_train_removes_stale_temporaries(stale_run):
     assert hidden(stale_run) == [".notes.tmp"]
 
 
+@pytest.mark.slow
 def test_resume_removes_stale_temporaries(stale_run):
     from digitlab.errors import RunError
     from digitlab.training import resume
@@ -171,6 +177,7 @@ def test_resume_removes_stale_temporaries(stale_run):
     assert hidden(stale_run) == [".notes.tmp"]
 
 
+@pytest.mark.slow
 def test_export_removes_stale_temporaries(stale_run):
     from digitlab.errors import DataError
     from digitlab.export import FORMATS, export

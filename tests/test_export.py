@@ -93,6 +93,7 @@ sys.meta_path.insert(0, NoTensorFlow())
 """
 
 
+@pytest.mark.slow
 def test_onnx_predictor_never_imports_tensorflow(exported, run_dir):
     code = (
         NO_TENSORFLOW
@@ -109,6 +110,7 @@ assert not loaded, loaded
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_cli_predict_onnx_never_imports_tensorflow(exported, run_dir, test_images, tmp_path):
     from PIL import Image
 

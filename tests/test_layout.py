@@ -110,6 +110,7 @@ def run_python(code: str) -> str:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
 
 
+@pytest.mark.slow
 def test_help_and_import_load_no_tensorflow():
     out = run_python(
         "import sys\n"
@@ -123,6 +124,7 @@ def test_help_and_import_load_no_tensorflow():
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_version_comes_from_the_package_metadata():
     out = run_python(
         "from typer.testing import CliRunner; from digitlab.cli import app; "
@@ -142,7 +144,7 @@ def test_readme_is_a_guide_of_at_most_300_lines():
     assert not re.search(r"\bsessions? \d|this session|last session|this round", text, re.I)
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_readme_python_blocks_run_as_printed(tmp_path, monkeypatch, mnist):
     blocks = readme_python_blocks()
     assert blocks

@@ -116,7 +116,6 @@ def test_numbers_preset_and_model_line():
 TINY = {"filters": (4, 8, 8, 8), "dense": 16}  # as conftest.py trains tiny_line_run
 
 
-@pytest.mark.integration  # trains: about 30 s on a busy 2-core CPU
 def test_tiny_training_leaves_a_run_directory(tiny_line_run):
     from digitlab import runs
 
@@ -136,7 +135,6 @@ def test_tiny_training_leaves_a_run_directory(tiny_line_run):
     assert metrics["validation"]["lines"] == 48 and metrics["epochs"] == 2
 
 
-@pytest.mark.integration  # trains: about 30 s on a busy 2-core CPU
 def test_a_finished_line_run_refuses_to_resume_and_a_killed_one_completes(tiny_line_run, tmp_path, synthetic_dir):
     import shutil
 
@@ -160,6 +158,7 @@ def test_a_finished_line_run_refuses_to_resume_and_a_killed_one_completes(tiny_l
     assert metrics["epochs"] == 2 and len((run / runs.HISTORY).read_text().splitlines()) == 3
 
 
+@pytest.mark.slow  # over a minute on 2 cores: it scores TEST_LINES (2,000) lines
 def test_a_line_run_is_evaluated_on_lines_of_test_digits(tiny_line_run, tmp_path, synthetic_dir):
     import shutil
 
@@ -184,6 +183,7 @@ def test_a_line_run_is_evaluated_on_lines_of_test_digits(tiny_line_run, tmp_path
         evaluate_ensemble([run, tiny_line_run], data_dir=synthetic_dir)
 
 
+@pytest.mark.slow  # over a minute on 2 cores: it scores TEST_LINES (2,000) lines
 def test_evaluate_and_report_commands_work_on_a_line_run(tiny_line_run, tmp_path, synthetic_dir):
     import shutil
 
@@ -238,7 +238,6 @@ def test_alignment_names_substitutions_deletions_and_insertions():
     assert sum(a != b for a, b in pairs) + deleted + inserted == edit_distance((4, 4, 2), (4, 7)) == 2
 
 
-@pytest.mark.integration  # trains: about 30 s on a busy 2-core CPU
 def test_reading_with_the_line_model(tiny_line_run):
     from digitlab.line_reading import choose_method, read_lines
     from digitlab.lines import compose, on_paper
@@ -295,7 +294,6 @@ def test_boxes_come_from_the_frames_and_the_ink():
     assert unsure["unsure"] and "below the threshold" in unsure["reason"]
 
 
-@pytest.mark.integration  # trains (the shared tiny run) and exports
 def test_onnx_export_of_a_line_model_reads_the_same(tiny_line_run, tmp_path, synthetic_dir):
     import shutil
 
@@ -320,7 +318,6 @@ def test_onnx_export_of_a_line_model_reads_the_same(tiny_line_run, tmp_path, syn
     assert onnx_fields["confidence"] == pytest.approx(keras_fields["confidence"], abs=1e-4)
 
 
-@pytest.mark.integration  # trains (the shared tiny run)
 def test_cli_reads_with_a_line_run_and_names_a_wrong_method(tiny_line_run, tmp_path):
     from PIL import Image
     from typer.testing import CliRunner

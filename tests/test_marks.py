@@ -97,7 +97,7 @@ def test_synthetic_marks_are_seeded():
         synthetic_marks("scribble", 1)
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_at_most_half_a_percent_of_mnist_digits_are_refused():
     from digitlab import load_dataset
 

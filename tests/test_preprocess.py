@@ -458,7 +458,7 @@ def paste_mnist(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return 255 - a if rng.random() < 0.5 else a
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_mnist_digits_pasted_and_preprocessed_keep_accuracy(mnist, trained_run):
     from digitlab.predict import load_predictor
 

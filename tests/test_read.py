@@ -131,7 +131,7 @@ def predictor(trained_run):
     return load_predictor(trained_run)
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_a_single_digit_reads_exactly_as_predict_reads_it(predictor, mnist, tmp_path):
     from digitlab import read
     from digitlab.predict import predict_files
@@ -151,7 +151,7 @@ def test_a_single_digit_reads_exactly_as_predict_reads_it(predictor, mnist, tmp_
         assert digit.digit == row["top3"][0]["digit"] and reading.text == row["top3"][0]["label"]
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.parametrize("gap", [6, 1, 0])
 def test_a_number_of_mnist_digits_reads_left_to_right(predictor, mnist, gap):
     from digitlab import read
@@ -163,7 +163,7 @@ def test_a_number_of_mnist_digits_reads_left_to_right(predictor, mnist, gap):
     assert all(a[2] <= b[0] + 2 for a, b in zip(boxes, boxes[1:]))  # left to right, hardly overlapping
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_eleven_touching_by_a_pixel_and_zeros_a_pixel_apart_are_split(predictor, mnist):
     from digitlab import read
 
@@ -172,7 +172,7 @@ def test_eleven_touching_by_a_pixel_and_zeros_a_pixel_apart_are_split(predictor,
     assert read(predictor, mnist_number(mnist, first_of(mnist, "00"), gap=1)).text == "00"
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_several_lines_are_read_in_order(predictor, mnist):
     from digitlab import read
 
@@ -185,7 +185,7 @@ def test_several_lines_are_read_in_order(predictor, mnist):
     assert [d.line for d in reading.digits] == [0] * 3 + [1] * 4
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_no_ink_is_no_text_with_a_reason(predictor):
     from digitlab import read
 
@@ -196,7 +196,7 @@ def test_no_ink_is_no_text_with_a_reason(predictor):
 # --- the CLI -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_cli_read_files_and_folders_json_csv_and_debug(trained_run, mnist, tmp_path):
     folder = tmp_path / "scans"
     folder.mkdir()
@@ -296,7 +296,7 @@ def test_read_batch_keeps_order_and_reports_a_bad_file(synthetic_client):
     assert b["index"] == 1 and b["error"].startswith("files[1]") and "not an image" in b["error"]
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_read_api_matches_the_library_in_every_input_form(trained_run, predictor, mnist):
     from digitlab import read
     from digitlab.serve import create_app

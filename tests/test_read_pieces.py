@@ -83,7 +83,7 @@ def test_deciding_under_another_scoring_needs_every_piece(synthetic_mlp_run):
     decide(lazy, dataclasses.replace(SCORING, ambiguous=0.1))  # the same pieces: fine
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_separated_mnist_digits_are_one_call_of_their_wholes(trained_run, mnist):
     predictor, calls = counting(load_predictor(trained_run))
     (number,) = [n for n in compose_numbers(mnist.x_test, mnist.y_test, "separated", 6) if n.length == 6]
@@ -93,7 +93,7 @@ def test_separated_mnist_digits_are_one_call_of_their_wholes(trained_run, mnist)
     assert sum(calls) < len(hypotheses(predictor, number.image).results)
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_reading_asks_less_and_reads_the_same_on_every_subset(trained_run, mnist):
     predictor = load_predictor(trained_run)
     for subset in SUBSETS:

@@ -80,6 +80,7 @@ def test_report_cli_and_errors(small_run, synthetic_dir, tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+@pytest.mark.slow
 def test_report_renders_offline_in_chromium(report, small_run, artifacts):
     from playwright.sync_api import sync_playwright
 

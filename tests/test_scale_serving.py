@@ -82,7 +82,7 @@ def nodes(run, count: int):
                 server.wait()
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_two_nodes_behind_a_round_robin_balancer_answer_alike(run_dir, mnist):
     digits = [png(255 - mnist.x_test[i]) for i in range(12)]
     numbers = [png(n.image) for n in compose_numbers(mnist.x_test, mnist.y_test, "separated", 4, lengths=(3, 5))]

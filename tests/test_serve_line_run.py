@@ -1,6 +1,6 @@
 """Serving a line model's run (`digitlab train --preset numbers`): /api/read reads whole lines with it,
 /api/predict says to use /api/read, /api/health and /api/model say which kind of run it is. Against the
-real server on loopback, over the tiny line run of tests/test_line_model.py."""
+real server on loopback, over conftest.py's tiny line run."""
 
 import base64
 import io
@@ -18,8 +18,6 @@ from PIL import Image
 from digitlab.lines import compose, on_paper
 from digitlab.serve.schemas import ReadBatchResponse, Reading
 from test_lines import X  # pytest puts tests/ on the path
-
-pytestmark = pytest.mark.integration  # trains the tiny line run: about 30 s on a busy 2-core CPU
 
 
 def free_port() -> int:
@@ -124,6 +122,7 @@ def test_predict_on_a_line_run_is_a_409_that_names_api_read(line_server, path, r
     assert httpx.get(f"{line_server}/api/health").json()["internal_errors"] == before
 
 
+@pytest.mark.slow
 def test_digitlab_serve_with_two_workers_serves_a_line_run(tiny_line_run):
     port = free_port()
     cmd = [sys.executable, "-c", "from digitlab.cli import main; main()", "serve", str(tiny_line_run)]
@@ -145,6 +144,7 @@ def test_digitlab_serve_with_two_workers_serves_a_line_run(tiny_line_run):
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 def test_the_page_opens_in_number_mode_and_reads_with_the_line_model(line_server, tmp_path):
     from test_browser import CHROMIUM, CHROMIUM_ARGS, draw, number_strokes
 

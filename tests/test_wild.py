@@ -193,7 +193,7 @@ def test_colour_is_coloured_ink_on_coloured_paper():
     assert np.ptp(paper, axis=1).max() > 60 and np.ptp(ink_, axis=1).max() > 60  # not all grey
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_real_validation_digits(mnist):
     from digitlab.config import TrainConfig
     from digitlab.data import run_split, split_train_val
