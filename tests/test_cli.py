@@ -322,6 +322,7 @@ def cli_in_a_fresh_python(tmp_path, *args) -> tuple[int, str, str, list[str]]:
         (["serve", "{missing}", "--port", "{free}"], "error: {missing}: no such run directory"),
     ],
 )
+@pytest.mark.slow
 def test_bad_arguments_and_missing_runs_are_answered_without_tensorflow(tmp_path, args, message):
     import socket
 
@@ -336,6 +337,7 @@ def test_bad_arguments_and_missing_runs_are_answered_without_tensorflow(tmp_path
     assert imported == []
 
 
+@pytest.mark.slow
 def test_a_busy_port_is_answered_without_tensorflow(tmp_path, synthetic_run):
     import socket
 
