@@ -2,6 +2,7 @@
 file's error (an error row, a 422) and every other file is still answered; a job's own trouble is one line."""
 
 import base64
+import importlib.util
 import json
 import os
 import shutil
@@ -10,6 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+import digitlab.batch
+from digitlab.batch import default_runtime, run_batch
 from digitlab.batch.sources import list_source
 from digitlab.cli import app
 from digitlab.serve import create_app
@@ -173,3 +176,52 @@ def test_a_folder_of_mode_000_is_reported(tmp_path):
         locked.chmod(0o755)
     assert listing.files == [str(tmp_path / "ok.png")]
     assert listing.problems[str(locked)].startswith(f"{locked}: cannot be read (Permission denied)")
+
+
+@pytest.fixture(scope="module")
+def onnx_run(tmp_path_factory, synthetic_mlp_run, synthetic_dir):
+    """Another copy of the small MLP run, exported to ONNX."""
+    from digitlab.export import export
+
+    run = shutil.copytree(synthetic_mlp_run, tmp_path_factory.mktemp("onnx") / "mlp-synthetic")
+    export(run, "onnx", n=20, data_dir=synthetic_dir)
+    return run
+
+
+def test_an_out_of_the_other_runtime_is_refused_naming_it_before_any_model_loads(onnx_run, tmp_path, monkeypatch):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "a.png").write_bytes(good_png())
+    out = tmp_path / "out"
+    assert batch(onnx_run, scans, out, "--runtime", "onnx").exit_code == 0
+    before = sorted(p.name for p in out.iterdir())
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(digitlab.batch, "BatchReader", no_model)
+    result = invoke("batch", onnx_run, scans, "--out", out, "--engine", "local")  # keras, local's default
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.strip() == (
+        f"error: --out {out}: written with the onnx runtime; this job uses keras: "
+        "add --runtime onnx to continue it, or --overwrite"
+    )
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the scale extra")
+def test_ray_reads_a_run_with_no_onnx_export_and_a_name_that_is_not_utf8(run_dir, tmp_path):
+    assert not (run_dir / "model.onnx").exists()
+    assert (default_runtime("ray", run_dir), default_runtime("ray")) == ("keras", "onnx")
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "a.png").write_bytes(good_png())
+    with open(os.fsencode(scans) + b"/bad\xff.png", "wb") as f:
+        f.write(good_png("1"))
+    summary = run_batch(run_dir, str(scans), tmp_path / "out", engine="ray", workers=1)
+    assert (summary["runtime"], summary["files"], summary["errors"]) == ("keras", 2, 0)
+    assert sorted(pq.read_table(tmp_path / "out").column("path").to_pylist()) == [
+        f"{scans}/a.png",
+        f"{scans}/bad\\xff.png",
+    ]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from digitlab import __version__, runs
 from digitlab.batch import engines, output
-from digitlab.batch.reader import TASKS, BatchReader, run_id
+from digitlab.batch.reader import TASKS, BatchReader, model_digest, model_file, run_id
 from digitlab.batch.sources import list_source
 from digitlab.errors import DigitlabError
 
@@ -34,9 +34,12 @@ def default_engine() -> str:
     return "ray" if importlib.util.find_spec("ray") is not None else "local"
 
 
-def default_runtime(engine: str) -> str:
-    """ONNX Runtime on Ray (its workers need no TensorFlow), Keras in this process (as `predict`)."""
-    return "onnx" if engine == "ray" else "keras"
+def default_runtime(engine: str, run_dir: Path | None = None) -> str:
+    """ONNX Runtime on Ray (its workers need no TensorFlow), Keras in this process (as `predict`); Keras on
+    Ray too for a run with no model.onnx (not exported)."""
+    if engine == "ray" and (run_dir is None or (Path(run_dir) / runs.ONNX).is_file()):
+        return "onnx"
+    return "keras"
 
 
 def run_batch(
@@ -73,26 +76,28 @@ def run_batch(
         raise DigitlabError("--address and --workers: for --engine ray; --engine local runs in this process")
     if engine == "ray":
         engines.import_ray()  # a missing Ray fails here, before the model loads
-    runtime = runtime or default_runtime(engine)
+    runtime = runtime or default_runtime(engine, run_dir)
     out = Path(out)
-    listing = list_source(source)
-    files = listing.files
     options = {"run_dir": str(Path(run_dir).absolute()), "runtime": runtime, "task": task}
-    reader = BatchReader(**options)  # a bad run fails here, before Ray starts; the local engine's reader
-    digest = reader.model_digest
     manifest = {
         "run_id": run_id(run_dir),
         "task": task,
-        "model_digest": digest,
+        "model_digest": None,
         "runtime": runtime,
         "run_dir": options["run_dir"],
         "columns": output.schema(task).names,
         "digitlab": __version__,
     }
-    if out.exists() and not out.is_dir():
-        raise DigitlabError(
-            f"--out {out}: a file, expected a folder for Parquet parts (a new one, or an earlier job's)"
-        )
+    if model_file(run_dir, runtime).is_file():
+        # A refused --out is answered from the model file's digest, before any model loads or Ray starts,
+        # and nothing is written into it (not even a lock). A missing model is the reader's error below.
+        manifest["model_digest"] = model_digest(run_dir, runtime)
+        output.check(out, manifest, overwrite=overwrite)
+    listing = list_source(source)
+    files = listing.files
+    reader = BatchReader(**options)  # a bad run fails here, before Ray starts; the local engine's reader
+    digest = manifest["model_digest"] = reader.model_digest
+    output.check(out, manifest, overwrite=overwrite)
     with contextlib.ExitStack() as stack:
         if engine == "ray":
             # An unreachable --address fails here, before the output folder is touched.

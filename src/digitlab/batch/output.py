@@ -92,25 +92,36 @@ def _ours(path: Path) -> bool:
     return path.name in (MANIFEST, runs.LOCK) or bool(PART_PATTERN.match(path.name)) or runs.is_temporary(path)
 
 
-def prepare(out: Path, manifest: dict, *, overwrite: bool) -> set[str]:
-    """Make `out` ready for this job and return the paths already written there (to skip).
-
-    An --out written by another run, model or task is refused unless `overwrite`, which removes only
-    the files a batch job writes; a folder holding anything else is never written into."""
+def check(out: Path, manifest: dict, *, overwrite: bool) -> None:
+    """Refuse an `out` this job may not write into, touching nothing: a file, a run directory, a folder
+    holding anything a batch job does not write, or (unless `overwrite`) another job's output."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out}: a file, expected a folder for Parquet parts (a new name, or an earlier job's)")
+    if not out.is_dir():
+        return
+    if (out / runs.CONFIG).is_file():
+        raise RunError(f"--out {out}: a run directory, expected a folder for Parquet parts (a new name)")
+    foreign = sorted(p.name for p in out.iterdir() if not _ours(p))
+    if foreign:
+        raise RunError(
+            f"--out {out}: holds files a batch job did not write ({', '.join(foreign[:3])}); "
+            "expected a new folder or an earlier job's output"
+        )
+    if not overwrite:
+        _check_identity(out, manifest)
+
+
+def prepare(out: Path, manifest: dict, *, overwrite: bool) -> set[str]:
+    """Make `out` ready for this job (after `check`) and return the paths already written there (to
+    skip). An earlier job's parts are kept unless `overwrite`, which removes only the files a batch job
+    writes; a folder holding anything else is never written into."""
+    out = Path(out)
+    check(out, manifest, overwrite=overwrite)
     if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if not _ours(p))
-        if foreign:
-            raise RunError(
-                f"--out {out}: holds files a batch job did not write ({', '.join(foreign[:3])}); "
-                "expected a new folder or an earlier job's output"
-            )
         if overwrite:
             clear(out)
         else:
-            _check_identity(out, manifest)
             for tmp in (p for p in out.iterdir() if runs.is_temporary(p)):
                 tmp.unlink()  # a part a crashed job was writing: its files are read again
     out.mkdir(parents=True, exist_ok=True)
@@ -123,6 +134,11 @@ def _check_identity(out: Path, manifest: dict) -> None:
     if manifest_path.is_file():
         old = runs.read_json(manifest_path)
         changed = [k for k in IDENTITY if old.get(k) != manifest[k]]
+        if changed == ["model_digest"] and old.get("runtime") not in (None, manifest["runtime"]):
+            raise RunError(
+                f"--out {out}: written with the {old['runtime']} runtime; this job uses {manifest['runtime']}: "
+                f"add --runtime {old['runtime']} to continue it, or --overwrite"
+            )
         if changed:
             what = ", ".join(f"{k} {old.get(k)!r} (this job: {manifest[k]!r})" for k in changed)
             raise RunError(
