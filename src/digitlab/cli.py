@@ -135,7 +135,8 @@ class _EchoHandler(logging.Handler):
 def _show_data_messages(ctx: typer.Context) -> None:
     """Show what digitlab.data logs while the command runs: a fetch under way (seconds to minutes), a
     damaged cache refetched. The logger is as it was once the command ends."""
-    log, handler, level = logging.getLogger("digitlab.data"), _EchoHandler(), logging.getLogger("digitlab.data").level
+    log = logging.getLogger("digitlab.data")
+    handler, level = _EchoHandler(), log.level
     log.setLevel(logging.INFO)
     log.addHandler(handler)
 
@@ -210,10 +211,10 @@ def start_tensorflow() -> None:
         _import_quietly("keras")
 
 
-def check_run(run: Path, runtime: str = "keras") -> None:
-    """A run directory's cheap checks, before anything loads: a RunError for a missing directory, or for a
-    missing model.keras when the Keras runtime reads it (ONNX Runtime's loader names a missing model.onnx).
-    TensorFlow is started only for the Keras runtime."""
+def prepare_run(run: Path, runtime: str = "keras") -> None:
+    """A run directory's cheap checks, then TensorFlow if the Keras runtime is to read it: a RunError for a
+    missing directory, or for a missing model.keras with the Keras runtime (ONNX Runtime's loader names a
+    missing model.onnx), before anything slow is loaded."""
     if runtime == "keras":
         runs.require_model(run)
         start_tensorflow()
@@ -561,7 +562,7 @@ def evaluate(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Evaluate a run on the test set: accuracy, loss, per-class metrics, confusion matrix, galleries."""
-    check_run(run)
+    prepare_run(run)
     from digitlab.evaluation import evaluate as run_evaluation
 
     test = run_evaluation(run, data_dir=data_dir)
@@ -608,7 +609,7 @@ def predict(
             fail("predict: --index runs the Keras model only; give image files for --runtime onnx")
     elif not paths:
         fail("predict: give image files or folders, or --index N ... for test digits")
-    check_run(run, runtime)
+    prepare_run(run, runtime)
     from digitlab import predict as prediction
     from digitlab.predict import reading
 
@@ -681,7 +682,7 @@ def read(
     """Read whole numbers (several digits, several lines) in image files."""
     import json
 
-    check_run(run, runtime)
+    prepare_run(run, runtime)
     from digitlab import predict as prediction
     from digitlab.predict import reading
 
@@ -745,7 +746,7 @@ def ensemble(
 ) -> None:
     """Average the probabilities of several runs and evaluate the ensemble on the test set."""
     for run in runs_:
-        check_run(run)
+        prepare_run(run)
     from digitlab.evaluation import evaluate_ensemble
 
     result = evaluate_ensemble(runs_, out_dir=out, data_dir=data_dir, overwrite=overwrite)
@@ -777,7 +778,7 @@ def export_command(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Export a run for deployment (ONNX, TFLite, SavedModel), checked against the Keras model first."""
-    check_run(run)
+    prepare_run(run)
     from digitlab.export import export
 
     record = export(run, fmt, out, n=check_images, data_dir=data_dir)
@@ -850,7 +851,7 @@ def batch_command(
     """Read an archive of images into Parquet, one row per file; resumable; locally or on Ray."""
     import json
 
-    check_run(run, runtime or default_runtime(engine or default_engine()))
+    prepare_run(run, runtime or default_runtime(engine or default_engine()))
     with contextlib.nullcontext() if quiet else _progress_bar("batch", "file", "files") as progress:
         summary = run_batch(
             run,
@@ -985,7 +986,7 @@ def report(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Write one self-contained HTML report of a run (evaluates on the test set if not done yet)."""
-    check_run(run)
+    prepare_run(run)
     from digitlab.report import write_report
 
     typer.echo(f"wrote {write_report(run, out, with_lr_find=lr_find, data_dir=data_dir)}")
