@@ -318,6 +318,10 @@ def cli_in_a_fresh_python(tmp_path, *args) -> tuple[int, str, str, list[str]]:
         (["read", "{missing}", "x.png"], "error: {missing}: no such run directory"),
         (["ensemble", "{missing}", "{missing}"], "error: {missing}: no such run directory"),
         (["train", "--resume", "{missing}"], "error: {missing}: no such run directory"),
+        (
+            ["batch", "{missing}", "scans", "--out", "{missing}-out", "--engine", "local"],
+            "error: {missing}: no such run directory",
+        ),
         (["serve", "{missing}", "--port", "0"], "error: --port: expected a TCP port from 1 to 65535, got 0"),
         (["serve", "{missing}", "--port", "{free}"], "error: {missing}: no such run directory"),
     ],
