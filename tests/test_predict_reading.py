@@ -162,3 +162,11 @@ def test_the_method_is_chosen_once_from_the_runs_kind():
         read_inputs(digits, [], [], "number")
     with pytest.raises(RunError, match=r"shape \(10, 10\); expected 28x28 digits"):
         kind(Predictor(lambda x: x, (10, 10), NAMES))
+
+
+def test_the_kind_is_the_runs_config_and_its_model_must_take_that_input(synthetic_mlp_run):
+    from digitlab.predict import load_predictor
+
+    assert load_predictor(synthetic_mlp_run).kind == "digit" and kind(load_predictor(synthetic_mlp_run)) == "digit"
+    with pytest.raises(RunError, match=r"shape \(28, 28\); expected 28x28 digits .* or 32x256 lines"):
+        kind(Predictor(lambda x: x, (28, 28), NAMES, kind="line"))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import runs
+from digitlab.config import ModelConfig
 from digitlab.data import load_dataset
 from digitlab.errors import DigitlabError, RunError
 from digitlab.metrics import temper
@@ -41,6 +42,7 @@ class Predictor:
     threshold: float = 0.0  # calibrated confidence below this: "unsure", digit None
     run_dir: Path | None = None
     runtime: str = "keras"
+    kind: str | None = None  # the run's ModelConfig.kind, "digit" or "line"; None: a model made without a run
 
     def check_images(self, x: np.ndarray, where: str) -> None:
         """A RunError unless images `x` (n, h, w) have the shape the model takes."""
@@ -120,6 +122,7 @@ def load_predictor(
         threshold=threshold,
         run_dir=run_dir,
         runtime=runtime,
+        kind=ModelConfig.from_dict(config["model"]).kind if "model" in config else None,
     )
 
 

@@ -33,23 +33,22 @@ from digitlab.predict.segmented import SCORING, Scoring, ask, decide, open_image
 from digitlab.preprocess import preprocess, save_debug_strip, to_grey
 from digitlab.preprocess.normalize import SIDE
 
-KINDS = ("digit", "line")  # a single-digit run; a line model's run (--preset numbers)
 DIGIT = "digit"  # read_inputs' method for one digit per image, as `digitlab predict` reads it
 METHODS = (DIGIT, *READ_METHODS)
 
 
 def kind(predictor: Predictor) -> str:
-    """The run's kind: "digit" when its model reads one 28x28 digit, "line" when it reads a whole line;
-    a RunError for any other input shape."""
+    """The run's kind, "digit" or "line": its ModelConfig's (Predictor.kind, from load_predictor); a model
+    made without a run is taken by its input shape. A RunError when the input is not what the kind reads."""
+    shapes = {"digit": (SIDE, SIDE), "line": LINE_SHAPE}  # px (height, width) each kind's model takes
     shape = tuple(predictor.input_shape)
-    if shape == LINE_SHAPE:
-        return "line"
-    if shape == (SIDE, SIDE):
-        return "digit"
-    raise RunError(
-        f"{predictor.run_dir or 'the run'}: the model takes images of shape {shape}; expected {SIDE}x{SIDE} "
-        f"digits (a single-digit model) or {LINE_SHAPE[0]}x{LINE_SHAPE[1]} lines (a line model)"
-    )
+    found = predictor.kind or next((k for k, s in shapes.items() if s == shape), None)
+    if shapes.get(found) != shape:
+        raise RunError(
+            f"{predictor.run_dir or 'the run'}: the model takes images of shape {shape}; expected {SIDE}x{SIDE} "
+            f"digits (a single-digit model) or {LINE_SHAPE[0]}x{LINE_SHAPE[1]} lines (a line model)"
+        )
+    return found
 
 
 def choose_method(predictor: Predictor, method: str | None) -> str:
