@@ -1,6 +1,6 @@
 """The one reading path, for the CLI, the REST API and batch: images in, typed results out.
 
-    kind(predictor)                  "digit" or "line": what the run's model reads, decided here only
+    kind(predictor)                  "digit" or "line": the run's ModelConfig.kind, checked against its model
     choose_method(predictor, ...)    how a number is read with it: "segment" (a digit run) or "line"
     read(run, image)                 one number: the image opened once, read by the method chosen once
     read_inputs(predictor, inputs, names, method)
