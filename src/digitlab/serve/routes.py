@@ -82,8 +82,19 @@ def _refuse_digits(service: Service, path: str) -> None:
         )
 
 
-def _numbered(results: list[dict], names: list[str | None]) -> dict:
-    """A batch's answer: each result with its position in the request and its file name."""
+async def _one(request: Request, service: Service, work) -> dict:
+    """One image's answer from `work` (service.predict or service.read); its error is a 422."""
+    inputs, fields, _ = await read_images(request, many=False)
+    (result,) = await service.run(work, inputs, fields)
+    if "error" in result:
+        raise problem(422, result["error"])
+    return result
+
+
+async def _many(request: Request, service: Service, work) -> dict:
+    """A batch's answer from `work`: each result with its position in the request and its file name."""
+    inputs, fields, names = await read_images(request, many=True)
+    results = await service.run(work, inputs, fields)
     return {"results": [{**r, "index": i, "name": n} for i, (r, n) in enumerate(zip(results, names))]}
 
 
@@ -97,11 +108,7 @@ async def predict(request: Request, service: ServiceDep) -> dict:
     """Classify one image: a multipart file `file`, JSON `image` (base64 or data: URL) or JSON `pixels`.
     A line run (whose model reads whole lines) answers 409: /api/read reads with it."""
     _refuse_digits(service, request.url.path)
-    inputs, fields, _ = await read_images(request, many=False)
-    (result,) = await service.run(service.predict, inputs, fields)
-    if "error" in result:
-        raise problem(422, result["error"])
-    return result
+    return await _one(request, service, service.predict)
 
 
 @api.post(
@@ -114,8 +121,7 @@ async def predict_batch(request: Request, service: ServiceDep) -> dict:
     """Classify up to 256 images: multipart `files`, JSON `images` or JSON `pixels`. A bad image gets an
     entry with `error` and the others are still classified. A line run answers 409, as /api/predict."""
     _refuse_digits(service, request.url.path)
-    inputs, fields, names = await read_images(request, many=True)
-    return _numbered(await service.run(service.predict, inputs, fields), names)
+    return await _many(request, service, service.predict)
 
 
 @api.post(
@@ -127,11 +133,7 @@ async def predict_batch(request: Request, service: ServiceDep) -> dict:
 async def read_number(request: Request, service: ServiceDep) -> dict:
     """Read a whole number (several digits, several lines): the same inputs as /api/predict. A single-digit
     run segments it; a line run reads each line with its line model."""
-    inputs, fields, _ = await read_images(request, many=False)
-    (result,) = await service.run(service.read, inputs, fields)
-    if "error" in result:
-        raise problem(422, result["error"])
-    return result
+    return await _one(request, service, service.read)
 
 
 @api.post(
@@ -143,8 +145,7 @@ async def read_number(request: Request, service: ServiceDep) -> dict:
 async def read_batch(request: Request, service: ServiceDep) -> dict:
     """Read up to 256 images of numbers: the same inputs as /api/predict/batch; a bad image gets an entry
     with `error` and the others are still read."""
-    inputs, fields, names = await read_images(request, many=True)
-    return _numbered(await service.run(service.read, inputs, fields), names)
+    return await _many(request, service, service.read)
 
 
 @api.get("/health", response_model=Health)
