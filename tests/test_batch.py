@@ -186,7 +186,7 @@ def test_an_out_of_another_model_or_task_is_refused_unless_overwrite(run_dir, im
     assert invoke("batch", run_dir, source, "--out", out, "--engine", "local", "--runtime", "onnx").exit_code == 0
     before = sorted(p.name for p in out.iterdir())
     result = invoke("batch", run_dir, source, "--out", out, "--engine", "local", "--runtime", "keras")
-    one_line_error(result, f"--out {out}", "model_digest", "--overwrite")
+    one_line_error(result, f"--out {out}", "written with the onnx runtime; this job uses keras", "--runtime onnx")
     assert sorted(p.name for p in out.iterdir()) == before  # nothing already saved is lost
     result = invoke("batch", run_dir, source, "--out", out, "--engine", "local", "--runtime", "keras", "--overwrite")
     assert result.exit_code == 0, result.output

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import digitlab.batch
-from digitlab.batch import default_runtime, run_batch
+from digitlab.batch import default_runtime, output, run_batch
 from digitlab.batch.sources import list_source
 from digitlab.cli import app
 from digitlab.serve import create_app
@@ -225,3 +225,61 @@ def test_ray_reads_a_run_with_no_onnx_export_and_a_name_that_is_not_utf8(run_dir
         f"{scans}/a.png",
         f"{scans}/bad\\xff.png",
     ]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the scale extra")
+def test_an_address_that_is_not_host_port_is_one_line(run_dir, tmp_path):
+    (tmp_path / "a.png").write_bytes(good_png())
+    for address in ("not a host", "host:port", ":80"):
+        result = invoke("batch", run_dir, tmp_path, "--out", tmp_path / "out", "--engine", "ray", "--address", address)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert (
+            result.output.startswith(f"error: --address {address!r}: expected host:port")
+            and result.output.count("\n") == 1
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_refused_out_is_left_untouched_and_a_run_directory_is_refused(run_dir, tmp_path):
+    (tmp_path / "a.png").write_bytes(good_png())
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    result = batch(run_dir, tmp_path / "a.png", foreign)
+    assert result.exit_code == 2 and "notes.txt" in result.output
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]  # no lock file left in it
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    lock = run / ".digitlab.lock"
+    lock.write_text("4242")  # the process training into it
+    before = sorted(p.name for p in run.iterdir())
+    result = batch(run_dir, tmp_path / "a.png", run)
+    assert (
+        result.output.strip()
+        == f"error: --out {run}: a run directory, expected a folder for Parquet parts (a new name)"
+    )
+    assert lock.read_text() == "4242" and sorted(p.name for p in run.iterdir()) == before
+
+
+def test_a_folder_in_a_list_file_is_listed(tmp_path):
+    (tmp_path / "scans" / "deep").mkdir(parents=True)
+    for name in ("scans/a.png", "scans/deep/b.png", "c.png"):
+        (tmp_path / name).write_bytes(good_png())
+    listing = tmp_path / "list.txt"
+    listing.write_text("scans\nc.png\n")
+    assert list_source(str(listing)).files == [str(tmp_path / n) for n in ("scans/a.png", "scans/deep/b.png", "c.png")]
+
+
+def test_an_out_holds_the_schema_before_its_first_part(run_dir, tmp_path, monkeypatch):
+    (tmp_path / "a.png").write_bytes(good_png())
+
+    def killed(*args, **kwargs):
+        raise SystemExit("killed before the first result")
+
+    monkeypatch.setattr(digitlab.batch.engines, "local_results", killed)
+    with pytest.raises(SystemExit):
+        run_batch(run_dir, str(tmp_path / "a.png"), tmp_path / "out", engine="local")
+    table = pq.read_table(tmp_path / "out")
+    assert table.num_rows == 0 and table.schema.names == output.schema("digit").names
+    monkeypatch.undo()
+    summary = run_batch(run_dir, str(tmp_path / "a.png"), tmp_path / "out", engine="local")
+    assert (summary["files"], summary["rows"]) == (1, 1) and pq.read_table(tmp_path / "out").num_rows == 1

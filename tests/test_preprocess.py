@@ -403,6 +403,20 @@ def test_large_image_on_disk_is_refused_before_decoding(tmp_path):
         preprocess(path)
 
 
+def test_a_turned_copy_counts_against_the_decode_budget(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turned 90 degrees
+    big = Image.new("L", (7200, 5000), 255)  # 36 MP, 36 MB decoded: within the budget unturned
+    big.save(tmp_path / "upright.png")
+    big.save(tmp_path / "turned.png", exif=exif)
+    assert load_image(tmp_path / "upright.png").size == (7200, 5000)
+    with pytest.raises(ImageError, match=r"turned\.png: too large to decode, 7200x5000 .* turned upright .* 72 MB"):
+        load_image(tmp_path / "turned.png")
+    small = Image.new("L", (600, 400), 255)
+    small.save(tmp_path / "small.png", exif=exif)
+    assert load_image(tmp_path / "small.png").size == (400, 600)
+
+
 def test_missing_empty_and_non_image_files(tmp_path):
     with pytest.raises(ImageError, match=r"nope\.png: no such file"):
         preprocess(tmp_path / "nope.png")

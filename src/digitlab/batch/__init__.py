@@ -74,6 +74,8 @@ def run_batch(
         raise DigitlabError(f"--workers: expected 1 or more, got {workers}")
     if engine == "local" and (address is not None or (workers or 1) > 1):
         raise DigitlabError("--address and --workers: for --engine ray; --engine local runs in this process")
+    if address is not None:
+        engines.check_address(address)
     if engine == "ray":
         engines.import_ray()  # a missing Ray fails here, before the model loads
     runtime = runtime or default_runtime(engine, run_dir)

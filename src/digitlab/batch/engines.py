@@ -48,6 +48,18 @@ def import_ray():
     return ray
 
 
+def check_address(address: str) -> None:
+    """A one-line error for an --address that is neither auto nor [ray://]host:port."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not (sep and port.isdigit() and 0 < int(port) < 65536 and host) or any(c.isspace() for c in host):
+        raise DigitlabError(
+            f"--address {address!r}: expected host:port (a Ray head node's, as `ray start --head` prints it), "
+            "ray://host:port or auto"
+        )
+
+
 def check_reachable(address: str) -> None:
     """Fail in one line, at once, when a host:port address does not answer: ray.init would wait for
     minutes. `auto` and other forms are left to Ray."""
@@ -81,7 +93,7 @@ def ray_session(address: str | None, workers: int | None) -> Iterator:
         check_reachable(address)
         try:
             ray.init(address=address, **options)
-        except (ConnectionError, RuntimeError) as e:
+        except (ConnectionError, RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise DigitlabError(f"--address {address}: cannot join a Ray cluster there ({first})") from None
         cores = int(ray.cluster_resources().get("CPU", 1))

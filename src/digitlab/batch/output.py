@@ -126,6 +126,10 @@ def prepare(out: Path, manifest: dict, *, overwrite: bool) -> set[str]:
                 tmp.unlink()  # a part a crashed job was writing: its files are read again
     out.mkdir(parents=True, exist_ok=True)
     runs.write_json(out / MANIFEST, manifest)
+    if not part_files(out):  # a job stopped before its first part still reads as a table of these columns
+        _, pq = pyarrow()
+        with atomic.replacing(out / PART.format(0)) as tmp:
+            pq.write_table(schema(manifest["task"]).empty_table(), tmp)
     return done_paths(out)
 
 

@@ -89,13 +89,9 @@ def _open(source, draft_side: int | None) -> Image.Image:
             raise ImageError(f"{name}: empty, {width}x{height} pixels")
         if draft_side is not None and img.format == "JPEG":
             img.draft(None, (draft_side, draft_side))  # decode at 1/2, 1/4 or 1/8 scale: much faster
-        cost = decoded_bytes(img)
-        if cost > MAX_DECODED_BYTES:  # still from the header (and the draft size): nothing decoded yet
-            raise ImageError(
-                f"{name}: too large to decode, {img.width}x{img.height} in mode {img.mode!r} takes "
-                f"{cost / 1e6:.0f} MB, at most {MAX_DECODED_BYTES / 1e6:.0f} MB allowed"
-            )
+        _check_cost(img, name, loaded=False)  # still from the header (and the draft size): nothing decoded yet
         img.load()  # decodes now, so a truncated or corrupt file fails here
+        _check_cost(img, name, loaded=True)  # a PNG's EXIF after its pixels is known only now: before turning
         upright = _upright(img)
     except ImageError:
         img.close()
@@ -117,6 +113,27 @@ def _name(source) -> str:
 
 def _one_line(error: Exception) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def _check_cost(img: Image.Image, name: str, *, loaded: bool) -> None:
+    cost = decoded_bytes(img)
+    turned = _turned_bytes(img, loaded)
+    if cost + turned > MAX_DECODED_BYTES:
+        how = f" and turned upright ({turned / 1e6:.0f} MB more)" if turned else ""
+        raise ImageError(
+            f"{name}: too large to decode, {img.width}x{img.height} in mode {img.mode!r}{how} takes "
+            f"{(cost + turned) / 1e6:.0f} MB, at most {MAX_DECODED_BYTES / 1e6:.0f} MB allowed"
+        )
+
+
+def _turned_bytes(img: Image.Image, loaded: bool) -> int:
+    """Bytes of the copy _upright makes of an image its EXIF orientation turns or flips (0 if none). A PNG
+    whose EXIF follows its pixels tells only once decoded (Pillow would decode it to look)."""
+    if not loaded and img.format == "PNG" and "exif" not in img.info:
+        return 0
+    if img.getexif().get(ExifTags.Base.Orientation, 1) in (None, 1):
+        return 0
+    return img.width * img.height * _bytes_per_pixel(img.mode)
 
 
 def _bytes_per_pixel(mode: str) -> int:
