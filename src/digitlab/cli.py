@@ -561,18 +561,39 @@ def evaluate(
     ] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Evaluate a run on the test set: accuracy, loss, per-class metrics, confusion matrix, galleries."""
+    """Evaluate a run on the test set: accuracy, loss, per-class metrics, confusion matrix, galleries; for a
+    line run, exact numbers, character error rate and accuracy per length on lines of test digits."""
     prepare_run(run)
     from digitlab.evaluation import evaluate as run_evaluation
 
     test = run_evaluation(run, data_dir=data_dir)
-    typer.echo(f"{'class':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
-    for name, m in test["per_class"].items():
-        typer.echo(f"{name:>12} {m['precision']:9.4f} {m['recall']:9.4f} {m['f1-score']:9.4f} {int(m['support']):8d}")
+    if test["kind"] == "line":
+        typer.echo(f"{test['lines']}")
+        typer.echo(f"{'digits':>6} {'lines':>6} {'exact':>7}")
+        for length, m in test["by_length"].items():
+            typer.echo(f"{length:>6} {m['count']:6d} {m['accuracy']:7.4f}")
+        accepted = test["accepted_accuracy"]
+        typer.echo(
+            f"accepted (not unsure): {test['coverage']:.1%} of lines, "
+            + ("none" if accepted is None else f"{accepted:.4f} exact")
+        )
+    else:
+        typer.echo(f"{'class':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+        for name, m in test["per_class"].items():
+            typer.echo(
+                f"{name:>12} {m['precision']:9.4f} {m['recall']:9.4f} {m['f1-score']:9.4f} {int(m['support']):8d}"
+            )
     typer.echo(f"figures: {', '.join(str(run / f) for f in test['figures'].values())}")
-    typer.echo(
-        f"test accuracy: {test['accuracy']:.4f} ({test['errors']} of {test['count']} wrong), loss {test['loss']:.4f}"
-    )
+    if test["kind"] == "line":
+        typer.echo(
+            f"test accuracy: {test['accuracy']:.4f} of numbers exactly right ({test['errors']} of {test['count']} "
+            f"wrong), character error rate {test['character_error_rate']:.4f}"
+        )
+    else:
+        typer.echo(
+            f"test accuracy: {test['accuracy']:.4f} ({test['errors']} of {test['count']} wrong), "
+            f"loss {test['loss']:.4f}"
+        )
     if min_accuracy is not None and test["accuracy"] < min_accuracy:
         fail(f"test accuracy {test['accuracy']:.4f} is below --min-accuracy {min_accuracy}", code=1)
 

@@ -205,10 +205,20 @@ def _summary(run_dir: Path, config: dict, metrics: dict, test: dict, evaluated_n
         if evaluated_now
         else "Test figures from an earlier `digitlab evaluate`."
     )
+    if test.get("kind") == "line":
+        figures = (
+            f"({esc(test['errors'])} of {esc(test['count'])} test lines wrong), character error rate "
+            f"{esc(pct(test['character_error_rate']))}. "
+        )
+    else:
+        figures = (
+            f"({esc(test['errors'])} of {esc(test['count'])} test images wrong), test loss {esc(num(test['loss']))}. "
+        )
     return (
-        cards(items) + f"<p>Test accuracy: <b>{esc(pct(test['accuracy']))}</b> ({esc(test['errors'])} of "
-        f"{esc(test['count'])} test images wrong), test loss {esc(num(test['loss']))}. "
-        f"Data set <code>{esc(train.get('dataset', 'mnist'))}</code>, seed {esc(train['seed'])}.</p>"
+        cards(items)
+        + f"<p>Test accuracy: <b>{esc(pct(test['accuracy']))}</b> "
+        + figures
+        + f"Data set <code>{esc(train.get('dataset', 'mnist'))}</code>, seed {esc(train['seed'])}.</p>"
         f'<p class="note">{prose(note)} The best epoch was chosen on the validation split; the test set '
         "only reports.</p>"
     )
@@ -346,6 +356,8 @@ def _lr_find_section(run_dir: Path) -> str:
 
 
 def _test_section(run_dir: Path, test: dict, evaluated_now: bool) -> str:
+    if test.get("kind") == "line":
+        return _line_test_section(run_dir, test, evaluated_now)
     per_class = [
         [name, num(m["precision"]), num(m["recall"]), num(m["f1-score"]), int(m["support"])]
         for name, m in test["per_class"].items()
@@ -389,6 +401,48 @@ def _test_section(run_dir: Path, test: dict, evaluated_now: bool) -> str:
     )
 
 
+def _line_test_section(run_dir: Path, test: dict, evaluated_now: bool) -> str:
+    """A line run's test figures: on lines composed from the test split's digits."""
+    figures = test.get("figures", {})
+    touched = (
+        "evaluated by this report: it ran digitlab.evaluate on the test lines" if evaluated_now else "from metrics.json"
+    )
+    confidence = test.get("confidence", "uncalibrated confidence")
+    by_length = [[n, m["count"], pct(m["accuracy"])] for n, m in test["by_length"].items()]
+    mistakes = [[m["index"], m["true"], m["read"], pct(m["confidence"])] for m in test["most_confident_mistakes"][:10]]
+    accepted = test.get("accepted_accuracy")
+    return (
+        cards(
+            [
+                ("numbers exactly right", pct(test["accuracy"])),
+                ("character error rate", pct(test["character_error_rate"])),
+                ("wrong", f"{test['errors']} of {test['count']}"),
+                ("accepted (not unsure)", pct(test["coverage"])),
+                ("accepted exactly right", pct(accepted) if accepted is not None else "none accepted"),
+            ]
+        )
+        + f'<p class="note">Test figures {esc(touched)}: {esc(test["lines"])}. Digits dropped: '
+        f"{test['deleted']}, digits added: {test['inserted']}; the confidences are the {esc(confidence)} "
+        "of the whole number, as <code>digitlab read</code> shows it.</p>"
+        + "<h3>By length</h3>"
+        + table(["digits", "lines", "exactly right"], by_length, numeric={0, 1, 2})
+        + figure(run_dir / figures.get("by_length", runs.BY_LENGTH), "Test lines read exactly, by length")
+        + "<h3>Substituted digits</h3>"
+        + figure(
+            run_dir / figures.get("confusion_matrix", runs.CONFUSION),
+            "Rows: true digit; columns: the digit read in its place (aligned by edit distance)",
+            full=True,
+        )
+        + "<h3>Most confident mistakes</h3>"
+        + (
+            table(["line", "true", "read", confidence], mistakes, numeric={0, 3})
+            if mistakes
+            else '<p class="note">No mistakes.</p>'
+        )
+        + figure(run_dir / figures.get("mistakes", runs.MISTAKES), "Most confident mistakes first")
+    )
+
+
 def _calibration_section(run_dir: Path) -> str:
     path = run_dir / runs.CALIBRATION
     if not path.is_file():
@@ -401,7 +455,10 @@ def _calibration_section(run_dir: Path) -> str:
         ["fitted on", c.get("fitted_on", "")],
         ["expected calibration error (ECE)", f"{c['ece_before']:.4f} before, {c['ece_after']:.4f} after"],
         ["negative log-likelihood", f"{c['nll_before']:.4f} before, {c['nll_after']:.4f} after"],
-        ["validation digits accepted", pct(c.get("validation_coverage"))],
+        [
+            f"validation {'lines' if c.get('kind') == 'string' else 'digits'} accepted",
+            pct(c.get("validation_coverage")),
+        ],
         ["accuracy of the accepted", pct(c.get("validation_accepted_accuracy"))],
     ]
     return (
