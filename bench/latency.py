@@ -55,12 +55,12 @@ def drawn_digit_png(side: int = 280) -> bytes:
 
 
 def composed_numbers(count: int, seed: int = 0) -> list[bytes]:
-    """`count` PNGs of NUMBER_LENGTH-digit numbers of well separated MNIST test digits (digitlab.numbers):
+    """`count` PNGs of NUMBER_LENGTH-digit numbers of well separated MNIST test digits (digitlab.data.synth.numbers):
     the first of bench/read_numbers.py's timed numbers at the same seed."""
     from PIL import Image
 
     from digitlab.data import load_dataset
-    from digitlab.numbers import LENGTHS, compose_numbers
+    from digitlab.data.synth.numbers import LENGTHS, compose_numbers
 
     ds = load_dataset("mnist")
     numbers = compose_numbers(ds.x_test, ds.y_test, "separated", count * len(LENGTHS), seed=seed)

@@ -1,4 +1,4 @@
-"""String benchmark: numbers of 1-8 digits composed from MNIST digits (`digitlab.numbers`), read by
+"""String benchmark: numbers of 1-8 digits composed from MNIST digits (`digitlab.data.synth.numbers`), read by
 `digitlab.read` with a trained run. Prints, per subset and length, the share of numbers read exactly
 right, digit accuracy, the share marked unsure and the accuracy on what is not, the median time per
 number in process, and the latency of /api/read through `digitlab serve RUN --workers 2` with
@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from _sections import write_section  # bench/_sections.py: this script's directory is on sys.path
-from digitlab.numbers import LENGTHS, SUBSETS, compose_numbers, score_readings
+from digitlab.data.synth.numbers import LENGTHS, SUBSETS, compose_numbers, score_readings
 from digitlab.preprocess import segment as segment_module
 from digitlab.reading import SCORING, Scoring, decide, hypotheses, read
 from digitlab.runs import cpu_name
@@ -204,7 +204,7 @@ def report(args, results: dict[Path, list[dict]], api: dict | None) -> str:
         f"{', '.join(f'{v:.1f}' for v in args.load)} over 1, 5, 15 min at the end; timings vary with the load).",
         "",
         f"{args.count} numbers per subset, composed from the MNIST **test** split (used for nothing else), of 1-8",
-        "digits taking turns (`digitlab.numbers` says how each subset is made). The constants of the segmentation",
+        "digits taking turns (`digitlab.data.synth.numbers` says how each subset is made). The constants of the segmentation",
         "and of the scoring are chosen on the same subsets composed from the validation split (`--tune`,",
         "docs/design/reading.md). Exact: the whole text right, every line in order; digits: 1 − edit distance /",
         "length; unsure: the share `read` marks unsure; accepted: exact among those not marked unsure.",

@@ -1,4 +1,4 @@
-"""Robustness benchmark: trained runs on the wild validation set (digitlab.wild), column by column.
+"""Robustness benchmark: trained runs on the wild validation set (digitlab.data.synth.wild), column by column.
 
     .venv/bin/python bench/robustness.py --run runs/fast [--run runs/default ...] [--per-column 1000] [--seed 0] [--out BENCHMARKS.md]
 
@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmark import command_line, machine  # the same headings as the speed benchmark
-from digitlab import runs, wild
+from digitlab import runs
 from digitlab.config import PRESETS, ModelConfig, TrainConfig, resolve_configs
 from digitlab.data import run_split
+from digitlab.data.synth import wild
 from digitlab.errors import DigitlabError
 from digitlab.predict import RUNTIMES, classify, load_predictor
 
@@ -148,7 +149,7 @@ def report(results: list[dict], builds: list[dict], args) -> list[str]:
         f"Written by `{command_line()}` on {time.strftime('%Y-%m-%d')}; machine: {machine()}, shared with other",
         "work while it ran, so the seconds are upper bounds.",
         "",
-        f"The wild validation set (`digitlab.wild`, seed {args.seed}): the same {per_column:,} digits of each run's"
+        f"The wild validation set (`digitlab.data.synth.wild`, seed {args.seed}): the same {per_column:,} digits of each run's"
         " validation split in every column,",
         "drawn as people's images (docs/design/wild-set.md), each read through `preprocess` and the run's Predictor.",
         'Best guess ignores the unsure and "not a digit" rules; coverage is the share answered with a digit;',

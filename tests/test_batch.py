@@ -18,9 +18,9 @@ from digitlab.batch import output, run_batch
 from digitlab.batch.reader import BatchReader
 from digitlab.batch.sources import list_source
 from digitlab.cli import app
+from digitlab.data.synth.numbers import compose_numbers
 from digitlab.errors import DigitlabError
 from digitlab.export import export
-from digitlab.numbers import compose_numbers
 from digitlab.predict import load_predictor, predict_files, share_threads
 from digitlab.reading import read_files
 

@@ -1,4 +1,4 @@
-"""Composed numbers (`digitlab.numbers`): seeded, each subset what it says; the string figures; and the
+"""Composed numbers (`digitlab.data.synth.numbers`): seeded, each subset what it says; the string figures; and the
 section writer the bench scripts share (bench/_sections.py)."""
 
 import importlib.util
@@ -7,9 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitlab.errors import DigitlabError
-from digitlab.metrics import edit_distance
-from digitlab.numbers import (
+from digitlab.data.synth.numbers import (
     CLOSE_GAP,
     LENGTHS,
     PAPER_SCALE,
@@ -21,6 +19,8 @@ from digitlab.numbers import (
     compose_numbers,
     score_readings,
 )
+from digitlab.errors import DigitlabError
+from digitlab.metrics import edit_distance
 
 INK_TOP, INK_BOTTOM = 4, 24  # rows of the blocks' ink: 20 px, as an MNIST digit's
 

@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from digitlab.numbers import SUBSETS, compose_numbers
+from digitlab.data.synth.numbers import SUBSETS, compose_numbers
 from digitlab.predict import load_predictor
 from digitlab.reading import SCORING, decide, hypotheses, read
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from digitlab.data.synth.numbers import compose_numbers
 from digitlab.export import export
-from digitlab.numbers import compose_numbers
 
 START_SECONDS = 240  # for a server to load its model and answer, on a busy 2-core CPU
 REQUEST_SECONDS = 30

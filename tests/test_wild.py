@@ -5,8 +5,8 @@ fast; one integration test uses MNIST's real validation split."""
 import numpy as np
 import pytest
 
-from digitlab import wild
 from digitlab.data import load_dataset
+from digitlab.data.synth import wild
 from digitlab.errors import DigitlabError
 
 COLOUR_COLUMNS = ("colour", "chalkboard")

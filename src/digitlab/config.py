@@ -156,7 +156,7 @@ class TrainConfig:
     shear: float = 0.0  # augmentation: random slant, up to this many px sideways per px of height
     thickness: float = 0.0  # augmentation: strokes thickened or thinned by up to this share of 1 px
     blur: float = 0.0  # augmentation: half the images blurred, Gaussian sigma up to this many pixels
-    # Calibration: validation digits per column of the wild set (digitlab.wild, drawn as people's images
+    # Calibration: validation digits per column of the wild set (digitlab.data.synth.wild, drawn as people's images
     # from the same validation split) added to the validation split it is fitted on; 0: the split only.
     calibrate_wild: int = 0  # digits only
     # "float32", "bfloat16" (bfloat16 maths on float32 weights) or "auto" (bfloat16 where the CPU has it

@@ -5,7 +5,7 @@ that uses them, the recorder and the run directory are the same for both (digitl
 - digits (architectures "mlp", "cnn"): the run's split of 28x28 digits, warped afresh each epoch when the
   configuration asks for it (training.augment); cross-entropy, optionally label-smoothed; the score is
   accuracy, from Keras' own validation pass; calibration on the validation digits and, with
-  `calibrate_wild`, on validation digits drawn as people's images (digitlab.wild).
+  `calibrate_wild`, on validation digits drawn as people's images (digitlab.data.synth.wild).
 - lines (architecture "line"): `lines` handwritten number lines generated afresh each epoch from the
   training digits (digitlab.lines), CTC; the score is *string* accuracy (whole lines exactly right, by
   greedy decoding) on LINE_SAMPLE of the epoch's training lines and on `val_lines` validation lines, the
@@ -23,6 +23,7 @@ import numpy as np
 from digitlab.calibrate import Answers, digit_answers, string_answers
 from digitlab.config import ModelConfig, TrainConfig
 from digitlab.data import RunSplit, run_split
+from digitlab.data.synth.wild import build_wild, preprocess_wild
 from digitlab.errors import RunError
 from digitlab.lines import PAD_LABEL, make_lines, validation_lines
 from digitlab.models import frames
@@ -30,7 +31,6 @@ from digitlab.predict import load_predictor
 from digitlab.predict.ctc import greedy_decode
 from digitlab.training.augment import AugmentedBatches
 from digitlab.training.epochs import EpochBatches
-from digitlab.wild import build_wild, preprocess_wild
 
 LINE_SAMPLE = 512  # training lines whose string accuracy each epoch reports
 WILD_CALIBRATION_SEED = 1  # the wild set's benchmark (bench/robustness.py) draws with seed 0
