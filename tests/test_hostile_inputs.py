@@ -6,13 +6,17 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import digitlab.batch
-from digitlab.batch import default_runtime, output, run_batch
+from digitlab.batch import Interrupted, default_runtime, output, run_batch
 from digitlab.batch.sources import list_source
 from digitlab.cli import app
 from digitlab.serve import create_app
@@ -283,3 +287,50 @@ def test_an_out_holds_the_schema_before_its_first_part(run_dir, tmp_path, monkey
     monkeypatch.undo()
     summary = run_batch(run_dir, str(tmp_path / "a.png"), tmp_path / "out", engine="local")
     assert (summary["files"], summary["rows"]) == (1, 1) and pq.read_table(tmp_path / "out").num_rows == 1
+
+
+def scans_of(folder, n: int):
+    folder.mkdir()
+    png = good_png()
+    for i in range(n):
+        (folder / f"{i:04d}.png").write_bytes(png)
+    return folder
+
+
+def test_an_interrupt_writes_the_rows_in_hand_and_a_rerun_reads_the_rest(run_dir, tmp_path):
+    scans, out = scans_of(tmp_path / "scans", 20), tmp_path / "out"
+
+    def interrupt(done, total):
+        if done >= 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted) as stopped:
+        run_batch(run_dir, str(scans), out, engine="local", batch_size=4, progress=interrupt)
+    assert (stopped.value.rows, stopped.value.out) == (8, out)
+    assert pq.read_table(out).num_rows == 8  # every row read is kept: none was only in memory
+    summary = run_batch(run_dir, str(scans), out, engine="local", batch_size=4)
+    assert (summary["skipped"], summary["files"], summary["rows"]) == (8, 12, 20)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_exits_130_saying_how_many_rows_are_kept(run_dir, tmp_path, signum):
+    scans, out = scans_of(tmp_path / "scans", 2000), tmp_path / "out"
+    command = [sys.executable, "-c", "from digitlab.cli import main; main()", "batch", str(run_dir), str(scans)]
+    command += ["--out", str(out), "--engine", "local", "--batch-size", "8"]
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in job.stderr:  # the first progress line: a batch is done
+        if line.startswith("batch:"):
+            break
+    job.send_signal(signum)
+    start = time.monotonic()
+    stdout, stderr = job.communicate(timeout=30)
+    assert job.returncode == 130, stdout + stderr
+    assert time.monotonic() - start < 5
+    kept = pq.read_table(out).num_rows
+    assert 0 < kept < 2000
+    assert f"interrupted: {kept:,} rows kept in {out}; run the same command to go on" in stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    again = subprocess.run(command + ["--json", "-q"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["rows"] == 2000 and pq.read_table(out).num_rows == 2000

@@ -872,21 +872,30 @@ def batch_command(
     """Read an archive of images into Parquet, one row per file; resumable; locally or on Ray."""
     import json
 
-    prepare_run(run, runtime or default_runtime(engine or default_engine()))
-    with contextlib.nullcontext() if quiet else _progress_bar("batch", "file", "files") as progress:
-        summary = run_batch(
-            run,
-            source,
-            out,
-            task=task,
-            engine=engine,
-            runtime=runtime,
-            address=address,
-            workers=workers,
-            batch_size=batch_size,
-            overwrite=overwrite,
-            progress=progress,
-        )
+    from digitlab.batch import Interrupted, check_out
+
+    runtime = runtime or default_runtime(engine or default_engine(), run)
+    if task in TASKS:
+        check_out(run, out, task=task, runtime=runtime, overwrite=overwrite)  # a refused --out: before TensorFlow
+    prepare_run(run, runtime)
+    try:
+        with contextlib.nullcontext() if quiet else _progress_bar("batch", "file", "files") as progress:
+            summary = run_batch(
+                run,
+                source,
+                out,
+                task=task,
+                engine=engine,
+                runtime=runtime,
+                address=address,
+                workers=workers,
+                batch_size=batch_size,
+                overwrite=overwrite,
+                progress=progress,
+            )
+    except Interrupted as e:  # Ctrl-C or SIGTERM: every row read is written
+        typer.echo(f"interrupted: {e.rows:,} rows kept in {out}; run the same command to go on", err=True)
+        raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from digitlab import __version__, runs
@@ -26,7 +28,57 @@ from digitlab.errors import DigitlabError
 ENGINES = ("ray", "local")
 BATCH_SIZE = 256  # files per model call and per Ray block: a fraction of a second of one worker's time
 
-__all__ = ["BATCH_SIZE", "ENGINES", "TASKS", "default_engine", "default_runtime", "run_batch"]
+__all__ = [
+    "BATCH_SIZE",
+    "ENGINES",
+    "TASKS",
+    "Interrupted",
+    "check_out",
+    "default_engine",
+    "default_runtime",
+    "run_batch",
+]
+
+
+class Interrupted(KeyboardInterrupt):
+    """A job stopped by Ctrl-C or SIGTERM once every row it had read was written: `rows` rows are in
+    `out`, and the same job run again reads the rest."""
+
+    def __init__(self, rows: int, out: Path):
+        super().__init__(f"interrupted: {rows:,} rows kept in {out}")
+        self.rows, self.out = rows, out
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a job as Ctrl-C does (a KeyboardInterrupt), while it runs. Signals reach the main
+    thread only, so a job in another thread is left to its caller."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """A second Ctrl-C or SIGTERM does not cut short the writing of the rows in hand (under a second)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def default_engine() -> str:
@@ -40,6 +92,26 @@ def default_runtime(engine: str, run_dir: Path | None = None) -> str:
     if engine == "ray" and (run_dir is None or (Path(run_dir) / runs.ONNX).is_file()):
         return "onnx"
     return "keras"
+
+
+def check_out(run_dir: Path, out: Path, *, task: str, runtime: str, overwrite: bool = False) -> dict:
+    """The manifest a job writes into `out`, with its model file's digest; an `out` the job may not write
+    into (a file, a run directory, another folder, another job's output unless `overwrite`) is refused
+    here, from the model file alone: before any model loads or Ray starts, and with nothing written into
+    it (not even a lock). A missing model file is left to the model's loader."""
+    manifest = {
+        "run_id": run_id(run_dir),
+        "task": task,
+        "model_digest": None,
+        "runtime": runtime,
+        "run_dir": str(Path(run_dir).absolute()),
+        "columns": output.schema(task).names,
+        "digitlab": __version__,
+    }
+    if model_file(run_dir, runtime).is_file():
+        manifest["model_digest"] = model_digest(run_dir, runtime)
+        output.check(Path(out), manifest, overwrite=overwrite)
+    return manifest
 
 
 def run_batch(
@@ -59,7 +131,8 @@ def run_batch(
     """Read every image of `source` with the run's model into Parquet parts in the folder `out`.
 
     Files already in `out` (from an earlier, interrupted job of the same run, model and task) are
-    skipped. `progress(done, total)` is called after every batch. Returns the summary: files, skipped,
+    skipped. Ctrl-C or SIGTERM writes every row read so far and raises `Interrupted`; running the same job
+    again reads the rest. `progress(done, total)` is called after every batch. Returns the summary: files, skipped,
     errors, unsure, unsure_share, seconds, files_per_s, first_result_seconds, parts, rows, and the
     engine, runtime and workers used."""
     start = time.monotonic()
@@ -81,20 +154,7 @@ def run_batch(
     runtime = runtime or default_runtime(engine, run_dir)
     out = Path(out)
     options = {"run_dir": str(Path(run_dir).absolute()), "runtime": runtime, "task": task}
-    manifest = {
-        "run_id": run_id(run_dir),
-        "task": task,
-        "model_digest": None,
-        "runtime": runtime,
-        "run_dir": options["run_dir"],
-        "columns": output.schema(task).names,
-        "digitlab": __version__,
-    }
-    if model_file(run_dir, runtime).is_file():
-        # A refused --out is answered from the model file's digest, before any model loads or Ray starts,
-        # and nothing is written into it (not even a lock). A missing model is the reader's error below.
-        manifest["model_digest"] = model_digest(run_dir, runtime)
-        output.check(out, manifest, overwrite=overwrite)
+    manifest = check_out(run_dir, out, task=task, runtime=runtime, overwrite=overwrite)
     listing = list_source(source)
     files = listing.files
     reader = BatchReader(**options)  # a bad run fails here, before Ray starts; the local engine's reader
@@ -116,25 +176,35 @@ def run_batch(
             for path, error in listing.problems.items()
             if output.utf8_text(path) not in done
         ]
-        if unlisted:  # folders that cannot be read, broken links: a row each, as a file that cannot be read
-            writer.add(output.to_table(unlisted, task))
-            counts["files"] += len(unlisted)
-            counts["errors"] += len(unlisted)
-        if not todo:
-            results = iter(())
-        elif engine == "local":
-            results = engines.local_results(reader, todo, batch_size)
-        else:
-            options["expected_digest"] = digest
-            results = engines.ray_results(ray, todo, options, batch_size=batch_size, workers=workers, cores=cores)
-        for table in results:
-            first_result = first_result or time.monotonic() - start
-            writer.add(table)
-            counts["files"] += table.num_rows
-            counts["errors"] += table.num_rows - table.column("error").null_count
-            counts["unsure"] += sum(1 for v in table.column("unsure").to_pylist() if v)
-            if progress is not None:
-                progress(counts["files"], len(todo) + len(unlisted))
+        stack.enter_context(_terminate_as_interrupt())
+        try:
+            if unlisted:  # folders that cannot be read, broken links: a row each, as a file that cannot be read
+                writer.add(output.to_table(unlisted, task))
+                counts["files"] += len(unlisted)
+                counts["errors"] += len(unlisted)
+            if not todo:
+                results = iter(())
+            elif engine == "local":
+                results = engines.local_results(reader, todo, batch_size)
+            else:
+                options["expected_digest"] = digest
+                results = engines.ray_results(ray, todo, options, batch_size=batch_size, workers=workers, cores=cores)
+            for table in results:
+                first_result = first_result or time.monotonic() - start
+                writer.add(table)
+                counts["files"] += table.num_rows
+                counts["errors"] += table.num_rows - table.column("error").null_count
+                counts["unsure"] += sum(1 for v in table.column("unsure").to_pylist() if v)
+                if progress is not None:
+                    progress(counts["files"], len(todo) + len(unlisted))
+        except KeyboardInterrupt:
+            with _signals_ignored():
+                writer.flush()  # every row read so far; the batch being read when the signal came is read again
+            raise Interrupted(len(done) + counts["files"], out) from None
+        except BaseException:
+            with contextlib.suppress(Exception):
+                writer.flush()  # rows already read are kept, whatever stopped the job
+            raise
         writer.flush()
     seconds = time.monotonic() - start
     readable = counts["files"] - counts["errors"]

@@ -23,7 +23,7 @@ MANIFEST = "_digitlab_batch.json"
 PART = "part-{:06d}.parquet"
 PART_PATTERN = re.compile(r"^part-(\d{6,})\.parquet$")
 PART_ROWS = 10_000  # rows per part file at most
-PART_SECONDS = 30.0  # a part is written at least this often, so a crash loses at most ~30 s of work
+PART_SECONDS = 10.0  # s: a part is written at least this often, so a kill -9 loses at most ~10 s of work
 IDENTITY = ("run_id", "task", "model_digest")  # an --out written with other values is another job's
 
 
