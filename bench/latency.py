@@ -263,8 +263,8 @@ def load(
 
 def breakdown(run_dir: Path, png: bytes, url: str, endpoint: str, runtime: str, form: str, n: int = 100) -> dict:
     """Median ms per stage in this process, and one client's median latency through HTTP."""
+    from digitlab.predict.reading import read
     from digitlab.preprocess import preprocess
-    from digitlab.reading import read
     from digitlab.serve import Service
 
     def median_ms(f) -> float:

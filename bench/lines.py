@@ -1,7 +1,7 @@
 """The line model on validation lines: string accuracy on touching or overlapping digits and on separated
 ones, and the time to read a 6-digit line in process.
 
-Lines are composed by digitlab.lines from the run's *validation* split (never the test split; the test
+Lines are composed by digitlab.data.synth.lines from the run's *validation* split (never the test split; the test
 figures are bench/read_numbers.py's), with their own seed, so they are not the lines training chose its
 epoch on. Two paths are measured:
 
@@ -26,10 +26,10 @@ import numpy as np
 from digitlab import runs
 from digitlab.config import TrainConfig
 from digitlab.data import run_split
-from digitlab.line_reading import read_lines
-from digitlab.lines import MAX_DIGITS, TOUCHING_GAP, WIDE_GAP, compose, make_lines, on_paper
+from digitlab.data.synth.lines import MAX_DIGITS, TOUCHING_GAP, WIDE_GAP, compose, make_lines, on_paper
 from digitlab.predict import load_predictor
 from digitlab.predict.ctc import greedy_decode
+from digitlab.predict.lines import read_lines
 
 SUBSETS = {"touching": TOUCHING_GAP, "separated": WIDE_GAP}  # gaps in px at a 28 px digit height
 LENGTH = 4  # digits per line in the accuracy subsets
@@ -50,7 +50,7 @@ def accuracy(predictor, x_val, y_val, gaps, count: int, seed: int) -> dict:
         cover, _ = compose(x_val[chosen], rng, gaps)
         grey = on_paper(cover, rng).astype(np.float32)
         fields = read_lines(predictor, grey, (grey.shape[1], grey.shape[0]))
-        read_right += fields["text"] == "".join(str(int(v)) for v in y_val[chosen])
+        read_right += fields.text == "".join(str(int(v)) for v in y_val[chosen])
     return {"model": float(model_right), "read": read_right / count}
 
 

@@ -36,8 +36,9 @@ from PIL import Image
 
 from _sections import write_section  # bench/_sections.py: this script's directory is on sys.path
 from digitlab.data.synth.numbers import LENGTHS, SUBSETS, compose_numbers, score_readings
+from digitlab.predict.reading import read
+from digitlab.predict.segmented import SCORING, Scoring, decide, hypotheses
 from digitlab.preprocess import segment as segment_module
-from digitlab.reading import SCORING, Scoring, decide, hypotheses, read
 from digitlab.runs import cpu_name
 from latency import _client, free_port, json_request, start_server  # the API load tool's pieces
 

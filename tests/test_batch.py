@@ -22,7 +22,7 @@ from digitlab.data.synth.numbers import compose_numbers
 from digitlab.errors import DigitlabError
 from digitlab.export import export
 from digitlab.predict import load_predictor, predict_files, share_threads
-from digitlab.reading import read_files
+from digitlab.predict.reading import read_files
 
 pq = pytest.importorskip("pyarrow.parquet")
 runner = CliRunner()

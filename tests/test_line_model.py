@@ -239,9 +239,10 @@ def test_alignment_names_substitutions_deletions_and_insertions():
 
 
 def test_reading_with_the_line_model(tiny_line_run):
-    from digitlab.line_reading import choose_method, read_lines
-    from digitlab.lines import compose, on_paper
+    from digitlab.data.synth.lines import compose, on_paper
     from digitlab.predict import load_predictor
+    from digitlab.predict.lines import read_lines
+    from digitlab.predict.reading import choose_method
     from test_lines import X  # pytest puts tests/ on the path
 
     predictor = load_predictor(tiny_line_run)
@@ -251,13 +252,13 @@ def test_reading_with_the_line_model(tiny_line_run):
     cover, _ = compose(X[[3, 1, 4, 1]], np.random.default_rng(0))
     grey = on_paper(cover, np.random.default_rng(1)).astype(np.float32)
     fields = read_lines(predictor, grey, (grey.shape[1] * 2, grey.shape[0] * 2))
-    assert fields["lines"] == (fields["text"],) and 0.0 <= fields["confidence"] <= 1.0
-    assert len(fields["digits"]) == len(fields["text"]) == len(fields["crops"])
-    for d in fields["digits"]:  # boxes in the input's px, inside it
-        x0, y0, x1, y1 = d["box"]
+    assert fields.lines == (fields.text,) and 0.0 <= fields.confidence <= 1.0
+    assert len(fields.digits) == len(fields.text) == len(fields.crops)
+    for d in fields.digits:  # boxes in the input's px, inside it
+        x0, y0, x1, y1 = d.box
         assert 0 <= x0 < x1 <= grey.shape[1] * 2 and 0 <= y0 < y1 <= grey.shape[0] * 2
     blank = read_lines(predictor, np.full((40, 90), 220.0, np.float32), (90, 40))
-    assert blank["text"] is None and blank["unsure"]
+    assert blank.text is None and blank.unsure
 
 
 def seventeen():
@@ -277,30 +278,30 @@ def seventeen():
 def test_boxes_come_from_the_frames_and_the_ink():
     """Each digit's box is the ink between the midpoint of the digits' frames and the line's ends, in
     the input's px."""
-    from digitlab.line_reading import read_lines
+    from digitlab.predict.lines import read_lines
 
     predictor, grey = seventeen()
     fields = read_lines(predictor, grey, (340, 120))  # the input was twice as large
-    assert fields["text"] == "17" and not fields["unsure"]
-    assert fields["confidence"] == pytest.approx(0.95**64, rel=1e-4)
-    (one, seven) = fields["digits"]
-    assert tuple(one["box"]) == (20, 20, 28, 100)
-    assert tuple(seven["box"]) == (300, 20, 308, 100)
-    assert fields["crops"].shape == (2, 28, 28)
-    for crop in fields["crops"]:  # each digit's ink fills its crop's height, as a 28x28 digit does
+    assert fields.text == "17" and not fields.unsure
+    assert fields.confidence == pytest.approx(0.95**64, rel=1e-4)
+    (one, seven) = fields.digits
+    assert tuple(one.box) == (20, 20, 28, 100)
+    assert tuple(seven.box) == (300, 20, 308, 100)
+    assert fields.crops.shape == (2, 28, 28)
+    for crop in fields.crops:  # each digit's ink fills its crop's height, as a 28x28 digit does
         rows = np.flatnonzero(crop.any(1))
         assert rows[-1] - rows[0] + 1 >= 20
     unsure = read_lines(dataclasses.replace(predictor, threshold=0.999), grey, (170, 60))
-    assert unsure["unsure"] and "below the threshold" in unsure["reason"]
+    assert unsure.unsure and "below the threshold" in unsure.reason
 
 
 def test_onnx_export_of_a_line_model_reads_the_same(tiny_line_run, tmp_path, synthetic_dir):
     import shutil
 
+    from digitlab.data.synth.lines import compose, on_paper
     from digitlab.export import export
-    from digitlab.line_reading import read_lines
-    from digitlab.lines import compose, on_paper
     from digitlab.predict import load_predictor
+    from digitlab.predict.lines import read_lines
     from test_lines import X  # pytest puts tests/ on the path
 
     run = tmp_path / "run"
@@ -314,8 +315,8 @@ def test_onnx_export_of_a_line_model_reads_the_same(tiny_line_run, tmp_path, syn
     size = (grey.shape[1], grey.shape[0])
     keras_fields = read_lines(load_predictor(run), grey, size)
     onnx_fields = read_lines(load_predictor(run, runtime="onnx"), grey, size)
-    assert onnx_fields["text"] == keras_fields["text"]
-    assert onnx_fields["confidence"] == pytest.approx(keras_fields["confidence"], abs=1e-4)
+    assert onnx_fields.text == keras_fields.text
+    assert onnx_fields.confidence == pytest.approx(keras_fields.confidence, abs=1e-4)
 
 
 def test_cli_reads_with_a_line_run_and_names_a_wrong_method(tiny_line_run, tmp_path):
@@ -323,7 +324,7 @@ def test_cli_reads_with_a_line_run_and_names_a_wrong_method(tiny_line_run, tmp_p
     from typer.testing import CliRunner
 
     from digitlab.cli import app
-    from digitlab.lines import compose, on_paper
+    from digitlab.data.synth.lines import compose, on_paper
     from test_lines import X  # pytest puts tests/ on the path
 
     cover, _ = compose(X[[5, 0, 5]], np.random.default_rng(6))
@@ -340,7 +341,8 @@ def test_cli_reads_with_a_line_run_and_names_a_wrong_method(tiny_line_run, tmp_p
 
 
 def test_read_goes_through_the_line_model_for_a_line_run():
-    from digitlab.reading import Reading, read
+    from digitlab.predict.reading import read
+    from digitlab.predict.results import Reading
 
     predictor, grey = seventeen()
     reading = read(predictor, grey.astype(np.uint8))

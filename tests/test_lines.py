@@ -1,12 +1,13 @@
-"""The line generator and the line normalisation (digitlab.lines), on drawn stand-ins for MNIST digits."""
+"""The line generator and the line normalisation (digitlab.data.synth.lines), on drawn stand-ins for MNIST digits."""
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from digitlab import lines
 from digitlab.config import TrainConfig
+from digitlab.data.synth import lines
 from digitlab.errors import DigitlabError
+from digitlab.preprocess import line
 
 
 def drawn_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +35,7 @@ def test_lines_are_seeded_shaped_and_labelled():
     a, la = lines.make_lines(X, Y, 12, np.random.default_rng(3))
     b, lb = lines.make_lines(X, Y, 12, np.random.default_rng(3))
     c, _ = lines.make_lines(X, Y, 12, np.random.default_rng(4))
-    assert a.shape == (12, lines.LINE_HEIGHT, lines.LINE_WIDTH) and a.dtype == np.uint8
+    assert a.shape == (12, line.LINE_HEIGHT, line.LINE_WIDTH) and a.dtype == np.uint8
     assert la.shape == (12, lines.MAX_DIGITS) and la.dtype == np.int32
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(la, lb)
@@ -50,9 +51,9 @@ def test_lines_are_bright_ink_on_black_and_left_aligned():
     images, _ = lines.make_lines(X, Y, 8, np.random.default_rng(0))
     for image in images:
         assert image.max() == 255  # strong ink saturates, as in MNIST
-        assert not image[:, : lines.MARGIN].any() and not image[:, -lines.MARGIN :].any()
+        assert not image[:, : line.MARGIN].any() and not image[:, -line.MARGIN :].any()
         rows = np.flatnonzero(image.any(1))
-        assert rows[-1] - rows[0] + 1 <= lines.LINE_BOX
+        assert rows[-1] - rows[0] + 1 <= line.LINE_BOX
         assert (image == 0).mean() > 0.5  # black paper
 
 
@@ -98,22 +99,22 @@ def test_on_paper_is_dark_ink_on_light_paper():
 def test_normalize_line_scales_the_box_and_says_where_it_went():
     soft = np.zeros((50, 60), np.float32)
     soft[5:45, 10:20] = 1.0
-    image, place = lines.normalize_line(soft)
+    image, place = line.normalize_line(soft)
     rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
-    assert rows[-1] - rows[0] + 1 == lines.LINE_BOX and cols[0] == lines.MARGIN
-    assert place.scale == pytest.approx(lines.LINE_BOX / 40, rel=0.05)
+    assert rows[-1] - rows[0] + 1 == line.LINE_BOX and cols[0] == line.MARGIN
+    assert place.scale == pytest.approx(line.LINE_BOX / 40, rel=0.05)
     assert place.offset == (10.0, 5.0)
     # A line too long for the width is squeezed to fit, keeping its aspect ratio.
     wide = np.ones((20, 2000), np.float32)
-    image, place = lines.normalize_line(wide)
+    image, place = line.normalize_line(wide)
     cols = np.flatnonzero(image.any(0))
-    assert cols[-1] + 1 == lines.LINE_WIDTH - lines.MARGIN
+    assert cols[-1] + 1 == line.LINE_WIDTH - line.MARGIN
     assert np.flatnonzero(image.any(1)).size == round(20 * place.scale)
 
 
 def test_normalize_line_without_ink_is_an_error():
     with pytest.raises(DigitlabError, match="no ink"):
-        lines.normalize_line(np.zeros((10, 10), np.float32))
+        line.normalize_line(np.zeros((10, 10), np.float32))
 
 
 def test_line_ink_keeps_a_thin_digit_beside_a_large_blob():
@@ -121,15 +122,15 @@ def test_line_ink_keeps_a_thin_digit_beside_a_large_blob():
     grey = np.full((60, 200), 230.0, np.float32)
     grey[10:50, 20:150] = 30.0  # a long joined blob of digits
     grey[12:48, 170:172] = 30.0  # a thin 1, 2 px wide: under 8 % of the blob's area
-    ink = lines.line_ink(grey)
+    ink = line.line_ink(grey)
     assert ink.mask[30, 170:172].all()
-    assert lines.line_ink(np.full((30, 30), 200.0, np.float32)) is None
+    assert line.line_ink(np.full((30, 30), 200.0, np.float32)) is None
 
 
 def test_line_image_reads_dark_ink_on_paper():
     cover, _ = lines.compose(X[[3, 1, 4]], np.random.default_rng(0))
-    image = lines.line_image(lines.on_paper(cover, np.random.default_rng(1)))
-    assert image.shape == (lines.LINE_HEIGHT, lines.LINE_WIDTH) and image.max() == 255
+    image = line.line_image(lines.on_paper(cover, np.random.default_rng(1)))
+    assert image.shape == (line.LINE_HEIGHT, line.LINE_WIDTH) and image.max() == 255
 
 
 def test_bad_digits_are_refused():

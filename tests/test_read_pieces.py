@@ -8,7 +8,8 @@ import pytest
 
 from digitlab.data.synth.numbers import SUBSETS, compose_numbers
 from digitlab.predict import load_predictor
-from digitlab.reading import SCORING, decide, hypotheses, read
+from digitlab.predict.reading import read
+from digitlab.predict.segmented import SCORING, decide, hypotheses
 
 
 def counting(predictor):

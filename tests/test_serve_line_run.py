@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab.lines import compose, on_paper
+from digitlab.data.synth.lines import compose, on_paper
 from digitlab.serve.schemas import ReadBatchResponse, Reading
 from test_lines import X  # pytest puts tests/ on the path
 

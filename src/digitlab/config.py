@@ -167,7 +167,7 @@ class TrainConfig:
     val_fraction: float = 0.2  # 60,000 -> 48,000 train / 12,000 validation
     limit: int | None = None  # train on the first N images of the train split only (quick runs)
     dataset: str = "mnist"
-    lines: int = 20000  # line models: training lines generated afresh each epoch (digitlab.lines)
+    lines: int = 20000  # line models: training lines generated afresh each epoch (digitlab.data.synth.lines)
     val_lines: int = 2000  # line models: validation lines, the same every epoch
 
     def __post_init__(self) -> None:
@@ -283,7 +283,7 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     ),
     # Whole numbers without segmenting: a CNN over a 32x256 line giving 64 frames over the digits and
     # the CTC blank, trained on handwritten lines generated afresh each epoch from the training split
-    # (digitlab.lines). Why: docs/design/line-model.md.
+    # (digitlab.data.synth.lines). Why: docs/design/line-model.md.
     "numbers": (
         ModelConfig(
             architecture="line",

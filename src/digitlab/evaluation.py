@@ -1,7 +1,7 @@
 """Evaluation on the test set: the only place it is touched. Nothing is ever selected on it.
 
 A digit run is scored on the test images: accuracy, loss, per-class figures, the confusion matrix and
-galleries. A line run is scored on lines composed from the test split's digits (digitlab.lines, as its
+galleries. A line run is scored on lines composed from the test split's digits (digitlab.data.synth.lines, as its
 training and validation lines are from theirs): exact-number accuracy, character error rate, accuracy per
 length, the confusion of substituted digits, and what the unsure threshold accepts.
 """
@@ -16,8 +16,8 @@ from sklearn.metrics import classification_report, confusion_matrix
 from digitlab import runs
 from digitlab.config import ModelConfig
 from digitlab.data import Dataset, load_dataset
+from digitlab.data.synth.lines import PAD_LABEL, make_lines
 from digitlab.errors import DigitlabError, RunError
-from digitlab.lines import PAD_LABEL, make_lines
 from digitlab.metrics import alignment, nll, temper
 from digitlab.plots import plot_by_length, plot_confusion, plot_gallery
 from digitlab.predict import Predictor, load_predictor

@@ -27,8 +27,8 @@ import numpy as np
 from digitlab import atomic, runs
 from digitlab.config import ModelConfig, TrainConfig
 from digitlab.data import load_dataset
+from digitlab.data.synth.lines import validation_lines
 from digitlab.errors import DigitlabError, RunError
-from digitlab.lines import validation_lines
 from digitlab.predict.ctc import greedy_decode
 from digitlab.predict.keras_runtime import load_keras_model
 from digitlab.predict.onnx_runtime import open_session, run_session, sha256

@@ -3,7 +3,7 @@ the run is one.
 
     grey -> line_ink                                     the image's ink (lines.line_ink)
          -> segment(...).lines                           only to group the ink into lines, top to bottom
-         -> normalize_line per line                      the generator's normalisation (digitlab.lines)
+         -> normalize_line per line                      the generator's normalisation (digitlab.data.synth.lines)
          -> one batched forward, greedy CTC decoding     digitlab.predict.ctc, the run's temperature
          -> each digit's box: x between the midpoints of its neighbours' frames, y from the ink there
 
@@ -18,12 +18,12 @@ import math
 import numpy as np
 from PIL import Image
 
-from digitlab.lines import LINE_HEIGHT, LINE_WIDTH, line_ink, normalize_line
 from digitlab.predict import Predictor
 from digitlab.predict.ctc import greedy_decode
 from digitlab.predict.results import ReadDigit, Reading, no_reading
 from digitlab.preprocess import NO_INK
 from digitlab.preprocess.ink import ink_levels
+from digitlab.preprocess.line import LINE_HEIGHT, LINE_WIDTH, line_ink, normalize_line
 from digitlab.preprocess.normalize import SIDE
 from digitlab.preprocess.segment import segment
 

@@ -4,7 +4,7 @@
 It runs between `ink.find_ink` and `normalize.normalize_digit`: connected pieces of ink are grouped into
 lines by vertical overlap, pieces of one digit (a 5's detached bar, a broken 4, a 7's crossbar, a dot
 above a 1) are merged by horizontal overlap, and a blob wide enough to hold two digits gets cuts at the
-narrowest columns of its ink. Which cut, if any, is kept is for the classifier to say (`digitlab.reading`):
+narrowest columns of its ink. Which cut, if any, is kept is for the classifier to say (`digitlab.predict.segmented`):
 this module only proposes them. Sizes are relative to the line's height, so the rules hold at any scale.
 The constants are chosen on numbers composed from validation digits (`bench/read_numbers.py --tune`;
 docs/design/reading.md).

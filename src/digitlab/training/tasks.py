@@ -7,7 +7,7 @@ that uses them, the recorder and the run directory are the same for both (digitl
   accuracy, from Keras' own validation pass; calibration on the validation digits and, with
   `calibrate_wild`, on validation digits drawn as people's images (digitlab.data.synth.wild).
 - lines (architecture "line"): `lines` handwritten number lines generated afresh each epoch from the
-  training digits (digitlab.lines), CTC; the score is *string* accuracy (whole lines exactly right, by
+  training digits (digitlab.data.synth.lines), CTC; the score is *string* accuracy (whole lines exactly right, by
   greedy decoding) on LINE_SAMPLE of the epoch's training lines and on `val_lines` validation lines, the
   same every epoch; calibration of the string's confidence on those validation lines.
 """
@@ -23,9 +23,9 @@ import numpy as np
 from digitlab.calibrate import Answers, digit_answers, string_answers
 from digitlab.config import ModelConfig, TrainConfig
 from digitlab.data import RunSplit, run_split
+from digitlab.data.synth.lines import PAD_LABEL, make_lines, validation_lines
 from digitlab.data.synth.wild import build_wild, preprocess_wild
 from digitlab.errors import RunError
-from digitlab.lines import PAD_LABEL, make_lines, validation_lines
 from digitlab.models import frames
 from digitlab.predict import load_predictor
 from digitlab.predict.ctc import greedy_decode

@@ -1,5 +1,4 @@
-"""Handwritten number lines, generated on the fly for the line model, and the line normalisation the
-model reads them in.
+"""Handwritten number lines, generated on the fly for the line model.
 
 `make_lines(x, y, n, rng)` composes n lines of 1 to MAX_DIGITS digits from one split's 28x28 digits
 (MNIST's: ink bright on black): each digit cut to its ink, scaled, slanted, thickened or thinned and
@@ -9,16 +8,12 @@ light with sensor noise and read back by `find_ink`, as a
 person's photo is, and normalised by `normalize_line`. Training lines come from the training split and
 validation lines from the validation split (`validation_lines`); nothing here knows which.
 
-`normalize_line` is the one line normalisation: the generator and `digitlab read` (line_reading) both
-go through it. A line's ink is scaled so that its box is LINE_BOX px tall (a digit about MNIST's 20 px
-box once baselines wander) in a LINE_HEIGHT x LINE_WIDTH image, left-aligned, ink bright on black.
-Why these sizes: docs/design/line-model.md.
+`normalize_line` (digitlab.preprocess.line) is the one line normalisation: the generator and
+`digitlab read` both go through it. Why these sizes and ranges: docs/design/line-model.md.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +24,9 @@ from digitlab.config import TrainConfig
 from digitlab.data import RunSplit, run_split
 from digitlab.data.synth.render import jpeg, lit, to_uint8
 from digitlab.errors import DigitlabError
-from digitlab.preprocess.ink import find_ink, ink_levels
+from digitlab.preprocess.ink import ink_levels
+from digitlab.preprocess.line import LINE_HEIGHT, LINE_WIDTH, line_ink, normalize_line
 
-LINE_HEIGHT = 32  # px, the model's input height
-LINE_WIDTH = 256  # px, its width: 10 digits at a 20 px height with gaps fit; 64 frames of 4 px
-LINE_BOX = 24  # px, the height of a line's ink box in the normalised image
-MARGIN = 4  # px of black left of the ink (and at least this right of it)
 MAX_DIGITS = 10  # digits in a generated line (the model reads any count that fits its frames)
 PAD_LABEL = -1  # labels of a line are padded to MAX_DIGITS with this
 VAL_SEED = 7  # the validation lines' seed, with the split seed
@@ -61,62 +53,7 @@ GRADIENT_DARK = (120.0, 150.0)  # grey level of the paper's darker end under fad
 GRADIENT_LIGHT = (215.0, 225.0)  # ... and of its lighter end
 INK_REFLECTANCE = (0.05, 0.2)  # share of the light the ink sends back
 NOISE_SIGMA = (0.0, 15.0)  # grey levels of sensor noise
-TALL = 0.4  # share of a line's ink height: a component this tall is a digit's, never a speck
 KEPT_INK = 0.6  # a line whose digit lost more than 40 % of its ink to `find_ink` is drawn again
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a line puts its ink in the normalised image: normalised px = (input px - offset) * scale + margin."""
-
-    scale: float  # normalised px per input px
-    offset: tuple[float, float]  # (x, y) of the ink box's corner, input px
-    margin: tuple[float, float]  # (x, y) where that corner lands, normalised px
-
-
-def normalize_line(soft: np.ndarray) -> tuple[np.ndarray, Placement]:
-    """Ink levels 0-1 of one line, cut to its ink (as `ink_levels` returns them) -> the (LINE_HEIGHT,
-    LINE_WIDTH) uint8 image the line model reads, ink 255 on black, and where the ink went. The box is
-    scaled to LINE_BOX px tall, or less where it would be wider than the image."""
-    rows, cols = np.flatnonzero((soft > 0).any(1)), np.flatnonzero((soft > 0).any(0))
-    if not len(rows):
-        raise DigitlabError("normalize_line: the line holds no ink")
-    soft = soft[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    h, w = soft.shape
-    scale = min(LINE_BOX / h, (LINE_WIDTH - 2 * MARGIN) / w)
-    size = (max(1, min(LINE_WIDTH - 2 * MARGIN, round(w * scale))), max(1, min(LINE_BOX, round(h * scale))))
-    resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR
-    box = np.clip(np.asarray(Image.fromarray(soft.astype(np.float32)).resize(size, resample)), 0.0, 1.0)
-    top = (LINE_HEIGHT - size[1]) // 2
-    out = np.zeros((LINE_HEIGHT, LINE_WIDTH), np.float32)
-    out[top : top + size[1], MARGIN : MARGIN + size[0]] = box
-    placement = Placement(size[0] / w, (float(cols[0]), float(rows[0])), (float(MARGIN), float(top)))
-    return np.round(out * 255.0).astype(np.uint8), placement
-
-
-def line_ink(grey: np.ndarray):
-    """The `Ink` of a grey image holding lines of digits, its mask widened for lines: `find_ink` drops
-    components small beside the largest (specks beside one digit), which on a line of joined digits can
-    be a thin digit of its own; components at least TALL of the ink's height stay. None without ink."""
-    ink = find_ink(np.asarray(grey, np.float32))
-    if ink is None or not ink.mask.any():
-        return None
-    labels, _ = ndi.label(ink.threshold_mask, structure=np.ones((3, 3), bool))
-    rows = np.flatnonzero(ink.mask.any(1))
-    tall = [
-        i + 1
-        for i, s in enumerate(ndi.find_objects(labels))
-        if s and s[0].stop - s[0].start >= TALL * (rows[-1] - rows[0] + 1)
-    ]
-    return dataclasses.replace(ink, mask=ink.mask | np.isin(labels, tall))
-
-
-def line_image(grey: np.ndarray) -> np.ndarray | None:
-    """A grey image of one line (any ink on any paper) -> its normalised line, or None without ink."""
-    ink = line_ink(grey)
-    if ink is None:
-        return None
-    return normalize_line(ink_levels(ink.bright, ink.mask, ink.paper)[0])[0]
 
 
 def make_lines(
