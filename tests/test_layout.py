@@ -155,3 +155,33 @@ def test_readme_python_blocks_run_as_printed(tmp_path, monkeypatch, mnist):
     assert namespace["metrics"]["validation"]["accuracy"] > 0.95
     assert namespace["test"]["accuracy"] > 0.95
     assert (tmp_path / "runs" / "notebook" / "model.keras").is_file()
+
+
+def test_contributing_names_every_module():
+    # The module map: a top-level module by its file name, a package by its folder, and each module of
+    # a package by its file name in the package's row.
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    section = text[text.index("## The module map") :]
+    section = section[: section.index("\n## ", 3)]
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| `")}
+    missing = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC)
+        if len(rel.parts) == 1:
+            if f"`{rel}`" not in section:
+                missing.append(str(rel))
+            continue
+        package = f"`{rel.parts[0]}/`"
+        row = next((line for key, line in rows.items() if package in key), "")
+        if not row or (
+            rel.name != "__init__.py" and rel.name not in row and str(rel.relative_to(rel.parts[0])) not in row
+        ):
+            missing.append(str(rel))
+    assert not missing, f"CONTRIBUTING.md's module map does not name {missing}"
+
+
+def test_the_run_directory_docstring_names_every_run_file():
+    from digitlab import runs
+
+    for name in (*runs.RUN_FILES, *runs.EXPORTS, runs.LOCK):
+        assert f"  {name}" in runs.__doc__, f"runs.py's docstring does not name {name}"
