@@ -390,14 +390,17 @@ def _test_section(run_dir: Path, test: dict, evaluated_now: bool) -> str:
             "Rows: true class; columns: predicted",
             full=True,
         )
-        + "<h3>Most confident mistakes</h3>"
-        + (
-            table(["test index", "true", "predicted", confidence], mistake_rows, numeric={0, 3})
-            if mistake_rows
-            else '<p class="note">No mistakes.</p>'
-        )
-        + figure(run_dir / figures.get("mistakes", "mistakes.png"), "Most confident mistakes first")
+        + _mistakes(run_dir, figures, ["test index", "true", "predicted", confidence], mistake_rows)
         + figure(run_dir / figures.get("predictions", "predictions.png"), "Random test predictions (red: wrong)")
+    )
+
+
+def _mistakes(run_dir: Path, figures: dict, header: list[str], rows: list[list]) -> str:
+    """The most confident mistakes: a table of the first ones (index, true, read, confidence) and the gallery."""
+    return (
+        "<h3>Most confident mistakes</h3>"
+        + (table(header, rows, numeric={0, 3}) if rows else '<p class="note">No mistakes.</p>')
+        + figure(run_dir / figures.get("mistakes", runs.MISTAKES), "Most confident mistakes first")
     )
 
 
@@ -433,13 +436,7 @@ def _line_test_section(run_dir: Path, test: dict, evaluated_now: bool) -> str:
             "Rows: true digit; columns: the digit read in its place (aligned by edit distance)",
             full=True,
         )
-        + "<h3>Most confident mistakes</h3>"
-        + (
-            table(["line", "true", "read", confidence], mistakes, numeric={0, 3})
-            if mistakes
-            else '<p class="note">No mistakes.</p>'
-        )
-        + figure(run_dir / figures.get("mistakes", runs.MISTAKES), "Most confident mistakes first")
+        + _mistakes(run_dir, figures, ["line", "true", "read", confidence], mistakes)
     )
 
 
