@@ -420,6 +420,9 @@ def test_a_turned_copy_counts_against_the_decode_budget(tmp_path):
 def test_missing_empty_and_non_image_files(tmp_path):
     with pytest.raises(ImageError, match=r"nope\.png: no such file"):
         preprocess(tmp_path / "nope.png")
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(ImageError, match=r"folder\.png: is a folder, expected an image file"):
+        load_image(tmp_path / "folder.png")
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(ImageError, match=r"empty\.png: empty file"):
         load_image(tmp_path / "empty.png")

@@ -50,8 +50,10 @@ def _open(source, draft_side: int | None) -> Image.Image:
     elif isinstance(source, (str, os.PathLike)):
         fp = Path(source)
         try:
+            if fp.is_dir():
+                raise ImageError(f"{name}: is a folder, expected an image file")
             if not fp.is_file():
-                raise ImageError(f"{name}: no such file" + (", a folder" if fp.is_dir() else ""))
+                raise ImageError(f"{name}: no such file")
             if fp.stat().st_size == 0:
                 raise ImageError(f"{name}: empty file, expected an image")
         except OSError as e:  # a folder on the way that may not be read, a name too long
