@@ -30,11 +30,11 @@ import numpy as np
 
 from benchmark import command_line, machine  # the same headings as the speed benchmark
 from digitlab import runs
-from digitlab.config import PRESETS, ModelConfig, TrainConfig, resolve_configs
+from digitlab.config import PRESETS, RUNTIMES, ModelConfig, TrainConfig, resolve_configs
 from digitlab.data import run_split
 from digitlab.data.synth import wild
 from digitlab.errors import DigitlabError
-from digitlab.predict import RUNTIMES, classify, load_predictor
+from digitlab.predict import classify, load_predictor
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADING = "## Robustness: the wild validation set"

@@ -11,9 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
+from digitlab.config import SERVE_LIMIT_CONCURRENCY, SERVE_TIMEOUT
 from digitlab.serve import MAX_BATCH, MAX_BODY, BatchFailure, BatchPrediction, Prediction, create_app
-from digitlab.serve.requests import DEFAULT_TIMEOUT
-from digitlab.serve.workers import DEFAULT_LIMIT_CONCURRENCY
 
 
 @pytest.fixture(scope="module")
@@ -502,8 +501,8 @@ def test_cli_serve_loads_the_run_then_runs_the_app(synthetic_run, monkeypatch):
         "host": "127.0.0.1",
         "port": port,
         "access_log": False,
-        "timeout": DEFAULT_TIMEOUT,
-        "limit_concurrency": DEFAULT_LIMIT_CONCURRENCY,
+        "timeout": SERVE_TIMEOUT,
+        "limit_concurrency": SERVE_LIMIT_CONCURRENCY,
     }
 
 
@@ -542,8 +541,8 @@ def test_cli_serve_workers_checks_the_run_then_starts_the_workers(synthetic_run,
                 "port": port,
                 "access_log": False,
                 "allowed_hosts": ["localhost", "127.0.0.1", "[::1]"],
-                "timeout": DEFAULT_TIMEOUT,
-                "limit_concurrency": DEFAULT_LIMIT_CONCURRENCY,
+                "timeout": SERVE_TIMEOUT,
+                "limit_concurrency": SERVE_LIMIT_CONCURRENCY,
             },
         )
     ]
@@ -813,7 +812,7 @@ def test_cli_serve_binds_the_port_and_hands_the_socket_to_the_server(synthetic_r
     port = free_port()
     result = CliRunner().invoke(cli, ["serve", str(synthetic_run), "--port", str(port), "--no-access-log"])
     assert result.exit_code == 0, result.output
-    limits = {"timeout": DEFAULT_TIMEOUT, "limit_concurrency": DEFAULT_LIMIT_CONCURRENCY}
+    limits = {"timeout": SERVE_TIMEOUT, "limit_concurrency": SERVE_LIMIT_CONCURRENCY}
     assert seen == [(("127.0.0.1", port), 1, {"host": "127.0.0.1", "port": port, "access_log": False, **limits})]
     with socket.socket() as again:  # closed once the server returned
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -17,9 +17,11 @@ from typing import Annotated, Optional
 import typer
 
 from digitlab import __version__, runs
-from digitlab.batch import BATCH_SIZE, ENGINES, TASKS, default_engine, default_runtime, run_batch
 from digitlab.config import (
     ARCHITECTURES,
+    BATCH_ENGINES,
+    BATCH_SIZE,
+    BATCH_TASKS,
     DEFAULT_PRESET,
     OPTIMIZERS,
     PRECISION_CHOICES,
@@ -27,16 +29,16 @@ from digitlab.config import (
     QUICK_EPOCHS_DIVISOR,
     QUICK_LIMIT,
     READ_METHODS,
+    RUNTIMES,
     SCHEDULES,
+    SERVE_LIMIT_CONCURRENCY,
+    SERVE_TIMEOUT,
     TrainConfig,
     parse_units,
     resolve_configs,
 )
 from digitlab.data import SPECS
 from digitlab.errors import DigitlabError
-from digitlab.predict import RUNTIMES
-from digitlab.serve.requests import DEFAULT_TIMEOUT  # for `serve`'s help: FastAPI, no TensorFlow
-from digitlab.serve.workers import DEFAULT_LIMIT_CONCURRENCY
 
 # Each command imports its stage's module when it runs, after its arguments and run directory are
 # checked: most stages load TensorFlow (seconds), which `digitlab --help`, a typo in --preset or a
@@ -839,14 +841,14 @@ def batch_command(
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder of Parquet parts to write; the same --out again resumes.")],
     task: Annotated[
-        str, typer.Option(metavar="NAME", help=f"{_choices(TASKS)}: one digit per image, or a whole number.")
-    ] = TASKS[0],
+        str, typer.Option(metavar="NAME", help=f"{_choices(BATCH_TASKS)}: one digit per image, or a whole number.")
+    ] = BATCH_TASKS[0],
     engine: Annotated[
         Optional[str],
         typer.Option(
             metavar="NAME",
-            help=f"{_choices(ENGINES)}: Ray Data's workers, or this process alone [default: {default_engine()}, "
-            "ray when Ray is installed].",
+            help=f"{_choices(BATCH_ENGINES)}: Ray Data's workers, or this process alone "
+            "[default: ray when Ray is installed, else local].",
         ),
     ] = None,
     address: Annotated[
@@ -861,8 +863,8 @@ def batch_command(
         Optional[str],
         typer.Option(
             metavar="NAME",
-            help=f"{_choices(RUNTIMES)} [default: {default_runtime('ray')} on Ray (run `digitlab export RUN` first), "
-            f"{default_runtime('local')} locally].",
+            help=f"{_choices(RUNTIMES)} [default: onnx on Ray where the run has model.onnx (`digitlab export RUN`), "
+            "else keras].",
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an --out written by another run, model or task.")] = False,
@@ -872,10 +874,10 @@ def batch_command(
     """Read an archive of images into Parquet, one row per file; resumable; locally or on Ray."""
     import json
 
-    from digitlab.batch import Interrupted, check_out
+    from digitlab.batch import Interrupted, check_out, default_engine, default_runtime, run_batch
 
     runtime = runtime or default_runtime(engine or default_engine(), run)
-    if task in TASKS:
+    if task in BATCH_TASKS:
         check_out(run, out, task=task, runtime=runtime, overwrite=overwrite)  # a refused --out: before TensorFlow
     prepare_run(run, runtime)
     try:
@@ -1057,13 +1059,13 @@ def serve(
             help="Seconds a client has to send a request's headers (from connecting or its last answer), and as "
             "long again for the body; a stalled client is then disconnected, a stalled body answered 408.",
         ),
-    ] = DEFAULT_TIMEOUT,
+    ] = SERVE_TIMEOUT,
     limit_concurrency: Annotated[
         int,
         typer.Option(
             help="Open connections one server process holds; past it requests are answered 503 at once.",
         ),
-    ] = DEFAULT_LIMIT_CONCURRENCY,
+    ] = SERVE_LIMIT_CONCURRENCY,
 ) -> None:
     """Serve the drawing page and the REST API (/api/predict, /docs) for a trained run."""
     from digitlab.serve.launch import open_server

@@ -21,15 +21,12 @@ from pathlib import Path
 
 from digitlab import __version__, runs
 from digitlab.batch import engines, output
-from digitlab.batch.reader import TASKS, BatchReader, model_digest, model_file, run_id
+from digitlab.batch.reader import BatchReader, model_digest, model_file, run_id
 from digitlab.batch.sources import list_source
+from digitlab.config import BATCH_ENGINES, BATCH_SIZE, BATCH_TASKS
 from digitlab.errors import DigitlabError
 
-ENGINES = ("ray", "local")
-BATCH_SIZE = 256  # files per model call and per Ray block: a fraction of a second of one worker's time
-
 __all__ = [
-    "BATCH_SIZE",
     "ENGINES",
     "TASKS",
     "Interrupted",
@@ -137,10 +134,10 @@ def run_batch(
     engine, runtime and workers used."""
     start = time.monotonic()
     engine = engine or default_engine()
-    if engine not in ENGINES:
-        raise DigitlabError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
-    if task not in TASKS:
-        raise DigitlabError(f"--task: expected one of {', '.join(TASKS)}, got {task!r}")
+    if engine not in BATCH_ENGINES:
+        raise DigitlabError(f"--engine: expected one of {', '.join(BATCH_ENGINES)}, got {engine!r}")
+    if task not in BATCH_TASKS:
+        raise DigitlabError(f"--task: expected one of {', '.join(BATCH_TASKS)}, got {task!r}")
     if batch_size < 1:
         raise DigitlabError(f"--batch-size: expected 1 or more, got {batch_size}")
     if workers is not None and workers < 1:

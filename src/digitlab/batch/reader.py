@@ -16,12 +16,11 @@ from pathlib import Path
 from digitlab import runs
 from digitlab.batch.output import to_table
 from digitlab.batch.sources import is_uri, read_bytes
+from digitlab.config import BATCH_TASKS, RUNTIMES
 from digitlab.errors import DigitlabError, RunError
-from digitlab.predict import RUNTIMES, load_predictor
+from digitlab.predict import load_predictor
 from digitlab.predict.reading import DIGIT, choose_method, kind, read_inputs
 from digitlab.predict.results import Outcome, Prediction
-
-TASKS = ("digit", "number")
 
 
 def model_file(run_dir: Path, runtime: str) -> Path:
@@ -63,8 +62,8 @@ class BatchReader:
     ):
         """`threads`: ONNX Runtime's threads per model call (a Ray worker's share of the cores); None: its
         default."""
-        if task not in TASKS:
-            raise DigitlabError(f"--task: expected one of {', '.join(TASKS)}, got {task!r}")
+        if task not in BATCH_TASKS:
+            raise DigitlabError(f"--task: expected one of {', '.join(BATCH_TASKS)}, got {task!r}")
         self.predictor = load_predictor(Path(run_dir), runtime, threads=threads)
         if task == "digit" and kind(self.predictor) == "line":
             raise DigitlabError(

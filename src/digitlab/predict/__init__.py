@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import runs
-from digitlab.config import ModelConfig
+from digitlab.config import RUNTIMES, ModelConfig
 from digitlab.data import load_dataset
 from digitlab.errors import DigitlabError, RunError
 from digitlab.metrics import temper
@@ -68,9 +68,6 @@ class Predictor:
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(n, h, w) raw pixels 0-255 (uint8 or float) -> (n, classes) float32 calibrated probabilities."""
         return temper(self.raw_proba(x), self.temperature)
-
-
-RUNTIMES = ("keras", "onnx")
 
 
 def share_threads(workers: int, cores: int | None = None) -> int:

@@ -40,8 +40,8 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from digitlab.config import SERVE_TIMEOUT
 from digitlab.serve import routes
-from digitlab.serve.requests import DEFAULT_TIMEOUT
 from digitlab.serve.service import Service
 
 __all__ = ["LOOPBACK_HOSTS", "HostCheck", "Service", "create_app"]
@@ -89,7 +89,7 @@ def create_app(
     run_dir: Path,
     runtime: str = "keras",
     allowed_hosts: list[str] | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float = SERVE_TIMEOUT,
     threads: int | None = None,
 ) -> FastAPI:
     """The web app over `run_dir`'s model, loaded now (a RunError if the run cannot be loaded): a

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from digitlab.config import SERVE_TIMEOUT
 from digitlab.errors import DigitlabError
 from digitlab.serve.schemas import (
     JSON,
@@ -26,8 +27,6 @@ from digitlab.serve.schemas import (
     BatchRequest,
     PredictRequest,
 )
-
-DEFAULT_TIMEOUT = 30.0  # s a client has for a request's headers, and as long again for its body
 
 
 def problem(status: int, detail: str) -> HTTPException:
@@ -48,7 +47,7 @@ async def _limited_stream(request: Request) -> AsyncIterator[bytes]:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY:
         raise problem(413, f"body: {int(declared)} bytes, at most {MAX_BODY} allowed")
-    timeout = getattr(request.app.state, "timeout", DEFAULT_TIMEOUT)
+    timeout = getattr(request.app.state, "timeout", SERVE_TIMEOUT)
     deadline = asyncio.get_running_loop().time() + timeout
     size, chunks = 0, request.stream()
     while True:

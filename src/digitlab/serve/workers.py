@@ -22,13 +22,12 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.supervisors import Multiprocess
 
 from digitlab import runs
+from digitlab.config import RUNTIMES, SERVE_LIMIT_CONCURRENCY, SERVE_TIMEOUT
 from digitlab.errors import DigitlabError, RunError
-from digitlab.predict import RUNTIMES, share_threads
+from digitlab.predict import share_threads
 from digitlab.predict.onnx_runtime import load_session
 from digitlab.serve.app import LOOPBACK_HOSTS, create_app
-from digitlab.serve.requests import DEFAULT_TIMEOUT
 
-DEFAULT_LIMIT_CONCURRENCY = 256  # open connections per process: well under the usual 1024 descriptors
 LOG = logging.getLogger("uvicorn.error")  # uvicorn's own log, which it sets up in every worker process
 
 
@@ -152,8 +151,8 @@ def run_app(
     host: str = "127.0.0.1",
     port: int = 8000,
     access_log: bool = True,
-    timeout: float = DEFAULT_TIMEOUT,
-    limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY,
+    timeout: float = SERVE_TIMEOUT,
+    limit_concurrency: int = SERVE_LIMIT_CONCURRENCY,
 ) -> None:
     """Serve `app` with uvicorn on the listening socket `sock` (from bind_socket) until interrupted;
     `timeout` (s) is the header deadline (the app's own `timeout` bounds the body)."""
@@ -164,7 +163,7 @@ def run_app(
 
 RUN_ENV, RUNTIME_ENV = "DIGITLAB_SERVE_RUN", "DIGITLAB_SERVE_RUNTIME"
 HOSTS_ENV = "DIGITLAB_SERVE_ALLOWED_HOSTS"  # comma-separated; unset: no Host check
-TIMEOUT_ENV = "DIGITLAB_SERVE_TIMEOUT"  # seconds; unset: DEFAULT_TIMEOUT
+TIMEOUT_ENV = "DIGITLAB_SERVE_TIMEOUT"  # seconds; unset: SERVE_TIMEOUT
 THREADS_ENV = "DIGITLAB_SERVE_THREADS"  # threads per model call in each worker; unset: the runtime's default
 
 
@@ -210,8 +209,8 @@ def run_workers(
     access_log: bool = True,
     sock: socket.socket | None = None,
     allowed_hosts: list[str] | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY,
+    timeout: float = SERVE_TIMEOUT,
+    limit_concurrency: int = SERVE_LIMIT_CONCURRENCY,
 ) -> None:
     """Serve with `workers` processes, each loading the model, sharing one listening socket: `sock`, or
     one bound here (bind_socket) before anything is loaded. `allowed_hosts` as for create_app; `timeout`
