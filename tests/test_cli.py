@@ -319,6 +319,10 @@ def cli_in_a_fresh_python(tmp_path, *args) -> tuple[int, str, str, list[str]]:
         (["ensemble", "{missing}", "{missing}"], "error: {missing}: no such run directory"),
         (["train", "--resume", "{missing}"], "error: {missing}: no such run directory"),
         (
+            ["train", "--preset", "fast", "--out", "{taken}"],
+            "error: {taken}: not empty and not a run directory; --out needs a new or empty directory",
+        ),
+        (
             ["batch", "{missing}", "scans", "--out", "{missing}-out", "--engine", "local"],
             "error: {missing}: no such run directory",
         ),
@@ -335,10 +339,14 @@ def test_bad_arguments_and_missing_runs_are_answered_without_tensorflow(tmp_path
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
-    fill = {"missing": tmp_path / "runs" / "missing", "presets": ", ".join(PRESETS), "free": free}
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("keep me")
+    fill = {"missing": tmp_path / "runs" / "missing", "presets": ", ".join(PRESETS), "free": free, "taken": taken}
     code, out, err, imported = cli_in_a_fresh_python(tmp_path, *(a.format(**fill) for a in args))
     assert code == 2 and out == "" and err.splitlines() == [message.format(**fill)]
     assert imported == []
+    assert (taken / "notes.txt").read_text() == "keep me"
 
 
 @pytest.mark.slow

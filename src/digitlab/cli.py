@@ -475,6 +475,7 @@ def train(
             import time
 
             out = Path("runs") / f"{model or preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        runs.check_new_run(out, overwrite)
         typer.echo(describe_configs(model_cfg, train_cfg))
         start_tensorflow()
         from digitlab import training

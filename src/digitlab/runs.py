@@ -178,6 +178,20 @@ def write_run_config(run_dir: Path, model_config, train_config, dataset, data: d
     write_json(Path(run_dir) / ENVIRONMENT, environment(train_config.seed))
 
 
+def check_new_run(out_dir: Path, overwrite: bool = False) -> None:
+    """A RunError unless a new run may be trained into `out_dir`: a new or empty directory, or a run
+    directory with `overwrite`. What a killed writer left there is removed first."""
+    out_dir = Path(out_dir)
+    atomic.remove_stale(out_dir)  # before anything looks at the directory
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"--out {out_dir}: is a file; expected a new or empty directory")
+    if out_dir.exists() and has_files(out_dir):
+        if not (out_dir / CONFIG).is_file():
+            raise RunError(f"{out_dir}: not empty and not a run directory; --out needs a new or empty directory")
+        if not overwrite:
+            raise RunError(f"{out_dir}: already holds a run; pass --resume to continue it or --overwrite to replace it")
+
+
 def read_run_config(run_dir: Path) -> dict:
     """A run's config.json, with a clear error when it is missing or unreadable."""
     run_dir = Path(run_dir)

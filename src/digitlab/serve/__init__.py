@@ -6,6 +6,7 @@ service.py   the model the server holds and what it does with a request's images
 schemas.py   request and response shapes (what /docs shows)
 requests.py  reading a request's images, with a 4xx naming the field for bad input
 workers.py   running it: one process or several sharing a socket
+launch.py    `digitlab serve`: the checks that need no model, then the model, then uvicorn
 static/      the drawing page: plain HTML, CSS and JavaScript
 """
 

@@ -157,14 +157,7 @@ def train(
     verbose 1: Keras' progress bar (for a terminal); 0: none. `on_epoch(row)` gets each epoch's history
     row (epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds) and `epochs`, the total."""
     out_dir = Path(out_dir)
-    atomic.remove_stale(out_dir)  # what a killed run left: before anything looks at the directory
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RunError(f"--out {out_dir}: is a file; expected a new or empty directory")
-    if out_dir.exists() and runs.has_files(out_dir):
-        if not (out_dir / runs.CONFIG).is_file():
-            raise RunError(f"{out_dir}: not empty and not a run directory; --out needs a new or empty directory")
-        if not overwrite:
-            raise RunError(f"{out_dir}: already holds a run; pass --resume to continue it or --overwrite to replace it")
+    runs.check_new_run(out_dir, overwrite)
     # The whole configuration is checked, the model built included, before anything is written.
     check_configs(model_config, train_config)
     train_config = dataclasses.replace(train_config, precision=resolve_precision(train_config.precision))
