@@ -31,8 +31,10 @@ TEST_LINES_SEED = 3  # their seed: the same lines for every run
 
 
 def run_kind(run_dir: Path) -> str:
-    """ "digit" or "line", from the run's config.json."""
-    return ModelConfig.from_dict(runs.read_run_config(run_dir)["model"]).kind
+    """ "digit" or "line", from the run's config.json (its ModelConfig); a config.json without a model
+    section is a digit run's, the only kind there was before line models."""
+    config = runs.read_run_config(run_dir)
+    return ModelConfig.from_dict(config["model"]).kind if "model" in config else "digit"
 
 
 def evaluate(run_dir: Path, *, data_dir: Path | None = None, seed: int = 0) -> dict:
