@@ -8,12 +8,13 @@ import pytest
 
 from digitlab import config, runs
 from digitlab.config import ModelConfig, TrainConfig, resolve_configs
+from digitlab.data import run_split
 from digitlab.errors import DigitlabError, RunError
 from digitlab.evaluation import evaluate
 from digitlab.models import build_model
 from digitlab.predict import load_predictor, predict_test_indices
 from digitlab.predict.keras_runtime import load_keras_model
-from digitlab.training import _RunRecorder, prepare_data, resume, train
+from digitlab.training import _RunRecorder, resume, train
 
 MLP = ModelConfig(architecture="mlp", units=(16,))
 
@@ -200,7 +201,8 @@ def test_bfloat16_run_saves_a_float32_model_and_resumes_in_bfloat16(tmp_path, sy
     assert {layer.compute_dtype for layer in saved.layers if layer.weights} == {"float32"}
     assert load_keras_model(out / "checkpoint.keras").get_layer("conv_0_0").compute_dtype == "bfloat16"
     # model.keras holds the best epoch's weights: scoring the validation split with it repeats its figure
-    _, _, x_val, y_val, _ = prepare_data(tiny(), synthetic_dir)
+    split = run_split(tiny(), synthetic_dir)
+    x_val, y_val = split.x_val, split.y_val
     accuracy = float(np.mean(load_predictor(out).predict_proba(x_val).argmax(axis=1) == y_val))
     assert accuracy == pytest.approx(metrics["validation"]["accuracy"], abs=0.05)
 
@@ -236,7 +238,7 @@ def test_augmented_training(tmp_path, synthetic_dir):
 
 
 def test_random_warp_identity_shift_and_elastic():
-    from digitlab.augment import random_warp
+    from digitlab.training.augment import random_warp
 
     rng = np.random.default_rng(0)
     x = np.zeros((2, 28, 28), "float32")
@@ -256,7 +258,7 @@ def test_random_warp_identity_shift_and_elastic():
 
 
 def test_augmented_batches_cover_every_image_once_per_epoch():
-    from digitlab.augment import AugmentedBatches
+    from digitlab.training.augment import AugmentedBatches
 
     x = np.random.default_rng(0).uniform(0, 255, (2500, 28, 28)).astype("float32")
     y = np.arange(2500) % 10
@@ -273,7 +275,7 @@ def test_augmented_batches_cover_every_image_once_per_epoch():
 
 
 def test_augmented_batches_warp_the_next_epoch_in_the_background_and_stop_after_the_last():
-    from digitlab.augment import AugmentedBatches
+    from digitlab.training.augment import AugmentedBatches
 
     x = np.random.default_rng(0).uniform(0, 255, (600, 28, 28)).astype("float32")
     y = np.arange(600) % 10
