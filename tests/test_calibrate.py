@@ -180,7 +180,7 @@ def test_wild_digits_raise_the_threshold_to_what_they_need(tmp_path, monkeypatch
     wild = probabilities(conf, np.where(conf < 0.35, (yw + 1) % 10, yw))  # the least sure are wrong
     alone = fit_calibration(tmp_path, calibrate.digit_answers(clean, y))
     both = fit_calibration(
-        tmp_path, calibrate.digit_answers(clean, y), calibrate.digit_answers(wild, yw, "1000 wild digits")
+        tmp_path, calibrate.digit_answers(clean, y), calibrate.digit_answers(wild, yw, "1000 wild digits", name="wild")
     )
     assert both["threshold"] > alone["threshold"]
     assert both["wild_accepted_accuracy"] >= 0.995 and "1000 wild digits" in both["fitted_on"]

@@ -42,12 +42,16 @@ class Answers:
     loss: Callable[[float], float]  # temperature -> the mean loss the temperature minimises
     kind: str  # "digit" or "string"
     description: str  # what they are, for calibration.json's fitted_on: "the validation split (12000 images)"
+    name: str = "validation"  # the prefix of its figures in calibration.json: validation_coverage, ...
+    digits: bool = True  # False: marks that are not digits, every answer wrong, left out of the coverage floor
 
     def __len__(self) -> int:
         return len(self.right)
 
 
-def digit_answers(probs: np.ndarray, y: np.ndarray, description: str | None = None) -> Answers:
+def digit_answers(
+    probs: np.ndarray, y: np.ndarray, description: str | None = None, name: str = "validation"
+) -> Answers:
     """(n, classes) uncalibrated probabilities and the true classes."""
     probs, y = np.asarray(probs, np.float32), np.asarray(y, dtype=int)
     return Answers(
@@ -56,6 +60,22 @@ def digit_answers(probs: np.ndarray, y: np.ndarray, description: str | None = No
         loss=lambda t: nll(temper(probs, t), y),
         kind="digit",
         description=description or f"validation split ({len(y)} images)",
+        name=name,
+    )
+
+
+def nondigit_answers(probs: np.ndarray, description: str) -> Answers:
+    """(n, classes) uncalibrated probabilities of marks that are not digits: whatever digit is answered is
+    wrong. They decide nothing of the temperature, only where the threshold must stand."""
+    probs = np.asarray(probs, np.float32)
+    return Answers(
+        confidence=lambda t: temper(probs, t).max(axis=1),
+        right=np.zeros(len(probs), bool),
+        loss=lambda t: 0.0,
+        kind="digit",
+        description=description,
+        name="nondigit",
+        digits=False,
     )
 
 
@@ -83,13 +103,16 @@ def temperature_for(answers: Answers) -> float:
     return float(np.exp(result.x))
 
 
-def threshold_for(confidence: np.ndarray, right: np.ndarray) -> float:
+def threshold_for(confidence: np.ndarray, right: np.ndarray, counted: np.ndarray | None = None) -> float:
     """The lowest confidence at which the answers at or above it meet TARGET_ACCURACY, never accepting
-    fewer than MIN_COVERAGE of them (THRESHOLD_RULE)."""
+    fewer than MIN_COVERAGE of them (THRESHOLD_RULE); with `counted`, of the answers it marks (the digits
+    of a mix of digits and non-digits)."""
+    counted = np.ones(len(right), bool) if counted is None else counted
     order = np.argsort(-confidence)  # most confident first
     accepted_accuracy = np.cumsum(right[order]) / np.arange(1, len(right) + 1)
     ok = np.flatnonzero(accepted_accuracy >= TARGET_ACCURACY)
-    n = max(int(ok[-1]) + 1 if ok.size else 0, int(np.ceil(MIN_COVERAGE * len(right))))  # how many to accept
+    floor = np.searchsorted(np.cumsum(counted[order]), np.ceil(MIN_COVERAGE * counted.sum())) + 1
+    n = max(int(ok[-1]) + 1 if ok.size else 0, int(floor))  # how many to accept
     return float(confidence[order][min(n, len(right)) - 1])
 
 
@@ -120,22 +143,29 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = BIN
     return calibration_error(probs.max(axis=1), probs.argmax(axis=1) == y, bins)
 
 
-def fit_calibration(run_dir: Path, answers: Answers, wild: Answers | None = None) -> dict:
+def fit_calibration(run_dir: Path, answers: Answers, *more: Answers) -> dict:
     """Fit temperature and threshold on validation answers; write calibration.json and reliability.png,
     and `calibration` in metrics.json.
 
-    `wild`, if given, is answers on validation data drawn as people's images: the temperature is fitted on
-    both, and the threshold is the higher of the two each set asks for, so that what is accepted meets the
-    rule on people's images as well as on MNIST's."""
+    `more` are answers on other validation data: digits drawn as people's images (the wild set) and
+    marks that are not digits. The temperature is fitted on every set of digits; the threshold is the
+    highest that the rule asks of each set of digits and of the mix of all of them with the non-digits
+    (coverage counted on the digits), so that what is accepted meets the rule on people's images and
+    among marks that are not digits as well as on MNIST's."""
     run_dir = Path(run_dir)
-    sets = [answers] if wild is None else [answers, wild]
-    total = sum(len(s) for s in sets)
+    sets = [answers, *more]
+    digit_sets = [s for s in sets if s.digits]
+    total = sum(len(s) for s in digit_sets)
 
-    def loss(t: float) -> float:  # the mean over every answer of both sets
-        return sum(len(s) * s.loss(t) for s in sets) / total
+    def loss(t: float) -> float:  # the mean over every answer of the sets of digits
+        return sum(len(s) * s.loss(t) for s in digit_sets) / total
 
     temperature = temperature_for(Answers(answers.confidence, answers.right, loss, answers.kind, ""))
-    threshold = max(threshold_for(s.confidence(temperature), s.right) for s in sets)
+    threshold = max(threshold_for(s.confidence(temperature), s.right) for s in digit_sets)
+    if len(digit_sets) < len(sets):  # the mix: digits and non-digits, coverage counted on the digits
+        mixed = [s.confidence(temperature) for s in sets], [s.right for s in sets]
+        counted = np.concatenate([np.full(len(s), s.digits) for s in sets])
+        threshold = max(threshold, threshold_for(np.concatenate(mixed[0]), np.concatenate(mixed[1]), counted))
     before = np.concatenate([s.confidence(1.0) for s in sets])
     after = np.concatenate([s.confidence(temperature) for s in sets])
     right = np.concatenate([s.right for s in sets])
@@ -150,10 +180,9 @@ def fit_calibration(run_dir: Path, answers: Answers, wild: Answers | None = None
         "ece_after": calibration_error(after, right),
         "nll_before": loss(1.0),
         "nll_after": loss(temperature),
-        **_acceptance(answers.confidence(temperature), answers.right, threshold, "validation_"),
     }
-    if wild is not None:
-        result.update(_acceptance(wild.confidence(temperature), wild.right, threshold, "wild_"))
+    for s in sets:
+        result.update(_acceptance(s.confidence(temperature), s.right, threshold, f"{s.name}_"))
     plot_reliability(before, after, right, BINS, run_dir / runs.RELIABILITY, answers.kind)
     runs.write_json(run_dir / runs.CALIBRATION, result)
     runs.update_json(run_dir / runs.METRICS, calibration=result)

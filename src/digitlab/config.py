@@ -165,6 +165,12 @@ class TrainConfig:
     # Calibration: validation digits per column of the wild set (digitlab.data.synth.wild, drawn as people's images
     # from the same validation split) added to the validation split it is fitted on; 0: the split only.
     calibrate_wild: int = 0  # digits only
+    # Outlier exposure (digits): non-digit marks (data.synth.nondigits, its "train" family) added to the
+    # training digits, this many per digit, taught to give every class the same probability (0: none);
+    # calibration then also sees validation non-digits of another family, `calibrate_nondigits` of them.
+    outliers: float = 0.0
+    outlier_weight: float = 0.5  # the non-digits' loss (cross-entropy to the uniform), against a digit's
+    calibrate_nondigits: int = 0
     # "float32", "bfloat16" (bfloat16 maths on float32 weights) or "auto" (bfloat16 where the CPU has it
     # natively, see native_bfloat16); runs record the resolved one. model.keras is always float32.
     precision: str = "float32"
@@ -191,6 +197,12 @@ class TrainConfig:
             raise DigitlabError(f"--schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not 0.0 <= self.weight_decay < 1.0:
             raise DigitlabError(f"--weight-decay: expected a number in [0, 1), got {self.weight_decay}")
+        if not 0.0 <= self.outliers <= 1.0 or not self.outlier_weight > 0:
+            raise DigitlabError(
+                f"--outliers: expected a share from 0 to 1 and a positive weight, got {self.outliers}, {self.outlier_weight}"
+            )
+        if not isinstance(self.calibrate_nondigits, int) or self.calibrate_nondigits < 0:
+            raise DigitlabError(f"calibrate_nondigits: expected a count >= 0, got {self.calibrate_nondigits!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise DigitlabError(f"--label-smoothing: expected a number in [0, 1), got {self.label_smoothing}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -392,7 +404,13 @@ def resolve_configs(
     return model_cfg, dataclasses.replace(train_cfg, precision=resolve_precision(train_cfg.precision))
 
 
-DIGIT_TRAINING = (*AUGMENTATIONS, "label_smoothing", "calibrate_wild")  # TrainConfig fields only digit models use
+DIGIT_TRAINING = (
+    *AUGMENTATIONS,
+    "label_smoothing",
+    "calibrate_wild",
+    "outliers",
+    "calibrate_nondigits",
+)  # TrainConfig fields only digit models use
 
 
 def check_configs(model_config: ModelConfig, train_config: TrainConfig) -> None:

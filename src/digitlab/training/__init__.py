@@ -76,7 +76,7 @@ def compile_model(
     model.compile(
         optimizer=make_optimizer(cfg, steps_per_epoch, task.clipnorm),
         loss=task.loss(cfg),
-        metrics=list(task.metrics),
+        metrics=task.metrics(cfg),
         steps_per_execution=task.steps_per_execution,
     )
     return model

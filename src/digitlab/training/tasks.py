@@ -20,10 +20,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from digitlab.calibrate import Answers, digit_answers, string_answers
+from digitlab.calibrate import Answers, digit_answers, nondigit_answers, string_answers
 from digitlab.config import ModelConfig, TrainConfig
 from digitlab.data import RunSplit, run_split
 from digitlab.data.synth.lines import PAD_LABEL, make_lines, validation_lines
+from digitlab.data.synth.nondigits import nondigits
 from digitlab.data.synth.wild import build_wild, preprocess_wild
 from digitlab.errors import RunError
 from digitlab.models import frames
@@ -35,25 +36,64 @@ from digitlab.training.epochs import EpochBatches
 LINE_SAMPLE = 512  # training lines whose string accuracy each epoch reports
 WILD_CALIBRATION_SEED = 1  # the wild set's benchmark (bench/robustness.py) draws with seed 0
 CHUNK = 512  # lines per model call when scoring
+OUTLIER = -1  # the label of a non-digit in a digit model's training data
+NONDIGIT_SEED = 5  # the non-digits' seed, with the run's seed
 
 
 @keras.saving.register_keras_serializable(package="digitlab")
 class SmoothedCrossentropy(keras.losses.Loss):
     """Cross-entropy of integer labels against smoothed targets: 1 - smoothing on the true class plus
-    smoothing / classes on every class. Keras's sparse loss has no smoothing; this saves one-hot labels."""
+    smoothing / classes on every class. Keras's sparse loss has no smoothing; this saves one-hot labels.
 
-    def __init__(self, smoothing: float = 0.1, name: str = "smoothed_crossentropy", **kwargs):
+    Outlier exposure (Hendrycks et al., ICLR 2019): a label of OUTLIER marks a non-digit, whose loss is
+    `outlier_weight` times the cross-entropy of its probabilities to the uniform distribution, so that the
+    model learns to be unsure of what is not a digit."""
+
+    def __init__(
+        self, smoothing: float = 0.1, outlier_weight: float = 0.0, name: str = "smoothed_crossentropy", **kwargs
+    ):
         super().__init__(name=name, **kwargs)
         self.smoothing = float(smoothing)
+        self.outlier_weight = float(outlier_weight)
 
     def call(self, y_true, y_pred):  # tensors of the backend
         ops = keras.ops
         labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
-        one_hot = ops.one_hot(labels, y_pred.shape[-1], dtype=y_pred.dtype)
-        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.smoothing)
+        one_hot = ops.one_hot(ops.maximum(labels, 0), y_pred.shape[-1], dtype=y_pred.dtype)
+        loss = keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.smoothing)
+        if not self.outlier_weight:
+            return loss
+        uniform = -ops.mean(ops.log(ops.clip(ops.cast(y_pred, "float32"), 1e-7, 1.0)), axis=-1)
+        return ops.where(labels == OUTLIER, self.outlier_weight * uniform, ops.cast(loss, "float32"))
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "smoothing": self.smoothing}
+        return {**super().get_config(), "smoothing": self.smoothing, "outlier_weight": self.outlier_weight}
+
+
+@keras.saving.register_keras_serializable(package="digitlab")
+class DigitAccuracy(keras.metrics.Metric):
+    """Accuracy over the digits of a batch, the non-digits (label OUTLIER) left out: the training accuracy of
+    a run with outlier exposure means what it means without."""
+
+    def __init__(self, name: str = "accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.right = self.add_variable(shape=(), initializer="zeros", name="right")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):  # tensors of the backend
+        ops = keras.ops
+        labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        digit = ops.cast(labels >= 0, "float32")
+        hit = ops.cast(ops.cast(ops.argmax(y_pred, axis=-1), "int32") == labels, "float32")
+        self.right.assign_add(ops.sum(hit * digit))
+        self.count.assign_add(ops.sum(digit))
+
+    def result(self):
+        return self.right / keras.ops.maximum(self.count, 1.0)
+
+    def reset_state(self) -> None:
+        self.right.assign(0.0)
+        self.count.assign(0.0)
 
 
 @keras.saving.register_keras_serializable(package="digitlab")
@@ -104,7 +144,13 @@ class DigitTask:
 
     def __init__(self, model_config: ModelConfig, cfg: TrainConfig, data: RunSplit):
         self.cfg, self.data = cfg, data
-        self.train_size = len(data.x_train)
+        self.x_train, self.y_train = data.x_train, data.y_train
+        if cfg.outliers:  # non-digits among the training digits, labelled OUTLIER
+            count = round(cfg.outliers * len(data.x_train))
+            marks, _ = nondigits("train", count, seed=cfg.seed + NONDIGIT_SEED, digits=data.x_train)
+            self.x_train = np.concatenate([data.x_train, marks])
+            self.y_train = np.concatenate([data.y_train.astype(np.int32), np.full(count, OUTLIER, np.int32)])
+        self.train_size = len(self.x_train)
 
     def check(self, model: keras.Model, where: str) -> None:
         expected, got = tuple(model.input_shape[1:]), tuple(self.data.x_train.shape[1:])
@@ -112,15 +158,18 @@ class DigitTask:
             raise RunError(f"{where}: the model expects images of shape {expected}, the data has {got}")
 
     def sizes(self) -> dict:
-        return {"train": self.train_size, "validation": len(self.data.x_val)}
+        sizes = {"train": len(self.data.x_train), "validation": len(self.data.x_val)}
+        return {**sizes, "nondigits": self.train_size - sizes["train"]} if self.cfg.outliers else sizes
 
     @staticmethod
     def loss(cfg: TrainConfig) -> keras.losses.Loss:
-        if cfg.label_smoothing:
-            return SmoothedCrossentropy(cfg.label_smoothing)
+        if cfg.label_smoothing or cfg.outliers:
+            return SmoothedCrossentropy(cfg.label_smoothing, cfg.outlier_weight if cfg.outliers else 0.0)
         return keras.losses.SparseCategoricalCrossentropy()
 
-    metrics = ("accuracy",)
+    @staticmethod
+    def metrics(cfg: TrainConfig) -> list:
+        return [DigitAccuracy()] if cfg.outliers else ["accuracy"]
 
     def fit_inputs(self, initial_epoch: int) -> dict:
         """model.fit's data: the training examples (warped afresh each epoch, or as they are) and the
@@ -129,8 +178,8 @@ class DigitTask:
         validation = (d.x_val.astype("float32"), d.y_val)
         if cfg.augmentation():
             batches = AugmentedBatches(
-                d.x_train,
-                d.y_train,
+                self.x_train,
+                self.y_train,
                 cfg.batch_size,
                 seed=cfg.seed + initial_epoch,
                 epochs=cfg.epochs - initial_epoch,
@@ -138,8 +187,8 @@ class DigitTask:
             )
             return {"x": batches, "validation_data": validation}
         return {
-            "x": d.x_train.astype("float32"),
-            "y": d.y_train,
+            "x": self.x_train.astype("float32"),
+            "y": self.y_train,
             "batch_size": cfg.batch_size,
             "validation_data": validation,
         }
@@ -151,22 +200,29 @@ class DigitTask:
     def validation_metrics(self, best_row: dict) -> dict:
         return {}
 
-    def answers(self, run_dir: Path) -> tuple[Answers, Answers | None]:
-        """The best model's answers on the validation digits and, with `calibrate_wild`, on validation
-        digits drawn as people's images and preprocessed as theirs are (those preprocessing refuses are
-        left out, as the model is never asked about them)."""
+    def answers(self, run_dir: Path) -> list[Answers]:
+        """The best model's answers on the validation digits; with `calibrate_wild`, on validation digits
+        drawn as people's images and preprocessed as theirs are (those preprocessing refuses are left out,
+        as the model is never asked about them); with `calibrate_nondigits`, on non-digit marks of the
+        "validation" family, which the model never trained on."""
         raw = load_predictor(run_dir, require_calibration=False)
-        d = self.data
-        answers = digit_answers(raw.raw_proba(d.x_val), d.y_val)
-        if not self.cfg.calibrate_wild:
-            return answers, None
-        wild = build_wild(d.x_val, d.y_val, per_column=self.cfg.calibrate_wild, seed=WILD_CALIBRATION_SEED)
-        kept = [
-            (x[i], y[i]) for x, y, reasons in preprocess_wild(wild).values() for i, r in enumerate(reasons) if r is None
-        ]
-        digits, labels = np.stack([x for x, _ in kept]), np.array([y for _, y in kept], dtype=int)
-        described = f"{len(labels)} of its digits drawn as people's images"
-        return answers, digit_answers(raw.raw_proba(digits), labels, described)
+        d, cfg = self.data, self.cfg
+        sets = [digit_answers(raw.raw_proba(d.x_val), d.y_val)]
+        if cfg.calibrate_wild:
+            wild = build_wild(d.x_val, d.y_val, per_column=cfg.calibrate_wild, seed=WILD_CALIBRATION_SEED)
+            kept = [
+                (x[i], y[i])
+                for x, y, reasons in preprocess_wild(wild).values()
+                for i, r in enumerate(reasons)
+                if r is None
+            ]
+            digits, labels = np.stack([x for x, _ in kept]), np.array([y for _, y in kept], dtype=int)
+            described = f"{len(labels)} of its digits drawn as people's images"
+            sets.append(digit_answers(raw.raw_proba(digits), labels, described, name="wild"))
+        if cfg.calibrate_nondigits:
+            marks, _ = nondigits("validation", cfg.calibrate_nondigits, seed=cfg.split_seed, digits=d.x_val)
+            sets.append(nondigit_answers(raw.raw_proba(marks), f"{len(marks)} non-digit marks"))
+        return sets
 
 
 class LineTask:
@@ -196,7 +252,9 @@ class LineTask:
     def loss(cfg: TrainConfig) -> keras.losses.Loss:
         return CTCLoss()
 
-    metrics = ()
+    @staticmethod
+    def metrics(cfg: TrainConfig) -> list:
+        return []
 
     def fit_inputs(self, initial_epoch: int) -> dict:
         cfg, d = self.cfg, self.data
@@ -221,11 +279,11 @@ class LineTask:
     def validation_metrics(self, best_row: dict) -> dict:
         return {"string_accuracy": best_row["val_accuracy"], "lines": len(self.val[0])}
 
-    def answers(self, run_dir: Path) -> tuple[Answers, None]:
+    def answers(self, run_dir: Path) -> list[Answers]:
         """The best model's greedy readings of the validation lines."""
         x_val, y_val = self.val
         probs = load_predictor(run_dir, require_calibration=False).raw_proba(x_val)
-        return string_answers(probs, truths(y_val)), None
+        return [string_answers(probs, truths(y_val))]
 
 
 class LineBatches(EpochBatches):
