@@ -35,7 +35,7 @@ def quick_ladder(tmp_path_factory, synthetic_dir):
     return out, results, calls
 
 
-@pytest.mark.slow  # the ladder trains seven models: 40 s on 2 cores
+@pytest.mark.slow  # the ladder trains seven models: 35-45 s on 2 cores
 def test_quick_ladder_writes_every_step_and_the_tables(quick_ladder):
     out, results, calls = quick_ladder
     assert [r["name"] for r in results] == NAMES
@@ -88,7 +88,7 @@ def test_quick_ladder_writes_every_step_and_the_tables(quick_ladder):
     assert all(total == len(NAMES) for _, total, _, _ in calls)
 
 
-@pytest.mark.slow  # the ladder trains seven models: 40 s on 2 cores
+@pytest.mark.slow  # the ladder trains seven models: 35-45 s on 2 cores
 def test_quick_ladder_trains_what_the_tutorial_did(quick_ladder):
     out, results, _ = quick_ladder
     import json
@@ -165,7 +165,7 @@ def test_cli_help_and_errors(tmp_path, synthetic_dir):
     ]
 
 
-@pytest.mark.slow  # the ladder trains seven models: 40 s on 2 cores
+@pytest.mark.slow  # the ladder trains seven models: 35-45 s on 2 cores
 def test_a_quick_ladder_says_so_with_the_epochs_it_ran(quick_ladder):
     out, results, _ = quick_ladder
     md = (out / "results.md").read_text()

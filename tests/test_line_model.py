@@ -158,7 +158,7 @@ def test_a_finished_line_run_refuses_to_resume_and_a_killed_one_completes(tiny_l
     assert metrics["epochs"] == 2 and len((run / runs.HISTORY).read_text().splitlines()) == 3
 
 
-@pytest.mark.slow  # over a minute on 2 cores: it scores TEST_LINES (2,000) lines
+@pytest.mark.slow  # scores TEST_LINES (2,000) lines: 25-75 s on 2 cores
 def test_a_line_run_is_evaluated_on_lines_of_test_digits(tiny_line_run, tmp_path, synthetic_dir):
     import shutil
 
@@ -183,7 +183,7 @@ def test_a_line_run_is_evaluated_on_lines_of_test_digits(tiny_line_run, tmp_path
         evaluate_ensemble([run, tiny_line_run], data_dir=synthetic_dir)
 
 
-@pytest.mark.slow  # over a minute on 2 cores: it scores TEST_LINES (2,000) lines
+@pytest.mark.slow  # scores TEST_LINES (2,000) lines: 25-75 s on 2 cores
 def test_evaluate_and_report_commands_work_on_a_line_run(tiny_line_run, tmp_path, synthetic_dir):
     import shutil
 
