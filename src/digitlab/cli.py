@@ -403,6 +403,14 @@ def train(
     blur: Annotated[
         Optional[float], typer.Option(help="Augmentation: blur half the images, Gaussian sigma up to this (px).")
     ] = None,
+    outliers: Annotated[
+        Optional[float],
+        typer.Option(
+            metavar="SHARE",
+            help="Non-digit marks (letters, symbols, scribbles) added per training digit, learnt as "
+            "'not a digit'; the unsure threshold is then chosen with validation non-digits too [default: the preset's].",
+        ),
+    ] = None,
     precision: Annotated[
         Optional[str],
         typer.Option(
@@ -469,6 +477,7 @@ def train(
             shear=shear,
             thickness=thickness,
             blur=blur,
+            outliers=outliers,
             precision=precision,
         )
         if out is None:

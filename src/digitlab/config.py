@@ -80,6 +80,10 @@ class ModelConfig:
                 raise DigitlabError(f"model: {name} must be positive integers, got {values!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise DigitlabError(f"model: dropout must be in [0, 1), got {self.dropout}")
+        if not isinstance(self.num_classes, int) or self.num_classes < 2:
+            raise DigitlabError(f"model: num_classes must be an integer of at least 2, got {self.num_classes!r}")
+        if len(self.input_shape) != 2 or any(not isinstance(s, int) or s <= 0 for s in self.input_shape):
+            raise DigitlabError(f"model: input_shape must be two positive integers, got {self.input_shape!r}")
         if not 0.0 <= self.bn_momentum < 1.0:
             raise DigitlabError(f"model: bn_momentum must be in [0, 1), got {self.bn_momentum}")
         if not isinstance(self.norm_from, int) or not 0 <= self.norm_from <= len(self.filters):
@@ -122,11 +126,13 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
+        """config.json's model section, each field's JSON type checked first: a DigitlabError naming the
+        field (`model.units`), the value and what was expected."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise DigitlabError(f"model config: unknown fields {sorted(unknown)}")
-        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        d = check_json_fields(cls, "model", d)
         if d.get("architecture") == "line" and "pool_widths" not in d and "strides" in d:
             # Line runs written before pool_widths held their pooling widths in strides.
             d["pool_widths"], d["strides"] = d["strides"], (1,) * len(d["strides"])
@@ -231,8 +237,47 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """config.json's train section (fields this version does not know are skipped), each field's JSON
+        type checked first as for ModelConfig.from_dict."""
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**check_json_fields(cls, "train", {k: v for k, v in d.items() if k in known}))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# What each annotation of ModelConfig's and TrainConfig's fields accepts from JSON, where a tuple arrives as
+# a list: a test, and the words for an error.
+JSON_TYPES = {
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "int": (_is_int, "an integer"),
+    "float": (lambda v: _is_int(v) or isinstance(v, float), "a number"),
+    "None": (lambda v: v is None, "null"),
+    "tuple[int, ...]": (lambda v: isinstance(v, tuple) and all(map(_is_int, v)), "a list of integers"),
+    "tuple[int, int]": (lambda v: isinstance(v, tuple) and len(v) == 2 and all(map(_is_int, v)), "two integers"),
+}
+
+
+def check_json_fields(cls, section: str, d: dict) -> dict:
+    """`d` (a section of config.json) with lists made tuples, once every value has its field's type: a
+    DigitlabError naming `section.field`, the value and the type expected. Before the dataclass's own
+    checks, which compare values and take their types for granted."""
+    checked = {}
+    types = {f.name: f.type.split(" | ") for f in dataclasses.fields(cls)}
+    for name, value in d.items():
+        value = tuple(value) if isinstance(value, list) else value
+        if not any(JSON_TYPES[t][0](value) for t in types[name]):
+            expected = " or ".join(JSON_TYPES[t][1] for t in types[name])
+            raise DigitlabError(f"{section}.{name}: expected {expected}, got {_short(d[name])}")
+        checked[name] = value
+    return checked
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 # Named starting points; every field can still be overridden from the CLI.
@@ -400,10 +445,13 @@ def resolve_configs(
         model_changes["standardize"] = False
     model_cfg = dataclasses.replace(model_cfg, **{k: v for k, v in model_changes.items() if v is not None})
     train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in train_overrides.items() if v is not None})
+    if train_cfg.outliers and not train_cfg.calibrate_nondigits:  # what it learns not to answer, checked
+        train_cfg = dataclasses.replace(train_cfg, calibrate_nondigits=CALIBRATE_NONDIGITS)
     check_configs(model_cfg, train_cfg)
     return model_cfg, dataclasses.replace(train_cfg, precision=resolve_precision(train_cfg.precision))
 
 
+CALIBRATE_NONDIGITS = 2000  # validation non-digits calibration sees when a run learns non-digits
 DIGIT_TRAINING = (
     *AUGMENTATIONS,
     "label_smoothing",
