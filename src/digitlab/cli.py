@@ -215,13 +215,13 @@ def start_tensorflow() -> None:
 
 def prepare_run(run: Path, runtime: str = "keras") -> None:
     """A run directory's cheap checks, then TensorFlow if the Keras runtime is to read it: a RunError for a
-    missing directory, or for a missing model.keras with the Keras runtime (ONNX Runtime's loader names a
-    missing model.onnx), before anything slow is loaded."""
+    missing directory, a missing model.keras with the Keras runtime (ONNX Runtime's loader names a missing
+    model.onnx) or a config.json that is not what digitlab writes, before anything slow is loaded."""
     if runtime == "keras":
         runs.require_model(run)
+    runs.read_run_config(run)
+    if runtime == "keras":
         start_tensorflow()
-    else:
-        runs.read_run_config(run)
 
 
 def _import_quietly(module: str) -> None:

@@ -34,17 +34,19 @@ import csv
 import fcntl
 import io
 import json
+import math
 import os
 import platform
 import shutil
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from digitlab import atomic
-from digitlab.config import keras_backend
-from digitlab.errors import RunError
+from digitlab.config import ModelConfig, TrainConfig, keras_backend
+from digitlab.errors import DigitlabError, RunError
 
 CONFIG = "config.json"
 MODEL = "model.keras"
@@ -95,13 +97,25 @@ def write_json(path: Path, obj) -> Path:
 
 
 def read_json(path: Path) -> dict:
+    """A JSON object from a file; a RunError naming the file when it is missing, not JSON or not an object
+    (every JSON file digitlab writes holds one)."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_text())
     except FileNotFoundError:
         raise RunError(f"{path}: not found") from None
     except json.JSONDecodeError as e:
         raise RunError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunError(f"{path}: cannot be read ({e})") from None
+    if not isinstance(obj, dict):
+        raise RunError(f"{path}: expected a JSON object, got {_json_kind(obj)}")
+    return obj
+
+
+def _json_kind(value) -> str:
+    names = {list: "a list", str: "a string", bool: "true or false", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def update_json(path: Path, **sections) -> dict:
@@ -193,16 +207,123 @@ def check_new_run(out_dir: Path, overwrite: bool = False) -> None:
 
 
 def read_run_config(run_dir: Path) -> dict:
-    """A run's config.json, with a clear error when it is missing or unreadable."""
+    """A run's config.json, checked: a RunError naming the file and the field when it is missing, not
+    JSON, or a section (`model`, `train`, `data`) does not hold what digitlab writes there. A section may be
+    absent (a config.json without `model` is a digit run's); one that is present is checked."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
-    return read_json(run_dir / CONFIG)
+    path = run_dir / CONFIG
+    config = read_json(path)
+    try:
+        for section, what in (("model", "the model's configuration"), ("train", "the training's"), ("data", "")):
+            if section in config and not isinstance(config[section], dict):
+                what = f" ({what})" if what else ""
+                raise DigitlabError(f"{section}: expected an object{what}, got {_json_kind(config[section])}")
+        if "model" in config:
+            ModelConfig.from_dict(config["model"])
+        if "train" in config:
+            TrainConfig.from_dict(config["train"])
+        names = config.get("data", {}).get("class_names")
+        if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+            raise DigitlabError(f"data.class_names: expected a list of strings, one per class, got {names!r:.60}")
+    except DigitlabError as e:
+        raise RunError(f"{path}: {e}") from None
+    return config
 
 
 def dataset_name(config: dict) -> str:
     """The data set a run was trained on, from its config.json."""
-    return config["train"].get("dataset", "mnist")
+    return config.get("train", {}).get("dataset", "mnist")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """calibration.json's answer: probabilities = softmax(log p / temperature); below `threshold` the
+    calibrated confidence reads "unsure"."""
+
+    temperature: float = 1.0
+    threshold: float = 0.0
+
+    @classmethod
+    def read(cls, path: Path) -> Calibration:
+        """calibration.json, checked: a RunError naming the file and the field unless the temperature is a
+        positive finite number and the threshold a number from 0 to 1."""
+        fitted = read_json(path)
+        values = {}
+        for name, expected, ok in (
+            ("temperature", "a positive number", lambda v: math.isfinite(v) and v > 0),
+            ("threshold", "a number in [0, 1]", lambda v: 0 <= v <= 1),
+        ):
+            if name not in fitted:
+                raise RunError(f"{path}: {name}: missing; expected {expected} (`digitlab train --resume` refits it)")
+            value = fitted[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+                raise RunError(f"{path}: {name}: expected {expected}, got {value!r:.60}")
+            values[name] = float(value)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class CheckedRun:
+    """What `check_run` read from a run directory: its config.json and calibration.json, well formed."""
+
+    run_dir: Path
+    config: dict  # config.json, every section checked
+    model: ModelConfig | None  # None: config.json has no model section (a digit run)
+    calibration: Calibration | None  # None: not asked for
+
+    @property
+    def kind(self) -> str | None:
+        return self.model.kind if self.model is not None else None
+
+    def class_names(self, outputs: int) -> tuple[str, ...]:
+        """The class names for a model whose output holds `outputs` values per image (per frame for a line
+        model, whose last one is the blank): config.json's, or "0", "1", ... when it records none. A
+        RunError naming the field when config.json's disagree with the model."""
+        classes = outputs - 1 if self.kind == "line" else outputs
+        where = self.run_dir / CONFIG
+        if self.model is not None and "num_classes" in self.config["model"] and self.model.num_classes != classes:
+            raise RunError(f"{where}: model.num_classes is {self.model.num_classes}; the model gives {classes} classes")
+        names = self.config.get("data", {}).get("class_names")
+        if names is None:
+            return tuple(str(i) for i in range(classes))
+        if len(names) != classes:
+            raise RunError(
+                f"{where}: data.class_names holds {len(names)} names; the model gives {classes} classes, one name each"
+            )
+        return tuple(names)
+
+
+def check_run(run_dir: Path, *, calibrated: bool = True) -> CheckedRun:
+    """The one check of a run directory before its model is loaded, for `predict`, `read`, `serve`,
+    `export` and `evaluate`: config.json (read_run_config) and, with `calibrated`, calibration.json, each
+    error one line naming the file and the field. A run without calibration.json is one that did not
+    finish: the error says which command completes it (`unfinished`). The class names are checked against
+    the model's output once it is loaded (CheckedRun.class_names)."""
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    model = ModelConfig.from_dict(config["model"]) if "model" in config else None
+    calibration = None
+    if calibrated:
+        if not (run_dir / CALIBRATION).is_file():
+            raise RunError(unfinished(run_dir))
+        calibration = Calibration.read(run_dir / CALIBRATION)
+    return CheckedRun(run_dir, config, model, calibration)
+
+
+def unfinished(run_dir: Path) -> str:
+    """What to do with a run that did not finish, the one wording of `predict`, `serve` and `train
+    --resume`: `--resume` where it has a checkpoint to go on from, else training it again."""
+    run_dir = Path(run_dir)
+    if (run_dir / CHECKPOINT).is_file() and (run_dir / STATE).is_file():
+        return (
+            f"{run_dir}: no {CALIBRATION}, so the run did not finish; `digitlab train --resume {run_dir}` completes it"
+        )
+    return (
+        f"{run_dir}: the run never finished an epoch (no {CHECKPOINT}), so --resume cannot go on from it; "
+        f"train it again with `digitlab train --out {run_dir} --overwrite` and the options in its {CONFIG}"
+    )
 
 
 def require_model(run_dir: Path) -> Path:

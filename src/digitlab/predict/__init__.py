@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import runs
-from digitlab.config import RUNTIMES, ModelConfig
+from digitlab.config import RUNTIMES
 from digitlab.data import load_dataset
 from digitlab.errors import DigitlabError, RunError
 from digitlab.metrics import temper
@@ -85,41 +85,36 @@ def load_predictor(
     """A run's model with its class names and calibration. runtime "keras": model.keras; "onnx":
     model.onnx (from `digitlab export`) on ONNX Runtime, without importing TensorFlow or Keras.
 
-    A run without calibration.json (killed after its last epoch) is refused: its confidences would be
+    The run's files are checked first (runs.check_run), then its class names against the model's output:
+    a RunError naming the file and field. A run without calibration.json (killed after its last epoch, or
+    before its first) is refused, saying which command completes it: its confidences would be
     uncalibrated and nothing would be marked unsure. require_calibration=False reads the model's own
     probabilities (training's calibration step and evaluation need them). `threads`: ONNX Runtime's threads
     per model call (None: its default, a thread per physical core); TensorFlow's are set per process."""
     run_dir = Path(run_dir)
+    if runtime not in RUNTIMES:
+        raise DigitlabError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "keras":
+        runs.require_model(run_dir)
+    elif not (run_dir / runs.ONNX).is_file():
+        onnx_runtime.load_session(run_dir)  # its error names the missing file and the command that makes it
+    checked = runs.check_run(run_dir, calibrated=require_calibration)  # before the model is loaded
     if runtime == "keras":
         forward, input_shape = keras_runtime.load(run_dir)
-    elif runtime == "onnx":
-        forward, input_shape = onnx_runtime.load(run_dir, threads)
     else:
-        raise DigitlabError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    if require_calibration and run_dir.is_dir() and not (run_dir / runs.CALIBRATION).is_file():
-        raise RunError(
-            f"{run_dir}: no {runs.CALIBRATION}, so the run did not finish; "
-            f"`digitlab train --resume {run_dir}` completes it"
-        )
-    config = runs.read_run_config(run_dir)
-    names = tuple(
-        config.get("data", {}).get("class_names")
-        or [str(i) for i in range(config.get("model", {}).get("num_classes", 10))]
-    )
-    temperature, threshold = 1.0, 0.0
-    calibration = run_dir / runs.CALIBRATION
-    if require_calibration:
-        fitted = runs.read_json(calibration)
-        temperature, threshold = float(fitted["temperature"]), float(fitted["threshold"])
+        forward, input_shape = onnx_runtime.load(run_dir, threads)
+    # The model's real output for one blank image: the class names must fit it before any request is read.
+    outputs = np.asarray(forward(np.zeros((1, *input_shape), "float32"))).shape[-1]
+    calibration = checked.calibration or runs.Calibration()
     return Predictor(
         forward=forward,
         input_shape=input_shape,
-        class_names=names,
-        temperature=temperature,
-        threshold=threshold,
+        class_names=checked.class_names(outputs),
+        temperature=calibration.temperature,
+        threshold=calibration.threshold,
         run_dir=run_dir,
         runtime=runtime,
-        kind=ModelConfig.from_dict(config["model"]).kind if "model" in config else None,
+        kind=checked.kind,
     )
 
 

@@ -189,7 +189,9 @@ def app_from_env() -> FastAPI:
 
 def check_run(run_dir: Path, runtime: str = "keras") -> None:
     """The cheap checks of a run a server needs, made before worker processes start: a RunError if its
-    model file or config.json is missing. (A model that cannot be loaded stops the workers at start-up.)"""
+    model file is missing, or config.json or calibration.json is not what `load_predictor` reads
+    (runs.check_run, the same check). (A model that cannot be loaded, or whose output does not fit the class
+    names, stops the workers at start-up.)"""
     run_dir = Path(run_dir)
     if runtime == "onnx":
         load_session(run_dir)
@@ -197,7 +199,7 @@ def check_run(run_dir: Path, runtime: str = "keras") -> None:
         runs.require_model(run_dir)
     else:
         raise DigitlabError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    runs.read_json(run_dir / runs.CONFIG)
+    runs.check_run(run_dir)
 
 
 def run_workers(

@@ -199,7 +199,7 @@ def resume(
     model_config = ModelConfig.from_dict(config["model"])
     train_config = TrainConfig.from_dict(config["train"])
     if not (run_dir / runs.CHECKPOINT).is_file() or not (run_dir / runs.STATE).is_file():
-        raise RunError(f"{run_dir}: no {runs.CHECKPOINT} to resume from; the run never finished an epoch")
+        raise RunError(runs.unfinished(run_dir))  # the same advice as predict's
     state = runs.read_json(run_dir / runs.STATE)
     done = int(state["epochs_done"])
     finished = done >= train_config.epochs
