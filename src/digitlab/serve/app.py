@@ -20,6 +20,10 @@ threads). Bad input is a 4xx with {"detail": "<field>: <what was expected>"}; a 
 seconds is a 408. A client that goes away before its body has arrived is counted in `disconnects` and
 logged in one line.
 
+Every request passes `RequestGuard` first: more than one Host header is a 400, and an answer given before
+the request's body has all arrived (a 413, a 415, a refusal from the headers) waits until the rest is read
+and dropped, up to DRAIN_LIMIT bytes: a client still sending gets its answer, not a reset.
+
 With `allowed_hosts`, a request whose Host header names another host is a 400 before it reaches the API
 (Starlette's TrustedHostMiddleware): a server on loopback cannot be read by a page whose DNS name an
 attacker rebinds to 127.0.0.1.
@@ -27,6 +31,7 @@ attacker rebinds to 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from importlib import resources
@@ -42,15 +47,80 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from digitlab.config import SERVE_TIMEOUT
 from digitlab.serve import routes
+from digitlab.serve.schemas import MAX_BODY
 from digitlab.serve.service import Service
 
-__all__ = ["LOOPBACK_HOSTS", "HostCheck", "Service", "create_app"]
+__all__ = ["DRAIN_LIMIT", "LOOPBACK_HOSTS", "HostCheck", "RequestGuard", "Service", "create_app", "drain"]
 
 
 LOG = logging.getLogger("digitlab.serve")
 
 # The names a browser sends for a server on loopback; the Host header's port is not compared.
 LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+
+
+DRAIN_LIMIT = 2 * MAX_BODY  # bytes of a request read and dropped so that a refused client hears its answer
+
+
+async def drain(receive: Receive, limit: int, timeout: float) -> bool:
+    """Read and drop the rest of a request's body: whether it all came within `limit` bytes and `timeout`
+    seconds (else the connection is to be closed)."""
+    size = 0
+    try:
+        async with asyncio.timeout(timeout):
+            while size <= limit:
+                message = await receive()
+                if message["type"] != "http.request":  # the client is gone
+                    return False
+                size += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return True
+    except TimeoutError:
+        pass
+    return False
+
+
+class RequestGuard:
+    """The middleware every request passes first. More than one Host header is a 400 (which one the Host
+    check, a proxy or a log would read is anyone's guess). An answer that starts before the request's body
+    has all arrived first reads and drops the rest (`drain`, within DRAIN_LIMIT bytes and `timeout`
+    seconds), so that a client still sending gets its answer instead of a reset; an answer that closes
+    the connection itself (a 408) is sent at once."""
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        arrived, size = False, 0
+
+        async def receiving() -> dict:
+            nonlocal arrived, size
+            message = await receive()
+            size += len(message.get("body", b""))
+            arrived = arrived or message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        async def sending(message: dict) -> None:
+            nonlocal arrived
+            if message["type"] == "http.response.start" and not arrived:
+                headers = Headers(raw=message.get("headers", []))
+                if "close" not in headers.get("connection", "").lower():
+                    arrived = True
+                    if not await drain(receive, DRAIN_LIMIT - size, self.timeout):
+                        message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        hosts = [value for name, value in scope["headers"] if name == b"host"]
+        if len(hosts) > 1:
+            given = ", ".join(repr(h.decode("latin-1")) for h in hosts)
+            refused = JSONResponse({"detail": f"Host header: {len(hosts)} given ({given}), expected one"}, 400)
+            await refused(scope, receiving, sending)
+            return
+        await self.app(scope, receiving, sending)
 
 
 class HostCheck:
@@ -117,6 +187,7 @@ def create_app(
     app.mount("/docs-assets", StaticFiles(packages=[("fastapi_offline", "static")]), name="docs-assets")
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
+    app.add_middleware(RequestGuard, timeout=timeout)  # added last: the outermost, before the Host check
     app.add_exception_handler(Exception, internal_error)
     app.add_exception_handler(ClientDisconnect, client_disconnect)
     app.include_router(routes.pages)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import math
+import re
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -17,6 +17,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from digitlab.config import SERVE_TIMEOUT
 from digitlab.errors import DigitlabError
+from digitlab.preprocess import SIDE
 from digitlab.serve.schemas import (
     JSON,
     MAX_BATCH,
@@ -69,23 +70,102 @@ async def _limited_stream(request: Request) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _read_body(request: Request) -> bytes:
-    """The whole (JSON) body, within MAX_BODY."""
-    body = b"".join([chunk async for chunk in _limited_stream(request)])
-    if not body:
+# Entries and values (numbers, strings, lists) a JSON body may hold before it is refused unparsed: twice
+# one 28x28 grid's, or MAX_BATCH grids'; what is between is parsed, and a wrong shape is its grid's 422.
+GRID_VALUES = SIDE * SIDE + SIDE + 2
+MAX_ENTRIES = {False: 2 * SIDE, True: MAX_BATCH}  # rows of one grid; images of a batch
+MAX_VALUES = {False: 2 * GRID_VALUES, True: 2 * MAX_BATCH * GRID_VALUES}
+_SHALLOW = re.compile(rb'[][{},"]')  # what matters at depth 1-2, where commas separate a field's entries
+_DEEP = re.compile(rb'[][{}"]')  # deeper, commas are only counted (bytes.count, not one match each)
+
+
+class JsonCounter:
+    """The entries of a JSON object's lists (a field's images or grids) and its values in all, counted
+    as the body arrives without building it: a body of 1.5 million cheap entries is refused after its
+    first few kB, before pydantic spends seconds and hundreds of MB on it. Counts are upper bounds (a
+    malformed body is the parser's to explain); strings are skipped whole, escaped quotes included."""
+
+    def __init__(self) -> None:
+        self.body = bytearray()
+        self.pos = 0  # where scanning resumes
+        self.depth = 0
+        self.string_at: int | None = None  # where the string being skipped began
+        self.key = ""  # the last string closed at depth 1: the field whose list is being counted
+        self.entries = 1  # in the lists at depth 2 (commas + 1)
+        self.values = 0
+
+    def feed(self, chunk: bytes, max_entries: int, max_values: int) -> None:
+        """Add `chunk` and scan it, stopping once either count passes its maximum."""
+        body, pos = self.body, self.pos
+        body += chunk
+        n = len(body)
+        while pos < n and self.entries <= max_entries and self.values <= max_values:
+            if self.string_at is not None:
+                end = body.find(b'"', pos)
+                if end < 0:
+                    pos = n
+                    break
+                k = end
+                while body[k - 1] == 0x5C:  # backslashes before the quote: an odd run escapes it
+                    k -= 1
+                pos = end + 1
+                if (end - k) % 2 == 0:
+                    if self.depth == 1 and end - self.string_at < 64:
+                        self.key = body[self.string_at + 1 : end].decode("utf-8", "replace")
+                    self.string_at = None
+                continue
+            m = (_SHALLOW if self.depth <= 2 else _DEEP).search(body, pos)
+            end = m.start() if m else n
+            if self.depth > 2:
+                self.values += body.count(b",", pos, end)
+            if m is None:
+                pos = n
+                break
+            pos, c = end + 1, body[end]
+            if c == 0x22:  # "
+                self.string_at = end
+            elif c in b"[{":
+                self.depth += 1
+                self.values += 1
+            elif c in b"]}":
+                self.depth -= 1
+            else:  # a comma at depth 1 or 2
+                self.values += 1
+                if self.depth == 2:
+                    self.entries += 1
+        self.pos = pos
+
+
+async def _read_body(request: Request, many: bool) -> bytes:
+    """The whole (JSON) body, within MAX_BODY, refused with 413 as soon as its lists hold more entries
+    than MAX_ENTRIES or it holds more values than MAX_VALUES."""
+    max_entries, max_values = MAX_ENTRIES[many], MAX_VALUES[many]
+    counter = JsonCounter()
+    async for chunk in _limited_stream(request):
+        counter.feed(chunk, max_entries, max_values)
+        if counter.entries > max_entries:
+            field, what = counter.key or "body", "images" if many else "rows"
+            raise problem(413, f"{field}: more than {max_entries} {what}, at most {max_entries} per request")
+        if counter.values > max_values:
+            what = f"{MAX_BATCH} grids" if many else "one grid"
+            raise problem(413, f"body: more than {max_values} JSON values, at most {max_values} (twice {what})")
+    if not counter.body:
         raise problem(422, "body: empty; expected multipart/form-data or a JSON object")
-    return body
+    return bytes(counter.body)
 
 
 async def _read_form(request: Request, field: str) -> list[tuple[str | None, bytes]]:
     """The (filename, bytes) of every part named `field`; any other part is an unknown field. Starlette's
     own multipart parser reads the body as it streams in, within MAX_BODY."""
     try:
-        # Files are counted below (413 past MAX_BATCH); the body limit already bounds the parsing work.
+        # Files are counted as they stream in: the parser stops at the first one past MAX_BATCH, before
+        # 150,000 empty parts cost seconds of the event loop.
         form = await MultiPartParser(
-            request.headers, _limited_stream(request), max_files=math.inf, max_fields=16
+            request.headers, _limited_stream(request), max_files=MAX_BATCH, max_fields=16
         ).parse()
     except MultiPartException as e:
+        if e.message.startswith("Too many files"):
+            raise problem(413, f"{field}: more than {MAX_BATCH} files, at most {MAX_BATCH} per request") from None
         raise problem(422, f"body: malformed multipart/form-data ({e.message})") from None
     try:
         unknown = sorted(set(form.keys()) - {field})
@@ -180,7 +260,7 @@ async def read_images(request: Request, many: bool) -> tuple[list, list[str], li
             raise problem(422, f"file: expected one file, got {len(files)}; /api/predict/batch takes several")
         fields = [f"files[{i}]" for i in range(len(files))] if many else ["file"]
         return [data for _, data in files], fields, [name for name, _ in files]
-    body = await _read_body(request)
+    body = await _read_body(request, many)
     if not many:
         req = _parse_json(PredictRequest, body)
         if req.pixels is not None:

@@ -14,6 +14,7 @@ from digitlab.preprocess import SIDE
 from digitlab.serve.requests import problem, read_images
 from digitlab.serve.schemas import (
     ERRORS,
+    MAX_MEGAPIXELS,
     PREDICT_ERRORS,
     BatchRequest,
     BatchResponse,
@@ -25,7 +26,7 @@ from digitlab.serve.schemas import (
     Reading,
     body_doc,
 )
-from digitlab.serve.service import Service
+from digitlab.serve.service import Service, pixel_counts
 
 
 def get_service(request: Request) -> Service:
@@ -82,10 +83,24 @@ def _refuse_digits(service: Service, path: str) -> None:
         )
 
 
+async def _answer(service: Service, work, inputs: list, fields: list[str]) -> list[dict]:
+    """work's results for a request's images, after a 413 if they decode to more than MAX_MEGAPIXELS in
+    all (counted from their headers, in the service's threads, before any is decoded)."""
+    pixels = await service.run(pixel_counts, inputs)
+    if sum(pixels) > MAX_MEGAPIXELS * 1e6:
+        field = fields[0].split("[")[0]
+        raise problem(
+            413,
+            f"{field}: {sum(pixels) / 1e6:.1f} megapixels in {len(inputs)} images, "
+            f"at most {MAX_MEGAPIXELS:g} megapixels per request; send them in several requests",
+        )
+    return await service.answer(work, inputs, fields, pixels)
+
+
 async def _one(request: Request, service: Service, work) -> dict:
     """One image's answer from `work` (service.predict or service.read); its error is a 422."""
     inputs, fields, _ = await read_images(request, many=False)
-    (result,) = await service.run(work, inputs, fields)
+    (result,) = await _answer(service, work, inputs, fields)
     if "error" in result:
         raise problem(422, result["error"])
     return result
@@ -94,7 +109,7 @@ async def _one(request: Request, service: Service, work) -> dict:
 async def _many(request: Request, service: Service, work) -> dict:
     """A batch's answer from `work`: each result with its position in the request and its file name."""
     inputs, fields, names = await read_images(request, many=True)
-    results = await service.run(work, inputs, fields)
+    results = await _answer(service, work, inputs, fields)
     return {"results": [{**r, "index": i, "name": n} for i, (r, n) in enumerate(zip(results, names))]}
 
 

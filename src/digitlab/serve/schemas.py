@@ -10,6 +10,7 @@ from digitlab.preprocess import SIDE
 
 MAX_BODY = 10 * 1024 * 1024  # bytes in one request body
 MAX_BATCH = 256  # images in one batch request
+MAX_MEGAPIXELS = 100  # decoded pixels in one request, all its images together (from their headers)
 MAX_ERRORS_SHOWN = 5  # validation errors listed in one `detail`
 MULTIPART, JSON = "multipart/form-data", "application/json"
 

@@ -4,12 +4,17 @@ The run is loaded once. Its model calls take a lock, one at a time (Keras models
 thread-safe); preprocessing and segmentation run in parallel in the service's threads. Every image goes
 through `digitlab.predict.reading.read_inputs`, the reading path the CLI and batch use: a bad image gets
 its one-line error and the others are still read.
+
+A request's images are read in chunks of at most CHUNK_MEGAPIXELS (or CHUNK_IMAGES), each request
+having at most as many chunks queued as the service has threads: the threads take chunks first come,
+first served, so a small request waits for a chunk or two of a heavy one, not for all of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
 import os
 import threading
@@ -18,11 +23,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from digitlab import runs
 from digitlab.predict import Predictor, classify, keras_runtime, load_predictor
 from digitlab.predict.reading import DIGIT, choose_method, kind, read_inputs
 from digitlab.predict.results import Outcome, Prediction, Reading
+from digitlab.preprocess.image import FORMATS, MAX_PIXELS
+
+CHUNK_MEGAPIXELS = 4  # decoded pixels read in one go in one thread: a 40 MP image is a chunk of its own
+CHUNK_IMAGES = 64  # images (28x28 grids, small files) read in one go: one model call
 
 
 @dataclasses.dataclass
@@ -68,6 +78,26 @@ class Service:
             service.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="digitlab")
         service.reader.raw_proba(np.zeros((1, *predictor.input_shape), np.float32))  # trace the graph now
         return service
+
+    async def answer(self, work, inputs: list, fields: list[str], pixels: list[int]) -> list[dict]:
+        """work(inputs, fields) (self.predict or self.read) in chunks of at most CHUNK_MEGAPIXELS of
+        `pixels` (each input's, from `pixel_counts`) or CHUNK_IMAGES, at most one chunk per thread of
+        this request in the queue at a time: another request's work is queued between them."""
+        chunks, size = [[]], 0
+        for i, n in enumerate(pixels):
+            if chunks[-1] and (size + n > CHUNK_MEGAPIXELS * 1e6 or len(chunks[-1]) >= CHUNK_IMAGES):
+                chunks.append([])
+                size = 0
+            chunks[-1].append(i)
+            size += n
+        queued = asyncio.Semaphore(self.pool._max_workers)  # the executor's thread count
+
+        async def one(chunk: list[int]) -> list[dict]:
+            async with queued:
+                return await self.run(work, [inputs[i] for i in chunk], [fields[i] for i in chunk])
+
+        parts = await asyncio.gather(*(one(chunk) for chunk in chunks))
+        return [result for part in parts for result in part]
 
     async def run(self, func, *args):
         """func(*args) in the service's threads: as many as the CPUs it has (all, or its share as a worker
@@ -125,6 +155,25 @@ class Service:
             "test": metrics.get("test"),
             "calibration": calibration,
         }
+
+
+def pixel_counts(inputs: list) -> list[int]:
+    """The pixels each input decodes to, from its header (nothing decoded): 0 for an input that is an
+    error already, is not an image, or is over MAX_PIXELS (refused from its header when read, its own
+    error), so that only work that would be done is counted."""
+    counts = []
+    for item in inputs:
+        n = 0
+        if isinstance(item, np.ndarray):
+            n = item.size
+        elif isinstance(item, (bytes, bytearray)):
+            try:
+                with Image.open(io.BytesIO(item), formats=FORMATS) as img:
+                    n = img.width * img.height
+            except Exception:  # any refusal is the image's own error when it is read
+                n = 0
+        counts.append(n if n <= MAX_PIXELS else 0)
+    return counts
 
 
 def _read_optional(path: Path) -> dict:

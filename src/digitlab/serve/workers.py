@@ -2,7 +2,8 @@
 
 A client gets `timeout` seconds to send a request's headers (from connecting, or from the last answer on a
 kept-alive connection), then is disconnected; the body has as long again (`digitlab.serve.requests`, a 408).
-Past `limit_concurrency` open connections in one process, requests are answered 503 at once."""
+Past `limit_concurrency` open connections in one process, a request's body is read and dropped, then it is
+answered 503 with Retry-After and a JSON detail, and its connection closed."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.supervisors import Multiprocess
@@ -26,17 +28,47 @@ from digitlab.config import RUNTIMES, SERVE_LIMIT_CONCURRENCY, SERVE_TIMEOUT
 from digitlab.errors import DigitlabError, RunError
 from digitlab.predict import share_threads
 from digitlab.predict.onnx_runtime import load_session
-from digitlab.serve.app import LOOPBACK_HOSTS, create_app
+from digitlab.serve.app import DRAIN_LIMIT, LOOPBACK_HOSTS, create_app, drain
 
 LOG = logging.getLogger("uvicorn.error")  # uvicorn's own log, which it sets up in every worker process
+
+
+RETRY_AFTER = 1  # s a client refused for overload is told to wait
 
 
 class HeaderDeadline(AutoHTTPProtocol):
     """uvicorn's HTTP protocol (httptools or h11), closing a connection whose request headers have not all
     arrived `timeout_keep_alive` seconds after it opened or after its last answer. uvicorn's own keep-alive
-    timer only runs while nothing arrives, so a client sending half the headers would hold it for ever."""
+    timer only runs while nothing arrives, so a client sending half the headers would hold it for ever.
+
+    It also answers past the connection limit itself: uvicorn's own answer is a plain-text 503 that closes
+    the connection at once, a reset for a client still sending its body."""
 
     _header_deadline: asyncio.TimerHandle | None = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.connection_limit, self.limit_concurrency = self.limit_concurrency, None  # uvicorn's check off
+        self.app, self._served_app = self._admit, self.app
+
+    async def _admit(self, scope, receive, send) -> None:
+        """The app, or past the limit (uvicorn's rule: this connection counted, this request not) a 503
+        once the body has been read and dropped."""
+        limit = self.connection_limit
+        if limit is None or (len(self.connections) < limit and len(self.tasks) <= limit):
+            await self._served_app(scope, receive, send)
+            return
+        LOG.warning("Exceeded concurrency limit: %d connections open, at most %d", len(self.connections), limit)
+        await drain(receive, DRAIN_LIMIT, self.timeout_keep_alive)
+        busy = JSONResponse(
+            {
+                "detail": f"connections: {len(self.connections)} open, at most {limit} "
+                f"(--limit-concurrency); retry after {RETRY_AFTER} s"
+            },
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER), "Connection": "close"},
+        )
+        await busy(scope, receive, send)
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
