@@ -16,6 +16,11 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
 MIN_CONTRAST = 24.0  # grey levels (0-255) between paper and strongest ink; less is a blank image
+# What the threshold keeps as ink must stand out from the paper: the median of its levels at least this many
+# times the spread of the paper's own levels (1.4826 x their median absolute deviation) above the paper.
+# Below it, the "ink" is the paper's grain and noise: a blank page photographed (about 2x), not a pen's
+# stroke (people's digits drawn as the wild set: 12x in the noisiest column, most far above).
+MIN_INK_RATIO = 5.0
 SPECK_FRACTION = 0.08  # ink components smaller than this fraction of the largest are specks
 STRONG_INK = 90  # percentile of the thresholded ink made 255, so stroke cores saturate as in MNIST
 # The paper's light is estimated by a grey opening (the ink removed, the paper kept) over a square this
@@ -48,7 +53,10 @@ def find_ink(grey: np.ndarray) -> Ink | None:
         return None
     bright, paper_light = flatten_paper(bright)
     threshold_mask, paper = _threshold(bright)
-    return Ink(bright, _drop_specks(threshold_mask), paper, inverted, threshold_mask, paper_light)
+    mask = _drop_specks(threshold_mask)
+    if mask.any() and _faint(bright, mask, paper):
+        return None  # the paper's grain: a blank page
+    return Ink(bright, mask, paper, inverted, threshold_mask, paper_light)
 
 
 def flatten_paper(bright: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -113,6 +121,13 @@ def _threshold(ink: np.ndarray) -> tuple[np.ndarray, float]:
     # that low: at least a quarter of the way from paper to the brightest ink.
     t = max(_otsu(ink), paper + 0.25 * (float(ink.max()) - paper))
     return ink > t, paper
+
+
+def _faint(bright: np.ndarray, mask: np.ndarray, paper: float) -> bool:
+    """Whether the ink kept is no stronger than the paper's own grain (MIN_INK_RATIO)."""
+    rest = bright[~mask]
+    spread = 1.4826 * float(np.median(np.abs(rest - np.median(rest)))) if rest.size else 0.0
+    return float(np.median(bright[mask])) - paper < MIN_INK_RATIO * spread
 
 
 def _drop_specks(mask: np.ndarray) -> np.ndarray:

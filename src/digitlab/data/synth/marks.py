@@ -1,15 +1,21 @@
 """Marks that are not digits, as people leave them on the page or a scan: a finger's tap, a dot, a short
-tick or check mark, a filled block or dark page, blank paper. What preprocessing's refusals
+tick or check mark, a filled block or dark page, blank paper, and blank paper photographed: its grain and
+texture, sensor noise and JPEG blocks, and no ink at all. What preprocessing's refusals
 (digitlab.preprocess.marks) are tuned and tested on."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageDraw
+from scipy import ndimage as ndi
 
+from digitlab.data.synth.render import jpeg
 from digitlab.errors import DigitlabError
 
-MARK_KINDS = ("tap", "dot", "tick", "filled", "blank")
+MARK_KINDS = ("tap", "dot", "tick", "filled", "blank", "grain")
+GRAIN = (2.0, 10.0)  # grey levels of the paper's texture (its standard deviation), blank pages photographed
+GRAIN_SIZE = (0.5, 3.0)  # px, the texture's Gaussian smoothing
+JPEG_QUALITY = (20, 80)  # Pillow's quality, half the grainy pages
 
 
 def synthetic_marks(kind: str, n: int, *, seed: int = 0, side: int = 280) -> list[np.ndarray]:
@@ -44,6 +50,10 @@ def synthetic_marks(kind: str, n: int, *, seed: int = 0, side: int = 280) -> lis
             x0, y0 = rng.uniform(0, max(side - w, 1)), rng.uniform(0, max(side - h, 1))
             d.rectangle((x0, y0, x0 + w, y0 + h), fill=ink)
         a = np.asarray(im, np.float32)
+        if kind == "grain":  # the paper's texture, no ink: a blank page photographed
+            texture = ndi.gaussian_filter(rng.standard_normal(a.shape).astype(np.float32), rng.uniform(*GRAIN_SIZE))
+            a = a + texture / (texture.std() + 1e-6) * rng.uniform(*GRAIN)
         a = a + rng.normal(0, rng.uniform(0, 4), a.shape)  # sensor noise, none to a little
-        out.append(np.clip(a, 0, 255).astype(np.uint8))  # truncated: what the refusals were tuned on
+        a = np.clip(a, 0, 255).astype(np.uint8)  # truncated: what the refusals were tuned on
+        out.append(jpeg(a, rng.integers(*JPEG_QUALITY)) if kind == "grain" and rng.random() < 0.5 else a)
     return out
