@@ -3,6 +3,7 @@
 Writers are real processes killed with SIGKILL, as a crash or `kill -9` leaves them.
 """
 
+import errno
 import os
 import signal
 import subprocess
@@ -193,3 +194,47 @@ def test_export_removes_stale_temporaries(stale_run):
     with pytest.raises(DataError, match="no-data does not exist"):  # after the cleanup
         export(stale_run, "tflite", data_dir=stale_run / "no-data")
     assert hidden(stale_run) == [".notes.tmp"]
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_is_one_error_naming_the_file_and_leaves_the_old_one(tmp_path, monkeypatch):
+    from digitlab.errors import DigitlabError
+
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+    monkeypatch.setattr(atomic, "install", no_space)
+    with pytest.raises(DigitlabError, match=rf"^no space left on device writing {target}$"):
+        atomic.write_bytes(target, b"new")
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["metrics.json"]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(errno.EDQUOT, "Disk quota exceeded"),
+        OSError("Unable to synchronously write data (file write failed: errno = 28, No space left on device)"),
+        ValueError("the writer gave up"),  # raised from an OSError(ENOSPC) below
+    ],
+    ids=["quota", "h5py's message", "wrapped"],
+)
+def test_a_writer_that_runs_out_of_space_is_the_same_error(tmp_path, failure):
+    from digitlab.errors import DigitlabError
+
+    target = tmp_path / "model.keras"
+    full = pytest.raises(DigitlabError, match=rf"^no space left on device writing {target}$")
+    with full, atomic.replacing(target) as tmp:
+        tmp.write_bytes(b"half a mod")
+        try:
+            no_space()
+        except OSError as e:
+            raise failure from (e if isinstance(failure, ValueError) else None)
+    assert os.listdir(tmp_path) == []
+
+
+def test_other_errors_pass_through(tmp_path):
+    with pytest.raises(PermissionError), atomic.replacing(tmp_path / "a.json"):
+        raise PermissionError(errno.EACCES, "Permission denied")
+    assert os.listdir(tmp_path) == []

@@ -134,7 +134,7 @@ def test_source_forms_folder_glob_list_and_uri(images, tmp_path):
 def test_local_engine_gives_predicts_answers_one_row_per_file(run_dir, images, tmp_path, mnist):
     out = tmp_path / "results.parquet"
     result = invoke("batch", run_dir, images, "--out", out, "--engine", "local", "--runtime", "keras")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # one file could not be read, the others were
     assert "read 302 files" in result.output and "1 errors" in result.output
     got = {r["path"]: r for r in rows(out)}
     assert list(pq.read_schema(next(out.glob("part-*.parquet"))).names) == output.schema("digit").names
@@ -231,7 +231,7 @@ def test_local_engine_imports_neither_ray_nor_tensorflow(run_dir, images, tmp_pa
         "from digitlab.cli import app\n"
         f"r = CliRunner().invoke(app, ['batch', {str(run_dir)!r}, {str(images / 'png')!r}, '--out', "
         f"{str(tmp_path / 'out')!r}, '--engine', 'local', '--runtime', 'onnx', '-q'])\n"
-        "assert r.exit_code == 0, r.output\n"
+        "assert r.exit_code == 1, r.output\n"  # broken.png's error row
         "print(sorted(m for m in ('ray', 'tensorflow', 'keras') if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -242,7 +242,7 @@ def test_number_task_gives_reads_answers_one_row_per_file(run_dir, numbers, tmp_
     folder, texts = numbers
     out = tmp_path / "numbers.parquet"
     result = invoke("batch", run_dir, folder, "--out", out, "--task", "number", "--engine", "local")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # one file could not be read, the others were
     assert "read 38 files" in result.output and "1 errors" in result.output
     assert list(pq.read_schema(next(out.glob("part-*.parquet"))).names) == output.schema("number").names
     got = rows(out)
@@ -261,7 +261,7 @@ def test_a_line_run_reads_numbers_by_line_and_refuses_the_digit_task(tiny_line_r
     folder, _ = numbers
     out = tmp_path / "lines.parquet"
     result = invoke("batch", tiny_line_run, folder, "--out", out, "--task", "number", "--engine", "local")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the folder's one file that is not an image
     same_readings(rows(out), readings(load_predictor(tiny_line_run), folder))  # `digitlab read` reads it by line
     result = invoke("batch", tiny_line_run, folder, "--out", tmp_path / "digits", "--engine", "local")
     one_line_error(result, "--task digit", "holds a line model", "--task number")

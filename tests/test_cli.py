@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -182,7 +184,7 @@ def digit_png(path):
 def test_predict_an_empty_folder_is_an_error(synthetic_run, tmp_path):
     (tmp_path / "empty").mkdir()
     result = invoke("predict", str(synthetic_run), str(tmp_path / "empty"))
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # nothing to read: bad input, as for batch
     one_line_error(result, f"no images found in {tmp_path / 'empty'}")
 
 
@@ -510,3 +512,88 @@ def test_the_terminal_progress_bar_counts_the_epochs_steps(capsys):
     bar.on_epoch_end(0, {"loss": 0.5})
     shown = capsys.readouterr().out
     assert "188/188" in shown and "192/188" not in shown and "189/" not in shown
+
+
+# A full disk: one `error:` line naming what was being written, exit code 2, nothing half-written under a
+# real name.
+def test_train_on_a_full_disk_is_one_line_and_leaves_no_model(tmp_path, synthetic_dir, monkeypatch):
+    import errno
+
+    from digitlab import atomic, runs
+
+    install = atomic.install
+
+    def full_at_the_model(written, path):  # the disk fills once training has written its first files
+        if Path(path).name == runs.MODEL:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return install(written, path)
+
+    monkeypatch.setattr(atomic, "install", full_at_the_model)
+    out = tmp_path / "run"
+    result = invoke(*tiny_mlp_train(synthetic_dir, out))
+    one_line_error(result, f"no space left on device writing {out / runs.MODEL}")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert not (out / runs.MODEL).exists() and not [p for p in out.iterdir() if runs.is_temporary(p)]
+
+
+def digitlab_to_dev_full(*args) -> subprocess.CompletedProcess:
+    """`digitlab ARGS > /dev/full` in a process of its own."""
+    with open("/dev/full", "w") as full:
+        return subprocess.run(
+            [sys.executable, "-c", "from digitlab.cli import main; main()", *map(str, args)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize(
+    "command",
+    [["predict", "--csv"], ["predict", "--json"], ["read", "--json"], ["batch", "--json"], ["predict"]],
+    ids=" ".join,
+)
+def test_output_to_a_full_disk_is_one_error_line(synthetic_run, tmp_path, command):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    digit_png(scans / "a.png")
+    name, *options = command
+    extra = ["--out", tmp_path / "out", "--engine", "local", "-q"] if name == "batch" else []
+    job = digitlab_to_dev_full(name, synthetic_run, scans, *options, *extra)
+    assert job.returncode == 2, job.stderr
+    assert job.stderr.strip() == "error: no space left on device writing /dev/full", job.stderr
+
+
+EXIT_CODE_COMMANDS = ["predict", "read", "batch"]
+
+
+def read_with(command, run, source, tmp_path):
+    extra = ["--out", tmp_path / f"out-{source.name}", "--engine", "local", "-q"] if command == "batch" else []
+    return invoke(command, run, source, *extra)
+
+
+@pytest.mark.parametrize("command", EXIT_CODE_COMMANDS)
+def test_exit_codes_are_one_rule_for_every_reading_command(synthetic_run, tmp_path, command):
+    good, some_bad, empty = (tmp_path / name for name in ("good", "some-bad", "empty"))
+    for folder in (good, some_bad, empty):
+        folder.mkdir()
+    digit_png(good / "a.png")
+    digit_png(some_bad / "a.png")
+    (some_bad / "b.png").write_bytes(b"not an image")
+    assert read_with(command, synthetic_run, good, tmp_path).exit_code == 0
+    result = read_with(command, synthetic_run, some_bad, tmp_path)
+    assert result.exit_code == 1, result.output  # the other file is still read
+    assert read_with(command, synthetic_run, empty, tmp_path).exit_code == 2
+    assert invoke(command, synthetic_run, tmp_path / "missing.png", "--no-such-option").exit_code == 2
+
+
+@pytest.mark.parametrize("command", EXIT_CODE_COMMANDS)
+def test_help_states_the_exit_codes(command):
+    from digitlab.cli import EXIT_CODES
+
+    shown = " ".join(invoke(command, "--help").output.split())
+    assert " ".join(EXIT_CODES.split()) in shown
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert " ".join(EXIT_CODES.split()) in readme

@@ -9,6 +9,7 @@ and nothing else.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -16,6 +17,8 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from digitlab.errors import DigitlabError
 
 # Temporaries are named `.<target>.<pid>@<host>.<random>.tmp<suffix>` beside their target; <suffix> is
 # the target's own (Keras and matplotlib pick the format from it), empty for a folder.
@@ -51,17 +54,40 @@ def _fsync(path: Path) -> None:
 def replacing(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside `path`, with the same suffix (Keras and matplotlib pick the format from it),
     for a writer that needs a file name; on success it is synced, made readable and renamed to `path`;
-    on any failure it is removed and `path` is left as it was."""
+    on any failure it is removed and `path` is left as it was. A full disk (or quota), however the writer
+    reports it, is a DigitlabError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=_prefix(path), suffix=f"{TEMP_SUFFIX}{path.suffix}")
-    os.close(fd)
-    tmp = Path(name)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=_prefix(path), suffix=f"{TEMP_SUFFIX}{path.suffix}")
+        os.close(fd)
+        tmp = Path(name)
         yield tmp
         install(tmp, path)
+    except Exception as e:
+        full = _no_space(e, path)
+        if full is None:
+            raise
+        raise full from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _no_space(error: BaseException, path: Path) -> DigitlabError | None:
+    """The one-line error for a write to `path` that ran out of space, or None for any other failure.
+    Writers wrap the OSError (Keras) or keep only its message (h5py, Arrow), so the whole chain is read."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if (isinstance(error, OSError) and error.errno in NO_SPACE) or "No space left on device" in str(error):
+            return DigitlabError(f"no space left on device writing {path}")
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def install(written: Path, path: str | os.PathLike) -> Path:

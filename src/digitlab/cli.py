@@ -6,6 +6,7 @@ digitlab.config, so the help cannot disagree with the code."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import importlib
 import logging
@@ -149,8 +150,16 @@ def _show_data_messages(ctx: typer.Context) -> None:
     ctx.call_on_close(restore)
 
 
+# The one rule of `predict`, `read` and `batch` (shown in their --help and the README's Errors section).
+EXIT_CODES = (
+    "Exit codes: 0 every file was read (some may be unsure); 1 some files could not be read, each with its "
+    "error row, the others read; 2 stopped with one error line: a usage error, bad input (an option, the run, "
+    "a source with no images) or output that could not be written (a full disk); 130 interrupted."
+)
+
+
 def fail(message: str, code: int = 2) -> None:
-    """Print a one-line error and exit non-zero."""
+    """Print a one-line error and exit non-zero (2: the command stopped; see EXIT_CODES)."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
@@ -181,14 +190,45 @@ def main() -> None:
     # Not standalone: Typer's parsing errors come back as exceptions, printed in the project's one-line style.
     command = typer.main.get_command(app)
     try:
-        code = command.main(args=args, prog_name="digitlab", standalone_mode=False)
+        code = _flushed(command.main(args=args, prog_name="digitlab", standalone_mode=False))
     except typer.TyperException as e:  # the public base of every usage error (Click's, vendored in Typer)
         typer.secho(f"error: {usage_error_line(e)}", fg=typer.colors.RED, err=True)
         sys.exit(e.exit_code)
     except typer.Abort:
         typer.secho("error: aborted", fg=typer.colors.RED, err=True)
         sys.exit(1)
+    except OSError as e:  # a full disk under a write that is not the atomic writer's, stdout's above all
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = e.filename or _stdout_name()
+        typer.secho(f"error: no space left on device writing {where}", fg=typer.colors.RED, err=True)
+        _discard_stdout()
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _flushed(code):
+    """The command's exit code once its output is written: rows still buffered (a CSV) reach stdout here,
+    where a full disk is reported, not in Python's shutdown."""
+    sys.stdout.flush()
+    return code
+
+
+def _stdout_name() -> str:
+    """Where stdout goes (/dev/full, a file), for an error that names it."""
+    try:
+        return os.readlink(f"/proc/self/fd/{sys.stdout.fileno()}")
+    except (OSError, ValueError, AttributeError):
+        return "standard output"
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for a full disk would otherwise fail again, with a
+    traceback, when Python flushes it at exit."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def usage_error_line(e: Exception) -> str:
@@ -610,7 +650,7 @@ def evaluate(
         fail(f"test accuracy {test['accuracy']:.4f} is below --min-accuracy {min_accuracy}", code=1)
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 @reports_errors
 def predict(
     run: RunArg,
@@ -652,10 +692,7 @@ def predict(
     else:
         for path in map(Path, paths):
             if path.is_dir() and not prediction.expand_paths([path]):
-                fail(
-                    f"no images found in {path}/ (expected {', '.join(sorted(prediction.IMAGE_SUFFIXES))} files)",
-                    code=1,
-                )
+                fail(f"no images found in {path}/ (expected {', '.join(sorted(prediction.IMAGE_SUFFIXES))} files)")
         rows = reading.predict_files(
             prediction.load_predictor(run, runtime=runtime), [Path(p) for p in paths], debug_dir=debug
         )
@@ -689,7 +726,7 @@ def predict(
         fail(f"{len(failed)} of {len(rows)} files could not be read", code=1)
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 @reports_errors
 def read(
     run: RunArg,
@@ -723,7 +760,7 @@ def read(
     method = reading.choose_method(predictor, method)
     for path in map(Path, paths):
         if path.is_dir() and not prediction.expand_paths([path]):
-            fail(f"no images found in {path}/ (expected {', '.join(sorted(prediction.IMAGE_SUFFIXES))} files)", code=1)
+            fail(f"no images found in {path}/ (expected {', '.join(sorted(prediction.IMAGE_SUFFIXES))} files)")
     rows = reading.read_files(predictor, [Path(p) for p in paths], debug_dir=debug, method=method)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -837,7 +874,7 @@ def export_command(
 # ---- batch (batch/) ----
 
 
-@app.command("batch")
+@app.command("batch", epilog=EXIT_CODES)
 @reports_errors
 def batch_command(
     run: RunArg,
@@ -910,14 +947,16 @@ def batch_command(
         raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
-        return
-    skipped = f"; {summary['skipped']:,} already in {out} skipped" if summary["skipped"] else ""
-    typer.echo(
-        f"read {summary['files']:,} files in {summary['seconds']:.1f} s ({summary['files_per_s']:.0f} files/s) on "
-        f"{summary['engine']} ({summary['runtime']}): {summary['errors']:,} errors, "
-        f"{summary['unsure_share']:.1%} unsure{skipped}"
-    )
-    typer.echo(f"wrote {summary['parts']} part files; {out} holds {summary['rows']:,} rows")
+    else:
+        skipped = f"; {summary['skipped']:,} already in {out} skipped" if summary["skipped"] else ""
+        typer.echo(
+            f"read {summary['files']:,} files in {summary['seconds']:.1f} s ({summary['files_per_s']:.0f} files/s) "
+            f"on {summary['engine']} ({summary['runtime']}): {summary['errors']:,} errors, "
+            f"{summary['unsure_share']:.1%} unsure{skipped}"
+        )
+        typer.echo(f"wrote {summary['parts']} part files; {out} holds {summary['rows']:,} rows")
+    if summary["errors"]:  # as predict and read (EXIT_CODES)
+        fail(f"{summary['errors']:,} of {summary['files']:,} files could not be read; their rows say why", code=1)
 
 
 @contextlib.contextmanager
