@@ -155,6 +155,11 @@ def test_readme_python_blocks_run_as_printed(tmp_path, monkeypatch, mnist):
     assert namespace["metrics"]["validation"]["accuracy"] > 0.95
     assert namespace["test"]["accuracy"] > 0.95
     assert (tmp_path / "runs" / "notebook" / "model.keras").is_file()
+    answer, number = namespace["answer"], namespace["number"]
+    assert answer.digit == 7 and not answer.unsure and answer.confidence > 0.9
+    assert set(answer.to_dict()) == {"digit", "label", "confidence", "probabilities", "top3", "unsure", "reason"}
+    assert number.text == "21" and len(number.digits) == 2
+    assert namespace["model"].count_params() == namespace["metrics"]["parameters"]
 
 
 def test_contributing_names_every_module():

@@ -170,3 +170,24 @@ def test_the_kind_is_the_runs_config_and_its_model_must_take_that_input(syntheti
     assert load_predictor(synthetic_mlp_run).kind == "digit" and kind(load_predictor(synthetic_mlp_run)) == "digit"
     with pytest.raises(RunError, match=r"shape \(28, 28\); expected 28x28 digits .* or 32x256 lines"):
         kind(Predictor(lambda x: x, (28, 28), NAMES, kind="line"))
+
+
+def test_predict_image_takes_a_path_a_pil_image_a_photo_array_or_a_digit(tmp_path):
+    from digitlab.predict.reading import predict_image
+
+    predictor = digit_predictor()
+    path = seven(tmp_path / "seven.png")
+    photo = np.asarray(Image.open(path))
+    for image in (path, str(path), Image.open(path), photo, path.read_bytes()):
+        answer = predict_image(predictor, image)
+        assert answer.digit == 3 and answer.to_dict()["confidence"] == pytest.approx(0.9)
+        assert answer.image.shape == (28, 28) and answer.image.max() > 0  # preprocessed as a file is
+    grid = np.zeros((28, 28), np.uint8)
+    grid[5:20, 12:15] = 255
+    assert np.array_equal(predict_image(predictor, grid).image, grid)  # a 28x28 digit is used as it is
+    blank = predict_image(predictor, np.full((80, 80), 240, np.uint8))
+    assert blank.digit is None and blank.unsure and blank.reason.startswith("no ink")
+    with pytest.raises(DigitlabError, match=r"missing\.png: "):
+        predict_image(predictor, tmp_path / "missing.png")
+    with pytest.raises(DigitlabError, match="line model"):
+        predict_image(line_predictor(), path)

@@ -22,7 +22,10 @@ _LAZY = {
     "evaluate": "digitlab.evaluation",
     "evaluate_ensemble": "digitlab.evaluation",
     "load_predictor": "digitlab.predict",
+    "load_model": "digitlab.predict.keras_runtime",
+    "read_history": "digitlab.runs",
     "read": "digitlab.predict.reading",
+    "predict_image": "digitlab.predict.reading",
 }
 
 __all__ = [

@@ -206,6 +206,17 @@ def check_new_run(out_dir: Path, overwrite: bool = False) -> None:
             raise RunError(f"{out_dir}: already holds a run; pass --resume to continue it or --overwrite to replace it")
 
 
+def read_history(run_dir: Path) -> list[dict]:
+    """A run's history.csv: one dict per epoch (epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds),
+    numbers as numbers."""
+    path = Path(run_dir) / HISTORY
+    try:
+        rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    except OSError as e:
+        raise RunError(f"{path}: cannot be read ({e.strerror or e})") from None
+    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""} for row in rows]
+
+
 def read_run_config(run_dir: Path) -> dict:
     """A run's config.json, checked: a RunError naming the file and the field when it is missing, not
     JSON, or a section (`model`, `train`, `data`) does not hold what digitlab writes there. A section may be

@@ -33,6 +33,12 @@ def load_keras_model(model_path: Path, *, compile: bool = False):
         raise RunError(f"{model_path}: cannot be loaded as a Keras model ({type(e).__name__}: {e})") from None
 
 
+def load_model(run_dir: Path):
+    """A run's trained `keras.Model` (model.keras: the best validation epoch, float32), to go on with in
+    Keras; its training history per epoch is `digitlab.runs.read_history(run_dir)`."""
+    return load_keras_model(runs.require_model(run_dir))
+
+
 def forward(model) -> Callable[[np.ndarray], np.ndarray]:
     """float32 images -> probabilities. Under TensorFlow the forward pass is traced once into a graph:
     about 1 ms a call for a small batch instead of about 7 ms for an eager Keras call on a 2-core CPU.

@@ -81,6 +81,23 @@ def read(
     return _read_number(predictor, *open_image(image), method, scoring)
 
 
+def predict_image(run_or_predictor: Predictor | str | os.PathLike, image) -> Prediction:
+    """The digit in one image, as `digitlab predict` reads a file: `image` a path, bytes, a PIL image or an
+    array (a photo's pixels, preprocessed; a 28x28 MNIST-like digit, used as it is). Its fields are those
+    of `digitlab predict --json` (`.to_dict()` gives them as a dict); a DigitlabError when the image cannot
+    be read."""
+    predictor = run_or_predictor
+    if not isinstance(predictor, Predictor):
+        predictor = load_predictor(Path(run_or_predictor))
+    if isinstance(image, np.ndarray) and tuple(image.shape) != tuple(predictor.input_shape):
+        image = Image.fromarray(np.asarray(image, np.uint8))  # a photo's pixels: preprocessed as a file's
+    name = str(image) if isinstance(image, (str, os.PathLike)) else "the image"
+    (outcome,) = read_inputs(predictor, [image], [name], DIGIT)
+    if outcome.error:
+        raise DigitlabError(outcome.error)
+    return outcome.result
+
+
 def _read_number(
     predictor: Predictor, grey: np.ndarray, size: tuple[int, int], method: str, scoring: Scoring = SCORING
 ) -> Reading:
