@@ -25,6 +25,10 @@ from digitlab.predict import keras_runtime, onnx_runtime
 from digitlab.preprocess import NO_INK
 
 CHUNK = 1024  # images per model call
+# A model that learnt non-digits gives them nearly even probabilities: when its two likeliest classes
+# together hold less than this, an unsure answer is no digit at all rather than a doubt between two.
+NOT_A_DIGIT = 0.5
+NOT_A_DIGIT_REASON = "not a digit: it looks like a letter, a symbol or a scribble"
 
 
 @dataclass
@@ -43,6 +47,7 @@ class Predictor:
     run_dir: Path | None = None
     runtime: str = "keras"
     kind: str | None = None  # the run's ModelConfig.kind, "digit" or "line"; None: a model made without a run
+    nondigits: bool = False  # the model learnt marks that are not digits (trained with --outliers)
 
     def check_images(self, x: np.ndarray, where: str) -> None:
         """A RunError unless images `x` (n, h, w) have the shape the model takes."""
@@ -115,6 +120,7 @@ def load_predictor(
         run_dir=run_dir,
         runtime=runtime,
         kind=checked.kind,
+        nondigits=bool(checked.config.get("train", {}).get("outliers")),
     )
 
 
@@ -169,6 +175,8 @@ def classify(predictor: Predictor, digits: np.ndarray, rejected: Sequence[str | 
             row["probabilities"] = [float(v) for v in p]
             if row["confidence"] < predictor.threshold:
                 reason = f"confidence {row['confidence']:.3f} is below the threshold {predictor.threshold:.3f}"
+                if predictor.nondigits and sum(t["probability"] for t in row["top3"][:2]) < NOT_A_DIGIT:
+                    reason = NOT_A_DIGIT_REASON
                 row.update(digit=None, label=None)
         row.update(unsure=reason is not None, reason=reason)
         results.append(row)
