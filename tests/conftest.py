@@ -48,38 +48,33 @@ def synthetic_dir(tmp_path_factory):
     return make_synthetic_idx(tmp_path_factory.mktemp("synthetic"))
 
 
+def train_once(tmp_path_factory, name: str, model_cfg, train_cfg, data_dir):
+    """A run trained into the session's shared folder, without Keras' progress bar."""
+    from digitlab.training import train
+
+    out = tmp_path_factory.mktemp("shared") / name
+    train(model_cfg, train_cfg, out, data_dir=data_dir, verbose=0)
+    return out
+
+
 @pytest.fixture(scope="session")
 def synthetic_mlp_run(tmp_path_factory, synthetic_dir):
     """A tiny MLP run: 16 units, two epochs of batch 32 on the synthetic set (the defaults otherwise)."""
     from digitlab.config import ModelConfig, TrainConfig
-    from digitlab.training import train
 
-    out = tmp_path_factory.mktemp("shared") / "mlp-synthetic"
-    train(
-        ModelConfig(architecture="mlp", units=(16,)),
-        TrainConfig(epochs=2, batch_size=32, dataset="synthetic"),
-        out,
-        data_dir=synthetic_dir,
-        verbose=0,
-    )
-    return out
+    model_cfg = ModelConfig(architecture="mlp", units=(16,))
+    train_cfg = TrainConfig(epochs=2, batch_size=32, dataset="synthetic")
+    return train_once(tmp_path_factory, "mlp-synthetic", model_cfg, train_cfg, synthetic_dir)
 
 
 @pytest.fixture(scope="session")
 def synthetic_cnn_run(tmp_path_factory, synthetic_dir):
     """A tiny CNN run: filters 4 and 8, one epoch of batch 32 on the synthetic set (100 test images)."""
     from digitlab.config import ModelConfig, TrainConfig
-    from digitlab.training import train
 
-    out = tmp_path_factory.mktemp("shared") / "cnn-synthetic"
-    train(
-        ModelConfig(architecture="cnn", filters=(4, 8)),
-        TrainConfig(epochs=1, batch_size=32, dataset="synthetic"),
-        out,
-        data_dir=synthetic_dir,
-        verbose=0,
-    )
-    return out
+    model_cfg = ModelConfig(architecture="cnn", filters=(4, 8))
+    train_cfg = TrainConfig(epochs=1, batch_size=32, dataset="synthetic")
+    return train_once(tmp_path_factory, "cnn-synthetic", model_cfg, train_cfg, synthetic_dir)
 
 
 @pytest.fixture(scope="session")
@@ -87,14 +82,11 @@ def tiny_line_run(tmp_path_factory, synthetic_dir):
     """A tiny line model (the numbers preset with filters 4, 8, 8, 8 and a Dense of 16): two epochs of 96
     lines, 48 validation lines, made from the synthetic set. The machinery, not accuracy."""
     from digitlab.config import resolve_configs
-    from digitlab.training import train
 
     model_cfg, train_cfg = resolve_configs("numbers", epochs=2, lines=96, val_lines=48, batch_size=32)
     model_cfg = dataclasses.replace(model_cfg, filters=(4, 8, 8, 8), dense=16)
     train_cfg = dataclasses.replace(train_cfg, dataset="synthetic")
-    out = tmp_path_factory.mktemp("shared") / "line-synthetic"
-    train(model_cfg, train_cfg, out, data_dir=synthetic_dir, verbose=0)
-    return out
+    return train_once(tmp_path_factory, "line-synthetic", model_cfg, train_cfg, synthetic_dir)
 
 
 @pytest.fixture(scope="session")
