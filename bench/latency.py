@@ -12,7 +12,17 @@ with --breakdown also the time of each stage measured in this process and one cl
     .venv/bin/python bench/latency.py runs/fast-... [--clients 8] [--workers 2] [--duration 60]
     .venv/bin/python bench/latency.py runs/fast-... --endpoint read --form json --workers 2 [--runtime onnx]
 
-Targets on a 2-core CPU: /api/predict p50 <= 20 ms, p99 <= 50 ms; /api/read p50 <= 30 ms.
+Neighbours share the server with the timed clients (`--neighbours N` of them), each posting back to back:
+`--neighbour heavy` sends /api/read/batch requests of `--heavy-megapixels` (drawn pages of 10 MP each),
+`--neighbour hostile` cheap bodies the server must refuse (1.5 million {"pixels": [[[0]], ...]} entries,
+150,000 empty multipart parts), in turn. The timed clients' latency is the figure: a small /api/read
+behind a heavy batch, or /api/health (`--endpoint health`) while hostile bodies arrive.
+
+    .venv/bin/python bench/latency.py runs/fast-... --endpoint read --clients 1 --neighbour heavy --neighbours 2
+    .venv/bin/python bench/latency.py runs/fast-... --endpoint health --clients 1 --neighbour hostile
+
+Targets on a 2-core CPU: /api/predict p50 <= 20 ms, p99 <= 50 ms; /api/read p50 <= 30 ms; beside a heavy
+neighbour, /api/read p50 <= 1 s; beside hostile bodies, /api/health p99 <= 100 ms.
 """
 
 from __future__ import annotations
@@ -35,7 +45,9 @@ import numpy as np
 
 from digitlab.runs import cpu_name
 
-TARGETS_MS = {"predict": (20.0, 50.0), "read": (30.0, math.inf)}  # (p50, p99) per endpoint
+TARGETS_MS = {"predict": (20.0, 50.0), "read": (30.0, math.inf), "health": (100.0, 100.0)}  # (p50, p99)
+NEIGHBOUR_TARGETS_MS = {"heavy": (1000.0, math.inf), "hostile": (100.0, 100.0)}  # the timed clients' (p50, p99)
+HEAVY_MEGAPIXELS = 40  # in each of the heavy neighbour's batches
 WARMUP_SECONDS = 5.0  # of the same load before timing starts, so that every worker process is warm
 NUMBER_LENGTH = 6  # digits in each number posted to /api/read
 
@@ -158,12 +170,58 @@ def json_request(port: int, png: bytes, path: str = "/api/predict") -> bytes:
     return head.encode() + body
 
 
+def health_request(port: int, png: bytes = b"", path: str = "/api/health") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+
+
 FORMS = {"multipart": multipart_request, "json": json_request}
+
+
+def page_png(megapixels: float) -> bytes:
+    """A square page of white paper of `megapixels` with a thick 7 drawn in its middle: many pixels to
+    decode and search for ink, few bytes to send."""
+    from PIL import Image, ImageDraw
+
+    side = int(math.sqrt(megapixels * 1e6))
+    img = Image.new("L", (side, side), 255)
+    c, s = side // 2, side // 40
+    ImageDraw.Draw(img).line([(c - 5 * s, c - 8 * s), (c + 5 * s, c - 8 * s), (c, c + 8 * s)], fill=0, width=2 * s)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def files_request(port: int, path: str, parts: list[bytes], field: str = "files") -> bytes:
+    """A multipart POST of `parts` as the file field `field`, ready to send."""
+    boundary = b"digitlab-bench-boundary"
+    body = b"".join(
+        b'--%s\r\nContent-Disposition: form-data; name="%s"; filename="%d.png"\r\n\r\n%s\r\n'
+        % (boundary, field.encode(), i, part)
+        for i, part in enumerate(parts)
+    )
+    body += b"--%s--\r\n" % boundary
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary.decode()}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def neighbour_requests(port: int, kind: str, megapixels: float = HEAVY_MEGAPIXELS) -> list[bytes]:
+    """The requests a neighbour sends in turn: heavy batches (of 10 MP pages, `megapixels` in all), or
+    cheap bodies to refuse."""
+    if kind == "heavy":
+        pages = max(1, round(megapixels / 10))
+        return [files_request(port, "/api/read/batch", [page_png(megapixels / pages)] * pages)]
+    pixels = b'{"pixels": [' + b",".join([b"[[0]]"] * 1_500_000) + b"]}"
+    head = f"POST /api/predict/batch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+    empty = files_request(port, "/api/predict/batch", [b""] * 140_000)
+    return [head.encode() + f"Content-Length: {len(pixels)}\r\n\r\n".encode() + pixels, empty]
 
 
 async def _client(
     port: int,
-    request: bytes,
+    request: bytes | list[bytes],
     requests: int,
     deadline: list[float],
     start: asyncio.Event,
@@ -171,12 +229,15 @@ async def _client(
     errors: list[str],
     reconnect: bool,
 ) -> None:
-    """One client posting `request` back to back, each after the last answer, on one keep-alive connection
-    or (reconnect) a new connection per request; a response is read by its Content-Length."""
+    """One client posting `request` (or each of a list in turn) back to back, each after the last answer, on
+    one keep-alive connection or (reconnect) a new connection per request; a response is read by its
+    Content-Length."""
+    turns = request if isinstance(request, list) else [request]
     connection = await asyncio.open_connection("127.0.0.1", port) if not reconnect else None
     await start.wait()
     try:
-        for _ in range(requests):
+        for i in range(requests):
+            request = turns[i % len(turns)]
             if time.perf_counter() > deadline[0]:
                 break
             t0 = time.perf_counter()
@@ -209,19 +270,29 @@ def load(
     duration: float,
     server_pid: int,
     reconnect: bool = False,
+    neighbour: list[bytes] | None = None,
+    neighbours: int = 1,
 ) -> dict:
     """CLIENTS concurrent keep-alive connections posting REQUESTS each (or until DURATION s), client k the
     request bodies[k % len(bodies)] (complete HTTP requests); latencies in ms, CPU ms per request.
 
     The clients are one asyncio loop over raw sockets, not a full HTTP library: they share this machine's
     CPUs with the server, and a lean client (about 0.2 ms of CPU per request, against about 3 ms for
-    thread-per-client httpx) leaves them to the server, as separate client machines would."""
+    thread-per-client httpx) leaves them to the server, as separate client machines would. With `neighbour`,
+    `neighbours` more clients send those requests in turn, each on a new connection, counted apart."""
+    beside: dict = {"answers": [], "statuses": []}
 
     async def run() -> tuple[list[float], list[str], float, tuple[float, float]]:
         latencies: list[float] = []
         errors: list[str] = []
         start, deadline = asyncio.Event(), [math.inf]
         tasks = [
+            asyncio.create_task(
+                _client(port, neighbour, 10**6, deadline, start, beside["answers"], beside["statuses"], True)
+            )
+            for _ in range(neighbours if neighbour else 0)
+        ]
+        tasks += [
             asyncio.create_task(
                 _client(port, bodies[k % len(bodies)], requests, deadline, start, latencies, errors, reconnect)
             )
@@ -258,6 +329,10 @@ def load(
         # A closed loop on cores that are the limit: throughput = cores / CPU per request, and each of the
         # clients waits for the others' requests (Little's law), so p50 ~ clients x CPU per request / cores.
         "cpu_bound_p50": clients * 1e3 * (server_cpu + client_cpu) / max(len(ms), 1) / (os.cpu_count() or 1),
+        "neighbour_ok": len(beside["answers"]),
+        "neighbour_ok_p50": float(np.median(beside["answers"])) if beside["answers"] else float("nan"),
+        "neighbour_refused": sorted({s.split(":")[0] for s in beside["statuses"]}),
+        "neighbour_refusals": len(beside["statuses"]),
     }
 
 
@@ -309,6 +384,9 @@ def main(
     reconnect: bool = False,
     endpoint: str = "predict",
     form: str = "multipart",
+    neighbour: str | None = None,
+    neighbours: int = 1,
+    heavy_megapixels: float = HEAVY_MEGAPIXELS,
 ) -> dict:
     run_dir = Path(run_dir)
     if not (run_dir / "model.keras").is_file():
@@ -316,13 +394,15 @@ def main(
     pngs = composed_numbers(clients) if endpoint == "read" else [drawn_digit_png()]
     port = free_port()
     path = f"/api/{endpoint}"
-    bodies = [FORMS[form](port, png, path) for png in pngs]
+    build = health_request if endpoint == "health" else FORMS[form]
+    bodies = [build(port, png, path) for png in pngs]
+    beside = neighbour_requests(port, neighbour, heavy_megapixels) if neighbour else None
     server = start_server(run_dir, port, workers, runtime)
     try:
         warmup = load(port, bodies, clients, 10**6, WARMUP_SECONDS, server.pid, True)  # every worker warm; not counted
         if warmup["errors"]:
             raise SystemExit(f"warm-up failed: {warmup['first_errors']}")
-        rounds = [load(port, bodies, clients, requests, duration, server.pid, reconnect) for _ in range(repeat)]
+        rounds = [load(port, bodies, clients, requests, duration, server.pid, reconnect, beside) for _ in range(repeat)]
         url = f"http://127.0.0.1:{port}{path}"
         stages = breakdown(run_dir, pngs[0], url, endpoint, runtime, form) if with_breakdown else None
     finally:
@@ -338,6 +418,9 @@ def main(
         "workers": workers,
         "runtime": runtime,
         "reconnect": reconnect,
+        "neighbour": neighbour,
+        "neighbours": neighbours,
+        "heavy_megapixels": heavy_megapixels,
         "loadavg_before_end": os.getloadavg(),
     }
 
@@ -363,7 +446,18 @@ if __name__ == "__main__":
         "--endpoint",
         choices=list(TARGETS_MS),
         default="predict",
-        help=f"/api/predict (a drawn digit) or /api/read (a {NUMBER_LENGTH}-digit number of MNIST test digits)",
+        help=f"/api/predict (a drawn digit), /api/read (a {NUMBER_LENGTH}-digit number of MNIST test digits) "
+        "or /api/health",
+    )
+    parser.add_argument(
+        "--neighbour",
+        choices=list(NEIGHBOUR_TARGETS_MS),
+        default=None,
+        help=f"more clients: {HEAVY_MEGAPIXELS} MP /api/read/batch requests, or cheap bodies to refuse",
+    )
+    parser.add_argument("--neighbours", type=int, default=1, help="how many neighbour clients")
+    parser.add_argument(
+        "--heavy-megapixels", type=float, default=HEAVY_MEGAPIXELS, help="in each heavy neighbour's batch"
     )
     parser.add_argument(
         "--form",
@@ -384,6 +478,9 @@ if __name__ == "__main__":
         args.reconnect,
         args.endpoint,
         args.form,
+        args.neighbour,
+        args.neighbours,
+        args.heavy_megapixels,
     )
     connections = "a new connection per request" if result["reconnect"] else "keep-alive connections"
     images = (
@@ -391,12 +488,17 @@ if __name__ == "__main__":
         if result["endpoint"] == "read"
         else f"a {result['png_bytes'][0]} byte PNG (280x280)"
     )
+    if result["neighbour"]:
+        heavy = f" ({result['heavy_megapixels']:g} MP batches)" if result["neighbour"] == "heavy" else ""
+        images += f"; beside {result['neighbours']} {result['neighbour']} neighbour(s){heavy}"
     print(
         f"digitlab serve --workers {result['workers']} --runtime {result['runtime']}; /api/{result['endpoint']}, "
         f"{images} as {result['form']}; {connections}; CPU {cpu_name()}, {result['cpus']} CPUs, "
         f"load average {', '.join(f'{x:.2f}' for x in result['loadavg_before_end'])} (1, 5, 15 min)"
     )
-    target_p50, target_p99 = TARGETS_MS[result["endpoint"]]
+    target_p50, target_p99 = (
+        NEIGHBOUR_TARGETS_MS[result["neighbour"]] if result["neighbour"] else TARGETS_MS[result["endpoint"]]
+    )
     for i, r in enumerate(result["rounds"], 1):
         verdict = "meets" if r["p50"] <= target_p50 and r["p99"] <= target_p99 else "misses"
         print(
@@ -410,6 +512,11 @@ if __name__ == "__main__":
         )
         for e in r["first_errors"]:
             print(f"  error: {e}")
+        if result["neighbour"]:
+            print(
+                f"  neighbour: {r['neighbour_ok']} answered 200 (p50 {r['neighbour_ok_p50']:.0f} ms), "
+                f"{r['neighbour_refusals']} refused {', '.join(r['neighbour_refused']) or ''}"
+            )
     if result["stages"]:
         print("median ms per request, by stage:")
         for name, ms in result["stages"].items():

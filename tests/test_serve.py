@@ -635,7 +635,7 @@ def test_an_onnx_server_runs_its_model_calls_on_the_threads_it_is_given(syntheti
     assert client.get("/api/health").json()["threads"] == 1
     session = client.app.state.service.predictor.forward.args[0]  # run_session on its InferenceSession
     assert session.get_session_options().intra_op_num_threads == 1
-    assert client.app.state.service.pool._max_workers == 1  # and one thread serving its requests
+    assert client.app.state.service.pool.threads == 1  # and one thread serving its requests
     r = client.post("/api/predict", json={"pixels": block_pixels(3)})
     assert r.status_code == 200, r.text
     check_prediction(r.json())

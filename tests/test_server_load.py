@@ -9,7 +9,6 @@ import shutil
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -17,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from digitlab.serve import MAX_BATCH, MAX_BODY, bind_socket, create_app, run_app
 from digitlab.serve.schemas import MAX_MEGAPIXELS
+from digitlab.serve.service import FairPool
 from test_preprocess import png_with_chunk, zlib_bomb  # pytest puts tests/ on the path
 from test_serve import BAD_INPUTS, drawn_digit
 
@@ -131,7 +131,8 @@ def test_a_batch_over_the_decode_budget_is_413_before_decoding(server):
 def test_a_small_request_is_answered_before_a_heavy_one_that_started_first(run_dir):
     web_app = create_app(run_dir, timeout=30.0)
     service = web_app.state.service
-    service.pool = ThreadPoolExecutor(max_workers=1)  # one request thread, as on one core
+    service.pool.shutdown()
+    service.pool = FairPool(1)  # one request thread, as on one core
     reading, read = threading.Event(), service.read
 
     def slow_read(inputs, fields):  # a 9 MP image read in 0.2 s more: the heavy request takes seconds
