@@ -207,11 +207,11 @@ def files_request(port: int, path: str, parts: list[bytes], field: str = "files"
     return head.encode() + body
 
 
-def neighbour_requests(port: int, kind: str, megapixels: float = HEAVY_MEGAPIXELS) -> list[bytes]:
-    """The requests a neighbour sends in turn: heavy batches (of 10 MP pages, `megapixels` in all), or
+def neighbour_requests(port: int, kind: str, megapixels: float = HEAVY_MEGAPIXELS, page: float = 10.0) -> list[bytes]:
+    """The requests a neighbour sends in turn: heavy batches (of `page` MP pages, `megapixels` in all), or
     cheap bodies to refuse."""
     if kind == "heavy":
-        pages = max(1, round(megapixels / 10))
+        pages = max(1, round(megapixels / page))
         return [files_request(port, "/api/read/batch", [page_png(megapixels / pages)] * pages)]
     pixels = b'{"pixels": [' + b",".join([b"[[0]]"] * 1_500_000) + b"]}"
     head = f"POST /api/predict/batch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
@@ -387,6 +387,7 @@ def main(
     neighbour: str | None = None,
     neighbours: int = 1,
     heavy_megapixels: float = HEAVY_MEGAPIXELS,
+    page_megapixels: float = 10.0,
 ) -> dict:
     run_dir = Path(run_dir)
     if not (run_dir / "model.keras").is_file():
@@ -396,7 +397,7 @@ def main(
     path = f"/api/{endpoint}"
     build = health_request if endpoint == "health" else FORMS[form]
     bodies = [build(port, png, path) for png in pngs]
-    beside = neighbour_requests(port, neighbour, heavy_megapixels) if neighbour else None
+    beside = neighbour_requests(port, neighbour, heavy_megapixels, page_megapixels) if neighbour else None
     server = start_server(run_dir, port, workers, runtime)
     try:
         warmup = load(port, bodies, clients, 10**6, WARMUP_SECONDS, server.pid, True)  # every worker warm; not counted
@@ -421,6 +422,7 @@ def main(
         "neighbour": neighbour,
         "neighbours": neighbours,
         "heavy_megapixels": heavy_megapixels,
+        "page_megapixels": page_megapixels,
         "loadavg_before_end": os.getloadavg(),
     }
 
@@ -459,6 +461,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--heavy-megapixels", type=float, default=HEAVY_MEGAPIXELS, help="in each heavy neighbour's batch"
     )
+    parser.add_argument("--page-megapixels", type=float, default=10.0, help="in each page of a heavy batch")
     parser.add_argument(
         "--form",
         choices=list(FORMS),
@@ -481,15 +484,22 @@ if __name__ == "__main__":
         args.neighbour,
         args.neighbours,
         args.heavy_megapixels,
+        args.page_megapixels,
     )
     connections = "a new connection per request" if result["reconnect"] else "keep-alive connections"
     images = (
-        f"{NUMBER_LENGTH}-digit numbers, PNGs of {min(result['png_bytes'])}-{max(result['png_bytes'])} bytes"
+        ""
+        if result["endpoint"] == "health"
+        else f"{NUMBER_LENGTH}-digit numbers, PNGs of {min(result['png_bytes'])}-{max(result['png_bytes'])} bytes"
         if result["endpoint"] == "read"
         else f"a {result['png_bytes'][0]} byte PNG (280x280)"
     )
     if result["neighbour"]:
-        heavy = f" ({result['heavy_megapixels']:g} MP batches)" if result["neighbour"] == "heavy" else ""
+        heavy = (
+            f" ({result['heavy_megapixels']:g} MP batches of {result['page_megapixels']:g} MP pages)"
+            if result["neighbour"] == "heavy"
+            else ""
+        )
         images += f"; beside {result['neighbours']} {result['neighbour']} neighbour(s){heavy}"
     print(
         f"digitlab serve --workers {result['workers']} --runtime {result['runtime']}; /api/{result['endpoint']}, "
