@@ -13,6 +13,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from typer.testing import CliRunner
 
 import digitlab.batch
@@ -334,3 +335,48 @@ def test_ctrl_c_or_sigterm_exits_130_saying_how_many_rows_are_kept(run_dir, tmp_
     again = subprocess.run(command + ["--json", "-q"], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["rows"] == 2000 and pq.read_table(out).num_rows == 2000
+
+
+def test_the_server_refuses_cheap_bodies_as_they_arrive_and_two_host_headers(run_dir):
+    from digitlab.serve import MAX_BATCH
+
+    client = TestClient(create_app(run_dir), raise_server_exceptions=False)
+    cheap = b'{"pixels": [' + b",".join([b"[[0]]"] * 300_000) + b"]}"  # 300,000 bad grids in 1.8 MB
+    r = client.post("/api/predict/batch", content=cheap, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["detail"] == (
+        f"pixels: more than {MAX_BATCH} images, at most {MAX_BATCH} per request"
+    )
+    r = client.post(
+        "/api/predict", content=b'{"pixels": [' + b"0," * 100_000 + b"0]}", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413 and r.json()["detail"] == "pixels: more than 56 rows, at most 56 per request"
+    part = b'--x\r\nContent-Disposition: form-data; name="files"; filename="a"\r\n\r\n\r\n'
+    r = client.post(
+        "/api/predict/batch",
+        content=part * 20_000 + b"--x--\r\n",
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    )
+    assert (
+        r.status_code == 413
+        and r.json()["detail"] == f"files: more than {MAX_BATCH} files, at most {MAX_BATCH} per request"
+    )
+    r = client.get("/api/health", headers=[("host", "localhost"), ("host", "evil.example")])
+    assert r.status_code == 400
+    assert r.json()["detail"] == "Host header: 2 given ('localhost', 'evil.example'), expected one"
+    assert client.get("/api/health").json()["internal_errors"] == 0
+
+
+def test_a_request_over_the_decode_budget_is_413_naming_it(run_dir):
+    from digitlab.serve.schemas import MAX_MEGAPIXELS
+
+    page = encode(Image.new("L", (3200, 3200), 255), "PNG")  # 10.24 MP of paper, a few kB
+    count = int(MAX_MEGAPIXELS // 10.24) + 1
+    client = TestClient(create_app(run_dir), raise_server_exceptions=False)
+    r = client.post("/api/read/batch", files=[("files", (f"{i}.png", page, "image/png")) for i in range(count)])
+    assert r.status_code == 413, r.text[:200]
+    assert r.json()["detail"] == (
+        f"files: {count * 10.24:.1f} megapixels in {count} images, at most {MAX_MEGAPIXELS} megapixels per request; "
+        "send them in several requests"
+    )
+    r = client.post("/api/read/batch", files=[("files", (f"{i}.png", page, "image/png")) for i in range(count - 1)])
+    assert r.status_code == 200
