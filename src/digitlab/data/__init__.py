@@ -38,7 +38,7 @@ from digitlab.data.specs import (
     DatasetSpec,
     spec_for,
 )
-from digitlab.errors import DataError
+from digitlab.errors import DataError, DigitlabError
 
 __all__ = [
     "SPECS",
@@ -153,11 +153,14 @@ def cache_path(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | bytearray) -> Path:
-    """atomic.write_bytes, with a DataError naming the file when it cannot be written."""
+    """atomic.write_bytes, with a DataError naming the file when it cannot be written (a full disk in the
+    words every writer uses: "no space left on device writing PATH")."""
     try:
         return atomic.write_bytes(path, data)
     except OSError as e:
         raise DataError(f"{path}: cannot write ({e.strerror or e})") from None
+    except DigitlabError as e:
+        raise DataError(str(e)) from None
 
 
 def _store_in_cache(directory: Path, blobs: dict[str, tuple[bytearray, str]]) -> None:
