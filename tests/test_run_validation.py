@@ -124,6 +124,15 @@ def test_every_command_that_loads_a_run_says_so_in_one_line(run, tmp_path, comma
     one_line_error(result, f"{run / runs.CONFIG}: model: expected an object")
 
 
+def test_export_from_python_checks_the_run_first(run):
+    from digitlab.export import export
+
+    edit(run / runs.CONFIG, lambda c: c.update(train=[]))
+    with pytest.raises(DigitlabError, match=rf"^{run / runs.CONFIG}: train: expected an object"):
+        export(run, "onnx")
+    assert not (run / runs.ONNX).exists()
+
+
 def test_a_good_run_loads(run):
     predictor = load_predictor(run)
     assert predictor.class_names == tuple("0123456789") and predictor.temperature > 0

@@ -56,7 +56,7 @@ def test_train_writes_a_complete_run(synthetic_mlp_run):
 
 
 def test_same_seed_same_history(tmp_path, synthetic_dir, synthetic_mlp_run):
-    a = synthetic_mlp_run  # trained as below, earlier in this session
+    a = synthetic_mlp_run  # trained as below, once for the whole test run
     assert TrainConfig.from_dict(runs.read_json(a / runs.CONFIG)["train"]) == tiny()
     metrics = train(MLP, tiny(), tmp_path / "b", data_dir=synthetic_dir, verbose=0)
     assert metrics == runs.read_json(tmp_path / "b" / runs.METRICS)  # train returns what it saved

@@ -53,6 +53,7 @@ def export(
         raise DigitlabError(f"--check-images: expected a positive integer, got {n}")
     run_dir = Path(run_dir)
     model_path = runs.require_model(run_dir)
+    runs.check_run(run_dir, calibrated=False)  # config.json's fields, one line each, before the model loads
     _require_exporter(fmt)
     dest = _destination(run_dir, fmt, out)
     atomic.remove_stale(dest.parent)  # what a killed export left
