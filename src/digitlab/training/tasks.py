@@ -2,13 +2,15 @@
 data and its batches, the loss, the validation score, and the answers calibration is fitted on. The loop
 that uses them, the recorder and the run directory are the same for both (digitlab.training).
 
-- digits (architectures "mlp", "cnn"): the run's split of 28x28 digits, warped afresh each epoch when the
-  configuration asks for it (training.augment); cross-entropy, optionally label-smoothed; the score is
-  accuracy, from Keras' own validation pass; calibration on the validation digits and, with
-  `calibrate_wild`, on validation digits drawn as people's images (digitlab.data.synth.wild).
+- digits (architectures "mlp", "cnn"): the run's split of 28x28 digits, with `outliers` non-digit marks
+  among them (digitlab.data.synth.nondigits), warped afresh each epoch when the configuration asks for it
+  (training.augment); cross-entropy, optionally label-smoothed, and to the uniform for non-digits; the
+  score is accuracy, from Keras' own validation pass; calibration on the validation digits and, with
+  `calibrate_wild` and `calibrate_nondigits`, on validation digits drawn as people's images
+  (digitlab.data.synth.wild) and on validation non-digits.
 - lines (architecture "line"): `lines` handwritten number lines generated afresh each epoch from the
-  training digits (digitlab.data.synth.lines), CTC; the score is *string* accuracy (whole lines exactly right, by
-  greedy decoding) on LINE_SAMPLE of the epoch's training lines and on `val_lines` validation lines, the
+  training digits (digitlab.data.synth.lines), CTC; the score is *string* accuracy (whole lines exactly
+  right, by greedy decoding) on LINE_SAMPLE of the epoch's training lines and on `val_lines` validation lines, the
   same every epoch; calibration of the string's confidence on those validation lines.
 """
 
