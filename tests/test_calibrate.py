@@ -166,7 +166,7 @@ def test_wild_digits_raise_the_threshold_to_what_they_need(tmp_path, monkeypatch
     # is the higher of the two each set asks for, and both acceptances are recorded.
     from digitlab.calibrate import fit_calibration
 
-    monkeypatch.setattr(calibrate, "temperature_for", lambda answers: 1.0)  # the threshold rule alone
+    monkeypatch.setattr(calibrate, "temperature_for", lambda loss: 1.0)  # the threshold rule alone
 
     def probabilities(conf, guess):
         p = np.full((len(conf), 10), 0.0)

@@ -52,7 +52,7 @@ def test_the_outlier_loss_teaches_non_digits_the_uniform_distribution():
 
 
 def test_the_threshold_on_a_mix_keeps_confident_non_digits_out(tmp_path, monkeypatch):
-    monkeypatch.setattr(calibrate, "temperature_for", lambda answers: 1.0)  # the threshold rule alone
+    monkeypatch.setattr(calibrate, "temperature_for", lambda loss: 1.0)  # the threshold rule alone
     rng = np.random.default_rng(0)
     n = 2000
 

@@ -95,11 +95,9 @@ def string_answers(frames: np.ndarray, truths: list[tuple[int, ...]], descriptio
     return Answers(confidence, right, loss, "string", description or f"{len(truths)} validation lines")
 
 
-def temperature_for(answers: Answers) -> float:
-    """The temperature in TEMPERATURES that minimises the answers' loss."""
-    result = minimize_scalar(
-        lambda log_t: answers.loss(float(np.exp(log_t))), bounds=np.log(TEMPERATURES), method="bounded"
-    )
+def temperature_for(loss: Callable[[float], float]) -> float:
+    """The temperature in TEMPERATURES that minimises `loss` (temperature -> mean loss of some answers)."""
+    result = minimize_scalar(lambda log_t: loss(float(np.exp(log_t))), bounds=np.log(TEMPERATURES), method="bounded")
     return float(np.exp(result.x))
 
 
@@ -132,7 +130,7 @@ def calibration_error(confidence: np.ndarray, right: np.ndarray, bins: int = BIN
 # Digits' probabilities directly, as the tests and benchmarks use them.
 def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
     """The T in softmax(log p / T) that minimises the negative log-likelihood of `y`."""
-    return temperature_for(digit_answers(probs, y))
+    return temperature_for(digit_answers(probs, y).loss)
 
 
 def choose_threshold(probs: np.ndarray, y: np.ndarray) -> float:
@@ -160,7 +158,7 @@ def fit_calibration(run_dir: Path, answers: Answers, *more: Answers) -> dict:
     def loss(t: float) -> float:  # the mean over every answer of the sets of digits
         return sum(len(s) * s.loss(t) for s in digit_sets) / total
 
-    temperature = temperature_for(Answers(answers.confidence, answers.right, loss, answers.kind, ""))
+    temperature = temperature_for(loss)
     threshold = max(threshold_for(s.confidence(temperature), s.right) for s in digit_sets)
     if len(digit_sets) < len(sets):  # the mix: digits and non-digits, coverage counted on the digits
         mixed = [s.confidence(temperature) for s in sets], [s.right for s in sets]

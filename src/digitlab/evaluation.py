@@ -149,7 +149,7 @@ def _evaluate_lines(run_dir: Path, predictor: Predictor, ds: Dataset, confidence
             images[wrong],
             [f"{text(truths[i])} → {text(decoded[i].digits)}  {conf[i]:.1%}" for i in wrong],
             run_dir / runs.MISTAKES,
-            f"Most confident mistakes ({len(np.flatnonzero(~right))} of {len(right)} lines wrong; {confidence})",
+            f"Most confident mistakes ({int((~right).sum())} of {len(right)} lines wrong; {confidence})",
             cols=4,
             cell=(3.6, 0.9),
         ),
