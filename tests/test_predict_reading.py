@@ -191,3 +191,26 @@ def test_predict_image_takes_a_path_a_pil_image_a_photo_array_or_a_digit(tmp_pat
         predict_image(predictor, tmp_path / "missing.png")
     with pytest.raises(DigitlabError, match="line model"):
         predict_image(line_predictor(), path)
+
+
+def test_load_reader_predicts_and_reads_as_the_cli_does(synthetic_mlp_run, tmp_path):
+    from digitlab import load_reader
+    from digitlab.predict import load_predictor
+
+    reader = load_reader(synthetic_mlp_run)
+    assert isinstance(reader, Predictor) and reader.run_dir == synthetic_mlp_run
+    path, number = seven(tmp_path / "seven.png"), bars(tmp_path / "bars.png")
+    predicted = predict_files(load_predictor(synthetic_mlp_run), [path])[0]  # `digitlab predict --json`'s row
+    assert {"file": str(path), **reader.predict(path).to_dict()} == predicted
+    read_row = read_files(load_predictor(synthetic_mlp_run), [number])[0]  # `digitlab read --json`'s row
+    assert {"file": str(number), **reader.read(number).to_dict()} == read_row
+    assert reader.predict_proba(np.zeros((2, 28, 28))).shape == (2, 10)
+    with pytest.raises(DigitlabError, match=r"--method: expected one of segment, line"):
+        reader.read(number, method="ocr")
+
+
+def test_predict_image_refuses_a_stack_of_images_in_one_line():
+    from digitlab.predict.reading import predict_image
+
+    with pytest.raises(DigitlabError, match=r"the image: expected one image, .* got an array of shape \(3, 28, 28\)"):
+        predict_image(digit_predictor(), np.zeros((3, 28, 28), np.uint8))

@@ -26,6 +26,7 @@ _LAZY = {
     "read_history": "digitlab.runs",
     "read": "digitlab.predict.reading",
     "predict_image": "digitlab.predict.reading",
+    "load_reader": "digitlab.predict.reading",
 }
 
 __all__ = [

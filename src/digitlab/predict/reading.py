@@ -1,8 +1,10 @@
-"""The one reading path, for the CLI, the REST API and batch: images in, typed results out.
+"""The one reading path, for the CLI, the REST API, batch and Python: images in, typed results out.
 
     kind(predictor)                  "digit" or "line": the run's ModelConfig.kind, checked against its model
     choose_method(predictor, ...)    how a number is read with it: "segment" (a digit run) or "line"
     read(run, image)                 one number: the image opened once, read by the method chosen once
+    predict_image(run, image)        one digit, as `digitlab predict` reads a file
+    load_reader(run)                 a Reader: a run loaded once, its .predict(image) and .read(image) the above
     read_inputs(predictor, inputs, names, method)
                                      many images: each opened once; a bad one gets an Outcome holding its
                                      one-line error (input_error) and the others go on; digits are asked
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,7 @@ from digitlab import atomic
 from digitlab.config import READ_METHODS
 from digitlab.errors import DigitlabError, RunError
 from digitlab.predict import Predictor, classify, expand_paths, load_predictor
+from digitlab.predict.count import DigitCount, parse_digits
 from digitlab.predict.lines import SHAPE as LINE_SHAPE
 from digitlab.predict.lines import read_lines
 from digitlab.predict.results import RESULT_KEYS, Outcome, Prediction, Reading
@@ -70,15 +74,21 @@ def choose_method(predictor: Predictor, method: str | None) -> str:
 
 
 def read(
-    run_or_predictor: Predictor | str | os.PathLike, image, scoring: Scoring = SCORING, method: str | None = None
+    run_or_predictor: Predictor | str | os.PathLike,
+    image,
+    scoring: Scoring = SCORING,
+    method: str | None = None,
+    digits: DigitCount | int | str | None = None,
 ) -> Reading:
     """Read the number in an image (a path, bytes, PIL image or array, as `preprocess` takes): its lines
-    and digits, each with a calibrated confidence. `method` "segment" or "line"; None: the run's own."""
+    and digits, each with a calibrated confidence. `method` "segment" or "line"; None: the run's own.
+    `digits` (4, "5-9"): the best reading with that many digits, or unsure saying what was found."""
+    digits = parse_digits(digits, "digits")
     predictor = run_or_predictor
     if not isinstance(predictor, Predictor):
         predictor = load_predictor(Path(run_or_predictor))
     method = choose_method(predictor, method)
-    return _read_number(predictor, *open_image(image), method, scoring)
+    return _read_number(predictor, *open_image(image), method, scoring, digits)
 
 
 def predict_image(run_or_predictor: Predictor | str | os.PathLike, image) -> Prediction:
@@ -90,6 +100,11 @@ def predict_image(run_or_predictor: Predictor | str | os.PathLike, image) -> Pre
     if not isinstance(predictor, Predictor):
         predictor = load_predictor(Path(run_or_predictor))
     if isinstance(image, np.ndarray) and tuple(image.shape) != tuple(predictor.input_shape):
+        if image.ndim != 2 and not (image.ndim == 3 and image.shape[-1] in (3, 4)):
+            raise DigitlabError(
+                f"the image: expected one image, (height, width) grey or (height, width, 3 or 4) colour, got an "
+                f"array of shape {image.shape} (many MNIST-like digits: predict_proba)"
+            )
         image = Image.fromarray(np.asarray(image, np.uint8))  # a photo's pixels: preprocessed as a file's
     name = str(image) if isinstance(image, (str, os.PathLike)) else "the image"
     (outcome,) = read_inputs(predictor, [image], [name], DIGIT)
@@ -98,12 +113,40 @@ def predict_image(run_or_predictor: Predictor | str | os.PathLike, image) -> Pre
     return outcome.result
 
 
+class Reader(Predictor):
+    """A run loaded once, for Python: `predict(image)` one digit, `read(image)` a whole number, each as
+    the CLI reads a file (the fields of `digitlab predict --json` and `digitlab read --json`, through
+    `read_inputs`); a Predictor still, so `predict_proba(x)` gives arrays of MNIST-like digits' probabilities."""
+
+    def predict(self, image) -> Prediction:
+        """The digit in one image (a path, bytes, a PIL image or an array), as `predict_image` reads it."""
+        return predict_image(self, image)
+
+    def read(self, image, method: str | None = None) -> Reading:
+        """The number in one image (a path, bytes, a PIL image or an array), as `digitlab read` reads it;
+        `method` "segment" or "line", None: the run's own."""
+        return read(self, image, method=method)
+
+
+def load_reader(run_dir: str | os.PathLike, runtime: str = "keras") -> Reader:
+    """A run's model, calibration and unsure rule, loaded once (`load_predictor`'s checks and errors) to
+    read many images: `load_reader("runs/first").predict("digit.png")`. runtime "onnx": model.onnx on
+    ONNX Runtime, without TensorFlow."""
+    predictor = load_predictor(Path(run_dir), runtime)
+    return Reader(**{f.name: getattr(predictor, f.name) for f in fields(predictor)})
+
+
 def _read_number(
-    predictor: Predictor, grey: np.ndarray, size: tuple[int, int], method: str, scoring: Scoring = SCORING
+    predictor: Predictor,
+    grey: np.ndarray,
+    size: tuple[int, int],
+    method: str,
+    scoring: Scoring = SCORING,
+    digits: DigitCount | None = None,
 ) -> Reading:
     if method == "line":
-        return read_lines(predictor, grey, size)
-    return decide(ask(predictor, grey, size, scoring), scoring)
+        return read_lines(predictor, grey, size, digits)
+    return decide(ask(predictor, grey, size, scoring, digits), scoring, digits)
 
 
 def input_error(name: str, error: Exception) -> str:
@@ -126,11 +169,13 @@ def read_inputs(
     names: Sequence[str],
     method: str,
     debug_dir: Path | None = None,
+    digits: DigitCount | None = None,
 ) -> list[Outcome]:
     """One Outcome per input, in order: a Prediction (method "digit") or a Reading ("segment", "line"), or
     the input's error; an input that cannot be read never stops the others. Digits are preprocessed one by
     one and asked of the model in one call, with the run's calibration and unsure rule. `debug_dir`: a
-    picture of each input's steps (digits) or of its boxes and crops (numbers) is written there."""
+    picture of each input's steps (digits) or of its boxes and crops (numbers) is written there. `digits`:
+    how many digits each number has (numbers only), see `read`."""
     if method not in METHODS:
         raise DigitlabError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
     if method == DIGIT and kind(predictor) != "digit":
@@ -138,8 +183,10 @@ def read_inputs(
             f"{predictor.run_dir or 'the run'} holds a line model, which reads whole lines, not one "
             f"{SIDE}x{SIDE} digit; expected a single-digit run (`digitlab read` reads numbers with it)"
         )
+    if digits is not None and method == DIGIT:
+        raise DigitlabError("--digits: counts a number's digits; expected method segment or line, not one digit")
     outcomes: list[Outcome | None] = []
-    digits, rejected, waiting = [], [], []  # method "digit": what the one model call is given, for whom
+    grids, rejected, waiting = [], [], []  # method "digit": what the one model call is given, for whom
     for i, (item, name) in enumerate(zip(inputs, names)):
         if isinstance(item, Exception):  # found bad before (a request's field, a URI): it stands for it
             outcomes.append(Outcome(name, None, input_error(name, item)))
@@ -148,7 +195,7 @@ def read_inputs(
         try:
             if method != DIGIT:
                 grey, size = open_image(item)
-                reading = _read_number(predictor, grey, size, method)
+                reading = _read_number(predictor, grey, size, method, digits=digits)
             elif isinstance(item, np.ndarray):  # a pixel grid, MNIST-like already: used as given
                 pre, digit, reason = None, np.asarray(item, np.float32), bool(item.max() > 0)  # its only test: ink
             else:
@@ -166,13 +213,13 @@ def read_inputs(
             save_debug_strip(pre, debug)
         else:
             debug = None
-        digits.append(digit)
+        grids.append(digit)
         rejected.append(reason)
         waiting.append((len(outcomes), name, debug))
         outcomes.append(None)  # filled below, from the one model call
     if waiting:
-        rows = classify(predictor, np.stack(digits), rejected)
-        for (k, name, debug), digit, row in zip(waiting, digits, rows):
+        rows = classify(predictor, np.stack(grids), rejected)
+        for (k, name, debug), digit, row in zip(waiting, grids, rows):
             outcomes[k] = Outcome(name, Prediction(**{key: row[key] for key in RESULT_KEYS}, image=digit), debug=debug)
     return outcomes
 
@@ -193,13 +240,18 @@ def file_rows(outcomes: list[Outcome]) -> list[dict]:
 
 
 def read_files(
-    predictor: Predictor, paths: list[Path], debug_dir: Path | None = None, method: str | None = None
+    predictor: Predictor,
+    paths: list[Path],
+    debug_dir: Path | None = None,
+    method: str | None = None,
+    digits: DigitCount | None = None,
 ) -> list[dict]:
     """`digitlab read`: one row per image file (folders searched) with its number, or its error.
-    `method` "segment" or "line", None: the run's own; "digit" reads one digit per file, as predict_files."""
+    `method` "segment" or "line", None: the run's own; "digit" reads one digit per file, as predict_files.
+    `digits`: how many digits each number has (`--digits`)."""
     files = expand_paths(paths)
     method = method if method == DIGIT else choose_method(predictor, method)
-    return file_rows(read_inputs(predictor, files, [str(p) for p in files], method, debug_dir))
+    return file_rows(read_inputs(predictor, files, [str(p) for p in files], method, debug_dir, digits))
 
 
 def predict_files(predictor: Predictor, paths: list[Path], debug_dir: Path | None = None) -> list[dict]:
