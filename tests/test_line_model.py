@@ -353,3 +353,78 @@ def test_read_goes_through_the_line_model_for_a_line_run():
     assert np.allclose(reading.to_dict()["digits"][0]["box"], [10, 10, 14, 50], atol=1)
     with pytest.raises(DigitlabError, match="--method segment"):
         read(predictor, grey.astype(np.uint8), method="segment")
+
+
+# --- constrained decoding: the best path with a count of digits (--digits) ----------------------------
+
+
+def test_a_four_digit_reading_is_forced_from_a_three_digit_best_path():
+    from digitlab.predict.ctc import count_decode
+
+    b = BLANK
+    probs = frames_of([b, 3, 3, b, 7, 7, b, b, 2, 2, b])
+    probs[0, 6, 5], probs[0, 6, b] = 0.35, 0.55  # a faint 5 between the 7 and the 2
+    (best,) = greedy_decode(probs)
+    assert best.digits == (3, 7, 2)
+    (four,) = count_decode(probs, 4, 4)
+    assert four.digits == (3, 7, 5, 2) and four.frames == ((1, 3), (4, 6), (6, 7), (8, 10))
+    assert four.confidence == pytest.approx(best.confidence * 0.35 / 0.55, rel=1e-5)
+    assert four.digit_confidences == pytest.approx((0.9, 0.9, 0.35, 0.9))
+    (three,) = count_decode(probs, 2, 3)  # the best path's count is in range: the best path
+    assert three == best
+    (two,) = count_decode(probs, 2, 2)  # one digit fewer: its frames read as blanks or as a neighbour
+    assert len(two.digits) == 2 and two.confidence < best.confidence
+    assert count_decode(frames_of([3, b, 3]), 4, 5) is None  # three frames hold at most three digits
+
+
+def test_constrained_decoding_is_exact_on_every_count():
+    """Against every path of a short line: the most probable path with each count, and no count missed."""
+    import itertools
+
+    from digitlab.predict.ctc import count_decode
+
+    rng = np.random.default_rng(3)
+    for _ in range(8):
+        logits = rng.normal(0, 2, (1, 6, 4))
+        probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        best: dict = {}
+        for path in itertools.product(range(4), repeat=6):
+            digits = tuple(c for t, c in enumerate(path) if c != 3 and (t == 0 or path[t - 1] != c))
+            p = float(np.prod(probs[0, np.arange(6), path]))
+            best[len(digits)] = max(best.get(len(digits), 0.0), p)
+        for n in range(7):
+            decoded = count_decode(probs, n, n)
+            assert (decoded is None) == (n not in best)
+            if decoded:
+                assert len(decoded[0].digits) == n and decoded[0].confidence == pytest.approx(best[n], rel=1e-6)
+        assert count_decode(probs, 0, 6)[0].digits == greedy_decode(probs)[0].digits
+
+
+def test_a_count_over_several_lines_is_shared_out_by_probability():
+    from digitlab.predict.ctc import count_decode
+
+    b = BLANK
+    probs = np.concatenate([frames_of([1, b, 2, b]), frames_of([4, b, b, b])])
+    probs[1, 2, 6], probs[1, 2, b] = 0.45, 0.5  # the second line's likelier extra digit
+    first, second = count_decode(probs, 4, 4)
+    assert (first.digits, second.digits) == ((1, 2), (4, 6))
+
+
+def test_reading_a_line_with_a_count_of_digits_expected():
+    """The line model's stand-in reads "17" surely: 3 digits asked is a 3-digit reading marked unsure,
+    'found 2 clearly'; a frame that nearly holds a third digit gives it without that reason."""
+    from digitlab.predict.count import DigitCount
+    from digitlab.predict.lines import read_lines
+
+    predictor, grey = seventeen()
+    assert read_lines(predictor, grey, (170, 60), digits=None).text == "17"
+    forced = read_lines(predictor, grey, (170, 60), DigitCount(3, 3))
+    assert len(forced.text) == 3 and forced.unsure
+    assert forced.reason.startswith("expected 3 digits, found 2 clearly; line 1: confidence")  # and improbable
+    assert len(forced.digits) == 3 and forced.crops.shape == (3, 28, 28)
+    probs = predictor.forward(np.zeros((1, 32, 256)))
+    probs[0, 20, 4], probs[0, 20, BLANK] = 0.3, 0.65  # a faint 4 between them
+    near = dataclasses.replace(predictor, forward=lambda x: np.repeat(probs, len(x), 0))
+    three = read_lines(near, grey, (170, 60), DigitCount(3, 3))
+    assert three.text == "147" and not three.unsure, three.reason
+    assert read_lines(near, grey, (170, 60), DigitCount(1, 2)).text == "17"

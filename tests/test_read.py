@@ -317,3 +317,116 @@ def test_read_api_matches_the_library_in_every_input_form(trained_run, predictor
     assert pixels.status_code == 200 and pixels.json()["text"] == "7"
     batch = client.post("/api/read/batch", json={"images": [base64.b64encode(image).decode()] * 2})
     assert [r["text"] for r in batch.json()["results"]] == ["2026", "2026"]
+
+
+# --- a known count of digits (--digits): constructed cases, a stand-in classifier ---------------------
+
+NAMES = tuple(str(i) for i in range(10))
+
+
+def shapes(x: np.ndarray) -> np.ndarray:
+    """A stand-in digit model for drawn cases: a filled narrow bar is a 1 (0.95), ink around a hole no
+    wider than tall a 0 (0.9), anything else a 4 at 0.4 (unsure under a threshold of 0.5)."""
+    from scipy import ndimage as ndi
+
+    out = np.empty((len(x), 10), np.float32)
+    for row, img in zip(out, x):
+        ink = img > 100
+        cols, rows = int(ink.any(0).sum()), int(ink.any(1).sum())
+        hole = int(ndi.binary_fill_holes(ink).sum() - ink.sum())
+        if cols <= 9 and ink.sum() > 0.6 * cols * rows:
+            k, p = 1, 0.95
+        elif hole > 10 and cols <= 22:
+            k, p = 0, 0.9
+        else:
+            k, p = 4, 0.4
+        row[:] = (1 - p) / 9
+        row[k] = p
+    return out
+
+
+@pytest.fixture(scope="module")
+def stand_in():
+    from digitlab.predict import Predictor
+
+    return Predictor(shapes, (28, 28), NAMES, threshold=0.5, kind="digit")
+
+
+def ones_touching() -> np.ndarray:
+    ones = np.full((40, 30), 255, np.uint8)
+    ones[8:32, 10:13] = ones[8:32, 14:17] = 0
+    ones[20, 13] = 0  # the one pixel where they touch
+    return ones
+
+
+def zeros_overlapping(overlap: int) -> np.ndarray:
+    img = Image.new("L", (50, 40), 255)
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((6, 8, 23, 32), outline=0, width=3)
+    draw.ellipse((23 - overlap, 8, 40 - overlap, 32), outline=0, width=3)
+    return np.asarray(img)
+
+
+def bars(xs) -> np.ndarray:
+    img = np.full((40, 60), 255, np.uint8)
+    for x in xs:
+        img[8:32, x : x + 3] = 0
+    return img
+
+
+def test_eleven_touching_by_a_pixel_reads_11_with_two_digits_expected(stand_in):
+    from digitlab import read
+
+    alone = read(stand_in, ones_touching())
+    assert alone.text == "1" and not alone.unsure  # one narrow bar to the classifier
+    two = read(stand_in, ones_touching(), digits=2)
+    assert two.text == "11" and not two.unsure, two.reason
+    assert [d.box[0] for d in two.digits] == [10, 13]  # cut at the pixel where they touch
+    assert read(stand_in, ones_touching(), digits="1-2").text == "1"  # the best reading fits: kept
+
+
+@pytest.mark.parametrize("overlap", [2, 4, 6])
+def test_overlapping_zeros_read_00_with_two_digits_expected(stand_in, overlap):
+    from digitlab import read
+
+    assert read(stand_in, zeros_overlapping(overlap)).text == "0"  # one ring-like blob
+    both = read(stand_in, zeros_overlapping(overlap), digits=2)
+    assert both.text == "00" and not both.unsure, both.reason
+    assert both.confidence == pytest.approx(0.9**2, rel=1e-4)
+
+
+def test_a_count_no_reading_can_have_is_unsure_saying_what_was_found(stand_in):
+    from digitlab import read
+
+    three = bars([10, 25, 40])  # three bars too narrow to cut
+    assert read(stand_in, three, digits=3).text == "111"
+    four = read(stand_in, three, digits=4)
+    assert four.text == "111" and four.unsure and four.reason == "expected 4 digits, found 3 clearly"
+    assert read(stand_in, three, digits="2-3").reason is None
+    fewer = read(stand_in, three, digits=2)  # two neighbours merged into one digit
+    assert len(fewer.digits) == 2
+
+
+def test_a_count_is_met_by_the_best_choice_over_all_candidates(stand_in):
+    """Two lines: the first a blob of two touching 1s, the second a single 1; three digits in all are
+    the blob cut and the single bar kept, not the single bar cut."""
+    from digitlab import read
+
+    page = np.full((90, 40), 255, np.uint8)
+    page[:40, :30] = ones_touching()
+    page[50:82, 12:15] = 0
+    reading = read(stand_in, page, digits=3)
+    assert reading.lines == ("11", "1") and [d.line for d in reading.digits] == [0, 0, 1]
+
+
+def test_the_count_is_checked_before_any_image_is_read(stand_in):
+    from digitlab import read
+
+    for bad, expected in [
+        (0, "at least 1 digit"),
+        ("9-4", "runs backwards"),
+        ("abc", "like 4 or a range"),
+        (65, "at most 64"),
+    ]:
+        with pytest.raises(DigitlabError, match=f"^digits: .*{expected}"):
+            read(stand_in, "/nonexistent.png", digits=bad)

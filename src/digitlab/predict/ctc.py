@@ -48,3 +48,91 @@ def greedy_decode(probs: np.ndarray, temperature: float = 1.0) -> list[Decoded]:
 
 def texts(decoded: list[Decoded], class_names: tuple[str, ...]) -> list[str]:
     return ["".join(class_names[d] for d in line.digits) for line in decoded]
+
+
+def count_decode(probs: np.ndarray, least: int, most: int, temperature: float = 1.0) -> list[Decoded] | None:
+    """(n, frames, classes) per-frame probabilities of the n lines of one reading, blank last -> the most
+    probable paths (one per line) whose digits, all lines together, number from `least` to `most`; None
+    when no path has that many (more digits than frames allow).
+
+    Exact, not a beam: a Viterbi pass over each line's frames whose state is (digits so far, the frame's
+    class), then the lines' counts shared out by a max-plus sum over lines. Without a count to meet
+    (least 0, most the frames) it is the greedy best path. Cost: frames x (most + 1) x classes^2 per line."""
+    probs = temper(probs, temperature)
+    if probs.ndim != 3:
+        raise ValueError(f"count_decode: expected probabilities (n, frames, classes), got shape {probs.shape}")
+    if not 0 <= least <= most:
+        raise ValueError(f"count_decode: expected 0 <= least <= most, got {least}, {most}")
+    most = min(most, probs.shape[0] * probs.shape[1])  # a frame emits at most one digit
+    log_p = np.log(np.clip(probs, EPS, 1.0))
+    passes = [_viterbi(lp, most) for lp in log_p]
+    # best[k][n]: the best log-probability of lines 0..k having n digits in all; split[k][n]: line k's share
+    best, split = passes[0][0], []
+    for ends, _ in passes[1:]:
+        total = best[:, None] + ends[None, :]  # (digits so far, this line's digits)
+        sums = np.add.outer(np.arange(most + 1), np.arange(most + 1))
+        merged = np.full(most + 1, -np.inf)
+        share = np.zeros(most + 1, int)
+        for n in range(most + 1):
+            at = np.where(sums == n, total, -np.inf)
+            k = int(np.argmax(at.max(0)))
+            merged[n], share[n] = at[:, k].max(), k
+        best, split = merged, [*split, share]
+    if least > most or not np.isfinite(best[least : most + 1]).any():
+        return None
+    n = least + int(np.argmax(best[least : most + 1]))
+    counts = []
+    for share in reversed(split):  # the last line's share first
+        counts.append(int(share[n]))
+        n -= counts[-1]
+    counts = [n, *reversed(counts)]
+    return [_trace(p, lp, back, c) for p, lp, (_, back), c in zip(probs, log_p, passes, counts)]
+
+
+def _viterbi(log_p: np.ndarray, most: int) -> tuple[np.ndarray, tuple]:
+    """One line's (frames, classes) log-probabilities -> (the best path's log-probability for each count of
+    digits 0..most, -inf where none; what `_trace` needs to follow it back)."""
+    frames, classes = log_p.shape
+    blank = classes - 1
+    other = np.where(np.eye(classes, dtype=bool), -np.inf, 0.0)  # a new digit follows any other class
+    score = np.full((most + 1, classes), -np.inf)  # (digits so far, the frame's class)
+    score[0, blank] = log_p[0, blank]
+    if most:
+        score[1, :blank] = log_p[0, :blank]
+    came_from = np.zeros((frames, most + 1, classes), np.int8)  # the previous frame's class
+    fresh = np.zeros((frames, most + 1, classes), bool)  # the frame starts a digit: one more than before
+    last_score = score
+    for t in range(1, frames):
+        prev = last_score
+        below = np.vstack([np.full((1, classes), -np.inf), prev[:-1]])  # one digit fewer
+        start = below[:, None, :] + other[None]  # (n, new class, previous class)
+        start_from = start.argmax(-1)
+        start_best = np.take_along_axis(start, start_from[..., None], -1)[..., 0]
+        new = np.empty_like(prev)
+        came_from[t, :, blank] = prev.argmax(-1)
+        new[:, blank] = prev.max(-1)
+        stay = prev[:, :blank]  # the same digit goes on
+        fresh[t, :, :blank] = start_best[:, :blank] > stay
+        new[:, :blank] = np.maximum(stay, start_best[:, :blank])
+        came_from[t, :, :blank] = np.where(fresh[t, :, :blank], start_from[:, :blank], np.arange(blank))
+        last_score = new + log_p[t]
+    fresh[0, 1:, :blank] = True
+    return last_score.max(-1), (last_score, came_from, fresh)
+
+
+def _trace(probs: np.ndarray, log_p: np.ndarray, back: tuple, count: int) -> Decoded:
+    """The best path of one line with `count` digits, followed back from its last frame, as a Decoded."""
+    last_score, came_from, fresh = back
+    frames, classes = log_p.shape
+    blank = classes - 1
+    c, n = int(last_score[count].argmax()), count
+    path = np.empty(frames, int)
+    for t in range(frames - 1, -1, -1):
+        path[t] = c
+        c, n = int(came_from[t, n, c]), n - int(fresh[t, n, c])
+    starts = np.flatnonzero(np.r_[True, path[1:] != path[:-1]])
+    ends = np.r_[starts[1:], frames]
+    runs = [(int(s), int(e)) for s, e in zip(starts, ends) if path[s] != blank]
+    digits = tuple(int(path[s]) for s, _ in runs)
+    confidences = tuple(float(probs[s:e, d].max()) for (s, e), d in zip(runs, digits))
+    return Decoded(digits, tuple(runs), confidences, float(np.exp(log_p[np.arange(frames), path].sum())))

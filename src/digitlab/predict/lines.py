@@ -8,7 +8,10 @@ the run is one.
          -> each digit's box: x between the midpoints of its neighbours' frames, y from the ink there
 
 A line's confidence is its best path's calibrated probability; the reading's is the product over its
-lines, and it is unsure when that is below the run's threshold. NumPy only: it runs on ONNX Runtime.
+lines, and it is unsure when that is below the run's threshold. With a count of digits to meet
+(`--digits`), a best path with another count is replaced by the most probable paths with that many digits
+over all lines (`ctc.count_decode`); see `digitlab.predict.count` for when that makes it unsure. NumPy
+only: it runs on ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import numpy as np
 from PIL import Image
 
 from digitlab.predict import Predictor
-from digitlab.predict.ctc import greedy_decode
+from digitlab.predict.count import LOG_CLEARLY, DigitCount, found_reason
+from digitlab.predict.ctc import Decoded, count_decode, greedy_decode
 from digitlab.predict.results import ReadDigit, Reading, no_reading
 from digitlab.preprocess import NO_INK
 from digitlab.preprocess.ink import ink_levels
@@ -31,8 +35,11 @@ CROP_INK = 64  # of 255: a digit's crop is cut to the columns and rows with ink 
 SHAPE = (LINE_HEIGHT, LINE_WIDTH)  # px (height, width): a line model's input
 
 
-def read_lines(predictor: Predictor, grey: np.ndarray, size: tuple[int, int]) -> Reading:
-    """A grey image (to_grey's) of one or more lines, shown at `size` (width, height) px -> its Reading."""
+def read_lines(
+    predictor: Predictor, grey: np.ndarray, size: tuple[int, int], digits: DigitCount | None = None
+) -> Reading:
+    """A grey image (to_grey's) of one or more lines, shown at `size` (width, height) px -> its Reading;
+    with `digits`, the best reading with that many digits, all lines together."""
     sx, sy = size[0] / grey.shape[1], size[1] / grey.shape[0]
     ink = line_ink(grey)
     if ink is None:
@@ -50,8 +57,11 @@ def read_lines(predictor: Predictor, grey: np.ndarray, size: tuple[int, int]) ->
         masks.append(mask)
     probs = predictor.raw_proba(np.stack(images))
     decoded = greedy_decode(probs, predictor.temperature)
+    reasons = []
+    if digits is not None:
+        decoded, reasons = _meet_count(predictor, probs, decoded, digits)
     frame_px = LINE_WIDTH / probs.shape[1]  # normalised px per frame
-    digits, crops, texts, reasons, confidence = [], [], [], [], 1.0
+    read_digits, crops, texts, confidence = [], [], [], 1.0
     for k, (line, image, (placement, corner), mask) in enumerate(zip(decoded, images, places, masks)):
         text = "".join(predictor.class_names[d] for d in line.digits)
         texts.append(text)
@@ -69,7 +79,7 @@ def read_lines(predictor: Predictor, grey: np.ndarray, size: tuple[int, int]) ->
             unsure = c < predictor.threshold
             reason = f"confidence {c:.3f} is below the threshold {predictor.threshold:.3f}" if unsure else None
             box = _box(mask, placement, corner, lo, hi, (sx, sy))
-            digits.append(ReadDigit(d, predictor.class_names[d], c, box, k, unsure, reason))
+            read_digits.append(ReadDigit(d, predictor.class_names[d], c, box, k, unsure, reason))
             crops.append(_crop(image, lo, hi))
     return Reading(
         text="\n".join(texts),
@@ -77,10 +87,31 @@ def read_lines(predictor: Predictor, grey: np.ndarray, size: tuple[int, int]) ->
         confidence=float(confidence),
         unsure=bool(reasons),
         reason="; ".join(reasons) or None,
-        digits=tuple(digits),
+        digits=tuple(read_digits),
         crops=np.stack(crops) if crops else np.zeros((0, SIDE, SIDE), np.uint8),
         size=size,
     )
+
+
+def _meet_count(
+    predictor: Predictor, probs: np.ndarray, decoded: list[Decoded], digits: DigitCount
+) -> tuple[list[Decoded], list[str]]:
+    """The lines' decodings with `digits` digits in all, and the reason to be unsure for their count: the
+    best paths as they are when their count fits; else the best paths with that count (ctc.count_decode).
+    The found count is clear when every line was read surely and the paths with the expected count are
+    less than 1/CLEARLY as likely; no path with that count (more digits than frames) keeps the best paths."""
+    found = sum(len(line.digits) for line in decoded)
+    if found in digits:
+        return decoded, []
+    sure = all(line.digits and line.confidence >= predictor.threshold for line in decoded)
+    forced = count_decode(probs, digits.least, digits.most, predictor.temperature)
+    if forced is None:
+        return decoded, [found_reason(digits, found, sure)]
+    gap = sum(
+        math.log(max(a.confidence, 1e-300)) - math.log(max(b.confidence, 1e-300)) for a, b in zip(decoded, forced)
+    )
+    clearly = sure and gap > LOG_CLEARLY
+    return forced, [found_reason(digits, found, True)] if clearly else []
 
 
 def _box(mask, placement, corner, lo: float, hi: float, scale) -> tuple[int, int, int, int]:

@@ -10,10 +10,17 @@
 A single digit goes through exactly the steps `preprocess` takes, so it reads as `predict` reads it.
 `hypotheses` asks the model and `decide` chooses, so that `bench/read_numbers.py --tune` can try other
 Scorings on the same answers.
+
+With a count of digits to meet (`--digits`, a `DigitCount`) whose reading above has another count, the
+model is also asked every cut of every candidate (into three and into equal widths too) and each two neighbours of a line
+merged into one, in one more call, and `decide` takes the best-scoring choice per candidate whose digits
+number as expected (a sum over candidates, exact: `_with_count`); see `digitlab.predict.count` for when
+that makes the reading unsure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from dataclasses import dataclass
@@ -23,12 +30,13 @@ import numpy as np
 from PIL import Image
 
 from digitlab.predict import Predictor, classify
+from digitlab.predict.count import LOG_CLEARLY, DigitCount, found_reason
 from digitlab.predict.results import ReadDigit, Reading, no_reading
 from digitlab.preprocess import NO_INK
 from digitlab.preprocess.image import FORMATS, to_grey
 from digitlab.preprocess.ink import find_ink, ink_levels
 from digitlab.preprocess.normalize import normalize_digit
-from digitlab.preprocess.segment import Segmentation, piece_mask, segment
+from digitlab.preprocess.segment import Piece, Segmentation, piece_mask, propose_cuts, segment
 
 # How a candidate's segmentations are scored, in log-probability: the sum over its digits of the log of
 # each one's calibrated confidence, CUT_PENALTY per digit a cut adds, and WIDE_PENALTY per line height
@@ -68,19 +76,32 @@ class Hypotheses:
     results: dict  # Piece -> the classify row
     crops: dict  # Piece -> (28, 28) uint8
     scoring: Scoring | None = None  # the pieces asked are those `decide` needs under it; None: all of them
+    # For a reading with another count of digits (asked only when needed): (line, candidate) -> its cuts into
+    # two and three digits, and -> the candidate and the next one merged into one digit.
+    more_cuts: dict = dataclasses.field(default_factory=dict)
+    merged: dict = dataclasses.field(default_factory=dict)
 
 
-def hypotheses(predictor: Predictor, image, scoring: Scoring | None = None) -> Hypotheses:
+def hypotheses(
+    predictor: Predictor, image, scoring: Scoring | None = None, digits: DigitCount | None = None
+) -> Hypotheses:
     """Segment the image (a path, bytes, PIL image or array) and classify its pieces; see `ask`."""
-    return ask(predictor, *open_image(image), scoring)
+    return ask(predictor, *open_image(image), scoring, digits)
 
 
-def ask(predictor: Predictor, grey: np.ndarray, size: tuple[int, int], scoring: Scoring | None) -> Hypotheses:
+def ask(
+    predictor: Predictor,
+    grey: np.ndarray,
+    size: tuple[int, int],
+    scoring: Scoring | None,
+    digits: DigitCount | None = None,
+) -> Hypotheses:
     """Segment a grey image (to_grey's) shown at `size` (width, height) px, and classify its pieces. With
     `scoring`, only those `decide` can use under it: every whole candidate and the cuts' parts of a
     candidate too wide for one digit, in one call, then the cuts' parts of the candidates the model read
     unsurely, in a second call when there are any. None: every part of every cut too, in one call, so
-    that any Scoring can decide (the tuner's)."""
+    that any Scoring can decide (the tuner's). With `digits`, when the reading those give has another
+    count: every cut of every candidate into two or three and each two neighbours merged, in one more call."""
     scale = (size[0] / grey.shape[1], size[1] / grey.shape[0])
     ink = find_ink(grey)
     if ink is None or not ink.mask.any():
@@ -96,7 +117,25 @@ def ask(predictor: Predictor, grey: np.ndarray, size: tuple[int, int], scoring: 
         _ask(predictor, ink, seg, first, results, crops)
         cut = [p for c, h in candidates if _cut(c, h, results, scoring) for p in _parts(c)]
         _ask(predictor, ink, seg, cut, results, crops)  # nothing left to ask when every whole is sure
-    return Hypotheses(size, scale, seg, results, crops, scoring)
+    h = Hypotheses(size, scale, seg, results, crops, scoring)
+    if digits is None or _count(_choose(h, scoring or SCORING)) in digits:
+        return h
+    more_cuts, merged = {}, {}
+    for k, line in enumerate(seg.lines):
+        for i, c in enumerate(line):
+            more_cuts[k, i] = propose_cuts(c.whole, seg.labels, seg.line_heights[k], more=True)
+            if i + 1 < len(line):
+                a, b = c.whole, line[i + 1].whole
+                box = (
+                    min(a.box[0], b.box[0]),
+                    min(a.box[1], b.box[1]),
+                    max(a.box[2], b.box[2]),
+                    max(a.box[3], b.box[3]),
+                )
+                merged[k, i] = Piece(tuple(sorted(a.ids + b.ids)), box)
+    more = [p for cuts in more_cuts.values() for parts in cuts for p in parts] + list(merged.values())
+    _ask(predictor, ink, seg, more, results, crops)
+    return dataclasses.replace(h, more_cuts=more_cuts, merged=merged)
 
 
 def _ask(predictor: Predictor, ink, seg: Segmentation, pieces: list, results: dict, crops: dict) -> None:
@@ -118,51 +157,144 @@ def _cut(candidate, height: float, results: dict, scoring: Scoring) -> bool:
     return results[candidate.whole]["unsure"] or _too_wide(candidate, height, scoring)
 
 
-def decide(h: Hypotheses, scoring: Scoring = SCORING) -> Reading:
-    """Per candidate, whole or cut by the combined score; the reading with its reasons."""
+@dataclass(frozen=True)
+class _Step:
+    """One candidate's reading (or two neighbours' merged into one digit) within a whole reading."""
+
+    line: int
+    parts: tuple  # the Pieces read as digits, left to right
+    score: float
+    other: tuple[int, float] | None = None  # the next best option's (digits, score) when within `ambiguous`
+
+
+def decide(h: Hypotheses, scoring: Scoring = SCORING, digits: DigitCount | None = None) -> Reading:
+    """Per candidate, whole or cut by the combined score; the reading with its reasons. With `digits`, the
+    best-scoring reading with that many digits, all lines together, when the best one has another count."""
     if h.scoring is not None and h.scoring.wide_from != scoring.wide_from:
         raise ValueError(f"decide: {scoring} needs every piece asked, hypotheses(..., scoring=None)")
     if h.seg is None:
         return no_reading(NO_INK, h.size)
-    seg, results = h.seg, h.results
-    digits, crops_kept, lines, reasons = [], [], [], []
-    sx, sy = h.scale
-    for k, line in enumerate(seg.lines):
-        text = ""
-        for candidate in line:
-            height = seg.line_heights[k]
-            options = [(candidate.whole,)]
-            if _cut(candidate, height, results, scoring):
-                options += candidate.cuts
-            scores = [
-                score([results[p]["confidence"] for p in parts], [p.width / height for p in parts], scoring)
-                for parts in options
-            ]
+    steps = _choose(h, scoring)
+    found = _count(steps)
+    reasons = []
+    if digits is not None and found not in digits:
+        sure = not any(s.other for s in steps) and not any(h.results[p]["unsure"] for s in steps for p in s.parts)
+        forced = _with_count(h, scoring, digits, steps)
+        if forced is None:  # no reading has that many digits: the best one, unsure
+            reasons.append(found_reason(digits, found, sure))
+        else:
+            gap = sum(s.score for s in steps) - sum(s.score for s in forced)
+            if sure and gap > LOG_CLEARLY:
+                reasons.append(found_reason(digits, found, True))
+            steps = forced
+    return _reading(h, steps, reasons)
+
+
+def _options(h: Hypotheses, k: int, i: int, scoring: Scoring, every: bool) -> tuple[list[tuple], list[float]]:
+    """Candidate i of line k: its readings (the whole first, then its cuts) and their scores. Cuts are
+    weighed when `_cut` says so; with `every`, every cut whose parts were asked (those of `more_cuts` too)."""
+    candidate, height, results = h.seg.lines[k][i], h.seg.line_heights[k], h.results
+    options = [(candidate.whole,)]
+    if every:
+        cuts = dict.fromkeys((*candidate.cuts, *h.more_cuts.get((k, i), ())))
+        options += [parts for parts in cuts if all(p in results for p in parts)]
+    elif _cut(candidate, height, results, scoring):
+        options += candidate.cuts
+    scores = [_score(h, parts, height, scoring) for parts in options]
+    return options, scores
+
+
+def _score(h: Hypotheses, parts: tuple, height: float, scoring: Scoring) -> float:
+    return score([h.results[p]["confidence"] for p in parts], [p.width / height for p in parts], scoring)
+
+
+def _choose(h: Hypotheses, scoring: Scoring) -> list[_Step]:
+    """The best reading: each candidate's best-scoring option, with the next best when within `ambiguous`."""
+    steps = []
+    for k, line in enumerate(h.seg.lines):
+        for i in range(len(line)):
+            options, scores = _options(h, k, i, scoring, every=False)
             order = np.argsort(scores)[::-1]
-            best = options[order[0]]
-            first = len(digits) + 1
-            for p in best:
-                r = results[p]
-                top = r["top3"][0]
-                x0, y0, x1, y1 = p.box
-                box = (math.floor(x0 * sx), math.floor(y0 * sy), math.ceil(x1 * sx), math.ceil(y1 * sy))
-                digits.append(ReadDigit(top["digit"], top["label"], r["confidence"], box, k, r["unsure"], r["reason"]))
-                crops_kept.append(h.crops[p])
-                text += top["label"]
-                if r["unsure"]:
-                    reasons.append(f"digit {len(digits)}: {r['reason']}")
+            other = None
             if len(order) > 1 and scores[order[0]] - scores[order[1]] < scoring.ambiguous:
-                other = options[order[1]]
-                where = f"digit {first}" if len(best) == 1 else f"digits {first}-{first + len(best) - 1}"
-                reasons.append(
-                    f"{where}: segmentation ambiguous, read as {len(best)} digit(s) "
-                    f"({math.exp(scores[order[0]]):.3f}) or {len(other)} ({math.exp(scores[order[1]]):.3f})"
-                )
-        lines.append(text)
+                other = (len(options[order[1]]), scores[order[1]])
+            steps.append(_Step(k, options[order[0]], scores[order[0]], other))
+    return steps
+
+
+def _count(steps: list[_Step]) -> int:
+    return sum(len(s.parts) for s in steps)
+
+
+def _with_count(h: Hypotheses, scoring: Scoring, digits: DigitCount, best: list[_Step]) -> list[_Step] | None:
+    """The best-scoring reading with `digits` digits: per candidate its whole, any cut, or (within a line)
+    merged with the next one, the sum of their scores the highest over all such readings (a dynamic
+    programme over the candidates, left to right, and the digits read so far); None when none has that
+    many. A candidate read as in `best` keeps its ambiguity note."""
+    places = [(k, i) for k, line in enumerate(h.seg.lines) for i in range(len(line))]
+    kept = {(s.line, s.parts): s for s in best}
+    most = digits.most
+    # table[j][n]: (score, previous place, previous n, step) of the best reading of places[:j] with n digits
+    table = [{} for _ in range(len(places) + 1)]
+    table[0][0] = (0.0, None, None, None)
+    for j, (k, i) in enumerate(places):
+        moves = []
+        options, scores = _options(h, k, i, scoring, every=True)
+        for parts, value in zip(options, scores):
+            moves.append((j + 1, kept.get((k, parts), _Step(k, parts, value))))
+        if (k, i) in h.merged and h.merged[k, i] in h.results:
+            piece = h.merged[k, i]
+            # one cut penalty: the segmentation is overruled once, as a cut overrules it
+            value = _score(h, (piece,), h.seg.line_heights[k], scoring) + scoring.cut_penalty
+            moves.append((j + 2, _Step(k, (piece,), value)))
+        for n, (value, *_) in list(table[j].items()):
+            for to, step in moves:
+                m = n + len(step.parts)
+                if m <= most and (m not in table[to] or value + step.score > table[to][m][0]):
+                    table[to][m] = (value + step.score, j, n, step)
+    ends = {n: entry for n, entry in table[-1].items() if n in digits}
+    if not ends:
+        return None
+    n = max(ends, key=lambda n: ends[n][0])
+    steps, j = [], len(places)
+    while j:
+        _, j, n, step = table[j][n]
+        steps.append(step)
+    return steps[::-1]
+
+
+def _reading(h: Hypotheses, steps: list[_Step], reasons: list[str]) -> Reading:
+    """The Reading of the chosen steps: its digits, their boxes and crops, and why it is unsure."""
+    digits, crops_kept, reasons = [], [], list(reasons)
+    texts = [""] * len(h.seg.lines)
+    sx, sy = h.scale
+    for step in steps:
+        k, best = step.line, step.parts
+        first = len(digits) + 1
+        for p in best:
+            r = h.results[p]
+            top = r["top3"][0]
+            x0, y0, x1, y1 = p.box
+            box = (math.floor(x0 * sx), math.floor(y0 * sy), math.ceil(x1 * sx), math.ceil(y1 * sy))
+            digits.append(ReadDigit(top["digit"], top["label"], r["confidence"], box, k, r["unsure"], r["reason"]))
+            crops_kept.append(h.crops[p])
+            texts[k] += top["label"]
+            if r["unsure"]:
+                reasons.append(f"digit {len(digits)}: {r['reason']}")
+        if step.other is not None:
+            count, other = step.other
+            where = f"digit {first}" if len(best) == 1 else f"digits {first}-{first + len(best) - 1}"
+            plural = lambda n: f"{n} digit{'s' * (n > 1)}"  # noqa: E731
+            doubt = (
+                "not sure where one digit ends and the next begins"
+                if count == len(best)
+                else f"not sure whether this is {plural(len(best))} or {plural(count)}"
+            )
+            reasons.append(f"{where}: {doubt} ({math.exp(step.score):.3f} against {math.exp(other):.3f})")
     confidence = float(np.prod([d.confidence for d in digits]))
     return Reading(
-        text="\n".join(lines),
-        lines=tuple(lines),
+        text="\n".join(texts),
+        lines=tuple(texts),
         confidence=confidence,
         unsure=bool(reasons),
         reason="; ".join(reasons) or None,

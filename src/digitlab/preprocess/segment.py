@@ -236,17 +236,23 @@ def cut_columns(profile: np.ndarray, min_part: int, count: int = MAX_CUTS) -> li
     return sorted(chosen)
 
 
-def propose_cuts(piece: Piece, labels: np.ndarray, height: float) -> tuple[tuple[Piece, ...], ...]:
+def propose_cuts(piece: Piece, labels: np.ndarray, height: float, more: bool = False) -> tuple[tuple[Piece, ...], ...]:
     """The ways to cut a candidate into two digits (at the narrowest columns of its ink) and, when it is
-    wider than THREE_WIDTH line heights, into three; none for a candidate narrower than SPLIT_WIDTH."""
+    wider than THREE_WIDTH line heights, into three; none for a candidate narrower than SPLIT_WIDTH.
+    `more` (a reading that needs more digits than it found): into three whatever its width, and also into
+    two and three equal widths, since two overlapping digits (00) cross where their ink is thickest, at no
+    narrowest column."""
     if piece.width < SPLIT_WIDTH * height or piece.width < 4:
         return ()
     _, mask = piece_mask(piece, labels)
     min_part = max(2, round(MIN_PART * height))
     columns = [piece.box[0] + c for c in cut_columns(mask.sum(0), min_part, MAX_CUTS)]
     splits = [(c,) for c in columns]
-    if piece.width > THREE_WIDTH * height:
+    if more or piece.width > THREE_WIDTH * height:
         splits += [(a, b) for i, a in enumerate(columns) for b in columns[i + 1 :] if b - a >= min_part]
+    if more:
+        x0, w = piece.box[0], piece.width
+        splits = list(dict.fromkeys([*splits, (x0 + w // 2,), (x0 + w // 3, x0 + 2 * w // 3)]))
     out = []
     for cuts in splits:
         edges = (piece.box[0], *cuts, piece.box[2])
