@@ -1,6 +1,7 @@
 """The same code on Keras's other backends: a GPU machine runs digitlab with KERAS_BACKEND=jax (it has no
 TensorFlow), so that path is exercised here on the CPU. The backend is fixed when Keras is imported, so
-each check runs the CLI in a subprocess."""
+the commands run in a subprocess: one process runs them in turn through the console script's `main`, so
+that JAX and Keras are imported once."""
 
 import json
 import os
@@ -12,16 +13,38 @@ import pytest
 
 BACKENDS = ["jax"]
 
+# Runs each command of argv[1] (a JSON list of argument lists) through digitlab's console script, in turn,
+# and prints one JSON line per command: its exit code and what it printed.
+RUN_COMMANDS = """
+import contextlib, io, json, sys
+from digitlab.cli import main
+for args in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv = ["digitlab", *args]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+    print(json.dumps({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}), flush=True)
+    if code:
+        break
+"""
 
-def cli(*args, backend: str, data_dir) -> subprocess.CompletedProcess:
+
+def cli(*commands: list[str], backend: str, data_dir) -> list[dict]:
+    """Each command's exit code, stdout and stderr; the commands after a failing one do not run."""
     env = {**os.environ, "KERAS_BACKEND": backend, "DIGITLAB_DATA_DIR": str(data_dir), "JAX_PLATFORMS": "cpu"}
-    return subprocess.run(
-        [sys.executable, "-c", "from digitlab.cli import main; main()", *args],
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_COMMANDS, json.dumps([list(c) for c in commands])],
         capture_output=True,
         text=True,
         env=env,
         timeout=600,
     )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])  # the fast preset's and the accurate preset's
@@ -30,28 +53,24 @@ def cli(*args, backend: str, data_dir) -> subprocess.CompletedProcess:
 def test_train_predict_evaluate_on_another_backend(backend, precision, tmp_path, synthetic_dir):
     pytest.importorskip(backend)
     run = tmp_path / "run"
+    image = tmp_path / "digit.png"
+    from PIL import Image
+
+    grid = np.zeros((28, 28), np.uint8)
+    grid[5:8, 8:20] = 230  # a "7": a bar and a stroke down (a lone block would be refused as a dot)
+    grid[8:24, 16:19] = 230
+    Image.fromarray(grid).save(image)
     # The fast preset's CNN and one-cycle schedule, plus the augmentation path, for two short epochs.
-    done = cli(
-        "train",
-        "--dataset",
-        "synthetic",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "32",
-        "--shift",
-        "2",
-        "--rotate",
-        "10",
-        "--precision",
-        precision,
-        "--out",
-        str(run),
-        "--quiet",
+    train = ["train", "--dataset", "synthetic", "--epochs", "2", "--batch-size", "32", "--shift", "2"]
+    train += ["--rotate", "10", "--precision", precision, "--out", str(run), "--quiet"]
+    trained, evaluated, predicted = cli(
+        train,
+        ["evaluate", str(run)],
+        ["predict", str(run), str(image), "--json"],
         backend=backend,
         data_dir=synthetic_dir,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert trained["code"] == 0, trained["stderr"][-3000:]
     environment = json.loads((run / "environment.json").read_text())
     assert environment["keras_backend"] == backend
     config = json.loads((run / "config.json").read_text())
@@ -60,21 +79,12 @@ def test_train_predict_evaluate_on_another_backend(backend, precision, tmp_path,
     assert metrics["epochs"] == 2
     assert metrics["validation"]["accuracy"] > 0.9, metrics["validation"]  # the synthetic classes are easy
 
-    done = cli("evaluate", str(run), backend=backend, data_dir=synthetic_dir)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "test accuracy" in done.stdout
+    assert evaluated["code"] == 0, evaluated["stderr"][-3000:]
+    assert "test accuracy" in evaluated["stdout"]
     assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] > 0.9
 
-    image = tmp_path / "digit.png"
-    from PIL import Image
-
-    grid = np.zeros((28, 28), np.uint8)
-    grid[5:8, 8:20] = 230  # a "7": a bar and a stroke down (a lone block would be refused as a dot)
-    grid[8:24, 16:19] = 230
-    Image.fromarray(grid).save(image)
-    done = cli("predict", str(run), str(image), "--json", backend=backend, data_dir=synthetic_dir)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (row,) = json.loads(done.stdout)
+    assert predicted["code"] == 0, predicted["stderr"][-3000:]
+    (row,) = json.loads(predicted["stdout"])
     assert row["file"].endswith("digit.png") and len(row["top3"]) == 3
 
     # The same weights give the same probabilities on TensorFlow: the saved model is backend-neutral.
