@@ -430,3 +430,65 @@ def test_the_count_is_checked_before_any_image_is_read(stand_in):
     ]:
         with pytest.raises(DigitlabError, match=f"^digits: .*{expected}"):
             read(stand_in, "/nonexistent.png", digits=bad)
+
+
+BAD_DIGITS = [("0", "at least 1 digit"), ("9-4", "runs backwards"), ("abc", "like 4 or a range"), ("65", "at most 64")]
+
+
+@pytest.mark.parametrize("value, expected", BAD_DIGITS)
+def test_cli_read_and_batch_refuse_a_bad_digits_option_in_one_line(synthetic_mlp_run, tmp_path, value, expected):
+    image = tmp_path / "bars.png"
+    Image.fromarray(bars([10, 25, 40])).save(image)
+    out = tmp_path / "out"
+    read_args = ["read", str(synthetic_mlp_run), str(image)]
+    batch_args = ["batch", str(synthetic_mlp_run), str(image), "--out", str(out), "--task", "number"]
+    for args in (read_args, batch_args):
+        result = CliRunner().invoke(cli, [*args, "--digits", value])
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().count("\n") == 0 and "--digits" in result.output and expected in result.output
+        assert not out.exists()
+
+
+def test_cli_read_with_a_count_no_reading_meets_says_what_it_found(synthetic_mlp_run, tmp_path):
+    image = tmp_path / "bars.png"
+    Image.fromarray(bars([10, 25, 40])).save(image)  # three bars too narrow to cut
+    result = CliRunner().invoke(cli, ["read", str(synthetic_mlp_run), str(image), "--json", "--digits", "5-9"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)
+    assert len(row["text"]) == 3 and row["unsure"] and row["reason"].startswith("expected 5-9 digits, found 3")
+
+
+def test_batch_reads_numbers_with_a_count_and_refuses_it_for_digits(synthetic_mlp_run, tmp_path):
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    Image.fromarray(bars([10, 25, 40])).save(folder / "bars.png")
+    out = tmp_path / "out"
+    args = ["batch", str(synthetic_mlp_run), str(folder), "--out", str(out), "--engine", "local", "--task", "number"]
+    result = CliRunner().invoke(cli, [*args, "--digits", "5", "--runtime", "keras", "-q"])
+    assert result.exit_code == 0, result.output
+    (row,) = pq.read_table(out).to_pylist()
+    assert row["reason"].startswith("expected 5 digits, found 3")
+    wrong = CliRunner().invoke(
+        cli, [*args[:-2], "--task", "digit", "--digits", "4", "--runtime", "keras", "--overwrite"]
+    )
+    assert wrong.exit_code == 2 and "--digits" in wrong.output and "--task number" in wrong.output
+
+
+@pytest.mark.parametrize("value, expected", BAD_DIGITS)
+def test_read_api_refuses_a_bad_digits_parameter_with_a_422_naming_it(synthetic_client, value, expected):
+    for path in ("/api/read", "/api/read/batch"):
+        r = synthetic_client.post(f"{path}?digits={value}", json={"images" if "batch" in path else "image": []})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"].startswith("digits: ") and expected in r.json()["detail"]
+
+
+def test_read_api_reads_with_a_count_of_digits(synthetic_client):
+    image = base64.b64encode(png(bars([10, 25, 40]))).decode()
+    r = synthetic_client.post("/api/read?digits=5", json={"image": image})
+    assert r.status_code == 200, r.text
+    assert r.json()["unsure"] and r.json()["reason"].startswith("expected 5 digits, found 3")
+    assert synthetic_client.post("/api/read?digits=3", json={"image": image}).json()["reason"] != r.json()["reason"]
+    batch = synthetic_client.post("/api/read/batch?digits=5", files=[("files", ("b.png", png(bars([10, 25, 40]))))])
+    assert batch.status_code == 200 and batch.json()["results"][0]["reason"].startswith("expected 5 digits")

@@ -726,6 +726,12 @@ def predict(
         fail(f"{len(failed)} of {len(rows)} files could not be read", code=1)
 
 
+DIGITS_HELP = (
+    "How many digits each number has, all lines together: 4, or a range like 5-9. The reading is the best "
+    "one with that many digits, or unsure with the reason (expected 4 digits, found 3 clearly)."
+)
+
+
 @app.command(epilog=EXIT_CODES)
 @reports_errors
 def read(
@@ -748,10 +754,14 @@ def read(
             "with a line model's run (--preset numbers) [default: the run's].",
         ),
     ] = None,
+    digits: Annotated[Optional[str], typer.Option(metavar="N|A-B", help=DIGITS_HELP)] = None,
 ) -> None:
     """Read whole numbers (several digits, several lines) in image files."""
     import json
 
+    from digitlab.predict.count import parse_digits
+
+    count = parse_digits(digits)  # a bad --digits before the run is loaded
     prepare_run(run, runtime)
     from digitlab import predict as prediction
     from digitlab.predict import reading
@@ -761,7 +771,7 @@ def read(
     for path in map(Path, paths):
         if path.is_dir() and not prediction.expand_paths([path]):
             fail(f"no images found in {path}/ (expected {', '.join(sorted(prediction.IMAGE_SUFFIXES))} files)")
-    rows = reading.read_files(predictor, [Path(p) for p in paths], debug_dir=debug, method=method)
+    rows = reading.read_files(predictor, [Path(p) for p in paths], debug_dir=debug, method=method, digits=count)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     elif as_csv:
@@ -917,11 +927,15 @@ def batch_command(
     overwrite: Annotated[bool, typer.Option(help="Replace an --out written by another run, model or task.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    digits: Annotated[Optional[str], typer.Option(metavar="N|A-B", help=f"--task number: {DIGITS_HELP}")] = None,
 ) -> None:
     """Read an archive of images into Parquet, one row per file; resumable; locally or on Ray."""
     import json
 
     from digitlab.batch import Interrupted, check_out, default_engine, default_runtime, run_batch
+    from digitlab.predict.count import parse_digits
+
+    parse_digits(digits)  # a bad --digits before anything is read
 
     runtime = runtime or default_runtime(engine or default_engine(), run)
     if task in BATCH_TASKS:
@@ -941,6 +955,7 @@ def batch_command(
                 batch_size=batch_size,
                 overwrite=overwrite,
                 progress=progress,
+                digits=digits,
             )
     except Interrupted as e:  # Ctrl-C or SIGTERM: every row read is written
         typer.echo(f"interrupted: {e.rows:,} rows kept in {out}; run the same command to go on", err=True)

@@ -124,12 +124,14 @@ def run_batch(
     batch_size: int = BATCH_SIZE,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    digits: str | None = None,
 ) -> dict:
     """Read every image of `source` with the run's model into Parquet parts in the folder `out`.
 
     Files already in `out` (from an earlier, interrupted job of the same run, model and task) are
     skipped. Ctrl-C or SIGTERM writes every row read so far and raises `Interrupted`; running the same job
-    again reads the rest. `progress(done, total)` is called after every batch. Returns the summary: files, skipped,
+    again reads the rest. `digits` (task number): each number's count, as `--digits` ("4", "5-9").
+    `progress(done, total)` is called after every batch. Returns the summary: files, skipped,
     errors, unsure, unsure_share, seconds, files_per_s, first_result_seconds, parts, rows, and the
     engine, runtime and workers used."""
     start = time.monotonic()
@@ -151,6 +153,8 @@ def run_batch(
     runtime = runtime or default_runtime(engine, run_dir)
     out = Path(out)
     options = {"run_dir": str(Path(run_dir).absolute()), "runtime": runtime, "task": task}
+    if digits is not None:  # each number's count of digits (--digits), checked by BatchReader below
+        options["digits"] = str(digits)
     manifest = check_out(run_dir, out, task=task, runtime=runtime, overwrite=overwrite)
     listing = list_source(source)
     files = listing.files

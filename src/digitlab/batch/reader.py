@@ -19,6 +19,7 @@ from digitlab.batch.sources import is_uri, read_bytes
 from digitlab.config import BATCH_TASKS, RUNTIMES
 from digitlab.errors import DigitlabError, RunError
 from digitlab.predict import load_predictor
+from digitlab.predict.count import parse_digits
 from digitlab.predict.reading import DIGIT, choose_method, kind, read_inputs
 from digitlab.predict.results import Outcome, Prediction
 
@@ -58,12 +59,21 @@ class BatchReader:
     """A run's model, loaded once; called with a pyarrow Table of paths, returns their result rows."""
 
     def __init__(
-        self, run_dir: str, runtime: str, task: str, expected_digest: str | None = None, threads: int | None = None
+        self,
+        run_dir: str,
+        runtime: str,
+        task: str,
+        expected_digest: str | None = None,
+        threads: int | None = None,
+        digits: str | None = None,
     ):
         """`threads`: ONNX Runtime's threads per model call (a Ray worker's share of the cores); None: its
-        default."""
+        default. `digits`: each number's count of digits, as `--digits` gives it (task number)."""
         if task not in BATCH_TASKS:
             raise DigitlabError(f"--task: expected one of {', '.join(BATCH_TASKS)}, got {task!r}")
+        self.digits = parse_digits(digits)
+        if self.digits is not None and task != "number":
+            raise DigitlabError(f"--digits: counts a number's digits; expected --task number, got --task {task}")
         self.predictor = load_predictor(Path(run_dir), runtime, threads=threads)
         if task == "digit" and kind(self.predictor) == "line":
             raise DigitlabError(
@@ -86,7 +96,8 @@ class BatchReader:
 
     def read(self, paths: list[str]) -> list[dict]:
         """One row per path: path, digit or text, confidence, unsure, reason, or error (the rest go on)."""
-        return [self.row(o) for o in read_inputs(self.predictor, [fetch(p) for p in paths], paths, self.method)]
+        inputs = [fetch(p) for p in paths]
+        return [self.row(o) for o in read_inputs(self.predictor, inputs, paths, self.method, digits=self.digits)]
 
     def row(self, outcome: Outcome) -> dict:
         row = {"path": outcome.name, "run_id": self.run_id, "model_digest": self.model_digest}

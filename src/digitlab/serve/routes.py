@@ -5,15 +5,19 @@ answer goes through its declared response model."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
+from digitlab.errors import DigitlabError
+from digitlab.predict.count import DigitCount, parse_digits
 from digitlab.preprocess import SIDE
 from digitlab.serve.requests import problem, read_images
 from digitlab.serve.schemas import (
+    DIGITS_DOC,
     ERRORS,
     MAX_MEGAPIXELS,
     PREDICT_ERRORS,
@@ -147,16 +151,28 @@ async def predict_batch(request: Request, service: ServiceDep) -> dict:
     return await _many(request, service, service.predict)
 
 
+# Checked by the route (parse_digits), not by FastAPI, so that a bad value is a 422 whose detail is one line.
+DigitsParam = Annotated[str | None, Query(description=DIGITS_DOC, examples=["4", "5-9"])]
+
+
+def _digits(value: str | None) -> DigitCount | None:
+    try:
+        return parse_digits(value, "digits")
+    except DigitlabError as e:
+        raise problem(422, str(e)) from None
+
+
 @api.post(
     "/read",
     response_model=Reading,
     responses=ERRORS,
     openapi_extra=body_doc(PredictRequest, "file", many=False),
 )
-async def read_number(request: Request, service: ServiceDep) -> dict:
+async def read_number(request: Request, service: ServiceDep, digits: DigitsParam = None) -> dict:
     """Read a whole number (several digits, several lines): the same inputs as /api/predict. A single-digit
-    run segments it; a line run reads each line with its line model."""
-    return await _one(request, service, service.read)
+    run segments it; a line run reads each line with its line model. `?digits=4`: the best reading with
+    that many digits."""
+    return await _one(request, service, functools.partial(service.read, digits=_digits(digits)))
 
 
 @api.post(
@@ -165,10 +181,10 @@ async def read_number(request: Request, service: ServiceDep) -> dict:
     responses=ERRORS,
     openapi_extra=body_doc(BatchRequest, "files", many=True),
 )
-async def read_batch(request: Request, service: ServiceDep) -> dict:
+async def read_batch(request: Request, service: ServiceDep, digits: DigitsParam = None) -> dict:
     """Read up to 256 images of numbers: the same inputs as /api/predict/batch; a bad image gets an entry
-    with `error` and the others are still read."""
-    return await _many(request, service, service.read)
+    with `error` and the others are still read. `?digits=4`: each number's count of digits."""
+    return await _many(request, service, functools.partial(service.read, digits=_digits(digits)))
 
 
 @api.get("/health", response_model=Health)

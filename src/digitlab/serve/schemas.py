@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, model_validator
 
+from digitlab.predict.count import MAX_DIGITS
 from digitlab.preprocess import SIDE
 
 MAX_BODY = 10 * 1024 * 1024  # bytes in one request body
@@ -60,6 +61,14 @@ class BatchRequest(BaseModel):
         if (self.images is None) == (self.pixels is None):
             raise ValueError("expected exactly one of `images` (base64 or data: URLs) or `pixels` (28x28 grids)")
         return self
+
+
+# The `digits` query parameter of /api/read and /api/read/batch, parsed by digitlab.predict.count (a 422
+# naming it otherwise): one rule for the API, the CLI's --digits and batch.
+DIGITS_DOC = (
+    f"How many digits each number has, all lines together: 4, or a range like 5-9 (1 to {MAX_DIGITS}). The "
+    "reading is the best one with that many digits, or unsure with the reason (expected 4 digits, found 3 clearly)"
+)
 
 
 class ModelName(BaseModel):

@@ -29,6 +29,7 @@ from PIL import Image
 
 from digitlab import runs
 from digitlab.predict import Predictor, classify, keras_runtime, load_predictor
+from digitlab.predict.count import DigitCount
 from digitlab.predict.reading import DIGIT, choose_method, kind, read_inputs
 from digitlab.predict.results import Outcome, Prediction, Reading
 from digitlab.preprocess.image import FORMATS, MAX_PIXELS
@@ -180,10 +181,10 @@ class Service:
         model was given; a bad one gets {"error": ...}, its message starting with its field ("files[2]")."""
         return [self.body(o) for o in read_inputs(self.reader, inputs, fields, DIGIT)]
 
-    def read(self, inputs: list, fields: list[str]) -> list[dict]:
+    def read(self, inputs: list, fields: list[str], digits: DigitCount | None = None) -> list[dict]:
         """Image bytes or pixel grids -> one Reading's JSON each, with each digit's 28x28 crop; a bad one
-        gets {"error": ...} starting with its field."""
-        return [self.body(o) for o in read_inputs(self.reader, inputs, fields, self.method)]
+        gets {"error": ...} starting with its field. `digits`: each number's count (the `digits` parameter)."""
+        return [self.body(o) for o in read_inputs(self.reader, inputs, fields, self.method, digits=digits)]
 
     def body(self, outcome: Outcome) -> dict:
         """An Outcome as the API answers it."""
