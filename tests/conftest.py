@@ -3,11 +3,37 @@
 `mnist` loads real, verified MNIST once per session from the user's cache (fetched if absent). The tiny
 runs (an MLP, a CNN and a line model on the synthetic set) are each trained once per session; a test that
 writes into one (evaluating, exporting, reporting, resuming) works on its own copy (`shutil.copytree`).
+Under pytest-xdist (`-n 2`, as the project runs its suite) the workers share them: the first to need one
+builds it under a lock, the others wait for it (`built_once`).
 """
 
 import dataclasses
+import fcntl
+import os
+import shutil
+from pathlib import Path
 
 import pytest
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """The folder `name`, made by `build(path)` once for the whole test run: in this session's temporary
+    folder in one process, or, under pytest-xdist, in the folder the workers share (the parent of each
+    worker's), the first worker building it under a file lock while the others wait."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        path = tmp_path_factory.mktemp("shared") / name
+        build(path)
+        return path
+    root = tmp_path_factory.getbasetemp().parent / "shared"
+    root.mkdir(exist_ok=True)
+    path, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when a worker dies
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)  # what a worker that failed while building left
+            build(path)
+            done.touch()
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -45,16 +71,16 @@ def make_synthetic_idx(directory, n_train=300, n_test=100, seed=0):
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory):
     """Directory with a small synthetic IDX data set (use with dataset name 'synthetic')."""
-    return make_synthetic_idx(tmp_path_factory.mktemp("synthetic"))
+    return built_once(tmp_path_factory, "synthetic", make_synthetic_idx)
 
 
 def train_once(tmp_path_factory, name: str, model_cfg, train_cfg, data_dir):
     """A run trained into the session's shared folder, without Keras' progress bar."""
     from digitlab.training import train
 
-    out = tmp_path_factory.mktemp("shared") / name
-    train(model_cfg, train_cfg, out, data_dir=data_dir, verbose=0)
-    return out
+    return built_once(
+        tmp_path_factory, name, lambda out: train(model_cfg, train_cfg, out, data_dir=data_dir, verbose=0)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +127,5 @@ def trained_run(tmp_path_factory, mnist):
     """A run of the fast preset trained on real MNIST (tests that use it are marked slow)."""
     from digitlab import resolve_configs, train
 
-    out = tmp_path_factory.mktemp("runs") / "fast"
     model_cfg, train_cfg = resolve_configs("fast")
-    train(model_cfg, train_cfg, out, verbose=0)
-    return out
+    return built_once(tmp_path_factory, "fast", lambda out: train(model_cfg, train_cfg, out, verbose=0))
