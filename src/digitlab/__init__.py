@@ -19,6 +19,7 @@ _LAZY = {
     "build_model": "digitlab.models",
     "train": "digitlab.training",
     "resume": "digitlab.training",
+    "adapt": "digitlab.training.adapt",
     "evaluate": "digitlab.evaluation",
     "evaluate_ensemble": "digitlab.evaluation",
     "load_predictor": "digitlab.predict",

@@ -547,6 +547,36 @@ def _echo_epoch(row: dict) -> None:
     typer.echo(f"{line}, {row['seconds']:.1f} s")
 
 
+@app.command()
+@reports_errors
+def adapt(
+    run: RunArg,
+    samples: Annotated[
+        list[Path],
+        typer.Argument(help="Folders of sub-folders 0/ … 9/ of images, or CSVs of path,digit.", show_default=False),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The new run directory to write.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out.")] = False,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed for the warps, the mix and the weights.")] = 0,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Fine-tune a copy of a digit run on a person's labelled samples, recalibrate it, save a new run."""
+    prepare_run(run)
+    from digitlab.training.adapt import adapt as adapt_run
+
+    metrics = adapt_run(run, samples, out, overwrite=overwrite, seed=seed, data_dir=data_dir)
+    about = metrics["adapt"]
+    for refused in about["refused"]:
+        typer.echo(f"not used: {refused['file']} (digit {refused['digit']}): {refused['reason']}")
+    before = about["base_validation_accuracy"]
+    typer.echo(
+        f"adapted on {about['samples']} samples in {about['seconds']:.1f} s: validation accuracy "
+        + (f"{before:.4f} -> " if before is not None else "")
+        + f"{metrics['validation']['accuracy']:.4f}, unsure below {metrics['calibration']['threshold']:.3f}"
+    )
+    typer.echo(f"run directory: {out}")
+
+
 @app.command("lr-find")
 @reports_errors
 def lr_find(

@@ -23,6 +23,8 @@ after `digitlab report`, `digitlab lr-find`, `digitlab export`:
   model.onnx            ONNX export (`--format onnx`, the default)
   model.tflite          TensorFlow Lite export
   saved_model/          TensorFlow SavedModel export
+after `digitlab adapt` (a run fine-tuned on a person's samples):
+  samples.csv           each sample: file, digit, sha256, used or why preprocessing refused it
 while a process writes into it:
   .digitlab.lock        held (flock) by that process, with its pid
 """
@@ -68,6 +70,7 @@ SAVED_MODEL = "saved_model"
 REPORT = "report.html"
 LR_FIND_PNG = "lr_find.png"
 LR_FIND_CSV = "lr_find.csv"
+SAMPLES = "samples.csv"
 # Every file digitlab writes into a run directory; `--overwrite` removes these and nothing else.
 RUN_FILES = (
     CONFIG,
@@ -87,6 +90,7 @@ RUN_FILES = (
     REPORT,
     LR_FIND_PNG,
     LR_FIND_CSV,
+    SAMPLES,
 )
 EXPORTS = (ONNX, TFLITE, SAVED_MODEL)
 LOCK = ".digitlab.lock"  # held (flock) by the process training into the directory; holds its pid

@@ -202,6 +202,17 @@ class DigitTask:
     def validation_metrics(self, best_row: dict) -> dict:
         return {}
 
+    def wild_digits(self) -> tuple[np.ndarray, np.ndarray]:
+        """`calibrate_wild` validation digits per column of the wild set, drawn as people's images and
+        preprocessed as theirs are, and their labels; those preprocessing refuses are left out, as the model
+        is never asked about them."""
+        d = self.data
+        wild = build_wild(d.x_val, d.y_val, per_column=self.cfg.calibrate_wild, seed=WILD_CALIBRATION_SEED)
+        kept = [
+            (x[i], y[i]) for x, y, reasons in preprocess_wild(wild).values() for i, r in enumerate(reasons) if r is None
+        ]
+        return np.stack([x for x, _ in kept]), np.array([y for _, y in kept], dtype=int)
+
     def answers(self, run_dir: Path) -> list[Answers]:
         """The best model's answers on the validation digits; with `calibrate_wild`, on validation digits
         drawn as people's images and preprocessed as theirs are (those preprocessing refuses are left out,
@@ -211,14 +222,7 @@ class DigitTask:
         d, cfg = self.data, self.cfg
         sets = [digit_answers(raw.raw_proba(d.x_val), d.y_val)]
         if cfg.calibrate_wild:
-            wild = build_wild(d.x_val, d.y_val, per_column=cfg.calibrate_wild, seed=WILD_CALIBRATION_SEED)
-            kept = [
-                (x[i], y[i])
-                for x, y, reasons in preprocess_wild(wild).values()
-                for i, r in enumerate(reasons)
-                if r is None
-            ]
-            digits, labels = np.stack([x for x, _ in kept]), np.array([y for _, y in kept], dtype=int)
+            digits, labels = self.wild_digits()
             described = f"{len(labels)} of its digits drawn as people's images"
             sets.append(digit_answers(raw.raw_proba(digits), labels, described, name="wild"))
         if cfg.calibrate_nondigits:

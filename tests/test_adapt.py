@@ -1,0 +1,190 @@
+"""`digitlab adapt`: the samples reader (folders, CSVs, every bad form), the fine-tuning on a constructed
+writer, the base run left untouched, and --out refused unless --overwrite."""
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+from typer.testing import CliRunner
+
+import digitlab
+from digitlab import runs
+from digitlab.cli import app
+from digitlab.config import resolve_configs
+from digitlab.errors import DataError, RunError
+from digitlab.training.adapt import LINE_RUNS, Recipe, adapt, read_samples
+
+FONT = ImageFont.load_default(size=64)
+
+
+def drawn(text: str, rng: np.random.Generator, width: int = 100) -> Image.Image:
+    """A constructed writer: `text` in Pillow's own typeface, dark on light paper, placed and turned a little
+    differently each time. The tiny synthetic runs learnt blocks of ink, never these shapes."""
+    image = Image.new("L", (width, 100), 255)
+    x, y = width / 2 + rng.uniform(-8, 8), 50 + rng.uniform(-8, 8)
+    ImageDraw.Draw(image).text((x, y), text, fill=0, font=FONT, anchor="mm")
+    return image.rotate(rng.uniform(-8, 8), fillcolor=255)
+
+
+def write_folder(root, per_digit: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for k in range(10):
+        (root / str(k)).mkdir(parents=True, exist_ok=True)
+        for i in range(per_digit):
+            drawn(str(k), rng).save(root / str(k) / f"{seed}-{i}.png")
+    return root
+
+
+def digests(directory) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def test_reads_a_folder_per_digit(tmp_path):
+    samples = read_samples(write_folder(tmp_path / "me", 2))
+    assert len(samples) == 20 and samples.digits.shape == (20, 28, 28) and samples.digits.dtype == np.uint8
+    assert samples.per_digit() == {str(k): 2 for k in range(10)} and samples.refused == ()
+    assert read_samples(tmp_path / "me").digest == samples.digest
+    drawn("7", np.random.default_rng(9)).save(tmp_path / "me" / "7" / "0-0.png")
+    assert read_samples(tmp_path / "me").digest != samples.digest
+
+
+def test_reads_a_csv_of_path_and_digit_beside_a_folder(tmp_path):
+    rng = np.random.default_rng(1)
+    (tmp_path / "pics").mkdir()
+    lines = ["path,digit"]
+    for k in range(10):
+        drawn(str(k), rng).save(tmp_path / "pics" / f"d{k}.png")
+        lines.append(f"pics/d{k}.png,{k}")
+    (tmp_path / "me.csv").write_text("\n".join(lines) + "\n")
+    samples = read_samples([tmp_path / "me.csv", write_folder(tmp_path / "more", 1, seed=2)])
+    assert len(samples) == 20 and sorted(samples.labels.tolist()) == sorted(list(range(10)) * 2)
+    assert samples.files[0] == str(tmp_path / "pics" / "d0.png")
+
+
+def test_a_sample_preprocessing_refuses_is_listed_not_used(tmp_path):
+    root = write_folder(tmp_path / "me", 1)
+    Image.new("L", (80, 80), 255).save(root / "5" / "blank.png")
+    drawn("1234", np.random.default_rng(3), width=300).save(root / "4" / "a-line.png")  # a number, not a digit
+    samples = read_samples(root)
+    assert len(samples) == 10
+    reasons = {file.split("/")[-1]: (digit, why) for file, digit, why in samples.refused}
+    assert reasons["blank.png"] == (5, "no ink found in the image")
+    assert reasons["a-line.png"][0] == 4 and "side by side" in reasons["a-line.png"][1]
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("one digit only", r"every usable sample is a 3; expected samples of each digit 0 to 9"),
+        ("a digit missing", r"no usable sample of digit 9; expected at least 1 of each digit"),
+        ("a digit only refused", r"no usable sample of digit 6 \(1 refused by preprocessing\)"),
+        ("the same image twice", r"/8/copy.png: the same image as .*/8/0-0.png"),
+        ("not an image", r"/2/notes.png: .*not an image|/2/notes.png: cannot"),
+        ("a folder not a digit", r"/12/: digit: expected 0 to 9, got '12'"),
+        ("a file beside the digit folders", r"/stray.png: a sample must stand in a sub-folder named for its digit"),
+        ("a csv label outside 0-9", r"bad.csv:2: digit: expected 0 to 9, got '11'"),
+        ("a csv row of one field", r"bad.csv:1: expected two fields, path,digit"),
+        ("a csv naming no file", r"/missing.png: no such file"),
+        ("neither folder nor csv", r"notes.txt: expected a folder of sub-folders 0/ … 9/ or a CSV of path,digit"),
+        ("nothing there", r"/none: no such file or folder"),
+    ],
+)
+def test_bad_samples_are_one_line_errors_naming_the_file(tmp_path, case, message):
+    root = tmp_path / "me"
+    rng = np.random.default_rng(4)
+    source = root
+    if case == "one digit only":
+        (root / "3").mkdir(parents=True)
+        for i in range(3):
+            drawn("3", rng).save(root / "3" / f"{i}.png")
+    else:
+        write_folder(root, 1)
+    if case == "a digit missing":
+        shutil.rmtree(root / "9")
+    elif case == "a digit only refused":
+        (root / "6" / "0-0.png").unlink()
+        Image.new("L", (50, 50), 255).save(root / "6" / "blank.png")
+    elif case == "the same image twice":
+        shutil.copy(root / "8" / "0-0.png", root / "8" / "copy.png")
+    elif case == "not an image":
+        (root / "2" / "notes.png").write_text("not a picture")
+    elif case == "a folder not a digit":
+        (root / "12").mkdir()
+    elif case == "a file beside the digit folders":
+        shutil.copy(root / "1" / "0-0.png", root / "stray.png")
+    elif case.startswith("a csv"):
+        source = tmp_path / "bad.csv"
+        rows = {
+            "a csv label outside 0-9": "path,digit\nme/1/0-0.png,11\n",
+            "a csv row of one field": "me/1/0-0.png\n",
+            "a csv naming no file": "me/1/missing.png,1\n",
+        }[case]
+        source.write_text(rows)
+    elif case == "neither folder nor csv":
+        source = tmp_path / "notes.txt"
+        source.write_text("0,1\n")
+    elif case == "nothing there":
+        source = tmp_path / "none"
+    with pytest.raises(DataError, match=message) as caught:
+        read_samples(source)
+    assert "\n" not in str(caught.value)
+
+
+def accuracy(run, images) -> float:
+    from digitlab.predict import load_predictor
+    from digitlab.preprocess import preprocess
+
+    digits = np.stack([preprocess(image).digit for image, _ in images])
+    labels = np.array([label for _, label in images])
+    return float(np.mean(load_predictor(run).raw_proba(digits).argmax(axis=1) == labels))
+
+
+def test_adaptation_teaches_a_run_a_writer_and_leaves_the_base_untouched(tmp_path, synthetic_cnn_run, synthetic_dir):
+    base = tmp_path / "base"
+    shutil.copytree(synthetic_cnn_run, base)
+    before_files = digests(base)
+    samples = write_folder(tmp_path / "me", 3)
+    rng = np.random.default_rng(11)  # the writer's other digits, never shown to adapt
+    others = [(drawn(str(k), rng), k) for k in range(10) for _ in range(4)]
+    out = tmp_path / "me-run"
+
+    metrics = digitlab.adapt(base, samples, out, recipe=Recipe(steps=40, batch_size=32), data_dir=synthetic_dir)
+
+    assert digests(base) == before_files
+    before, after = accuracy(base, others), accuracy(out, others)
+    assert before <= 0.4 and after >= 0.8, (before, after)
+    config = json.loads((out / runs.CONFIG).read_text())
+    assert config["adapt"]["base_run"] == str(base.resolve()) and config["adapt"]["samples"] == 30
+    assert config["adapt"]["samples_digest"] == read_samples(samples).digest
+    assert config["model"] == json.loads((base / runs.CONFIG).read_text())["model"]
+    assert (out / runs.SAMPLES).read_text().count(",yes\n") == 30
+    assert metrics["adapt"]["samples"] == 30 and 0.0 < metrics["calibration"]["threshold"] < 1.0
+    assert runs.check_run(out).calibration is not None  # a normal run: predict, serve, export read it
+
+
+def test_out_is_refused_unless_overwrite_and_line_runs_are_named(tmp_path, synthetic_cnn_run):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(RunError, match=r"--out .*taken: already exists; pass --overwrite to replace it"):
+        adapt(synthetic_cnn_run, tmp_path / "no-samples", out)
+    with pytest.raises(RunError, match="is the base run"):
+        adapt(synthetic_cnn_run, tmp_path / "no-samples", synthetic_cnn_run, overwrite=True)
+    assert (out / "keep.txt").read_text() == "mine"
+    line = tmp_path / "line"
+    line.mkdir()
+    (line / runs.CONFIG).write_text(json.dumps({"model": resolve_configs("numbers")[0].to_dict()}))
+    (line / runs.CALIBRATION).write_text(json.dumps({"temperature": 1.0, "threshold": 0.5}))
+    with pytest.raises(RunError, match=LINE_RUNS):
+        adapt(line, tmp_path / "no-samples", tmp_path / "new")
+
+
+def test_the_cli_refuses_an_existing_out_in_one_line(tmp_path, synthetic_cnn_run):
+    out = tmp_path / "taken"
+    shutil.copytree(synthetic_cnn_run, out)
+    result = CliRunner().invoke(app, ["adapt", str(synthetic_cnn_run), str(tmp_path), "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"error: --out {out}: already exists; pass --overwrite to replace it"]
