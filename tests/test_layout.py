@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import digitlab
 
@@ -157,9 +159,17 @@ def test_readme_python_blocks_run_as_printed(tmp_path, monkeypatch, mnist):
     assert (tmp_path / "runs" / "notebook" / "model.keras").is_file()
     answer, number = namespace["answer"], namespace["number"]
     assert answer.digit == 7 and not answer.unsure and answer.confidence > 0.9
-    assert set(answer.to_dict()) == {"digit", "label", "confidence", "probabilities", "top3", "unsure", "reason"}
     assert number.text == "21" and len(number.digits) == 2
+    # The fields of `digitlab predict --json` and `digitlab read --json`, as the CLI reads the same images.
+    from digitlab.predict import load_predictor
+    from digitlab.predict.reading import predict_files, read_files
+
+    Image.fromarray(np.hstack([255 - namespace["x_test"][1], 255 - namespace["x_test"][2]])).save("number.png")
+    predictor = load_predictor(tmp_path / "runs" / "notebook")
+    assert predict_files(predictor, [Path("digit.png")]) == [{"file": "digit.png", **answer.to_dict()}]
+    assert read_files(predictor, [Path("number.png")]) == [{"file": "number.png", **number.to_dict()}]
     assert namespace["model"].count_params() == namespace["metrics"]["parameters"]
+    assert [row["epoch"] for row in namespace["history"]] == [1, 2, 3]
 
 
 def test_contributing_names_every_module():
