@@ -5,6 +5,7 @@ number in process, and the latency of /api/read through `digitlab serve RUN --wo
 concurrent clients; writes them into their own section of BENCHMARKS.md (`<!-- numbers -->`).
 
     .venv/bin/python bench/read_numbers.py RUN [RUN...] [--count 480] [--seed 0] [--clients 8] [--duration 20] [--out BENCHMARKS.md]
+    .venv/bin/python bench/read_numbers.py RUN --digits --no-api --out other.md    each number read with its length known
     .venv/bin/python bench/read_numbers.py RUN --tune [--tune-count 240]
 
 Several runs are read on the same numbers and set side by side, each by its own method (a digit run by
@@ -101,15 +102,17 @@ def figures(numbers: list, texts: list, unsure: list, ms: list | None = None) ->
     return out
 
 
-def bench_in_process(predictor, sets: dict[str, list]) -> list[dict]:
-    """Read every number, timed one by one; rows per subset and length, then per subset ("all")."""
+def bench_in_process(predictor, sets: dict[str, list], known: bool = False) -> list[dict]:
+    """Read every number, timed one by one; rows per subset and length, then per subset ("all"). `known`:
+    each with its count of digits given, as `digitlab read --digits N`."""
     read(predictor, sets[SUBSETS[0]][0].image)  # warm-up: traces the model
     rows = []
     for subset, numbers in sets.items():
         texts, unsure, ms = [], [], []
         for n in numbers:
             t0 = time.perf_counter()
-            r = read(predictor, n.image)
+            count = len(n.text.replace("\n", ""))  # all lines together (a lines number has `length` a line)
+            r = read(predictor, n.image, digits=count if known else None)
             ms.append((time.perf_counter() - t0) * 1e3)
             texts.append(r.text)
             unsure.append(r.unsure)
@@ -199,7 +202,7 @@ def report(args, results: dict[Path, list[dict]], api: dict | None) -> str:
         "## Reading numbers (`digitlab read`)",
         "",
         f"Written by `.venv/bin/python bench/read_numbers.py {' '.join(['RUN'] * len(args.runs))} --count "
-        f"{args.count} --seed {args.seed}` on {time.strftime('%Y-%m-%d')}, "
+        f"{args.count} --seed {args.seed}{' --digits' if args.digits else ''}` on {time.strftime('%Y-%m-%d')}, "
         f"{'; '.join(f'run `{r}` ({_run_name(r)})' for r in args.runs)}, CPU {cpu_name()}, "
         f"{os.cpu_count()} cores, shared with other work while it ran (load average "
         f"{', '.join(f'{v:.1f}' for v in args.load)} over 1, 5, 15 min at the end; timings vary with the load).",
@@ -381,6 +384,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="digitlab serve --workers (default %(default)s)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of API load (default %(default)s)")
     parser.add_argument("--no-api", action="store_true", help="skip the API latency")
+    parser.add_argument(
+        "--digits", action="store_true", help="read each number with its count of digits known (read --digits N)"
+    )
     parser.add_argument("--tune", action="store_true", help="choose the constants on validation strings instead")
     parser.add_argument(
         "--tune-count", type=int, default=240, help="validation numbers per subset (default %(default)s)"
@@ -403,10 +409,10 @@ def main() -> None:
     ds = load_dataset("mnist")
     sets = compose_all(ds.x_test, ds.y_test, args.count, args.seed)
     print(f"CPU {cpu_name()}, {os.cpu_count()} cores; {args.count} test numbers per subset", flush=True)
-    results = {args.runs[0]: bench_in_process(predictor, sets)}
+    results = {args.runs[0]: bench_in_process(predictor, sets, args.digits)}
     for run in args.runs[1:]:
         print(f"{run}:", flush=True)
-        results[run] = bench_in_process(load_predictor(run), sets)
+        results[run] = bench_in_process(load_predictor(run), sets, args.digits)
     api = None
     if not args.no_api:
         six = [n.image for n in sets["separated"] if n.length == TIMED_LENGTH]

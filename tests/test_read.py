@@ -492,3 +492,20 @@ def test_read_api_reads_with_a_count_of_digits(synthetic_client):
     assert synthetic_client.post("/api/read?digits=3", json={"image": image}).json()["reason"] != r.json()["reason"]
     batch = synthetic_client.post("/api/read/batch?digits=5", files=[("files", ("b.png", png(bars([10, 25, 40]))))])
     assert batch.status_code == 200 and batch.json()["results"][0]["reason"].startswith("expected 5 digits")
+
+
+def test_a_line_of_200_digits_is_a_clear_error_at_once(stand_in):
+    import time
+
+    from digitlab import read
+    from digitlab.predict.segmented import MAX_ASPECT
+
+    line = np.full((40, 200 * 28), 255, np.uint8)
+    line[8:32, 10::28] = 0  # 200 bars, 28 px apart
+    start = time.perf_counter()
+    with pytest.raises(
+        DigitlabError, match=rf"^image: 5600x40 px, 140 times as wide as it is tall; expected at most {MAX_ASPECT}"
+    ):
+        read(stand_in, line, digits=64)
+    assert time.perf_counter() - start < 5  # decoding and shrinking it, nothing more
+    assert len(read(stand_in, line[:, : 20 * 28]).text) == 20  # 20 digits are still read

@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from digitlab.errors import DigitlabError
 from digitlab.predict import Predictor, classify
 from digitlab.predict.count import LOG_CLEARLY, DigitCount, found_reason
 from digitlab.predict.results import ReadDigit, Reading, no_reading
 from digitlab.preprocess import NO_INK
-from digitlab.preprocess.image import FORMATS, to_grey
+from digitlab.preprocess.image import FORMATS, WORK_SIDE, to_grey
 from digitlab.preprocess.ink import find_ink, ink_levels
 from digitlab.preprocess.normalize import normalize_digit
 from digitlab.preprocess.segment import Piece, Segmentation, piece_mask, propose_cuts, segment
@@ -327,17 +328,34 @@ def _normalise(ink, seg: Segmentation, piece) -> np.ndarray:
     return normalize_digit(*ink_levels(bright, mask, ink.paper))
 
 
+# An image more than this many times as long as it is wide (or tall) is refused before it is segmented: at
+# to_grey's working size (WORK_SIDE px long) its digits would be under 8 px, too small to read, and a line
+# of more than about 25 digits would overflow the candidates and the CTC frames (a line of 200 digits,
+# 5,600 x 40 px, is 160 x 1 px there).
+MAX_ASPECT = 20
+
+
 def open_image(image) -> tuple[np.ndarray, tuple[int, int]]:
     """An image (a path, bytes, PIL image or array) -> (to_grey's grey image, (width, height) of the input
-    as it stands upright). A file is decoded once, by to_grey; its size then comes from its header."""
+    as it stands upright). A file is decoded once, by to_grey; its size then comes from its header. A
+    DigitlabError for an image too long and thin to hold readable digits (MAX_ASPECT)."""
     grey = to_grey(image)  # checks the file: any error names it
     if isinstance(image, np.ndarray):
-        return grey, (int(image.shape[1]), int(image.shape[0]))
-    if isinstance(image, Image.Image):
-        return grey, _upright_size(image)
-    fp = io.BytesIO(bytes(image)) if isinstance(image, (bytes, bytearray, memoryview)) else Path(image)
-    with Image.open(fp, formats=FORMATS) as img:  # the header only: to_grey has read the file safely
-        return grey, _upright_size(img)
+        size = (int(image.shape[1]), int(image.shape[0]))
+    elif isinstance(image, Image.Image):
+        size = _upright_size(image)
+    else:
+        fp = io.BytesIO(bytes(image)) if isinstance(image, (bytes, bytearray, memoryview)) else Path(image)
+        with Image.open(fp, formats=FORMATS) as img:  # the header only: to_grey has read the file safely
+            size = _upright_size(img)
+    w, h = size
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise DigitlabError(
+            f"image: {w}x{h} px, {max(w, h) / min(w, h):.0f} times as {'wide' if w > h else 'tall'} as it is "
+            f"{'tall' if w > h else 'wide'}; expected at most {MAX_ASPECT} times (numbers are read with the long "
+            f"side at {WORK_SIDE} px, where these digits would be too small): split a long line into several"
+        )
+    return grey, size
 
 
 def _upright_size(img: Image.Image) -> tuple[int, int]:
