@@ -3,6 +3,8 @@
   model.onnx     ONNX, dynamic batch: `digitlab predict/serve --runtime onnx` run it on ONNX Runtime
   model.tflite   TensorFlow Lite (Keras's "litert" format)
   saved_model/   TensorFlow SavedModel; signature `serving_default`, endpoint `serve`
+  site/          `--format web`: the drawing page reading with model.onnx in the browser, static files
+                 (web.write_site); the ONNX export, checked as above, is made first when the run lacks it
 
 Every export takes raw pixels, (batch, 28, 28) float32 0-255, under the input name `pixels`, and returns
 softmax probabilities (batch, 10), uncalibrated: the run's calibration.json is applied by the predictor.
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitlab import atomic, runs
+from digitlab import atomic, runs, web
 from digitlab.config import ModelConfig, TrainConfig
 from digitlab.data import load_dataset
 from digitlab.data.synth.lines import validation_lines
@@ -35,6 +37,7 @@ from digitlab.predict.onnx_runtime import open_session, run_session, sha256
 
 FORMATS = {"onnx": runs.ONNX, "tflite": runs.TFLITE, "saved_model": runs.SAVED_MODEL}  # default names
 KERAS_FORMATS = {"onnx": "onnx", "tflite": "litert", "saved_model": "tf_saved_model"}  # model.export's names
+WEB, SITE = "web", "site"  # the static site's format and default folder in the run
 ATOL = 1e-4  # largest |probability difference| allowed against the Keras model
 CHECK_IMAGES = 1000  # test images the check runs (capped at the test set's size)
 
@@ -47,10 +50,12 @@ def export(
     Returns the check's record (also saved in metrics.json). record["passed"] False: the new export was
     discarded and any earlier export at `out` is left as it was.
     """
-    if fmt not in FORMATS:
-        raise DigitlabError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt not in (*FORMATS, WEB):
+        raise DigitlabError(f"--format: expected one of {', '.join((*FORMATS, WEB))}, got {fmt!r}")
     if n <= 0:
         raise DigitlabError(f"--check-images: expected a positive integer, got {n}")
+    if fmt == WEB:
+        return export_web(run_dir, out, n=n, data_dir=data_dir)
     run_dir = Path(run_dir)
     model_path = runs.require_model(run_dir)
     runs.check_run(run_dir, calibrated=False)  # config.json's fields, one line each, before the model loads
@@ -81,6 +86,47 @@ def export(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     _save_record(run_dir, fmt, record)
+    return record
+
+
+def export_web(run_dir: Path, out: Path | None = None, *, n: int = CHECK_IMAGES, data_dir: Path | None = None) -> dict:
+    """The static site of a single-digit run (web.write_site) in `out` (default: site/ in the run): its
+    model.onnx, exported and checked first when the run has none. Returns the ONNX check's record with the
+    site's path, files and bytes (also saved under exports["web"] in metrics.json)."""
+    run_dir = Path(run_dir)
+    runs.require_model(run_dir)
+    checked = runs.check_run(run_dir, calibrated=True)
+    if checked.kind == "line":
+        raise RunError(f"{run_dir}: a line model's run; --format web reads digits in the browser, with a digit run")
+    dest = run_dir / SITE if out is None else Path(out)
+    if dest.resolve() in {(run_dir / name).resolve() for name in runs.RUN_FILES}:
+        raise RunError(f"--out {dest}: one of the run's own files; choose another name")
+    started = time.perf_counter()
+    record = (
+        runs.read_json(run_dir / runs.METRICS).get("exports", {}).get("onnx")
+        if (run_dir / runs.METRICS).exists()
+        else None
+    )
+    fresh = (
+        record is not None
+        and record.get("passed")
+        and record.get("source_sha256") == sha256(runs.require_model(run_dir))
+    )
+    if not fresh or not (run_dir / runs.ONNX).is_file():
+        record = export(run_dir, "onnx", n=n, data_dir=data_dir)
+        if not record["passed"]:
+            return {**record, "format": WEB}
+    site = web.write_site(run_dir, dest)
+    record = {
+        **record,
+        "format": WEB,
+        "path": _relative(dest, run_dir),
+        "files": site["files"],
+        "bytes": site["bytes"],
+        "export_seconds": round(time.perf_counter() - started, 3),
+        "runtime": web.RUNTIME_PACKAGE,
+    }
+    _save_record(run_dir, WEB, record)
     return record
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
+from digitlab import runs, web
 from digitlab.errors import DigitlabError
 from digitlab.predict.count import DigitCount, parse_digits
 from digitlab.preprocess import SIDE
@@ -47,6 +49,42 @@ api = APIRouter(prefix="/api")
 @pages.get("/", response_class=HTMLResponse)
 def index(request: Request) -> HTMLResponse:
     return HTMLResponse(request.app.state.page)
+
+
+# Reading in the browser (static/infer.js): the run's model.onnx, what the page needs to read with it, and
+# ONNX Runtime Web from digitlab's cache (fetched and verified once). No model.onnx: 404, the page asks /api.
+def _web_model(service: Service) -> Path:
+    onnx = service.run_dir / runs.ONNX
+    if service.kind != "digit" or not onnx.is_file():
+        raise problem(404, f"{onnx}: none for the page to run; `digitlab export RUN --format onnx` makes it")
+    return onnx
+
+
+@pages.get("/model.json")
+def web_model(service: ServiceDep) -> JSONResponse:
+    _web_model(service)
+    try:
+        return JSONResponse(web.page_model(service.run_dir))
+    except DigitlabError as e:
+        raise problem(404, str(e)) from None
+
+
+@pages.get("/model.onnx")
+def web_onnx(service: ServiceDep) -> FileResponse:
+    return FileResponse(_web_model(service), media_type="application/octet-stream")
+
+
+@pages.get("/ort/{name}")
+def web_runtime(name: str) -> FileResponse:
+    """ONNX Runtime Web's files (web.RUNTIME_FILES), from the cache; fetched with npm the first time."""
+    if name not in web.RUNTIME_FILES:
+        raise problem(404, f"/ort/{name}: expected one of {', '.join(web.RUNTIME_FILES)}")
+    try:
+        path = web.runtime_file(name)
+    except DigitlabError as e:
+        raise problem(503, f"ONNX Runtime Web is not available: {e}") from None
+    media = "application/wasm" if name.endswith(".wasm") else "text/javascript"
+    return FileResponse(path, media_type=media)
 
 
 def _docs_asset(request: Request, name: str) -> str:

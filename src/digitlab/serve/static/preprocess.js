@@ -50,12 +50,43 @@ const digitlabPreprocess = (() => {
     return { w, h, a: a || new Float32Array(w * h) };
   }
 
-  function median(values) {
-    // NumPy's median: the mean of the two middle values for an even count
-    const v = Float64Array.from(values).sort();
+  function select(v, k) {
+    // the k-th smallest of v (reordered in place), by quickselect
+    let lo = 0;
+    let hi = v.length - 1;
+    while (lo < hi) {
+      const pivot = v[(lo + hi) >> 1];
+      let i = lo;
+      let j = hi;
+      while (i <= j) {
+        while (v[i] < pivot) i++;
+        while (v[j] > pivot) j--;
+        if (i <= j) {
+          const t = v[i];
+          v[i] = v[j];
+          v[j] = t;
+          i++;
+          j--;
+        }
+      }
+      if (k <= j) hi = j;
+      else if (k >= i) lo = i;
+      else return v[k];
+    }
+    return v[k];
+  }
+
+  function median(values, inPlace = false) {
+    // NumPy's median of float32 values: the mean of the two middle values for an even count. inPlace:
+    // `values`, a Float32Array, may be reordered
+    const v = inPlace ? values : Float32Array.from(values);
     const n = v.length;
     if (!n) return NaN;
-    return n % 2 ? v[(n - 1) / 2] : f32((v[n / 2 - 1] + v[n / 2]) / 2);
+    if (n % 2) return select(v, (n - 1) / 2);
+    const upper = select(v, n / 2);
+    let lower = -Infinity; // the largest value below the upper middle one, after select's partition
+    for (let i = 0; i < n / 2; i++) if (v[i] > lower) lower = v[i];
+    return f32((lower + upper) / 2);
   }
 
   function percentile(values, q) {
@@ -153,36 +184,45 @@ const digitlabPreprocess = (() => {
   const PRECISION_BITS = 32 - 8 - 2;
 
   function fixedPoint(cs) {
-    // normalize_coeffs_8bpc
-    return cs.map(({ xmin, k }) => ({
-      xmin,
-      k: Int32Array.from(k, (v) => (v < 0 ? Math.trunc(-0.5 + v * (1 << PRECISION_BITS)) : Math.trunc(0.5 + v * (1 << PRECISION_BITS)))),
-    }));
+    // normalize_coeffs_8bpc, laid out flat: for output pixel i, taps [start[i], start[i + 1]) of k
+    const start = new Int32Array(cs.length + 1);
+    const xmin = new Int32Array(cs.length);
+    cs.forEach((c, i) => {
+      start[i + 1] = start[i] + c.k.length;
+      xmin[i] = c.xmin;
+    });
+    const k = new Int32Array(start[cs.length]);
+    cs.forEach((c, i) =>
+      c.k.forEach((v, j) => {
+        k[start[i] + j] = v < 0 ? Math.trunc(-0.5 + v * (1 << PRECISION_BITS)) : Math.trunc(0.5 + v * (1 << PRECISION_BITS));
+      })
+    );
+    return { start, xmin, k };
   }
 
-  function clip8(v) {
-    if (v >= 1 << PRECISION_BITS << 8) return 255; // eslint-disable-line no-bitwise
-    if (v <= 0) return 0;
-    return v >> PRECISION_BITS;
-  }
+  const CLIP_HIGH = 1 << (PRECISION_BITS + 8);
 
   function resizeBytes(bytes, inW, inH, channels, w, h, filterName) {
     // Pillow's resize of an 8-bit image (channels interleaved): fixed-point weights, each pass clipped
     // to 0-255
     const filter = FILTERS[filterName];
+    const half = 1 << (PRECISION_BITS - 1);
     let cur = bytes;
     let cw = inW;
     let ch = inH;
     if (w !== cw) {
-      const cs = fixedPoint(coefficients(cw, w, filter));
-      const next = new Uint8ClampedArray(w * ch * channels);
+      const { start, xmin, k } = fixedPoint(coefficients(cw, w, filter));
+      const next = new Uint8Array(w * ch * channels);
       for (let y = 0; y < ch; y++) {
+        const row = y * cw;
         for (let xx = 0; xx < w; xx++) {
-          const { xmin, k } = cs[xx];
+          const s0 = start[xx];
+          const taps = start[xx + 1] - s0;
+          const first = (row + xmin[xx]) * channels;
           for (let c = 0; c < channels; c++) {
-            let ss = 1 << (PRECISION_BITS - 1);
-            for (let x = 0; x < k.length; x++) ss += cur[(y * cw + xmin + x) * channels + c] * k[x];
-            next[(y * w + xx) * channels + c] = clip8(ss);
+            let ss = half;
+            for (let x = 0; x < taps; x++) ss += cur[first + x * channels + c] * k[s0 + x];
+            next[(y * w + xx) * channels + c] = ss >= CLIP_HIGH ? 255 : ss <= 0 ? 0 : ss >> PRECISION_BITS;
           }
         }
       }
@@ -190,16 +230,17 @@ const digitlabPreprocess = (() => {
       cw = w;
     }
     if (h !== ch) {
-      const cs = fixedPoint(coefficients(ch, h, filter));
-      const next = new Uint8ClampedArray(cw * h * channels);
+      const { start, xmin, k } = fixedPoint(coefficients(ch, h, filter));
+      const next = new Uint8Array(cw * h * channels);
+      const stride = cw * channels;
       for (let yy = 0; yy < h; yy++) {
-        const { xmin, k } = cs[yy];
-        for (let x = 0; x < cw; x++) {
-          for (let c = 0; c < channels; c++) {
-            let ss = 1 << (PRECISION_BITS - 1);
-            for (let y = 0; y < k.length; y++) ss += cur[((xmin + y) * cw + x) * channels + c] * k[y];
-            next[(yy * cw + x) * channels + c] = clip8(ss);
-          }
+        const s0 = start[yy];
+        const taps = start[yy + 1] - s0;
+        const first = xmin[yy] * stride;
+        for (let x = 0; x < stride; x++) {
+          let ss = half;
+          for (let y = 0; y < taps; y++) ss += cur[first + y * stride + x] * k[s0 + y];
+          next[yy * stride + x] = ss >= CLIP_HIGH ? 255 : ss <= 0 ? 0 : ss >> PRECISION_BITS;
         }
       }
       cur = next;
@@ -212,7 +253,7 @@ const digitlabPreprocess = (() => {
 
   function premultiply(rgba) {
     // Pillow's RGBA -> RGBa before resizing (exact for opaque pixels)
-    const out = new Uint8ClampedArray(rgba.length);
+    const out = new Uint8Array(rgba.length);
     for (let i = 0; i < rgba.length; i += 4) {
       const a = rgba[i + 3];
       for (let c = 0; c < 3; c++) {
@@ -245,6 +286,17 @@ const digitlabPreprocess = (() => {
     if (scale < 1.0) {
       w = Math.max(1, roundHalfEven(width * scale));
       h = Math.max(1, roundHalfEven(height * scale));
+      let greyOpaque = true; // a pad's pixels: each channel is resized alike, so one does for all
+      for (let i = 0; i < rgba.length && greyOpaque; i += 4)
+        greyOpaque = rgba[i + 3] === 255 && rgba[i] === rgba[i + 1] && rgba[i] === rgba[i + 2];
+      if (greyOpaque) {
+        const one = new Uint8Array(width * height);
+        for (let i = 0; i < one.length; i++) one[i] = rgba[4 * i];
+        const small = resizeBytes(one, width, height, 1, w, h, "box");
+        const grey = image(w, h);
+        for (let i = 0; i < small.length; i++) grey.a[i] = small[i]; // Pillow's L of (v, v, v) is v
+        return grey;
+      }
       px = unpremultiply(resizeBytes(premultiply(rgba), width, height, 4, w, h, "box"));
     }
     const grey = image(w, h);
@@ -296,7 +348,10 @@ const digitlabPreprocess = (() => {
     const [lo, hi] = minMax(grey.a);
     if (hi - lo < MIN_CONTRAST) return [null, false];
     const inverted = median(border(grey)) > (lo + hi) / 2;
-    return [inverted ? image(grey.w, grey.h, grey.a.map((v) => 255.0 - v)) : grey, inverted];
+    if (!inverted) return [grey, false];
+    const bright = image(grey.w, grey.h);
+    for (let i = 0; i < bright.a.length; i++) bright.a[i] = 255.0 - grey.a[i];
+    return [bright, true];
   }
 
   function reflectIndex(i, n) {
@@ -307,20 +362,35 @@ const digitlabPreprocess = (() => {
   }
 
   function filter1d(img, size, before, take, axis) {
-    // A min or max filter of `size` along one axis; the window is [i - before, i - before + size - 1]
+    // A min or max filter of `size` along one axis, the window [i - before, i - before + size - 1], by
+    // van Herk and Gil-Werman's running minima over blocks of `size`
     const { w, h, a } = img;
     const out = new Float32Array(w * h);
     const n = axis === 0 ? h : w;
-    for (let y = 0; y < h; y++) {
-      for (let x = 0; x < w; x++) {
-        const i = axis === 0 ? y : x;
-        let v = take === "min" ? Infinity : -Infinity;
-        for (let j = i - before; j < i - before + size; j++) {
-          const r = reflectIndex(j, n);
-          const u = axis === 0 ? a[r * w + x] : a[y * w + r];
-          v = take === "min" ? Math.min(v, u) : Math.max(v, u);
-        }
-        out[y * w + x] = v;
+    const lines = axis === 0 ? w : h;
+    const step = axis === 0 ? w : 1;
+    const m = n + size - 1; // the line with its reflected ends
+    const blocks = Math.ceil(m / size) * size;
+    const ext = new Float32Array(blocks);
+    const left = new Float32Array(blocks);
+    const right = new Float32Array(blocks);
+    const src = new Int32Array(m);
+    for (let j = 0; j < m; j++) src[j] = reflectIndex(j - before, n) * step;
+    const sign = take === "min" ? 1 : -1; // a max filter is a min filter of the negated levels
+    for (let line = 0; line < lines; line++) {
+      const base = axis === 0 ? line : line * w;
+      for (let j = 0; j < m; j++) ext[j] = sign * a[base + src[j]];
+      for (let j = m; j < blocks; j++) ext[j] = Infinity;
+      for (let b = 0; b < blocks; b += size) {
+        left[b] = ext[b];
+        for (let j = b + 1; j < b + size; j++) left[j] = left[j - 1] < ext[j] ? left[j - 1] : ext[j];
+        right[b + size - 1] = ext[b + size - 1];
+        for (let j = b + size - 2; j >= b; j--) right[j] = right[j + 1] < ext[j] ? right[j + 1] : ext[j];
+      }
+      for (let i = 0; i < n; i++) {
+        const u = right[i];
+        const v = left[i + size - 1];
+        out[base + i * step] = sign * (u < v ? u : v);
       }
     }
     return image(w, h, out);
@@ -432,15 +502,16 @@ const digitlabPreprocess = (() => {
     // ndi.label, 8-connected: labels 1..n in raster order of first pixel, with each one's size and box
     const labels = new Int32Array(w * h);
     const comps = [];
-    const stack = [];
+    const stack = new Int32Array(w * h);
     for (let i = 0; i < w * h; i++) {
       if (!mask[i] || labels[i]) continue;
       const id = comps.length + 1;
       const c = { size: 0, y0: h, y1: 0, x0: w, x1: 0 };
       labels[i] = id;
-      stack.push(i);
-      while (stack.length) {
-        const j = stack.pop();
+      let top = 0;
+      stack[top++] = i;
+      while (top) {
+        const j = stack[--top];
         const y = Math.floor(j / w);
         const x = j - y * w;
         c.size++;
@@ -457,7 +528,7 @@ const digitlabPreprocess = (() => {
             const k = yy * w + xx;
             if (mask[k] && !labels[k]) {
               labels[k] = id;
-              stack.push(k);
+              stack[top++] = k;
             }
           }
         }
@@ -474,19 +545,27 @@ const digitlabPreprocess = (() => {
     const keep = comps.map(
       (c) => c.size >= SPECK_FRACTION * largest && Math.max(c.y1 - c.y0, c.x1 - c.x0) >= SPECK_SIDE * Math.min(w, h)
     );
-    return mask.map((_, i) => (labels[i] && keep[labels[i] - 1] ? 1 : 0));
+    const kept = new Uint8Array(mask.length);
+    for (let i = 0; i < mask.length; i++) kept[i] = labels[i] && keep[labels[i] - 1] ? 1 : 0;
+    return kept;
   }
 
   function faint(bright, mask, paper) {
-    const rest = [];
-    const ink = [];
-    bright.a.forEach((v, i) => (mask[i] ? ink : rest).push(v));
+    let count = 0;
+    for (const v of mask) count += v;
+    const rest = new Float32Array(mask.length - count);
+    const ink = new Float32Array(count);
+    for (let i = 0, r = 0, k = 0; i < mask.length; i++) {
+      if (mask[i]) ink[k++] = bright.a[i];
+      else rest[r++] = bright.a[i];
+    }
     let spread = 0.0;
     if (rest.length) {
-      const m = median(rest);
-      spread = 1.4826 * median(rest.map((v) => f32(Math.abs(f32(v - m)))));
+      const m = median(rest, true);
+      for (let i = 0; i < rest.length; i++) rest[i] = Math.abs(rest[i] - m);
+      spread = 1.4826 * median(rest, true);
     }
-    return median(ink) - paper < MIN_INK_RATIO * spread;
+    return median(ink, true) - paper < MIN_INK_RATIO * spread;
   }
 
   function findInk(grey) {
@@ -496,7 +575,8 @@ const digitlabPreprocess = (() => {
     const paper = median(border(bright));
     const [, hi] = minMax(bright.a);
     const t = Math.max(otsu(bright), paper + 0.25 * (hi - paper));
-    const thresholded = Uint8Array.from(bright.a, (v) => (v > t ? 1 : 0));
+    const thresholded = new Uint8Array(bright.a.length);
+    for (let i = 0; i < thresholded.length; i++) thresholded[i] = bright.a[i] > t ? 1 : 0;
     const mask = dropSpecks(thresholded, bright.w, bright.h);
     if (mask.some((v) => v) && faint(bright, mask, paper)) return null;
     return { bright, mask, paper, inverted };

@@ -1,0 +1,126 @@
+// Reading a digit in the browser: the run's model.onnx on ONNX Runtime Web (WebAssembly, one thread),
+// after preprocess.js, with the run's calibration and unsure rule from model.json, so that the answer has
+// the fields /api/predict gives. Used when model.json, model.onnx and ort/ are served beside the page
+// (`digitlab serve` with a run exported to ONNX, or `digitlab export RUN --format web`); otherwise the page
+// asks the server. Defines one global, browserReader.
+"use strict";
+
+const browserReader = (() => {
+  const RUNTIME = "ort/"; // ONNX Runtime Web's files, beside the page
+  const RUNTIME_MODULE = "ort.wasm.min.mjs";
+  const SIDE = digitlabPreprocess.SIDE;
+  const engineEl = document.getElementById("engine");
+  const here = (path) => new URL(path, document.baseURI).href;
+
+  let model = null; // model.json: what /api/model says, and under "web" the calibration and classes
+  let session = null;
+  let ort = null;
+
+  async function load() {
+    const response = await fetch(here("model.json"));
+    if (!response.ok) return false; // no model.onnx for this run: the server reads
+    model = await response.json();
+    if (!model.web || model.kind !== "digit") return false;
+    ort = await import(here(RUNTIME + RUNTIME_MODULE));
+    ort.env.wasm.numThreads = 1; // several threads need a cross-origin isolated page (COOP and COEP headers)
+    ort.env.wasm.wasmPaths = here(RUNTIME);
+    session = await ort.InferenceSession.create(here(model.web.model), { executionProviders: ["wasm"] });
+    await forward(new Float32Array(SIDE * SIDE), 1); // the first run sets up its buffers: not on a pen-up
+    return true;
+  }
+
+  const self = {
+    on: false, // true once the model answers in this browser
+    ready: null, // a promise: whether it does
+    model: async () => ((await self.ready) ? model : null),
+    readCanvas,
+    readPixels,
+    readMany,
+    answer: async (canvas) => ({ response: { ok: true, status: 200 }, body: await readCanvas(canvas) }), // as the server's
+  };
+
+  self.ready = load()
+    .catch((err) => {
+      console.warn(`reading in the browser is off: ${err.message}`); // the server reads instead
+      return false;
+    })
+    .then((on) => {
+      self.on = on;
+      if (engineEl) engineEl.textContent = on ? "read in this browser (ONNX Runtime Web)" : "read by the server";
+      document.body.dataset.engine = on ? "browser" : "server";
+      return on;
+    });
+
+  async function forward(pixels, n) {
+    // (n, 28, 28) raw pixels 0-255 -> n rows of probabilities, uncalibrated
+    const input = new ort.Tensor("float32", pixels, [n, SIDE, SIDE]);
+    const output = await session.run({ [session.inputNames[0]]: input });
+    const p = output[session.outputNames[0]].data;
+    const k = p.length / n;
+    return Array.from({ length: n }, (_, i) => Array.from(p.subarray(i * k, (i + 1) * k)));
+  }
+
+  function temper(p) {
+    // metrics.temper: softmax(log p / T)
+    const t = model.web.temperature;
+    if (t === 1.0) return p;
+    const logits = p.map((v) => Math.log(Math.min(Math.max(v, model.web.eps), 1.0)) / t);
+    const top = Math.max(...logits);
+    const e = logits.map((v) => Math.exp(v - top));
+    const sum = e.reduce((a, b) => a + b, 0);
+    return e.map((v) => Math.fround(v / sum));
+  }
+
+  function answer(pre, raw) {
+    // predict.classify for one image: the fields of /api/predict's answer, and the 28x28 input
+    const names = model.web.class_names;
+    const rows = Array.from({ length: SIDE }, (_, y) => Array.from(pre.digit.subarray(y * SIDE, (y + 1) * SIDE)));
+    const r = { preprocessed: rows, model: { name: model.name } };
+    if (pre.reason !== null || raw === null) {
+      return { ...r, digit: null, label: null, confidence: null, probabilities: null, top3: null, unsure: true, reason: pre.reason };
+    }
+    const p = temper(raw);
+    const order = p.map((_, i) => i).sort((a, b) => p[b] - p[a] || a - b);
+    const top3 = order.slice(0, 3).map((i) => ({ digit: i, label: names[i], probability: p[i] }));
+    const best = order[0];
+    let reason = null;
+    if (p[best] < model.web.threshold) {
+      reason = `confidence ${p[best].toFixed(3)} is below the threshold ${model.web.threshold.toFixed(3)}`;
+      if (model.web.nondigits && top3[0].probability + top3[1].probability < model.web.not_a_digit)
+        reason = model.web.not_a_digit_reason;
+    }
+    const sure = reason === null;
+    return {
+      ...r,
+      digit: sure ? best : null,
+      label: sure ? names[best] : null,
+      confidence: p[best],
+      probabilities: p,
+      top3,
+      unsure: !sure,
+      reason,
+    };
+  }
+
+  async function readMany(images) {
+    // [{rgba, width, height}] -> one answer each, the model asked once for all of them
+    const pres = images.map(({ rgba, width, height }) => digitlabPreprocess.preprocessRGBA(rgba, width, height));
+    const asked = pres.filter((pre) => pre.reason === null);
+    const pixels = new Float32Array(asked.length * SIDE * SIDE);
+    asked.forEach((pre, i) => pixels.set(pre.digit, i * SIDE * SIDE));
+    const raw = asked.length ? await forward(pixels, asked.length) : [];
+    let k = 0;
+    return pres.map((pre) => answer(pre, pre.reason === null ? raw[k++] : null));
+  }
+
+  async function readPixels(rgba, width, height) {
+    return (await readMany([{ rgba, width, height }]))[0];
+  }
+
+  async function readCanvas(canvas) {
+    const { data, width, height } = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+    return readPixels(data, width, height);
+  }
+
+  return self;
+})();

@@ -1,0 +1,390 @@
+"""Reading in the browser: ONNX Runtime Web fetched and verified, the page's model.json, the routes that
+serve them, the static site (`digitlab export RUN --format web`), and in Debian's Chromium the parity of
+serve/static/preprocess.js and infer.js with digitlab's Python on 500+ images, and the site read from a
+plain HTTP server with every other request blocked.
+
+The quick tests fake npm and ONNX Runtime Web's files (their digests patched to the fakes'); the browser
+tests use the real, pinned package (fetched once into the cache, then reused)."""
+
+import base64
+import functools
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import statistics
+import tarfile
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+from digitlab import runs, web
+from digitlab.cli import app
+from digitlab.errors import DataError, RunError
+from digitlab.export import export
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+FAKE_FILES = {name: f"/* fake {name} */".encode() for name in web.RUNTIME_FILES}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def fake_runtime(tmp_path, monkeypatch):
+    """An `npm` first on PATH that "packs" a tarball of fake runtime files, whose digests are pinned in their
+    stead; the cache in tmp_path. Returns the file recording each npm call."""
+    tarball = tmp_path / "onnxruntime-web-1.22.0.tgz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        for name, blob in FAKE_FILES.items():
+            info = tarfile.TarInfo(f"package/dist/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    monkeypatch.setattr(web, "RUNTIME_TARBALL_SHA256", sha(tarball.read_bytes()))
+    monkeypatch.setattr(web, "RUNTIME_FILES", {name: sha(blob) for name, blob in FAKE_FILES.items()})
+    bin_dir, calls = tmp_path / "bin", tmp_path / "npm-calls"
+    bin_dir.mkdir()
+    (bin_dir / "npm").write_text(
+        '#!/bin/sh\necho "$@" >> ' + str(calls) + "\ndest=.\n"
+        'while [ $# -gt 0 ]; do [ "$1" = --pack-destination ] && dest="$2"; shift; done\n'
+        f'cp "{tarball}" "$dest/"\n'
+    )
+    (bin_dir / "npm").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return calls
+
+
+def test_runtime_is_fetched_verified_cached_and_refetched_when_damaged(fake_runtime):
+    folder = web.fetch_runtime()
+    assert folder == web.runtime_dir() and folder.parent.name == "digitlab"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == FAKE_FILES
+    assert len(fake_runtime.read_text().splitlines()) == 1
+    assert web.fetch_runtime() == folder  # from the cache: npm is not asked again
+    assert len(fake_runtime.read_text().splitlines()) == 1
+    (folder / "ort.wasm.min.mjs").write_bytes(b"damaged")
+    assert web.runtime_file("ort.wasm.min.mjs").read_bytes() == FAKE_FILES["ort.wasm.min.mjs"]
+    assert len(fake_runtime.read_text().splitlines()) == 2
+    assert "onnxruntime-web@" in fake_runtime.read_text()
+    assert web.runtime_file("../model.onnx") is None
+
+
+def test_a_tarball_that_does_not_match_its_digest_is_refused(fake_runtime, monkeypatch):
+    monkeypatch.setattr(web, "RUNTIME_TARBALL_SHA256", "0" * 64)
+    with pytest.raises(
+        DataError, match=r"onnxruntime-web@1\.22\.0: SHA-256 of the tarball is .* expected 000000000000"
+    ):
+        web.fetch_runtime()
+
+
+def test_a_file_that_does_not_match_its_digest_is_refused(fake_runtime, monkeypatch):
+    monkeypatch.setitem(web.RUNTIME_FILES, "ort-wasm-simd-threaded.wasm", "1" * 64)
+    with pytest.raises(
+        DataError, match=r"package/dist/ort-wasm-simd-threaded\.wasm: SHA-256 is .* expected 111111111111"
+    ):
+        web.fetch_runtime()
+    assert not any(web.runtime_dir().glob("*"))  # nothing unverified is kept
+
+
+def test_the_pinned_files_are_the_runtime_the_page_loads():
+    infer = (Path(web.__file__).parent / "serve" / "static" / "infer.js").read_text()
+    assert f'"{web.RUNTIME_FOLDER}/"' in infer and "ort.wasm.min.mjs" in web.RUNTIME_FILES
+    assert all(len(d) == 64 for d in [web.RUNTIME_TARBALL_SHA256, *web.RUNTIME_FILES.values()])
+
+
+@pytest.fixture(scope="module")
+def onnx_run(tmp_path_factory, synthetic_cnn_run, synthetic_dir):
+    """A copy of the session's tiny CNN run with its model.onnx (exported and checked)."""
+    run = shutil.copytree(synthetic_cnn_run, tmp_path_factory.mktemp("web") / "run")
+    assert export(run, "onnx", data_dir=synthetic_dir)["passed"]
+    return run
+
+
+def test_page_model_carries_the_calibration_and_the_unsure_rule(onnx_run):
+    model = web.page_model(onnx_run)
+    calibration = runs.read_json(onnx_run / runs.CALIBRATION)
+    assert model["kind"] == "digit" and model["name"] == onnx_run.name
+    assert model["web"]["temperature"] == calibration["temperature"]
+    assert model["web"]["threshold"] == calibration["threshold"]
+    assert model["web"]["class_names"] == [str(i) for i in range(10)]
+    assert model["web"]["model"] == "model.onnx" and model["config"]["model"]["architecture"] == "cnn"
+
+
+def test_the_server_serves_the_model_and_the_runtime_only_with_a_model_onnx(onnx_run, fake_runtime, tmp_path):
+    from digitlab.serve import create_app
+
+    client = TestClient(create_app(onnx_run))
+    assert client.get("/model.json").json()["web"] == web.page_model(onnx_run)["web"]
+    assert client.get("/model.onnx").content == (onnx_run / "model.onnx").read_bytes()
+    wasm = client.get("/ort/ort-wasm-simd-threaded.wasm")
+    assert wasm.status_code == 200 and wasm.headers["content-type"] == "application/wasm"
+    assert client.get("/ort/ort.wasm.min.mjs").headers["content-type"].startswith("text/javascript")
+    assert client.get("/ort/other.js").status_code == 404
+    page = client.get("/").text
+    assert '/static/infer.js"' in page and 'id="engine"' in page
+
+    bare = shutil.copytree(onnx_run, tmp_path / "bare")
+    (bare / "model.onnx").unlink()
+    client = TestClient(create_app(bare))
+    for path in ("/model.json", "/model.onnx"):
+        answer = client.get(path)
+        assert answer.status_code == 404 and "model.onnx: none for the page to run" in answer.json()["detail"]
+
+
+def test_export_web_writes_a_static_site(onnx_run, fake_runtime, tmp_path):
+    run = shutil.copytree(onnx_run, tmp_path / "run")
+    record = export(run, "web", tmp_path / "site")
+    site = tmp_path / "site"
+    assert record["passed"] and record["format"] == "web" and record["runtime"] == web.RUNTIME_PACKAGE
+    names = sorted(str(p.relative_to(site)) for p in site.rglob("*") if p.is_file())
+    assert names == sorted(
+        [
+            "index.html",
+            "model.json",
+            "model.onnx",
+            *(f"ort/{n}" for n in web.RUNTIME_FILES),
+            *(
+                f"static/{p.name}"
+                for p in (Path(web.__file__).parent / "serve" / "static").iterdir()
+                if p.is_file() and p.name != "index.html"
+            ),
+        ]
+    )
+    assert record["files"] == len(names) and record["bytes"] == sum((site / n).stat().st_size for n in names)
+    index = (site / "index.html").read_text()
+    assert '"/static/' not in index and '"static/infer.js"' in index
+    assert json.loads((site / "model.json").read_text())["web"] == web.page_model(run)["web"]
+    assert runs.read_json(run / runs.METRICS)["exports"]["web"]["path"] == str(site.resolve())
+    again = export(run, "web", site)  # a site written before is replaced
+    assert again["passed"] and again["files"] == record["files"]
+
+
+def test_export_web_refuses_what_it_cannot_write(onnx_run, fake_runtime, tiny_line_run, tmp_path):
+    run = shutil.copytree(onnx_run, tmp_path / "run")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunError, match=r"--out .*file: is a file; expected a folder for the web export"):
+        export(run, "web", tmp_path / "file")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match=r"--out .*other: a folder that holds other files"):
+        export(run, "web", tmp_path / "other")
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+    with pytest.raises(RunError, match=r"a line model's run; --format web reads digits"):
+        export(tiny_line_run, "web", tmp_path / "line-site")
+    result = CliRunner().invoke(app, ["export", str(run), "--format", "webp"])
+    assert result.exit_code != 0 and "expected one of onnx, tflite, saved_model, web, got 'webp'" in result.output
+
+
+# ---- in Chromium -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def site(onnx_run, tmp_path_factory):
+    """The tiny CNN's static site with the real ONNX Runtime Web, served by Python's http.server."""
+    out = tmp_path_factory.mktemp("site") / "site"
+    web.write_site(onnx_run, out)
+    handler = functools.partial(QuietHandler, directory=str(out))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", out
+    server.shutdown()
+    server.server_close()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # no line per request on stderr
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def open_site(browser, url):
+    """The page with every request outside `url` aborted and recorded: (page, elsewhere, errors, opened)."""
+    context = browser.new_context(viewport={"width": 1000, "height": 760})
+    page = context.new_page()
+    elsewhere, errors = [], []
+
+    def route(r):
+        if r.request.url.startswith(url):
+            r.continue_()
+        else:
+            elsewhere.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    opened = time.perf_counter()
+    page.goto(url + "/")
+    return page, elsewhere, errors, opened
+
+
+def strokes_png(rng, digits: int = 1) -> bytes:
+    """Pen strokes as the pad draws them (18 px, round ends) on a white 280 px high canvas, `digits` glyph-like
+    scribbles side by side."""
+    width = 280 * digits
+    img = Image.new("RGBA", (width, 280), (255, 255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    for k in range(digits):
+        cx, cy = 140 + 280 * k + rng.uniform(-30, 30), 140 + rng.uniform(-20, 20)
+        rx, ry = rng.uniform(25, 70), rng.uniform(60, 100)
+        start, turn = rng.uniform(0, 2 * math.pi), rng.uniform(1.0, 2.2) * math.pi
+        pts = [
+            (cx + rx * math.cos(start + turn * t / 30), cy + ry * math.sin(start + turn * t / 30)) for t in range(31)
+        ]
+        if rng.random() < 0.5:
+            pts.append((cx + rng.uniform(-rx, rx), cy + ry + rng.uniform(0, 20)))
+        draw.line(pts, fill=(0, 0, 0, 255), width=18, joint="curve")
+        for x, y in (pts[0], pts[-1]):
+            draw.ellipse((x - 9, y - 9, x + 9, y + 9), fill=(0, 0, 0, 255))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).convert("RGBA").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def parity_images(mnist) -> list[tuple[str, bytes]]:
+    """(kind, PNG) for 200 MNIST test digits pasted into canvases, 15 columns x 16 wild digits and 100 pen
+    drawings: 540 images."""
+    from digitlab.data.synth.wild import build_wild
+
+    rng = np.random.default_rng(29)
+    images = []
+    for i in rng.choice(len(mnist.x_test), 200, replace=False):
+        side = round(28 * rng.uniform(1.0, 10.0))
+        big = Image.fromarray(mnist.x_test[i]).resize((side, side), Image.Resampling.BICUBIC)
+        height, width = side + int(rng.integers(0, 200)), side + int(rng.integers(0, 200))
+        canvas = Image.new("L", (width, height), 0)
+        canvas.paste(big, (int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))))
+        a = np.asarray(canvas)
+        images.append(("mnist", png(255 - a if rng.random() < 0.5 else a)))
+    wild = build_wild(mnist.x_test[:1000], mnist.y_test[:1000], per_column=16, seed=29)
+    images += [(column, png(a)) for column, (arrays, _) in wild.items() for a in arrays]
+    images += [("drawn", strokes_png(rng)) for _ in range(100)]
+    return images
+
+
+READ_PNGS = """async (pngs) => {
+  const images = [];
+  for (const b64 of pngs) {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/png" }),
+      { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    const g = canvas.getContext("2d");
+    g.drawImage(bitmap, 0, 0);
+    const { data, width, height } = g.getImageData(0, 0, bitmap.width, bitmap.height);
+    images.push({ rgba: data, width, height });
+  }
+  const answers = await browserReader.readMany(images);
+  return answers.map((r) => ({ digit: r.digit, unsure: r.unsure, reason: r.reason, pixels: r.preprocessed.flat() }));
+}"""
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_browser_reads_as_python_does_on_540_images(browser, site, onnx_run, mnist):
+    """preprocess.js + infer.js against digitlab.preprocess + the ONNX predictor, in one page load."""
+    from digitlab.predict import classify, load_predictor
+    from digitlab.preprocess import preprocess
+
+    images = parity_images(mnist)
+    predictor = load_predictor(onnx_run, "onnx")
+    pres = [preprocess(data) for _, data in images]
+    expected = classify(predictor, np.stack([p.digit for p in pres]), [p.reason for p in pres])
+
+    url, _ = site
+    page, elsewhere, errors, _ = open_site(browser, url)
+    assert page.evaluate("browserReader.ready") is True
+    got = []
+    for i in range(0, len(images), 60):  # batches keep each message small
+        got += page.evaluate(READ_PNGS, [base64.b64encode(d).decode() for _, d in images[i : i + 60]])
+    differ, far = [], []
+    for k, ((kind, _), pre, want, have) in enumerate(zip(images, pres, expected, got)):
+        gap = int(np.abs(np.asarray(have["pixels"]) - pre.digit.astype(int).ravel()).max())
+        if gap > 8:  # grey levels of 255: a pixel's rounding, never a different crop or place
+            far.append((k, kind, gap))
+        if (have["digit"], have["unsure"]) != (want["digit"], want["unsure"]):
+            differ.append((k, kind, want["digit"], want["unsure"], have["digit"], have["unsure"], gap))
+    agree = 1 - len(differ) / len(images)
+    print(f"\nparity on {len(images)} images: answers agree on {agree:.2%}; inputs further than 8 levels: {far}")
+    assert agree >= 0.995, f"answers differ (index, kind, python digit/unsure, browser digit/unsure, gap): {differ}"
+    assert len(far) <= len(images) // 200, far
+    assert not elsewhere and not errors, (elsewhere, errors)
+    page.context.close()
+
+
+TIME_READS = """async ([b64, n]) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/png" }));
+  const canvas = document.createElement("canvas");
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  canvas.getContext("2d").drawImage(bitmap, 0, 0);
+  const times = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await browserReader.readCanvas(canvas);
+    times.push(performance.now() - t0);
+  }
+  return times;
+}"""
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_static_site_reads_a_drawn_digit_from_a_plain_http_server(browser, site):
+    """Every request outside the server aborted: the page reads a digit drawn with pointer strokes in the
+    browser, and says so; with the pen-up-to-answer figures printed (single digit, the pad's 280 px)."""
+    url, _ = site
+    page, elsewhere, errors, opened = open_site(browser, url)
+    page.wait_for_function("document.body.dataset.engine !== undefined")
+    box = page.locator("#pad").bounding_box()
+    scale = box["width"] / 280
+    points = [(150, 45), (146, 100), (140, 160), (134, 236)]
+    page.mouse.move(box["x"] + points[0][0] * scale, box["y"] + points[0][1] * scale)
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=4)
+    page.mouse.up()
+    page.wait_for_function("document.getElementById('result').dataset.state === 'done'")
+    first = time.perf_counter() - opened
+    assert page.locator("#engine").text_content() == "read in this browser (ONNX Runtime Web)"
+    assert page.evaluate(
+        "document.getElementById('seen').getContext('2d').getImageData(0, 0, 112, 112)"
+        ".data.some((v, i) => i % 4 === 0 && v > 0)"
+    ), "the 28x28 input is not shown"
+    rng = np.random.default_rng(6)
+    single = page.evaluate(TIME_READS, [base64.b64encode(strokes_png(rng)).decode(), 60])[10:]
+    print(
+        f"\nstatic site: first answer {first:.2f} s after opening (with a drawn stroke); pen-up to answer, "
+        f"single digit: p50 {statistics.median(single):.1f} ms, p90 {np.percentile(single, 90):.1f} ms"
+    )
+    assert not elsewhere and not errors, (elsewhere, errors)
+    page.context.close()
