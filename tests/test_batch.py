@@ -135,7 +135,7 @@ def test_local_engine_gives_predicts_answers_one_row_per_file(run_dir, images, t
     out = tmp_path / "results.parquet"
     result = invoke("batch", run_dir, images, "--out", out, "--engine", "local", "--runtime", "keras")
     assert result.exit_code == 1, result.output  # one file could not be read, the others were
-    assert "read 302 files" in result.output and "1 errors" in result.output
+    assert "read 302 files" in result.output and ": 1 error," in result.output
     got = {r["path"]: r for r in rows(out)}
     assert list(pq.read_schema(next(out.glob("part-*.parquet"))).names) == output.schema("digit").names
     expected = predict_files(load_predictor(run_dir), [images])
@@ -243,7 +243,7 @@ def test_number_task_gives_reads_answers_one_row_per_file(run_dir, numbers, tmp_
     out = tmp_path / "numbers.parquet"
     result = invoke("batch", run_dir, folder, "--out", out, "--task", "number", "--engine", "local")
     assert result.exit_code == 1, result.output  # one file could not be read, the others were
-    assert "read 38 files" in result.output and "1 errors" in result.output
+    assert "read 38 files" in result.output and ": 1 error," in result.output
     assert list(pq.read_schema(next(out.glob("part-*.parquet"))).names) == output.schema("number").names
     got = rows(out)
     same_readings(got, readings(load_predictor(run_dir), folder))  # Keras, as `digitlab read` by default

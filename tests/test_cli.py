@@ -1,5 +1,6 @@
 """The CLI end to end through Typer's runner: exit codes, one-line errors, files left behind."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -65,26 +66,17 @@ def test_train_evaluate_predict(synthetic_run, synthetic_dir):
 
 
 def test_lr_find(tmp_path, synthetic_dir):
-    result = invoke(
-        "lr-find",
-        "--model",
-        "mlp",
-        "--units",
-        "16",
-        "--steps",
-        "30",
-        "--batch-size",
-        "16",
-        "--dataset",
-        "synthetic",
-        "--data-dir",
-        synthetic_dir,
-        "--out",
-        tmp_path,
-    )
+    args = ["lr-find", "--model", "mlp", "--units", "16", "--steps", "30", "--batch-size", "16"]
+    args += ["--dataset", "synthetic", "--data-dir", synthetic_dir, "--out", tmp_path]
+    result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert "suggested learning rate:" in result.output
     assert (tmp_path / "lr_find.png").is_file() and (tmp_path / "lr_find.csv").is_file()
+    # A second test into the same --out is refused, as train's is, and the first test's files are kept.
+    before = (tmp_path / "lr_find.csv").read_bytes()
+    one_line_error(invoke(*args), f"--out {tmp_path}: already holds lr_find.csv and lr_find.png", "--overwrite")
+    assert (tmp_path / "lr_find.csv").read_bytes() == before
+    assert invoke(*args, "--overwrite").exit_code == 0
 
 
 @pytest.mark.parametrize(
@@ -120,6 +112,8 @@ def test_split_seed_label_smoothing_and_precision_reach_the_run(tmp_path, synthe
         "0.1",
         "--precision",
         "bfloat16",
+        "--dropout",
+        "0.2",
         "--dataset",
         "synthetic",
         "--data-dir",
@@ -132,6 +126,13 @@ def test_split_seed_label_smoothing_and_precision_reach_the_run(tmp_path, synthe
     assert "run directory:" in result.output
     saved = json.loads((out / "config.json").read_text())["train"]
     assert saved["split_seed"] == 7 and saved["label_smoothing"] == 0.1 and saved["precision"] == "bfloat16"
+    assert json.loads((out / "config.json").read_text())["model"]["dropout"] == 0.2
+    # The tutorial's knobs: dropout in the summary and the model, the layer table (Keras' model.summary())
+    # before the first epoch, and an epoch line that says its losses include label smoothing.
+    assert "model: mlp 8 (gelu), dropout 0.2" in result.output
+    table, epochs = result.output.split("epoch 1/1:")
+    assert "dropout (Dropout)" in table and "probabilities (Dense)" in table and "Total params: 6,370" in table
+    assert "(losses include label smoothing 0.1)" in epochs.splitlines()[0]
 
 
 def test_existing_run_needs_resume_or_overwrite(synthetic_run, synthetic_dir):
@@ -242,51 +243,89 @@ def test_train_prints_a_summary_not_reprs(tmp_path, synthetic_dir):
     assert "model: mlp 8" in result.output and "1 epoch, batch 64" in result.output
 
 
+def test_tensorflow_is_imported_with_stderr_silenced_unless_verbose(tmp_path, monkeypatch, capfd):
+    """digitlab.quiet imports TensorFlow with file descriptor 2 pointed at /dev/null. Which start-up lines
+    TensorFlow prints depends on its version and the CPU (some print none), so the hiding is checked on
+    modules that always write to fd 2 as they are imported, as TensorFlow's C++ side does."""
+    from digitlab import quiet
+
+    for name in ("noisy_a", "noisy_b", "noisy_c"):
+        (tmp_path / f"{name}.py").write_text(f"import os\nos.write(2, b'{name} C++ start-up chatter\\n')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(quiet, "MODULES", {"noisy_a", "noisy_b"})
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))  # verbose() below takes the finder out
+    monkeypatch.setattr(quiet, "_set_by_us", True)
+    monkeypatch.setenv(quiet.LOG_LEVEL_ENV, quiet.QUIET_LOG_LEVEL)
+    monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
+    quiet.install()
+    capfd.readouterr()
+    import noisy_a  # noqa: F401
+
+    assert "chatter" not in capfd.readouterr().err
+    import noisy_c  # noqa: F401  (not one of MODULES: imported as it is)
+
+    assert "noisy_c C++ start-up chatter" in capfd.readouterr().err
+    quiet.verbose()  # the CLI's --verbose
+    import noisy_b  # noqa: F401
+
+    assert "noisy_b C++ start-up chatter" in capfd.readouterr().err
+    assert os.environ[quiet.VERBOSE_ENV] == "1" and quiet.LOG_LEVEL_ENV not in os.environ  # TensorFlow's default
+
+
+def test_a_log_level_the_user_set_is_kept(monkeypatch):
+    from digitlab import quiet
+
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    monkeypatch.setattr(quiet, "_set_by_us", False)
+    monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
+    monkeypatch.setenv(quiet.LOG_LEVEL_ENV, "0")
+    quiet.install()
+    assert os.environ[quiet.LOG_LEVEL_ENV] == "0"
+    quiet.verbose()
+    assert os.environ[quiet.LOG_LEVEL_ENV] == "0"
+
+
 @pytest.mark.slow
-def test_tensorflow_start_up_chatter_is_hidden_unless_verbose(tmp_path, synthetic_dir):
-    import subprocess
-    import sys
+def test_no_tensorflow_start_up_lines_from_batch_export_evaluate_or_python(tmp_path, synthetic_cnn_run, synthetic_dir):
+    """Each in a fresh Python, all four at once: stderr holds none of TensorFlow's start-up lines (which this
+    machine's TensorFlow prints on a bare `import tensorflow`: oneDNN, absl, cpu_feature_guard). batch runs
+    on Ray with two workers for four images: no warning that one worker got everything."""
+    from PIL import Image
 
-    # Which start-up lines TensorFlow prints depends on its version and the CPU (some print none), so the
-    # hiding is checked on a module that always writes to file descriptor 2 as it is imported, as TensorFlow's
-    # C++ side does, and the real training run only for what must not show.
-    (tmp_path / "noisy.py").write_text("import os\nos.write(2, b'C++ start-up chatter\\n')\n")
-
-    def python(code):
-        done = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(tmp_path)!r}); {code}"],
-                              capture_output=True, text=True)  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        return done.stderr
-
-    assert "chatter" in python("import noisy")
-    assert python("from digitlab.cli import _import_quietly; _import_quietly('noisy')") == ""
-
-    out = tmp_path / "run"
-    quiet = python(f"sys.argv = ['digitlab', *{list(map(str, tiny_mlp_train(synthetic_dir, out)))!r}]; "
-                   "from digitlab.cli import main; main()")  # fmt: skip
-    assert "absl" not in quiet and "oneDNN" not in quiet and "cpu_feature_guard" not in quiet, quiet
-
-
-def test_verbose_keeps_tensorflow_start_up_lines(monkeypatch, tmp_path, synthetic_run, synthetic_dir):
-    from digitlab import cli
-
-    imported = []
-    monkeypatch.setattr(cli, "_import_quietly", imported.append)
-    monkeypatch.setattr(cli, "quiet_start", True)  # main() sets it; restored after the test
-    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
-
-    def evaluate(run, *extra):
-        monkeypatch.setattr("sys.argv", ["digitlab", "evaluate", str(run), "--data-dir", str(synthetic_dir), *extra])
-        with pytest.raises(SystemExit) as e:
-            cli.main()
-        return e.value.code
-
-    assert evaluate(synthetic_run, "--verbose") == 0
-    assert imported == [] and "TF_CPP_MIN_LOG_LEVEL" not in os.environ  # TensorFlow's own log level, untouched
-    assert evaluate(tmp_path / "no-run") == 2
-    assert imported == [] and os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"  # a missing run needs no TensorFlow
-    assert evaluate(synthetic_run) == 0
-    assert imported == ["keras"]
+    run = shutil.copytree(synthetic_cnn_run, tmp_path / "run")
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(4):
+        Image.new("L", (40, 40), 255).save(images / f"{i}.png")
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "DIGITLAB_VERBOSE")}
+    cli = "import sys; from digitlab.cli import main; sys.argv = ['digitlab', *sys.argv[1:]]; main()"
+    ray = ["--engine", "ray", "--workers", "2"] if importlib.util.find_spec("ray") else ["--engine", "local"]
+    jobs = {
+        "batch": [cli, "batch", run, images, "--out", tmp_path / "out", "--runtime", "keras", "--quiet", *ray],
+        "export": [cli, "export", run, "--check-images", "20", "--data-dir", synthetic_dir],
+        "evaluate": [cli, "evaluate", run, "--data-dir", synthetic_dir],
+        "python": [
+            "import digitlab, sys; r = digitlab.evaluate(sys.argv[1], data_dir=sys.argv[2]); "
+            "print(digitlab.predict_image(sys.argv[1], sys.argv[3]).reason)",
+            tmp_path / "python-run",
+            synthetic_dir,
+            images / "0.png",
+        ],
+    }
+    shutil.copytree(run, tmp_path / "python-run")
+    started = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )  # fmt: skip
+        for name, args in jobs.items()
+    }
+    for name, process in started.items():
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, (name, out, err)
+        for line in ("absl", "oneDNN", "cpu_feature_guard", "rebuild TensorFlow", "only received 1 input"):
+            assert line not in err, (name, err)
+        if name == "batch" and "ray" in ray:
+            assert "(keras, 2 workers)" in out, out
 
 
 def cli_in_a_fresh_python(tmp_path, *args) -> tuple[int, str, str, list[str]]:
@@ -389,6 +428,57 @@ def test_a_blank_page_gives_no_digit_and_no_numbers(synthetic_run, tmp_path):
     assert table.output.strip() == f"{blank}: no digit: no ink found in the image"
     cells = dict(zip(*csv.reader(io.StringIO(invoke("predict", synthetic_run, blank, "--csv").output))))
     assert cells["digit"] == cells["confidence"] == cells["top3"] == "" and cells["reason"].startswith("no ink")
+
+
+def test_predict_csv_and_batch_keep_why_unsure_and_the_best_guesses(synthetic_run, tmp_path):
+    import csv
+    import io
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    blank, digit = blank_png(folder / "blank.png"), digit_png(folder / "one.png")
+    as_json = {Path(r["file"]).name: r for r in json.loads(invoke("predict", synthetic_run, folder, "--json").output)}
+    as_csv = {Path(r["file"]).name: r for r in csv.DictReader(io.StringIO(invoke("predict", synthetic_run, folder, "--csv").output))}  # fmt: skip
+    for name in ("blank.png", "one.png"):
+        assert as_csv[name]["unsure"] == str(as_json[name]["unsure"]) and as_csv[name]["reason"] == (
+            as_json[name]["reason"] or ""
+        )
+    result = invoke(
+        "batch", synthetic_run, folder, "--out", tmp_path / "out", "--engine", "local", "--runtime", "keras"
+    )
+    assert result.exit_code == 0, result.output
+    assert "read 2 files in" in result.output and ": 0 errors," in result.output
+    assert "wrote 1 part file;" in result.output and "holds 2 rows" in result.output
+    rows = {Path(r["path"]).name: r for r in pq.read_table(tmp_path / "out").to_pylist()}
+    assert rows["blank.png"]["reason"] == as_json["blank.png"]["reason"] and rows["blank.png"]["top3"] is None
+    one, want = rows["one.png"], as_json["one.png"]
+    assert (one["digit"], one["unsure"], one["reason"]) == (want["digit"], want["unsure"], want["reason"])
+    assert [t["label"] for t in one["top3"]] == [t["label"] for t in want["top3"]]
+    assert one["top3"][0]["probability"] == pytest.approx(want["top3"][0]["probability"], abs=1e-6)
+    assert blank.exists() and digit.exists()
+
+
+def test_batch_help_names_the_default_engine():
+    shown = " ".join(invoke("batch", "--help").output.split())
+    assert "[default: ray when Ray is installed, else local]" in shown
+
+
+def test_predict_on_a_terminal_prints_an_aligned_table(synthetic_run, tmp_path, monkeypatch):
+    from digitlab import cli
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    blank_png(folder / "blank.png"), digit_png(folder / "a-longer-name.png")
+    piped = invoke("predict", synthetic_run, folder).output.splitlines()
+    assert len(piped) == 2 and all(line.startswith(str(folder)) for line in piped)  # one line per file
+    monkeypatch.setattr(cli, "_is_terminal", lambda: True)
+    table = invoke("predict", synthetic_run, folder).output.splitlines()
+    assert table[0].split() == ["file", "digit", "confidence", "top-3"] and len(table) == 3
+    digit_at = table[0].index("digit")
+    assert {line[digit_at - 2 : digit_at] for line in table} == {"  "}  # one column, whatever the name's length
+    assert table[1][digit_at] in "0123456789?" and table[2][digit_at] == "-"
+    assert table[2].endswith("no digit: no ink found in the image")
 
 
 def test_any_rejection_reason_gives_nulls(synthetic_run):
@@ -497,6 +587,19 @@ def test_training_output_off_a_terminal_is_one_plain_line_per_epoch(tmp_path, sy
             f"{float(row['seconds']):.1f} s"
         )
     assert "/step" not in result.output and "ETA" not in result.output
+
+
+def test_train_from_python_into_a_pipe_prints_one_plain_line_per_epoch(tmp_path, synthetic_dir, capsys):
+    from digitlab.config import ModelConfig, TrainConfig
+    from digitlab.training import train
+
+    model_cfg = ModelConfig(architecture="mlp", units=(8,))
+    train(model_cfg, TrainConfig(epochs=2, dataset="synthetic"), tmp_path / "run", data_dir=synthetic_dir)
+    shown = capsys.readouterr().out  # captured: not a terminal, as a pipe or a notebook's output
+    assert not {"\x1b", "\r", "\b"} & set(shown), repr(shown)
+    lines = shown.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], shown
+    assert "(losses include label smoothing" not in shown  # the MLP's defaults smooth nothing
 
 
 def test_the_terminal_progress_bar_counts_the_epochs_steps(capsys):

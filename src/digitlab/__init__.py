@@ -7,11 +7,13 @@ The names below are the library's front door.
 
 from importlib import import_module, metadata
 
+from digitlab import quiet
 from digitlab.config import PRESETS, ModelConfig, TrainConfig, resolve_configs
 from digitlab.data import load_dataset, load_mnist
 from digitlab.errors import DataError, DigitlabError, RunError
 
 __version__ = metadata.version("digitlab")  # one place: pyproject.toml
+quiet.install()  # TensorFlow's start-up lines hidden, whichever way it is first imported (DIGITLAB_VERBOSE=1 shows them)
 
 # Keras and TensorFlow load only when one of these is first used: `import digitlab`, the ONNX runtime
 # and `digitlab --help` never pay for them.

@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from digitlab import __version__, runs
+from digitlab import __version__, quiet, runs
 from digitlab.config import (
     ARCHITECTURES,
     BATCH_ENGINES,
@@ -177,16 +177,11 @@ def reports_errors(command):
     return wrapper
 
 
-quiet_start = True  # False after --verbose (set by main): TensorFlow's own start-up lines then show
-
-
 def main() -> None:
     """The console script: `--verbose` taken out of the arguments, Typer's parsing errors printed as one line."""
-    global quiet_start
     args = [a for a in sys.argv[1:] if a != "--verbose"]
-    quiet_start = len(args) == len(sys.argv) - 1
-    if quiet_start:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    if len(args) < len(sys.argv) - 1:
+        quiet.verbose()  # TensorFlow's own start-up lines show, here and in the processes the command starts
     # Not standalone: Typer's parsing errors come back as exceptions, printed in the project's one-line style.
     command = typer.main.get_command(app)
     try:
@@ -247,10 +242,10 @@ def usage_error_line(e: Exception) -> str:
 
 
 def start_tensorflow() -> None:
-    """Import Keras, and with it TensorFlow, once a command has checked its arguments and run and is
-    about to use a model: quietly, unless --verbose was given."""
-    if quiet_start:
-        _import_quietly("keras")
+    """Import Keras, and with it TensorFlow (quietly unless --verbose: digitlab.quiet), once a command has
+    checked its arguments and run and is about to use a model."""
+    with contextlib.suppress(ImportError):  # the command reports a missing Keras itself, in one line
+        importlib.import_module("keras")
 
 
 def prepare_run(run: Path, runtime: str = "keras") -> None:
@@ -264,22 +259,6 @@ def prepare_run(run: Path, runtime: str = "keras") -> None:
         start_tensorflow()
 
 
-def _import_quietly(module: str) -> None:
-    """Import a module (Keras) with the process's stderr (file descriptor 2) pointed at /dev/null: some of
-    TensorFlow's C++ start-up lines (absl, oneDNN, cpu_feature_guard) ignore TF_CPP_MIN_LOG_LEVEL.
-    `--verbose` keeps them."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            with contextlib.suppress(ImportError):  # the command reports a missing Keras itself, in one line
-                importlib.import_module(module)  # TensorFlow's start-up happens here
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def describe_configs(model_cfg, train_cfg) -> str:
     """A short summary of what a run trains, for the terminal."""
     if model_cfg.architecture == "mlp":
@@ -288,6 +267,7 @@ def describe_configs(model_cfg, train_cfg) -> str:
         shape = f"{model_cfg.architecture} {'-'.join(map(str, model_cfg.filters))}" + (
             f", dense {model_cfg.dense}" if model_cfg.dense else ""
         )
+    shape += f", dropout {model_cfg.dropout:g}" if model_cfg.dropout else ""
     pixels = "standardized" if model_cfg.standardize else "scaled to 0-1" if model_cfg.normalize else "raw 0-255"
     epochs = f"{train_cfg.epochs} epoch{'s' if train_cfg.epochs != 1 else ''}"
     schedule = f"{train_cfg.schedule} lr {train_cfg.learning_rate:g}"
@@ -413,6 +393,14 @@ def train(
         Optional[str], typer.Option(metavar="NAME", help="MLP hidden activation, e.g. relu, tanh.")
     ] = None,
     normalize: NormalizeOpt = None,
+    dropout: Annotated[
+        Optional[float],
+        typer.Option(
+            metavar="RATE",
+            help="Dropout before the classifier, 0 to <1 (TensorFlow's quickstart: --units 128 --dropout 0.2) "
+            "[default: the preset's].",
+        ),
+    ] = None,
     optimizer: OptimizerOpt = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="(Peak) learning rate.")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="Decoupled weight decay (0: none).")] = None,
@@ -498,6 +486,7 @@ def train(
             units=parse_units(units) if units else None,
             activation=activation,
             normalize=normalize,
+            dropout=dropout,
             optimizer=optimizer,
             learning_rate=lr,
             weight_decay=weight_decay,
@@ -528,6 +517,10 @@ def train(
         typer.echo(describe_configs(model_cfg, train_cfg))
         start_tensorflow()
         from digitlab import training
+        from digitlab.models import build_model
+
+        # The layers, their output shapes and parameters, as the tutorial's model.summary() shows them.
+        build_model(model_cfg).summary(print_fn=lambda text, line_break=True: typer.echo(text.rstrip("\n")))
 
         metrics = training.train(
             model_cfg, train_cfg, out, data_dir=data_dir, overwrite=overwrite, verbose=verbose, on_epoch=on_epoch
@@ -541,10 +534,9 @@ def train(
 
 
 def _echo_epoch(row: dict) -> None:
-    line = f"epoch {row['epoch']}/{row['epochs']}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.4f}"
-    if "val_loss" in row:
-        line += f", val loss {row['val_loss']:.4f}, val accuracy {row['val_accuracy']:.4f}"
-    typer.echo(f"{line}, {row['seconds']:.1f} s")
+    from digitlab.training import epoch_line  # imported already: the epoch has run
+
+    typer.echo(epoch_line(row))
 
 
 @app.command()
@@ -595,6 +587,7 @@ def lr_find(
     seed: SeedOpt = None,
     dataset: OptDatasetOpt = None,
     data_dir: DataDirOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the lr_find.png and lr_find.csv already in --out.")] = False,
 ) -> None:
     """Find a learning rate: grow it exponentially per batch, plot loss against it on a log axis."""
     model_cfg, train_cfg = resolve_configs(
@@ -620,6 +613,7 @@ def lr_find(
             steps=steps,
             data_dir=data_dir,
             progress=progress,
+            overwrite=overwrite,
         )
     typer.echo(f"tested {len(result['lrs'])} learning rates from {result['lrs'][0]:.2g} to {result['lrs'][-1]:.2g}")
     typer.echo(f"lowest smoothed loss at lr {result['min_loss_lr']:.3g}")
@@ -726,7 +720,8 @@ def predict(
         rows = reading.predict_files(
             prediction.load_predictor(run, runtime=runtime), [Path(p) for p in paths], debug_dir=debug
         )
-        columns = ["file", "digit", "confidence", "top3", "reason", "error"]
+        # JSON's fields but label and probabilities: an unsure row keeps its reason and its best guesses.
+        columns = ["file", "digit", "confidence", "unsure", "reason", "top3", "error"]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     elif as_csv:
@@ -737,6 +732,9 @@ def predict(
         writer.writerow(columns)
         for r in rows:
             writer.writerow([_cell(r.get(c)) for c in columns])
+    elif _is_terminal():
+        for line in _prediction_table(rows):
+            typer.echo(line)
     else:
         for r in rows:
             where = f"test #{r['index']}" if "index" in r else _printable(r["file"])
@@ -828,6 +826,33 @@ def read(
         fail(f"{len(failed)} of {len(rows)} files could not be read", code=1)
 
 
+def _is_terminal() -> bool:
+    """Whether stdout is a terminal (a person reading): tables there, one plain line per file elsewhere."""
+    return sys.stdout.isatty()
+
+
+def _prediction_table(rows: list[dict]) -> list[str]:
+    """predict's rows as an aligned table, for a terminal: file (or test index), digit, confidence, top-3,
+    and a note (the true digit, why unsure, why no digit, an error)."""
+    table = [("file", "digit", "confidence", "top-3", "")]
+    for r in rows:
+        where = f"test #{r['index']}" if "index" in r else _printable(r["file"])
+        note = f"true {r['true']}" if "true" in r else ""
+        if r.get("error"):
+            table.append((where, "", "", "", _printable(f"error: {r['error']}")))
+            continue
+        if r["confidence"] is None:  # refused before the model: no numbers to show
+            table.append((where, "-", "", "", f"no digit: {r['reason']}"))
+            continue
+        top = "  ".join(f"{t['label']}:{t['probability']:.3f}" for t in r["top3"])
+        note += ("  " if note else "") + (f"unsure: {r['reason']}" if r.get("reason") else "")
+        table.append((where, r["label"] if r["digit"] is not None else "?", f"{r['confidence']:.3f}", top, note))
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    return [
+        ("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + f"  {row[4]}").rstrip() for row in table
+    ]
+
+
 def _printable(text: str) -> str:
     """Control characters (newline, carriage return, ANSI escapes) shown as escapes: a file name cannot
     forge a line of the table or restyle the terminal."""
@@ -877,10 +902,17 @@ def ensemble(
 @reports_errors
 def export_command(
     run: RunArg,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="NAME", help="onnx, tflite or saved_model.")] = "onnx",
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", metavar="NAME", help="onnx, tflite, saved_model or web (the page as static files)."
+        ),
+    ] = "onnx",
     out: Annotated[
         Optional[Path],
-        typer.Option("--out", help="Where to write it [default: model.onnx, model.tflite or saved_model/ in the run]."),
+        typer.Option(
+            "--out", help="Where to write it [default: model.onnx, model.tflite, saved_model/ or site/ in the run]."
+        ),
     ] = None,
     check_images: Annotated[
         int, typer.Option("--check-images", help="Test images the export must agree on with the Keras model.")
@@ -994,14 +1026,24 @@ def batch_command(
         typer.echo(json.dumps(summary, indent=2))
     else:
         skipped = f"; {summary['skipped']:,} already in {out} skipped" if summary["skipped"] else ""
+        pool = ""
+        if summary["engine"] == "ray":
+            pool = f", {_count(summary['workers'], 'worker')}"
+            if workers and summary["workers"] < workers:  # an actor with no file to read is not started
+                pool += f" for {_count(summary['files'], 'file')}"
         typer.echo(
-            f"read {summary['files']:,} files in {summary['seconds']:.1f} s ({summary['files_per_s']:.0f} files/s) "
-            f"on {summary['engine']} ({summary['runtime']}): {summary['errors']:,} errors, "
-            f"{summary['unsure_share']:.1%} unsure{skipped}"
+            f"read {_count(summary['files'], 'file')} in {summary['seconds']:.1f} s "
+            f"({summary['files_per_s']:.0f} files/s) on {summary['engine']} ({summary['runtime']}{pool}): "
+            f"{_count(summary['errors'], 'error')}, {summary['unsure_share']:.1%} unsure{skipped}"
         )
-        typer.echo(f"wrote {summary['parts']} part files; {out} holds {summary['rows']:,} rows")
+        typer.echo(f"wrote {_count(summary['parts'], 'part file')}; {out} holds {_count(summary['rows'], 'row')}")
     if summary["errors"]:  # as predict and read (EXIT_CODES)
         fail(f"{summary['errors']:,} of {summary['files']:,} files could not be read; their rows say why", code=1)
+
+
+def _count(n: int, noun: str) -> str:
+    """`1 part file`, `2 part files`, `1,200 rows`."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 @contextlib.contextmanager

@@ -51,7 +51,7 @@ class ModelConfig:
     )
     pool: bool = False  # cnn: 2x2 max-pool at the end of each stage
     dense: int = 128  # cnn: width of a hidden Dense layer before the classifier (0: none)
-    dropout: float = 0.0  # cnn: dropout rate before the classifier
+    dropout: float = 0.0  # mlp, cnn, line: dropout rate before the classifier
     bn_momentum: float = 0.9  # BatchNorm running averages; 0.99 lags far behind in a 2-epoch run
     norm_from: int = 0  # cnn: first stage with BatchNorm; earlier stages' convs take a bias instead
     input_shape: tuple[int, int] = (28, 28)  # pixels (height, width)
@@ -419,6 +419,7 @@ def resolve_configs(
     units: tuple[int, ...] | None = None,
     activation: str | None = None,
     normalize: bool | None = None,
+    dropout: float | None = None,
     **train_overrides,
 ) -> tuple[ModelConfig, TrainConfig]:
     """A preset's configurations with the given fields replaced (None: keep the preset's value).
@@ -440,7 +441,7 @@ def resolve_configs(
                 raise DigitlabError(
                     f"{option} applies to --model mlp; the {preset} preset trains a {model_cfg.architecture}"
                 )
-    model_changes = {"units": units, "activation": activation, "normalize": normalize}
+    model_changes = {"units": units, "activation": activation, "normalize": normalize, "dropout": dropout}
     if normalize is False:  # standardizing is a form of normalizing: --no-normalize turns both off
         model_changes["standardize"] = False
     model_cfg = dataclasses.replace(model_cfg, **{k: v for k, v in model_changes.items() if v is not None})

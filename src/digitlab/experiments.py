@@ -244,6 +244,7 @@ def _lr_find_step(model_cfg, train_cfg, run_dir: Path, quick: bool, data_dir) ->
         run_dir,
         steps=QUICK_LR_FIND_STEPS if quick else LR_FIND_STEPS,
         data_dir=data_dir,
+        overwrite=True,  # run_experiments decides whether its --out may be written
     )
     # No model here, but the directory still says what produced it.
     runs.write_json(run_dir / runs.CONFIG, {"model": model_cfg.to_dict(), "train": train_cfg.to_dict()})

@@ -34,12 +34,23 @@ def lr_find(
     steps: int = 200,  # batches; 200 x 128 images is about half an epoch of MNIST
     data_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Train a fresh model while the learning rate grows from start_lr to end_lr; stop when the loss explodes.
 
     `progress(done, steps)` is called after every batch. Returns {"lrs", "losses", "smoothed", "suggested_lr",
-    "rule", "plot", "min_loss_lr"}; writes lr_find.png and lr_find.csv.
+    "rule", "plot", "min_loss_lr"}; writes lr_find.png and lr_find.csv, replacing an earlier test's only
+    with `overwrite` (refused before anything is trained).
     """
+    out_dir = Path(out_dir)
+    earlier = [name for name in (runs.LR_FIND_CSV, runs.LR_FIND_PNG) if (out_dir / name).exists()]
+    if earlier and not overwrite:
+        raise DigitlabError(
+            f"--out {out_dir}: already holds {' and '.join(earlier)} from an earlier test; pass --overwrite to "
+            "replace them, or another --out"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DigitlabError(f"--out {out_dir}: is a file; expected a directory for lr_find.png and lr_find.csv")
     if not 0 < start_lr < end_lr:
         raise DigitlabError(f"lr-find: expected 0 < --start-lr < --end-lr, got {start_lr} and {end_lr}")
     if steps < 10:
@@ -76,7 +87,6 @@ def lr_find(
             break  # diverged: larger rates tell nothing more
     lrs, losses, smoothed = np.array(lrs), np.array(losses), np.array(smoothed)
     suggested = suggest_lr(lrs, smoothed)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.write_csv(
         out_dir / runs.LR_FIND_CSV,

@@ -77,8 +77,8 @@ def build_model(config: ModelConfig, precision: str = "float32") -> keras.Model:
             x = layers.Dense(config.dense, use_bias=False, name="dense", dtype=dtype)(x)
             x = layers.BatchNormalization(momentum=config.bn_momentum, name="bn_dense", dtype=dtype)(x)
             x = layers.Activation("relu", name="relu_dense", dtype=dtype)(x)
-        if config.dropout:
-            x = layers.Dropout(config.dropout, name="dropout", dtype=dtype)(x)
+    if config.dropout:  # before the classifier (TensorFlow's quickstart: Dense 128, Dropout 0.2, Dense 10)
+        x = layers.Dropout(config.dropout, name="dropout", dtype=dtype)(x)
     outputs = layers.Dense(config.num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=f"digitlab_{config.architecture}")
 

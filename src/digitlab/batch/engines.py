@@ -103,6 +103,12 @@ def ray_session(address: str | None, workers: int | None) -> Iterator:
         ray.shutdown()
 
 
+def pool_size(ray, workers: int | None, files: int) -> int:
+    """The actors a job starts: --workers, else one per CPU of the cluster, and never more than there
+    are files to read (an actor with no file would only load the model)."""
+    return max(1, min(workers or int(ray.cluster_resources().get("CPU", 1)), files))
+
+
 def _no_restarts() -> dict:
     return {"max_restarts": 0}
 
@@ -115,8 +121,11 @@ def ray_results(
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the CLI draws the job's own bar
     logging.getLogger("ray.data").setLevel(logging.ERROR)
-    size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    size = pool_size(ray, workers, len(paths))
     reader_options = {**reader_options, "threads": share_threads(size, cores)}
+    # Every actor gets work: a batch no larger than an actor's share of the files (6 files, 2 workers: 3
+    # each), else a small job is one block and one actor reads it all while the other idles.
+    batch_size = min(batch_size, math.ceil(len(paths) / size))
     # Only the paths travel: each actor reads its files itself. One block per batch (blocks are what the
     # actors are handed, so many small ones keep all busy), built here: from_arrow would ask a Ray task
     # per block for its metadata, and wait for worker processes to start for them.

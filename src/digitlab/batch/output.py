@@ -38,9 +38,12 @@ def pyarrow():
 
 
 def schema(task: str):
-    """The columns of one row per input file; `digit` for task digit, `text` for task number."""
+    """The columns of one row per input file; `digit` for task digit, `text` for task number. Task digit
+    keeps `top3` (label and calibrated probability, most likely first), so that an unsure row, whose digit
+    is null, still holds the best guess and its confidence, as `predict --json` and `--csv` do."""
     pa, _ = pyarrow()
     answer = pa.field("digit", pa.int16()) if task == "digit" else pa.field("text", pa.string())
+    guesses = pa.list_(pa.struct([pa.field("label", pa.string()), pa.field("probability", pa.float64())]))
     return pa.schema(
         [
             pa.field("path", pa.string()),
@@ -48,6 +51,7 @@ def schema(task: str):
             pa.field("confidence", pa.float64()),
             pa.field("unsure", pa.bool_()),
             pa.field("reason", pa.string()),
+            *([pa.field("top3", guesses)] if task == "digit" else []),
             pa.field("error", pa.string()),
             pa.field("run_id", pa.string()),
             pa.field("model_digest", pa.string()),
@@ -147,6 +151,11 @@ def _check_identity(out: Path, manifest: dict) -> None:
             what = ", ".join(f"{k} {old.get(k)!r} (this job: {manifest[k]!r})" for k in changed)
             raise RunError(
                 f"--out {out}: written by another job, {what}; give another --out, or --overwrite to replace it"
+            )
+        if old.get("columns", manifest["columns"]) != manifest["columns"]:  # parts of one table share columns
+            raise RunError(
+                f"--out {out}: its parts have the columns {', '.join(old['columns'])}; this version of digitlab "
+                f"writes {', '.join(manifest['columns'])}: give another --out, or --overwrite to replace it"
             )
     elif part_files(out):
         raise RunError(f"--out {out}: Parquet parts without {MANIFEST}; give another --out, or --overwrite")

@@ -35,7 +35,7 @@ from digitlab.predict.keras_runtime import load_keras_model
 
 LR_FIND_STEPS = 100  # batches for `digitlab report --lr-find`: seconds on a CPU
 # ModelConfig fields that one architecture ignores: left out of its report
-UNUSED = {"mlp": {"filters", "dense", "dropout"}, "cnn": {"units", "activation"}}
+UNUSED = {"mlp": {"filters", "dense"}, "cnn": {"units", "activation"}}
 
 
 # ---- HTML pieces: every piece of text is escaped here ----
@@ -151,7 +151,7 @@ def write_report(
     if with_lr_find:
         config = runs.read_run_config(run_dir)
         model_config, train_config = ModelConfig.from_dict(config["model"]), TrainConfig.from_dict(config["train"])
-        lr_find(model_config, train_config, run_dir, steps=LR_FIND_STEPS, data_dir=data_dir)
+        lr_find(model_config, train_config, run_dir, steps=LR_FIND_STEPS, data_dir=data_dir, overwrite=True)
     evaluated_now = needs_evaluation(run_dir)
     if evaluated_now:
         evaluate(run_dir, data_dir=data_dir)

@@ -14,6 +14,7 @@ right) and its `val_loss` the validation lines' CTC loss.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,7 @@ from digitlab.predict.keras_runtime import load_keras_model
 from digitlab.training.tasks import DigitTask, LineTask, SmoothedCrossentropy, steps_per_epoch, task_for
 
 __all__ = ["SmoothedCrossentropy", "TrainConfig", "resolve_configs", "resume", "train"]
-EpochCallback = Callable[[dict], None]  # called with each epoch's history row and "epochs", the total
+EpochCallback = Callable[[dict], None]  # each epoch's history row, "epochs" (the total) and "loss_includes"
 STEPS_PER_EXECUTION = DigitTask.steps_per_execution
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 
@@ -139,7 +140,40 @@ class _RunRecorder(keras.callbacks.Callback):
             {"epochs_done": epoch + 1, "best_val_accuracy": self.best, "history": self.rows},
         )
         if self.on_epoch is not None:
-            self.on_epoch({**row, "epochs": self.params["epochs"]})
+            includes = loss_includes(self.task.cfg) if isinstance(self.task, DigitTask) else ""
+            self.on_epoch({**row, "epochs": self.params["epochs"], "loss_includes": includes})
+
+
+def epoch_line(row: dict) -> str:
+    """One epoch as one plain line (what `digitlab train` prints off a terminal, and `train()` in a pipe or
+    a notebook), saying what besides cross-entropy its losses hold (label smoothing), so that they are not
+    mistaken for `evaluate`'s plain test loss."""
+    line = f"epoch {row['epoch']}/{row['epochs']}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.4f}"
+    if "val_loss" in row:
+        line += f", val loss {row['val_loss']:.4f}, val accuracy {row['val_accuracy']:.4f}"
+    line += f", {row['seconds']:.1f} s"
+    return line + (f" (losses include {row['loss_includes']})" if row.get("loss_includes") else "")
+
+
+def loss_includes(train_config: TrainConfig) -> str:
+    """What a digit run's training and validation losses hold besides cross-entropy, in words ("" if nothing)."""
+    parts = [f"label smoothing {train_config.label_smoothing:g}"] if train_config.label_smoothing else []
+    parts += ["the non-digits' term"] if train_config.outliers else []
+    return " and ".join(parts)
+
+
+def _print_epoch(row: dict) -> None:
+    print(epoch_line(row), flush=True)
+
+
+def _progress(verbose: int | str, on_epoch: EpochCallback | None) -> tuple[int, EpochCallback | None]:
+    """verbose "auto": Keras' bar on a terminal only; elsewhere (a pipe, a log, a notebook) one plain line
+    per epoch, never a bar's carriage returns and ANSI escapes."""
+    if verbose != "auto":
+        return int(verbose), on_epoch
+    if sys.stdout.isatty():
+        return 1, on_epoch
+    return 0, on_epoch or _print_epoch
 
 
 def train(
@@ -149,13 +183,15 @@ def train(
     *,
     data_dir: Path | None = None,
     overwrite: bool = False,
-    verbose: int = 1,
+    verbose: int | str = "auto",
     on_epoch: EpochCallback | None = None,
 ) -> dict:
     """Train a fresh model of any kind into `out_dir`; returns the metrics dict (also in metrics.json).
 
-    verbose 1: Keras' progress bar (for a terminal); 0: none. `on_epoch(row)` gets each epoch's history
-    row (epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds) and `epochs`, the total."""
+    verbose 1: Keras' progress bar (for a terminal); 0: none; "auto": the bar on a terminal, else one line
+    per epoch (`epoch_line`). `on_epoch(row)` gets each epoch's history row (epoch, loss, accuracy,
+    val_loss, val_accuracy, lr, seconds), `epochs`, the total, and `loss_includes` (`loss_includes`)."""
+    verbose, on_epoch = _progress(verbose, on_epoch)
     out_dir = Path(out_dir)
     runs.check_new_run(out_dir, overwrite)
     # The whole configuration is checked, the model built included, before anything is written.
@@ -189,10 +225,11 @@ def _build(model_config: ModelConfig, precision: str) -> keras.Model:
 
 
 def resume(
-    run_dir: Path, *, data_dir: Path | None = None, verbose: int = 1, on_epoch: EpochCallback | None = None
+    run_dir: Path, *, data_dir: Path | None = None, verbose: int | str = "auto", on_epoch: EpochCallback | None = None
 ) -> dict:
     """Continue an interrupted run of any kind from its last completed epoch (verbose and on_epoch as for
     `train`)."""
+    verbose, on_epoch = _progress(verbose, on_epoch)
     run_dir = Path(run_dir)
     atomic.remove_stale(run_dir)  # what the killed run left
     config = runs.read_run_config(run_dir)

@@ -1,0 +1,106 @@
+"""TensorFlow's start-up lines (absl, oneDNN, cpu_feature_guard) hidden unless asked for: the one place.
+
+`digitlab/__init__.py` calls `install()` as the package is imported, so every way in (the CLI, the Python
+API, a server process, a Ray worker) imports TensorFlow quietly. Two things are needed: TF_CPP_MIN_LOG_LEVEL
+for what TensorFlow logs once absl is set up, and the import itself with file descriptor 2 pointed at
+/dev/null, for the lines its C++ side writes before that (TensorFlow 2.21 prints "oneDNN custom operations
+are on" and absl's "before absl::InitializeLog()" warning whatever TF_CPP_MIN_LOG_LEVEL says). A value of
+TF_CPP_MIN_LOG_LEVEL the user set is kept; DIGITLAB_VERBOSE=1 (or the CLI's --verbose) shows everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+from collections.abc import Iterator
+
+VERBOSE_ENV = "DIGITLAB_VERBOSE"  # set to 1: TensorFlow's own start-up lines show
+LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+QUIET_LOG_LEVEL = "2"  # TensorFlow's C++ logs: errors only
+MODULES = {"tensorflow"}  # top-level modules imported with stderr silenced
+
+_set_by_us = False  # whether install() set TF_CPP_MIN_LOG_LEVEL (so that verbose() may take it back)
+
+
+@contextlib.contextmanager
+def silenced_stderr() -> Iterator[None]:
+    """File descriptor 2 pointed at /dev/null for the block: C++ code writes there, past sys.stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """The real loader of a module in MODULES, run with stderr silenced; the module keeps its own loader."""
+
+    def __init__(self, loader: importlib.abc.Loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        module.__loader__ = module.__spec__.loader = self.loader
+        with silenced_stderr():
+            self.loader.exec_module(module)
+        absl = sys.modules.get("absl.logging")
+        if absl is not None:  # TensorFlow's Python side warns through absl (saving a SavedModel): errors only
+            absl.set_verbosity(absl.ERROR)
+
+
+class _QuietFinder(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: hands a module of MODULES, found by the other finders, to _QuietLoader."""
+
+    def find_spec(self, name, path, target=None):
+        if name not in MODULES or _verbose():
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _QuietLoader(spec.loader)
+                return spec
+        return None
+
+
+_FINDER = _QuietFinder()
+
+
+def _verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def install() -> None:
+    """Quiet from now on (unless DIGITLAB_VERBOSE is set): TensorFlow's log level, unless the user chose
+    one, and its import with stderr silenced. Idempotent."""
+    global _set_by_us
+    if _verbose():
+        return
+    if LOG_LEVEL_ENV not in os.environ:
+        os.environ[LOG_LEVEL_ENV] = QUIET_LOG_LEVEL
+        _set_by_us = True
+    if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)
+
+
+def verbose() -> None:
+    """Show TensorFlow's start-up lines (the CLI's --verbose), in this process and those it starts: the
+    log level install() set is taken back, and TensorFlow is imported as it is."""
+    global _set_by_us
+    os.environ[VERBOSE_ENV] = "1"
+    if _set_by_us:
+        os.environ.pop(LOG_LEVEL_ENV, None)
+        _set_by_us = False
+    with contextlib.suppress(ValueError):
+        sys.meta_path.remove(_FINDER)
