@@ -170,6 +170,7 @@ def run_batch(
         done = output.prepare(out, manifest, overwrite=overwrite)
         todo = [f for f in files if output.utf8_text(f) not in done]  # rows name files as utf8_text writes them
         writer = output.PartWriter(out)
+        pool = engines.pool_size(ray, workers, len(todo)) if engine == "ray" else 1
         counts = {"files": 0, "errors": 0, "unsure": 0}
         first_result = None
         unlisted = [
@@ -220,6 +221,6 @@ def run_batch(
         "rows": len(done) + counts["files"],
         "engine": engine,
         "runtime": runtime,
-        "workers": workers if engine == "ray" else 1,  # None: one per CPU of the Ray cluster
+        "workers": pool,  # the actors started: --workers (one per CPU of the cluster), at most one per file
         "out": str(out),
     }

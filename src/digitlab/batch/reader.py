@@ -95,7 +95,8 @@ class BatchReader:
         return to_table(self.read(paths), self.task)
 
     def read(self, paths: list[str]) -> list[dict]:
-        """One row per path: path, digit or text, confidence, unsure, reason, or error (the rest go on)."""
+        """One row per path: path, digit or text, confidence, unsure, reason (and top3 for a digit), or error
+        (the rest go on)."""
         inputs = [fetch(p) for p in paths]
         return [self.row(o) for o in read_inputs(self.predictor, inputs, paths, self.method, digits=self.digits)]
 
@@ -105,7 +106,12 @@ class BatchReader:
         if result is None:
             row["error"] = outcome.error
         elif isinstance(result, Prediction):
-            row.update(digit=result.digit, confidence=result.confidence, unsure=result.unsure, reason=result.reason)
+            top3 = (
+                [{"label": t["label"], "probability": t["probability"]} for t in result.top3] if result.top3 else None
+            )
+            row.update(
+                digit=result.digit, confidence=result.confidence, unsure=result.unsure, reason=result.reason, top3=top3
+            )
         else:
             row.update(text=result.text, confidence=result.confidence, unsure=result.unsure, reason=result.reason)
         return row
