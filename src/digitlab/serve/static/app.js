@@ -146,6 +146,10 @@ uploadEl.addEventListener("change", () => {
     const w = img.width * scale;
     const h = img.height * scale;
     ctx.drawImage(img, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+    if (browserReader.on) {
+      changed(); // read in the browser from the pad, now that the image is on it
+      schedule(0);
+    }
   };
   img.onerror = () => URL.revokeObjectURL(url); // the server says what is wrong with it
   img.src = url;
@@ -167,8 +171,11 @@ async function send() {
   if (inFlight || !hasInk || shownVersion === version) return; // the reply in flight re-sends when done
   inFlight = true;
   const asked = version;
+  const local = await browserReader.ready; // infer.js: the run's model in this page, else the server
   let request;
-  if (uploaded) {
+  if (local) {
+    // read from the pad's pixels; an upload once it is drawn there (its onload asks again)
+  } else if (uploaded) {
     const form = new FormData();
     form.append("file", uploaded, uploaded.name);
     request = { method: "POST", body: form };
@@ -180,8 +187,12 @@ async function send() {
     };
   }
   try {
-    const response = await fetch("/api/predict", request);
-    const body = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+    const { response, body } = local
+      ? await browserReader.answer(pad)
+      : await fetch("/api/predict", request).then(async (response) => ({
+          response,
+          body: await response.json().catch(() => ({ detail: `HTTP ${response.status}` })),
+        }));
     if (asked === version) {
       if (response.ok) show(body);
       else showError(body.detail || `HTTP ${response.status}`);
@@ -324,7 +335,7 @@ function showError(message) {
 async function describeModel() {
   const el = document.getElementById("model");
   try {
-    const m = await (await fetch("/api/model")).json();
+    const m = (await browserReader.model()) || (await (await fetch("/api/model")).json());
     const names = m.config && m.config.data && m.config.data.class_names;
     if (Array.isArray(names) && names.length) {
       classNames = names.map(String);
