@@ -459,6 +459,30 @@ def test_predict_csv_and_batch_keep_why_unsure_and_the_best_guesses(synthetic_ru
     assert blank.exists() and digit.exists()
 
 
+def test_debug_strips_show_the_answer(synthetic_run, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from digitlab.predict.reading import answer_line
+    from digitlab.preprocess import preprocess, save_debug_strip
+    from digitlab.preprocess.debug import ANSWER_BAND
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    blank_png(folder / "blank.png"), digit_png(folder / "one.png")
+    rows = json.loads(invoke("predict", synthetic_run, folder, "--json", "--debug", tmp_path / "dbg").output)
+    for row in rows:
+        strip = np.asarray(Image.open(row["debug"]))
+        plain = save_debug_strip(preprocess(row["file"], debug=True), tmp_path / "plain.png")
+        assert strip.shape[0] == np.asarray(Image.open(plain)).shape[0] + ANSWER_BAND
+        assert strip[-ANSWER_BAND:].min() < 128  # the answer's words, under the pictures
+    top3 = [{"label": "4", "probability": 0.61}]
+    assert answer_line({"digit": 7, "label": "7", "confidence": 0.9912, "reason": None}) == "answer: 7 (0.991)"
+    assert answer_line({"digit": None, "confidence": None, "reason": "no ink"}) == "no digit: no ink"
+    unsure = {"digit": None, "confidence": 0.61, "top3": top3, "reason": "below the threshold"}
+    assert answer_line(unsure) == "unsure: below the threshold (best guess 4, 0.610)"
+
+
 def test_batch_help_names_the_default_engine():
     shown = " ".join(invoke("batch", "--help").output.split())
     assert "[default: ray when Ray is installed, else local]" in shown

@@ -10,7 +10,7 @@ from digitlab.errors import DataError
 from digitlab.explore import explore
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-FIGURES = ("samples_gray", "samples_color", "class_counts", "pixel_histogram")
+FIGURES = ("digit", "samples_gray", "samples_color", "class_counts", "pixel_histogram")
 
 
 def synthetic(n_train=30, n_test=10, class_names=tuple("0123456789")):
@@ -46,6 +46,16 @@ def test_explore_with_long_class_names_and_more_samples_than_images(tmp_path):
     result = explore(synthetic(n_train=10, class_names=names), tmp_path, index=9, n_samples=25)
     assert result["class_name"] == "Ankle boot"
     assert all(p.is_file() for p in result["figures"].values())
+
+
+def test_the_single_digit_is_drawn_with_a_colour_bar():
+    from digitlab.explore import _digit_figure
+
+    ds = synthetic()
+    fig = _digit_figure(ds, 7)
+    image_axes, colour_bar = fig.axes  # the image and its colour bar
+    np.testing.assert_array_equal(image_axes.images[0].get_array(), ds.x_train[7])
+    assert colour_bar.get_ylabel() == "pixel value" and "train image 7: 7" in image_axes.get_title()
 
 
 @pytest.mark.parametrize("index", [-1, 30])

@@ -1,4 +1,5 @@
-"""Look at a data set before training on it: one raw digit, sample grids, class balance, pixel values."""
+"""Look at a data set before training on it: one raw digit (its pixels and a colour bar), sample grids, class
+balance, pixel values."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def explore(ds: Dataset, out_dir: str | os.PathLike, index: int = 0, n_samples: 
     picks = np.random.default_rng(seed).choice(n_train, size=min(n_samples, n_train), replace=False)
     counts = {"train": class_counts(ds.y_train), "test": class_counts(ds.y_test)}
     figures = {
+        "digit": _save(_digit_figure(ds, index), out_dir / "digit.png"),
         "samples_gray": _save(_sample_grid(ds, picks, cmap="gray"), out_dir / "samples_gray.png"),
         # matplotlib's default colour map, as `plt.imshow(image)` shows a digit without cmap
         "samples_color": _save(_sample_grid(ds, picks, cmap=None), out_dir / "samples_color.png"),
@@ -44,6 +46,18 @@ def explore(ds: Dataset, out_dir: str | os.PathLike, index: int = 0, n_samples: 
         "counts": counts,
         "figures": figures,
     }
+
+
+def _digit_figure(ds: Dataset, index: int) -> Figure:
+    """One training image with a colour bar of its pixel values, as the tutorial's `plt.imshow(image)`,
+    `plt.colorbar()` shows it (matplotlib's default colour map, 0-255)."""
+    fig = Figure(figsize=(4.2, 3.6), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(ds.x_train[index])
+    fig.colorbar(image, ax=ax, label="pixel value")
+    ax.set_title(f"{ds.name} train image {index}: {ds.class_names[ds.y_train[index]]}")
+    ax.grid(False)
+    return fig
 
 
 def _sample_grid(ds: Dataset, picks: np.ndarray, cmap: str | None) -> Figure:

@@ -209,19 +209,29 @@ def read_inputs(
                 save_debug_image(reading, grey, debug)
             outcomes.append(Outcome(name, reading, debug=debug))
             continue
-        if debug is not None and pre is not None:
-            save_debug_strip(pre, debug)
-        else:
-            debug = None
+        if pre is None:
+            debug = None  # a pixel grid has no steps to show
         grids.append(digit)
         rejected.append(reason)
-        waiting.append((len(outcomes), name, debug))
+        waiting.append((len(outcomes), name, debug, pre))
         outcomes.append(None)  # filled below, from the one model call
     if waiting:
         rows = classify(predictor, np.stack(grids), rejected)
-        for (k, name, debug), digit, row in zip(waiting, grids, rows):
+        for (k, name, debug, pre), digit, row in zip(waiting, grids, rows):
+            if debug is not None:  # the strip, with the answer it led to
+                save_debug_strip(pre, debug, answer=answer_line(row))
             outcomes[k] = Outcome(name, Prediction(**{key: row[key] for key in RESULT_KEYS}, image=digit), debug=debug)
     return outcomes
+
+
+def answer_line(row: dict) -> str:
+    """What was answered for one digit, in one line (under its debug strip)."""
+    if row["confidence"] is None:
+        return f"no digit: {row['reason']}"
+    if row["digit"] is None:
+        best = row["top3"][0]
+        return f"unsure: {row['reason']} (best guess {best['label']}, {best['probability']:.3f})"
+    return f"answer: {row['label']} ({row['confidence']:.3f})"
 
 
 def file_rows(outcomes: list[Outcome]) -> list[dict]:

@@ -11,10 +11,12 @@ from PIL import Image, ImageDraw, ImageFont
 from digitlab import atomic
 
 DEBUG_PANEL = 140  # px, long side of each picture in the debug strip
+ANSWER_BAND = 24  # px, the line under the pictures that says what the model answered
 
 
-def save_debug_strip(pre, path: str | os.PathLike) -> Path:
-    """Write the steps side by side, each captioned with its name and size, as a PNG; returns the path."""
+def save_debug_strip(pre, path: str | os.PathLike, answer: str | None = None) -> Path:
+    """Write the steps side by side, each captioned with its name and size, as a PNG, with `answer` (what
+    was answered for the image, e.g. "answer: 7 (0.991)") on a line beneath; returns the path."""
     steps = pre.steps or (("centred 28x28", pre.digit),)
     font = ImageFont.load_default(size=12)
     panels = []
@@ -27,9 +29,14 @@ def save_debug_strip(pre, path: str | os.PathLike) -> Path:
         panels.append((Image.fromarray(a).resize(size, resample), lines, width))
 
     gap, text_height = 12, 36  # px
+    band = ANSWER_BAND if answer else 0
     total_width = sum(width for *_, width in panels) + gap * (len(panels) + 1)
-    strip = Image.new("L", (total_width, text_height + DEBUG_PANEL + gap), 255)
+    if answer:
+        total_width = max(total_width, round(ImageFont.load_default(size=14).getlength(answer)) + 2 * gap)
+    strip = Image.new("L", (total_width, text_height + DEBUG_PANEL + gap + band), 255)
     draw = ImageDraw.Draw(strip)
+    if answer:
+        draw.text((gap, text_height + DEBUG_PANEL + gap), answer, fill=0, font=ImageFont.load_default(size=14))
     x = gap
     for im, lines, width in panels:
         left, top = x + (width - im.width) // 2, text_height + (DEBUG_PANEL - im.height) // 2
