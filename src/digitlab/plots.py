@@ -153,7 +153,7 @@ def reliability_figure(
     """Reliability diagram: accuracy against confidence per bin, before and after temperature scaling,
     each calibrated point labelled with its bin's count of answers (a bin of 3 says little). `before`
     and `after` are each answer's confidence, `right` whether it is right; `kind` "digit" or "string"."""
-    fig = Figure(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5.6), layout="constrained")
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "k:", label="perfect calibration")
     for conf, label, marker in ((before, "before", "o-"), (after, "after temperature scaling", "s-")):
@@ -167,11 +167,16 @@ def reliability_figure(
                 ns.append(int(m.sum()))
         ax.plot(xs, ys, marker, label=label)
     for x, acc, n in zip(xs, ys, ns):  # the last curve's: after temperature scaling
-        ax.annotate(f"n={n}", (x, acc), textcoords="offset points", xytext=(0, -12), ha="center", fontsize=7)
+        # Near the right edge a count ends at its point, so that it stays inside the figure.
+        ax.annotate(
+            f"n={n}", (x, acc), textcoords="offset points", xytext=(0, -12), ha="right" if x > 0.9 else "center",
+            fontsize=7,
+        )  # fmt: skip
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
     what = "lines" if kind == "string" else "images"
-    ax.set_title(f"Reliability on the validation split (n: {what} per bin, after scaling)")
+    ax.set_title(f"Reliability on the validation split (n: {what} per bin, after scaling)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    # Below the plot: inside it, the legend would cover the points or their counts wherever they fall.
+    fig.legend(loc="outside lower center", ncols=3, fontsize=8)
     return fig
