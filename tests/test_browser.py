@@ -259,7 +259,7 @@ def test_unsure_answer_is_plain_words_and_moves_nothing(page, artifacts):
     shown = shown_result(page)
     page.screenshot(path=str(artifacts / "unsure.png"), animations="disabled")
     assert shown["digit"] == "?" and shown["unsure"] and shown["top"] is None, shown
-    assert page.locator("#unsure").text_content() == "Not sure — maybe 5 or 6"  # the top two classes
+    assert page.locator("#unsure").text_content() == "Not sure: a 5 or a 6?"  # the top two classes
     assert shown["confidence"] == "–"  # no confidence shown as if it were an answer's
     assert seen_box(page) == before  # the message's space is kept while there is none: no jump
 
@@ -304,7 +304,7 @@ def tab_through(page) -> list[dict]:
         focus = page.evaluate("""() => {
             const el = document.activeElement;
             if (el === document.body) return null;
-            const drawn = el.id === "upload" || el.type === "radio" ? document.querySelector(`label[for="${el.id}"]`) : el;
+            const drawn = el.type === "file" || el.type === "radio" ? document.querySelector(`label[for="${el.id}"]`) : el;
             const style = getComputedStyle(drawn);
             return {name: el.id || el.getAttribute("href"), style: style.outlineStyle, width: style.outlineWidth};
         }""")
@@ -338,7 +338,7 @@ def test_the_whole_answer_is_announced(page):
     answers["now"] = UNSURE
     draw(page, STROKES[1])
     shown_result(page)
-    assert "Not sure — maybe 5 or 6 (confidence 0.516 is below the threshold 0.756)." in announced(page)
+    assert "Not sure: a 5 or a 6? Confidence 51.6%." in announced(page)
 
 
 def test_uploading_a_non_image_shows_the_servers_reason(page, tmp_path):
@@ -455,7 +455,7 @@ def test_a_mark_that_is_not_a_digit_gets_no_digit(page, mark):
 
 # --- Number mode --------------------------------------------------------------------------------------
 
-NUMBER_PAD = (840, 280)  # the number pad's drawing resolution, px
+NUMBER_PAD = (840, 280)  # the number pad's drawing resolution at its shortest (one line), px
 
 
 def number_strokes(text, top=45, height=190, half_width=55, pitch=193, left=130):
@@ -530,9 +530,10 @@ def test_number_mode_says_why_there_is_no_reading_and_marks_unsure_digits(page):
     answers = {}
     page.route("**/api/read", lambda route: route.fulfill(json=answers["now"]))
     number_mode(page)
+    size = page.evaluate("[document.getElementById('number-pad').width, document.getElementById('number-pad').height]")
     answers["now"] = {
         "text": None, "lines": [], "confidence": None, "unsure": True, "reason": "no ink found in the image",
-        "digits": [], "size": list(NUMBER_PAD), "model": {"name": "canned", "architecture": "cnn"},
+        "digits": [], "size": size, "model": {"name": "canned", "architecture": "cnn"},
     }  # fmt: skip
     draw(page, [[(400, 140)]], "#number-pad")
     shown = shown_reading(page)
@@ -556,8 +557,8 @@ def test_number_mode_says_why_there_is_no_reading_and_marks_unsure_digits(page):
         ("1 95.0%", False, "solid"),
         ("7? 41.2%", True, "dashed"),
     ]
-    assert shown["message"] == f"Not sure — {reason}"
-    assert shown["announced"] == f"Not sure: read 17 ({reason})."
+    assert shown["message"] == "Not sure of the second digit: is it a 7?"  # plain words, from the digit's flag
+    assert shown["announced"] == "Read 17. Not sure of the second digit: is it a 7?"
     # The boxes are the reply's image px scaled to the pad as shown: 300/840 of its width from its left.
     at = to_client(page, "#number-pad")
     assert shown["boxes"][1]["rect"][0] == pytest.approx(at(300, 40)[0], abs=1)
@@ -570,7 +571,7 @@ def test_number_mode_shows_keyboard_focus_and_leaves_digit_mode_as_it_was(page):
     page.wait_for_selector("#number-pad")
     assert page.locator("#number-pad").is_visible() and page.locator("#mode-number").is_checked()
     visited = tab_through(page)
-    assert [f["name"] for f in visited] == ["mode-number", "number-clear", "/docs"], visited
+    assert [f["name"] for f in visited] == ["mode-number", "number-clear", "number-upload", "/docs"], visited
     for focus in visited:
         assert focus["style"] != "none" and float(focus["width"].removesuffix("px")) >= 2, focus
     page.focus("#mode-number")
@@ -587,9 +588,11 @@ NUMBER_PHONES = [(390, 844), (320, 568), (844, 390)]  # CSS px, portrait and lan
 def test_number_pad_and_its_reading_fit_a_phone(browser, server_url, artifacts, width, height):
     context, page = phone(browser, server_url, width, height)
     page.tap('label[for="mode-number"]')
-    assert page.evaluate(
+    # The pad keeps its 840 px across; its height follows the room on the screen, one line to a square.
+    pad_w, pad_h = page.evaluate(
         "[document.getElementById('number-pad').width, document.getElementById('number-pad').height]"
-    ) == list(NUMBER_PAD)
+    )
+    assert pad_w == NUMBER_PAD[0] and NUMBER_PAD[1] <= pad_h <= NUMBER_PAD[0], (pad_w, pad_h)
     draw_by_touch(page, number_strokes("2026"), "#number-pad")
     shown = shown_reading(page)
     page.screenshot(path=str(artifacts / f"number-phone-{width}x{height}.png"), animations="disabled")
@@ -601,5 +604,297 @@ def test_number_pad_and_its_reading_fit_a_phone(browser, server_url, artifacts, 
         inside = box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= width
         assert inside and box["y"] + box["height"] <= height, (selector, box)
     box = page.locator("#number-pad").bounding_box()
-    assert box["width"] < NUMBER_PAD[0] and box["width"] == pytest.approx(3 * box["height"], abs=1)
+    inner_w, inner_h = box["width"] - 4, box["height"] - 4  # inside its 2 px border
+    assert inner_w < NUMBER_PAD[0] and inner_w * pad_h == pytest.approx(inner_h * pad_w, rel=0.01)
     context.close()
+
+
+# --- One page at a desktop's size for the pad, the server's trouble, plain words and screen sizes ------
+# The tests below share one page load (module scope), in order: each leaves the page as the next expects.
+
+DESK = (1280, 900)
+DARK = 100  # of 255: a screenshot pixel this dark or darker is ink
+
+
+class Desk:
+    def __init__(self, page, requests, errors):
+        self.page, self.requests, self.errors = page, requests, errors
+
+
+@pytest.fixture(scope="module")
+def desk(browser, server_url):
+    """The page at 1280x900 with the server's waits shortened (a 2 s timeout, /api/health asked every
+    0.2 s once the server is down); every request it makes and every script error recorded."""
+    context = browser.new_context(viewport=dict(zip(("width", "height"), DESK)))
+    page = context.new_page()
+    requests, errors = [], []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server_url + "/")
+    page.wait_for_selector("#bars li")
+    page.evaluate("() => { SERVER.timeoutMs = 2000; SERVER.pollMs = 200; }")
+    yield Desk(page, requests, errors)
+    context.close()
+
+
+def pad_url(page, selector="#pad") -> str:
+    return page.evaluate("(s) => document.querySelector(s).toDataURL()", selector)
+
+
+def small_targets(page) -> list:
+    """Every visible control (buttons, the labels standing for the mode radios and the file inputs, links)
+    less than 44 CSS px wide or tall."""
+    return page.evaluate("""() => [...document.querySelectorAll("button, label, a")]
+        .map((el) => [el.id || el.htmlFor || el.textContent, el.getBoundingClientRect()])
+        .filter(([, r]) => r.width > 0 && r.height > 0 && (r.width < 44 || r.height < 44))
+        .map(([name, r]) => [name, Math.round(r.width), Math.round(r.height)])""")
+
+
+def test_desk_empty_pad_has_a_hint_an_empty_preview_and_large_targets(desk, artifacts):
+    page = desk.page
+    page.screenshot(path=str(artifacts / "desk-empty-1280x900.png"), animations="disabled")
+    assert page.locator(".draw .hint").is_visible()
+    assert page.evaluate("getComputedStyle(seen).backgroundColor") == "rgba(0, 0, 0, 0)"  # no black square
+    assert page.locator("#pad").bounding_box()["width"] >= 400  # a desktop's pad, not a phone's
+    assert page.locator("#undo").is_disabled() and page.locator("#redo").is_disabled()
+    assert small_targets(page) == []
+
+
+def test_undo_and_redo_by_key_and_button(desk):
+    page = desk.page
+    draw(page, STROKES[1])
+    assert shown_result(page)["digit"] == "1"
+    assert not page.locator(".draw .hint").is_visible()
+    one = pad_url(page)
+    draw(page, [[(40, 150), (240, 130)]])  # a stray stroke across the 1
+    shown_result(page)
+    both = pad_url(page)
+    assert both != one
+    page.keyboard.press("Control+z")
+    assert pad_url(page) == one  # the stroke is gone, the rest as it was
+    assert shown_result(page)["digit"] == "1"  # and the pad is read again
+    page.keyboard.press("Control+Shift+z")
+    assert pad_url(page) == both
+    shown_result(page)
+    page.click("#undo")
+    page.click("#undo")
+    assert page.locator("#result").get_attribute("data-state") == "empty"
+    assert page.locator(".draw .hint").is_visible() and page.locator("#undo").is_disabled()
+    page.click("#redo")
+    assert pad_url(page) == one and shown_result(page)["digit"] == "1"
+    page.click("#clear")
+    assert page.locator("#redo").is_disabled()
+
+
+TIMING = """() => {
+    window.timing = {};
+    const fetch = window.fetch;
+    window.fetch = (url, ...rest) => {
+        if (String(url).endsWith("/api/predict") && !timing.asked) timing.asked = performance.now();
+        return fetch(url, ...rest);
+    };
+    new MutationObserver(() => {
+        if (!spinner.hidden && !timing.spun) timing.spun = performance.now();
+    }).observe(document.getElementById("spinner"), { attributes: true });
+}"""
+
+
+def test_server_slow_stopped_and_back(desk):
+    page = desk.page
+    page.evaluate(TIMING)
+    stalled = []
+    page.route("**/api/predict", lambda route: stalled.append(route))  # never answered: a server that hangs
+    draw(page, STROKES[7])
+    page.wait_for_selector("#spinner", state="visible", timeout=5_000)
+    timing = page.evaluate("timing")
+    assert 290 <= timing["spun"] - timing["asked"] <= 800, timing  # the spinner after 300 ms, not at once
+    page.wait_for_selector("#retry", state="visible", timeout=5_000)
+    assert page.locator("#status").text_content() == "The server did not answer within 2 s."
+    assert page.locator("#spinner").is_hidden()
+    page.unroute("**/api/predict")
+    page.click("#retry")
+    assert shown_result(page)["digit"] == "7"
+
+    down = lambda route: route.abort("connectionrefused")  # noqa: E731
+    page.route("**/api/predict", down)
+    page.route("**/api/health", down)
+    page.click("#clear")
+    draw(page, STROKES[1])
+    page.wait_for_selector('#result[data-state="error"]', timeout=5_000)
+    assert page.locator("#status").text_content() == (
+        "The server stopped: is digitlab serve running? The drawing is read again once it is back."
+    )
+    assert page.locator("#status code").text_content() == "digitlab serve"
+    page.wait_for_timeout(600)  # /api/health asked and refused a few times: still the message
+    assert page.locator("#result").get_attribute("data-state") == "error"
+    page.unroute("**/api/predict")
+    page.unroute("**/api/health")
+    assert shown_result(page)["digit"] == "1"  # read again with no new ink
+    assert page.locator("#status").text_content() == ""
+    page.click("#clear")
+
+
+def test_digit_mode_points_to_number_and_the_address_switches_modes(desk):
+    page = desk.page
+    reason = "looks like 2 digits side by side: use `digitlab read` for numbers"
+    nothing = {**UNSURE, "confidence": None, "probabilities": None, "top3": None, "reason": reason}
+    page.route("**/api/predict", lambda route: route.fulfill(json=nothing))
+    draw(page, STROKES[1])
+    shown_result(page)
+    assert page.locator("#unsure").text_content() == "Two digits here: switch to Number"
+    page.click("#to-number")
+    assert page.locator("#number-pad").is_visible() and page.evaluate("location.hash") == "#number"
+    page.unroute("**/api/predict")
+    page.evaluate("location.hash = ''")
+    page.wait_for_selector("#pad", state="visible")
+    assert page.locator("#number-pad").is_hidden()
+    page.evaluate("location.hash = '#number'")
+    page.wait_for_selector("#number-pad", state="visible")
+    assert page.locator("#mode-number").is_checked() and page.locator("#pad").is_hidden()
+    assert small_targets(page) == []
+
+
+def rects_overlapping(page) -> list:
+    """Pairs of the Number pad's labels and boxes (and the reading below the pad) that overlap by more
+    than half a px (a label and its own box too), and labels hidden or not wholly on the pad."""
+    return page.evaluate("""() => {
+        const items = [...document.querySelectorAll("#number-boxes .box, #number-boxes .tag")]
+            .map((el) => [el.classList.contains("tag") ? `tag ${el.textContent}` : `box ${el.dataset.digit}`, el]);
+        items.push(["reading", document.getElementById("number-result")]);
+        const found = [];
+        const r = items.map(([, el]) => el.getBoundingClientRect());
+        for (let i = 0; i < items.length; i++) {
+            for (let j = i + 1; j < items.length; j++) {
+                const w = Math.min(r[i].right, r[j].right) - Math.max(r[i].left, r[j].left);
+                const h = Math.min(r[i].bottom, r[j].bottom) - Math.max(r[i].top, r[j].top);
+                if (w > 0.5 && h > 0.5) found.push([items[i][0], items[j][0]]);
+            }
+        }
+        const pad = document.getElementById("number-pad").getBoundingClientRect();
+        for (const [name, el] of items.filter(([n]) => n.startsWith("tag"))) {
+            const t = el.getBoundingClientRect();
+            if (t.left < pad.left || t.right > pad.right || t.top < pad.top || t.bottom > pad.bottom) found.push([name, "off the pad"]);
+            if (!t.width || !t.height || getComputedStyle(el).visibility !== "visible") found.push([name, "hidden"]);
+        }
+        return found;
+    }""")
+
+
+def two_lines(width, height) -> list:
+    """Strokes writing 35 over 207 on a Number pad `width` x `height` px: two lines, each 30 % of its height."""
+    tall = 0.3 * height
+    first = [
+        s
+        for k, c in enumerate("35")
+        for s in glyph(int(c), width * (0.3 + 0.25 * k), 0.12 * height, tall, 0.09 * width)
+    ]
+    second = [
+        s
+        for k, c in enumerate("207")
+        for s in glyph(int(c), width * (0.2 + 0.28 * k), 0.58 * height, tall, 0.09 * width)
+    ]
+    return first + second
+
+
+def test_two_line_number_on_a_phone_labels_never_overlap(desk, artifacts):
+    page = desk.page
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.keyboard.press("Escape")  # an empty pad takes the room the screen has
+    page.wait_for_function("document.getElementById('number-pad').height > 560")  # more than two lines
+    box = page.locator("#number-pad").bounding_box()
+    assert box["height"] > 250, box  # the pad uses the upright screen, not a 117 px strip
+    size = page.evaluate("[document.getElementById('number-pad').width, document.getElementById('number-pad').height]")
+    draw(page, two_lines(*size), "#number-pad")
+    shown = shown_reading(page)
+    page.screenshot(path=str(artifacts / "number-two-lines-390x844.png"), animations="disabled")
+    assert shown["text"] == "35\n207", shown
+    assert rects_overlapping(page) == []
+    assert small_targets(page) == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+
+def test_unsure_digit_is_an_outline_over_its_visible_ink(desk, artifacts):
+    page = desk.page
+    changes = {}
+
+    def altered(route):
+        answer = route.fetch().json()  # the server's real reading of the ink, then altered
+        for k, v in changes.get("digit", {}).items():
+            answer["digits"][1][k] = v
+        answer.update(changes.get("reading", {}))
+        route.fulfill(json=answer)
+
+    page.route("**/api/read", altered)
+    changes["digit"] = {"unsure": True, "confidence": 0.412}
+    changes["reading"] = {"unsure": True, "reason": "digit 2: confidence 0.412 is below the threshold 0.756"}
+    page.click("#number-undo")  # read again: the last stroke off, then back
+    page.click("#number-redo")
+    shown = shown_reading(page)
+    page.screenshot(path=str(artifacts / "number-unsure-390x844.png"), animations="disabled")
+    assert shown["message"] == "Not sure of the second digit of line 1: is it a 5?", shown["message"]
+    unsure = page.locator("#number-boxes .box.unsure")
+    assert unsure.count() == 1
+    style = unsure.evaluate("(b) => [getComputedStyle(b).backgroundColor, getComputedStyle(b).borderTopStyle]")
+    assert style == ["rgba(0, 0, 0, 0)", "dashed"]  # an outline only
+    r = unsure.bounding_box()
+    inner = {"x": r["x"] + 3, "y": r["y"] + 3, "width": r["width"] - 6, "height": r["height"] - 6}
+    png = page.screenshot(clip=inner, animations="disabled")
+    from io import BytesIO
+
+    from PIL import Image
+
+    grey = Image.open(BytesIO(png)).convert("L")
+    dark = sum(v <= DARK for v in grey.getdata()) / (grey.width * grey.height)
+    assert dark > 0.05, dark  # the ink under the box shows
+    assert rects_overlapping(page) == []  # its label too, in full
+
+    # A line model's per-digit figures mean nothing: none shown, the whole reading's confidence only.
+    changes["digit"] = {}
+    changes["reading"] = {"model": {"name": "canned", "architecture": "line"}}
+    page.click("#number-undo")
+    page.click("#number-redo")
+    shown = shown_reading(page)
+    assert [b["tag"] for b in shown["boxes"]] == ["3", "5", "2", "0", "7"], shown["boxes"]
+    assert shown["confidence"].endswith("%")
+    page.unroute("**/api/read")
+
+
+def test_upload_in_number_mode_and_every_screen_size(desk, artifacts, mnist, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    page = desk.page
+    page.keyboard.press("Escape")
+    digits = [mnist.x_test[k] for k in range(3)]
+    row = np.concatenate([np.pad(d, ((8, 8), (8, 8))) for d in digits], axis=1)
+    path = tmp_path / "number.png"
+    Image.fromarray(255 - row).resize((row.shape[1] * 4, row.shape[0] * 4)).save(path)
+    page.set_input_files("#number-upload", str(path))
+    shown = shown_reading(page)
+    assert shown["text"] == "".join(str(int(mnist.y_test[k])) for k in range(3)), shown
+    for width, height in [(390, 844), (844, 390), DESK]:
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(100)
+        page.screenshot(path=str(artifacts / f"number-upload-{width}x{height}.png"), animations="disabled")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert small_targets(page) == [] and rects_overlapping(page) == []
+
+    page.evaluate("location.hash = ''")
+    page.wait_for_selector("#pad", state="visible")
+    for width, height in [(390, 844), (844, 390), DESK]:
+        page.set_viewport_size({"width": width, "height": height})
+        page.click("#clear")
+        draw(page, STROKES[7])
+        assert shown_result(page)["digit"] == "7"
+        page.screenshot(path=str(artifacts / f"digit-{width}x{height}.png"), animations="disabled")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert small_targets(page) == []
+        for selector in ("#pad", "#bars", "#clear", "#upload + label"):
+            b = page.locator(selector).bounding_box()
+            assert b["x"] >= 0 and b["y"] >= 0 and b["x"] + b["width"] <= width, (width, height, selector, b)
+            assert b["y"] + b["height"] <= height, (width, height, selector, b)
+
+
+def test_desk_asked_nothing_outside_its_own_server(desk, server_url):
+    elsewhere = [url for url in desk.requests if not url.startswith((server_url, "blob:", "data:"))]
+    assert elsewhere == [] and desk.errors == []

@@ -1,10 +1,11 @@
 // The drawing page: strokes on #pad go to POST /api/predict as a PNG data URL; the reply fills in
 // the digit, the probability bars and the 28x28 image the model received. No libraries, no build step.
-// number.js, loaded after this file, uses inkPad, percent, sentence and drawGrid for the Number mode.
+// number.js, loaded after this file, uses inkPad, historyKeys, serverAsker, percent, sentence, drawGrid
+// and the plain-words helpers for the Number mode.
 "use strict";
 
 const DEBOUNCE_MS = 150; // after the last stroke segment, ask for a prediction
-const STROKE_WIDTH = 18; // px on the 280 px pad: a felt pen on paper
+const PEN_SHARE = 18 / 280; // the pen's width as a share of the height one digit takes on a pad: a felt pen
 
 const pad = document.getElementById("pad");
 const ctx = pad.getContext("2d"); // the same context inkPad draws with
@@ -13,10 +14,13 @@ const result = document.getElementById("result");
 const digitEl = document.getElementById("digit");
 const confidenceEl = document.getElementById("confidence");
 const unsureEl = document.getElementById("unsure");
+const toNumberEl = document.getElementById("to-number");
 const barsEl = document.getElementById("bars");
 const statusEl = document.getElementById("status");
 const announceEl = document.getElementById("announce");
 const uploadEl = document.getElementById("upload");
+const undoEl = document.getElementById("undo");
+const redoEl = document.getElementById("redo");
 
 let classNames = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 let hasInk = false; // anything drawn or uploaded since the last clear
@@ -24,64 +28,135 @@ let version = 0; // bumped on every change of the pad; a reply for an older vers
 let shownVersion = 0;
 let inFlight = false;
 let timer = null;
-let uploaded = null; // the uploaded File while the pad shows it unchanged: sent as itself, not re-encoded
+let uploaded = null; // the uploaded File: sent as itself while the pad shows it with no strokes over it
 
 // --- the pad ---------------------------------------------------------------------------------------
 
-function inkPad(canvas, { onStart, onInk, onEnd }) {
+function inkPad(canvas, { onStart, onInk, onEnd, digitHeight = () => canvas.height }) {
   // Pointer strokes in black on a white canvas that CSS scales: onStart() as a stroke begins, onInk()
-  // whenever ink is added, onEnd() as the pointer lifts. `drawing` is true while a stroke goes on.
+  // whenever ink is added, onEnd() as the pointer lifts. `drawing` is true while a stroke goes on. Every
+  // stroke is kept, so that undo() and redo() repaint the pad without it or with it again. The pen is
+  // PEN_SHARE of digitHeight(), the height one digit takes on this pad (its canvas px), so that the ink
+  // keeps its weight whatever the pad's size. An image set with setImage() lies under the strokes.
   const g = canvas.getContext("2d");
-  let stroke = null; // {id, x, y} of the pointer drawing now
+  let stroke = null; // {id, width, points: [[x, y], ...], pieces: [[from, to], ...]} of the pointer drawing now
+  let strokes = []; // the strokes on the pad, oldest first (the one drawing now included)
+  let undone = []; // strokes taken back, the last one taken back last
+  let image = null; // an uploaded image, fitted inside the pad and centred
+
+  function paper() {
+    g.fillStyle = "#fff";
+    g.fillRect(0, 0, canvas.width, canvas.height);
+    g.strokeStyle = "#000";
+    g.fillStyle = "#000";
+    g.lineCap = "round";
+    g.lineJoin = "round";
+    if (image) {
+      const scale = Math.min(canvas.width / image.width, canvas.height / image.height);
+      const w = image.width * scale;
+      const h = image.height * scale;
+      g.drawImage(image, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+    }
+  }
+
+  function dot(s) {
+    const [x, y] = s.points[0];
+    g.beginPath();
+    g.arc(x, y, s.width / 2, 0, 2 * Math.PI); // a tap leaves a dot
+    g.fill();
+  }
+
+  function line(s, from, to) {
+    // The stroke's segments from point `from` to point `to` (exclusive), as one path.
+    g.lineWidth = s.width;
+    g.beginPath();
+    g.moveTo(...s.points[from - 1]);
+    for (const p of s.points.slice(from, to)) g.lineTo(...p);
+    g.stroke();
+  }
+
+  function repaint() {
+    // Each stroke drawn again in the pieces it was drawn in, so that the pixels are the same as before.
+    paper();
+    for (const s of strokes) {
+      dot(s);
+      for (const [from, to] of s.pieces) line(s, from, to);
+    }
+  }
+
   const self = {
     get drawing() {
       return stroke !== null;
     },
-    clear() {
-      g.fillStyle = "#fff";
-      g.fillRect(0, 0, canvas.width, canvas.height);
-      g.strokeStyle = "#000";
-      g.fillStyle = "#000";
-      g.lineWidth = STROKE_WIDTH;
-      g.lineCap = "round";
-      g.lineJoin = "round";
+    get strokes() {
+      return strokes.length;
     },
+    get empty() {
+      return !strokes.length && !image;
+    },
+    get canUndo() {
+      return !stroke && strokes.length > 0;
+    },
+    get canRedo() {
+      return !stroke && undone.length > 0;
+    },
+    clear() {
+      strokes = [];
+      undone = [];
+      image = null;
+      repaint();
+    },
+    undo() {
+      if (!self.canUndo) return false;
+      undone.push(strokes.pop());
+      repaint();
+      return true;
+    },
+    redo() {
+      if (!self.canRedo) return false;
+      strokes.push(undone.pop());
+      repaint();
+      return true;
+    },
+    setImage(img) {
+      // The image replaces what is on the pad; strokes can be drawn over it.
+      strokes = [];
+      undone = [];
+      image = img;
+      repaint();
+    },
+    repaint,
   };
 
   function point(e) {
     // Client px -> canvas px; the canvas is scaled by CSS and has a border.
     const rect = canvas.getBoundingClientRect();
-    return {
-      x: ((e.clientX - rect.left - canvas.clientLeft) * canvas.width) / canvas.clientWidth,
-      y: ((e.clientY - rect.top - canvas.clientTop) * canvas.height) / canvas.clientHeight,
-    };
+    return [
+      ((e.clientX - rect.left - canvas.clientLeft) * canvas.width) / canvas.clientWidth,
+      ((e.clientY - rect.top - canvas.clientTop) * canvas.height) / canvas.clientHeight,
+    ];
   }
 
   canvas.addEventListener("pointerdown", (e) => {
     if (e.pointerType === "mouse" && e.button !== 0) return;
+    if (stroke) return; // a second finger while the first draws
     e.preventDefault();
     canvas.setPointerCapture(e.pointerId);
-    const p = point(e);
-    stroke = { id: e.pointerId, ...p };
+    stroke = { id: e.pointerId, width: PEN_SHARE * digitHeight(), points: [point(e)], pieces: [] };
+    strokes.push(stroke);
+    undone = []; // a new stroke: what was undone cannot come back
     onStart();
-    g.beginPath();
-    g.arc(p.x, p.y, STROKE_WIDTH / 2, 0, 2 * Math.PI); // a tap leaves a dot
-    g.fill();
+    dot(stroke);
     onInk();
   });
 
   canvas.addEventListener("pointermove", (e) => {
     if (!stroke || e.pointerId !== stroke.id) return;
     const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
-    g.beginPath();
-    g.moveTo(stroke.x, stroke.y);
-    for (const ev of events.length ? events : [e]) {
-      const p = point(ev);
-      g.lineTo(p.x, p.y);
-      stroke.x = p.x;
-      stroke.y = p.y;
-    }
-    g.stroke();
+    const from = stroke.points.length;
+    for (const ev of events.length ? events : [e]) stroke.points.push(point(ev));
+    stroke.pieces.push([from, stroke.points.length]);
+    line(stroke, from, stroke.points.length);
     onInk();
   });
 
@@ -95,6 +170,25 @@ function inkPad(canvas, { onStart, onInk, onEnd }) {
   return self;
 }
 
+function historyKeys(mode, { undo, redo }) {
+  // Ctrl+Z (Cmd+Z on a Mac) undoes on the pad of `mode` while it is shown; Ctrl+Shift+Z or Ctrl+Y redoes.
+  document.addEventListener("keydown", (e) => {
+    if (document.body.dataset.mode !== mode || !(e.ctrlKey || e.metaKey) || e.altKey) return;
+    const key = e.key.toLowerCase();
+    if (key === "z" && !e.shiftKey) undo();
+    else if ((key === "z" && e.shiftKey) || key === "y") redo();
+    else return;
+    e.preventDefault();
+  });
+}
+
+function showHistory(inkpad, undoButton, redoButton) {
+  // The Undo and Redo buttons on or off, and the pad's hint shown while the pad is empty.
+  undoButton.disabled = !inkpad.canUndo;
+  redoButton.disabled = !inkpad.canRedo;
+  undoButton.closest(".panel").querySelector(".hint").hidden = !inkpad.empty;
+}
+
 function changed() {
   hasInk = true;
   version += 1;
@@ -102,22 +196,29 @@ function changed() {
 }
 
 const digitPad = inkPad(pad, {
-  onStart: () => {
-    uploaded = null;
-  },
+  onStart: () => showHistory(digitPad, undoEl, redoEl),
   onInk: () => {
     changed();
     schedule(DEBOUNCE_MS);
   },
-  onEnd: () => schedule(0),
+  onEnd: () => {
+    showHistory(digitPad, undoEl, redoEl);
+    schedule(0);
+  },
 });
 
 function clearPad() {
   digitPad.clear();
+  showHistory(digitPad, undoEl, redoEl);
 }
 
 function clearAll() {
   clearPad();
+  nothingToRead();
+}
+
+function nothingToRead() {
+  // The pad is empty (cleared, or every stroke undone): no answer, none to wait for.
   hasInk = false;
   uploaded = null;
   version += 1;
@@ -127,7 +228,22 @@ function clearAll() {
   showEmpty();
 }
 
+function undoOrRedo(step) {
+  // Undo or redo a stroke (step is digitPad.undo or digitPad.redo), then read the pad as it is now.
+  if (!step()) return;
+  showHistory(digitPad, undoEl, redoEl);
+  if (digitPad.empty) {
+    nothingToRead(); // what was undone can still be redone
+    return;
+  }
+  changed();
+  schedule(0);
+}
+
 document.getElementById("clear").addEventListener("click", clearAll);
+undoEl.addEventListener("click", () => undoOrRedo(digitPad.undo));
+redoEl.addEventListener("click", () => undoOrRedo(digitPad.redo));
+historyKeys("digit", { undo: () => undoOrRedo(digitPad.undo), redo: () => undoOrRedo(digitPad.redo) });
 document.addEventListener("keydown", (e) => {
   if (e.key === "Escape" && document.body.dataset.mode !== "number") clearAll(); // number.js clears its own pad
 });
@@ -139,13 +255,10 @@ uploadEl.addEventListener("change", () => {
   const img = new Image();
   img.onload = () => {
     URL.revokeObjectURL(url);
-    if (uploaded !== file) return; // cleared or drawn on before the image loaded
+    if (uploaded !== file || digitPad.strokes) return; // cleared or drawn on before the image loaded
     // Show the image on the pad, fitted inside it, so more strokes can be drawn over it.
-    clearPad();
-    const scale = Math.min(pad.width / img.width, pad.height / img.height);
-    const w = img.width * scale;
-    const h = img.height * scale;
-    ctx.drawImage(img, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+    digitPad.setImage(img);
+    showHistory(digitPad, undoEl, redoEl);
     if (browserReader.on) {
       changed(); // read in the browser from the pad, now that the image is on it
       schedule(0);
@@ -160,7 +273,91 @@ uploadEl.addEventListener("change", () => {
   schedule(0);
 });
 
-// --- asking the server -----------------------------------------------------------------------------
+// --- asking the server: a spinner when it is slow, a timeout, what to do when it is down ------------
+
+const SERVER = { slowMs: 300, timeoutMs: 10000, pollMs: 1000 }; // tests shorten the waits
+
+function serverAsker({ spinner, status, retry, again }) {
+  // ask(path, request) -> {response, body}, or null after saying on `status` what went wrong: no answer
+  // within SERVER.timeoutMs (a Retry button), or no server at all (the drawing is read `again()` as soon
+  // as /api/health answers). The spinner shows once a request has waited SERVER.slowMs.
+  let polling = null;
+  retry.addEventListener("click", () => {
+    retry.hidden = true;
+    again();
+  });
+
+  function say(parts) {
+    // parts: strings, and [text] for code
+    status.replaceChildren(
+      ...parts.map((p) => {
+        if (typeof p === "string") return p;
+        const code = document.createElement("code");
+        code.textContent = p[0];
+        return code;
+      })
+    );
+    status.classList.add("error");
+  }
+
+  function watchForServer() {
+    if (polling) return;
+    polling = setInterval(async () => {
+      try {
+        if (!(await fetch("/api/health", { cache: "no-store" })).ok) return;
+      } catch (err) {
+        return; // still down
+      }
+      clearInterval(polling);
+      polling = null;
+      again();
+    }, SERVER.pollMs);
+  }
+
+  async function ask(path, request) {
+    retry.hidden = true;
+    const slow = setTimeout(() => (spinner.hidden = false), SERVER.slowMs);
+    const abort = new AbortController();
+    const late = setTimeout(() => abort.abort(), SERVER.timeoutMs);
+    try {
+      const response = await fetch(path, { ...request, signal: abort.signal });
+      const body = await response.json().catch(() => {
+        if (abort.signal.aborted) throw new Error("timeout");
+        return { detail: `HTTP ${response.status}` };
+      });
+      return { response, body };
+    } catch (err) {
+      if (abort.signal.aborted) {
+        say([`The server did not answer within ${SERVER.timeoutMs / 1000} s.`]);
+        retry.hidden = false;
+      } else {
+        say(["The server stopped: is ", ["digitlab serve"], " running? The drawing is read again once it is back."]);
+        watchForServer();
+      }
+      return null;
+    } finally {
+      clearTimeout(slow);
+      clearTimeout(late);
+      spinner.hidden = true;
+    }
+  }
+
+  return { ask };
+}
+
+function readAgain() {
+  // The server is back, or Retry was pressed: read the pad as it is now.
+  if (!hasInk) return;
+  shownVersion = -1;
+  schedule(0);
+}
+
+const digitServer = serverAsker({
+  spinner: document.getElementById("spinner"),
+  status: statusEl,
+  retry: document.getElementById("retry"),
+  again: readAgain,
+});
 
 function schedule(ms) {
   clearTimeout(timer);
@@ -175,7 +372,7 @@ async function send() {
   let request;
   if (local) {
     // read from the pad's pixels; an upload once it is drawn there (its onload asks again)
-  } else if (uploaded) {
+  } else if (uploaded && !digitPad.strokes) {
     const form = new FormData();
     form.append("file", uploaded, uploaded.name);
     request = { method: "POST", body: form };
@@ -187,26 +384,44 @@ async function send() {
     };
   }
   try {
-    const { response, body } = local
-      ? await browserReader.answer(pad)
-      : await fetch("/api/predict", request).then(async (response) => ({
-          response,
-          body: await response.json().catch(() => ({ detail: `HTTP ${response.status}` })),
-        }));
+    const answer = local ? await browserReader.answer(pad) : await digitServer.ask("/api/predict", request);
     if (asked === version) {
-      if (response.ok) show(body);
-      else showError(body.detail || `HTTP ${response.status}`);
-      shownVersion = asked;
-    }
-  } catch (err) {
-    if (asked === version) {
-      showError(`cannot reach the server (${err.message})`);
+      if (!answer) showTrouble();
+      else if (answer.response.ok) show(answer.body);
+      else showError(answer.body.detail || `HTTP ${answer.response.status}`);
       shownVersion = asked;
     }
   } finally {
     inFlight = false;
     if (hasInk && shownVersion !== version && !digitPad.drawing) schedule(0);
   }
+}
+
+// --- answers in plain words ----------------------------------------------------------------------------
+
+const COUNTS = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"];
+
+function aDigit(label) {
+  // "a 4", "an 8": the article as the name is said
+  return `${/^(8|11|18|[aeiou])/i.test(label) ? "an" : "a"} ${label}`;
+}
+
+function maybe(labels) {
+  // "not sure: a 4 or a 9?"
+  return `not sure: ${labels.map(aDigit).join(" or ")}?`;
+}
+
+function ordinal(n) {
+  const words = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"];
+  return words[n - 1] || `${n}th`;
+}
+
+function plainReason(reason) {
+  // The server's reason for one image with no digit, in a person's words: a drawing of several digits
+  // points to the Number mode; figures in brackets are for the API's users, not shown.
+  const several = /^looks like (\d+) digits side by side/.exec(reason || "");
+  if (several) return sentence(`${COUNTS[+several[1]] || several[1]} digits here: switch to Number`);
+  return sentence((reason || "no answer").replace(/\s*\([^)]*\)\s*$/, ""));
 }
 
 // --- showing the answer ----------------------------------------------------------------------------
@@ -285,18 +500,19 @@ function show(r) {
   result.classList.toggle("is-unsure", !sure);
   let message = "";
   let spoken;
-  if (noAnswer) {
-    message = sentence(r.reason || "no answer");
+  if (noAnswer || (r.unsure && !/below the threshold/.test(r.reason || ""))) {
+    message = plainReason(r.reason); // no digit, or not a digit
     spoken = `${message}.`;
   } else if (r.unsure) {
-    message = `Not sure — maybe ${r.top3.slice(0, 2).map((c) => c.label).join(" or ")}`;
-    spoken = `${message} (${r.reason || `confidence ${percent(r.confidence)}`}).`;
+    message = sentence(maybe(r.top3.slice(0, 2).map((c) => c.label)));
+    spoken = `${message} Confidence ${percent(r.confidence)}.`;
   } else {
     spoken = `${r.label}, confidence ${percent(r.confidence)}.`;
   }
   unsureEl.hidden = sure;
   unsureEl.textContent = message;
-  unsureEl.title = r.unsure && r.reason ? r.reason : ""; // the exact figures, for whoever wants them
+  unsureEl.title = r.reason || ""; // the exact figures, for whoever wants them
+  toNumberEl.hidden = !/^looks like \d+ digits side by side/.test(r.reason || "");
   barsEl.classList.toggle("off", noAnswer);
   if (noAnswer) setBars(classNames.map(() => 0), -1);
   else setBars(r.probabilities, sure ? r.digit : -1);
@@ -312,6 +528,7 @@ function showEmpty() {
   confidenceEl.textContent = "–";
   unsureEl.hidden = true;
   unsureEl.textContent = "";
+  toNumberEl.hidden = true;
   result.classList.remove("is-unsure");
   barsEl.classList.remove("off");
   setBars(classNames.map(() => 0), -1);
@@ -319,6 +536,7 @@ function showEmpty() {
   announceEl.textContent = "";
   statusEl.textContent = "";
   statusEl.classList.remove("error");
+  document.getElementById("retry").hidden = true;
   result.dataset.state = "empty";
 }
 
@@ -327,10 +545,28 @@ function showError(message) {
   confidenceEl.textContent = "–";
   announceEl.textContent = ""; // the status line below the pad says what went wrong
   unsureEl.hidden = true;
+  toNumberEl.hidden = true;
   statusEl.textContent = message;
   statusEl.classList.add("error");
   result.dataset.state = "error";
 }
+
+function showTrouble() {
+  // The server did not answer: the status line (serverAsker's) says why and what to do.
+  digitEl.textContent = "?";
+  confidenceEl.textContent = "–";
+  announceEl.textContent = "";
+  unsureEl.hidden = true;
+  toNumberEl.hidden = true;
+  result.dataset.state = "error";
+}
+
+toNumberEl.addEventListener("click", () => {
+  const number = document.getElementById("mode-number");
+  number.checked = true;
+  number.dispatchEvent(new Event("change"));
+  number.focus();
+});
 
 async function describeModel() {
   const el = document.getElementById("model");

@@ -1,13 +1,17 @@
 // The page's Number mode: strokes on the wide #number-pad go to POST /api/read as a PNG data URL a
-// moment after each stroke ends; the reply draws each digit's box over the ink with its digit and
-// confidence, the whole reading, and the 28x28 image the model received for each digit. Uses inkPad,
-// percent, sentence and drawGrid from app.js.
+// moment after each stroke ends; the reply draws each digit's box over the ink with its digit (and its
+// confidence, for a single-digit run's model), the whole reading, and the 28x28 image the model received
+// for each digit. Uses inkPad, historyKeys, showHistory, serverAsker, percent, sentence, drawGrid and the
+// plain-words helpers from app.js.
 "use strict";
 
 (() => {
   const READ_DEBOUNCE_MS = 300; // after a stroke ends: a digit is often more than one stroke
   const CROP_PX = 56; // backing store of each 28x28 crop, so that it is drawn with crisp pixels
-  const TAG_ROOM = 0.12; // share of the pad's height a box's label needs above the box
+  const ONE_LINE = 1 / 3; // the pad's height as a share of its width: at least one line of digits...
+  const SQUARE = 1; // ...and at most as tall as it is wide (a phone held upright)
+  const READING_ROOM = 96; // CSS px kept below the pad for the reading to grow into (the crops, a message)
+  const TAG_GAP = 1; // CSS px between a label and the box it names
 
   const canvas = document.getElementById("number-pad");
   const boxesEl = document.getElementById("number-boxes");
@@ -19,21 +23,67 @@
   const cropsEl = document.getElementById("crops");
   const statusEl = document.getElementById("number-status");
   const announceEl = document.getElementById("number-announce");
+  const uploadEl = document.getElementById("number-upload");
+  const undoEl = document.getElementById("number-undo");
+  const redoEl = document.getElementById("number-redo");
+  const retryEl = document.getElementById("number-retry");
 
   let hasInk = false;
   let version = 0; // bumped on every change of the pad; a reply for an older version is dropped
   let shownVersion = 0;
   let inFlight = false;
   let timer = null;
+  let unreadable = null; // an uploaded file the browser cannot show: sent as itself, the server says why
 
   const numberPad = inkPad(canvas, {
-    onStart: () => clearTimeout(timer), // a stroke begins: wait for the digit to be finished
-    onInk: () => {
-      hasInk = true;
-      version += 1;
-      resultEl.dataset.state = "pending";
+    onStart: () => {
+      clearTimeout(timer); // a stroke begins: wait for the digit to be finished
+      unreadable = null;
+      showHistory(numberPad, undoEl, redoEl);
     },
-    onEnd: () => schedule(READ_DEBOUNCE_MS),
+    onInk: changed,
+    onEnd: () => {
+      showHistory(numberPad, undoEl, redoEl);
+      schedule(READ_DEBOUNCE_MS);
+    },
+    digitHeight: () => Math.min(canvas.height, canvas.width * ONE_LINE), // a line's height
+  });
+
+  function changed() {
+    hasInk = true;
+    version += 1;
+    resultEl.dataset.state = "pending";
+  }
+
+  // --- the pad's size ----------------------------------------------------------------------------------
+
+  function fitPad() {
+    // The pad keeps its 840 px of drawing across; its height follows the room the screen has below it,
+    // from one line (a third of its width) to a square. Only an empty pad changes: ink stays where it is.
+    if (!numberPad.empty || document.getElementById("number-mode").hidden) return;
+    const shown = canvas.getBoundingClientRect();
+    if (!shown.width) return;
+    const others = document.body.offsetHeight - shown.height;
+    const share = Math.min(SQUARE, Math.max(ONE_LINE, (window.innerHeight - others - READING_ROOM) / shown.width));
+    const height = 10 * Math.round((canvas.width * share) / 10);
+    if (height !== canvas.height) {
+      canvas.height = height;
+      canvas.parentElement.style.setProperty("--pad-aspect", String(canvas.width / height));
+      numberPad.repaint();
+    }
+  }
+
+  // --- asking the server -------------------------------------------------------------------------------
+
+  const server = serverAsker({
+    spinner: document.getElementById("number-spinner"),
+    status: statusEl,
+    retry: retryEl,
+    again: () => {
+      if (!hasInk) return;
+      shownVersion = -1;
+      schedule(0);
+    },
   });
 
   function schedule(ms) {
@@ -45,22 +95,24 @@
     if (inFlight || !hasInk || shownVersion === version) return; // the reply in flight re-sends when done
     inFlight = true;
     const asked = version;
-    const request = {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ image: canvas.toDataURL("image/png") }),
-    };
+    let request;
+    if (unreadable) {
+      const form = new FormData();
+      form.append("file", unreadable, unreadable.name);
+      request = { method: "POST", body: form };
+    } else {
+      request = {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ image: canvas.toDataURL("image/png") }),
+      };
+    }
     try {
-      const response = await fetch("/api/read", request);
-      const body = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+      const answer = await server.ask("/api/read", request);
       if (asked === version) {
-        if (response.ok) show(body);
-        else showError(body.detail || `HTTP ${response.status}`);
-        shownVersion = asked;
-      }
-    } catch (err) {
-      if (asked === version) {
-        showError(`cannot reach the server (${err.message})`);
+        if (!answer) showTrouble();
+        else if (answer.response.ok) show(answer.body);
+        else showError(answer.body.detail || `HTTP ${answer.response.status}`);
         shownVersion = asked;
       }
     } finally {
@@ -69,10 +121,37 @@
     }
   }
 
-  // --- showing the reading ---------------------------------------------------------------------------
+  // --- the reading in plain words ----------------------------------------------------------------------
 
-  function drawBoxes(digits, size) {
-    // Boxes in shares of the image the server read (the pad's own pixels): they scale with the pad.
+  function plainReading(r, digits) {
+    // What is unsure, in a person's words: the unsure digits (from their flags), then the server's other
+    // reasons (a line read unsurely, ink whose split into digits is unclear) without their figures.
+    const several = new Set(digits.map((d) => d.line)).size > 1;
+    const place = (d) => {
+      const inLine = digits.filter((e) => e.line === d.line);
+      const where = `the ${ordinal(inLine.indexOf(d) + 1)} digit`;
+      return several ? `${where} of line ${d.line + 1}` : where;
+    };
+    const parts = digits.filter((d) => d.unsure).map((d) => `not sure of ${place(d)}: is it ${aDigit(String(d.digit))}?`);
+    for (const reason of (r.reason || "").split("; ").filter(Boolean)) {
+      if (/^digit \d+: .*below the threshold/.test(reason)) continue; // said above, from the digit's flag
+      const line = /^line (\d+): confidence .*below the threshold/.exec(reason);
+      if (line) {
+        if (!digits.some((d) => d.unsure && d.line === +line[1] - 1)) {
+          parts.push(several ? `not sure of line ${line[1]}` : "not sure of this reading");
+        }
+        continue;
+      }
+      parts.push(reason.replace(/\s*\([^)]*\)\s*$/, ""));
+    }
+    return parts.length ? parts.map(sentence).join(". ") + (/[?.]$/.test(parts.at(-1)) ? "" : ".") : "";
+  }
+
+  // --- showing the reading -------------------------------------------------------------------------------
+
+  function drawBoxes(digits, size, withConfidence) {
+    // Boxes in shares of the image the server read (the pad's own pixels): they scale with the pad. An
+    // unsure box is an outline only, so the ink under it stays in sight.
     const [w, h] = size;
     boxesEl.replaceChildren(
       ...digits.map((d) => {
@@ -85,15 +164,52 @@
         box.style.top = `${(100 * y0) / h}%`;
         box.style.width = `${(100 * (x1 - x0)) / w}%`;
         box.style.height = `${(100 * (y1 - y0)) / h}%`;
-        // The label above the box; below it when the box touches the top, inside when it fills the height.
-        if (y0 / h < TAG_ROOM) box.classList.add(y1 / h > 1 - TAG_ROOM ? "tag-inside" : "tag-below");
         const tag = document.createElement("span");
         tag.className = "tag";
-        tag.textContent = `${d.digit}${d.unsure ? "?" : ""} ${percent(d.confidence)}`;
+        tag.textContent = `${d.digit}${d.unsure ? "?" : ""}${withConfidence ? ` ${percent(d.confidence)}` : ""}`;
         box.append(tag);
         return box;
       })
     );
+    placeTags();
+  }
+
+  function placeTags() {
+    // Each box's label where it covers no other label and no other box, inside the pad: above the box,
+    // else below it, at its left or right edge; else inside it at the top or bottom; else the place that
+    // covers least. Boxes in reading order, so the first line's labels are placed first.
+    const area = boxesEl.getBoundingClientRect();
+    const boxes = [...boxesEl.querySelectorAll(".box")];
+    const rects = boxes.map((b) => b.getBoundingClientRect());
+    const placed = [];
+    const overlap = (a, b) =>
+      Math.max(0, Math.min(a.right, b.right) - Math.max(a.left, b.left)) *
+      Math.max(0, Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top));
+    boxes.forEach((box, i) => {
+      const tag = box.querySelector(".tag");
+      const w = tag.offsetWidth;
+      const h = tag.offsetHeight;
+      const r = rects[i];
+      const xs = [r.left, r.right - w].map((x) => Math.min(Math.max(x, area.left), area.right - w));
+      const ys = [r.top - h - TAG_GAP, r.bottom + TAG_GAP, r.top + 2, r.bottom - h - 2];
+      let best = null;
+      for (const y of ys) {
+        for (const x of xs) {
+          const at = { left: x, top: y, right: x + w, bottom: y + h };
+          const outside = at.top < area.top || at.bottom > area.bottom ? w * h : 0;
+          const cost =
+            outside +
+            placed.reduce((s, p) => s + overlap(at, p), 0) +
+            rects.reduce((s, b, j) => s + (j === i ? 0 : overlap(at, b)), 0);
+          if (!best || cost < best.cost) best = { ...at, cost };
+        }
+        if (best.cost === 0) break;
+      }
+      placed.push(best);
+      // The tag is placed in its box's padding box: the box's own border is the origin's offset.
+      tag.style.left = `${best.left - r.left - box.clientLeft}px`;
+      tag.style.top = `${best.top - r.top - box.clientTop}px`;
+    });
   }
 
   function drawCrops(digits) {
@@ -116,7 +232,10 @@
   function show(r) {
     const digits = Array.isArray(r.digits) ? r.digits : [];
     const noText = r.text == null || !digits.length;
-    drawBoxes(noText ? [] : digits, r.size || [canvas.width, canvas.height]);
+    // A line model reads a line at once: its per-digit figures are near 100 % even when the line is a
+    // guess, so only the whole reading's confidence is shown.
+    const lineModel = r.model && r.model.architecture === "line";
+    drawBoxes(noText ? [] : digits, r.size || [canvas.width, canvas.height], !lineModel);
     drawCrops(noText ? [] : digits);
     resultEl.classList.toggle("is-unsure", noText || r.unsure);
     textEl.textContent = noText ? "–" : r.text;
@@ -124,15 +243,16 @@
     countEl.textContent = noText ? "" : digits.length === 1 ? "1 digit" : `${digits.length} digits`;
     let spoken;
     if (noText) {
-      unsureEl.textContent = sentence(r.reason || "no number found");
+      unsureEl.textContent = plainReason(r.reason || "no number found");
       spoken = `${unsureEl.textContent}.`;
     } else {
       const said = r.text.split("\n").join(", next line, ");
-      unsureEl.textContent = r.unsure ? `Not sure — ${r.reason || "some digits are unclear"}` : "";
+      unsureEl.textContent = r.unsure ? plainReading(r, digits) || "Not sure of some digits." : "";
       spoken = r.unsure
-        ? `Not sure: read ${said} (${r.reason || "some digits are unclear"}).`
+        ? `Read ${said}. ${unsureEl.textContent}`
         : `Read ${said}, confidence ${percent(r.confidence)}.`;
     }
+    unsureEl.title = r.reason || ""; // the exact figures, for whoever wants them
     unsureEl.hidden = !unsureEl.textContent;
     announceEl.textContent = spoken;
     statusEl.textContent = "";
@@ -152,10 +272,18 @@
     announceEl.textContent = "";
     statusEl.textContent = "";
     statusEl.classList.remove("error");
+    retryEl.hidden = true;
     resultEl.dataset.state = "empty";
   }
 
   function showError(message) {
+    showTrouble();
+    statusEl.textContent = message;
+    statusEl.classList.add("error");
+  }
+
+  function showTrouble() {
+    // No reading: the status line says why (serverAsker's words when the server did not answer).
     drawBoxes([], [canvas.width, canvas.height]);
     drawCrops([]);
     textEl.textContent = "–";
@@ -163,24 +291,78 @@
     countEl.textContent = "";
     unsureEl.hidden = true;
     announceEl.textContent = ""; // the status line below the pad says what went wrong
-    statusEl.textContent = message;
-    statusEl.classList.add("error");
     resultEl.dataset.state = "error";
   }
 
   function clearAll() {
     numberPad.clear();
+    showHistory(numberPad, undoEl, redoEl);
+    nothingToRead();
+  }
+
+  function nothingToRead() {
+    // The pad is empty (cleared, or every stroke undone): no reading, none to wait for.
     hasInk = false;
+    unreadable = null;
     version += 1;
     shownVersion = version;
     clearTimeout(timer);
+    uploadEl.value = "";
     showEmpty();
+    fitPad();
+  }
+
+  function undoOrRedo(step) {
+    // Undo or redo a stroke (step is numberPad.undo or numberPad.redo), then read the pad as it is now.
+    if (!step()) return;
+    showHistory(numberPad, undoEl, redoEl);
+    if (numberPad.empty) {
+      nothingToRead(); // what was undone can still be redone
+      return;
+    }
+    changed();
+    schedule(0);
   }
 
   document.getElementById("number-clear").addEventListener("click", clearAll);
+  undoEl.addEventListener("click", () => undoOrRedo(numberPad.undo));
+  redoEl.addEventListener("click", () => undoOrRedo(numberPad.redo));
+  historyKeys("number", { undo: () => undoOrRedo(numberPad.undo), redo: () => undoOrRedo(numberPad.redo) });
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && document.body.dataset.mode === "number") clearAll();
   });
+
+  uploadEl.addEventListener("change", () => {
+    // The image is drawn on the pad, fitted inside it, and the pad is read: the boxes lie over it, and
+    // more strokes can be drawn over it. A file the browser cannot show goes as it is: the server says why.
+    const file = uploadEl.files && uploadEl.files[0];
+    if (!file) return;
+    uploadEl.value = ""; // so that choosing the same file again is a change too
+    const url = URL.createObjectURL(file);
+    const img = new Image();
+    const asked = version + 1;
+    img.onload = () => {
+      URL.revokeObjectURL(url);
+      if (version !== asked) return; // drawn on or cleared before the image loaded
+      numberPad.setImage(img);
+      showHistory(numberPad, undoEl, redoEl);
+      changed();
+      schedule(0);
+    };
+    img.onerror = () => {
+      URL.revokeObjectURL(url);
+      if (version !== asked) return;
+      unreadable = file;
+      changed();
+      schedule(0);
+    };
+    clearAll(); // bumps version to `asked`
+    resultEl.dataset.state = "pending";
+    img.src = url;
+  });
+
+  new ResizeObserver(() => placeTags()).observe(canvas);
+  window.addEventListener("resize", fitPad);
 
   // --- the mode switch -------------------------------------------------------------------------------
 
@@ -196,6 +378,7 @@
     document.title = mode === "number" ? "digitlab: write a number" : "digitlab: draw a digit";
     // The address says the mode, so that a link or a reload opens it.
     history.replaceState(null, "", mode === "number" ? "#number" : location.pathname + location.search);
+    fitPad();
   }
 
   for (const m of MODES) {
@@ -203,6 +386,13 @@
       if (e.target.checked) setMode(m);
     });
   }
+
+  // An address typed or followed with #number opens the Number mode, without it the Digit mode (unless
+  // the run reads whole lines only).
+  window.addEventListener("hashchange", () => {
+    const digitOff = document.getElementById("mode-digit").disabled;
+    setMode(location.hash === "#number" || digitOff ? "number" : "digit");
+  });
 
   // A line model's run reads whole lines, never one digit (/api/predict answers 409): Number mode only.
   async function followTheRun() {
@@ -221,6 +411,7 @@
   }
 
   numberPad.clear();
+  showHistory(numberPad, undoEl, redoEl);
   showEmpty();
   if (location.hash === "#number") setMode("number");
   followTheRun();
