@@ -164,7 +164,8 @@ def test_export_web_writes_a_static_site(onnx_run, fake_runtime, tmp_path):
     assert record["files"] == len(names) and record["bytes"] == sum((site / n).stat().st_size for n in names)
     index = (site / "index.html").read_text()
     assert '"/static/' not in index and '"static/infer.js"' in index
-    assert json.loads((site / "model.json").read_text())["web"] == web.page_model(run)["web"]
+    written = json.loads((site / "model.json").read_text())
+    assert written["web"] == web.page_model(run)["web"] and written["site"] is True
     assert runs.read_json(run / runs.METRICS)["exports"]["web"]["path"] == str(site.resolve())
     again = export(run, "web", site)  # a site written before is replaced
     assert again["passed"] and again["files"] == record["files"]
@@ -325,15 +326,19 @@ def test_the_browser_reads_as_python_does_on_540_images(browser, site, onnx_run,
     got = []
     for i in range(0, len(images), 60):  # batches keep each message small
         got += page.evaluate(READ_PNGS, [base64.b64encode(d).decode() for _, d in images[i : i + 60]])
-    differ, far = [], []
+    differ, far, gaps = [], [], []
     for k, ((kind, _), pre, want, have) in enumerate(zip(images, pres, expected, got)):
         gap = int(np.abs(np.asarray(have["pixels"]) - pre.digit.astype(int).ravel()).max())
+        gaps.append(gap)
         if gap > 8:  # grey levels of 255: a pixel's rounding, never a different crop or place
             far.append((k, kind, gap))
         if (have["digit"], have["unsure"]) != (want["digit"], want["unsure"]):
             differ.append((k, kind, want["digit"], want["unsure"], have["digit"], have["unsure"], gap))
     agree = 1 - len(differ) / len(images)
-    print(f"\nparity on {len(images)} images: answers agree on {agree:.2%}; inputs further than 8 levels: {far}")
+    print(
+        f"\nparity on {len(images)} images: answers agree on {agree:.2%}; largest input difference {max(gaps)} "
+        f"grey levels ({sum(g > 0 for g in gaps)} inputs differ at all); further than 8 levels: {far}"
+    )
     assert agree >= 0.995, f"answers differ (index, kind, python digit/unsure, browser digit/unsure, gap): {differ}"
     assert len(far) <= len(images) // 200, far
     assert not elsewhere and not errors, (elsewhere, errors)
@@ -376,15 +381,77 @@ def test_the_static_site_reads_a_drawn_digit_from_a_plain_http_server(browser, s
     page.wait_for_function("document.getElementById('result').dataset.state === 'done'")
     first = time.perf_counter() - opened
     assert page.locator("#engine").text_content() == "read in this browser (ONNX Runtime Web)"
+    assert page.locator("#mode-number").is_disabled()  # no server to read numbers
     assert page.evaluate(
         "document.getElementById('seen').getContext('2d').getImageData(0, 0, 112, 112)"
         ".data.some((v, i) => i % 4 === 0 && v > 0)"
     ), "the 28x28 input is not shown"
+    ready = page.evaluate("browserReader.readyAt")
     rng = np.random.default_rng(6)
     single = page.evaluate(TIME_READS, [base64.b64encode(strokes_png(rng)).decode(), 60])[10:]
     print(
-        f"\nstatic site: first answer {first:.2f} s after opening (with a drawn stroke); pen-up to answer, "
+        f"\nstatic site: model ready {ready:.0f} ms after navigation started; "
+        f"first answer {first:.2f} s after opening (with a drawn stroke); pen-up to answer, "
         f"single digit: p50 {statistics.median(single):.1f} ms, p90 {np.percentile(single, 90):.1f} ms"
     )
     assert not elsewhere and not errors, (elsewhere, errors)
     page.context.close()
+
+
+@pytest.fixture
+def served(onnx_run, tmp_path):
+    """`start(run)`: the app over `run` on uvicorn on loopback, its URL; stopped after the test."""
+    import socket
+
+    import uvicorn
+
+    from digitlab.serve import create_app
+
+    servers = []
+
+    def start(run):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(create_app(run), host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_served_page_reads_in_the_browser_with_model_onnx_and_asks_the_server_without(
+    browser, served, onnx_run, tmp_path
+):
+    bare = shutil.copytree(onnx_run, tmp_path / "bare")
+    (bare / "model.onnx").unlink()
+    for run, engine, asks in (
+        (onnx_run, "read in this browser (ONNX Runtime Web)", False),
+        (bare, "read by the server", True),
+    ):
+        url = served(run)
+        page, elsewhere, errors, _ = open_site(browser, url)
+        asked = []
+        page.on("request", lambda r, asked=asked: asked.append(r.url) if "/api/predict" in r.url else None)
+        page.wait_for_function("document.body.dataset.engine !== undefined")
+        assert page.locator("#engine").text_content() == engine
+        box = page.locator("#pad").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.15)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.85, steps=8)
+        page.mouse.up()
+        page.wait_for_function("document.getElementById('result').dataset.state === 'done'")
+        assert bool(asked) == asks, asked
+        assert not elsewhere and not errors, (elsewhere, errors)
+        page.context.close()

@@ -148,7 +148,7 @@ def write_site(run_dir: Path, out: Path, cache_dir: str | os.PathLike | None = N
     files = [
         *static_files(),
         (runs.ONNX, onnx.read_bytes()),
-        (PAGE_MODEL, (json.dumps(model, indent=1) + "\n").encode()),
+        (PAGE_MODEL, (json.dumps({**model, "site": True}, indent=1) + "\n").encode()),  # no server beside it
         *((f"{RUNTIME_FOLDER}/{name}", (runtime / name).read_bytes()) for name in RUNTIME_FILES),
     ]
     if (out / STATIC).is_dir():

@@ -21,16 +21,23 @@ const browserReader = (() => {
     if (!response.ok) return false; // no model.onnx for this run: the server reads
     model = await response.json();
     if (!model.web || model.kind !== "digit") return false;
+    performance.mark("digitlab:model.json"); // the steps' times, for bench figures and the devtools
+    const weights = fetch(here(model.web.model)).then((r) => {
+      if (!r.ok) throw new Error(`${model.web.model}: HTTP ${r.status}`);
+      return r.arrayBuffer();
+    }); // fetched while the runtime loads
     ort = await import(here(RUNTIME + RUNTIME_MODULE));
     ort.env.wasm.numThreads = 1; // several threads need a cross-origin isolated page (COOP and COEP headers)
     ort.env.wasm.wasmPaths = here(RUNTIME);
-    session = await ort.InferenceSession.create(here(model.web.model), { executionProviders: ["wasm"] });
+    session = await ort.InferenceSession.create(new Uint8Array(await weights), { executionProviders: ["wasm"] });
+    performance.mark("digitlab:session");
     await forward(new Float32Array(SIDE * SIDE), 1); // the first run sets up its buffers: not on a pen-up
     return true;
   }
 
   const self = {
     on: false, // true once the model answers in this browser
+    readyAt: null, // ms after the page was opened that the model was ready to answer (or given up)
     ready: null, // a promise: whether it does
     model: async () => ((await self.ready) ? model : null),
     readCanvas,
@@ -46,10 +53,21 @@ const browserReader = (() => {
     })
     .then((on) => {
       self.on = on;
+      self.readyAt = performance.now();
+      if (on && model.site) withoutServer();
       if (engineEl) engineEl.textContent = on ? "read in this browser (ONNX Runtime Web)" : "read by the server";
       document.body.dataset.engine = on ? "browser" : "server";
       return on;
     });
+
+  function withoutServer() {
+    // The static site (`digitlab export --format web`) has no server to read numbers: Digit mode only.
+    const numberMode = document.getElementById("mode-number");
+    if (!numberMode) return;
+    numberMode.disabled = true;
+    document.querySelector('label[for="mode-number"]').title = "Numbers are read by `digitlab serve`; this page reads digits";
+    if (numberMode.checked) document.getElementById("mode-digit").click();
+  }
 
   async function forward(pixels, n) {
     // (n, 28, 28) raw pixels 0-255 -> n rows of probabilities, uncalibrated

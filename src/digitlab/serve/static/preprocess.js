@@ -91,7 +91,7 @@ const digitlabPreprocess = (() => {
 
   function percentile(values, q) {
     // NumPy's percentile, linear interpolation
-    const v = Float64Array.from(values).sort();
+    const v = Float32Array.from(values).sort();
     const pos = (q / 100) * (v.length - 1);
     const lo = Math.floor(pos);
     const hi = Math.min(lo + 1, v.length - 1);
@@ -287,11 +287,16 @@ const digitlabPreprocess = (() => {
       w = Math.max(1, roundHalfEven(width * scale));
       h = Math.max(1, roundHalfEven(height * scale));
       let greyOpaque = true; // a pad's pixels: each channel is resized alike, so one does for all
-      for (let i = 0; i < rgba.length && greyOpaque; i += 4)
-        greyOpaque = rgba[i + 3] === 255 && rgba[i] === rgba[i + 1] && rgba[i] === rgba[i + 2];
+      const one = new Uint8Array(width * height);
+      for (let i = 0, k = 0; i < one.length; i++, k += 4) {
+        const v = rgba[k];
+        if (rgba[k + 3] !== 255 || rgba[k + 1] !== v || rgba[k + 2] !== v) {
+          greyOpaque = false;
+          break;
+        }
+        one[i] = v;
+      }
       if (greyOpaque) {
-        const one = new Uint8Array(width * height);
-        for (let i = 0; i < one.length; i++) one[i] = rgba[4 * i];
         const small = resizeBytes(one, width, height, 1, w, h, "box");
         const grey = image(w, h);
         for (let i = 0; i < small.length; i++) grey.a[i] = small[i]; // Pillow's L of (v, v, v) is v
@@ -337,7 +342,8 @@ const digitlabPreprocess = (() => {
   function minMax(a) {
     let lo = Infinity;
     let hi = -Infinity;
-    for (const v of a) {
+    for (let i = 0; i < a.length; i++) {
+      const v = a[i];
       if (v < lo) lo = v;
       if (v > hi) hi = v;
     }
@@ -666,8 +672,10 @@ const digitlabPreprocess = (() => {
   function inkLevels(bright, mask, paper) {
     // ink.ink_levels: ink 0-1 (anti-aliased edge kept) and the mask, in the mask's box plus 1 px
     const { w, h } = bright;
-    const inkValues = [];
-    bright.a.forEach((v, i) => mask[i] && inkValues.push(v));
+    let count = 0;
+    for (let i = 0; i < mask.length; i++) count += mask[i];
+    const inkValues = new Float32Array(count);
+    for (let i = 0, k = 0; i < mask.length; i++) if (mask[i]) inkValues[k++] = bright.a[i];
     const strong = percentile(inkValues, STRONG_INK);
     const [y0, y1, x0, x1] = bbox((i) => mask[i], w, h);
     const win = [Math.max(y0 - 1, 0), Math.min(y1 + 1, h), Math.max(x0 - 1, 0), Math.min(x1 + 1, w)];
@@ -678,19 +686,17 @@ const digitlabPreprocess = (() => {
     const denom = f32(Math.max(strong - paper, 1e-6)); // NumPy casts Python floats to float32
     const level = f32(paper);
     const soft = new Float32Array(ww * hh);
+    const across = new Uint8Array(ww * hh); // the mask dilated by a 3x3 square: along the rows, then down
     for (let y = 0; y < hh; y++)
       for (let x = 0; x < ww; x++) {
-        let near = false; // the mask dilated by a 3x3 square
-        for (let dy = -1; dy <= 1 && !near; dy++)
-          for (let dx = -1; dx <= 1; dx++) {
-            const yy = y + dy;
-            const xx = x + dx;
-            if (yy >= 0 && yy < hh && xx >= 0 && xx < ww && m[yy * ww + xx]) {
-              near = true;
-              break;
-            }
-          }
-        if (near) soft[y * ww + x] = Math.min(Math.max(f32(f32(ink[y * ww + x] - level) / denom), 0.0), 1.0);
+        const i = y * ww + x;
+        across[i] = m[i] | (x > 0 && m[i - 1]) | (x < ww - 1 && m[i + 1]);
+      }
+    for (let y = 0; y < hh; y++)
+      for (let x = 0; x < ww; x++) {
+        const i = y * ww + x;
+        if (across[i] | (y > 0 && across[i - ww]) | (y < hh - 1 && across[i + ww]))
+          soft[i] = Math.min(Math.max(f32(f32(ink[i] - level) / denom), 0.0), 1.0);
       }
     return { soft: image(ww, hh, soft), mask: m };
   }

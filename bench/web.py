@@ -1,0 +1,101 @@
+"""Reading in the browser: the static site of a run (`digitlab export RUN --format web`) in Debian's Chromium.
+
+Writes the site into a temporary folder (the run must have model.onnx), serves it with Python's http.server on
+loopback and opens it OPENS times in fresh browser contexts: how long after navigation starts the model is
+ready (model.json, ONNX Runtime Web's WebAssembly, the session and one warm-up run), and the first answer
+(ready, then one digit read). Then, in one page, pen-up to answer for a single digit drawn on the 280 px pad
+READS times: the pad's pixels, preprocess.js, the model on ONNX Runtime Web and the answer's fields.
+
+    .venv/bin/python bench/web.py runs/fast-... [--opens 5] [--reads 200]
+
+Targets (Chromium, a 2-core CPU): single digit p50 <= 10 ms; first answer <= 1.5 s after opening.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import sys
+import tempfile
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+
+from digitlab import web
+
+CHROMIUM = "/usr/bin/chromium"
+
+DRAW_AND_TIME = """async (n) => {
+  const pad = document.getElementById("pad");
+  const g = pad.getContext("2d");
+  g.fillStyle = "#fff";
+  g.fillRect(0, 0, pad.width, pad.height);
+  g.lineWidth = 18;
+  g.lineCap = "round";
+  g.beginPath();
+  for (let t = 0; t <= 48; t++) {  // a 0, as a person draws it
+    const a = (2 * Math.PI * t) / 48;
+    g.lineTo(140 + 62 * Math.sin(a), 140 - 92 * Math.cos(a));
+  }
+  g.stroke();
+  const times = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await browserReader.readCanvas(pad);
+    times.push(performance.now() - t0);
+  }
+  return times;
+}"""
+
+
+class Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--opens", type=int, default=5, help="fresh page loads timed")
+    parser.add_argument("--reads", type=int, default=200, help="single-digit reads timed (after 20 untimed)")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        site = web.write_site(args.run, Path(tmp) / "site")
+        print(f"site: {site['files']} files, {site['bytes'] / 2**20:.1f} MiB")
+        server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=site["path"]))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            ready, first = [], []
+            for _ in range(args.opens):
+                context = browser.new_context()
+                page = context.new_page()
+                page.goto(url)
+                page.wait_for_function("typeof browserReader !== 'undefined' && browserReader.readyAt !== null")
+                assert page.evaluate("browserReader.on"), "the page did not read in the browser"
+                ready.append(page.evaluate("browserReader.readyAt"))
+                first.append(ready[-1] + page.evaluate(DRAW_AND_TIME, 1)[0])
+                context.close()
+            page = browser.new_page()
+            page.goto(url)
+            page.wait_for_function("typeof browserReader !== 'undefined' && browserReader.readyAt !== null")
+            times = page.evaluate(DRAW_AND_TIME, args.reads + 20)[20:]
+            browser.close()
+        server.shutdown()
+    print(f"model ready after opening: median {statistics.median(ready):.0f} ms (each: {[round(t) for t in ready]})")
+    print(f"first answer after opening: median {statistics.median(first):.0f} ms")
+    print(
+        f"pen-up to answer, single digit ({len(times)} reads): p50 {np.percentile(times, 50):.1f} ms, "
+        f"p90 {np.percentile(times, 90):.1f} ms, p99 {np.percentile(times, 99):.1f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
