@@ -509,3 +509,20 @@ def test_a_line_of_200_digits_is_a_clear_error_at_once(stand_in):
         read(stand_in, line, digits=64)
     assert time.perf_counter() - start < 5  # decoding and shrinking it, nothing more
     assert len(read(stand_in, line[:, : 20 * 28]).text) == 20  # 20 digits are still read
+
+
+def test_a_run_of_four_touching_ones_is_cut_into_four_over_its_cut_graph(stand_in):
+    from digitlab import read
+    from digitlab.preprocess.segment import cut_graph
+
+    ones = np.full((40, 40), 255, np.uint8)
+    for x in (10, 14, 18, 22):
+        ones[8:32, x : x + 3] = 0
+    ones[20, [13, 17, 21]] = 0  # each touching the next by a pixel
+    assert len(read(stand_in, ones).text) < 4  # at most three digits from a blob as narrow as this
+    four = read(stand_in, ones, digits=4)
+    assert four.text == "1111" and four.digits[0].box[0] == 10 and four.digits[-1].box[2] == 25
+    seg, found = candidates(ones < 128)
+    graph = cut_graph(found[0].whole, seg.labels, seg.line_heights[0], parts=4)
+    assert {(10, 13), (13, 17), (17, 21), (21, 25)} <= set(graph)  # the path through the touching pixels
+    assert all(b - a <= 1.3 * seg.line_heights[0] for a, b in graph)  # no piece wider than a digit may be

@@ -37,7 +37,7 @@ from digitlab.preprocess import NO_INK
 from digitlab.preprocess.image import FORMATS, WORK_SIDE, to_grey
 from digitlab.preprocess.ink import find_ink, ink_levels
 from digitlab.preprocess.normalize import normalize_digit
-from digitlab.preprocess.segment import Piece, Segmentation, piece_mask, propose_cuts, segment
+from digitlab.preprocess.segment import Piece, Segmentation, cut_graph, piece_mask, segment
 
 # How a candidate's segmentations are scored, in log-probability: the sum over its digits of the log of
 # each one's calibrated confidence, CUT_PENALTY per digit a cut adds, and WIDE_PENALTY per line height
@@ -51,6 +51,8 @@ WIDE_FROM = 1.1
 # Two segmentations of a candidate whose combined log-probabilities lie within this are "ambiguous": the
 # factor of those tried with the most accurate accepted validation numbers.
 AMBIGUOUS = math.log(2.0)
+# A candidate is cut into at most this many digits when a reading needs more digits than it found.
+MAX_PARTS = 10
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,9 @@ class Hypotheses:
     results: dict  # Piece -> the classify row
     crops: dict  # Piece -> (28, 28) uint8
     scoring: Scoring | None = None  # the pieces asked are those `decide` needs under it; None: all of them
-    # For a reading with another count of digits (asked only when needed): (line, candidate) -> its cuts into
-    # two and three digits, and -> the candidate and the next one merged into one digit.
-    more_cuts: dict = dataclasses.field(default_factory=dict)
+    # For a reading with another count of digits (asked only when needed): (line, candidate) -> its cut
+    # graph (segment.cut_graph: (c0, c1) -> Piece), and -> the candidate and the next one merged into one digit.
+    graphs: dict = dataclasses.field(default_factory=dict)
     merged: dict = dataclasses.field(default_factory=dict)
 
 
@@ -121,10 +123,12 @@ def ask(
     h = Hypotheses(size, scale, seg, results, crops, scoring)
     if digits is None or _count(_choose(h, scoring or SCORING)) in digits:
         return h
-    more_cuts, merged = {}, {}
+    graphs, merged = {}, {}
+    # the most digits one candidate may have to give: the count asked, less one for each other candidate
+    parts = min(MAX_PARTS, max(3, digits.most - (seg.count - 1)))
     for k, line in enumerate(seg.lines):
         for i, c in enumerate(line):
-            more_cuts[k, i] = propose_cuts(c.whole, seg.labels, seg.line_heights[k], more=True)
+            graphs[k, i] = cut_graph(c.whole, seg.labels, seg.line_heights[k], parts)
             if i + 1 < len(line):
                 a, b = c.whole, line[i + 1].whole
                 box = (
@@ -134,9 +138,9 @@ def ask(
                     max(a.box[3], b.box[3]),
                 )
                 merged[k, i] = Piece(tuple(sorted(a.ids + b.ids)), box)
-    more = [p for cuts in more_cuts.values() for parts in cuts for p in parts] + list(merged.values())
+    more = [p for graph in graphs.values() for p in graph.values()] + list(merged.values())
     _ask(predictor, ink, seg, more, results, crops)
-    return dataclasses.replace(h, more_cuts=more_cuts, merged=merged)
+    return dataclasses.replace(h, graphs=graphs, merged=merged)
 
 
 def _ask(predictor: Predictor, ink, seg: Segmentation, pieces: list, results: dict, crops: dict) -> None:
@@ -193,16 +197,32 @@ def decide(h: Hypotheses, scoring: Scoring = SCORING, digits: DigitCount | None 
 
 def _options(h: Hypotheses, k: int, i: int, scoring: Scoring, every: bool) -> tuple[list[tuple], list[float]]:
     """Candidate i of line k: its readings (the whole first, then its cuts) and their scores. Cuts are
-    weighed when `_cut` says so; with `every`, every cut whose parts were asked (those of `more_cuts` too)."""
+    weighed when `_cut` says so; with `every`, every cut whose parts were asked and the best path of its
+    cut graph into each number of digits."""
     candidate, height, results = h.seg.lines[k][i], h.seg.line_heights[k], h.results
     options = [(candidate.whole,)]
     if every:
-        cuts = dict.fromkeys((*candidate.cuts, *h.more_cuts.get((k, i), ())))
+        cuts = dict.fromkeys((*candidate.cuts, *_best_paths(h, k, i, scoring)))
         options += [parts for parts in cuts if all(p in results for p in parts)]
     elif _cut(candidate, height, results, scoring):
         options += candidate.cuts
     scores = [_score(h, parts, height, scoring) for parts in options]
     return options, scores
+
+
+def _best_paths(h: Hypotheses, k: int, i: int, scoring: Scoring) -> list[tuple]:
+    """The best-scoring cut of candidate i of line k into each number of digits from 2, over its cut graph:
+    a path of pieces from its first column to its end, the score a sum over pieces (a dynamic programme
+    over the columns, left to right, and the pieces so far)."""
+    graph, height = h.graphs.get((k, i), {}), h.seg.line_heights[k]
+    x0, x1 = h.seg.lines[k][i].whole.box[0], h.seg.lines[k][i].whole.box[2]
+    best: dict = {(x0, 0): (0.0, ())}  # (column, pieces so far) -> (score, pieces)
+    for (a, b), piece in sorted(graph.items()):  # by start column: every path into a is complete before
+        weight = _score(h, (piece,), height, scoring) + scoring.cut_penalty
+        for m in range(MAX_PARTS):
+            if (a, m) in best and ((b, m + 1) not in best or best[a, m][0] + weight > best[b, m + 1][0]):
+                best[b, m + 1] = (best[a, m][0] + weight, (*best[a, m][1], piece))
+    return [best[x1, m][1] for m in range(2, MAX_PARTS + 1) if (x1, m) in best]
 
 
 def _score(h: Hypotheses, parts: tuple, height: float, scoring: Scoring) -> float:

@@ -236,23 +236,17 @@ def cut_columns(profile: np.ndarray, min_part: int, count: int = MAX_CUTS) -> li
     return sorted(chosen)
 
 
-def propose_cuts(piece: Piece, labels: np.ndarray, height: float, more: bool = False) -> tuple[tuple[Piece, ...], ...]:
+def propose_cuts(piece: Piece, labels: np.ndarray, height: float) -> tuple[tuple[Piece, ...], ...]:
     """The ways to cut a candidate into two digits (at the narrowest columns of its ink) and, when it is
-    wider than THREE_WIDTH line heights, into three; none for a candidate narrower than SPLIT_WIDTH.
-    `more` (a reading that needs more digits than it found): into three whatever its width, and also into
-    two and three equal widths, since two overlapping digits (00) cross where their ink is thickest, at no
-    narrowest column."""
+    wider than THREE_WIDTH line heights, into three; none for a candidate narrower than SPLIT_WIDTH."""
     if piece.width < SPLIT_WIDTH * height or piece.width < 4:
         return ()
     _, mask = piece_mask(piece, labels)
     min_part = max(2, round(MIN_PART * height))
     columns = [piece.box[0] + c for c in cut_columns(mask.sum(0), min_part, MAX_CUTS)]
     splits = [(c,) for c in columns]
-    if more or piece.width > THREE_WIDTH * height:
+    if piece.width > THREE_WIDTH * height:
         splits += [(a, b) for i, a in enumerate(columns) for b in columns[i + 1 :] if b - a >= min_part]
-    if more:
-        x0, w = piece.box[0], piece.width
-        splits = list(dict.fromkeys([*splits, (x0 + w // 2,), (x0 + w // 3, x0 + 2 * w // 3)]))
     out = []
     for cuts in splits:
         edges = (piece.box[0], *cuts, piece.box[2])
@@ -260,3 +254,32 @@ def propose_cuts(piece: Piece, labels: np.ndarray, height: float, more: bool = F
         if all(p is not None and p.height >= TINY * height for p in parts):  # no bar or tail alone
             out.append(tuple(parts))
     return tuple(out)
+
+
+def cut_graph(piece: Piece, labels: np.ndarray, height: float, parts: int) -> dict[tuple[int, int], Piece]:
+    """For a reading that needs more digits than were found: the pieces between any two columns where the
+    candidate may be cut, at most MAX_DIGIT_WIDTH line heights apart, keyed by their columns [c0, c1); a
+    way to cut it into n digits is a path of n pieces from its first column to its end. The columns: its
+    ends, every local minimum of its ink's column profile, and the boundaries of its division into 2 to
+    `parts` equal widths (two overlapping digits, 00, cross where their ink is thickest, at no minimum)."""
+    if piece.width < SPLIT_WIDTH * height or piece.width < 4:
+        return {}
+    _, mask = piece_mask(piece, labels)
+    profile = mask.sum(0)
+    w, x0 = piece.width, piece.box[0]
+    min_part = max(2, round(MIN_PART * height))
+    minima = {0, w, *cut_columns(profile, min_part, count=w)}
+    even = {round(w * i / k) for k in range(2, parts + 1) for i in range(1, k)}
+    # an equal division within half a part's least width of a minimum adds nothing the minimum does not
+    even = {c for c in even if min(abs(c - m) for m in minima) * 2 >= min_part}
+    columns = sorted(c for c in minima | even if c in (0, w) or min_part <= c <= w - min_part)
+    out = {}
+    for i, a in enumerate(columns):
+        for b in columns[i + 1 :]:
+            if b - a > MAX_DIGIT_WIDTH * height:
+                break
+            if b - a >= min_part:
+                part = _part(piece, labels, x0 + a, x0 + b)
+                if part is not None and part.height >= TINY * height:  # no bar or tail alone
+                    out[x0 + a, x0 + b] = part
+    return out
