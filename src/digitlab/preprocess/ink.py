@@ -21,6 +21,9 @@ MIN_CONTRAST = 24.0  # grey levels (0-255) between paper and strongest ink; less
 # Below it, the "ink" is the paper's grain and noise: a blank page photographed (about 2x), not a pen's
 # stroke (people's digits drawn as the wild set: 12x in the noisiest column, most far above).
 MIN_INK_RATIO = 5.0
+# On paper whose light was flattened (a shadow, a vignette), what is left of the shadow's edge stands out
+# from the paper's grain by up to about 12x; the wild set's digits in uneven light by 27x or more.
+UNEVEN_INK_RATIO = 15.0
 SPECK_FRACTION = 0.08  # ink components smaller than this fraction of the largest are specks
 STRONG_INK = 90  # percentile of the thresholded ink made 255, so stroke cores saturate as in MNIST
 # The paper's light is estimated by a grey opening (the ink removed, the paper kept) over a square this
@@ -31,6 +34,17 @@ PAPER_SIDE = 40  # px: the paper's light is estimated on a copy about this short
 FLAT_PAPER = 16.0
 SHADOW = 0.45  # the darkest paper light a shadow gives, as a share of the lightest paper's grey level
 SPECK_SIDE = 0.035  # ink components whose long side is under this share of the image's short side are dust
+# What is left of a shadow once the paper is flattened is smooth: it rises from the paper over tens of
+# pixels, where a pen's stroke rises over a few. On flattened paper, an ink component whose levels stand
+# above a blur of the image (a Gaussian SMOOTH_SIGMA of the short side) by less than SMOOTH of their
+# height above the paper is the paper's light, not ink. A shadow's rest keeps about 0.1 of its height, the
+# strokes of the wild set's digits 0.2 or more, its "shadow" column's a little less where the shadow
+# has joined the digit (docs/design/non-digits.md).
+SMOOTH = 0.15
+SMOOTH_SIGMA = 1 / 16
+STROKE_SHARP = 0.3  # ... of which the pixels standing this share of their height above the blur stay
+SOLID_EDGE = 0.2  # ... unless its edge rises this share of its height per px: a solid mark's step
+SMOOTH_SIDE = 96  # px: the blur is taken on a copy about this short
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,8 +68,12 @@ def find_ink(grey: np.ndarray) -> Ink | None:
     bright, paper_light = flatten_paper(bright)
     threshold_mask, paper = _threshold(bright)
     mask = _drop_specks(threshold_mask)
-    if mask.any() and _faint(bright, mask, paper):
-        return None  # the paper's grain: a blank page
+    if paper_light is not None and mask.any():
+        mask = _drop_shadows(bright, mask, paper)
+        if not mask.any():
+            return None  # only the shadow's edge: a blank page in uneven light
+    if mask.any() and _faint(bright, mask, paper, MIN_INK_RATIO if paper_light is None else UNEVEN_INK_RATIO):
+        return None  # the paper's grain, or a shadow's edge: a blank page
     return Ink(bright, mask, paper, inverted, threshold_mask, paper_light)
 
 
@@ -123,11 +141,11 @@ def _threshold(ink: np.ndarray) -> tuple[np.ndarray, float]:
     return ink > t, paper
 
 
-def _faint(bright: np.ndarray, mask: np.ndarray, paper: float) -> bool:
-    """Whether the ink kept is no stronger than the paper's own grain (MIN_INK_RATIO)."""
+def _faint(bright: np.ndarray, mask: np.ndarray, paper: float, ratio: float) -> bool:
+    """Whether the ink kept stands out from the paper's own grain by less than `ratio` times its spread."""
     rest = bright[~mask]
     spread = 1.4826 * float(np.median(np.abs(rest - np.median(rest)))) if rest.size else 0.0
-    return float(np.median(bright[mask])) - paper < MIN_INK_RATIO * spread
+    return float(np.median(bright[mask])) - paper < ratio * spread
 
 
 def _drop_specks(mask: np.ndarray) -> np.ndarray:
@@ -142,6 +160,29 @@ def _drop_specks(mask: np.ndarray) -> np.ndarray:
     keep = (sizes >= SPECK_FRACTION * sizes.max()) & (extents >= SPECK_SIDE * min(mask.shape))
     keep[0] = False
     return keep[labels]
+
+
+def _drop_shadows(bright: np.ndarray, mask: np.ndarray, paper: float) -> np.ndarray:
+    """Drop the ink components that are the smooth rest of a shadow (SMOOTH), not a pen's strokes."""
+    h, w = bright.shape
+    factor = max(1, min(h, w) // SMOOTH_SIDE)
+    if factor > 1:
+        small = _resize(bright, (max(1, w // factor), max(1, h // factor)), Image.Resampling.BOX)
+        blur = _resize(ndi.gaussian_filter(small, SMOOTH_SIGMA * min(small.shape)), (w, h), Image.Resampling.BILINEAR)
+    else:
+        blur = ndi.gaussian_filter(bright, SMOOTH_SIGMA * min(h, w))
+    labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))
+    index = np.arange(1, n + 1)
+    height = np.asarray(ndi.median(bright, labels, index)) - paper
+    sharp = np.asarray(ndi.median(bright - blur, labels, index))
+    # A solid mark (a filled block) is as smooth inside, but its edge is a step, not a slope: it stays.
+    slope = ndi.gaussian_gradient_magnitude(bright, 1.0)
+    edge = mask & ~ndi.binary_erosion(mask)
+    step = np.asarray(ndi.labeled_comprehension(slope, labels * edge, index, lambda v: np.percentile(v, 90), float, 0))
+    keep = np.r_[False, (sharp >= SMOOTH * height) | (step >= SOLID_EDGE * height)]
+    # A smooth component may hold a digit the shadow has joined: its strokes' pixels stay.
+    strokes = (labels > 0) & ~keep[labels] & (bright - blur >= STROKE_SHARP * (bright - paper))
+    return _drop_specks(keep[labels] | strokes)
 
 
 def ink_levels(ink: np.ndarray, mask: np.ndarray, paper: float) -> tuple[np.ndarray, np.ndarray]:
