@@ -4,9 +4,11 @@ Writes the site into a temporary folder (the run must have model.onnx), serves i
 loopback and opens it OPENS times in fresh browser contexts: how long after navigation starts the model is
 ready (model.json, ONNX Runtime Web's WebAssembly, the session and one warm-up run), and the first answer
 (ready, then one digit read). Then, in one page, pen-up to answer for a single digit drawn on the 280 px pad
-READS times: the pad's pixels, preprocess.js, the model on ONNX Runtime Web and the answer's fields.
+READS times: the pad's pixels, preprocess.js, the model on ONNX Runtime Web and the answer's fields; and
+STROKES strokes drawn with the mouse (Chromium's own input events), each timed from the pointer's release
+to the answer shown on the page.
 
-    .venv/bin/python bench/web.py runs/fast-... [--opens 5] [--reads 200]
+    .venv/bin/python bench/web.py runs/fast-... [--opens 5] [--reads 200] [--strokes 40]
 
 Targets (Chromium, a 2-core CPU): single digit p50 <= 10 ms; first answer <= 1.5 s after opening.
 """
@@ -51,6 +53,38 @@ DRAW_AND_TIME = """async (n) => {
 }"""
 
 
+# From each release of the pointer to the answer on the page (#result's state "done"), in the page's clock.
+WATCH_PEN_UPS = """() => {
+  window.penUps = [];
+  const result = document.getElementById("result");
+  window.addEventListener("pointerup", () => {
+    const t0 = performance.now();
+    const watch = new MutationObserver(() => {
+      if (result.dataset.state === "done") {
+        window.penUps.push(performance.now() - t0);
+        watch.disconnect();
+      }
+    });
+    watch.observe(result, { attributes: true });
+  }, true);
+}"""
+
+
+def draw_strokes(page, n: int) -> list[float]:
+    """n vertical strokes (a 1) drawn with the mouse, the pad cleared before each: pen-up to answer, ms."""
+    page.evaluate(WATCH_PEN_UPS)
+    box = page.locator("#pad").bounding_box()
+    x = box["x"] + box["width"] / 2
+    for i in range(n):
+        page.keyboard.press("Escape")
+        page.mouse.move(x, box["y"] + box["height"] * 0.15)
+        page.mouse.down()
+        page.mouse.move(x - box["width"] * 0.03, box["y"] + box["height"] * 0.85, steps=3)
+        page.mouse.up()
+        page.wait_for_function(f"window.penUps.length > {i}")
+    return page.evaluate("window.penUps")
+
+
 class Quiet(SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
@@ -61,6 +95,7 @@ def main() -> int:
     parser.add_argument("run", type=Path)
     parser.add_argument("--opens", type=int, default=5, help="fresh page loads timed")
     parser.add_argument("--reads", type=int, default=200, help="single-digit reads timed (after 20 untimed)")
+    parser.add_argument("--strokes", type=int, default=40, help="strokes drawn with the mouse, pen-up to answer")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -86,6 +121,7 @@ def main() -> int:
             page.goto(url)
             page.wait_for_function("typeof browserReader !== 'undefined' && browserReader.readyAt !== null")
             times = page.evaluate(DRAW_AND_TIME, args.reads + 20)[20:]
+            pen_ups = draw_strokes(page, args.strokes)
             browser.close()
         server.shutdown()
     print(f"model ready after opening: median {statistics.median(ready):.0f} ms (each: {[round(t) for t in ready]})")
@@ -93,6 +129,10 @@ def main() -> int:
     print(
         f"pen-up to answer, single digit ({len(times)} reads): p50 {np.percentile(times, 50):.1f} ms, "
         f"p90 {np.percentile(times, 90):.1f} ms, p99 {np.percentile(times, 99):.1f} ms"
+    )
+    print(
+        f"pen-up to answer on the page, a stroke drawn with the mouse ({len(pen_ups)} strokes): "
+        f"p50 {np.percentile(pen_ups, 50):.1f} ms, p90 {np.percentile(pen_ups, 90):.1f} ms"
     )
     return 0
 

@@ -122,7 +122,18 @@ const digitlabPreprocess = (() => {
     return Math.sin(x) / x;
   }
 
+  const COEFFICIENTS = new Map(); // the pad's sizes come again and again
+
   function coefficients(inSize, outSize, filter) {
+    const key = `${inSize} ${outSize} ${filter.support}`;
+    if (!COEFFICIENTS.has(key)) {
+      if (COEFFICIENTS.size > 256) COEFFICIENTS.clear();
+      COEFFICIENTS.set(key, weights(inSize, outSize, filter));
+    }
+    return COEFFICIENTS.get(key);
+  }
+
+  function weights(inSize, outSize, filter) {
     // precompute_coeffs: for each output pixel, the first input pixel and the normalised weights
     const scale = inSize / outSize;
     const filterscale = Math.max(scale, 1.0);
@@ -415,19 +426,37 @@ const digitlabPreprocess = (() => {
 
   function padReflect(img, p) {
     // np.maximum of np.pad(mode="reflect") with reflect_type "odd" and "even", p px on every side
-    const W = img.w + 2 * p;
-    const H = img.h + 2 * p;
-    const mirror = (i, n) => (i < 0 ? [-i, 0] : i >= n ? [2 * (n - 1) - i, n - 1] : [i, -1]); // [index, edge]
-    const at = (y, x) => img.a[y * img.w + x];
+    const { w, h, a } = img;
+    const W = w + 2 * p;
+    const H = h + 2 * p;
+    const mirror = (n, size) => {
+      // per padded index: the mirrored index, and the edge it mirrors about (-1 inside)
+      const at = new Int32Array(size);
+      const edge = new Int32Array(size);
+      for (let I = 0; I < size; I++) {
+        const i = I - p;
+        at[I] = i < 0 ? -i : i >= n ? 2 * (n - 1) - i : i;
+        edge[I] = i < 0 ? 0 : i >= n ? n - 1 : -1;
+      }
+      return [at, edge];
+    };
+    const [ys, eys] = mirror(h, H);
+    const [xs, exs] = mirror(w, W);
     const out = image(W, H);
     for (let Y = 0; Y < H; Y++) {
-      const [y, ey] = mirror(Y - p, img.h);
+      const y = ys[Y];
+      const ey = eys[Y];
       for (let X = 0; X < W; X++) {
-        const [x, ex] = mirror(X - p, img.w);
+        const x = xs[X];
+        const ex = exs[X];
+        const even = a[y * w + x];
         // odd: 2 * edge - mirrored, down the rows first, then along them (np.pad's order)
-        const rows = (xx) => (ey < 0 ? at(y, xx) : f32(2 * at(ey, xx) - at(y, xx)));
-        const odd = ex < 0 ? rows(x) : f32(2 * rows(ex) - rows(x));
-        out.a[Y * W + X] = Math.max(odd, at(y, x));
+        let odd = ey < 0 ? even : f32(2 * a[ey * w + x] - even);
+        if (ex >= 0) {
+          const atEdge = ey < 0 ? a[y * w + ex] : f32(2 * a[ey * w + ex] - a[y * w + ex]);
+          odd = f32(2 * atEdge - odd);
+        }
+        out.a[Y * W + X] = odd > even ? odd : even;
       }
     }
     return out;
@@ -449,6 +478,8 @@ const digitlabPreprocess = (() => {
     const [lightest] = minMax(paper.a);
     const cap = f32(lightest + (1.0 - SHADOW) * (255.0 - lightest));
     paper.a = paper.a.map((v) => Math.min(v, cap));
+    const [slo, shi] = minMax(paper.a);
+    if (shi - slo < FLAT_PAPER) return [bright, null]; // bilinear weights are positive: enlarged, as flat
     if (factor > 1) paper = resizeFloat(paper, w, h, "bilinear");
     const [plo, phi] = minMax(paper.a);
     if (phi - plo < FLAT_PAPER) return [bright, null];
