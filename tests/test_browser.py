@@ -668,6 +668,7 @@ def test_undo_and_redo_by_key_and_button(desk):
     one = pad_url(page)
     draw(page, [[(40, 150), (240, 130)]])  # a stray stroke across the 1
     shown_result(page)
+    assert 15 <= ink_across(page, "#pad", 60, 148) <= 22  # the pen: 18 px of the pad's 280
     both = pad_url(page)
     assert both != one
     page.keyboard.press("Control+z")
@@ -780,6 +781,15 @@ def rects_overlapping(page) -> list:
     }""")
 
 
+def ink_across(page, selector, x, y, reach=40) -> int:
+    """How many px of ink a pad's column x holds within `reach` px of row y: a stroke's width across."""
+    column = page.evaluate(
+        "([s, x, y0, n]) => [...document.querySelector(s).getContext('2d').getImageData(x, y0, 1, n).data]",
+        [selector, round(x), round(y - reach), 2 * reach],
+    )
+    return sum(v < 128 for v in column[::4])
+
+
 def two_lines(width, height) -> list:
     """Strokes writing 35 over 207 on a Number pad `width` x `height` px: two lines, each 30 % of its height."""
     tall = 0.3 * height
@@ -808,6 +818,8 @@ def test_two_line_number_on_a_phone_labels_never_overlap(desk, artifacts):
     shown = shown_reading(page)
     page.screenshot(path=str(artifacts / "number-two-lines-390x844.png"), animations="disabled")
     assert shown["text"] == "35\n207", shown
+    # The pen is 18/280 of a line's height, the Digit pad's pen: not thicker on a pad three times as tall.
+    assert 15 <= ink_across(page, "#number-pad", 0.76 * size[0], 0.58 * size[1]) <= 22  # the 7's bar
     assert rects_overlapping(page) == []
     assert small_targets(page) == []
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
