@@ -256,7 +256,7 @@ def test_tensorflow_is_imported_with_stderr_silenced_unless_verbose(tmp_path, mo
     monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))  # verbose() below takes the finder out
     monkeypatch.setattr(quiet, "_set_by_us", True)
     monkeypatch.setenv(quiet.LOG_LEVEL_ENV, quiet.QUIET_LOG_LEVEL)
-    monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
+    monkeypatch.setenv(quiet.VERBOSE_ENV, "0")  # verbose() below sets it; restored after the test
     quiet.install()
     capfd.readouterr()
     import noisy_a  # noqa: F401
@@ -277,7 +277,7 @@ def test_a_log_level_the_user_set_is_kept(monkeypatch):
 
     monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
     monkeypatch.setattr(quiet, "_set_by_us", False)
-    monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
+    monkeypatch.setenv(quiet.VERBOSE_ENV, "0")  # verbose() below sets it; restored after the test
     monkeypatch.setenv(quiet.LOG_LEVEL_ENV, "0")
     quiet.install()
     assert os.environ[quiet.LOG_LEVEL_ENV] == "0"
