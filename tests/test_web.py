@@ -386,6 +386,15 @@ def test_the_static_site_reads_a_drawn_digit_from_a_plain_http_server(browser, s
         "document.getElementById('seen').getContext('2d').getImageData(0, 0, 112, 112)"
         ".data.some((v, i) => i % 4 === 0 && v > 0)"
     ), "the 28x28 input is not shown"
+    # An upload is read in the browser too, from the pad once it is drawn there.
+    page.locator("#upload").set_input_files(
+        files=[{"name": "seven.png", "mimeType": "image/png", "buffer": strokes_png(np.random.default_rng(7))}]
+    )
+    page.wait_for_function(
+        "document.getElementById('result').dataset.state === 'done' && "
+        "document.getElementById('digit').textContent !== ''"
+    )
+    assert page.evaluate("browserReader.readCanvas(document.getElementById('pad')).then((r) => r.reason)") is None
     ready = page.evaluate("browserReader.readyAt")
     rng = np.random.default_rng(6)
     single = page.evaluate(TIME_READS, [base64.b64encode(strokes_png(rng)).decode(), 60])[10:]

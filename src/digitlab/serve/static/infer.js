@@ -67,6 +67,9 @@ const browserReader = (() => {
     numberMode.disabled = true;
     document.querySelector('label[for="mode-number"]').title = "Numbers are read by `digitlab serve`; this page reads digits";
     if (numberMode.checked) document.getElementById("mode-digit").click();
+    const style = document.createElement("style"); // nor a button that points to it
+    style.textContent = "#to-number { display: none !important; }";
+    document.head.append(style);
   }
 
   async function forward(pixels, n) {
