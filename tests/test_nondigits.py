@@ -103,12 +103,13 @@ def test_a_model_that_learnt_non_digits_says_not_a_digit_when_no_class_stands_ou
 
     even = np.full(10, 0.1, np.float32)
     doubt = np.full(10, 0.02, np.float32)
-    doubt[[4, 9]] = 0.42
+    doubt[[4, 9]] = 0.43, 0.41
     probs = np.stack([even, doubt])
     names = tuple(str(i) for i in range(10))
     learnt = Predictor(lambda x: probs[: len(x)], (28, 28), names, threshold=0.6, nondigits=True)
     rows = classify(learnt, np.zeros((2, 28, 28), np.uint8), [None, None])
     assert rows[0]["reason"] == NOT_A_DIGIT_REASON and rows[0]["unsure"] and rows[0]["digit"] is None
-    assert "below the threshold" in rows[1]["reason"]  # a doubt between a 4 and a 9 stays a doubt
+    # A doubt between a 4 and a 9 stays a doubt, said as such.
+    assert rows[1]["reason"] == "unsure: 4 or 9 (confidence 0.430, below the threshold 0.600)"
     plain = Predictor(lambda x: probs[: len(x)], (28, 28), names, threshold=0.6)
     assert "below the threshold" in classify(plain, np.zeros((1, 28, 28), np.uint8), [None])[0]["reason"]

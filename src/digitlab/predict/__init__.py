@@ -174,7 +174,11 @@ def classify(predictor: Predictor, digits: np.ndarray, rejected: Sequence[str | 
         else:
             row["probabilities"] = [float(v) for v in p]
             if row["confidence"] < predictor.threshold:
-                reason = f"confidence {row['confidence']:.3f} is below the threshold {predictor.threshold:.3f}"
+                first, second = (t["label"] for t in row["top3"][:2])
+                reason = (
+                    f"unsure: {first} or {second} (confidence {row['confidence']:.3f}, "
+                    f"below the threshold {predictor.threshold:.3f})"
+                )
                 if predictor.nondigits and sum(t["probability"] for t in row["top3"][:2]) < NOT_A_DIGIT:
                     reason = NOT_A_DIGIT_REASON
                 row.update(digit=None, label=None)

@@ -230,7 +230,8 @@ def answer_line(row: dict) -> str:
         return f"no digit: {row['reason']}"
     if row["digit"] is None:
         best = row["top3"][0]
-        return f"unsure: {row['reason']} (best guess {best['label']}, {best['probability']:.3f})"
+        doubt = row["reason"] if row["reason"].startswith("unsure: ") else f"unsure: {row['reason']}"
+        return f"{doubt} (best guess {best['label']}, {best['probability']:.3f})"
     return f"answer: {row['label']} ({row['confidence']:.3f})"
 
 
