@@ -13,6 +13,7 @@ const digitlabPreprocess = (() => {
   // ink.py
   const MIN_CONTRAST = 24.0;
   const MIN_INK_RATIO = 5.0;
+  const UNEVEN_INK_RATIO = 15.0;
   const SPECK_FRACTION = 0.08;
   const STRONG_INK = 90;
   const PAPER_SCALE = 1 / 3;
@@ -20,6 +21,11 @@ const digitlabPreprocess = (() => {
   const FLAT_PAPER = 16.0;
   const SHADOW = 0.45;
   const SPECK_SIDE = 0.035;
+  const SMOOTH = 0.15;
+  const SMOOTH_SIGMA = 1 / 16;
+  const STROKE_SHARP = 0.3;
+  const SOLID_EDGE = 0.2;
+  const SMOOTH_SIDE = 96;
   // marks.py
   const FILLED_SHARE = 0.5;
   const DOT_EXTENT = 2.25;
@@ -587,7 +593,7 @@ const digitlabPreprocess = (() => {
     return kept;
   }
 
-  function faint(bright, mask, paper) {
+  function faint(bright, mask, paper, ratio) {
     let count = 0;
     for (const v of mask) count += v;
     const rest = new Float32Array(mask.length - count);
@@ -602,20 +608,111 @@ const digitlabPreprocess = (() => {
       for (let i = 0; i < rest.length; i++) rest[i] = Math.abs(rest[i] - m);
       spread = 1.4826 * median(rest, true);
     }
-    return median(ink, true) - paper < MIN_INK_RATIO * spread;
+    return median(ink, true) - paper < ratio * spread;
+  }
+
+  function gaussianKernel(sigma, order) {
+    // SciPy's _gaussian_kernel1d, reversed as gaussian_filter1d correlates with it (radius 4 sigma)
+    const radius = Math.trunc(4.0 * sigma + 0.5);
+    const phi = [];
+    let sum = 0;
+    for (let x = -radius; x <= radius; x++) {
+      const v = Math.exp((-0.5 / (sigma * sigma)) * x * x);
+      phi.push(v);
+      sum += v;
+    }
+    const k = phi.map((v, i) => (order === 0 ? v / sum : ((-(i - radius) / (sigma * sigma)) * v) / sum));
+    return { radius, k: Float64Array.from(k.reverse()) };
+  }
+
+  function correlate1d(img, kernel, axis) {
+    // ndi.correlate1d with "reflect" boundaries, float32 out
+    const { w, h, a } = img;
+    const { radius, k } = kernel;
+    const out = new Float32Array(w * h);
+    const n = axis === 0 ? h : w;
+    const step = axis === 0 ? w : 1;
+    const src = new Int32Array(n + 2 * radius);
+    for (let j = 0; j < src.length; j++) src[j] = reflectIndex(j - radius, n) * step;
+    for (let line = 0; line < (axis === 0 ? w : h); line++) {
+      const base = axis === 0 ? line : line * w;
+      for (let i = 0; i < n; i++) {
+        let s = 0;
+        for (let j = 0; j < k.length; j++) s += a[base + src[i + j]] * k[j];
+        out[base + i * step] = s;
+      }
+    }
+    return image(w, h, out);
+  }
+
+  function gaussian(img, sigma, orders) {
+    // ndi.gaussian_filter with an order per axis, axis 0 first
+    let out = img;
+    orders.forEach((order, axis) => (out = correlate1d(out, gaussianKernel(sigma, order), axis)));
+    return out;
+  }
+
+  function medianBy(values, labels, n) {
+    // ndi.median per label 1..n
+    const groups = Array.from({ length: n + 1 }, () => []);
+    for (let i = 0; i < labels.length; i++) if (labels[i]) groups[labels[i]].push(values[i]);
+    return groups.map((g) => (g.length ? median(g) : 0));
+  }
+
+  function dropShadows(bright, mask, paper) {
+    // ink.py's _drop_shadows: components that are the smooth rest of a shadow, not a pen's strokes
+    const { w, h } = bright;
+    if (Math.floor(Math.min(h, w) / SMOOTH_SIDE) > 1) throw new Error("images are at most 160 px here");
+    const blur = gaussian(bright, SMOOTH_SIGMA * Math.min(h, w), [0, 0]);
+    const { labels, comps } = label(mask, w, h);
+    const n = comps.length;
+    const level = f32(paper);
+    const above = new Float32Array(w * h); // bright - blur
+    for (let i = 0; i < w * h; i++) above[i] = bright.a[i] - blur.a[i];
+    const height = medianBy(bright.a, labels, n).map((v) => v - paper);
+    const sharp = medianBy(above, labels, n);
+    // A solid mark (a filled block) is as smooth inside, but its edge is a step, not a slope: it stays.
+    const dy = gaussian(bright, 1.0, [1, 0]).a;
+    const dx = gaussian(bright, 1.0, [0, 1]).a;
+    const edges = Array.from({ length: n + 1 }, () => []);
+    const at = (y, x) => y >= 0 && y < h && x >= 0 && x < w && mask[y * w + x];
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++) {
+        const i = y * w + x;
+        if (!mask[i] || (at(y - 1, x) && at(y + 1, x) && at(y, x - 1) && at(y, x + 1))) continue;
+        edges[labels[i]].push(Math.sqrt(f32(f32(dy[i] * dy[i]) + f32(dx[i] * dx[i]))));
+      }
+    const keep = new Uint8Array(n + 1);
+    for (let c = 1; c <= n; c++) {
+      const step = edges[c].length ? percentile(edges[c], 90) : 0;
+      keep[c] = sharp[c] >= SMOOTH * height[c] || step >= SOLID_EDGE * height[c] ? 1 : 0;
+    }
+    // A smooth component may hold a digit the shadow has joined: its strokes' pixels stay.
+    const kept = new Uint8Array(w * h);
+    for (let i = 0; i < w * h; i++) {
+      const c = labels[i];
+      if (!c) continue;
+      kept[i] = keep[c] || above[i] >= f32(STROKE_SHARP * f32(bright.a[i] - level)) ? 1 : 0;
+    }
+    return dropSpecks(kept, w, h);
   }
 
   function findInk(grey) {
     const [bright0, inverted] = inkBright(grey);
     if (bright0 === null) return null;
-    const [bright] = flattenPaper(bright0);
+    const [bright, paperLight] = flattenPaper(bright0);
     const paper = median(border(bright));
     const [, hi] = minMax(bright.a);
     const t = Math.max(otsu(bright), paper + 0.25 * (hi - paper));
     const thresholded = new Uint8Array(bright.a.length);
     for (let i = 0; i < thresholded.length; i++) thresholded[i] = bright.a[i] > t ? 1 : 0;
-    const mask = dropSpecks(thresholded, bright.w, bright.h);
-    if (mask.some((v) => v) && faint(bright, mask, paper)) return null;
+    let mask = dropSpecks(thresholded, bright.w, bright.h);
+    if (paperLight !== null && mask.some((v) => v)) {
+      mask = dropShadows(bright, mask, paper);
+      if (!mask.some((v) => v)) return null; // only the shadow's edge: a blank page in uneven light
+    }
+    if (mask.some((v) => v) && faint(bright, mask, paper, paperLight === null ? MIN_INK_RATIO : UNEVEN_INK_RATIO))
+      return null;
     return { bright, mask, paper, inverted };
   }
 
