@@ -636,11 +636,23 @@ def evaluate(
         Optional[float], typer.Option(help="Exit with code 1 if test accuracy is below this (0-1).")
     ] = None,
     data_dir: DataDirOpt = None,
+    numbers: Annotated[
+        int,
+        typer.Option(
+            help="Also read N whole numbers per subset (separated, close, sizes, slanted, paper, lines, touching; "
+            "1-8 digits, from the test split) as `read` does: exact, character error rate, unsure, numbers.png.",
+            metavar="N",
+        ),
+    ] = 0,
 ) -> None:
     """Evaluate a run on the test set: accuracy, loss, per-class metrics, confusion matrix, galleries; for a
-    line run, exact numbers, character error rate and accuracy per length on lines of test digits."""
+    line run, exact numbers, character error rate and accuracy per length on lines of test digits. With
+    --numbers N, either kind also reads whole numbers."""
     prepare_run(run)
+    if numbers < 0:
+        fail(f"--numbers: expected a count of numbers per subset (0: none), got {numbers}")
     from digitlab.evaluation import evaluate as run_evaluation
+    from digitlab.evaluation import evaluate_numbers
 
     test = run_evaluation(run, data_dir=data_dir)
     if test["kind"] == "line":
@@ -669,6 +681,21 @@ def evaluate(
         typer.echo(
             f"test accuracy: {test['accuracy']:.4f} ({test['errors']} of {test['count']} wrong), "
             f"loss {test['loss']:.4f}"
+        )
+    if numbers:
+        with _progress_bar("reading numbers", "number", "numbers") as update:
+            read_back = evaluate_numbers(run, numbers, data_dir=data_dir, progress=update)
+        typer.echo(f"{read_back['numbers']}, read by {read_back['method']}")
+        typer.echo(f"{'subset':>10} {'numbers':>7} {'exact':>7} {'CER':>7} {'unsure':>7} {'accepted':>9}")
+        for r in (r for r in read_back["rows"] if r["length"] == "all"):
+            accepted = "-" if r["accepted_exact"] is None else f"{r['accepted_exact']:.4f}"
+            typer.echo(
+                f"{r['subset']:>10} {r['count']:7d} {r['exact']:7.4f} {r['character_error_rate']:7.4f} "
+                f"{r['unsure']:7.1%} {accepted:>9}"
+            )
+        typer.echo(
+            f"numbers read exactly: {read_back['exact']:.4f}; the {read_back['coverage']:.0%} most confident: "
+            f"{read_back['exact_at_coverage']:.4f}; figure: {run / read_back['figures']['numbers']}"
         )
     if min_accuracy is not None and test["accuracy"] < min_accuracy:
         fail(f"test accuracy {test['accuracy']:.4f} is below --min-accuracy {min_accuracy}", code=1)

@@ -4,10 +4,16 @@ A digit run is scored on the test images: accuracy, loss, per-class figures, the
 galleries. A line run is scored on lines composed from the test split's digits (digitlab.data.synth.lines, as its
 training and validation lines are from theirs): exact-number accuracy, character error rate, accuracy per
 length, the confusion of substituted digits, and what the unsure threshold accepts.
+
+Either kind also reads whole numbers (`evaluate_numbers`, `digitlab evaluate --numbers N`): the
+benchmark's numbers (digitlab.data.synth.numbers: separated, close, of mixed sizes, slanted, photographed,
+on several lines, touching; 1-8 digits) composed from the test split's digits, read as `digitlab read`
+reads them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +23,21 @@ from digitlab import runs
 from digitlab.config import ModelConfig
 from digitlab.data import Dataset, load_dataset
 from digitlab.data.synth.lines import PAD_LABEL, make_lines
+from digitlab.data.synth.numbers import SUBSETS, compose_numbers, score_readings
 from digitlab.errors import DigitlabError, RunError
 from digitlab.metrics import alignment, nll, temper
-from digitlab.plots import plot_by_length, plot_confusion, plot_gallery
+from digitlab.plots import plot_by_length, plot_confusion, plot_gallery, plot_numbers
 from digitlab.predict import Predictor, load_predictor
 from digitlab.predict.ctc import greedy_decode
+from digitlab.predict.reading import read
 
 GALLERY = 32  # digits per gallery
 CALIBRATED = "calibrated confidence"  # the run's temperature applied, as predict and serve show it
 UNCALIBRATED = "uncalibrated confidence (the run has no calibration.json)"
 TEST_LINES = 2000  # lines a line run is scored on
 TEST_LINES_SEED = 3  # their seed: the same lines for every run
+TEST_NUMBERS_SEED = 7  # the seed of `evaluate_numbers`' numbers: the same numbers for every run
+COVERAGE = 0.9  # `evaluate_numbers` gives the exact share of the most confident numbers at this coverage
 
 
 def run_kind(run_dir: Path) -> str:
@@ -226,3 +236,69 @@ def evaluate_ensemble(
         plot_confusion(cm, list(ds.class_names), out_dir / runs.CONFUSION)
         runs.write_json(out_dir / runs.METRICS, {"ensemble": {**result, "confusion_matrix": cm.tolist()}})
     return result
+
+
+def evaluate_numbers(
+    run_dir: Path,
+    per_subset: int,
+    *,
+    data_dir: Path | None = None,
+    method: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Read `per_subset` numbers of each subset, composed from the test split (their lengths 1-8 in turn),
+    as `digitlab read` reads them (the run's own method, or `method`); saved as `numbers` in metrics.json.
+
+    Per subset and length, and per subset over all lengths: exact (the whole number right), character
+    error rate, the share marked unsure, and the exact share of those not marked unsure. Over every
+    number: the exact share of the most confident ones against their share (numbers.png), and at
+    COVERAGE. `progress(done, total)` is called after each number."""
+    run_dir = Path(run_dir)
+    if isinstance(per_subset, bool) or not isinstance(per_subset, int) or per_subset < 1:
+        raise DigitlabError(f"--numbers: expected a count of numbers per subset of at least 1, got {per_subset!r}")
+    calibrated = (run_dir / runs.CALIBRATION).is_file()
+    predictor = load_predictor(run_dir, require_calibration=calibrated)
+    ds = load_dataset(runs.dataset_name(runs.read_run_config(run_dir)), data_dir=data_dir)
+    total = per_subset * len(SUBSETS)
+    rows, right, confidence = [], [], []
+    for subset in SUBSETS:
+        numbers = compose_numbers(ds.x_test, ds.y_test, subset, per_subset, seed=TEST_NUMBERS_SEED)
+        texts, unsure = [], []
+        for n in numbers:
+            reading = read(predictor, n.image, method=method)
+            texts.append(reading.text)
+            unsure.append(reading.unsure)
+            right.append(reading.text == n.text)
+            confidence.append(-1.0 if reading.confidence is None else reading.confidence)  # no ink: least sure
+            if progress is not None:
+                progress(len(right), total)
+        for length in [*sorted({n.length for n in numbers}), "all"]:
+            k = [i for i, n in enumerate(numbers) if length in ("all", n.length)]
+            scores = score_readings([numbers[i].text for i in k], [texts[i] for i in k], [unsure[i] for i in k])
+            rows.append({"subset": subset, "length": length, **_number_scores(scores)})
+    right_a = np.array(right)
+    order = np.argsort(-np.array(confidence), kind="stable")
+    curve = np.cumsum(right_a[order]) / np.arange(1, len(order) + 1)  # exact share of the k most confident
+    result = {
+        "numbers": f"{per_subset} numbers of 1-8 digits per subset, composed from the test split",
+        "method": method or ("line" if predictor.kind == "line" else "segment"),
+        "confidence": CALIBRATED if calibrated else UNCALIBRATED,
+        "rows": rows,
+        "exact": float(right_a.mean()),
+        "coverage": COVERAGE,
+        "exact_at_coverage": float(curve[max(1, round(COVERAGE * len(curve))) - 1]),
+        "figures": {"numbers": plot_numbers(rows, curve, COVERAGE, run_dir / runs.NUMBERS).name},
+    }
+    runs.update_json(run_dir / runs.METRICS, numbers=result)
+    return result
+
+
+def _number_scores(scores: dict) -> dict:
+    """score_readings' figures under evaluate's names (the character error rate is 1 - digit accuracy)."""
+    return {
+        "count": scores["count"],
+        "exact": scores["string_accuracy"],
+        "character_error_rate": 1.0 - scores["digit_accuracy"],
+        "unsure": scores["unsure"],
+        "accepted_exact": scores["accepted_accuracy"],
+    }

@@ -180,3 +180,39 @@ def reliability_figure(
     # Below the plot: inside it, the legend would cover the points or their counts wherever they fall.
     fig.legend(loc="outside lower center", ncols=3, fontsize=8)
     return fig
+
+
+def plot_numbers(rows: list[dict], curve: np.ndarray, coverage: float, path: Path) -> Path:
+    """Whole numbers read: each subset's exact share, all numbers and those not marked unsure (left); the
+    exact share of the most confident numbers against their share of all (right), marked at `coverage`."""
+    fig = Figure(figsize=(11, 3.8))
+    bars_ax, curve_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    every = [r for r in rows if r["length"] == "all"]
+    x = np.arange(len(every))
+    bars_ax.bar(x - 0.2, [100 * r["exact"] for r in every], 0.4, label="all numbers", color="tab:blue")
+    accepted = [100 * (r["accepted_exact"] or 0.0) for r in every]
+    bars_ax.bar(x + 0.2, accepted, 0.4, label="not marked unsure", color="tab:green")
+    bars_ax.set_xticks(x, [r["subset"] for r in every], rotation=20)
+    bars_ax.set_ylabel("read exactly (%)")
+    bars_ax.set_ylim(0, 105)
+    bars_ax.set_title("Test numbers read exactly, by subset")
+    bars_ax.legend(loc="lower left", fontsize=8)
+    bars_ax.grid(axis="y", alpha=0.3)
+    share = 100 * np.arange(1, len(curve) + 1) / len(curve)
+    curve_ax.plot(share, 100 * curve, color="tab:blue")
+    at = max(1, round(coverage * len(curve))) - 1
+    curve_ax.plot([share[at]], [100 * curve[at]], "o", color="tab:red")
+    curve_ax.annotate(
+        f"{100 * curve[at]:.1f} % at {100 * coverage:.0f} %",
+        (share[at], 100 * curve[at]),
+        xytext=(-90, -25),
+        textcoords="offset points",
+        fontsize=8,
+        arrowprops={"arrowstyle": "-", "color": "0.5"},
+    )
+    curve_ax.set_xlabel("numbers answered, most confident first (%)")
+    curve_ax.set_ylabel("read exactly (%)")
+    curve_ax.set_title("Exact against coverage")
+    curve_ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)

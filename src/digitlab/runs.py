@@ -16,6 +16,8 @@ after `digitlab evaluate`:
   mistakes.png          the most confident test mistakes
   predictions.png       random test digits, wrong ones in red (digit runs)
   by_length.png         test lines read exactly, per length (line runs)
+after `digitlab evaluate --numbers N`:
+  numbers.png           test numbers read exactly, per subset, and against coverage
 after `digitlab report`, `digitlab lr-find`, `digitlab export`:
   report.html           the self-contained report
   lr_find.png           loss against learning rate
@@ -64,6 +66,7 @@ CONFUSION = "confusion_matrix.png"
 MISTAKES = "mistakes.png"
 PREDICTIONS = "predictions.png"
 BY_LENGTH = "by_length.png"
+NUMBERS = "numbers.png"
 ONNX = "model.onnx"
 TFLITE = "model.tflite"
 SAVED_MODEL = "saved_model"
@@ -87,6 +90,7 @@ RUN_FILES = (
     MISTAKES,
     PREDICTIONS,
     BY_LENGTH,
+    NUMBERS,
     REPORT,
     LR_FIND_PNG,
     LR_FIND_CSV,
