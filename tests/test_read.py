@@ -380,7 +380,7 @@ def test_eleven_touching_by_a_pixel_reads_11_with_two_digits_expected(stand_in):
     alone = read(stand_in, ones_touching())
     assert alone.text == "1" and not alone.unsure  # one narrow bar to the classifier
     two = read(stand_in, ones_touching(), digits=2)
-    assert two.text == "11" and not two.unsure, two.reason
+    assert two.text == "11" and two.unsure and two.reason == "expected 2 digits, found 1"  # forced: not clearly
     assert [d.box[0] for d in two.digits] == [10, 13]  # cut at the pixel where they touch
     assert read(stand_in, ones_touching(), digits="1-2").text == "1"  # the best reading fits: kept
 
@@ -391,7 +391,7 @@ def test_overlapping_zeros_read_00_with_two_digits_expected(stand_in, overlap):
 
     assert read(stand_in, zeros_overlapping(overlap)).text == "0"  # one ring-like blob
     both = read(stand_in, zeros_overlapping(overlap), digits=2)
-    assert both.text == "00" and not both.unsure, both.reason
+    assert both.text == "00" and both.reason == "expected 2 digits, found 1"
     assert both.confidence == pytest.approx(0.9**2, rel=1e-4)
 
 

@@ -783,7 +783,7 @@ def predict(
 
 DIGITS_HELP = (
     "How many digits each number has, all lines together: 4, or a range like 5-9. The reading is the best "
-    "one with that many digits, or unsure with the reason (expected 4 digits, found 3 clearly)."
+    "one with that many digits; one that had to be forced to it is unsure (expected 4 digits, found 3)."
 )
 
 

@@ -3,9 +3,11 @@ reading must have, parsed once and checked here for the CLI, the REST API and ba
 
 A reader given a `DigitCount` returns its best reading with that many digits (the line model's
 constrained CTC decoding, `predict.ctc.count_decode`; the segmentation's cut and merged candidates,
-`predict.segmented.decide`). The reading it would give without the count is compared with that one: when
-it has another count and is sure, and the reading with the expected count is less than 1/CLEARLY as
-likely, the reading is unsure with the reason `found_reason` gives ("expected 4 digits, found 3 clearly").
+`predict.segmented.decide`). When the reading it gives without the count has that count, nothing
+changes. Otherwise the reading with the count is unsure, with the reason `found_reason` gives: "expected 4
+digits, found 3", and "clearly" when the reading found was sure and the one with the expected count is
+less than 1/CLEARLY as likely. (On validation strings such forced readings were right 24 times in 55:
+accepted, they made the accepted numbers 92 % right instead of 97 %; docs/design/reading.md.)
 """
 
 from __future__ import annotations

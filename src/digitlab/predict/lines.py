@@ -98,8 +98,9 @@ def _meet_count(
 ) -> tuple[list[Decoded], list[str]]:
     """The lines' decodings with `digits` digits in all, and the reason to be unsure for their count: the
     best paths as they are when their count fits; else the best paths with that count (ctc.count_decode).
-    The found count is clear when every line was read surely and the paths with the expected count are
-    less than 1/CLEARLY as likely; no path with that count (more digits than frames) keeps the best paths."""
+    A reading so forced is unsure (see digitlab.predict.count); the found count is clear when every line was
+    read surely and the paths with the expected count are less than 1/CLEARLY as likely. No path with that
+    count (more digits than frames) keeps the best paths."""
     found = sum(len(line.digits) for line in decoded)
     if found in digits:
         return decoded, []
@@ -110,8 +111,7 @@ def _meet_count(
     gap = sum(
         math.log(max(a.confidence, 1e-300)) - math.log(max(b.confidence, 1e-300)) for a, b in zip(decoded, forced)
     )
-    clearly = sure and gap > LOG_CLEARLY
-    return forced, [found_reason(digits, found, True)] if clearly else []
+    return forced, [found_reason(digits, found, sure and gap > LOG_CLEARLY)]
 
 
 def _box(mask, placement, corner, lo: float, hi: float, scale) -> tuple[int, int, int, int]:

@@ -189,8 +189,7 @@ def decide(h: Hypotheses, scoring: Scoring = SCORING, digits: DigitCount | None 
             reasons.append(found_reason(digits, found, sure))
         else:
             gap = sum(s.score for s in steps) - sum(s.score for s in forced)
-            if sure and gap > LOG_CLEARLY:
-                reasons.append(found_reason(digits, found, True))
+            reasons.append(found_reason(digits, found, sure and gap > LOG_CLEARLY))  # forced: always unsure
             steps = forced
     return _reading(h, steps, reasons)
 

@@ -67,7 +67,8 @@ class BatchRequest(BaseModel):
 # naming it otherwise): one rule for the API, the CLI's --digits and batch.
 DIGITS_DOC = (
     f"How many digits each number has, all lines together: 4, or a range like 5-9 (1 to {MAX_DIGITS}). The "
-    "reading is the best one with that many digits, or unsure with the reason (expected 4 digits, found 3 clearly)"
+    "reading is the best one with that many digits; one that had to be forced to it is unsure (expected 4 digits, "
+    "found 3)"
 )
 
 
