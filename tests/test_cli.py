@@ -77,6 +77,8 @@ def test_lr_find(tmp_path, synthetic_dir):
     one_line_error(invoke(*args), f"--out {tmp_path}: already holds lr_find.csv and lr_find.png", "--overwrite")
     assert (tmp_path / "lr_find.csv").read_bytes() == before
     assert invoke(*args, "--overwrite").exit_code == 0
+    (tmp_path / "a-file").write_text("")
+    one_line_error(invoke(*args[:-1], tmp_path / "a-file"), f"--out {tmp_path / 'a-file'}: is a file")
 
 
 @pytest.mark.parametrize(

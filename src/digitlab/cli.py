@@ -600,6 +600,7 @@ def lr_find(
         seed=seed,
         dataset=dataset,
     )
+    runs.check_lr_find_out(out, overwrite)  # before TensorFlow, as train checks its --out
     start_tensorflow()
     from digitlab import lr_find as finder
 

@@ -43,14 +43,7 @@ def lr_find(
     with `overwrite` (refused before anything is trained).
     """
     out_dir = Path(out_dir)
-    earlier = [name for name in (runs.LR_FIND_CSV, runs.LR_FIND_PNG) if (out_dir / name).exists()]
-    if earlier and not overwrite:
-        raise DigitlabError(
-            f"--out {out_dir}: already holds {' and '.join(earlier)} from an earlier test; pass --overwrite to "
-            "replace them, or another --out"
-        )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DigitlabError(f"--out {out_dir}: is a file; expected a directory for lr_find.png and lr_find.csv")
+    runs.check_lr_find_out(out_dir, overwrite)
     if not 0 < start_lr < end_lr:
         raise DigitlabError(f"lr-find: expected 0 < --start-lr < --end-lr, got {start_lr} and {end_lr}")
     if steps < 10:

@@ -214,6 +214,20 @@ def check_new_run(out_dir: Path, overwrite: bool = False) -> None:
             raise RunError(f"{out_dir}: already holds a run; pass --resume to continue it or --overwrite to replace it")
 
 
+def check_lr_find_out(out_dir: Path, overwrite: bool = False) -> None:
+    """A RunError unless a learning-rate range test may write into `out_dir`: not a file, and holding no
+    earlier test's lr_find.csv or lr_find.png unless `overwrite` (as `check_new_run` keeps a run)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"--out {out_dir}: is a file; expected a directory for {LR_FIND_PNG} and {LR_FIND_CSV}")
+    earlier = [name for name in (LR_FIND_CSV, LR_FIND_PNG) if (out_dir / name).exists()]
+    if earlier and not overwrite:
+        raise RunError(
+            f"--out {out_dir}: already holds {' and '.join(earlier)} from an earlier test; pass --overwrite to "
+            "replace them, or another --out"
+        )
+
+
 def read_history(run_dir: Path) -> list[dict]:
     """A run's history.csv: one dict per epoch (epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds),
     numbers as numbers."""
