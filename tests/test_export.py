@@ -204,7 +204,7 @@ def test_unknown_format_is_one_line_error(run_dir):
     result = invoke("export", run_dir, "--format", "pickle")
     assert result.exit_code == 2
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert errors == ["error: --format: expected one of onnx, tflite, saved_model, got 'pickle'"]
+    assert errors == ["error: --format: expected one of onnx, tflite, saved_model, web, got 'pickle'"]
 
 
 def test_run_without_model(tmp_path):
