@@ -155,7 +155,7 @@ def test_adaptation_teaches_a_run_a_writer_and_leaves_the_base_untouched(tmp_pat
 
     assert digests(base) == before_files
     before, after = accuracy(base, others), accuracy(out, others)
-    assert before <= 0.4 and after >= 0.8, (before, after)
+    assert before <= 0.3 and after >= before + 0.5, (before, after)  # 0.1 and 0.85 here
     config = json.loads((out / runs.CONFIG).read_text())
     assert config["adapt"]["base_run"] == str(base.resolve()) and config["adapt"]["samples"] == 30
     assert config["adapt"]["samples_digest"] == read_samples(samples).digest

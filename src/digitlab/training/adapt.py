@@ -32,7 +32,7 @@ import keras
 import numpy as np
 
 from digitlab import __version__, atomic, runs
-from digitlab.config import ModelConfig, TrainConfig
+from digitlab.config import AUGMENTATIONS, ModelConfig, TrainConfig
 from digitlab.data import RunSplit, default_cache_dir, run_split
 from digitlab.errors import DataError, DigitlabError, RunError
 from digitlab.predict.keras_runtime import load_keras_model
@@ -55,8 +55,8 @@ class Recipe:
 
     steps: int = 150  # optimizer steps, one epoch
     batch_size: int = 64  # images per step
-    mix: float = 0.5  # share of each epoch drawn from the run's own training split, against forgetting
-    layers: str = "all"  # "all" or "head" (the hidden Dense layer and the classifier; the convs frozen)
+    mix: float = 0.75  # share of each epoch drawn from the run's own training split, against forgetting
+    layers: str = "head"  # "head" (the hidden Dense layer and the classifier; the convs frozen) or "all"
     learning_rate: float = 1e-3  # peak of the one-cycle schedule (Adam)
     # The warps each sample (and each mixed-in training digit) gets afresh (training.augment).
     shift: float = 1.5
@@ -65,6 +65,7 @@ class Recipe:
     shear: float = 0.25
     thickness: float = 0.5
     blur: float = 0.5
+    elastic: float = 0.0  # elastic distortion strength (alpha, px; 0: none)
 
     def __post_init__(self) -> None:
         if self.layers not in ("all", "head"):
@@ -76,7 +77,7 @@ class Recipe:
 
     def train_config(self, base: TrainConfig, seed: int) -> TrainConfig:
         """The run's training configuration with the adaptation's schedule and warps."""
-        warps = {k: getattr(self, k) for k in ("shift", "rotate", "scale", "shear", "thickness", "blur")}
+        warps = {k: getattr(self, k) for k in AUGMENTATIONS}
         return dataclasses.replace(
             base,
             epochs=1,
@@ -85,7 +86,6 @@ class Recipe:
             learning_rate=self.learning_rate,
             weight_decay=0.0,
             schedule="onecycle",
-            elastic=0.0,
             precision="float32",
             seed=seed,
             **warps,
