@@ -526,3 +526,10 @@ def test_a_run_of_four_touching_ones_is_cut_into_four_over_its_cut_graph(stand_i
     graph = cut_graph(found[0].whole, seg.labels, seg.line_heights[0], parts=4)
     assert {(10, 13), (13, 17), (17, 21), (21, 25)} <= set(graph)  # the path through the touching pixels
     assert all(b - a <= 1.3 * seg.line_heights[0] for a, b in graph)  # no piece wider than a digit may be
+
+
+def test_a_reader_from_python_takes_the_count_too(synthetic_mlp_run):
+    from digitlab import load_reader
+
+    reading = load_reader(synthetic_mlp_run).read(bars([10, 25, 40]), digits="5-9")
+    assert reading.unsure and reading.reason.startswith("expected 5-9 digits, found 3")

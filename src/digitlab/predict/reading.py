@@ -122,10 +122,10 @@ class Reader(Predictor):
         """The digit in one image (a path, bytes, a PIL image or an array), as `predict_image` reads it."""
         return predict_image(self, image)
 
-    def read(self, image, method: str | None = None) -> Reading:
+    def read(self, image, method: str | None = None, digits: DigitCount | int | str | None = None) -> Reading:
         """The number in one image (a path, bytes, a PIL image or an array), as `digitlab read` reads it;
-        `method` "segment" or "line", None: the run's own."""
-        return read(self, image, method=method)
+        `method` "segment" or "line", None: the run's own; `digits` (4, "5-9") as `--digits`."""
+        return read(self, image, method=method, digits=digits)
 
 
 def load_reader(run_dir: str | os.PathLike, runtime: str = "keras") -> Reader:
