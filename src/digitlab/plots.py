@@ -194,9 +194,10 @@ def plot_numbers(rows: list[dict], curve: np.ndarray, coverage: float, path: Pat
     bars_ax.bar(x + 0.2, accepted, 0.4, label="not marked unsure", color="tab:green")
     bars_ax.set_xticks(x, [r["subset"] for r in every], rotation=20)
     bars_ax.set_ylabel("read exactly (%)")
-    bars_ax.set_ylim(0, 105)
+    bars_ax.set_ylim(0, 118)  # room above the bars for the legend
+    bars_ax.set_yticks(range(0, 101, 20))
     bars_ax.set_title("Test numbers read exactly, by subset")
-    bars_ax.legend(loc="lower left", fontsize=8)
+    bars_ax.legend(loc="upper center", ncols=2, fontsize=8)
     bars_ax.grid(axis="y", alpha=0.3)
     share = 100 * np.arange(1, len(curve) + 1) / len(curve)
     curve_ax.plot(share, 100 * curve, color="tab:blue")
