@@ -237,7 +237,9 @@ def spread(**peaks) -> list[float]:
     return [p if p else rest for p in probabilities]
 
 
-UNSURE = canned(spread(d5=0.516, d6=0.3), unsure=True, reason="confidence 0.516 is below the threshold 0.756")
+UNSURE = canned(
+    spread(d5=0.516, d6=0.3), unsure=True, reason="unsure: 5 or 6 (confidence 0.516, below the threshold 0.756)"
+)
 SURE = canned(spread(d7=0.973))
 
 
@@ -840,12 +842,13 @@ def test_unsure_digit_is_an_outline_over_its_visible_ink(desk, artifacts):
 
     page.route("**/api/read", altered)
     changes["digit"] = {"unsure": True, "confidence": 0.412}
-    changes["reading"] = {"unsure": True, "reason": "digit 2: confidence 0.412 is below the threshold 0.756"}
+    reason = "digit 2: unsure: 5 or 6 (confidence 0.412, below the threshold 0.756)"  # as the server says it
+    changes["reading"] = {"unsure": True, "reason": reason}
     page.click("#number-undo")  # read again: the last stroke off, then back
     page.click("#number-redo")
     shown = shown_reading(page)
     page.screenshot(path=str(artifacts / "number-unsure-390x844.png"), animations="disabled")
-    assert shown["message"] == "Not sure of the second digit of line 1: is it a 5?", shown["message"]
+    assert shown["message"] == "Not sure of the second digit of line 1: a 5 or a 6?", shown["message"]
     unsure = page.locator("#number-boxes .box.unsure")
     assert unsure.count() == 1
     style = unsure.evaluate("(b) => [getComputedStyle(b).backgroundColor, getComputedStyle(b).borderTopStyle]")

@@ -132,8 +132,15 @@
       const where = `the ${ordinal(inLine.indexOf(d) + 1)} digit`;
       return several ? `${where} of line ${d.line + 1}` : where;
     };
-    const parts = digits.filter((d) => d.unsure).map((d) => `not sure of ${place(d)}: is it ${aDigit(String(d.digit))}?`);
-    for (const reason of (r.reason || "").split("; ").filter(Boolean)) {
+    const reasons = (r.reason || "").split("; ").filter(Boolean);
+    const guess = (d) => {
+      // the two likeliest digits when the server's reason names them ("digit 2: unsure: 4 or 9 (...)")
+      const named = reasons.map((t) => /^digit (\d+): unsure: (\S+) or (\S+) \(/.exec(t));
+      const two = named.find((m) => m && +m[1] === digits.indexOf(d) + 1);
+      return two ? `${aDigit(two[2])} or ${aDigit(two[3])}?` : `is it ${aDigit(String(d.digit))}?`;
+    };
+    const parts = digits.filter((d) => d.unsure).map((d) => `not sure of ${place(d)}: ${guess(d)}`);
+    for (const reason of reasons) {
       if (/^digit \d+: .*below the threshold/.test(reason)) continue; // said above, from the digit's flag
       const line = /^line (\d+): confidence .*below the threshold/.exec(reason);
       if (line) {
