@@ -1,4 +1,5 @@
-"""Reading a line model's output: greedy CTC decoding, the string's confidence and each digit's frames.
+"""Reading a line model's output: greedy CTC decoding, the string's confidence and each digit's frames;
+with a count of digits to meet (`--digits`), the best path with that many (`count_decode`).
 
 NumPy only, so that ONNX Runtime reads lines without Keras; it agrees with `keras.ops.ctc_decode`'s
 greedy strategy (tests/test_line_model.py checks that). The blank is the last class.
@@ -68,9 +69,9 @@ def count_decode(probs: np.ndarray, least: int, most: int, temperature: float = 
     passes = [_viterbi(lp, most) for lp in log_p]
     # best[k][n]: the best log-probability of lines 0..k having n digits in all; split[k][n]: line k's share
     best, split = passes[0][0], []
+    sums = np.add.outer(np.arange(most + 1), np.arange(most + 1))  # (digits so far, this line's): their sum
     for ends, _ in passes[1:]:
         total = best[:, None] + ends[None, :]  # (digits so far, this line's digits)
-        sums = np.add.outer(np.arange(most + 1), np.arange(most + 1))
         merged = np.full(most + 1, -np.inf)
         share = np.zeros(most + 1, int)
         for n in range(most + 1):
