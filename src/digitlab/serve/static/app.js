@@ -8,7 +8,7 @@ const DEBOUNCE_MS = 150; // after the last stroke segment, ask for a prediction
 const PEN_SHARE = 18 / 280; // the pen's width as a share of the height one digit takes on a pad: a felt pen
 
 const pad = document.getElementById("pad");
-const ctx = pad.getContext("2d"); // the same context inkPad draws with
+const ctx = pad.getContext("2d", { willReadFrequently: true }); // the same context inkPad draws with
 const seen = document.getElementById("seen");
 const result = document.getElementById("result");
 const digitEl = document.getElementById("digit");
@@ -38,7 +38,8 @@ function inkPad(canvas, { onStart, onInk, onEnd, digitHeight = () => canvas.heig
   // stroke is kept, so that undo() and redo() repaint the pad without it or with it again. The pen is
   // PEN_SHARE of digitHeight(), the height one digit takes on this pad (its canvas px), so that the ink
   // keeps its weight whatever the pad's size. An image set with setImage() lies under the strokes.
-  const g = canvas.getContext("2d");
+  // Read after every stroke (infer.js reads its pixels): kept in memory, not read back from the GPU.
+  const g = canvas.getContext("2d", { willReadFrequently: true });
   let stroke = null; // {id, width, points: [[x, y], ...], pieces: [[from, to], ...]} of the pointer drawing now
   let strokes = []; // the strokes on the pad, oldest first (the one drawing now included)
   let undone = []; // strokes taken back, the last one taken back last
