@@ -362,7 +362,9 @@ const digitServer = serverAsker({
 
 function schedule(ms) {
   clearTimeout(timer);
-  timer = setTimeout(send, ms);
+  // Read in the browser at once: a timer would wait for the next frame to be drawn (about 10 ms).
+  if (ms === 0 && browserReader.on) send();
+  else timer = setTimeout(send, ms);
 }
 
 async function send() {
