@@ -13,7 +13,7 @@ const digitlabPreprocess = (() => {
   // ink.py
   const MIN_CONTRAST = 24.0;
   const MIN_INK_RATIO = 5.0;
-  const UNEVEN_INK_RATIO = 15.0;
+  const UNEVEN_INK_RATIO = 10.0;
   const SPECK_FRACTION = 0.08;
   const STRONG_INK = 90;
   const PAPER_SCALE = 1 / 3;
@@ -23,7 +23,6 @@ const digitlabPreprocess = (() => {
   const SPECK_SIDE = 0.035;
   const SMOOTH = 0.15;
   const SMOOTH_SIGMA = 1 / 16;
-  const STROKE_SHARP = 0.3;
   const SOLID_EDGE = 0.2;
   const SMOOTH_SIDE = 96;
   // marks.py
@@ -666,7 +665,6 @@ const digitlabPreprocess = (() => {
     const blur = gaussian(bright, SMOOTH_SIGMA * Math.min(h, w), [0, 0]);
     const { labels, comps } = label(mask, w, h);
     const n = comps.length;
-    const level = f32(paper);
     const above = new Float32Array(w * h); // bright - blur
     for (let i = 0; i < w * h; i++) above[i] = bright.a[i] - blur.a[i];
     const height = medianBy(bright.a, labels, n).map((v) => v - paper);
@@ -687,14 +685,9 @@ const digitlabPreprocess = (() => {
       const step = edges[c].length ? percentile(edges[c], 90) : 0;
       keep[c] = sharp[c] >= SMOOTH * height[c] || step >= SOLID_EDGE * height[c] ? 1 : 0;
     }
-    // A smooth component may hold a digit the shadow has joined: its strokes' pixels stay.
     const kept = new Uint8Array(w * h);
-    for (let i = 0; i < w * h; i++) {
-      const c = labels[i];
-      if (!c) continue;
-      kept[i] = keep[c] || above[i] >= f32(STROKE_SHARP * f32(bright.a[i] - level)) ? 1 : 0;
-    }
-    return dropSpecks(kept, w, h);
+    for (let i = 0; i < w * h; i++) kept[i] = keep[labels[i]];
+    return kept;
   }
 
   function findInk(grey) {
