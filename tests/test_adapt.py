@@ -1,7 +1,9 @@
 """`digitlab adapt`: the samples reader (folders, CSVs, every bad form), the fine-tuning on a constructed
 writer, the base run left untouched, and --out refused unless --overwrite."""
 
+import base64
 import hashlib
+import io
 import json
 import shutil
 
@@ -15,6 +17,7 @@ from digitlab import runs
 from digitlab.cli import app
 from digitlab.config import resolve_configs
 from digitlab.errors import DataError, RunError
+from digitlab.preprocess import preprocess
 from digitlab.training.adapt import LINE_RUNS, Recipe, adapt, read_samples
 
 FONT = ImageFont.load_default(size=64)
@@ -188,3 +191,90 @@ def test_the_cli_refuses_an_existing_out_in_one_line(tmp_path, synthetic_cnn_run
     result = CliRunner().invoke(app, ["adapt", str(synthetic_cnn_run), str(tmp_path), "--out", str(out)])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [f"error: --out {out}: already exists; pass --overwrite to replace it"]
+
+
+def samples_file(path, rng, per_digit: int = 1, **changes) -> dict:
+    """The page's Teach mode download: {"format", "version", "samples": [{digit, image: PNG data URL}]}."""
+    samples = []
+    for k in range(10):
+        for _ in range(per_digit):
+            png = io.BytesIO()
+            drawn(str(k), rng).save(png, format="PNG")
+            samples.append({"digit": k, "image": "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()})
+    doc = {"format": "digitlab-samples", "version": 1, "samples": samples} | changes
+    path.write_text(json.dumps(doc))
+    return doc
+
+
+def test_reads_the_pages_samples_file_beside_a_folder(tmp_path):
+    doc = samples_file(tmp_path / "digitlab-samples.json", np.random.default_rng(5), per_digit=2)
+    samples = read_samples([tmp_path / "digitlab-samples.json", write_folder(tmp_path / "more", 1, seed=6)])
+    assert len(samples) == 30 and samples.per_digit() == {str(k): 3 for k in range(10)}
+    assert samples.files[0] == f"{tmp_path / 'digitlab-samples.json'}: samples[0]"
+    # the same preprocessing as the image file itself would get
+    first = base64.b64decode(doc["samples"][0]["image"].split(",", 1)[1])
+    assert np.array_equal(samples.digits[0], preprocess(first).digit)
+    assert samples.sha256[0] == hashlib.sha256(first).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("not json", r"me.json: not valid JSON \(Expecting value, line 1\); expected a digitlab-samples file"),
+        ("another format", r"me.json: format: expected 'digitlab-samples', got 'something-else'"),
+        ("a list", r"me.json: format: expected 'digitlab-samples', got None"),
+        ("a later version", r"me.json: version: expected 1, got 2"),
+        ("no samples list", r"me.json: samples: expected a list of \{digit, image\}"),
+        ("a label outside 0-9", r"me.json: samples\[3\].digit: expected 0 to 9, got 12"),
+        ("a label as text", r"me.json: samples\[3\].digit: expected 0 to 9, got '3'"),
+        ("a sample without image", r"me.json: samples\[3\]: expected an object with digit and image"),
+        ("a JPEG data URL", r"me.json: samples\[3\].image: expected a PNG data URL \(data:image/png;base64,...\), got"),
+        ("a path, not a data URL", r"me.json: samples\[3\].image: expected a PNG data URL .*got 'pics/3.png'"),
+        ("bad base64", r"me.json: samples\[3\].image: not valid base64"),
+        ("not a PNG inside", r"me.json: samples\[3\].image: not a PNG image"),
+        ("a truncated PNG", r"me.json: samples\[3\]: image bytes \(\d+ bytes\)"),
+        ("the same drawing twice", r"me.json: samples\[3\]: the same image as .*me.json: samples\[2\]"),
+        ("no samples", r"me.json: no sample images found"),
+    ],
+)
+def test_a_bad_samples_file_is_a_one_line_error_naming_it(tmp_path, case, message):
+    path = tmp_path / "me.json"
+    doc = samples_file(path, np.random.default_rng(7))
+    sample = doc["samples"][3]
+    png = sample["image"]
+    if case == "not json":
+        path.write_text("")
+    elif case == "a list":
+        path.write_text(json.dumps(doc["samples"]))
+    else:
+        if case == "another format":
+            doc["format"] = "something-else"
+        elif case == "a later version":
+            doc["version"] = 2
+        elif case == "no samples list":
+            doc["samples"] = {"3": png}
+        elif case == "a label outside 0-9":
+            sample["digit"] = 12
+        elif case == "a label as text":
+            sample["digit"] = "3"
+        elif case == "a sample without image":
+            del sample["image"]
+        elif case == "a JPEG data URL":
+            sample["image"] = png.replace("image/png", "image/jpeg")
+        elif case == "a path, not a data URL":
+            sample["image"] = "pics/3.png"
+        elif case == "bad base64":
+            sample["image"] = png[:-5] + "!!!!="
+        elif case == "not a PNG inside":
+            sample["image"] = "data:image/png;base64," + base64.b64encode(b"GIF89a not really").decode()
+        elif case == "a truncated PNG":
+            raw = base64.b64decode(png.split(",", 1)[1])
+            sample["image"] = "data:image/png;base64," + base64.b64encode(raw[:60]).decode()
+        elif case == "the same drawing twice":
+            sample["image"] = doc["samples"][2]["image"]
+        elif case == "no samples":
+            doc["samples"] = []
+        path.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=message) as caught:
+        read_samples(path)
+    assert "\n" not in str(caught.value)

@@ -1,7 +1,9 @@
 """Adaptation: a digit run fine-tuned on one person's labelled samples (`digitlab adapt`, `digitlab.adapt`).
 
-Samples are a folder per digit (`0/` … `9/`, images inside) or a CSV of `path,digit` (paths relative to
-the CSV's folder, an optional `path,digit` header). Each image is read and brought to MNIST's form by
+Samples are a folder per digit (`0/` … `9/`, images inside), a CSV of `path,digit` (paths relative to
+the CSV's folder, an optional `path,digit` header) or the JSON file the page's Teach mode downloads
+(`{"format": "digitlab-samples", "version": 1, "samples": [{"digit": 7, "image": "data:image/png;base64,…"}]}`).
+Each image is read and brought to MNIST's form by
 `digitlab.preprocess`, as the reading path does; an image preprocessing refuses (no ink, not a digit,
 several digits) is listed, not used. Bad input is a one-line error naming the file: a file that is not
 an image, the same image twice, a label outside 0-9, or a digit with no sample.
@@ -17,11 +19,14 @@ it is: docs/design/adapt.md.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import csv
 import dataclasses
 import hashlib
 import io
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -46,6 +51,9 @@ HEAD = ("dense", "bn_dense", "probabilities")  # the layers Recipe.layers "head"
 WILD_CACHE = "wild-calibration"  # the data cache's folder of wild calibration digits (AdaptTask.wild_digits)
 _wild_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # the same, for many adaptations in one process
 LINE_RUNS = "adapt reads digit runs; line runs are not supported yet"
+SAMPLES_FORMAT = ("digitlab-samples", 1)  # the page's samples file: its "format" and "version"
+PNG_URL = "data:image/png;base64,"  # how the page's samples file holds each image
+SOURCES = "a folder of sub-folders 0/ … 9/ or a CSV of path,digit, or the page's digitlab-samples .json"
 
 
 @dataclass(frozen=True)
@@ -159,29 +167,73 @@ def _from_csv(path: Path) -> list[tuple[Path, int]]:
     return entries
 
 
+def _from_json(path: Path) -> list[tuple[Path, int, bytes]]:
+    """The page's samples file: each sample named `FILE: samples[i]`, with its digit and its PNG's bytes."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
+    except json.JSONDecodeError as e:
+        raise DataError(
+            f"{path}: not valid JSON ({e.msg}, line {e.lineno}); expected a digitlab-samples file"
+        ) from None
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    if fmt != SAMPLES_FORMAT[0]:
+        raise DataError(f"{path}: format: expected {SAMPLES_FORMAT[0]!r}, got {fmt!r:.40}")
+    if doc.get("version") != SAMPLES_FORMAT[1]:
+        raise DataError(f"{path}: version: expected {SAMPLES_FORMAT[1]}, got {doc.get('version')!r:.20}")
+    if not isinstance(doc.get("samples"), list):
+        raise DataError(f"{path}: samples: expected a list of {{digit, image}}")
+    entries = []
+    for i, sample in enumerate(doc["samples"]):
+        where = f"{path}: samples[{i}]"
+        if not isinstance(sample, dict) or "digit" not in sample or "image" not in sample:
+            raise DataError(f"{where}: expected an object with digit and image")
+        digit, image = sample["digit"], sample["image"]
+        if isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit < CLASSES:
+            raise DataError(f"{where}.digit: expected 0 to {CLASSES - 1}, got {digit!r:.40}")
+        if not isinstance(image, str) or not image.startswith(PNG_URL):
+            got = image[: len(PNG_URL)] if isinstance(image, str) else type(image).__name__
+            raise DataError(f"{where}.image: expected a PNG data URL ({PNG_URL}...), got {got!r}")
+        try:
+            data = base64.b64decode(image[len(PNG_URL) :], validate=True)
+        except (binascii.Error, ValueError):
+            raise DataError(f"{where}.image: not valid base64; expected a PNG data URL") from None
+        if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise DataError(f"{where}.image: not a PNG image; expected a PNG data URL")
+        entries.append((Path(where), digit, data))
+    return entries
+
+
 def read_samples(sources: Sequence[str | Path]) -> Samples:
-    """Labelled samples from folders of 0/ … 9/ and CSVs of path,digit, preprocessed as the reading path
+    """Labelled samples from folders of 0/ … 9/, CSVs of path,digit and the page's samples files (.json),
+    preprocessed as the reading path
     preprocesses a person's image. A DataError (one line, naming the file) for a source or an image that
     cannot be read, a label outside 0-9, the same image twice, or a digit left without a sample."""
     if isinstance(sources, (str, Path)):
         sources = [sources]
     entries: list[tuple[Path, int]] = []
+    inline: dict[Path, bytes] = {}  # the images inside a samples file, by the name they are listed under
     for source in map(Path, sources):
         if source.is_dir():
             entries += _from_folder(source)
         elif source.is_file() and source.suffix.lower() == ".csv":
             entries += _from_csv(source)
+        elif source.is_file() and source.suffix.lower() == ".json":
+            found = _from_json(source)
+            inline.update((name, data) for name, _, data in found)
+            entries += [(name, digit) for name, digit, _ in found]
         elif not source.exists():
-            raise DataError(f"{source}: no such file or folder; expected a folder of 0/ … 9/ or a CSV of path,digit")
+            raise DataError(f"{source}: no such file or folder; expected {SOURCES}")
         else:
-            raise DataError(f"{source}: expected a folder of sub-folders 0/ … 9/ or a CSV of path,digit")
+            raise DataError(f"{source}: expected {SOURCES}")
     if not entries:
         raise DataError(f"{', '.join(map(str, sources)) or 'samples'}: no sample images found")
     seen: dict[str, Path] = {}
     digits, labels, files, digests, refused = [], [], [], [], []
     for path, digit in entries:
         try:
-            data = path.read_bytes()
+            data = inline[path] if path in inline else path.read_bytes()
         except FileNotFoundError:
             raise DataError(f"{path}: no such file") from None
         except OSError as e:
@@ -191,9 +243,9 @@ def read_samples(sources: Sequence[str | Path]) -> Samples:
             raise DataError(f"{path}: the same image as {seen[digest]}; each sample may appear once")
         seen[digest] = path
         try:
-            pre = preprocess(path)
+            pre = preprocess(data if path in inline else path)
         except DigitlabError as e:  # an ImageError: not an image, truncated, too large; it names the file
-            raise DataError(str(e)) from None
+            raise DataError(f"{path}: {e}" if path in inline else str(e)) from None
         if pre.reason is not None:
             refused.append((str(path), digit, pre.reason))
             continue
