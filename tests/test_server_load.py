@@ -135,10 +135,10 @@ def test_a_small_request_is_answered_before_a_heavy_one_that_started_first(run_d
     service.pool = FairPool(1)  # one request thread, as on one core
     reading, read = threading.Event(), service.read
 
-    def slow_read(inputs, fields):  # a 9 MP image read in 0.2 s more: the heavy request takes seconds
+    def slow_read(inputs, fields, **options):  # a 9 MP image read in 0.2 s more: the heavy request takes seconds
         reading.set()
         time.sleep(0.2 * sum(f.startswith("files[") for f in fields))
-        return read(inputs, fields)
+        return read(inputs, fields, **options)
 
     service.read = slow_read
     url = start(web_app)
