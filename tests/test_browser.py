@@ -915,3 +915,113 @@ def test_upload_in_number_mode_and_every_screen_size(desk, artifacts, mnist, tmp
 def test_desk_asked_nothing_outside_its_own_server(desk, server_url):
     elsewhere = [url for url in desk.requests if not url.startswith((server_url, "blob:", "data:"))]
     assert elsewhere == [] and desk.errors == []
+
+
+# --- Teach mode: samples of a person's own digits, kept in the browser, downloaded for digitlab adapt ------
+
+
+def quick_draw(page, strokes, selector) -> None:
+    """Like draw, one pointer move per point: the Teach test draws 31 digits."""
+    at = to_client(page, selector)
+    for stroke in strokes:
+        points = [at(x, y) for x, y in stroke]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for x, y in points[1:]:
+            page.mouse.move(x, y)
+        page.mouse.up()
+
+
+def test_teach_mode_asks_reads_keeps_redoes_downloads_and_takes_corrections(browser, server_url, tmp_path, artifacts):
+    import json
+
+    from digitlab.training.adapt import read_samples
+
+    context = browser.new_context(viewport={"width": 1000, "height": 760}, accept_downloads=True)
+    page = context.new_page()
+    requests, errors = [], []
+    page.on("request", lambda r: requests.append((r.method, r.url)))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # model.json answers 404 when the run has no model.onnx (the server reads): not an error
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "status of 404" not in m.text else None)
+    page.goto(server_url + "/#teach")  # the one page load: the address opens the Teach mode
+    page.wait_for_selector("#teach-pad", state="visible")
+    assert page.locator("#mode-teach").is_checked() and page.locator("#pad").is_hidden()
+    assert page.locator("#teach-count").text_content() == "0 of 30" and page.locator("#teach-download").is_disabled()
+
+    def write(i) -> int:
+        """Write the digit asked for (each drawing a little elsewhere, so no two are the same image), wait
+        for the model's reading and keep it; returns the digit and whether it was read right."""
+        digit = int(page.locator("#teach-ask").get_attribute("data-digit"))
+        assert page.locator("#teach-ask").text_content() == f"Write {'an' if digit == 8 else 'a'} {digit}"
+        quick_draw(page, glyph(digit, 128 + (i % 7) * 4, 42 + (i % 5) * 3, 190, 55), "#teach-pad")
+        page.wait_for_selector('#teach-read[data-state="done"]', timeout=20_000)
+        text = page.locator("#teach-read").text_content()
+        assert text.startswith("The model"), text
+        right = "right" in page.locator("#teach-read").get_attribute("class")
+        assert right == text.endswith(" Right."), text
+        assert right or text.endswith(f"This sample teaches it your {digit}."), text
+        page.click("#teach-next")
+        return digit, right
+
+    kept = [write(i) for i in range(12)]
+    assert page.locator("#teach-count").text_content() == "12 of 30"
+    assert page.evaluate("document.getElementById('teach-progress').value") == 12
+    page.click("#teach-back")  # the last one written again
+    assert page.locator("#teach-count").text_content() == "11 of 30"
+    assert page.locator("#teach-ask").get_attribute("data-digit") == str(kept[-1][0])
+    assert (
+        "Write" in page.locator("#teach-status").text_content()
+        and "again" in page.locator("#teach-status").text_content()
+    )
+    kept[-1:] = [write(40)]
+    kept += [write(i) for i in range(12, 30)]
+    page.screenshot(path=str(artifacts / "teach-done.png"), animations="disabled")
+    assert page.locator("#teach-count").text_content() == "30 of 30"
+    assert page.locator("#teach-ask").text_content() == "All 30 written" and page.locator("#teach-next").is_disabled()
+    assert page.locator("#teach-more").is_visible() and page.locator("#teach-missing").is_hidden()
+    asked = [digit for digit, _ in kept]
+    assert sorted(asked) == sorted(list(range(10)) * 3)  # each digit three times
+    right = sum(r for _, r in kept)
+    stored = page.locator("#teach-stored").text_content()
+    assert stored.startswith("30 samples kept in this browser. Nothing is sent."), stored
+    assert f"The model read {right} of the 30 you wrote here right." in stored
+    assert small_targets(page) == []
+
+    with page.expect_download() as download:
+        page.click("#teach-download")
+    assert download.value.suggested_filename == "digitlab-samples.json"
+    path = tmp_path / "digitlab-samples.json"
+    download.value.save_as(path)
+    doc = json.loads(path.read_text())
+    assert (doc["format"], doc["version"]) == ("digitlab-samples", 1)
+    assert [s["digit"] for s in doc["samples"]] == asked  # in the order asked, the one written again in its place
+    assert all(s["image"].startswith("data:image/png;base64,") for s in doc["samples"])
+    samples = read_samples(path)  # what digitlab adapt reads
+    assert len(samples) + len(samples.refused) == 30 and len(samples) >= 28, samples.refused
+
+    # Digit mode: a reading corrected by tapping the right digit joins the same samples.
+    page.click("label[for=mode-digit]")
+    assert page.evaluate("location.hash") == "" and page.locator("#correct").is_hidden()
+    draw(page, STROKES[7])
+    shown_result(page)
+    assert page.locator("#correct").is_visible()
+    assert page.locator("#correct .k").text_content() == "Wrong? Tap the right digit"
+    assert small_targets(page) == []
+    page.click('#correct-digits button[data-digit="1"]')
+    said = page.locator("#correct-said").text_content()
+    assert said == "Kept as a 1 to teach the model: 31 samples in this browser (see Teach).", said
+    page.click('#correct-digits button[data-digit="1"]')
+    assert page.locator("#correct-said").text_content() == "This drawing is kept already."
+    page.click("#clear")
+    assert page.locator("#correct").is_hidden()
+    page.evaluate("location.hash = '#teach'")
+    page.wait_for_selector("#teach-pad", state="visible")
+    assert page.locator("#teach-stored").get_attribute("data-count") == "31"
+    assert "(1 from Digit mode)" in page.locator("#teach-stored").text_content()
+    saved = page.evaluate("JSON.parse(localStorage.getItem('digitlab-samples')).samples.map((s) => s.digit)")
+    assert saved == [*asked, 1]  # kept in the browser, across a reload
+    elsewhere = [url for _, url in requests if not url.startswith((server_url, "blob:", "data:"))]
+    sent = {url for method, url in requests if method != "GET"}
+    assert elsewhere == [] and errors == [] and sent <= {server_url + "/api/predict"}  # only drawings to read
+    context.close()

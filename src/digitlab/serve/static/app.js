@@ -246,7 +246,7 @@ undoEl.addEventListener("click", () => undoOrRedo(digitPad.undo));
 redoEl.addEventListener("click", () => undoOrRedo(digitPad.redo));
 historyKeys("digit", { undo: () => undoOrRedo(digitPad.undo), redo: () => undoOrRedo(digitPad.redo) });
 document.addEventListener("keydown", (e) => {
-  if (e.key === "Escape" && document.body.dataset.mode !== "number") clearAll(); // number.js clears its own pad
+  if (e.key === "Escape" && document.body.dataset.mode === "digit") clearAll(); // number.js, teach.js clear their own
 });
 
 uploadEl.addEventListener("change", () => {

@@ -373,7 +373,8 @@
 
   // --- the mode switch -------------------------------------------------------------------------------
 
-  const MODES = ["digit", "number"];
+  const MODES = ["digit", "number", "teach"].filter((m) => document.getElementById(`${m}-mode`)); // teach.js's too
+  const TITLES = { digit: "draw a digit", number: "write a number", teach: "teach it your handwriting" };
 
   function setMode(mode) {
     document.body.dataset.mode = mode;
@@ -382,9 +383,9 @@
       document.getElementById(`sub-${m}`).hidden = m !== mode;
       document.getElementById(`mode-${m}`).checked = m === mode;
     }
-    document.title = mode === "number" ? "digitlab: write a number" : "digitlab: draw a digit";
+    document.title = `digitlab: ${TITLES[mode]}`;
     // The address says the mode, so that a link or a reload opens it.
-    history.replaceState(null, "", mode === "number" ? "#number" : location.pathname + location.search);
+    history.replaceState(null, "", mode === "digit" ? location.pathname + location.search : `#${mode}`);
     fitPad();
   }
 
@@ -394,12 +395,14 @@
     });
   }
 
-  // An address typed or followed with #number opens the Number mode, without it the Digit mode (unless
-  // the run reads whole lines only).
-  window.addEventListener("hashchange", () => {
-    const digitOff = document.getElementById("mode-digit").disabled;
-    setMode(location.hash === "#number" || digitOff ? "number" : "digit");
-  });
+  // An address typed or followed with #number (or #teach) opens that mode, without it the Digit mode
+  // (unless the run reads whole lines only).
+  function modeOfAddress() {
+    const asked = location.hash.slice(1);
+    if (document.getElementById("mode-digit").disabled) return "number";
+    return MODES.includes(asked) && !document.getElementById(`mode-${asked}`).disabled ? asked : "digit";
+  }
+  window.addEventListener("hashchange", () => setMode(modeOfAddress()));
 
   // A line model's run reads whole lines, never one digit (/api/predict answers 409): Number mode only.
   async function followTheRun() {
@@ -408,6 +411,8 @@
       if (health.kind !== "line") return;
       const digitMode = document.getElementById("mode-digit");
       digitMode.disabled = true;
+      const teach = document.getElementById("mode-teach"); // teaching is for digits too
+      if (teach) teach.disabled = true;
       document.querySelector('label[for="mode-digit"]').title = "This run's model reads whole lines only";
       document.getElementById("sub-number").textContent +=
         " This run's model reads whole lines, so the Digit mode is off.";
@@ -420,6 +425,6 @@
   numberPad.clear();
   showHistory(numberPad, undoEl, redoEl);
   showEmpty();
-  if (location.hash === "#number") setMode("number");
+  if (location.hash && modeOfAddress() !== "digit") setMode(modeOfAddress());
   followTheRun();
 })();
