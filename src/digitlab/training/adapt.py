@@ -36,6 +36,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+import digitlab.data.synth as synth_package
+import digitlab.preprocess as preprocess_package
 from digitlab import __version__, atomic, runs
 from digitlab.config import AUGMENTATIONS, ModelConfig, TrainConfig
 from digitlab.data import RunSplit, default_cache_dir, run_split
@@ -289,10 +291,13 @@ class AdaptTask(DigitTask):
         """The base run's wild calibration digits (DigitTask.wild_digits), kept in the data cache after the
         first adaptation of a run's split: they are the same for every adaptation, and drawing and
         preprocessing them takes most of an adaptation's time. Keyed by the validation digits, the count
-        per column and digitlab's version."""
+        per column, digitlab's version and the source of the code that draws and preprocesses them."""
         d = self.data
         key = hashlib.sha256(d.x_val.tobytes() + d.y_val.tobytes())
         key.update(f"{self.cfg.calibrate_wild} {WILD_CALIBRATION_SEED} {__version__}".encode())
+        for package in (synth_package, preprocess_package):  # a change to either draws other digits
+            for source in sorted(Path(package.__file__).parent.glob("*.py")):
+                key.update(source.read_bytes())
         path = default_cache_dir() / WILD_CACHE / f"{key.hexdigest()[:32]}.npz"
         if key.hexdigest() in _wild_cache:
             return _wild_cache[key.hexdigest()]
