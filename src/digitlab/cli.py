@@ -545,7 +545,10 @@ def adapt(
     run: RunArg,
     samples: Annotated[
         list[Path],
-        typer.Argument(help="Folders of sub-folders 0/ … 9/ of images, or CSVs of path,digit.", show_default=False),
+        typer.Argument(
+            help="Folders of sub-folders 0/ … 9/ of images, CSVs of path,digit, or the page's digitlab-samples.json.",
+            show_default=False,
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="The new run directory to write.")],
     overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out.")] = False,
