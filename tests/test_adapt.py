@@ -278,3 +278,65 @@ def test_a_bad_samples_file_is_a_one_line_error_naming_it(tmp_path, case, messag
     with pytest.raises(DataError, match=message) as caught:
         read_samples(path)
     assert "\n" not in str(caught.value)
+
+
+def test_the_server_adapts_and_serves_the_new_model_only_when_allowed(tmp_path, synthetic_cnn_run, synthetic_dir):
+    from fastapi.testclient import TestClient
+
+    from digitlab.serve import create_app
+    from digitlab.serve.adapting import Adapting
+
+    base = tmp_path / "base"
+    shutil.copytree(synthetic_cnn_run, base)
+    before_files = digests(base)
+    doc = samples_file(tmp_path / "digitlab-samples.json", np.random.default_rng(0), per_digit=3)
+    rng = np.random.default_rng(11)  # the writer's other digits, never sent
+    others = [(drawn(str(k), rng), k) for k in range(10) for _ in range(4)]
+    files = []
+    for i, (image, _) in enumerate(others):
+        png = io.BytesIO()
+        image.save(png, format="PNG")
+        files.append(("files", (f"{i}.png", png.getvalue(), "image/png")))
+
+    def accuracy_served(client) -> float:
+        results = client.post("/api/predict/batch", files=files).json()["results"]
+        return float(np.mean([r["top3"][0]["digit"] == k for r, (_, k) in zip(results, others)]))
+
+    off = TestClient(create_app(base))
+    assert off.get("/api/adapt").json() == {"allowed": False}
+    refused = off.post("/api/adapt", json=doc)
+    assert refused.status_code == 403 and "--allow-adapt" in refused.json()["detail"]
+
+    adapting = Adapting(base=base, data_dir=synthetic_dir, recipe=Recipe(steps=40, batch_size=32))
+    with TestClient(create_app(base, adapting=adapting)) as client:
+        assert client.get("/api/adapt").json() == {"allowed": True}
+        as_text = client.post("/api/adapt", content=json.dumps(doc), headers={"Content-Type": "text/plain"})
+        assert as_text.status_code == 415  # a simple cross-site request cannot send it
+        bad = client.post("/api/adapt", json={**doc, "format": "x"})
+        assert bad.status_code == 422
+        assert bad.json()["detail"] == "digitlab-samples.json: format: expected 'digitlab-samples', got 'x'"
+        before = accuracy_served(client)
+        adapted = client.post("/api/adapt", json=doc)
+        assert adapted.status_code == 200, adapted.json()
+        assert adapted.json()["run"] == "base-adapted-1" and adapted.json()["samples"] == 30
+        assert client.get("/api/model").json()["name"] == "base-adapted-1"  # no restart
+        after = accuracy_served(client)
+        assert before <= 0.3 and after >= before + 0.5, (before, after)
+    assert digests(base) == before_files and (tmp_path / "base-adapted-1" / runs.CONFIG).is_file()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--workers", "2"], "--allow-adapt: needs --workers 1 (one process holds the model it adapts), got 2"),
+        (["--runtime", "onnx"], "--allow-adapt: needs --runtime keras (an adapted run has no model.onnx), got onnx"),
+        (
+            ["--host", "0.0.0.0"],
+            "--allow-adapt: on 0.0.0.0 only with --allowed-hosts naming the hosts that may ask (loopback by default)",
+        ),
+    ],
+)
+def test_serve_allow_adapt_is_refused_in_one_line_where_it_cannot_work(synthetic_cnn_run, options, message):
+    result = CliRunner().invoke(app, ["serve", str(synthetic_cnn_run), "--allow-adapt", "--port", "0", *options])
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines() == [f"error: {message}"]

@@ -1233,6 +1233,15 @@ def serve(
             help="Open connections one server process holds; past it requests are answered 503 at once.",
         ),
     ] = SERVE_LIMIT_CONCURRENCY,
+    allow_adapt: Annotated[
+        bool,
+        typer.Option(
+            "--allow-adapt",
+            help="Let the page's Teach mode send its samples (POST /api/adapt): the server adapts a copy of the run "
+            "into RUN-adapted-N beside it and serves that, without a restart. One process, loopback unless "
+            "--allowed-hosts.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the drawing page and the REST API (/api/predict, /docs) for a trained run."""
     from digitlab.serve.launch import open_server
@@ -1247,6 +1256,7 @@ def serve(
         timeout=timeout,
         limit_concurrency=limit_concurrency,
         access_log=access_log,
+        allow_adapt=allow_adapt,
     )
     with contextlib.closing(server):
         if runtime == "keras" and workers == 1:

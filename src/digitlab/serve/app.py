@@ -47,6 +47,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from digitlab.config import SERVE_TIMEOUT
 from digitlab.serve import routes
+from digitlab.serve.adapting import Adapting
 from digitlab.serve.schemas import MAX_BODY
 from digitlab.serve.service import Service
 
@@ -161,6 +162,7 @@ def create_app(
     allowed_hosts: list[str] | None = None,
     timeout: float = SERVE_TIMEOUT,
     threads: int | None = None,
+    adapting: Adapting | None = None,
 ) -> FastAPI:
     """The web app over `run_dir`'s model, loaded now (a RunError if the run cannot be loaded): a
     single-digit run, or a line model's run (`digitlab train --preset numbers`), which serves /api/read.
@@ -168,7 +170,7 @@ def create_app(
     `allowed_hosts`: the Host header names (Starlette patterns: "a.example", "*.a.example", "*") a request
     must carry, any other being a 400; None checks nothing (`digitlab serve` passes LOOPBACK_HOSTS when
     it listens on loopback). `timeout`: seconds a request's body may take to arrive, else a 408.
-    `threads`: as for Service.load."""
+    `threads`: as for Service.load. `adapting`: POST /api/adapt's settings (`--allow-adapt`); None: off."""
     service = Service.load(run_dir, runtime=runtime, threads=threads)
 
     @contextlib.asynccontextmanager
@@ -181,6 +183,7 @@ def create_app(
     # /docs and /redoc are served by routes.pages from local files: FastAPI's own pages load them from CDNs.
     app = FastAPI(title="digitlab", version="1", summary=summary, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
+    app.state.adapting = adapting
     app.state.timeout = timeout  # read by digitlab.serve.requests
     app.state.page = (resources.files(__package__) / "static" / "index.html").read_text(encoding="utf-8")
     app.mount("/static", StaticFiles(packages=[(__package__, "static")]), name="static")

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from digitlab import serve as server
 from digitlab.errors import DigitlabError
+from digitlab.serve.adapting import Adapting
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Server:
     timeout: float  # s for a request's headers, and as long again for its body
     limit_concurrency: int  # open connections per process
     access_log: bool
+    allow_adapt: bool = False  # POST /api/adapt adapts the served run (serve.adapting)
 
     @property
     def url(self) -> str:
@@ -79,7 +81,11 @@ class Server:
 
     def _load(self) -> FastAPI:
         return server.create_app(
-            self.run_dir, runtime=self.runtime, allowed_hosts=self.allowed_hosts, timeout=self.timeout
+            self.run_dir,
+            runtime=self.runtime,
+            allowed_hosts=self.allowed_hosts,
+            timeout=self.timeout,
+            adapting=Adapting(base=self.run_dir) if self.allow_adapt else None,
         )
 
 
@@ -94,6 +100,7 @@ def open_server(
     timeout: float,
     limit_concurrency: int,
     access_log: bool,
+    allow_adapt: bool = False,
 ) -> Server:
     """Check everything that needs no model and bind host:port: a DigitlabError for a limit out of range,
     a host name the Host check could never match, a bad or busy port, or a run without its model.
@@ -102,6 +109,8 @@ def open_server(
         raise DigitlabError(f"--workers: expected 1 or more processes, got {workers}")
     server.check_limits(timeout, limit_concurrency)
     hosts = server.allowed_hosts_for(host, allowed_hosts)
+    if allow_adapt:
+        check_allow_adapt(host, hosts, workers, runtime)
     sock = server.bind_socket(host, port)
     try:
         server.check_run(Path(run_dir), runtime)
@@ -119,4 +128,18 @@ def open_server(
         timeout=timeout,
         limit_concurrency=limit_concurrency,
         access_log=access_log,
+        allow_adapt=allow_adapt,
     )
+
+
+def check_allow_adapt(host: str, hosts: list[str] | None, workers: int, runtime: str) -> None:
+    """--allow-adapt: one process (the one whose model it replaces), the Keras runtime (an adapted run has
+    no model.onnx), and a Host check (loopback, or the names --allowed-hosts gives)."""
+    if workers != 1:
+        raise DigitlabError(f"--allow-adapt: needs --workers 1 (one process holds the model it adapts), got {workers}")
+    if runtime != "keras":
+        raise DigitlabError(f"--allow-adapt: needs --runtime keras (an adapted run has no model.onnx), got {runtime}")
+    if hosts is None:
+        raise DigitlabError(
+            f"--allow-adapt: on {host} only with --allowed-hosts naming the hosts that may ask (loopback by default)"
+        )

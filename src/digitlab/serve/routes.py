@@ -17,6 +17,7 @@ from digitlab import runs, web
 from digitlab.errors import DigitlabError
 from digitlab.predict.count import DigitCount, parse_digits
 from digitlab.preprocess import SIDE
+from digitlab.serve.adapting import ADAPT_ERRORS, AdaptAllowed, Adapted, adapt_served_model
 from digitlab.serve.requests import problem, read_images
 from digitlab.serve.schemas import (
     DIGITS_DOC,
@@ -223,6 +224,24 @@ async def read_batch(request: Request, service: ServiceDep, digits: DigitsParam 
     """Read up to 256 images of numbers: the same inputs as /api/predict/batch; a bad image gets an entry
     with `error` and the others are still read. `?digits=4`: each number's count of digits."""
     return await _many(request, service, functools.partial(service.read, digits=_digits(digits)))
+
+
+@api.get("/adapt", response_model=AdaptAllowed)
+def adapt_allowed(request: Request) -> dict:
+    """Whether this server adapts its model on samples sent to it (`digitlab serve --allow-adapt`)."""
+    return {"allowed": request.app.state.adapting is not None}
+
+
+@api.post("/adapt", response_model=Adapted, responses=ADAPT_ERRORS)
+async def adapt_model(request: Request) -> dict:
+    """Adapt a copy of the served run on a person's samples (the page's digitlab-samples file, as JSON) and
+    serve it from then on. Only with `digitlab serve --allow-adapt` (else 403); JSON only (415), so that
+    another site's page cannot send it without the browser asking first; 422 for a bad samples file."""
+    if request.app.state.adapting is None:
+        raise problem(403, "adapting is off: start the server with digitlab serve --allow-adapt")
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise problem(415, "expected the samples file as application/json")
+    return await adapt_served_model(request.app, await request.body())
 
 
 @api.get("/health", response_model=Health)
