@@ -944,6 +944,17 @@ def test_teach_mode_asks_reads_keeps_redoes_downloads_and_takes_corrections(brow
     page.on("pageerror", lambda e: errors.append(str(e)))
     # model.json answers 404 when the run has no model.onnx (the server reads): not an error
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "status of 404" not in m.text else None)
+    # POST /api/adapt as `digitlab serve --allow-adapt` answers it (the adaptation itself: test_adapt.py)
+    adapt_posts = []
+
+    def allow_adapt(route):
+        if route.request.method == "GET":
+            return route.fulfill(json={"allowed": True})
+        adapt_posts.append(route.request.post_data_json)
+        answer = {"run": "fast-adapted-1", "samples": 30, "refused": [], "seconds": 12.3}
+        route.fulfill(json=answer | {"validation_accuracy": 0.991, "base_validation_accuracy": 0.987})
+
+    page.route("**/api/adapt", allow_adapt)
     page.goto(server_url + "/#teach")  # the one page load: the address opens the Teach mode
     page.wait_for_selector("#teach-pad", state="visible")
     assert page.locator("#mode-teach").is_checked() and page.locator("#pad").is_hidden()
@@ -984,7 +995,9 @@ def test_teach_mode_asks_reads_keeps_redoes_downloads_and_takes_corrections(brow
     assert sorted(asked) == sorted(list(range(10)) * 3)  # each digit three times
     right = sum(r for _, r in kept)
     stored = page.locator("#teach-stored").text_content()
-    assert stored.startswith("30 samples kept in this browser. Nothing is sent."), stored
+    assert stored.startswith("30 samples kept in this browser. Nothing is sent unless you press Teach the server"), (
+        stored
+    )
     assert f"The model read {right} of the 30 you wrote here right." in stored
     assert small_targets(page) == []
 
@@ -999,6 +1012,13 @@ def test_teach_mode_asks_reads_keeps_redoes_downloads_and_takes_corrections(brow
     assert all(s["image"].startswith("data:image/png;base64,") for s in doc["samples"])
     samples = read_samples(path)  # what digitlab adapt reads
     assert len(samples) + len(samples.refused) == 30 and len(samples) >= 28, samples.refused
+    page.click("#teach-send")  # the server allows adapting: the same file goes to it
+    page.wait_for_selector("#teach-sent:has-text('Done in 12 s')")
+    assert adapt_posts == [doc]
+    said = page.locator("#teach-sent").text_content()
+    assert (
+        "the server reads with fast-adapted-1 now, validation accuracy 99.1% (validation accuracy 98.7% before)" in said
+    )
 
     # Digit mode: a reading corrected by tapping the right digit joins the same samples.
     page.click("label[for=mode-digit]")
@@ -1023,5 +1043,5 @@ def test_teach_mode_asks_reads_keeps_redoes_downloads_and_takes_corrections(brow
     assert saved == [*asked, 1]  # kept in the browser, across a reload
     elsewhere = [url for _, url in requests if not url.startswith((server_url, "blob:", "data:"))]
     sent = {url for method, url in requests if method != "GET"}
-    assert elsewhere == [] and errors == [] and sent <= {server_url + "/api/predict"}  # only drawings to read
+    assert elsewhere == [] and errors == [] and sent <= {server_url + "/api/predict", server_url + "/api/adapt"}
     context.close()

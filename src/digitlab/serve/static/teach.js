@@ -28,6 +28,10 @@ const teachSamples = (() => {
   const downloadEl = document.getElementById("teach-download");
   const forgetEl = document.getElementById("teach-forget");
   const statusEl = document.getElementById("teach-status");
+  const sendEl = document.getElementById("teach-send");
+  const sendSpinner = document.getElementById("teach-send-spinner");
+  const sentEl = document.getElementById("teach-sent");
+  const reloadEl = document.getElementById("teach-reload");
   const undoEl = document.getElementById("teach-undo");
   const redoEl = document.getElementById("teach-redo");
   const correctEl = document.getElementById("correct");
@@ -38,6 +42,7 @@ const teachSamples = (() => {
   // --- the samples, kept in this browser ---------------------------------------------------------------
 
   let kept = true; // false once localStorage refused them: they last as long as the page
+  let sending = false; // the samples are with the server, being adapted to
   const state = load();
 
   function shuffled() {
@@ -111,7 +116,7 @@ const teachSamples = (() => {
     const right = asked.filter((s) => s.read === String(s.digit)).length;
     let text = `${n} sample${n === 1 ? "" : "s"} kept ${kept ? "in this browser" : "until this page closes"}`;
     if (fromDigit) text += ` (${fromDigit} from Digit mode)`;
-    text += ". Nothing is sent.";
+    text += sendEl.hidden ? ". Nothing is sent." : ". Nothing is sent unless you press Teach the server's model.";
     if (asked.length) text += ` The model read ${right} of the ${asked.length} you wrote here right.`;
     storedEl.textContent = text;
     storedEl.dataset.count = String(n);
@@ -120,6 +125,56 @@ const teachSamples = (() => {
     missingEl.textContent = `digitlab adapt needs at least one of each digit; none yet of ${missing.join(", ")}.`;
     downloadEl.disabled = !n;
     forgetEl.disabled = !n;
+    sendEl.disabled = !n || sending;
+  }
+
+  // --- digitlab serve --allow-adapt: the samples sent, the server's model adapted to them ------------------
+
+  async function offerToSend() {
+    // The button shows only when the server says it adapts (never on the static site, which has none).
+    const model = await browserReader.model();
+    if (model && model.site) return;
+    try {
+      const response = await fetch("/api/adapt", { cache: "no-store" });
+      sendEl.hidden = !(response.ok && (await response.json()).allowed);
+    } catch (err) {
+      sendEl.hidden = true; // no server to ask
+    }
+    showStore();
+  }
+
+  async function send() {
+    // All the samples go to the server, which adapts a copy of its run to them and reads with it from then on.
+    const n = state.samples.length;
+    sending = true;
+    sendEl.disabled = true;
+    sendSpinner.hidden = false;
+    reloadEl.hidden = true;
+    sentEl.classList.remove("error");
+    sentEl.textContent = `Sending ${n} samples; the server adapts its model to them, which takes a while…`;
+    try {
+      const response = await fetch("/api/adapt", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(file()),
+      });
+      const body = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+      if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
+      const was = body.base_validation_accuracy == null ? "" : ` (validation accuracy ${percent(body.base_validation_accuracy)} before)`;
+      sentEl.textContent =
+        `Done in ${Math.round(body.seconds)} s: the server reads with ${body.run} now, validation accuracy ` +
+        `${percent(body.validation_accuracy)}${was}.` +
+        (browserReader.on ? " This page read with the old model in the browser: reload it to read with the new one." : "");
+      reloadEl.hidden = !browserReader.on;
+      describeModel(); // app.js: the footer names the new run
+    } catch (err) {
+      sentEl.textContent = `Not adapted: ${err.message === "Failed to fetch" ? "the server stopped" : err.message}`;
+      sentEl.classList.add("error");
+    } finally {
+      sending = false;
+      sendSpinner.hidden = true;
+      showStore();
+    }
   }
 
   // --- the round: each digit asked for a few times ---------------------------------------------------
@@ -352,6 +407,8 @@ const teachSamples = (() => {
   backEl.addEventListener("click", back);
   moreEl.addEventListener("click", more);
   downloadEl.addEventListener("click", download);
+  sendEl.addEventListener("click", send);
+  reloadEl.addEventListener("click", () => location.reload());
   forgetEl.addEventListener("click", () => {
     if (!confirm(`Delete the ${state.samples.length} samples kept in this browser?`)) return;
     state.samples = [];
@@ -369,5 +426,6 @@ const teachSamples = (() => {
 
   clearPad();
   showStore();
+  offerToSend();
   return { file, get count() { return state.samples.length; } };
 })();
