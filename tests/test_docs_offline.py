@@ -1,63 +1,33 @@
 """/docs and /redoc in Debian's Chromium with every request to another host refused: the pages render from
 the server's own files and ask for nothing elsewhere (issue 14 row 29, issue 29)."""
 
-import threading
-import time
-from pathlib import Path
-
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-
 
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory, synthetic_mlp_run):
-    import socket
-
-    import uvicorn
-
+def server_url(serve_app, synthetic_mlp_run):
     from digitlab.serve import create_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(synthetic_mlp_run), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    return serve_app(create_app(synthetic_mlp_run))
 
 
 @pytest.fixture
-def offline_page(server_url):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
+def offline_page(browser, server_url):
+    page = browser.new_page()
+    blocked = []
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
-        page = browser.new_page()
-        blocked = []
+    def only_local(route):
+        if route.request.url.startswith(server_url + "/"):
+            route.continue_()
+        else:
+            blocked.append((route.request.resource_type, route.request.url))
+            route.abort()
 
-        def only_local(route):
-            if route.request.url.startswith(server_url + "/"):
-                route.continue_()
-            else:
-                blocked.append((route.request.resource_type, route.request.url))
-                route.abort()
-
-        page.route("**/*", only_local)
-        yield page, blocked
-        browser.close()
+    page.route("**/*", only_local)
+    yield page, blocked
+    page.close()
 
 
 def test_swagger_ui_renders_offline(offline_page, server_url):

@@ -32,8 +32,6 @@ from digitlab.cli import app
 from digitlab.errors import DataError, RunError
 from digitlab.export import export
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 FAKE_FILES = {name: f"/* fake {name} */".encode() for name in web.RUNTIME_FILES}
 
 
@@ -207,18 +205,6 @@ def site(onnx_run, tmp_path_factory):
 class QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, *args):  # no line per request on stderr
         pass
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def open_site(browser, url):
@@ -408,34 +394,11 @@ def test_the_static_site_reads_a_drawn_digit_from_a_plain_http_server(browser, s
 
 
 @pytest.fixture
-def served(onnx_run, tmp_path):
-    """`start(run)`: the app over `run` on uvicorn on loopback, its URL; stopped after the test."""
-    import socket
-
-    import uvicorn
-
+def served(serve_app):
+    """`start(run)`: the app over `run` served on loopback (conftest's serve_app), its URL."""
     from digitlab.serve import create_app
 
-    servers = []
-
-    def start(run):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(create_app(run), host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-        servers.append((server, thread))
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
+    return lambda run: serve_app(create_app(run))
 
 
 @pytest.mark.slow
