@@ -544,7 +544,7 @@ def test_number_mode_says_why_there_is_no_reading_and_marks_unsure_digits(page):
 
     page.click("#number-clear")
     crop = [[255 if 8 < x < 20 and 4 < y < 24 else 0 for x in range(28)] for y in range(28)]
-    reason = "digit 2: confidence 0.412 is below the threshold 0.756"
+    reason = "the 2nd digit: confidence 0.412 is below the threshold 0.756"  # names no two digits
     answers["now"] = {
         **answers["now"], "text": "17", "lines": ["17"], "confidence": 0.39, "reason": reason,
         "digits": [
@@ -842,7 +842,7 @@ def test_unsure_digit_is_an_outline_over_its_visible_ink(desk, artifacts):
 
     page.route("**/api/read", altered)
     changes["digit"] = {"unsure": True, "confidence": 0.412}
-    reason = "digit 2: unsure: 5 or 6 (confidence 0.412, below the threshold 0.756)"  # as the server says it
+    reason = "the 2nd digit: unsure: 5 or 6 (confidence 0.412, below the threshold 0.756)"  # as the server says it
     changes["reading"] = {"unsure": True, "reason": reason}
     page.click("#number-undo")  # read again: the last stroke off, then back
     page.click("#number-redo")

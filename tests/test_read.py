@@ -374,6 +374,20 @@ def bars(xs) -> np.ndarray:
     return img
 
 
+def test_an_unsure_digit_is_named_by_its_place(stand_in):
+    """ "the 2nd digit", not "digit 2", which reads as a value."""
+    from digitlab import read
+    from digitlab.predict.results import ordinal
+
+    img = bars([8])
+    img[8:32, 26:44] = 0  # a filled block: a 4 at 0.4 to the stand-in, under its threshold of 0.5
+    reading = read(stand_in, img)
+    assert reading.text == "14" and reading.reason.startswith("the 2nd digit: unsure: 4 or "), reading.reason
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 101, 111)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd", "101st", "111th"
+    ]  # fmt: skip
+
+
 def test_eleven_touching_by_a_pixel_reads_11_with_two_digits_expected(stand_in):
     from digitlab import read
 

@@ -87,3 +87,10 @@ class Outcome:
     result: Prediction | Reading | None  # None when there is an error
     error: str | None = None  # "<name>: <what was wrong>"
     debug: Path | None = None  # the debug picture written for it, if asked
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, ... 11th, 12th, 13th, ... 21st: a digit's place in a number, which "digit 1"
+    would read as a value."""
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

@@ -32,7 +32,7 @@ from PIL import Image
 from digitlab.errors import DigitlabError
 from digitlab.predict import Predictor, classify
 from digitlab.predict.count import LOG_CLEARLY, DigitCount, found_reason
-from digitlab.predict.results import ReadDigit, Reading, no_reading
+from digitlab.predict.results import ReadDigit, Reading, no_reading, ordinal
 from digitlab.preprocess import NO_INK
 from digitlab.preprocess.image import FORMATS, WORK_SIDE, to_grey
 from digitlab.preprocess.ink import find_ink, ink_levels
@@ -300,10 +300,13 @@ def _reading(h: Hypotheses, steps: list[_Step], reasons: list[str]) -> Reading:
             crops_kept.append(h.crops[p])
             texts[k] += top["label"]
             if r["unsure"]:
-                reasons.append(f"digit {len(digits)}: {r['reason']}")
+                reasons.append(f"the {ordinal(len(digits))} digit: {r['reason']}")
         if step.other is not None:
             count, other = step.other
-            where = f"digit {first}" if len(best) == 1 else f"digits {first}-{first + len(best) - 1}"
+            last = first + len(best) - 1
+            where = (
+                f"the {ordinal(first)} digit" if len(best) == 1 else f"the {ordinal(first)} to {ordinal(last)} digits"
+            )
             plural = lambda n: f"{n} digit{'s' * (n > 1)}"  # noqa: E731
             doubt = (
                 "not sure where one digit ends and the next begins"

@@ -134,14 +134,14 @@
     };
     const reasons = (r.reason || "").split("; ").filter(Boolean);
     const guess = (d) => {
-      // the two likeliest digits when the server's reason names them ("digit 2: unsure: 4 or 9 (...)")
-      const named = reasons.map((t) => /^digit (\d+): unsure: (\S+) or (\S+) \(/.exec(t));
+      // the two likeliest digits when the server's reason names them ("the 2nd digit: unsure: 4 or 9 (...)")
+      const named = reasons.map((t) => /^the (\d+)(?:st|nd|rd|th) digit: unsure: (\S+) or (\S+) \(/.exec(t));
       const two = named.find((m) => m && +m[1] === digits.indexOf(d) + 1);
       return two ? `${aDigit(two[2])} or ${aDigit(two[3])}?` : `is it ${aDigit(String(d.digit))}?`;
     };
     const parts = digits.filter((d) => d.unsure).map((d) => `not sure of ${place(d)}: ${guess(d)}`);
     for (const reason of reasons) {
-      if (/^digit \d+: .*below the threshold/.test(reason)) continue; // said above, from the digit's flag
+      if (/^the \d+(?:st|nd|rd|th) digit: .*below the threshold/.test(reason)) continue; // said above, from its flag
       const line = /^line (\d+): confidence .*below the threshold/.exec(reason);
       if (line) {
         if (!digits.some((d) => d.unsure && d.line === +line[1] - 1)) {
