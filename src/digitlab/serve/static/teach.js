@@ -386,10 +386,9 @@ const teachSamples = (() => {
 
   function followDigitMode() {
     // The row shows under an answer to a drawing (also while the next one is read, so nothing jumps).
-    const state = digitResult.dataset.state;
-    const show = !digitPad.empty && (state === "done" || (state === "pending" && !correctEl.hidden));
-    if (state !== "done" && state !== "pending") correctSaidEl.textContent = "";
-    if (state === "pending") {
+    const shown = digitResult.dataset.state;
+    const show = !digitPad.empty && (shown === "done" || (shown === "pending" && !correctEl.hidden));
+    if (shown === "pending") {
       correctSaidEl.textContent = "";
       for (const b of correctDigitsEl.children) b.removeAttribute("aria-pressed");
     }
