@@ -214,3 +214,18 @@ def test_predict_image_refuses_a_stack_of_images_in_one_line():
 
     with pytest.raises(DigitlabError, match=r"the image: expected one image, .* got an array of shape \(3, 28, 28\)"):
         predict_image(digit_predictor(), np.zeros((3, 28, 28), np.uint8))
+
+
+def test_predict_proba_takes_what_preprocess_returns(synthetic_mlp_run):
+    """The newcomer's first guess, `predict_proba(preprocess("x.png"))`, answers as the pixel grid does."""
+    from digitlab.predict import load_predictor
+    from digitlab.preprocess import preprocess
+
+    predictor = load_predictor(synthetic_mlp_run)
+    grid = np.zeros((28, 28), np.uint8)
+    grid[5:8, 8:20] = grid[8:24, 16:19] = 230
+    pre = preprocess(grid)
+    one = predictor.predict_proba(pre)
+    assert one.shape == (1, 10)
+    np.testing.assert_allclose(one, predictor.predict_proba(pre.digit[None]), atol=1e-6)
+    assert predictor.predict_proba([pre, pre]).shape == (2, 10)

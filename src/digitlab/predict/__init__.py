@@ -22,7 +22,7 @@ from digitlab.data import load_dataset
 from digitlab.errors import DigitlabError, RunError
 from digitlab.metrics import temper
 from digitlab.predict import keras_runtime, onnx_runtime
-from digitlab.preprocess import NO_INK
+from digitlab.preprocess import NO_INK, Preprocessed
 
 CHUNK = 1024  # images per model call
 # A model that learnt non-digits gives them nearly even probabilities: when its two likeliest classes
@@ -56,8 +56,13 @@ class Predictor:
                 f"{where}: the model expects images of shape {self.input_shape}, the data has {tuple(x.shape[1:])}"
             )
 
-    def raw_proba(self, x: np.ndarray) -> np.ndarray:
-        """(n, h, w) raw pixels 0-255 (uint8 or float) -> (n, classes) float32 probabilities, uncalibrated."""
+    def raw_proba(self, x: np.ndarray | Preprocessed | Sequence[Preprocessed]) -> np.ndarray:
+        """(n, h, w) raw pixels 0-255 (uint8 or float), or `preprocess`'s results -> (n, classes) float32
+        probabilities, uncalibrated."""
+        if isinstance(x, Preprocessed):
+            x = x.digit
+        elif isinstance(x, (list, tuple)) and x and all(isinstance(p, Preprocessed) for p in x):
+            x = np.stack([p.digit for p in x])
         x = np.asarray(x, dtype="float32")
         if x.ndim == 2:
             x = x[None]
@@ -70,8 +75,9 @@ class Predictor:
             [np.asarray(self.forward(x[i : i + CHUNK]), dtype="float32") for i in range(0, len(x), CHUNK)]
         )
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """(n, h, w) raw pixels 0-255 (uint8 or float) -> (n, classes) float32 calibrated probabilities."""
+    def predict_proba(self, x: np.ndarray | Preprocessed | Sequence[Preprocessed]) -> np.ndarray:
+        """(n, h, w) raw pixels 0-255 (uint8 or float), or `preprocess`'s results -> (n, classes) float32
+        calibrated probabilities."""
         return temper(self.raw_proba(x), self.temperature)
 
 
