@@ -97,15 +97,15 @@ def to_client(page, selector):
     return lambda x, y: (box["x"] + border + x * scale, box["y"] + border + y * scale)
 
 
-def draw(page, strokes, selector="#pad") -> None:
-    """Pointer strokes on a pad with the mouse; points in the pad's px, moved through in small steps."""
+def draw(page, strokes, selector="#pad", steps=6) -> None:
+    """Pointer strokes on a pad with the mouse; points in the pad's px, each moved to in `steps` steps."""
     at = to_client(page, selector)
     for stroke in strokes:
         points = [at(x, y) for x, y in stroke]
         page.mouse.move(*points[0])
         page.mouse.down()
         for x, y in points[1:]:
-            page.mouse.move(x, y, steps=6)
+            page.mouse.move(x, y, steps=steps)
         page.mouse.up()
 
 
@@ -877,18 +877,6 @@ def test_desk_asked_nothing_outside_its_own_server(desk, server_url):
 # --- Teach mode: samples of a person's own digits, kept in the browser, downloaded for digitlab adapt ------
 
 
-def quick_draw(page, strokes, selector) -> None:
-    """Like draw, one pointer move per point: the Teach test draws 31 digits."""
-    at = to_client(page, selector)
-    for stroke in strokes:
-        points = [at(x, y) for x, y in stroke]
-        page.mouse.move(*points[0])
-        page.mouse.down()
-        for x, y in points[1:]:
-            page.mouse.move(x, y)
-        page.mouse.up()
-
-
 def test_teach_mode_asks_reads_keeps_redoes_downloads_and_takes_corrections(browser, server_url, tmp_path, artifacts):
     import json
 
@@ -922,7 +910,7 @@ def test_teach_mode_asks_reads_keeps_redoes_downloads_and_takes_corrections(brow
         for the model's reading and keep it; returns the digit and whether it was read right."""
         digit = int(page.locator("#teach-ask").get_attribute("data-digit"))
         assert page.locator("#teach-ask").text_content() == f"Write {'an' if digit == 8 else 'a'} {digit}"
-        quick_draw(page, glyph(digit, 128 + (i % 7) * 4, 42 + (i % 5) * 3, 190, 55), "#teach-pad")
+        draw(page, glyph(digit, 128 + (i % 7) * 4, 42 + (i % 5) * 3, 190, 55), "#teach-pad", steps=1)  # 31 digits
         page.wait_for_selector('#teach-read[data-state="done"]', timeout=20_000)
         text = page.locator("#teach-read").text_content()
         assert text.startswith("The model"), text

@@ -3,7 +3,6 @@
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -12,7 +11,6 @@ from digitlab.cli import app
 from digitlab.errors import RunError
 from digitlab.report import build_report, table
 
-CHROMIUM = Path("/usr/bin/chromium")
 HEADINGS = ["Summary", "Data", "Model", "Training", "Learning-rate finder", "Test set", "Calibration", "Environment"]
 
 
@@ -79,48 +77,32 @@ def test_report_cli_and_errors(small_run, synthetic_dir, tmp_path):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 @pytest.mark.slow
-def test_report_renders_offline_in_chromium(report, small_run, artifacts):
-    from playwright.sync_api import sync_playwright
-
+def test_report_renders_offline_in_chromium(report, small_run, artifacts, browser):
     accuracy = json.loads((small_run / "metrics.json").read_text())["test"]["accuracy"]
     requests = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("request", lambda request: requests.append(request.url))
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    try:
+        page.on("request", lambda request: requests.append(request.url))
 
-            def only_local(route):  # record and block anything that would leave the machine
-                if route.request.url.startswith(("file:", "data:")):
-                    route.continue_()
-                else:
-                    route.abort()
+        def only_local(route):  # record and block anything that would leave the machine
+            if route.request.url.startswith(("file:", "data:")):
+                route.continue_()
+            else:
+                route.abort()
 
-            page.route("**/*", only_local)
-            page.goto(report.as_uri(), wait_until="load")
-            assert page.title() == f"digitlab report: {small_run.name}"
-            assert page.locator("h1").inner_text() == f"digitlab report: {small_run.name}"
-            assert page.locator("h2").all_inner_texts() == HEADINGS
-            images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth, e.alt])")
-            assert len(images) == 9
-            assert all(complete and width > 0 for complete, width, _ in images), images
-            assert f"{accuracy:.2%}" in page.locator("#test").inner_text()
-            page.screenshot(path=str(artifacts / "report.png"), full_page=True)
-        finally:
-            browser.close()
+        page.route("**/*", only_local)
+        page.goto(report.as_uri(), wait_until="load")
+        assert page.title() == f"digitlab report: {small_run.name}"
+        assert page.locator("h1").inner_text() == f"digitlab report: {small_run.name}"
+        assert page.locator("h2").all_inner_texts() == HEADINGS
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth, e.alt])")
+        assert len(images) == 9
+        assert all(complete and width > 0 for complete, width, _ in images), images
+        assert f"{accuracy:.2%}" in page.locator("#test").inner_text()
+        page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+    finally:
+        page.close()
     assert requests and all(url.startswith(("file:", "data:")) for url in requests), requests
 
 

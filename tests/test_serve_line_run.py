@@ -145,27 +145,21 @@ def test_digitlab_serve_with_two_workers_serves_a_line_run(tiny_line_run):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_the_page_opens_in_number_mode_and_reads_with_the_line_model(line_server, tmp_path):
-    from test_browser import CHROMIUM, CHROMIUM_ARGS, draw, number_strokes
+def test_the_page_opens_in_number_mode_and_reads_with_the_line_model(line_server, browser):
+    from test_browser import draw, number_strokes
 
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1000, "height": 760})
-            asked = []
-            page.on("request", lambda r: asked.append(r.url))
-            page.goto(line_server)
-            page.wait_for_function("document.body.dataset.mode === 'number'", timeout=20_000)
-            assert page.locator("#number-pad").is_visible() and not page.locator("#pad").is_visible()
-            assert page.locator("#mode-digit").is_disabled()
-            assert "whole lines" in page.locator("#sub-number").text_content()
-            draw(page, number_strokes("2026"), "#number-pad")
-            page.wait_for_selector('#number-result[data-state="done"]', timeout=20_000)
-            assert not page.locator("#number-status").text_content()  # no error shown
-            assert f"{line_server}/api/read" in asked and f"{line_server}/api/predict" not in asked
-        finally:
-            browser.close()
+    page = browser.new_page(viewport={"width": 1000, "height": 760})
+    try:
+        asked = []
+        page.on("request", lambda r: asked.append(r.url))
+        page.goto(line_server)
+        page.wait_for_function("document.body.dataset.mode === 'number'", timeout=20_000)
+        assert page.locator("#number-pad").is_visible() and not page.locator("#pad").is_visible()
+        assert page.locator("#mode-digit").is_disabled()
+        assert "whole lines" in page.locator("#sub-number").text_content()
+        draw(page, number_strokes("2026"), "#number-pad")
+        page.wait_for_selector('#number-result[data-state="done"]', timeout=20_000)
+        assert not page.locator("#number-status").text_content()  # no error shown
+        assert f"{line_server}/api/read" in asked and f"{line_server}/api/predict" not in asked
+    finally:
+        page.close()
