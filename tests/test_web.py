@@ -78,6 +78,18 @@ def test_runtime_is_fetched_verified_cached_and_refetched_when_damaged(fake_runt
     assert web.runtime_file("../model.onnx") is None
 
 
+def test_a_verified_runtime_is_not_hashed_again_on_every_request(fake_runtime, monkeypatch):
+    folder = web.fetch_runtime()
+    hashed = []
+    monkeypatch.setattr(web, "_sha256_file", lambda path: hashed.append(path) or sha(path.read_bytes()))
+    for _ in range(3):
+        assert web.runtime_file("ort.wasm.min.mjs") == folder / "ort.wasm.min.mjs"
+    assert hashed == []  # verified once in this process, and unchanged on disk since
+    (folder / "ort.wasm.min.mjs").write_bytes(FAKE_FILES["ort.wasm.min.mjs"])  # written again: checked again
+    web.fetch_runtime()
+    assert hashed
+
+
 def test_a_tarball_that_does_not_match_its_digest_is_refused(fake_runtime, monkeypatch):
     monkeypatch.setattr(web, "RUNTIME_TARBALL_SHA256", "0" * 64)
     with pytest.raises(

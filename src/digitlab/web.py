@@ -47,13 +47,30 @@ def _sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+# Cached folders this process has verified, with each file's (size, mtime) then: `/ort/` asks for the
+# files on every page load, and hashing 11 MB each time is work done once already. A file written since
+# (a damaged or replaced one) has another stamp and is verified again.
+_verified: dict[Path, tuple] = {}
+
+
+def _stamps(files: list[Path]) -> tuple | None:
+    try:
+        return tuple((s.st_size, s.st_mtime_ns) for s in (f.stat() for f in files))
+    except OSError:
+        return None
+
+
 def fetch_runtime(cache_dir: str | os.PathLike | None = None) -> Path:
     """The folder holding RUNTIME_FILES, each verified: from the cache, else fetched with npm (about 20 MB,
     of which 11 MB are kept) and cached. A DataError naming the file or the package when they cannot be."""
     folder = runtime_dir(cache_dir)
-    atomic.remove_stale(folder)  # what a killed fetch left half-written
     cached = {name: folder / name for name in RUNTIME_FILES}
+    stamps = _stamps(list(cached.values()))
+    if stamps is not None and _verified.get(folder) == stamps:
+        return folder
+    atomic.remove_stale(folder)  # what a killed fetch left half-written
     if all(p.is_file() and _sha256_file(p) == RUNTIME_FILES[n] for n, p in cached.items()):
+        _verified[folder] = stamps
         return folder
     members = {name: f"package/dist/{name}" for name in RUNTIME_FILES}
     found, tarball = npm_pack(RUNTIME_PACKAGE, tuple(members.values()), "about 20 MB")
@@ -71,6 +88,7 @@ def fetch_runtime(cache_dir: str | os.PathLike | None = None) -> Path:
             )
     for name, member in members.items():
         write_atomic(folder / name, found[member])
+    _verified[folder] = _stamps(list(cached.values()))
     return folder
 
 
