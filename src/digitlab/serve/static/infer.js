@@ -1,6 +1,6 @@
-// Reading a digit in the browser: the run's model.onnx on ONNX Runtime Web (WebAssembly, one thread),
-// after preprocess.js, with the run's calibration and unsure rule from model.json, so that the answer has
-// the fields /api/predict gives. Used when model.json, model.onnx and ort/ are served beside the page
+// Reading in the browser: the run's model.onnx on ONNX Runtime Web (WebAssembly, one thread), after
+// preprocess.js for a digit and segment.js for a number, with the run's calibration and unsure rule from
+// model.json, so that the answers have the fields /api/predict and /api/read give. Used when model.json, model.onnx and ort/ are served beside the page
 // (`digitlab serve` with a run exported to ONNX, or `digitlab export RUN --format web`); otherwise the page
 // asks the server. Defines one global, browserReader.
 "use strict";
@@ -43,7 +43,9 @@ const browserReader = (() => {
     readCanvas,
     readPixels,
     readMany,
+    readNumber,
     answer: async (canvas) => ({ response: { ok: true, status: 200 }, body: await readCanvas(canvas) }), // as the server's
+    numberAnswer, // as /api/read's
   };
 
   self.ready = load()
@@ -54,23 +56,10 @@ const browserReader = (() => {
     .then((on) => {
       self.on = on;
       self.readyAt = performance.now();
-      if (on && model.site) withoutServer();
       if (engineEl) engineEl.textContent = on ? "read in this browser (ONNX Runtime Web)" : "read by the server";
       document.body.dataset.engine = on ? "browser" : "server";
       return on;
     });
-
-  function withoutServer() {
-    // The static site (`digitlab export --format web`) has no server to read numbers: Digit mode only.
-    const numberMode = document.getElementById("mode-number");
-    if (!numberMode) return;
-    numberMode.disabled = true;
-    document.querySelector('label[for="mode-number"]').title = "Numbers are read by `digitlab serve`; this page reads digits";
-    if (numberMode.checked) document.getElementById("mode-digit").click();
-    const style = document.createElement("style"); // nor a button that points to it
-    style.textContent = "#to-number { display: none !important; }";
-    document.head.append(style);
-  }
 
   async function forward(pixels, n) {
     // (n, 28, 28) raw pixels 0-255 -> n rows of probabilities, uncalibrated
@@ -92,27 +81,25 @@ const browserReader = (() => {
     return e.map((v) => Math.fround(v / sum));
   }
 
-  function answer(pre, raw) {
-    // predict.classify for one image: the fields of /api/predict's answer, and the 28x28 input
+  function classifyRow(raw) {
+    // predict.classify for one digit the model was asked about: digit and label (null when unsure),
+    // confidence, probabilities, top3, unsure and the reason, in Python's words
     const names = model.web.class_names;
-    const rows = Array.from({ length: SIDE }, (_, y) => Array.from(pre.digit.subarray(y * SIDE, (y + 1) * SIDE)));
-    const r = { preprocessed: rows, model: { name: model.name } };
-    if (pre.reason !== null || raw === null) {
-      return { ...r, digit: null, label: null, confidence: null, probabilities: null, top3: null, unsure: true, reason: pre.reason };
-    }
     const p = temper(raw);
     const order = p.map((_, i) => i).sort((a, b) => p[b] - p[a] || a - b);
     const top3 = order.slice(0, 3).map((i) => ({ digit: i, label: names[i], probability: p[i] }));
     const best = order[0];
+    const threshold = model.web.threshold;
     let reason = null;
-    if (p[best] < model.web.threshold) {
-      reason = `confidence ${p[best].toFixed(3)} is below the threshold ${model.web.threshold.toFixed(3)}`;
+    if (p[best] < threshold) {
+      reason =
+        `unsure: ${top3[0].label} or ${top3[1].label} (confidence ${p[best].toFixed(3)}, ` +
+        `below the threshold ${threshold.toFixed(3)})`;
       if (model.web.nondigits && top3[0].probability + top3[1].probability < model.web.not_a_digit)
         reason = model.web.not_a_digit_reason;
     }
     const sure = reason === null;
     return {
-      ...r,
       digit: sure ? best : null,
       label: sure ? names[best] : null,
       confidence: p[best],
@@ -121,6 +108,47 @@ const browserReader = (() => {
       unsure: !sure,
       reason,
     };
+  }
+
+  function gridRows(digit) {
+    return Array.from({ length: SIDE }, (_, y) => Array.from(digit.subarray(y * SIDE, (y + 1) * SIDE)));
+  }
+
+  function answer(pre, raw) {
+    // the fields of /api/predict's answer, and the 28x28 input
+    const r = { preprocessed: gridRows(pre.digit), model: { name: model.name } };
+    if (pre.reason !== null || raw === null) {
+      return { ...r, digit: null, label: null, confidence: null, probabilities: null, top3: null, unsure: true, reason: pre.reason };
+    }
+    return { ...r, ...classifyRow(raw) };
+  }
+
+  async function classifyMany(crops) {
+    // 28x28 Uint8Arrays -> one classify row each, the model asked once
+    const pixels = new Float32Array(crops.length * SIDE * SIDE);
+    crops.forEach((crop, i) => pixels.set(crop, i * SIDE * SIDE));
+    return (await forward(pixels, crops.length)).map(classifyRow);
+  }
+
+  async function readNumber(rgba, width, height) {
+    // the number in RGBA pixels, as /api/read reads it with the segmentation method (a digit run's)
+    const reading = await digitlabSegment.readNumber(rgba, width, height, classifyMany);
+    return { ...reading, model: { name: model.name, architecture: model.config?.model?.architecture ?? "?" } };
+  }
+
+  async function numberAnswer(source) {
+    // A canvas (or {rgba, width, height}) read as a number: {response, body} as the server's /api/read
+    // answers, a 422 with its one-line detail for an image it refuses (too many marks, too long and thin).
+    const { data, width, height } =
+      source instanceof HTMLCanvasElement
+        ? source.getContext("2d").getImageData(0, 0, source.width, source.height)
+        : { data: source.rgba, width: source.width, height: source.height };
+    try {
+      return { response: { ok: true, status: 200 }, body: await readNumber(data, width, height) };
+    } catch (err) {
+      if (!/^image: /.test(err.message)) throw err;
+      return { response: { ok: false, status: 422 }, body: { detail: err.message } };
+    }
   }
 
   async function readMany(images) {

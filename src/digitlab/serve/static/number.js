@@ -1,12 +1,12 @@
-// The page's Number mode: strokes on the wide #number-pad go to POST /api/read as a PNG data URL a
-// moment after each stroke ends; the reply draws each digit's box over the ink with its digit (and its
+// The page's Number mode: a moment after each stroke ends, the wide #number-pad is read in the browser
+// (infer.js and segment.js, when the run's model is there) or sent to POST /api/read as a PNG data URL; the reply draws each digit's box over the ink with its digit (and its
 // confidence, for a single-digit run's model), the whole reading, and the 28x28 image the model received
 // for each digit. Uses inkPad, historyKeys, showHistory, serverAsker, percent, sentence, drawGrid and the
 // plain-words helpers from app.js.
 "use strict";
 
 (() => {
-  const READ_DEBOUNCE_MS = 300; // after a stroke ends: a digit is often more than one stroke
+  const READ_DEBOUNCE_MS = 300; // after a stroke ends, before asking the server: a digit is often more than one stroke
   const CROP_PX = 56; // backing store of each 28x28 crop, so that it is drawn with crisp pixels
   const ONE_LINE = 1 / 3; // the pad's height as a share of its width: at least one line of digits...
   const SQUARE = 1; // ...and at most as tall as it is wide (a phone held upright)
@@ -44,7 +44,7 @@
     onInk: changed,
     onEnd: () => {
       showHistory(numberPad, undoEl, redoEl);
-      schedule(READ_DEBOUNCE_MS);
+      schedule(browserReader.on ? 0 : READ_DEBOUNCE_MS); // in the browser a reading costs milliseconds: read now
     },
     digitHeight: () => Math.min(canvas.height, canvas.width * ONE_LINE), // a line's height
   });
@@ -88,15 +88,20 @@
 
   function schedule(ms) {
     clearTimeout(timer);
-    timer = setTimeout(send, ms);
+    // Read in the browser at once: a timer would wait for the next frame to be drawn (about 10 ms).
+    if (ms === 0 && browserReader.on) send();
+    else timer = setTimeout(send, ms);
   }
 
   async function send() {
     if (inFlight || !hasInk || shownVersion === version) return; // the reply in flight re-sends when done
     inFlight = true;
     const asked = version;
+    const local = (await browserReader.ready) && !unreadable; // a file the browser cannot show: the server says why
     let request;
-    if (unreadable) {
+    if (local) {
+      // read from the pad's pixels in this page
+    } else if (unreadable) {
       const form = new FormData();
       form.append("file", unreadable, unreadable.name);
       request = { method: "POST", body: form };
@@ -108,7 +113,7 @@
       };
     }
     try {
-      const answer = await server.ask("/api/read", request);
+      const answer = local ? await browserReader.numberAnswer(canvas) : await server.ask("/api/read", request);
       if (asked === version) {
         if (!answer) showTrouble();
         else if (answer.response.ok) show(answer.body);

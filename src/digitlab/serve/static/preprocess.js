@@ -4,7 +4,8 @@
 // morphology and Euclidean distance transform are ported with the same arithmetic: float32 where the
 // Python steps keep float32, Pillow's fixed point for 8-bit images. The constants are Python's;
 // tests/test_web.py holds the two to each other on 500+ images in Chromium.
-// Defines one global, digitlabPreprocess: { preprocessRGBA(rgba, width, height) -> result }.
+// Defines one global, digitlabPreprocess: { preprocessRGBA(rgba, width, height) -> result, and the steps
+// segment.js reads a number with }.
 "use strict";
 
 const digitlabPreprocess = (() => {
@@ -968,5 +969,5 @@ const digitlabPreprocess = (() => {
     return { digit, hasInk: true, inverted: ink.inverted, reason: notADigit(ink.mask, ink.bright.w, ink.bright.h) };
   }
 
-  return { SIDE, NO_INK, preprocessRGBA, toGrey, findInk, edt, resizeFloat, otsu };
+  return { SIDE, NO_INK, preprocessRGBA, toGrey, findInk, label, inkLevels, normalizeDigit, edt, resizeFloat, otsu };
 })();
