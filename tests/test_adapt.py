@@ -15,10 +15,9 @@ from typer.testing import CliRunner
 import digitlab
 from digitlab import runs
 from digitlab.cli import app
-from digitlab.config import resolve_configs
 from digitlab.errors import DataError, RunError
 from digitlab.preprocess import preprocess
-from digitlab.training.adapt import LINE_RUNS, Recipe, adapt, read_samples
+from digitlab.training.adapt import LineSamples, Recipe, adapt, read_samples
 
 FONT = ImageFont.load_default(size=64)
 
@@ -168,7 +167,7 @@ def test_adaptation_teaches_a_run_a_writer_and_leaves_the_base_untouched(tmp_pat
     assert runs.check_run(out).calibration is not None  # a normal run: predict, serve, export read it
 
 
-def test_out_is_refused_unless_overwrite_and_line_runs_are_named(tmp_path, synthetic_cnn_run):
+def test_out_is_refused_unless_overwrite(tmp_path, synthetic_cnn_run):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -177,12 +176,6 @@ def test_out_is_refused_unless_overwrite_and_line_runs_are_named(tmp_path, synth
     with pytest.raises(RunError, match="is the base run"):
         adapt(synthetic_cnn_run, tmp_path / "no-samples", synthetic_cnn_run, overwrite=True)
     assert (out / "keep.txt").read_text() == "mine"
-    line = tmp_path / "line"
-    line.mkdir()
-    (line / runs.CONFIG).write_text(json.dumps({"model": resolve_configs("numbers")[0].to_dict()}))
-    (line / runs.CALIBRATION).write_text(json.dumps({"temperature": 1.0, "threshold": 0.5}))
-    with pytest.raises(RunError, match=LINE_RUNS):
-        adapt(line, tmp_path / "no-samples", tmp_path / "new")
 
 
 def test_the_cli_refuses_an_existing_out_in_one_line(tmp_path, synthetic_cnn_run):
@@ -340,3 +333,132 @@ def test_serve_allow_adapt_is_refused_in_one_line_where_it_cannot_work(synthetic
     result = CliRunner().invoke(app, ["serve", str(synthetic_cnn_run), "--allow-adapt", "--port", "0", *options])
     assert result.exit_code != 0
     assert result.output.strip().splitlines() == [f"error: {message}"]
+
+
+# Line runs: numbers with their text.
+
+
+def write_numbers(root, texts, seed: int = 0):
+    """A folder per number, the constructed writer's drawing of it inside."""
+    rng = np.random.default_rng(seed)
+    for i, text in enumerate(texts):
+        (root / text).mkdir(parents=True, exist_ok=True)
+        drawn(text, rng, width=60 + 40 * len(text)).save(root / text / f"{seed}-{i}.png")
+    return root
+
+
+def test_a_line_runs_samples_are_numbers_from_a_folder_a_csv_and_the_pages_file(tmp_path):
+    folder = write_numbers(tmp_path / "me", ["4096", "17", "250"])
+    rng = np.random.default_rng(1)
+    (tmp_path / "pics").mkdir()
+    drawn("31", rng, width=140).save(tmp_path / "pics" / "a.png")
+    (tmp_path / "me.csv").write_text("path,text\npics/a.png,31\n")
+    png = io.BytesIO()
+    drawn("8", rng).save(png, format="PNG")
+    page = tmp_path / "digitlab-samples.json"
+    image = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    page.write_text(
+        json.dumps({"format": "digitlab-samples", "version": 1, "samples": [{"text": "8", "image": image}]})
+    )
+
+    samples = read_samples([folder, tmp_path / "me.csv", page], kind="line")
+
+    assert isinstance(samples, LineSamples) and samples.images.shape == (5, 32, 256)
+    assert sorted(samples.texts) == ["17", "250", "31", "4096", "8"]
+    assert samples.per_length() == {"1": 1, "2": 2, "3": 1, "4": 1}
+    labels = samples.labels(10)
+    assert labels[samples.texts.index("250")].tolist()[:4] == [2, 5, 0, -1]
+    from digitlab.predict.segmented import open_image
+    from digitlab.preprocess.line import line_image
+
+    i = samples.texts.index("31")  # normalised as a person's line is for the line model
+    assert np.array_equal(samples.images[i], line_image(open_image(tmp_path / "pics" / "a.png")[0]))
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("text not all digits", r"/4o96/: text: expected a number of 1 to 10 digits 0-9, got '4o96'"),
+        ("a csv text too long", r"bad.csv:1: text: expected a number of 1 to 10 digits 0-9, got '123456789012'"),
+        (
+            "a digit image for a number",
+            r"/40961234/0.png: its ink is 0\.\d times as wide as tall, too narrow for the 8",
+        ),
+        ("a number for one digit", r"/7/0.png: its ink is \d\.\d times as wide as tall, too wide for the 1 digit"),
+        ("single digits only", r"samples: every usable sample is a single digit; a line run learns whole numbers"),
+        ("a page file of digits", r"samples: every usable sample is a single digit"),
+        ("a page file's text not digits", r"me.json: samples\[0\].text: text: expected a number"),
+    ],
+)
+def test_a_line_runs_bad_samples_are_one_line_errors_naming_the_file(tmp_path, case, message):
+    rng = np.random.default_rng(2)
+    root = write_numbers(tmp_path / "me", ["52", "903"])
+    source = root
+    if case == "text not all digits":
+        (root / "4o96").mkdir()
+        drawn("4096", rng, width=220).save(root / "4o96" / "0.png")
+    elif case == "a csv text too long":
+        source = tmp_path / "bad.csv"
+        source.write_text("me/52/0-0.png,123456789012\n")
+    elif case == "a digit image for a number":
+        (root / "40961234").mkdir()
+        drawn("4", rng).save(root / "40961234" / "0.png")
+    elif case == "a number for one digit":
+        (root / "7").mkdir()
+        drawn("77777", rng, width=300).save(root / "7" / "0.png")
+    elif case == "single digits only":
+        source = write_folder(tmp_path / "digits", 1)
+    elif case.startswith("a page file"):
+        source = tmp_path / "me.json"
+        doc = samples_file(source, rng)
+        if case == "a page file's text not digits":
+            doc["samples"][0] = {"text": "four", "image": doc["samples"][0]["image"]}
+            source.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=message) as caught:
+        read_samples(source, kind="line")
+    assert "\n" not in str(caught.value)
+
+
+def ctc_loss(run, samples: LineSamples) -> float:
+    from digitlab.predict import load_predictor
+    from digitlab.training.tasks import CTCLoss
+
+    probs = load_predictor(run, require_calibration=False).raw_proba(samples.images)
+    return float(CTCLoss()(samples.labels(10), probs))
+
+
+def test_adapting_a_line_run_teaches_it_a_writers_numbers_and_leaves_the_base_untouched(
+    tmp_path, tiny_line_run, synthetic_dir
+):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_line_run, base)
+    before_files = digests(base)
+    rng = np.random.default_rng(3)
+    texts = ["".join(map(str, rng.integers(0, 10, rng.integers(2, 5)))) for _ in range(12)]
+    samples = write_numbers(tmp_path / "me", texts)
+    others = read_samples(write_numbers(tmp_path / "others", ["305", "7281", "64", "19"], seed=9), kind="line")
+
+    metrics = adapt(
+        base,
+        samples,
+        tmp_path / "me-run",
+        recipe=Recipe(steps=30, batch_size=16, mix=0.5, layers="all", learning_rate=3e-3, rotate=0.0, scale=0.0),
+        data_dir=synthetic_dir,
+    )
+
+    out = tmp_path / "me-run"
+    assert digests(base) == before_files
+    before, after = ctc_loss(base, others), ctc_loss(out, others)
+    assert after < 0.8 * before, (before, after)  # the writer's other numbers, never shown to adapt
+    config = json.loads((out / runs.CONFIG).read_text())
+    assert config["model"] == json.loads((base / runs.CONFIG).read_text())["model"]
+    assert (
+        config["adapt"]["samples"] == 12 and config["adapt"]["samples_digest"] == read_samples(samples, "line").digest
+    )
+    assert (
+        config["train"]["lines"] == 240 and config["train"]["shift"] == 0
+    )  # a line run's configuration holds no warps
+    assert (out / runs.SAMPLES).read_text().splitlines()[0] == "file,text,sha256,used"
+    assert metrics["adapt"]["samples"] == 12 and metrics["calibration"]["kind"] == "string"
+    checked = runs.check_run(out)
+    assert checked.kind == "line" and checked.calibration is not None  # read, serve, evaluate use it

@@ -41,21 +41,37 @@ import digitlab.preprocess as preprocess_package
 from digitlab import __version__, atomic, runs
 from digitlab.config import AUGMENTATIONS, ModelConfig, TrainConfig
 from digitlab.data import RunSplit, default_cache_dir, run_split
+from digitlab.data.synth.lines import MAX_DIGITS, PAD_LABEL
 from digitlab.errors import DataError, DigitlabError, RunError
 from digitlab.predict.keras_runtime import load_keras_model
-from digitlab.preprocess import preprocess
+from digitlab.predict.segmented import open_image
+from digitlab.preprocess import NO_INK, preprocess
+from digitlab.preprocess.ink import ink_levels
+from digitlab.preprocess.line import line_ink, normalize_line
+from digitlab.preprocess.segment import segment
 from digitlab.training import _fit, compile_model
-from digitlab.training.tasks import WILD_CALIBRATION_SEED, DigitTask, steps_per_epoch
+from digitlab.training.augment import random_warp
+from digitlab.training.epochs import EpochBatches
+from digitlab.training.tasks import WILD_CALIBRATION_SEED, DigitTask, LineTask, steps_per_epoch
 
 CLASSES = 10  # digits 0-9: a sample's label is its folder's name or the CSV's digit
 MIN_PER_DIGIT = 1  # samples of each digit, after those preprocessing refuses
-HEAD = ("dense", "bn_dense", "probabilities")  # the layers Recipe.layers "head" trains (models.build_model)
+HEAD = {  # the layers Recipe.layers "head" trains, by the run's kind (models.build_model)
+    "digit": ("dense", "bn_dense", "probabilities"),
+    "line": ("dense", "context_0", "context_bn_0", "context_1", "context_bn_1", "gru", "probabilities"),
+}
 WILD_CACHE = "wild-calibration"  # the data cache's folder of wild calibration digits (AdaptTask.wild_digits)
 _wild_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # the same, for many adaptations in one process
-LINE_RUNS = "adapt reads digit runs; line runs are not supported yet"
 SAMPLES_FORMAT = ("digitlab-samples", 1)  # the page's samples file: its "format" and "version"
 PNG_URL = "data:image/png;base64,"  # how the page's samples file holds each image
-SOURCES = "a folder of sub-folders 0/ … 9/ or a CSV of path,digit, or the page's digitlab-samples .json"
+SOURCES = (  # what samples may be, for a digit run and for a line run
+    "a folder of sub-folders 0/ … 9/ or a CSV of path,digit, or the page's digitlab-samples .json",
+    "a folder of sub-folders named for each number (4096/), a CSV of path,text, or a digitlab-samples .json",
+)
+# A number's normalised ink, as wide as tall: at least LINE_RATIO[0] per digit, at most LINE_RATIO[1] per
+# digit plus LINE_RATIO[2]; the training lines span 0.21-2.05 for one digit, 1.9-5.3 for four, 4.0-11.8 for ten.
+LINE_RATIO = (0.15, 1.6, 1.0)
+LINE_INK = 64  # of 255: the normalised line's ink the ratio is measured on
 
 
 @dataclass(frozen=True)
@@ -85,11 +101,17 @@ class Recipe:
         if self.steps <= 0 or self.batch_size <= 0:
             raise DigitlabError(f"recipe: steps and batch_size must be positive, got {self.steps}, {self.batch_size}")
 
-    def train_config(self, base: TrainConfig, seed: int) -> TrainConfig:
-        """The run's training configuration with the adaptation's schedule and warps."""
-        warps = {k: getattr(self, k) for k in AUGMENTATIONS}
+    def train_config(self, base: TrainConfig, seed: int, line: bool = False) -> TrainConfig:
+        """The run's training configuration with the adaptation's schedule and warps; for a line run, the
+        generated lines it mixes in as its lines per epoch, and no warps (they are the person's lines' own,
+        LineAdaptTask, and a line run's configuration holds none)."""
+        if line:
+            changes = {"lines": max(1, round(self.mix * self.steps * self.batch_size))}
+        else:
+            changes = {k: getattr(self, k) for k in AUGMENTATIONS}
         return dataclasses.replace(
             base,
+            **changes,
             epochs=1,
             batch_size=self.batch_size,
             optimizer="adam",
@@ -98,11 +120,16 @@ class Recipe:
             schedule="onecycle",
             precision="float32",
             seed=seed,
-            **warps,
         )
 
 
 RECIPE = Recipe()
+# A line run's: every layer at a lower peak, fewer and smaller steps (a line costs about 20 digits); the
+# warps apply to the person's lines only (the generated lines are drawn afresh), and no rotation or zoom,
+# which would turn a 256 px line about a point near its start (training.augment works about 28 px).
+LINE_RECIPE = Recipe(
+    steps=60, batch_size=32, mix=0.5, layers="all", learning_rate=3e-4, rotate=0.0, scale=0.0, shear=0.15
+)
 
 
 @dataclass(frozen=True)
@@ -128,30 +155,77 @@ class Samples:
         return {str(k): int(np.sum(self.labels == k)) for k in range(CLASSES)}
 
 
-def _label(text: str, where: str) -> int:
-    if text.strip().isdigit() and 0 <= int(text.strip()) < CLASSES:
-        return int(text.strip())
-    raise DataError(f"{where}: digit: expected 0 to {CLASSES - 1}, got {text.strip()!r:.40}")
+@dataclass(frozen=True)
+class LineSamples:
+    """A person's numbers with their text, for a line run, each normalised as `digitlab read` normalises
+    a line."""
+
+    images: np.ndarray  # (n, LINE_HEIGHT, LINE_WIDTH) uint8, ink 255 on black
+    texts: tuple[str, ...]  # each number's digits
+    files: tuple[str, ...]
+    sha256: tuple[str, ...]
+    refused: tuple[tuple[str, str, str], ...] = ()  # (file, text, why)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def digest(self) -> str:
+        """One sha256 over every sample used, its file's digest and its text, in a fixed order."""
+        return hashlib.sha256(
+            "\n".join(sorted(f"{d} {t}" for d, t in zip(self.sha256, self.texts))).encode()
+        ).hexdigest()
+
+    def per_length(self) -> dict[str, int]:
+        """Samples by their count of digits."""
+        lengths = [len(t) for t in self.texts]
+        return {str(n): lengths.count(n) for n in sorted(set(lengths))}
+
+    def labels(self, width: int) -> np.ndarray:
+        """The texts as the line task's padded labels (n, width), PAD_LABEL after the digits."""
+        out = np.full((len(self), width), PAD_LABEL, np.int32)
+        for i, text in enumerate(self.texts):
+            out[i, : len(text)] = [int(c) for c in text]
+        return out
 
 
-def _from_folder(folder: Path) -> list[tuple[Path, int]]:
-    """A folder of sub-folders 0/ … 9/: every file under each (hidden ones skipped) with its digit."""
+def _label(text: str, where: str, line: bool = False) -> str:
+    """A sample's label as written: one digit 0-9 for a digit run; a number's text, 1 to MAX_DIGITS digits
+    0-9, for a line run."""
+    text = text.strip()
+    if line:
+        if text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS:
+            return text
+        raise DataError(f"{where}: text: expected a number of 1 to {MAX_DIGITS} digits 0-9, got {text!r:.40}")
+    if text.isascii() and text.isdigit() and 0 <= int(text) < CLASSES:
+        return str(int(text))
+    raise DataError(f"{where}: digit: expected 0 to {CLASSES - 1}, got {text!r:.40}")
+
+
+def _from_folder(folder: Path, line: bool) -> list[tuple[Path, str]]:
+    """A folder of sub-folders 0/ … 9/ (for a line run, a sub-folder per number, named for it: 4096/): every
+    file under each (hidden ones skipped) with its label."""
     entries, named = [], False
     for child in sorted(folder.iterdir()):
         if child.name.startswith("."):
             continue
         if not child.is_dir():
-            raise DataError(f"{child}: a sample must stand in a sub-folder named for its digit (0/ … 9/)")
+            raise DataError(f"{child}: a sample must stand in a sub-folder named for its {_what(line)}")
         named = True
-        digit = _label(child.name, f"{child}/")
+        digit = _label(child.name, f"{child}/", line)
         entries += [(p, digit) for p in sorted(child.rglob("*")) if p.is_file() and not p.name.startswith(".")]
     if not named:
-        raise DataError(f"{folder}: no sub-folders 0/ … 9/; expected a folder per digit or a CSV of path,digit")
+        raise DataError(f"{folder}: no sub-folders named for a {_what(line)}; expected {SOURCES[line]}")
     return entries
 
 
-def _from_csv(path: Path) -> list[tuple[Path, int]]:
-    """A CSV of path,digit: paths relative to the CSV's folder; a first row `path,digit` is a header."""
+def _what(line: bool) -> str:
+    return "number (4096/ …)" if line else "digit (0/ … 9/)"
+
+
+def _from_csv(path: Path, line: bool) -> list[tuple[Path, str]]:
+    """A CSV of path,digit (path,text for a line run): paths relative to the CSV's folder; a first row
+    `path,digit` or `path,text` is a header."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
@@ -161,16 +235,18 @@ def _from_csv(path: Path) -> list[tuple[Path, int]]:
         if not row or not "".join(row).strip():
             continue
         where = f"{path}:{number}"
-        if number == 1 and [c.strip().lower() for c in row] == ["path", "digit"]:
+        if number == 1 and [c.strip().lower() for c in row] in (["path", "digit"], ["path", "text"]):
             continue
+        fields = "path,text" if line else "path,digit"
         if len(row) != 2 or not row[0].strip():
-            raise DataError(f"{where}: expected two fields, path,digit, got {len(row)}: {','.join(row)!r:.60}")
-        entries.append((path.parent / row[0].strip(), _label(row[1], where)))
+            raise DataError(f"{where}: expected two fields, {fields}, got {len(row)}: {','.join(row)!r:.60}")
+        entries.append((path.parent / row[0].strip(), _label(row[1], where, line)))
     return entries
 
 
-def _from_json(path: Path) -> list[tuple[Path, int, bytes]]:
-    """The page's samples file: each sample named `FILE: samples[i]`, with its digit and its PNG's bytes."""
+def _from_json(path: Path, line: bool) -> list[tuple[Path, str, bytes]]:
+    """The page's samples file: each sample named `FILE: samples[i]`, with its label and its PNG's bytes. A
+    sample holds a digit; for a line run it may hold a number's text instead ("text": "4096")."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
@@ -189,11 +265,15 @@ def _from_json(path: Path) -> list[tuple[Path, int, bytes]]:
     entries = []
     for i, sample in enumerate(doc["samples"]):
         where = f"{path}: samples[{i}]"
-        if not isinstance(sample, dict) or "digit" not in sample or "image" not in sample:
-            raise DataError(f"{where}: expected an object with digit and image")
-        digit, image = sample["digit"], sample["image"]
-        if isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit < CLASSES:
-            raise DataError(f"{where}.digit: expected 0 to {CLASSES - 1}, got {digit!r:.40}")
+        if line and isinstance(sample, dict) and isinstance(sample.get("text"), str) and "image" in sample:
+            digit, image = _label(sample["text"], f"{where}.text", line), sample["image"]
+        elif not isinstance(sample, dict) or "digit" not in sample or "image" not in sample:
+            raise DataError(f"{where}: expected an object with {'text or ' if line else ''}digit and image")
+        else:
+            digit, image = sample["digit"], sample["image"]
+            if isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit < CLASSES:
+                raise DataError(f"{where}.digit: expected 0 to {CLASSES - 1}, got {digit!r:.40}")
+            digit = str(digit)
         if not isinstance(image, str) or not image.startswith(PNG_URL):
             got = image[: len(PNG_URL)] if isinstance(image, str) else type(image).__name__
             raise DataError(f"{where}.image: expected a PNG data URL ({PNG_URL}...), got {got!r}")
@@ -207,33 +287,37 @@ def _from_json(path: Path) -> list[tuple[Path, int, bytes]]:
     return entries
 
 
-def read_samples(sources: Sequence[str | Path]) -> Samples:
+def read_samples(sources: Sequence[str | Path], kind: str = "digit") -> Samples | LineSamples:
     """Labelled samples from folders of 0/ … 9/, CSVs of path,digit and the page's samples files (.json),
-    preprocessed as the reading path
-    preprocesses a person's image. A DataError (one line, naming the file) for a source or an image that
-    cannot be read, a label outside 0-9, the same image twice, or a digit left without a sample."""
+    preprocessed as the reading path preprocesses a person's image; for a line run (`kind` "line"), numbers
+    with their text (a folder per number, CSVs of path,text, samples files whose samples hold a text), each
+    normalised as `digitlab read` normalises a line (LineSamples). A DataError (one line, naming the file)
+    for a source or an image that cannot be read, a label outside 0-9, the same image twice, a digit left
+    without a sample; for a line run, a number whose ink cannot hold its digits, or samples of single
+    digits only."""
     if isinstance(sources, (str, Path)):
         sources = [sources]
-    entries: list[tuple[Path, int]] = []
+    line = kind == "line"
+    entries: list[tuple[Path, str]] = []
     inline: dict[Path, bytes] = {}  # the images inside a samples file, by the name they are listed under
     for source in map(Path, sources):
         if source.is_dir():
-            entries += _from_folder(source)
+            entries += _from_folder(source, line)
         elif source.is_file() and source.suffix.lower() == ".csv":
-            entries += _from_csv(source)
+            entries += _from_csv(source, line)
         elif source.is_file() and source.suffix.lower() == ".json":
-            found = _from_json(source)
+            found = _from_json(source, line)
             inline.update((name, data) for name, _, data in found)
-            entries += [(name, digit) for name, digit, _ in found]
+            entries += [(name, label) for name, label, _ in found]
         elif not source.exists():
-            raise DataError(f"{source}: no such file or folder; expected {SOURCES}")
+            raise DataError(f"{source}: no such file or folder; expected {SOURCES[line]}")
         else:
-            raise DataError(f"{source}: expected {SOURCES}")
+            raise DataError(f"{source}: expected {SOURCES[line]}")
     if not entries:
         raise DataError(f"{', '.join(map(str, sources)) or 'samples'}: no sample images found")
     seen: dict[str, Path] = {}
-    digits, labels, files, digests, refused = [], [], [], [], []
-    for path, digit in entries:
+    images, labels, files, digests, refused = [], [], [], [], []
+    for path, label in entries:
         try:
             data = inline[path] if path in inline else path.read_bytes()
         except FileNotFoundError:
@@ -245,19 +329,28 @@ def read_samples(sources: Sequence[str | Path]) -> Samples:
             raise DataError(f"{path}: the same image as {seen[digest]}; each sample may appear once")
         seen[digest] = path
         try:
-            pre = preprocess(data if path in inline else path)
+            image, reason = _line_sample(data, label, path) if line else _digit_sample(data if path in inline else path)
         except DigitlabError as e:  # an ImageError: not an image, truncated, too large; it names the file
-            raise DataError(f"{path}: {e}" if path in inline else str(e)) from None
-        if pre.reason is not None:
-            refused.append((str(path), digit, pre.reason))
+            raise DataError(f"{path}: {e}" if path in inline or line else str(e)) from None
+        if reason is not None:
+            refused.append((str(path), label, reason))
             continue
-        digits.append(pre.digit)
-        labels.append(digit)
+        images.append(image)
+        labels.append(label)
         files.append(str(path))
         digests.append(digest)
-    labels_ = np.array(labels, dtype=int)
-    counts = np.bincount(labels_, minlength=CLASSES)
     after = f" ({len(refused)} refused by preprocessing)" if refused else ""
+    if line:
+        if not labels:
+            raise DataError(f"samples: no usable number{after}; expected numbers with their text")
+        if all(len(t) == 1 for t in labels):
+            raise DataError(
+                f"samples: every usable sample is a single digit{after}; a line run learns whole numbers: "
+                "expected numbers of two digits or more with their text (a CSV of path,text or a folder per number)"
+            )
+        return LineSamples(np.stack(images), tuple(labels), tuple(files), tuple(digests), tuple(refused))
+    labels_ = np.array([int(t) for t in labels], dtype=int)
+    counts = np.bincount(labels_, minlength=CLASSES)
     if len(set(labels)) == 1:
         raise DataError(f"samples: every usable sample is a {labels[0]}{after}; expected samples of each digit 0 to 9")
     missing = [str(k) for k in range(CLASSES) if counts[k] < MIN_PER_DIGIT]
@@ -266,7 +359,41 @@ def read_samples(sources: Sequence[str | Path]) -> Samples:
             f"samples: no usable sample of digit {', '.join(missing)}{after}; "
             f"expected at least {MIN_PER_DIGIT} of each digit 0 to 9"
         )
-    return Samples(np.stack(digits), labels_, tuple(files), tuple(digests), tuple(refused))
+    refused_ = tuple((f, int(t), why) for f, t, why in refused)
+    return Samples(np.stack(images), labels_, tuple(files), tuple(digests), refused_)
+
+
+def _digit_sample(image: Path | bytes) -> tuple[np.ndarray, str | None]:
+    """One digit as `digitlab.preprocess` makes it MNIST-like, and why preprocessing refuses it (or None)."""
+    pre = preprocess(image)
+    return pre.digit, pre.reason
+
+
+def _line_sample(data: bytes, text: str, where: Path) -> tuple[np.ndarray | None, str | None]:
+    """One number's image as `digitlab read` normalises a line for the line model (predict.lines: the ink,
+    its lines, normalize_line), and why it is refused (no ink, several lines), or None. A DataError naming
+    the file when its ink is far narrower or wider than any line of its count of digits (a single digit's
+    image labelled with a long number, a whole line labelled with one digit)."""
+    grey, _ = open_image(data)
+    ink = line_ink(grey)
+    if ink is None:
+        return None, NO_INK
+    seg = segment(ink.mask)
+    if len(seg.lines) != 1:
+        return None, f"{len(seg.lines)} lines of ink; a sample is one line of digits"
+    image = normalize_line(ink_levels(ink.bright, ink.mask, ink.paper)[0])[0]
+    strong = image >= LINE_INK
+    rows, cols = np.flatnonzero(strong.any(1)), np.flatnonzero(strong.any(0))
+    ratio = (cols[-1] - cols[0] + 1) / (rows[-1] - rows[0] + 1) if len(rows) else 0.0
+    narrow, wide = LINE_RATIO[0] * len(text), LINE_RATIO[1] * len(text) + LINE_RATIO[2]
+    if not narrow <= ratio <= wide:
+        n = len(text)
+        raise DataError(
+            f"{where}: its ink is {ratio:.1f} times as wide as tall, too {'narrow' if ratio < narrow else 'wide'} "
+            f"for the {n} digit{'s' if n > 1 else ''} of {text!r} (expected {narrow:.1f} to {wide:.1f}): "
+            "a sample is one number, labelled with its whole text"
+        )
+    return image, None
 
 
 class AdaptTask(DigitTask):
@@ -323,54 +450,106 @@ class AdaptTask(DigitTask):
         }
 
 
-def _choose_layers(model: keras.Model, layers: str) -> None:
+class LineAdaptTask(LineTask):
+    """The line task on an adaptation's mix: the person's numbers, each repeated and warped afresh, among
+    the lines the run's own generator draws from its training split (`lines` of them, TrainConfig);
+    validated and calibrated on the run's validation lines as the base run was."""
+
+    def __init__(
+        self, model_config: ModelConfig, cfg: TrainConfig, data: RunSplit, samples: LineSamples, recipe: Recipe
+    ):
+        super().__init__(model_config, cfg, data)
+        total = recipe.steps * recipe.batch_size
+        self.samples, self.recipe = samples, recipe
+        self.repeats = max(1, math.ceil((total - cfg.lines) / len(samples)))
+        self.train_size = cfg.lines + self.repeats * len(samples)
+
+    def sizes(self) -> dict:
+        return {**super().sizes(), "samples": len(self.samples), "sample_repeats": self.repeats}
+
+    def fit_inputs(self, initial_epoch: int) -> dict:
+        generated = super().fit_inputs(initial_epoch)["x"]
+        return {"x": MixedLines(generated, self.samples, self.repeats, self.recipe, seed=self.cfg.seed)}
+
+
+class MixedLines(EpochBatches):
+    """An epoch of the run's generated lines (`generated`, the line task's own batches) with the person's
+    lines, repeated and each warped afresh (training.augment, the recipe's warps), shuffled together."""
+
+    def __init__(self, generated: EpochBatches, samples: LineSamples, repeats: int, recipe: Recipe, *, seed: int):
+        size = generated.size + repeats * len(samples)
+        super().__init__(size, generated.batch_size, first_epoch=generated.next_epoch, epochs=1, name="adapt-lines")
+        self.generated, self.samples, self.repeats, self.seed = generated, samples, repeats, seed
+        self.warps = {k: getattr(recipe, k) for k in AUGMENTATIONS}
+
+    def draw(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        x, y = self.generated.draw(epoch)
+        rng = np.random.default_rng([self.seed, epoch, len(self.samples)])
+        mine = random_warp(np.tile(self.samples.images, (self.repeats, 1, 1)), rng, **self.warps)
+        labels = np.tile(self.samples.labels(y.shape[1]), (self.repeats, 1))
+        order = rng.permutation(len(x) + len(mine))
+        images = np.concatenate([np.asarray(x, np.float32), np.clip(mine, 0, 255).astype(np.float32)])
+        return images[order], np.concatenate([y, labels])[order]
+
+
+def _choose_layers(model: keras.Model, layers: str, kind: str) -> None:
     for layer in model.layers:
-        layer.trainable = layers == "all" or layer.name in HEAD
+        layer.trainable = layers == "all" or layer.name in HEAD[kind]
 
 
 def adapt(
     run: str | Path,
-    samples: Samples | str | Path | Sequence[str | Path],
+    samples: Samples | LineSamples | str | Path | Sequence[str | Path],
     out: str | Path,
     *,
     overwrite: bool = False,
-    recipe: Recipe = RECIPE,
+    recipe: Recipe | None = None,
     seed: int = 0,
     data_dir: Path | None = None,
     verbose: int = 0,
 ) -> dict:
-    """Fine-tune a copy of the digit run `run` on `samples` (folders of 0/ … 9/, CSVs of path,digit, or
-    Samples from read_samples) into the new run directory `out`; returns its metrics (also in
-    metrics.json), with an `adapt` section: the base run, the samples used and refused, seconds."""
+    """Fine-tune a copy of the run `run` on `samples` (for a digit run folders of 0/ … 9/, CSVs of
+    path,digit, samples files; for a line run numbers with their text; or what read_samples returned) into
+    the new run directory `out`, with `recipe` (RECIPE for a digit run, LINE_RECIPE for a line run); returns
+    its metrics (also in metrics.json), with an `adapt` section: the base run, the samples used and refused,
+    seconds."""
     started = time.perf_counter()
     run, out = Path(run), Path(out)
     checked = runs.check_run(run)
-    if checked.kind == "line":
-        raise RunError(f"{run}: {LINE_RUNS}")
+    kind = "line" if checked.kind == "line" else "digit"
+    recipe = recipe or (LINE_RECIPE if kind == "line" else RECIPE)
     base_model = runs.require_model(run)
     if out.resolve() == run.resolve():
         raise RunError(f"--out {out}: is the base run; adapt writes a new run directory and never changes the base")
     if out.exists() and out.is_dir() and runs.has_files(out) and not overwrite:
         raise RunError(f"--out {out}: already exists; pass --overwrite to replace it")
     runs.check_new_run(out, overwrite)
-    if not isinstance(samples, Samples):
-        samples = read_samples([samples] if isinstance(samples, (str, Path)) else samples)
+    if not isinstance(samples, (Samples, LineSamples)):
+        samples = read_samples([samples] if isinstance(samples, (str, Path)) else samples, kind)
+    if isinstance(samples, LineSamples) != (kind == "line"):
+        expected = "numbers with their text" if kind == "line" else "digits"
+        raise DataError(f"samples: {run} is a {kind} run; expected {expected}, got {type(samples).__name__}")
     model_config = checked.model or ModelConfig.from_dict({})
     base_train = TrainConfig.from_dict(checked.config.get("train", {}))
-    train_config = recipe.train_config(base_train, seed)
-    task = AdaptTask(model_config, train_config, run_split(train_config, data_dir), samples, recipe)
+    train_config = recipe.train_config(base_train, seed, line=kind == "line")
+    split = run_split(train_config, data_dir)
+    if kind == "line":
+        task = LineAdaptTask(model_config, train_config, split, samples, recipe)
+    else:
+        task = AdaptTask(model_config, train_config, split, samples, recipe)
     keras.utils.set_random_seed(seed)
     model = load_keras_model(base_model)
     task.check(model, str(run))
-    _choose_layers(model, recipe.layers)
-    compile_model(model, train_config, steps_per_epoch(task, train_config))
+    _choose_layers(model, recipe.layers, kind)
+    compile_model(model, train_config, steps_per_epoch(task, train_config), type(task))
     base_metrics = runs.read_json(run / runs.METRICS) if (run / runs.METRICS).is_file() else {}
+    label = "text" if kind == "line" else "digit"
     about = {
         "base_run": str(run.resolve()),
         "base_model_sha256": hashlib.sha256(base_model.read_bytes()).hexdigest(),
         "samples_digest": samples.digest,
         "samples": len(samples),
-        "per_digit": samples.per_digit(),
+        **({"per_length": samples.per_length()} if kind == "line" else {"per_digit": samples.per_digit()}),
         "refused": len(samples.refused),
         "recipe": dataclasses.asdict(recipe),
     }
@@ -379,22 +558,20 @@ def adapt(
             runs.clear_run(out)
         runs.write_run_config(out, model_config, train_config, task.data.dataset, task.sizes())
         runs.update_json(out / runs.CONFIG, adapt=about)
-        _write_samples(out / runs.SAMPLES, samples)
+        _write_samples(out / runs.SAMPLES, samples, label)
         _fit(model, model_config, task, out, rows=[], best=-1.0, initial_epoch=0, verbose=verbose, on_epoch=None)
         result = {
             "base_run": about["base_run"],
             "samples": len(samples),
-            "refused": [{"file": f, "digit": d, "reason": r} for f, d, r in samples.refused],
+            "refused": [{"file": f, label: d, "reason": r} for f, d, r in samples.refused],
             "base_validation_accuracy": base_metrics.get("validation", {}).get("accuracy"),
             "seconds": round(time.perf_counter() - started, 3),
         }
         return runs.update_json(out / runs.METRICS, adapt=result) | {"adapt": result}
 
 
-def _write_samples(path: Path, samples: Samples) -> None:
-    rows = [
-        {"file": f, "digit": int(y), "sha256": d, "used": "yes"}
-        for f, y, d in zip(samples.files, samples.labels, samples.sha256)
-    ]
-    rows += [{"file": f, "digit": y, "sha256": "", "used": f"refused: {r}"} for f, y, r in samples.refused]
-    runs.write_csv(path, rows, ["file", "digit", "sha256", "used"])
+def _write_samples(path: Path, samples: Samples | LineSamples, label: str) -> None:
+    values = samples.texts if isinstance(samples, LineSamples) else [int(y) for y in samples.labels]
+    rows = [{"file": f, label: y, "sha256": d, "used": "yes"} for f, y, d in zip(samples.files, values, samples.sha256)]
+    rows += [{"file": f, label: y, "sha256": "", "used": f"refused: {r}"} for f, y, r in samples.refused]
+    runs.write_csv(path, rows, ["file", label, "sha256", "used"])
