@@ -546,7 +546,8 @@ def adapt(
     samples: Annotated[
         list[Path],
         typer.Argument(
-            help="Folders of sub-folders 0/ … 9/ of images, CSVs of path,digit, or the page's digitlab-samples.json.",
+            help="Folders of sub-folders 0/ … 9/ of images, CSVs of path,digit, or the page's digitlab-samples.json; "
+            "for a line run, numbers: a sub-folder per number (4096/), CSVs of path,text.",
             show_default=False,
         ),
     ],
@@ -555,14 +556,15 @@ def adapt(
     seed: Annotated[int, typer.Option(metavar="N", help="Seed for the warps, the mix and the weights.")] = 0,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Fine-tune a copy of a digit run on a person's labelled samples, recalibrate it, save a new run."""
+    """Fine-tune a copy of a run on a person's labelled digits or numbers, recalibrate it, save a new run."""
     prepare_run(run)
     from digitlab.training.adapt import adapt as adapt_run
 
     metrics = adapt_run(run, samples, out, overwrite=overwrite, seed=seed, data_dir=data_dir)
     about = metrics["adapt"]
     for refused in about["refused"]:
-        typer.echo(f"not used: {refused['file']} (digit {refused['digit']}): {refused['reason']}")
+        label = f"digit {refused['digit']}" if "digit" in refused else f"text {refused['text']}"
+        typer.echo(f"not used: {refused['file']} ({label}): {refused['reason']}")
     before = about["base_validation_accuracy"]
     typer.echo(
         f"adapted on {about['samples']} samples in {about['seconds']:.1f} s: validation accuracy "
