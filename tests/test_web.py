@@ -431,6 +431,16 @@ def test_the_browser_reads_numbers_as_digitlab_read_does(browser, site, onnx_run
     page.context.close()
 
 
+# The 28x28 input #seen shows (4 px per pixel) and the one read from the pad's pixels.
+SHOWN_AND_PAD = """async () => {
+  const seen = document.getElementById("seen").getContext("2d").getImageData(0, 0, 112, 112).data;
+  const shown = [];
+  for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) shown.push(seen[4 * ((4 * y + 2) * 112 + 4 * x + 2)]);
+  const pad = await browserReader.readCanvas(document.getElementById("pad"));
+  return [shown, pad.preprocessed.flat()];
+}"""
+
+
 TIME_NUMBER_READS = """async ([b64, n]) => {
   const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
   const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/png" }));
@@ -489,15 +499,21 @@ def test_the_static_site_reads_a_drawn_digit_from_a_plain_http_server(browser, s
         "document.getElementById('seen').getContext('2d').getImageData(0, 0, 112, 112)"
         ".data.some((v, i) => i % 4 === 0 && v > 0)"
     ), "the 28x28 input is not shown"
-    # An upload is read in the browser too, from the pad once it is drawn there.
+    # An upload is read in the browser too, at its own resolution as the server reads the file, not from the
+    # pad's 280 px copy of it: a wide image of thin strokes, which the pad shrinks.
+    thin = Image.open(io.BytesIO(strokes_png(np.random.default_rng(7)))).resize((1500, 500), Image.Resampling.BOX)
+    buf = io.BytesIO()
+    thin.save(buf, "PNG")
     page.locator("#upload").set_input_files(
-        files=[{"name": "seven.png", "mimeType": "image/png", "buffer": strokes_png(np.random.default_rng(7))}]
+        files=[{"name": "wide.png", "mimeType": "image/png", "buffer": buf.getvalue()}]
     )
     page.wait_for_function(
         "document.getElementById('result').dataset.state === 'done' && "
         "document.getElementById('digit').textContent !== ''"
     )
-    assert page.evaluate("browserReader.readCanvas(document.getElementById('pad')).then((r) => r.reason)") is None
+    shown, from_pad = page.evaluate(SHOWN_AND_PAD)
+    (own,) = page.evaluate(READ_PNGS, [base64.b64encode(buf.getvalue()).decode()])
+    assert shown == own["pixels"] and from_pad != own["pixels"]
     ready = page.evaluate("browserReader.readyAt")
     rng = np.random.default_rng(6)
     single = page.evaluate(TIME_READS, [base64.b64encode(strokes_png(rng)).decode(), 60])[10:]

@@ -29,6 +29,7 @@ let shownVersion = 0;
 let inFlight = false;
 let timer = null;
 let uploaded = null; // the uploaded File: sent as itself while the pad shows it with no strokes over it
+let uploadedPixels = null; // ... and read in the browser from a canvas of its own size, as the server reads it
 
 // --- the pad ---------------------------------------------------------------------------------------
 
@@ -222,6 +223,7 @@ function nothingToRead() {
   // The pad is empty (cleared, or every stroke undone): no answer, none to wait for.
   hasInk = false;
   uploaded = null;
+  uploadedPixels = null;
   version += 1;
   shownVersion = version;
   clearTimeout(timer);
@@ -260,19 +262,37 @@ uploadEl.addEventListener("change", () => {
     // Show the image on the pad, fitted inside it, so more strokes can be drawn over it.
     digitPad.setImage(img);
     showHistory(digitPad, undoEl, redoEl);
+    uploadedPixels = ownPixels(img);
     if (browserReader.on) {
-      changed(); // read in the browser from the pad, now that the image is on it
+      changed(); // read in the browser at the image's own resolution, now that it is decoded
       schedule(0);
     }
   };
-  img.onerror = () => URL.revokeObjectURL(url); // the server says what is wrong with it
+  img.onerror = () => {
+    URL.revokeObjectURL(url); // the server says what is wrong with it; in the browser, this page does
+    if (browserReader.on && uploaded === file && !digitPad.strokes) {
+      showError(`${file.name}: not an image this browser can open (expected PNG, JPEG, BMP, GIF or WebP)`);
+      shownVersion = version;
+    }
+  };
   img.src = url;
   clearPad();
   changed();
   uploaded = file;
+  uploadedPixels = null;
   uploadEl.value = ""; // so that choosing the same file again is a change too
   schedule(0);
 });
+
+function ownPixels(img) {
+  // The decoded image on a canvas of its own size (upright, as its EXIF orientation says): what the server
+  // would read from the file, not the pad's 280 px copy of it.
+  const canvas = document.createElement("canvas");
+  canvas.width = img.naturalWidth;
+  canvas.height = img.naturalHeight;
+  canvas.getContext("2d", { willReadFrequently: true }).drawImage(img, 0, 0);
+  return canvas;
+}
 
 // --- asking the server: a spinner when it is slow, a timeout, what to do when it is down ------------
 
@@ -373,8 +393,13 @@ async function send() {
   const asked = version;
   const local = await browserReader.ready; // infer.js: the run's model in this page, else the server
   let request;
+  const own = uploaded && !digitPad.strokes ? uploadedPixels : pad; // an upload with no strokes over it
   if (local) {
-    // read from the pad's pixels; an upload once it is drawn there (its onload asks again)
+    // read from the pad's pixels, or an upload's own once decoded (its onload asks again)
+    if (!own) {
+      inFlight = false;
+      return;
+    }
   } else if (uploaded && !digitPad.strokes) {
     const form = new FormData();
     form.append("file", uploaded, uploaded.name);
@@ -387,7 +412,7 @@ async function send() {
     };
   }
   try {
-    const answer = local ? await browserReader.answer(pad) : await digitServer.ask("/api/predict", request);
+    const answer = local ? await browserReader.answer(own) : await digitServer.ask("/api/predict", request);
     if (asked === version) {
       if (!answer) showTrouble();
       else if (answer.response.ok) show(answer.body);
