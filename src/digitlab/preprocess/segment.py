@@ -12,8 +12,9 @@ docs/design/reading.md).
 
 from __future__ import annotations
 
+import functools
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -55,10 +56,17 @@ class Piece:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One digit as segmented, and the cuts of it into two or three digits worth asking the classifier."""
+    """One digit as segmented, and the cuts of it into two or three digits worth asking the classifier.
+    The cuts are worked out when first asked for (`propose_cuts`): a reading needs those of a candidate
+    only when the classifier is unsure of it whole, or it is too wide for one digit."""
 
     whole: Piece
-    cuts: tuple[tuple[Piece, ...], ...] = ()
+    labels: np.ndarray = field(repr=False, compare=False)  # Segmentation.labels
+    height: float = field(compare=False)  # px, its line's height
+
+    @functools.cached_property
+    def cuts(self) -> tuple[tuple[Piece, ...], ...]:
+        return propose_cuts(self.whole, self.labels, self.height)
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,9 +99,10 @@ def segment(mask: np.ndarray) -> Segmentation:
             f"image: {count} separate marks found, at most {MAX_CANDIDATES} digits are read in one image; "
             "expected a number (crop the image to it)"
         )
+    labels = labels.astype(np.int32)
     return Segmentation(
-        labels=labels.astype(np.int32),
-        lines=tuple(tuple(Candidate(p, propose_cuts(p, labels, h)) for p in members) for members, h in lines),
+        labels=labels,
+        lines=tuple(tuple(Candidate(p, labels, h) for p in members) for members, h in lines),
         line_heights=tuple(float(h) for _, h in lines),
     )
 
@@ -200,20 +209,23 @@ def piece_mask(piece: Piece, labels: np.ndarray, margin: int = 0) -> tuple[tuple
         slice(max(y0 - margin, 0), min(y1 + margin, labels.shape[0])),
         slice(max(x0 - margin, 0), min(x1 + margin, labels.shape[1])),
     )
-    mask = np.isin(labels[window], piece.ids)
+    ids = piece.ids
+    mask = labels[window] == ids[0] if len(ids) == 1 else np.isin(labels[window], ids)  # ==: 5x as fast
     if piece.cols is not None:
         columns = np.arange(window[1].start, window[1].stop)
         mask &= ((columns >= piece.cols[0]) & (columns < piece.cols[1]))[None, :]
     return window, mask
 
 
-def _part(piece: Piece, labels: np.ndarray, c0: int, c1: int) -> Piece | None:
-    """The piece's ink between columns [c0, c1), with its own (tight) box; None when that holds no ink."""
-    _, mask = piece_mask(Piece(piece.ids, piece.box, (c0, c1)), labels)
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+def _part(piece: Piece, mask: np.ndarray, c0: int, c1: int) -> Piece | None:
+    """The piece's ink between columns [c0, c1), with its own (tight) box; None when that holds no ink.
+    `mask`: the whole piece's ink over its box (piece_mask's, without a margin)."""
+    x0, y0 = piece.box[0], piece.box[1]
+    part = mask[:, c0 - x0 : c1 - x0]
+    rows, cols = np.flatnonzero(part.any(1)), np.flatnonzero(part.any(0))
     if not len(rows):
         return None
-    x0, y0 = piece.box[0], piece.box[1]
+    x0 += c0 - piece.box[0]
     return Piece(piece.ids, (x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1), (c0, c1))
 
 
@@ -250,7 +262,7 @@ def propose_cuts(piece: Piece, labels: np.ndarray, height: float) -> tuple[tuple
     out = []
     for cuts in splits:
         edges = (piece.box[0], *cuts, piece.box[2])
-        parts = [_part(piece, labels, c0, c1) for c0, c1 in zip(edges, edges[1:])]
+        parts = [_part(piece, mask, c0, c1) for c0, c1 in zip(edges, edges[1:])]
         if all(p is not None and p.height >= TINY * height for p in parts):  # no bar or tail alone
             out.append(tuple(parts))
     return tuple(out)
@@ -279,7 +291,7 @@ def cut_graph(piece: Piece, labels: np.ndarray, height: float, parts: int) -> di
             if b - a > MAX_DIGIT_WIDTH * height:
                 break
             if b - a >= min_part:
-                part = _part(piece, labels, x0 + a, x0 + b)
+                part = _part(piece, mask, x0 + a, x0 + b)
                 if part is not None and part.height >= TINY * height:  # no bar or tail alone
                     out[x0 + a, x0 + b] = part
     return out
