@@ -65,15 +65,66 @@ def test_max_digits_bounds_the_length():
 
 def test_neighbours_overlap_touch_and_stand_apart():
     rng = np.random.default_rng(5)
-    gaps = []
-    for _ in range(40):
+    gaps, thirds = [], []
+    for _ in range(60):
         chosen = rng.integers(0, 10, 6)
         _, boxes = lines.compose(X[chosen], rng)
+        widths = [b - a for a, b in boxes]
         gaps += [right[0] - left[1] for left, right in zip(boxes, boxes[1:])]
-    gaps = np.array(gaps)
-    assert gaps.min() >= lines.MIN_GAP
-    assert (gaps < 0).mean() > 0.1  # overlapping ink boxes
+        thirds += [int(lines.OVERLAP * min(a, b)) for a, b in zip(widths, widths[1:])]
+    gaps, thirds = np.array(gaps), np.array(thirds)
+    assert (gaps >= -thirds).all()  # never more than a third of the narrower digit
+    assert (gaps == -thirds)[thirds > 2].mean() > 0.05  # tight writers reach that bound
+    assert (gaps < 0).mean() > 0.15  # overlapping ink boxes
     assert (gaps >= 8).mean() > 0.1  # wide gaps
+
+
+def ink_heights(cover: np.ndarray, boxes: list) -> list[int]:
+    """Rows of ink in each digit's columns (digits set apart, nothing joining them)."""
+    return [int(np.ptp(np.flatnonzero((cover[:, a:b] > 0.1).any(1)))) + 1 for a, b in boxes]
+
+
+def test_one_writer_per_line(monkeypatch):
+    monkeypatch.setattr(lines, "JOIN", 0.0)
+    rng = np.random.default_rng(9)
+    same = np.repeat(X[0:1], 5, axis=0)  # one ring five times: only the writer makes them differ
+    within, means = [], []
+    for _ in range(30):
+        writer = lines.Writer.draw(rng, gaps=(10, 12))
+        writer = lines.Writer(**{**writer.__dict__, "uneven": False})
+        cover, boxes = lines.compose(same, rng, writer=writer)
+        heights = ink_heights(cover, boxes)
+        within.append(max(heights) / min(heights))
+        means.append(np.mean(heights))
+    assert max(within) <= 1.2  # the same size along a line ...
+    assert max(means) / min(means) >= 1.3  # ... and another writer's on another line
+    uneven = lines.Writer(slant=0.0, scale=1.0, thickness=0.0, spacing=11, tilt=0.0, uneven=True)
+    spread = []
+    for _ in range(10):
+        cover, boxes = lines.compose(same, rng, writer=uneven)
+        heights = ink_heights(cover, boxes)
+        spread.append(max(heights) / min(heights))
+    assert np.mean(spread) > 1.3  # an uneven writer's sizes vary
+
+
+def test_a_writer_slants_every_digit_alike(monkeypatch):
+    monkeypatch.setattr(lines, "JOIN", 0.0)
+    bar = np.repeat(X[1:2], 4, axis=0)  # an upright bar: its box widens with the slant
+    for slant in (-0.3, 0.3):
+        writer = lines.Writer(slant=slant, scale=1.0, thickness=0.0, spacing=10, tilt=0.0, uneven=False)
+        cover, boxes = lines.compose(bar, np.random.default_rng(0), gaps=(10, 10), writer=writer)
+        for a, b in boxes:
+            rows = np.flatnonzero((cover[:, a:b] > 0.5).any(1))
+            top = np.flatnonzero(cover[rows[0], a:b] > 0.5).mean()
+            bottom = np.flatnonzero(cover[rows[-1], a:b] > 0.5).mean()
+            assert np.sign(top - bottom) == np.sign(slant)  # the top leans the writer's way
+
+
+def test_compose_is_seeded():
+    a, boxes_a = lines.compose(X[[3, 1, 4, 1, 5]], np.random.default_rng(12))
+    b, boxes_b = lines.compose(X[[3, 1, 4, 1, 5]], np.random.default_rng(12))
+    np.testing.assert_array_equal(a, b)
+    assert boxes_a == boxes_b
 
 
 def test_some_neighbours_are_joined_by_a_stroke():

@@ -1,12 +1,16 @@
 """Handwritten number lines, generated on the fly for the line model.
 
 `make_lines(x, y, n, rng)` composes n lines of 1 to MAX_DIGITS digits from one split's 28x28 digits
-(MNIST's: ink bright on black): each digit cut to its ink, scaled, slanted, thickened or thinned and
-moved off the baseline, set beside the previous one with a gap from MIN_GAP px (overlapping) to wide,
-sometimes joined to it by a connecting stroke; the line is then drawn as dark ink on paper under uneven
-light with sensor noise and read back by `find_ink`, as a
-person's photo is, and normalised by `normalize_line`. Training lines come from the training split and
-validation lines from the validation split (`validation_lines`); nothing here knows which.
+(MNIST's: ink bright on black), each line in the hand of one *writer* (`Writer`: one slant, size, pen
+width and spacing for the whole line, each digit varying a little around them; an "uneven" writer's
+sizes and baselines vary a lot). Each digit is cut to its ink, scaled, slanted, thickened or thinned and
+moved off a baseline that drifts across the line, set beside the previous one at the writer's spacing
+give or take a few px (tight writers overlap their neighbours by up to OVERLAP of the narrower one's
+width), sometimes joined to it by a connecting stroke. A share PHOTO of the lines is drawn as dark ink
+on paper under uneven light with sensor noise and read back by `line_ink`, as a person's photo is; the
+others' ink levels are taken from the drawing itself (the same `ink_levels`), which costs a fifth of
+the time. Every line is then normalised by `normalize_line`. Training lines come from the training split
+and validation lines from the validation split (`validation_lines`); nothing here knows which.
 
 `normalize_line` (digitlab.preprocess.line) is the one line normalisation: the generator and
 `digitlab read` both go through it. Why these sizes and ranges: docs/design/line-model.md.
@@ -14,6 +18,7 @@ validation lines from the validation split (`validation_lines`); nothing here kn
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,18 +38,30 @@ VAL_SEED = 7  # the validation lines' seed, with the split seed
 
 # Drawing, at the scale where a digit's 28 px MNIST frame is DIGIT px tall.
 DIGIT = 28  # px
-SCALE = (0.8, 1.2)  # each digit's size, share of DIGIT
-SLANT = 0.35  # a line's slant: up to this many px sideways per px of height, either way ...
-SLANT_JITTER = 0.08  # ... and each digit's own, around it
-THICKNESS = (-0.5, 1.5)  # share of a 1 px grey dilation (positive) or erosion (negative)
-BASELINE = 3.0  # px each digit moves up or down, at most
-MIN_GAP = -6  # px between neighbours' ink boxes: negative overlaps
-TOUCHING = 0.4  # share of gaps drawn from TOUCHING_GAP, the rest from WIDE_GAP
-TOUCHING_GAP = (MIN_GAP, 1)  # px, inclusive
-WIDE_GAP = (2, 14)  # px, inclusive
-JOIN = 0.15  # share of neighbours joined by a connecting stroke
+# A writer: one per line.
+SCALE = (0.8, 1.2)  # the writer's digit size, share of DIGIT ...
+SIZE_JITTER = 0.06  # ... and each digit's own, up to this share either way
+SLANT = 0.35  # the writer's slant: up to this many px sideways per px of height, either way ...
+SLANT_JITTER = 0.05  # ... and each digit's own, around it
+THICKNESS = (-0.5, 1.5)  # the writer's pen: share of a 1 px grey dilation (positive) or erosion (negative) ...
+THICKNESS_JITTER = 0.2  # ... and each digit's own, around it
+BASELINE = 2.0  # px each digit moves up or down, at most ...
+TILT = 0.04  # ... off a baseline rising or falling by up to this many px per px across the line
+UNEVEN = 0.3  # share of writers whose digits vary in size (UNEVEN_SCALE of the writer's) and baseline
+UNEVEN_SCALE = (0.75, 1.3)
+UNEVEN_BASELINE = 4.5  # px, at most, for an uneven writer
+# Spacing: gaps between neighbours' ink boxes, px (negative overlaps).
+TOUCHING = 0.5  # share of writers who write tightly, their spacing drawn from TOUCHING_GAP ...
+TOUCHING_GAP = (-6, 1)  # px, inclusive
+WIDE_GAP = (2, 14)  # px, inclusive: ... the others' from WIDE_GAP
+GAP_SPREAD = 2.0  # px: each gap is the writer's spacing plus a normal draw of this standard deviation
+OVERLAP = 1 / 3  # a digit overlaps at most this share of the narrower neighbour's width
+JOIN = 0.2  # share of neighbours joined by a connecting stroke
 JOIN_WIDTH = (1.5, 2.5)  # px, the connecting stroke's width
 PAPER_MARGIN = (4, 14)  # px of paper around the ink
+# Paper: a share PHOTO of the lines is photographed and read back as a person's photo is.
+PHOTO = 0.4
+SOFT_INK = 0.25  # a drawing's ink levels, outside PHOTO, are those where its cover is at least this
 PAPER = (200.0, 250.0)  # grey level of the paper where it is lightest
 GRADIENT = 0.5  # share of lines whose light fades across them (GRADIENT_DARK..GRADIENT_LIGHT)
 JPEG = 0.25  # share of lines saved as JPEG ...
@@ -54,6 +71,31 @@ GRADIENT_LIGHT = (215.0, 225.0)  # ... and of its lighter end
 INK_REFLECTANCE = (0.05, 0.2)  # share of the light the ink sends back
 NOISE_SIGMA = (0.0, 15.0)  # grey levels of sensor noise
 KEPT_INK = 0.6  # a line whose digit lost more than 40 % of its ink to `find_ink` is drawn again
+
+
+@dataclass(frozen=True)
+class Writer:
+    """One line's hand: what every digit of the line shares."""
+
+    slant: float  # px sideways per px of height
+    scale: float  # digit size, share of DIGIT
+    thickness: float  # pen: share of a 1 px dilation (positive) or erosion (negative)
+    spacing: float  # px between neighbours' ink boxes, before each gap's own spread
+    tilt: float  # px the baseline rises (negative) or falls per px across the line
+    uneven: bool  # sizes and baselines vary a lot along the line
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, gaps: tuple[int, int] | None = None) -> Writer:
+        """A random writer; `gaps` (px, inclusive) in place of the spacing ranges."""
+        bounds = gaps or (TOUCHING_GAP if rng.random() < TOUCHING else WIDE_GAP)
+        return cls(
+            slant=float(rng.uniform(-SLANT, SLANT)),
+            scale=float(rng.uniform(*SCALE)),
+            thickness=float(rng.uniform(*THICKNESS)),
+            spacing=float(rng.uniform(bounds[0], bounds[1])),
+            tilt=float(rng.uniform(-TILT, TILT)),
+            uneven=bool(rng.random() < UNEVEN),
+        )
 
 
 def make_lines(
@@ -93,6 +135,8 @@ def make_lines(
 def draw_line(digits: np.ndarray, rng: np.random.Generator, gaps: tuple[int, int] | None = None) -> np.ndarray | None:
     """Digits (k, 28, 28) -> their normalised line, or None where `find_ink` lost one of them (drawn again)."""
     cover, boxes = compose(digits, rng, gaps)
+    if rng.random() >= PHOTO:  # the drawing's own ink levels
+        return normalize_line(ink_levels(cover, cover >= SOFT_INK, 0.0)[0])[0]
     grey = on_paper(cover, rng)
     ink = line_ink(grey)
     if ink is None:
@@ -106,24 +150,39 @@ def draw_line(digits: np.ndarray, rng: np.random.Generator, gaps: tuple[int, int
 
 
 def compose(
-    digits: np.ndarray, rng: np.random.Generator, gaps: tuple[int, int] | None = None
+    digits: np.ndarray, rng: np.random.Generator, gaps: tuple[int, int] | None = None, writer: Writer | None = None
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Ink cover 0-1 of a line of digits with paper margins, and each digit's columns [x0, x1);
-    `gaps` (px, inclusive) instead of TOUCHING_GAP or WIDE_GAP."""
-    slant = rng.uniform(-SLANT, SLANT)
-    shapes = [_shape(d, slant + rng.uniform(-SLANT_JITTER, SLANT_JITTER), rng) for d in digits]
-    pad = PAPER_MARGIN[1] + int(BASELINE) + 2
-    height = round(DIGIT * SCALE[1]) + 2 * pad
-    # A digit overlaps at most half of its left neighbour: more would hide it.
-    spaces = [max(_gap(rng, gaps), -(left.shape[1] // 2)) for left in shapes[:-1]]
-    width = sum(s.shape[1] for s in shapes) + sum(spaces) + 2 * pad
-    cover = np.zeros((height, max(width, 2 * pad + 1)), np.float32)
+    """Ink cover 0-1 of a line of digits in one writer's hand (`writer`, or a random one) with paper
+    margins, and each digit's columns [x0, x1); `gaps` (px, inclusive) bound every gap instead of the
+    writer's spacing and spread."""
+    writer = writer or Writer.draw(rng, gaps)
+    shapes = []
+    for d in digits:
+        jitter = rng.uniform(*UNEVEN_SCALE) if writer.uneven else 1.0 + rng.uniform(-SIZE_JITTER, SIZE_JITTER)
+        shapes.append(
+            _shape(
+                d,
+                writer.slant + rng.uniform(-SLANT_JITTER, SLANT_JITTER),
+                writer.scale * jitter,
+                writer.thickness + rng.uniform(-THICKNESS_JITTER, THICKNESS_JITTER),
+            )
+        )
+    baseline = UNEVEN_BASELINE if writer.uneven else BASELINE
+    spaces = [_gap(rng, writer, gaps, left, right) for left, right in zip(shapes, shapes[1:])]
+    width = sum(s.shape[1] for s in shapes) + sum(spaces)
+    drift = abs(writer.tilt) * width
+    pad = PAPER_MARGIN[1] + int(np.ceil(baseline + drift)) + 2
+    tallest = max(s.shape[0] for s in shapes)
+    height = tallest + 2 * pad
+    cover = np.zeros((height, max(width + 2 * pad, 2 * pad + 1)), np.float32)
     boxes, x, previous = [], pad, None
     for k, shape in enumerate(shapes):
         if k:
             x += spaces[k - 1]
         h, w = shape.shape
-        top = pad + (round(DIGIT * SCALE[1]) - h) // 2 + round(rng.uniform(-BASELINE, BASELINE))
+        middle = pad + tallest / 2 + writer.tilt * (x - pad + w / 2 - width / 2)  # the drifting baseline's middle
+        top = int(round(middle - h / 2 + rng.uniform(-baseline, baseline)))
+        top = min(max(top, 0), height - h)
         np.maximum(cover[top : top + h, x : x + w], shape, out=cover[top : top + h, x : x + w])
         box = (x, top, x + w, top + h)
         if previous is not None and rng.random() < JOIN:
@@ -133,14 +192,14 @@ def compose(
     return _trim(cover, rng), boxes
 
 
-def _shape(digit: np.ndarray, slant: float, rng: np.random.Generator) -> np.ndarray:
-    """One digit's ink 0-1, cut to its box, scaled, slanted and thickened or thinned."""
+def _shape(digit: np.ndarray, slant: float, scale: float, thickness: float) -> np.ndarray:
+    """One digit's ink 0-1, cut to its box, scaled to `scale` of DIGIT, slanted and thickened or thinned."""
     soft = digit.astype(np.float32) / 255.0
     rows, cols = np.flatnonzero((soft > 0.1).any(1)), np.flatnonzero((soft > 0.1).any(0))
     if not len(rows):
         return np.zeros((1, 1), np.float32)
     soft = soft[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    zoom = DIGIT / 20.0 * rng.uniform(*SCALE)  # MNIST's box is 20 px of its 28 px frame
+    zoom = DIGIT / 20.0 * scale  # MNIST's box is 20 px of its 28 px frame
     h, w = soft.shape
     size = (max(1, round(w * zoom)), max(1, round(h * zoom)))
     image = Image.fromarray(soft).resize(size, Image.Resampling.BILINEAR)
@@ -151,16 +210,23 @@ def _shape(digit: np.ndarray, slant: float, rng: np.random.Generator) -> np.ndar
     matrix = (1.0, slant, -shift, 0.0, 1.0, 0.0)
     image = image.transform((w + extra, h), Image.Transform.AFFINE, matrix, Image.Resampling.BILINEAR)
     wide = np.asarray(image, dtype=np.float32)
-    amount = rng.uniform(*THICKNESS)
+    amount = thickness
     grown = ndi.grey_dilation(wide, size=(3, 3)) if amount > 0 else ndi.grey_erosion(wide, size=(3, 3))
     wide = np.clip(wide + abs(amount) * (grown - wide), 0.0, 1.0)
     keep = np.flatnonzero((wide > 0.1).any(0))
     return wide[:, keep[0] : keep[-1] + 1] if len(keep) else wide
 
 
-def _gap(rng: np.random.Generator, gaps: tuple[int, int] | None = None) -> int:
-    bounds = gaps or (TOUCHING_GAP if rng.random() < TOUCHING else WIDE_GAP)
-    return int(rng.integers(bounds[0], bounds[1] + 1))
+def _gap(
+    rng: np.random.Generator, writer: Writer, gaps: tuple[int, int] | None, left: np.ndarray, right: np.ndarray
+) -> int:
+    """px between two neighbours' ink boxes: the writer's spacing give or take GAP_SPREAD (or drawn within
+    `gaps`), never overlapping more than OVERLAP of the narrower one."""
+    if gaps is not None:
+        gap = int(rng.integers(gaps[0], gaps[1] + 1))
+    else:
+        gap = int(round(writer.spacing + rng.normal(0.0, GAP_SPREAD)))
+    return max(gap, -int(OVERLAP * min(left.shape[1], right.shape[1])))
 
 
 def _join(cover: np.ndarray, left: tuple, right: tuple, rng: np.random.Generator) -> None:
