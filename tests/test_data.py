@@ -755,6 +755,29 @@ def test_split_train_val_is_stratified_and_seeded():
     assert not np.array_equal(split_train_val(x, y, 0.2, seed=1)[2], x_val)
 
 
+def test_split_indices_are_scikit_learns_and_come_from_the_cache_the_second_time(tmp_path, monkeypatch):
+    """A run's split is scikit-learn's stratified train_test_split, kept in the cache by the labels' digest,
+    the fraction and the seed, so that a training command does not import scikit-learn (about a second)."""
+    from sklearn.model_selection import train_test_split
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 500)
+    x = rng.integers(0, 256, (500, 3, 3))
+    expected = train_test_split(x, y, test_size=0.25, random_state=7, stratify=y)
+    first = split_train_val(x, y, 0.25, seed=7, cache_dir=tmp_path)
+    (cached,) = (tmp_path / data.SPLITS_CACHE).iterdir()
+    monkeypatch.setitem(sys.modules, "sklearn.model_selection", None)  # importing it would now fail
+    second = split_train_val(x, y, 0.25, seed=7, cache_dir=tmp_path)
+    for got in (first, second):
+        for a, b in zip(got, (expected[0], expected[2], expected[1], expected[3]), strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ImportError):  # other labels, another seed: not in the cache
+        split_train_val(x, y, 0.25, seed=8, cache_dir=tmp_path)
+    monkeypatch.undo()
+    cached.write_bytes(b"damaged")
+    np.testing.assert_array_equal(split_train_val(x, y, 0.25, seed=7, cache_dir=tmp_path)[2], expected[1])
+
+
 @pytest.mark.parametrize("fraction", [0, 1, 1.5, -0.1])
 def test_split_train_val_rejects_bad_fraction(fraction):
     with pytest.raises(DataError, match=f"val_fraction is {fraction}; expected a number between 0 and 1"):

@@ -5,6 +5,7 @@ digitlab.config, so the help cannot disagree with the code."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import functools
@@ -177,8 +178,12 @@ def reports_errors(command):
     return wrapper
 
 
+_exit_code: int | None = None  # what main() exits with, once it returns normally
+
+
 def main() -> None:
     """The console script: `--verbose` taken out of the arguments, Typer's parsing errors printed as one line."""
+    atexit.register(_skip_teardown)  # registered first, so it runs after every other exit handler
     args = [a for a in sys.argv[1:] if a != "--verbose"]
     if len(args) < len(sys.argv) - 1:
         quiet.verbose()  # TensorFlow's own start-up lines show, here and in the processes the command starts
@@ -188,18 +193,37 @@ def main() -> None:
         code = _flushed(command.main(args=args, prog_name="digitlab", standalone_mode=False))
     except typer.TyperException as e:  # the public base of every usage error (Click's, vendored in Typer)
         typer.secho(f"error: {usage_error_line(e)}", fg=typer.colors.RED, err=True)
-        sys.exit(e.exit_code)
+        _exit(e.exit_code)
     except typer.Abort:
         typer.secho("error: aborted", fg=typer.colors.RED, err=True)
-        sys.exit(1)
+        _exit(1)
     except OSError as e:  # a full disk under a write that is not the atomic writer's, stdout's above all
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         where = e.filename or _stdout_name()
         typer.secho(f"error: no space left on device writing {where}", fg=typer.colors.RED, err=True)
         _discard_stdout()
-        sys.exit(2)
-    sys.exit(code if isinstance(code, int) else 0)
+        _exit(2)
+    _exit(code if isinstance(code, int) else 0)
+
+
+def _exit(code: int) -> None:
+    global _exit_code
+    _exit_code = code
+    sys.exit(code)
+
+
+def _skip_teardown() -> None:
+    """The last exit handler of a command that ended normally: once TensorFlow is loaded, Python's teardown
+    of its modules takes 1-1.5 s of every command that used a model, after everything digitlab writes is
+    written and every other exit handler (Ray's, temporary files') has run. The process ends here instead."""
+    if _exit_code is None or "tensorflow" not in sys.modules:
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(_exit_code)
 
 
 def _flushed(code):

@@ -6,6 +6,11 @@ for what TensorFlow logs once absl is set up, and the import itself with file de
 /dev/null, for the lines its C++ side writes before that (TensorFlow 2.21 prints "oneDNN custom operations
 are on" and absl's "before absl::InitializeLog()" warning whatever TF_CPP_MIN_LOG_LEVEL says). A value of
 TF_CPP_MIN_LOG_LEVEL the user set is kept; DIGITLAB_VERBOSE=1 (or the CLI's --verbose) shows everything.
+
+The same hook imports Keras without the libraries it loads only to offer what digitlab never asks of it
+(WITHOUT): scikit-learn for its scikit-learn wrappers and pandas for DataFrame inputs, about 1.5 s of
+Keras' 5 s import. Imported later, by digitlab or the user, they load as usual; only `keras.wrappers`
+then says scikit-learn is missing.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ VERBOSE_ENV = "DIGITLAB_VERBOSE"  # set to 1: TensorFlow's own start-up lines sh
 LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 QUIET_LOG_LEVEL = "2"  # TensorFlow's C++ logs: errors only
 MODULES = {"tensorflow"}  # top-level modules imported with stderr silenced
+WITHOUT = {"keras": ("sklearn", "pandas")}  # top-level modules imported as if these were not installed
 
 _set_by_us = False  # whether install() set TF_CPP_MIN_LOG_LEVEL (so that verbose() may take it back)
 
@@ -39,18 +45,32 @@ def silenced_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-class _QuietLoader(importlib.abc.Loader):
-    """The real loader of a module in MODULES, run with stderr silenced; the module keeps its own loader."""
+@contextlib.contextmanager
+def hidden(names: tuple[str, ...]) -> Iterator[None]:
+    """Within the block, `import NAME` raises ImportError for each of `names` not imported yet."""
+    hide = [name for name in names if name not in sys.modules]
+    sys.modules.update(dict.fromkeys(hide))
+    try:
+        yield
+    finally:
+        for name in hide:
+            if sys.modules.get(name, ...) is None:
+                del sys.modules[name]
 
-    def __init__(self, loader: importlib.abc.Loader):
-        self.loader = loader
+
+class _QuietLoader(importlib.abc.Loader):
+    """The real loader of a module in MODULES (run with stderr silenced) or WITHOUT (run with its optional
+    imports hidden); the module keeps its own loader."""
+
+    def __init__(self, loader: importlib.abc.Loader, silence: bool, without: tuple[str, ...]):
+        self.loader, self.silence, self.without = loader, silence, without
 
     def create_module(self, spec):
         return self.loader.create_module(spec)
 
     def exec_module(self, module) -> None:
         module.__loader__ = module.__spec__.loader = self.loader
-        with silenced_stderr():
+        with silenced_stderr() if self.silence else contextlib.nullcontext(), hidden(self.without):
             self.loader.exec_module(module)
         absl = sys.modules.get("absl.logging")
         if absl is not None:  # TensorFlow's Python side warns through absl (saving a SavedModel): errors only
@@ -58,10 +78,12 @@ class _QuietLoader(importlib.abc.Loader):
 
 
 class _QuietFinder(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: hands a module of MODULES, found by the other finders, to _QuietLoader."""
+    """Finds nothing itself: hands a module of MODULES (unless verbose) or WITHOUT, found by the other
+    finders, to _QuietLoader."""
 
     def find_spec(self, name, path, target=None):
-        if name not in MODULES or _verbose():
+        silence = name in MODULES and not _verbose()
+        if not silence and name not in WITHOUT:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -69,7 +91,7 @@ class _QuietFinder(importlib.abc.MetaPathFinder):
             spec = finder.find_spec(name, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _QuietLoader(spec.loader)
+                    spec.loader = _QuietLoader(spec.loader, silence, WITHOUT.get(name, ()))
                 return spec
         return None
 
@@ -83,24 +105,22 @@ def _verbose() -> bool:
 
 def install() -> None:
     """Quiet from now on (unless DIGITLAB_VERBOSE is set): TensorFlow's log level, unless the user chose
-    one, and its import with stderr silenced. Idempotent."""
+    one, and its import with stderr silenced; Keras' import without WITHOUT's libraries. Idempotent."""
     global _set_by_us
+    if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)
     if _verbose():
         return
     if LOG_LEVEL_ENV not in os.environ:
         os.environ[LOG_LEVEL_ENV] = QUIET_LOG_LEVEL
         _set_by_us = True
-    if _FINDER not in sys.meta_path:
-        sys.meta_path.insert(0, _FINDER)
 
 
 def verbose() -> None:
     """Show TensorFlow's start-up lines (the CLI's --verbose), in this process and those it starts: the
-    log level install() set is taken back, and TensorFlow is imported as it is."""
+    log level install() set is taken back, and TensorFlow is imported with stderr as it is."""
     global _set_by_us
     os.environ[VERBOSE_ENV] = "1"
     if _set_by_us:
         os.environ.pop(LOG_LEVEL_ENV, None)
         _set_by_us = False
-    with contextlib.suppress(ValueError):
-        sys.meta_path.remove(_FINDER)

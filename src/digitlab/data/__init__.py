@@ -10,6 +10,7 @@ and a damaged cache are logged to the `digitlab.data` logger, which `digitlab` s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -18,6 +19,7 @@ import subprocess
 import tarfile
 import tempfile
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -442,19 +444,44 @@ def data_info(ds: Dataset) -> dict:
     }
 
 
-def split_train_val(x: np.ndarray, y: np.ndarray, val_fraction: float = 0.2, seed: int = 42):
-    """A stratified, seeded split: `(x_tr, y_tr, x_val, y_val)`; MNIST's default gives 48,000 / 12,000."""
-    from sklearn.model_selection import train_test_split  # sklearn takes ~1 s to import; only splits need it
+SPLITS_CACHE = "splits"  # the cache's folder of split indices (split_indices)
 
+
+def split_train_val(
+    x: np.ndarray, y: np.ndarray, val_fraction: float = 0.2, seed: int = 42, cache_dir: str | os.PathLike | None = None
+):
+    """A stratified, seeded split: `(x_tr, y_tr, x_val, y_val)`; MNIST's default gives 48,000 / 12,000."""
     if not 0 < val_fraction < 1:
         raise DataError(f"val_fraction is {val_fraction}; expected a number between 0 and 1 (exclusive)")
     if len(x) != len(y):
         raise DataError(f"split_train_val got {len(x)} images but {len(y)} labels; expected the same count")
+    train, val = split_indices(y, val_fraction, seed, cache_dir)
+    return x[train], y[train], x[val], y[val]
+
+
+def split_indices(
+    y: np.ndarray, val_fraction: float, seed: int, cache_dir: str | os.PathLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The indices of scikit-learn's stratified `train_test_split` of labels `y`, kept in the cache by the
+    labels' digest, the fraction and the seed: the split depends on nothing else, and importing
+    scikit-learn costs about a second of every training command."""
+    key = hashlib.sha256(np.ascontiguousarray(y).tobytes() + f"{y.dtype}/{val_fraction!r}/{seed}".encode()).hexdigest()
+    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / SPLITS_CACHE / f"{key[:32]}.npz"
     try:
-        x_tr, x_val, y_tr, y_val = train_test_split(x, y, test_size=val_fraction, random_state=seed, stratify=y)
+        with np.load(path) as cached:
+            return cached["train"], cached["val"]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # not cached yet, or damaged: computed again
+        pass
+    from sklearn.model_selection import train_test_split  # sklearn takes ~1 s to import; only splits need it
+
+    try:
+        train, val = train_test_split(np.arange(len(y)), test_size=val_fraction, random_state=seed, stratify=y)
     except ValueError as e:
         raise DataError(f"cannot split {len(y)} samples with val_fraction {val_fraction}: {e}") from None
-    return x_tr, y_tr, x_val, y_val
+    # A read-only cache only costs the time.
+    with contextlib.suppress(OSError, DigitlabError), atomic.replacing(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, train=train, val=val)
+    return train, val
 
 
 @dataclass(frozen=True, eq=False)

@@ -177,7 +177,9 @@ class DigitTask:
         """model.fit's data: the training examples (warped afresh each epoch, or as they are) and the
         validation data Keras scores each epoch."""
         cfg, d = self.cfg, self.data
-        validation = (d.x_val.astype("float32"), d.y_val)
+        # uint8 pixels as they are: the model casts them as they enter (float32 copies: 4x the bytes for
+        # Keras to convert)
+        validation = (d.x_val, d.y_val)
         if cfg.augmentation():
             batches = AugmentedBatches(
                 self.x_train,
@@ -189,7 +191,7 @@ class DigitTask:
             )
             return {"x": batches, "validation_data": validation}
         return {
-            "x": self.x_train.astype("float32"),
+            "x": self.x_train,
             "y": self.y_train,
             "batch_size": cfg.batch_size,
             "validation_data": validation,
