@@ -346,15 +346,15 @@ def test_the_browser_reads_as_python_does_on_540_images(browser, site, onnx_run,
 
 
 def parity_numbers(mnist) -> list[tuple[str, bytes]]:
-    """(kind, PNG) for 210 numbers composed from MNIST test digits (30 of each subset of the benchmark's
-    composer, 1-8 digits) and 40 drawn with the pad's pen (2-6 scribbles side by side, some in two lines)."""
+    """(kind, PNG) for 140 numbers composed from MNIST test digits (20 of each subset of the benchmark's
+    composer, 1-8 digits) and 30 drawn with the pad's pen (2-6 scribbles side by side, some in two lines)."""
     from digitlab.data.synth.numbers import SUBSETS, compose_numbers
 
     images = []
     for subset in SUBSETS:
-        images += [(subset, png(n.image)) for n in compose_numbers(mnist.x_test, mnist.y_test, subset, 30, seed=29)]
+        images += [(subset, png(n.image)) for n in compose_numbers(mnist.x_test, mnist.y_test, subset, 20, seed=29)]
     rng = np.random.default_rng(290)
-    for k in range(40):
+    for k in range(30):
         one = Image.open(io.BytesIO(strokes_png(rng, 2 + k % 5))).convert("RGBA")
         if k % 4 == 3:  # a second line below the first
             two = Image.open(io.BytesIO(strokes_png(rng, 2 + k % 3))).convert("RGBA")
@@ -391,7 +391,7 @@ READ_NUMBER_PNGS = """async (pngs) => {
 @pytest.mark.slow
 @pytest.mark.browser
 def test_the_browser_reads_numbers_as_digitlab_read_does(browser, site, onnx_run, mnist):
-    """segment.js + infer.js against `digitlab read` (segmentation, the ONNX predictor) on 250 numbers, in
+    """segment.js + infer.js against `digitlab read` (segmentation, the ONNX predictor) on 170 numbers, in
     one page load of the static site: text and unsure agree on >= 99.5 %; where they differ is printed."""
     from digitlab.predict import load_predictor
     from digitlab.predict.reading import read

@@ -422,6 +422,8 @@
       document.getElementById("sub-number").textContent +=
         " This run's model reads whole lines, so the Digit mode is off.";
       setMode("number");
+      await browserReader.ready; // infer.js has said who reads: for a line model, the server, and why
+      document.getElementById("engine").textContent = "read by the server (a line model is not read in the browser)";
     } catch (err) {
       // no answer: both modes stay; the Number mode's own requests say what is wrong
     }
