@@ -957,6 +957,9 @@ def test_teach_mode_asks_reads_keeps_redoes_downloads_and_takes_corrections(brow
     assert all(s["image"].startswith("data:image/png;base64,") for s in doc["samples"])
     samples = read_samples(path)  # what digitlab adapt reads
     assert len(samples) + len(samples.refused) == 30 and len(samples) >= 28, samples.refused
+    # As a page that reads in the browser (the run exported to ONNX): after the adaptation the model it
+    # loaded is the old one, so it hands every reading to the server, which holds the new one.
+    page.evaluate("browserReader.on = true")
     page.click("#teach-send")  # the server allows adapting: the same file goes to it
     page.wait_for_selector("#teach-sent:has-text('Done in 12 s')")
     assert adapt_posts == [doc]
@@ -964,12 +967,17 @@ def test_teach_mode_asks_reads_keeps_redoes_downloads_and_takes_corrections(brow
     assert (
         "the server reads with fast-adapted-1 now, validation accuracy 99.1% (validation accuracy 98.7% before)" in said
     )
+    assert "from now on the server reads for it, with the new one" in said
+    assert page.evaluate("browserReader.on") is False and page.evaluate("document.body.dataset.engine") == "server"
+    assert page.locator("#engine").text_content() == "read by the server (its model adapted to your samples)"
+    predicted = len([url for _, url in requests if url.endswith("/api/predict")])
 
     # Digit mode: a reading corrected by tapping the right digit joins the same samples.
     page.click("label[for=mode-digit]")
     assert page.evaluate("location.hash") == "" and page.locator("#correct").is_hidden()
     draw(page, STROKES[7])
     shown_result(page)
+    assert len([url for _, url in requests if url.endswith("/api/predict")]) > predicted  # the server read it
     assert page.locator("#correct").is_visible()
     assert page.locator("#correct .k").text_content() == "Wrong? Tap the right digit"
     assert small_targets(page) == []

@@ -157,6 +157,10 @@ def test_the_page_opens_in_number_mode_and_reads_with_the_line_model(line_server
         assert page.locator("#number-pad").is_visible() and not page.locator("#pad").is_visible()
         assert page.locator("#mode-digit").is_disabled()
         assert "whole lines" in page.locator("#sub-number").text_content()
+        # Teach mode asks for single digits, which a line run does not learn from (adapt takes numbers): off
+        assert page.locator("#mode-teach").is_disabled()
+        page.evaluate("location.hash = '#teach'")
+        assert page.evaluate("document.body.dataset.mode") == "number" and page.locator("#teach-pad").is_hidden()
         draw(page, number_strokes("2026"), "#number-pad")
         page.wait_for_selector('#number-result[data-state="done"]', timeout=20_000)
         assert not page.locator("#number-status").text_content()  # no error shown

@@ -31,7 +31,6 @@ const teachSamples = (() => {
   const sendEl = document.getElementById("teach-send");
   const sendSpinner = document.getElementById("teach-send-spinner");
   const sentEl = document.getElementById("teach-sent");
-  const reloadEl = document.getElementById("teach-reload");
   const undoEl = document.getElementById("teach-undo");
   const redoEl = document.getElementById("teach-redo");
   const correctEl = document.getElementById("correct");
@@ -143,13 +142,22 @@ const teachSamples = (() => {
     showStore();
   }
 
+  function readWithTheServer() {
+    // The adapted run is served by Keras and has no model for the browser (serve --allow-adapt): the model
+    // this page loaded is the old one, so from now on every mode asks the server, which holds the new one.
+    browserReader.on = false;
+    browserReader.ready = Promise.resolve(false);
+    document.body.dataset.engine = "server";
+    const engineEl = document.getElementById("engine");
+    if (engineEl) engineEl.textContent = "read by the server (its model adapted to your samples)";
+  }
+
   async function send() {
     // All the samples go to the server, which adapts a copy of its run to them and reads with it from then on.
     const n = state.samples.length;
     sending = true;
     sendEl.disabled = true;
     sendSpinner.hidden = false;
-    reloadEl.hidden = true;
     sentEl.classList.remove("error");
     sentEl.textContent = `Sending ${n} samples; the server adapts its model to them, which takes a while…`;
     try {
@@ -161,11 +169,12 @@ const teachSamples = (() => {
       const body = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
       if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
       const was = body.base_validation_accuracy == null ? "" : ` (validation accuracy ${percent(body.base_validation_accuracy)} before)`;
+      const inBrowser = browserReader.on;
+      if (inBrowser) readWithTheServer();
       sentEl.textContent =
         `Done in ${Math.round(body.seconds)} s: the server reads with ${body.run} now, validation accuracy ` +
         `${percent(body.validation_accuracy)}${was}.` +
-        (browserReader.on ? " This page read with the old model in the browser: reload it to read with the new one." : "");
-      reloadEl.hidden = !browserReader.on;
+        (inBrowser ? " This page read with the old model in the browser; from now on the server reads for it, with the new one." : "");
       describeModel(); // app.js: the footer names the new run
     } catch (err) {
       sentEl.textContent = `Not adapted: ${err.message === "Failed to fetch" ? "the server stopped" : err.message}`;
@@ -407,7 +416,6 @@ const teachSamples = (() => {
   moreEl.addEventListener("click", more);
   downloadEl.addEventListener("click", download);
   sendEl.addEventListener("click", send);
-  reloadEl.addEventListener("click", () => location.reload());
   forgetEl.addEventListener("click", () => {
     if (!confirm(`Delete the ${state.samples.length} samples kept in this browser?`)) return;
     state.samples = [];
