@@ -552,8 +552,10 @@ def served(serve_app):
 @pytest.mark.slow
 @pytest.mark.browser
 def test_the_served_page_reads_in_the_browser_with_model_onnx_and_asks_the_server_without(
-    browser, served, onnx_run, tmp_path
+    browser, served, onnx_run, tiny_line_run, tmp_path
 ):
+    """Both modes read in the browser with model.onnx and ask /api/predict and /api/read without it; a line
+    model's run is read by the server, and the footer says why."""
     bare = shutil.copytree(onnx_run, tmp_path / "bare")
     (bare / "model.onnx").unlink()
     for run, engine, asks in (
@@ -563,7 +565,7 @@ def test_the_served_page_reads_in_the_browser_with_model_onnx_and_asks_the_serve
         url = served(run)
         page, elsewhere, errors, _ = open_site(browser, url)
         asked = []
-        page.on("request", lambda r, asked=asked: asked.append(r.url) if "/api/predict" in r.url else None)
+        page.on("request", lambda r, asked=asked: asked.append(r.url) if "/api/" in r.url else None)
         page.wait_for_function("document.body.dataset.engine !== undefined")
         assert page.locator("#engine").text_content() == engine
         box = page.locator("#pad").bounding_box()
@@ -572,6 +574,20 @@ def test_the_served_page_reads_in_the_browser_with_model_onnx_and_asks_the_serve
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.85, steps=8)
         page.mouse.up()
         page.wait_for_function("document.getElementById('result').dataset.state === 'done'")
-        assert bool(asked) == asks, asked
+        page.click('label[for="mode-number"]')
+        box = page.locator("#number-pad").bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.8, steps=8)
+        page.mouse.up()
+        page.wait_for_function("document.getElementById('number-result').dataset.state === 'done'")
+        paths = {u.split(url, 1)[1].split("?")[0] for u in asked}
+        assert ("/api/predict" in paths, "/api/read" in paths) == (asks, asks), paths
         assert not elsewhere and not errors, (elsewhere, errors)
         page.context.close()
+    page, elsewhere, errors, _ = open_site(browser, served(tiny_line_run))
+    page.wait_for_function("document.body.dataset.mode === 'number'")
+    page.wait_for_function("document.getElementById('engine').textContent.includes('line model')")
+    assert page.locator("#engine").text_content() == "read by the server (a line model is not read in the browser)"
+    assert not elsewhere and not errors, (elsewhere, errors)
+    page.context.close()
