@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 
 from digitlab import runs, web
 from digitlab.cli import app
-from digitlab.errors import DataError, RunError
+from digitlab.errors import DataError, DigitlabError, RunError
 from digitlab.export import export
 
 FAKE_FILES = {name: f"/* fake {name} */".encode() for name in web.RUNTIME_FILES}
@@ -427,6 +427,14 @@ def test_the_browser_reads_numbers_as_digitlab_read_does(browser, site, onnx_run
     )
     assert agree >= 0.995, f"readings differ (index, kind, python text/unsure, browser text/unsure/error): {differ}"
     assert len(other) <= len(images) // 100, other
+    # More marks than digits are read in one image: the same one-line error (a 422 from the server).
+    marks = np.full((300, 600), 255, np.uint8)
+    for i, j in np.ndindex(8, 12):
+        marks[20 + 35 * i : 42 + 35 * i, 20 + 48 * j : 28 + 48 * j] = 0
+    with pytest.raises(DigitlabError) as raised:
+        read(predictor, png(marks))
+    (refused,) = page.evaluate(READ_NUMBER_PNGS, [base64.b64encode(png(marks)).decode()])
+    assert refused == {"error": str(raised.value)} and "96 separate marks found" in refused["error"]
     assert not elsewhere and not errors, (elsewhere, errors)
     page.context.close()
 
