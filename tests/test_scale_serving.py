@@ -23,7 +23,8 @@ REQUEST_SECONDS = 30
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, trained_run):
-    """This module's copy of the session's fast MNIST run, exported to ONNX (each node serves model.onnx)."""
+    """This module's copy of the session's fast MNIST run, exported to ONNX (each node serves model.onnx,
+    `digitlab serve`'s default where the run has one)."""
     run = shutil.copytree(trained_run, tmp_path_factory.mktemp("scale") / "fast")
     assert export(run, "onnx", n=100)["passed"]
     return run
@@ -51,8 +52,8 @@ def nodes(run, count: int):
     ports = free_ports(count)
     servers = [
         subprocess.Popen(
-            [sys.executable, "-c", "from digitlab.cli import main; main()", "serve", str(run), "--runtime", "onnx"]
-            + ["--port", str(port), "--no-access-log"],
+            [sys.executable, "-c", "from digitlab.cli import main; main()", "serve", str(run)]
+            + ["--port", str(port), "--no-access-log"],  # serve's default runtime: ONNX Runtime, as exported
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -90,6 +91,7 @@ def test_two_nodes_behind_a_round_robin_balancer_answer_alike(run_dir, mnist):
     with nodes(run_dir, 2) as (servers, urls):
         health = [httpx.get(f"{url}/api/health", timeout=REQUEST_SECONDS).json() for url in urls]
         assert [h["status"] for h in health] == ["ok", "ok"]
+        assert [h["runtime"] for h in health] == ["onnx", "onnx"]  # the run's current model.onnx, by default
         assert health[0]["model"] == health[1]["model"] and health[0]["model"]["name"] == run_dir.name
         assert health[0]["pid"] != health[1]["pid"]  # two processes, as two machines would run
         reports = [httpx.get(f"{url}/api/model", timeout=REQUEST_SECONDS).json() for url in urls]
@@ -115,3 +117,13 @@ def test_two_nodes_behind_a_round_robin_balancer_answer_alike(run_dir, mnist):
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{urls[1]}/api/health", timeout=5)
         assert httpx.get(f"{urls[0]}/api/health", timeout=REQUEST_SECONDS).json()["status"] == "ok"
+
+
+def test_a_worker_busy_on_a_shared_cpu_is_not_restarted_after_uvicorns_5_s():
+    """uvicorn's supervisor kills a worker that has not answered its health check within
+    timeout_worker_healthcheck s and starts another (imports and the model again, half a minute of a core on
+    a loaded 2-core CPU, seen under bench/latency.py's load): `digitlab serve --workers` gives it a minute."""
+    from digitlab.serve.workers import WORKER_HEALTHCHECK, server_config
+
+    config = server_config("digitlab.serve.workers:app_from_env", 5.0, 64, factory=True, workers=2)
+    assert config.timeout_worker_healthcheck == WORKER_HEALTHCHECK >= 30

@@ -402,6 +402,17 @@ RuntimeOpt = Annotated[
         help=f"{_choices(RUNTIMES)}: model.keras, or model.onnx from `digitlab export` (no TensorFlow).",
     ),
 ]
+# predict, read and serve: ONNX Runtime where the run has a model.onnx exported from its model.keras as it is
+ReadRuntimeOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--runtime",
+        metavar="NAME",
+        help=f"{_choices(RUNTIMES)}: model.keras, or model.onnx from `digitlab export` (no TensorFlow) "
+        "[default: onnx where `digitlab export` made model.onnx from the run's model.keras as it is, else keras].",
+        show_default=False,
+    ),
+]
 
 
 @app.command()
@@ -747,7 +758,7 @@ def predict(
         Optional[Path], typer.Option(help="Write a strip of each image's preprocessing steps into this folder.")
     ] = None,
     data_dir: DataDirOpt = None,
-    runtime: RuntimeOpt = "keras",
+    runtime: ReadRuntimeOpt = None,
 ) -> None:
     """Predict digits: in image files (PNG, JPEG, ...) or, with --index, in the test set."""
     import json
@@ -759,10 +770,13 @@ def predict(
         indices = list(index) + [int(p) for p in extra]
         if len(extra) != len(paths):
             fail("predict: give either image paths or --index, not both")
-        if runtime != "keras":
+        if runtime not in (None, "keras"):
             fail("predict: --index runs the Keras model only; give image files for --runtime onnx")
     elif not paths:
         fail("predict: give image files or folders, or --index N ... for test digits")
+    from digitlab.predict import choose_runtime
+
+    runtime = "keras" if index else choose_runtime(run, runtime)
     prepare_run(run, runtime)
     from digitlab import predict as prediction
     from digitlab.predict import reading
@@ -830,7 +844,7 @@ def read(
         Optional[Path],
         typer.Option(help="Write each image with its digits' boxes drawn and their 28x28 crops into this folder."),
     ] = None,
-    runtime: RuntimeOpt = "keras",
+    runtime: ReadRuntimeOpt = None,
     method: Annotated[
         Optional[str],
         typer.Option(
@@ -847,6 +861,9 @@ def read(
     from digitlab.predict.count import parse_digits
 
     count = parse_digits(digits)  # a bad --digits before the run is loaded
+    from digitlab.predict import choose_runtime
+
+    runtime = choose_runtime(run, runtime)
     prepare_run(run, runtime)
     from digitlab import predict as prediction
     from digitlab.predict import reading
@@ -1228,7 +1245,7 @@ def serve(
     run: RunArg,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port, 1 to 65535.")] = 8000,
-    runtime: RuntimeOpt = "keras",
+    runtime: ReadRuntimeOpt = None,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = True,
     workers: Annotated[
         int,
@@ -1270,7 +1287,10 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the drawing page and the REST API (/api/predict, /docs) for a trained run."""
+    from digitlab.predict import choose_runtime
     from digitlab.serve.launch import open_server
+
+    runtime = runtime or ("keras" if allow_adapt else choose_runtime(run))  # an adapted run has no model.onnx
 
     server = open_server(
         run,

@@ -8,6 +8,7 @@ line model (`lines.py`, decoded by `ctc.py`), into the dataclasses of `results.p
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -90,11 +91,24 @@ def share_threads(workers: int, cores: int | None = None) -> int:
     return max(1, cores // workers)
 
 
+def choose_runtime(run_dir: Path, runtime: str | None = None) -> str:
+    """`runtime` when given; None: "onnx" where the run holds a model.onnx exported from its model.keras as
+    it is now (onnx_runtime.is_current) and ONNX Runtime is installed, else "keras". ONNX Runtime answers
+    a reading's model call in about a tenth of TensorFlow's time (docs/design/reading.md), with the same
+    digits: an export is kept only when it agrees with the Keras model."""
+    if runtime is not None:
+        return runtime
+    if importlib.util.find_spec("onnxruntime") is not None and onnx_runtime.is_current(Path(run_dir)):
+        return "onnx"
+    return "keras"
+
+
 def load_predictor(
-    run_dir: Path, runtime: str = "keras", *, require_calibration: bool = True, threads: int | None = None
+    run_dir: Path, runtime: str | None = "keras", *, require_calibration: bool = True, threads: int | None = None
 ) -> Predictor:
     """A run's model with its class names and calibration. runtime "keras": model.keras; "onnx":
-    model.onnx (from `digitlab export`) on ONNX Runtime, without importing TensorFlow or Keras.
+    model.onnx (from `digitlab export`) on ONNX Runtime, without importing TensorFlow or Keras; None: as
+    `choose_runtime` chooses.
 
     The run's files are checked first (runs.check_run), then its class names against the model's output:
     a RunError naming the file and field. A run without calibration.json (killed after its last epoch, or
@@ -103,6 +117,7 @@ def load_predictor(
     probabilities (training's calibration step and evaluation need them). `threads`: ONNX Runtime's threads
     per model call (None: its default, a thread per physical core); TensorFlow's are set per process."""
     run_dir = Path(run_dir)
+    runtime = choose_runtime(run_dir, runtime)
     if runtime not in RUNTIMES:
         raise DigitlabError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if runtime == "keras":

@@ -158,7 +158,7 @@ class HostCheck:
 
 def create_app(
     run_dir: Path,
-    runtime: str = "keras",
+    runtime: str | None = None,
     allowed_hosts: list[str] | None = None,
     timeout: float = SERVE_TIMEOUT,
     threads: int | None = None,
@@ -170,7 +170,7 @@ def create_app(
     `allowed_hosts`: the Host header names (Starlette patterns: "a.example", "*.a.example", "*") a request
     must carry, any other being a 400; None checks nothing (`digitlab serve` passes LOOPBACK_HOSTS when
     it listens on loopback). `timeout`: seconds a request's body may take to arrive, else a 408.
-    `threads`: as for Service.load. `adapting`: POST /api/adapt's settings (`--allow-adapt`); None: off."""
+    `runtime`, `threads`: as for Service.load. `adapting`: POST /api/adapt's settings (`--allow-adapt`); None: off."""
     service = Service.load(run_dir, runtime=runtime, threads=threads)
 
     @contextlib.asynccontextmanager

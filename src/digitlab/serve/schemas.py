@@ -163,6 +163,10 @@ class Health(BaseModel):
     status: str
     kind: Kind
     model: ModelName
+    runtime: Literal["keras", "onnx"] = Field(
+        description="What runs the model: Keras (model.keras) or ONNX Runtime (model.onnx, the default where the "
+        "run has one exported from its model.keras)"
+    )
     threads: int | None = Field(
         description="Threads each model call uses in this process; null: the runtime's default, one per core"
     )

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from digitlab import runs
-from digitlab.predict import Predictor, classify, keras_runtime, load_predictor
+from digitlab.predict import Predictor, choose_runtime, classify, keras_runtime, load_predictor
 from digitlab.predict.count import DigitCount
 from digitlab.predict.reading import DIGIT, choose_method, kind, read_inputs
 from digitlab.predict.results import Outcome, Prediction, Reading
@@ -128,11 +128,13 @@ class Service:
             return self.predictor.forward(x)
 
     @classmethod
-    def load(cls, run_dir: Path, runtime: str = "keras", threads: int | None = None) -> Service:
-        """A run's model, ready to serve (a RunError if it cannot be). `threads`: the CPUs it may use (a
+    def load(cls, run_dir: Path, runtime: str | None = None, threads: int | None = None) -> Service:
+        """A run's model, ready to serve (a RunError if it cannot be). `runtime` None: ONNX Runtime where the
+        run has a current model.onnx, else Keras (choose_runtime). `threads`: the CPUs it may use (a
         worker of `digitlab serve --workers` gets its share): threads per model call, set before the model
         is loaded, and threads serving requests; None: a thread per core for both."""
         run_dir = Path(run_dir)
+        runtime = choose_runtime(run_dir, runtime)
         if threads is not None and runtime == "keras":
             threads = keras_runtime.set_threads(threads)  # TensorFlow's are the process's, set before it starts
         predictor = load_predictor(run_dir, runtime=runtime, threads=threads)  # ONNX Runtime's are the session's
@@ -203,6 +205,7 @@ class Service:
             "status": "ok",
             "kind": self.kind,
             "model": self.model,
+            "runtime": self.predictor.runtime,
             "threads": self.threads,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "internal_errors": self.internal_errors,

@@ -26,7 +26,7 @@ from uvicorn.supervisors import Multiprocess
 from digitlab import runs
 from digitlab.config import RUNTIMES, SERVE_LIMIT_CONCURRENCY, SERVE_TIMEOUT
 from digitlab.errors import DigitlabError, RunError
-from digitlab.predict import share_threads
+from digitlab.predict import choose_runtime, share_threads
 from digitlab.predict.onnx_runtime import load_session
 from digitlab.serve.app import DRAIN_LIMIT, LOOPBACK_HOSTS, create_app, drain
 
@@ -34,6 +34,10 @@ LOG = logging.getLogger("uvicorn.error")  # uvicorn's own log, which it sets up 
 
 
 RETRY_AFTER = 1  # s a client refused for overload is told to wait
+# s a worker process has to answer its supervisor's health check before it is killed and started again
+# (uvicorn's default is 5): on a CPU shared with other work a worker loading its model, or reading while
+# others take the cores, can miss 5 s, and its restart (imports, the model) costs a core for half a minute.
+WORKER_HEALTHCHECK = 60
 
 
 class HeaderDeadline(AutoHTTPProtocol):
@@ -111,6 +115,7 @@ def server_config(app, timeout: float, limit_concurrency: int, **kwargs) -> uvic
         timeout_keep_alive=timeout,
         limit_concurrency=limit_concurrency,
         log_level="info",
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK,
         **kwargs,
     )
 
@@ -219,12 +224,13 @@ def app_from_env() -> FastAPI:
         sys.exit(STARTUP_FAILURE)
 
 
-def check_run(run_dir: Path, runtime: str = "keras") -> None:
+def check_run(run_dir: Path, runtime: str | None = None) -> None:
     """The cheap checks of a run a server needs, made before worker processes start: a RunError if its
     model file is missing, or config.json or calibration.json is not what `load_predictor` reads
     (runs.check_run, the same check). (A model that cannot be loaded, or whose output does not fit the class
     names, stops the workers at start-up.)"""
     run_dir = Path(run_dir)
+    runtime = choose_runtime(run_dir, runtime)
     if runtime == "onnx":
         load_session(run_dir)
     elif runtime == "keras":
@@ -236,7 +242,7 @@ def check_run(run_dir: Path, runtime: str = "keras") -> None:
 
 def run_workers(
     run_dir: Path,
-    runtime: str = "keras",
+    runtime: str | None = None,
     workers: int = 2,
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -256,6 +262,7 @@ def run_workers(
 
     if sock is None:
         sock = bind_socket(host, port)
+    runtime = choose_runtime(run_dir, runtime)  # once, for every worker
     os.environ[RUN_ENV], os.environ[RUNTIME_ENV] = str(Path(run_dir).resolve()), runtime
     if allowed_hosts is None:
         os.environ.pop(HOSTS_ENV, None)
