@@ -303,6 +303,7 @@ def test_a_command_that_ended_skips_pythons_teardown_once_tensorflow_is_loaded(m
 
     ended = []
     monkeypatch.setattr(cli.os, "_exit", ended.append)
+    monkeypatch.setattr(cli.logging, "shutdown", lambda: None)  # it would close pytest's own log capture
     monkeypatch.setitem(sys.modules, "tensorflow", sys.modules.get("tensorflow", object()))
     monkeypatch.setattr(cli, "_exit_code", None)
     cli._skip_teardown()
