@@ -165,6 +165,10 @@ def test_adaptation_teaches_a_run_a_writer_and_leaves_the_base_untouched(tmp_pat
     assert (out / runs.SAMPLES).read_text().count(",yes\n") == 30
     assert metrics["adapt"]["samples"] == 30 and 0.0 < metrics["calibration"]["threshold"] < 1.0
     assert runs.check_run(out).calibration is not None  # a normal run: predict, serve, export read it
+    # calibrated on the writer's own samples too: each of two folds read by a model adapted on the other
+    calibration = metrics["calibration"]
+    assert "30 of the person's samples, each read by a model adapted on the others" in calibration["fitted_on"]
+    assert calibration["writer_coverage"] >= 0.9 and 0.0 <= calibration["writer_accepted_accuracy"] <= 1.0
 
 
 def test_out_is_refused_unless_overwrite(tmp_path, synthetic_cnn_run):
@@ -300,7 +304,7 @@ def test_the_server_adapts_and_serves_the_new_model_only_when_allowed(tmp_path, 
     refused = off.post("/api/adapt", json=doc)
     assert refused.status_code == 403 and "--allow-adapt" in refused.json()["detail"]
 
-    adapting = Adapting(base=base, data_dir=synthetic_dir, recipe=Recipe(steps=40, batch_size=32))
+    adapting = Adapting(base=base, data_dir=synthetic_dir, recipe=Recipe(steps=40, batch_size=32, writer_folds=0))
     with TestClient(create_app(base, adapting=adapting)) as client:
         assert client.get("/api/adapt").json() == {"allowed": True}
         as_text = client.post("/api/adapt", content=json.dumps(doc), headers={"Content-Type": "text/plain"})

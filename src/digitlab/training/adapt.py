@@ -39,6 +39,7 @@ import numpy as np
 import digitlab.data.synth as synth_package
 import digitlab.preprocess as preprocess_package
 from digitlab import __version__, atomic, runs
+from digitlab.calibrate import Answers, digit_answers
 from digitlab.config import AUGMENTATIONS, ModelConfig, TrainConfig
 from digitlab.data import RunSplit, default_cache_dir, run_split
 from digitlab.data.synth.lines import MAX_DIGITS, PAD_LABEL
@@ -92,6 +93,9 @@ class Recipe:
     thickness: float = 0.5
     blur: float = 0.5
     elastic: float = 0.0  # elastic distortion strength (alpha, px; 0: none)
+    # Digit runs: the samples are dealt into this many folds, each read by a model adapted on the others,
+    # and calibration's threshold must meet its rule on those answers too (AdaptTask.held_out; 0: not).
+    writer_folds: int = 2
 
     def __post_init__(self) -> None:
         if self.layers not in ("all", "head"):
@@ -128,7 +132,15 @@ RECIPE = Recipe()
 # warps apply to the person's lines only (the generated lines are drawn afresh), and no rotation or zoom,
 # which would turn a 256 px line about a point near its start (training.augment works about 28 px).
 LINE_RECIPE = Recipe(
-    steps=60, batch_size=32, mix=0.5, layers="all", learning_rate=3e-4, rotate=0.0, scale=0.0, shear=0.15
+    steps=60,
+    batch_size=32,
+    mix=0.5,
+    layers="all",
+    learning_rate=3e-4,
+    rotate=0.0,
+    scale=0.0,
+    shear=0.15,
+    writer_folds=0,
 )
 
 
@@ -401,8 +413,17 @@ class AdaptTask(DigitTask):
     own training split (its non-digits included, when it learnt them), warped afresh; validated and
     calibrated on the run's validation data as the base run was."""
 
-    def __init__(self, model_config: ModelConfig, cfg: TrainConfig, data: RunSplit, samples: Samples, recipe: Recipe):
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        cfg: TrainConfig,
+        data: RunSplit,
+        samples: Samples,
+        recipe: Recipe,
+        base_model: Path | None = None,
+    ):
         super().__init__(model_config, cfg, data)
+        self.model_config, self.recipe, self.base_model, self.person = model_config, recipe, base_model, samples
         rng = np.random.default_rng([cfg.seed, len(samples)])
         total = recipe.steps * recipe.batch_size
         own = min(round(recipe.mix * total), len(self.x_train))
@@ -440,6 +461,41 @@ class AdaptTask(DigitTask):
                 atomic.write_bytes(path, buffer.getvalue())
         _wild_cache[key.hexdigest()] = found
         return found
+
+    def answers(self, run_dir: Path) -> list[Answers]:
+        """The base run's calibration answers (DigitTask.answers) and, with `recipe.writer_folds` and a base
+        model to start from, the person's own samples, each read by a model adapted on the other folds
+        (held_out): the threshold must then meet the rule on this person's digits as well."""
+        sets = super().answers(run_dir)
+        held = self.held_out() if self.recipe.writer_folds and self.base_model is not None else None
+        return sets if held is None else [*sets, held]
+
+    def held_out(self) -> Answers | None:
+        """The samples split into `recipe.writer_folds` folds, each digit's samples dealt in turn; each fold
+        read by a copy of the base model adapted on the other folds (the same task, compiled and fitted as
+        the adaptation, without a run directory): answers on this person's digits from models that never
+        saw them. None when some digit has fewer samples than folds (a fold would leave it out)."""
+        folds = self.recipe.writer_folds
+        labels = self.person.labels
+        if np.bincount(labels, minlength=CLASSES).min() < folds:
+            return None
+        fold = np.empty(len(labels), int)
+        for k in range(CLASSES):
+            fold[labels == k] = np.arange(np.sum(labels == k)) % folds
+        probs = np.zeros((len(labels), CLASSES), np.float32)
+        for f in range(folds):
+            rest = Samples(self.person.digits[fold != f], labels[fold != f], (), ())
+            task = AdaptTask(self.model_config, self.cfg, self.data, rest, self.recipe)
+            keras.utils.set_random_seed(self.cfg.seed + 1 + f)
+            model = load_keras_model(self.base_model)
+            _choose_layers(model, self.recipe.layers, "digit")
+            compile_model(model, self.cfg, steps_per_epoch(task, self.cfg))
+            inputs = {k: v for k, v in task.fit_inputs(0).items() if k != "validation_data"}
+            model.fit(**inputs, epochs=1, verbose=0)
+            held = self.person.digits[fold == f].astype(np.float32)
+            probs[fold == f] = keras.ops.convert_to_numpy(model(held, training=False))
+        described = f"{len(labels)} of the person's samples, each read by a model adapted on the others"
+        return digit_answers(probs, labels, described, name="writer")
 
     def sizes(self) -> dict:
         return {
@@ -536,7 +592,7 @@ def adapt(
     if kind == "line":
         task = LineAdaptTask(model_config, train_config, split, samples, recipe)
     else:
-        task = AdaptTask(model_config, train_config, split, samples, recipe)
+        task = AdaptTask(model_config, train_config, split, samples, recipe, base_model)
     keras.utils.set_random_seed(seed)
     model = load_keras_model(base_model)
     task.check(model, str(run))
