@@ -7,6 +7,7 @@ concurrent clients; writes them into their own section of BENCHMARKS.md (`<!-- n
     .venv/bin/python bench/read_numbers.py RUN [RUN...] [--count 480] [--seed 0] [--clients 8] [--duration 20] [--out BENCHMARKS.md]
     .venv/bin/python bench/read_numbers.py RUN --digits --no-api --out other.md    each number read with its length known
     .venv/bin/python bench/read_numbers.py RUN --tune [--tune-count 240]
+    .venv/bin/python bench/read_numbers.py RUN --tune-combined [--tune-count 240]    a line run with digits/
 
 Several runs are read on the same numbers and set side by side, each by its own method (a digit run by
 segmentation, a line model's run, `--preset numbers`, by its line model); the first is the one timed
@@ -15,13 +16,14 @@ used for nothing else. `--tune` composes
 the same subsets from the run's validation split (the split `digitlab train` held out, from the run's
 config.json) and chooses the constants of preprocess/segment.py and the Scoring of reading.py on them
 alone: a sweep of each segmentation constant in turn (the best value kept before the next), then a grid
-over the scoring constants; it prints every point and the choice and edits no file.
+over the scoring constants; it prints every point and the choice and edits no file. `--tune-combined`
+does the same for the combined reader's Combining (a line run holding a digit model), beside each
+method alone on the same validation numbers. `--method` reads with another method than the run's own.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import io
 import itertools
@@ -37,17 +39,18 @@ from PIL import Image
 
 from _sections import write_section  # bench/_sections.py: this script's directory is on sys.path
 from digitlab.data.synth.numbers import LENGTHS, SUBSETS, compose_numbers, score_readings
-from digitlab.predict.reading import read
+from digitlab.predict.reading import COMBINING, Combining, combine, read
 from digitlab.predict.segmented import SCORING, Scoring, decide, hypotheses
 from digitlab.preprocess import segment as segment_module
 from digitlab.runs import cpu_name
-from latency import _client, free_port, json_request, start_server  # the API load tool's pieces
+from latency import free_port, json_request, load, start_server  # the API load tool's pieces
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "numbers"
 TIMED_LENGTH = 6  # digits: the in-process target is for a number this long
-TARGET_MS = 15.0  # in process, a 6-digit number
-TARGET_API_P50_MS = 30.0
+TARGET_MS = 10.0  # in process, a 6-digit number
+TARGET_API_P50_MS = 15.0  # through /api/read, one client
+TARGET_API_THROUGHPUT = 150.0  # numbers/s through /api/read, --clients 8 and --workers 2
 WARMUP_SECONDS = 5.0  # of the same load before the API timing starts
 ANCHORS = "ORAND-CAR-A 92.2 % and CAR-B 94.0 % (Zhan et al., ICPR 2018), CVL HDS 84 % (Hochuli et al., 2021)"
 
@@ -102,17 +105,17 @@ def figures(numbers: list, texts: list, unsure: list, ms: list | None = None) ->
     return out
 
 
-def bench_in_process(predictor, sets: dict[str, list], known: bool = False) -> list[dict]:
+def bench_in_process(predictor, sets: dict[str, list], known: bool = False, method: str | None = None) -> list[dict]:
     """Read every number, timed one by one; rows per subset and length, then per subset ("all"). `known`:
-    each with its count of digits given, as `digitlab read --digits N`."""
-    read(predictor, sets[SUBSETS[0]][0].image)  # warm-up: traces the model
+    each with its count of digits given, as `digitlab read --digits N`; `method` as `read --method`."""
+    read(predictor, sets[SUBSETS[0]][0].image, method=method)  # warm-up: traces the model
     rows = []
     for subset, numbers in sets.items():
         texts, unsure, ms = [], [], []
         for n in numbers:
             t0 = time.perf_counter()
             count = len(n.text.replace("\n", ""))  # all lines together (a lines number has `length` a line)
-            r = read(predictor, n.image, digits=count if known else None)
+            r = read(predictor, n.image, digits=count if known else None, method=method)
             ms.append((time.perf_counter() - t0) * 1e3)
             texts.append(r.text)
             unsure.append(r.unsure)
@@ -138,47 +141,29 @@ def png(image: np.ndarray) -> bytes:
 
 
 def bench_api(run: Path, images: list[np.ndarray], clients: int, workers: int, duration: float) -> dict:
-    """`digitlab serve RUN --workers W` on a free loopback port; CLIENTS keep-alive connections, each posting
-    its own number as a PNG to /api/read back to back (a closed loop), as the page sends its pad: JSON
-    {"image": a data: URL}. Latency in ms."""
+    """`digitlab serve RUN --workers W` (its default runtime) on a free loopback port; one client, then
+    CLIENTS, keep-alive connections each posting its own number as a PNG to /api/read back to back (a closed
+    loop), as the page sends its pad: JSON {"image": a data: URL}. The clients run on the same cores as the
+    server (latency.load: one asyncio loop, about 0.2 ms of CPU a request). Latency in ms, the server's
+    CPU ms per request."""
     port = free_port()
     requests = [json_request(port, png(images[i % len(images)]), "/api/read") for i in range(clients)]
-
-    async def load(seconds: float) -> tuple[list[float], list[str], float]:
-        latencies: list[float] = []
-        errors: list[str] = []
-        start, deadline = asyncio.Event(), [math.inf]
-        tasks = [
-            asyncio.create_task(_client(port, r, 10**9, deadline, start, latencies, errors, False)) for r in requests
-        ]
-        await asyncio.sleep(0.2)  # every connection open before the clock starts
-        t0 = time.perf_counter()
-        deadline[0] = t0 + seconds
-        start.set()
-        for r in await asyncio.gather(*tasks, return_exceptions=True):
-            if isinstance(r, BaseException):
-                errors.append(f"{type(r).__name__}: {r}")
-        return latencies, errors, time.perf_counter() - t0
-
     server = start_server(run, port, workers)
     try:
-        _, errors, _ = asyncio.run(load(WARMUP_SECONDS))  # every worker warm; not counted
-        if errors:
-            raise SystemExit(f"/api/read warm-up failed: {errors[:3]}")
-        latencies, errors, wall = asyncio.run(load(duration))
+        warm = load(port, requests, clients, 10**9, WARMUP_SECONDS, server.pid, True)  # every worker warm
+        if warm["errors"]:
+            raise SystemExit(f"/api/read warm-up failed: {warm['first_errors']}")
+        one = load(port, requests[:1], 1, 10**9, duration / 2, server.pid)
+        many = load(port, requests, clients, 10**9, duration, server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
-    p50, p95 = np.percentile(latencies, [50, 95]) if latencies else (math.nan, math.nan)
+    keys = ("requests", "errors", "first_errors", "throughput", "p50", "p95", "server_cpu_ms", "client_cpu_ms")
     return {
         "clients": clients,
         "workers": workers,
-        "requests": len(latencies),
-        "errors": len(errors),
-        "first_errors": errors[:3],
-        "throughput": len(latencies) / wall,
-        "p50": float(p50),
-        "p95": float(p95),
+        "one": {k: one[k] for k in keys},
+        "many": {k: many[k] for k in keys},
     }
 
 
@@ -229,15 +214,18 @@ def report(args, results: dict[Path, list[dict]], api: dict | None) -> str:
     lines += [
         "",
         f"In process, a {TIMED_LENGTH}-digit number: **{timed:.1f} ms** median over the subsets (target ≤ "
-        f"{TARGET_MS:.0f} ms): `read` from a grey array, segmentation, normalisation and one model call.",
+        f"{TARGET_MS:.0f} ms): `read` from a grey array on {args.runtime}, segmentation, normalisation and "
+        "one batched model call (a second for the cuts of digits read unsurely).",
     ]
     if api:
+        one, many = api["one"], api["many"]
         lines.append(
-            f"Through the API, `digitlab serve RUN --workers {api['workers']}` on 127.0.0.1, {api['clients']} "
-            f"concurrent keep-alive clients each posting a {TIMED_LENGTH}-digit number (a PNG data URL in JSON, as the "
-            f"page does) to /api/read for "
-            f"{args.duration:.0f} s: **p50 {api['p50']:.1f} ms**, p95 {api['p95']:.1f} ms, "
-            f"{api['throughput']:.0f} requests/s, {api['errors']} errors (target p50 ≤ {TARGET_API_P50_MS:.0f} ms)."
+            f"Through the API, `digitlab serve RUN --workers {api['workers']}` on 127.0.0.1, keep-alive clients on "
+            f"the same cores each posting a {TIMED_LENGTH}-digit number (a PNG data URL in JSON, as the page does) to "
+            f"/api/read back to back: one client **p50 {one['p50']:.1f} ms** (target ≤ {TARGET_API_P50_MS:.0f} ms), "
+            f"p95 {one['p95']:.1f} ms; {api['clients']} clients **{many['throughput']:.0f} numbers/s** (target ≥ "
+            f"{TARGET_API_THROUGHPUT:.0f}), p50 {many['p50']:.1f} ms, p95 {many['p95']:.1f} ms; the server's CPU per "
+            f"number {many['server_cpu_ms']:.1f} ms; {one['errors'] + many['errors']} errors."
         )
     lines += [
         "",
@@ -280,9 +268,11 @@ def _comparison(args, results: dict[Path, list[dict]]) -> list[str]:
 
 
 def _method(run: Path) -> str:
-    from digitlab.runs import read_run_config
+    from digitlab.runs import DIGIT_PART, read_run_config
 
-    return "line model" if read_run_config(run)["model"].get("architecture") == "line" else "segmentation"
+    if read_run_config(run)["model"].get("architecture") != "line":
+        return "segmentation"
+    return "combined" if (run / DIGIT_PART).is_dir() else "line model"
 
 
 def _run_name(run: Path) -> str:
@@ -369,6 +359,45 @@ def tune(predictor, sets: dict[str, list]) -> tuple[dict, Scoring]:
     return chosen, best_scoring
 
 
+SEGMENT_BONUSES = (-2.0, 0.0, 1.0, 2.0, 4.0, 8.0, 1e9)  # --tune-combined: 1e9 is "segmentation when sure"
+SURE_SHARES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def tune_combined(predictor, sets: dict[str, list]) -> Combining:
+    """The combined reader's constants on validation numbers: each method alone, then the segmentation
+    bonus (by exact numbers), then the share below which a disagreement is unsure (shown against the
+    accepted numbers' accuracy; the largest coverage at which they are at least 99 % right is chosen)."""
+    from digitlab.predict.reading import candidates, digit_part
+    from digitlab.predict.segmented import open_image
+
+    digits = digit_part(predictor)
+    seen = {s: [candidates(predictor, digits, *open_image(n.image)) for n in numbers] for s, numbers in sets.items()}
+    for name, pick in (("line model alone", lambda c: c.line), ("segmentation alone", lambda c: c.segment)):
+        print(f"  {name}: {_fig(accuracy(sets, {k: [pick(c) for c in cs] for k, cs in seen.items()}))}")
+        print(
+            f"     per subset: {', '.join(f'{k} {_pct(v)}' for k, v in accuracy(sets, {k: [pick(c) for c in cs] for k, cs in seen.items()})['per_subset'].items())}"
+        )
+    best, best_fig = COMBINING, None
+    for bonus in SEGMENT_BONUSES:
+        c = dataclasses.replace(COMBINING, segment_bonus=bonus)
+        fig = accuracy(sets, {k: [combine(x, c) for x in cs] for k, cs in seen.items()})
+        print(f"  segment_bonus {bonus:g}: {_fig(fig)}", flush=True)
+        if _better(fig, best_fig):
+            best, best_fig = c, fig
+    print(f"  -> {best}: {_fig(best_fig)}")
+    print(f"     per subset: {', '.join(f'{k} {_pct(v)}' for k, v in best_fig['per_subset'].items())}")
+    numbers = [n for k in sets for n in sets[k]]
+    chosen = None
+    for share in SURE_SHARES:
+        c = dataclasses.replace(best, sure_share=share)
+        flat = [combine(x, c) for k in sets for x in seen[k]]
+        fig = figures(numbers, [r.text for r in flat], [r.unsure for r in flat])
+        print(f"  sure_share {share:4.2f}: unsure {_pct(fig['unsure'])}, accepted {_pct(fig['accepted_accuracy'])}")
+        if chosen is None and (fig["accepted_accuracy"] or 0.0) >= 0.99:
+            chosen = c
+    return chosen or dataclasses.replace(best, sure_share=max(SURE_SHARES))
+
+
 def _fig(f: dict) -> str:
     return f"exact {100 * f['string_accuracy']:.2f} %  digits {_pct(f['digit_accuracy'])}  unsure {_pct(f['unsure'])}"
 
@@ -389,13 +418,25 @@ def main() -> None:
     )
     parser.add_argument("--tune", action="store_true", help="choose the constants on validation strings instead")
     parser.add_argument(
+        "--tune-combined", action="store_true", help="choose the combined reader's constants on validation strings"
+    )
+    parser.add_argument("--method", default=None, help="segment, line or combined: as `read --method`")
+    parser.add_argument(
         "--tune-count", type=int, default=240, help="validation numbers per subset (default %(default)s)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="report to update")
     args = parser.parse_args()
     from digitlab.predict import load_predictor
 
-    predictor = load_predictor(args.runs[0])
+    predictor = load_predictor(args.runs[0], runtime=None)  # as `digitlab read` chooses: ONNX where exported
+    args.runtime = predictor.runtime
+    if args.tune_combined:
+        x_val, y_val = validation_split(args.runs[0])
+        print(f"validation split: {len(y_val)} digits; {args.tune_count} numbers per subset", flush=True)
+        print(
+            f"chosen on validation: {tune_combined(predictor, compose_all(x_val, y_val, args.tune_count, args.seed))}"
+        )
+        return
     if args.tune:
         if _method(args.runs[0]) != "segmentation":
             raise SystemExit(f"--tune: {args.runs[0]} is a line model's run; the constants tuned are segmentation's")
@@ -409,7 +450,7 @@ def main() -> None:
     ds = load_dataset("mnist")
     sets = compose_all(ds.x_test, ds.y_test, args.count, args.seed)
     print(f"CPU {cpu_name()}, {os.cpu_count()} cores; {args.count} test numbers per subset", flush=True)
-    results = {args.runs[0]: bench_in_process(predictor, sets, args.digits)}
+    results = {args.runs[0]: bench_in_process(predictor, sets, args.digits, args.method)}
     for run in args.runs[1:]:
         print(f"{run}:", flush=True)
         results[run] = bench_in_process(load_predictor(run), sets, args.digits)

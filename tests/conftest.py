@@ -106,13 +106,24 @@ def synthetic_cnn_run(tmp_path_factory, synthetic_dir):
 @pytest.fixture(scope="session")
 def tiny_line_run(tmp_path_factory, synthetic_dir):
     """A tiny line model (the numbers preset with filters 4, 8, 8, 8 and a Dense of 16): two epochs of 96
-    lines, 48 validation lines, made from the synthetic set. The machinery, not accuracy."""
+    lines, 48 validation lines, made from the synthetic set, without the preset's digit model
+    (`line_digit_run` has one). The machinery, not accuracy."""
     from digitlab.config import resolve_configs
 
     model_cfg, train_cfg = resolve_configs("numbers", epochs=2, lines=96, val_lines=48, batch_size=32)
     model_cfg = dataclasses.replace(model_cfg, filters=(4, 8, 8, 8), dense=16)
-    train_cfg = dataclasses.replace(train_cfg, dataset="synthetic")
+    train_cfg = dataclasses.replace(train_cfg, dataset="synthetic", digit_model=None)
     return train_once(tmp_path_factory, "line-synthetic", model_cfg, train_cfg, synthetic_dir)
+
+
+@pytest.fixture(scope="session")
+def line_digit_run(tmp_path_factory, tiny_line_run, synthetic_cnn_run):
+    """`tiny_line_run` with `synthetic_cnn_run` as its digits/ folder, as `--preset numbers` leaves a run:
+    `read` combines both models. Tests that write into it work on a copy."""
+    run = tmp_path_factory.mktemp("line-digit") / "run"
+    shutil.copytree(tiny_line_run, run)
+    shutil.copytree(synthetic_cnn_run, run / "digits")
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -547,3 +547,117 @@ def test_a_reader_from_python_takes_the_count_too(synthetic_mlp_run):
 
     reading = load_reader(synthetic_mlp_run).read(bars([10, 25, 40]), digits="5-9")
     assert reading.unsure and reading.reason.startswith("expected 5-9 digits, found 3")
+
+
+# --- the combined reader: both methods, one answer -------------------------------------------------------
+
+
+def frame_probs(classes, sure=0.9) -> np.ndarray:
+    """(frames, 11) probabilities: `sure` on each frame's class (10 is the blank), the rest spread evenly."""
+    p = np.full((len(classes), 11), (1 - sure) / 10, np.float32)
+    p[np.arange(len(classes)), classes] = sure
+    return p
+
+
+def a_reading(text, unsure=False, confidence=0.9):
+    from digitlab.predict.results import Reading
+
+    return Reading(
+        text,
+        tuple(text.split("\n")),
+        confidence,
+        unsure,
+        "why" if unsure else None,
+        (),
+        np.zeros((0, 28, 28), np.uint8),
+        (40, 20),
+    )
+
+
+def test_ctc_log_likelihood_sums_every_path():
+    import itertools
+
+    from digitlab.predict.ctc import log_likelihood
+
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(4), 5)  # 5 frames, 3 digits and the blank (3)
+    totals = {}
+    for path in itertools.product(range(4), repeat=5):  # every path, collapsed as CTC does
+        text = tuple(c for k, c in enumerate(path) if c != 3 and (k == 0 or c != path[k - 1]))
+        totals[text] = totals.get(text, 0.0) + np.prod(p[np.arange(5), path])
+    for text, total in totals.items():
+        assert log_likelihood(p, text) == pytest.approx(np.log(total), abs=1e-5)
+    assert log_likelihood(p, (0, 0, 0, 0)) == -np.inf  # 0_0_0_0 needs 7 frames
+
+
+def combined_of(texts_and_sources, probs, line_text, segment_text, temperature=1.0):
+    """Candidates as `reading.candidates` makes them, from hand-built frame probabilities of one line."""
+    from digitlab.predict.ctc import log_likelihood
+    from digitlab.predict.reading import Candidates
+
+    readings = {t: a_reading(t, unsure) for t, _, unsure in texts_and_sources}
+    scored = tuple(
+        (readings[t], how, log_likelihood(probs, [int(c) for c in t], temperature)) for t, how, _ in texts_and_sources
+    )
+    return Candidates(readings[line_text], readings[segment_text], scored)
+
+
+def test_touching_ones_merged_by_segmentation_are_read_as_two_by_the_combination():
+    from digitlab.predict.reading import Combining, combine
+
+    b = 10
+    probs = frame_probs([b, 1, 1, b, 1, b, b], sure=0.97)  # the line model sees two 1s, clearly
+    c = combined_of([("11", "line", False), ("1", "segment", False), ("11", "segment", True)], probs, "11", "1")
+    chosen = combine(c, Combining(segment_bonus=2.0, sure_share=0.9))
+    assert chosen.text == "11" and not chosen.unsure
+    # A large enough bonus for a sure segmentation keeps its reading, and the margin makes it unsure.
+    assert combine(c, Combining(segment_bonus=50.0, sure_share=0.9)).text == "1"
+
+
+def test_overlapping_zeros_the_segmentation_cut_wrong_are_read_by_the_line_model():
+    from digitlab.predict.reading import Combining, combine
+
+    b = 10
+    probs = frame_probs([b, 0, 0, b, 0, 0, b])  # "00" overlapping: the line model sees two zeros
+    c = combined_of([("00", "line", False), ("06", "segment", True)], probs, "00", "06")
+    chosen = combine(c, Combining(segment_bonus=2.0, sure_share=0.9))
+    assert chosen.text == "00"  # an unsure segmentation gets no bonus
+
+
+def test_agreement_is_sure_unless_both_are_unsure_and_close_calls_are_unsure():
+    from digitlab.predict.reading import Combining, combine
+
+    probs = frame_probs([10, 4, 10, 7, 10])
+    agree = combined_of([("47", "line", True), ("47", "segment", False)], probs, "47", "47")
+    chosen = combine(agree)
+    assert chosen.text == "47" and not chosen.unsure
+    assert chosen.confidence == pytest.approx(1 - 0.1 * 0.1)
+    both = combined_of([("47", "line", True), ("47", "segment", True)], probs, "47", "47")
+    assert combine(both).unsure
+    # 4 or 9 in the middle frame, nearly even: whichever is chosen is unsure, naming the other.
+    p = frame_probs([10, 4, 10, 7, 10])
+    p[1, 4], p[1, 9] = 0.5, 0.45
+    close = combined_of([("47", "line", False), ("97", "segment", False)], p, "47", "97")
+    chosen = combine(close, Combining(segment_bonus=0.0, sure_share=0.9))
+    assert chosen.text == "47" and chosen.unsure and "97" in chosen.reason
+
+
+def test_a_line_run_with_a_digit_model_reads_with_both(line_digit_run, tiny_line_run, synthetic_cnn_run):
+    from digitlab.predict import load_predictor
+    from digitlab.predict.reading import choose_method, read
+
+    both, line_only, digit = (load_predictor(r) for r in (line_digit_run, tiny_line_run, synthetic_cnn_run))
+    assert choose_method(both, None) == "combined"
+    assert choose_method(both, "segment") == "segment" and choose_method(both, "line") == "line"
+    assert choose_method(line_only, None) == "line"
+    with pytest.raises(DigitlabError, match="--method combined: .* no digit model"):
+        choose_method(line_only, "combined")
+    with pytest.raises(DigitlabError, match="--method combined: .*single-digit"):
+        choose_method(digit, "combined")
+    image = np.full((40, 120), 255, np.uint8)
+    image[10:30, 20:24] = 0
+    image[10:30, 60:64] = 0
+    for method in (None, "segment", "line"):
+        reading = read(both, image, method=method)
+        assert reading.text is not None and reading.size == (120, 40)
+    assert read(both, image, digits=2).text is not None

@@ -849,8 +849,9 @@ def read(
         Optional[str],
         typer.Option(
             metavar="NAME",
-            help=f"{_choices(READ_METHODS)}: segment the digits for a single-digit run, or read whole lines "
-            "with a line model's run (--preset numbers) [default: the run's].",
+            help=f"{_choices(READ_METHODS)}: segment the digits for a single-digit run, read whole lines "
+            "with a line model's run, or both together where the run holds both (--preset numbers) "
+            "[default: the run's best].",
         ),
     ] = None,
     digits: Annotated[Optional[str], typer.Option(metavar="N|A-B", help=DIGITS_HELP)] = None,

@@ -18,7 +18,8 @@ from digitlab.errors import DigitlabError
 
 ARCHITECTURES = ("mlp", "cnn", "line")  # "line": a whole line of digits, CTC (models.build_line_model)
 KINDS = {"mlp": "digit", "cnn": "digit", "line": "line"}  # what each architecture reads
-READ_METHODS = ("segment", "line")  # how `read` finds digits: segmentation + one digit, or a line model
+READ_METHODS = ("segment", "line", "combined")  # how `read` finds digits: segmentation + one digit,
+# a line model, or both (a line run that holds a digit model; digitlab.predict.reading.combine)
 PRECISIONS = ("float32", "bfloat16")  # what the layers compute in; weights are always float32
 PRECISION_CHOICES = ("auto", *PRECISIONS)  # "auto": bfloat16 where it is native (see native_bfloat16)
 BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}  # /proc/cpuinfo: bfloat16 dot products in hardware
@@ -197,6 +198,7 @@ class TrainConfig:
             raise DigitlabError(f"--lr: expected a positive number, got {self.learning_rate}")
         if self.optimizer not in OPTIMIZERS:
             raise DigitlabError(f"--optimizer: expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+    digit_model: str | None = None  # line models: a digit preset also trained into the run's digits/ folder
         if self.precision not in PRECISION_CHOICES:
             raise DigitlabError(f"--precision: expected one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}")
         if self.schedule not in SCHEDULES:
@@ -233,6 +235,10 @@ class TrainConfig:
     def augmentation(self) -> dict[str, float]:
         """The warps `augment.random_warp` takes; empty when the training images are used as they are."""
         warps = {k: getattr(self, k) for k in AUGMENTATIONS}
+        if self.digit_model is not None and self.digit_model not in DIGIT_PRESETS:
+            raise DigitlabError(
+                f"digit_model: expected a digit preset ({', '.join(DIGIT_PRESETS)}) or null, got {self.digit_model!r}"
+            )
         return warps if any(warps.values()) else {}
 
     @classmethod
@@ -293,6 +299,7 @@ _FAST = (
     ),
 )
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
+DIGIT_PRESETS = ("robust", "fast", "accurate")  # what a line run's digit_model may name
     # The default, for people's digits: the fast preset's network trained longer on digits slanted,
     # rotated, thickened, thinned and blurred as people's images are, calibrated on validation digits
     # drawn as people's images (the wild set). Why: docs/design/robust-preset.md.
@@ -359,7 +366,15 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
             dropout=0.2,
             input_shape=(32, 256),
         ),
-        TrainConfig(epochs=8, batch_size=64, learning_rate=3e-3, schedule="onecycle", lines=10000, val_lines=2000),
+        TrainConfig(
+            epochs=8,
+            batch_size=64,
+            learning_rate=3e-3,
+            schedule="onecycle",
+            lines=10000,
+            val_lines=2000,
+            digit_model="robust",  # the combined reader's digit model, trained into digits/ after the line model
+        ),
     ),
     # `--model mlp`: the tutorial's Dense(10)-Dense(10), trained the best way found on the validation
     # split (GELU, one-cycle Adam at 1e-2, weight decay; 94.7 % validation vs 93.2 % the tutorial's way).

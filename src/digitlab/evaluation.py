@@ -29,7 +29,7 @@ from digitlab.metrics import alignment, nll, temper
 from digitlab.plots import plot_by_length, plot_confusion, plot_gallery, plot_numbers
 from digitlab.predict import Predictor, load_predictor
 from digitlab.predict.ctc import greedy_decode
-from digitlab.predict.reading import read
+from digitlab.predict.reading import choose_method, read
 
 GALLERY = 32  # digits per gallery
 CALIBRATED = "calibrated confidence"  # the run's temperature applied, as predict and serve show it
@@ -281,7 +281,7 @@ def evaluate_numbers(
     curve = np.cumsum(right_a[order]) / np.arange(1, len(order) + 1)  # exact share of the k most confident
     result = {
         "numbers": f"{per_subset} numbers of 1-8 digits per subset, composed from the test split",
-        "method": method or ("line" if predictor.kind == "line" else "segment"),
+        "method": choose_method(predictor, method),
         "confidence": CALIBRATED if calibrated else UNCALIBRATED,
         "rows": rows,
         "exact": float(right_a.mean()),

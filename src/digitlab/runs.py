@@ -11,6 +11,8 @@ A run directory holds, for a model of either kind (digits or lines):
   metrics.json          validation, calibration and (after `evaluate`) test figures
   calibration.json      temperature and unsure threshold, fitted on validation data
   reliability.png       accuracy against confidence, before and after the temperature
+  digits/               a line run's digit model (train.digit_model; `--preset numbers`), a run of its
+                        own: `read` combines both models (digitlab.predict.reading.combine)
 after `digitlab evaluate`:
   confusion_matrix.png  test confusion matrix (a line run: digits read in place of others)
   mistakes.png          the most confident test mistakes
@@ -68,6 +70,7 @@ PREDICTIONS = "predictions.png"
 BY_LENGTH = "by_length.png"
 NUMBERS = "numbers.png"
 ONNX = "model.onnx"
+DIGIT_PART = "digits"  # a line run's digit model, a run directory of its own
 TFLITE = "model.tflite"
 SAVED_MODEL = "saved_model"
 REPORT = "report.html"

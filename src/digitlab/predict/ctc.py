@@ -137,3 +137,28 @@ def _trace(probs: np.ndarray, log_p: np.ndarray, back: tuple, count: int) -> Dec
     digits = tuple(int(path[s]) for s, _ in runs)
     confidences = tuple(float(probs[s:e, d].max()) for (s, e), d in zip(runs, digits))
     return Decoded(digits, tuple(runs), confidences, float(np.exp(log_p[np.arange(frames), path].sum())))
+
+
+def log_likelihood(probs: np.ndarray, digits: tuple[int, ...] | list[int], temperature: float = 1.0) -> float:
+    """log P(digits | one line's frames): CTC's probability of the string summed over every path that reads
+    it (the forward pass of Graves et al., 2006, in log space), `probs` (frames, classes) blank last,
+    tempered first. -inf when no path reads it (more digits than the frames hold)."""
+    log_p = np.log(np.clip(temper(probs[None], temperature)[0], EPS, 1.0))
+    blank = log_p.shape[-1] - 1
+    states = [blank]  # blank, d1, blank, d2, ..., blank
+    for d in digits:
+        states += [int(d), blank]
+    states = np.array(states)
+    n = len(states)
+    # A state may also come from two back when it is a digit other than the digit two back.
+    skip = np.zeros(n, bool)
+    skip[2:] = (states[2:] != blank) & (states[2:] != states[:-2])
+    alpha = np.full(n, -np.inf)
+    alpha[0] = log_p[0, blank]
+    if n > 1:
+        alpha[1] = log_p[0, states[1]]
+    for t in range(1, len(log_p)):
+        one = np.r_[-np.inf, alpha[:-1]]
+        two = np.where(skip, np.r_[-np.inf, -np.inf, alpha[:-2]][:n], -np.inf)
+        alpha = np.logaddexp(np.logaddexp(alpha, one), two) + log_p[t, states]
+    return float(np.logaddexp(alpha[-1], alpha[-2]) if n > 1 else alpha[-1])

@@ -17,6 +17,7 @@ only: it runs on ONNX Runtime.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -35,15 +36,23 @@ CROP_INK = 64  # of 255: a digit's crop is cut to the columns and rows with ink 
 SHAPE = (LINE_HEIGHT, LINE_WIDTH)  # px (height, width): a line model's input
 
 
-def read_lines(
-    predictor: Predictor, grey: np.ndarray, size: tuple[int, int], digits: DigitCount | None = None
-) -> Reading:
-    """A grey image (to_grey's) of one or more lines, shown at `size` (width, height) px -> its Reading;
-    with `digits`, the best reading with that many digits, all lines together."""
-    sx, sy = size[0] / grey.shape[1], size[1] / grey.shape[0]
+@dataclass(frozen=True, eq=False)
+class LineInputs:
+    """What the line model was given and gave for one image: each line's normalised image, where its ink
+    went (placement, working-px corner), its ink mask, and the model's per-frame probabilities
+    (lines, frames, classes), uncalibrated."""
+
+    images: list
+    places: list
+    masks: list
+    probs: np.ndarray
+
+
+def line_inputs(predictor: Predictor, grey: np.ndarray) -> LineInputs | None:
+    """A grey image's lines, normalised and read by the model in one call; None without ink."""
     ink = line_ink(grey)
     if ink is None:
-        return no_reading(NO_INK, size)
+        return None
     seg = segment(ink.mask)  # raises for more than MAX_CANDIDATES pieces, as segmentation does
     images, places, masks = [], [], []
     for line in seg.lines:
@@ -55,7 +64,24 @@ def read_lines(
         images.append(image)
         places.append((placement, corner))
         masks.append(mask)
-    probs = predictor.raw_proba(np.stack(images))
+    return LineInputs(images, places, masks, predictor.raw_proba(np.stack(images)))
+
+
+def read_lines(
+    predictor: Predictor,
+    grey: np.ndarray,
+    size: tuple[int, int],
+    digits: DigitCount | None = None,
+    inputs: LineInputs | None = None,
+) -> Reading:
+    """A grey image (to_grey's) of one or more lines, shown at `size` (width, height) px -> its Reading;
+    with `digits`, the best reading with that many digits, all lines together. `inputs`: the image's
+    `line_inputs`, when the caller has them already."""
+    sx, sy = size[0] / grey.shape[1], size[1] / grey.shape[0]
+    inputs = inputs or line_inputs(predictor, grey)
+    if inputs is None:
+        return no_reading(NO_INK, size)
+    images, places, masks, probs = inputs.images, inputs.places, inputs.masks, inputs.probs
     decoded = greedy_decode(probs, predictor.temperature)
     reasons = []
     if digits is not None:

@@ -1,7 +1,10 @@
 """The one reading path, for the CLI, the REST API, batch and Python: images in, typed results out.
 
     kind(predictor)                  "digit" or "line": the run's ModelConfig.kind, checked against its model
-    choose_method(predictor, ...)    how a number is read with it: "segment" (a digit run) or "line"
+    choose_method(predictor, ...)    how a number is read with it: "segment" (a digit run), "line", or
+                                     "combined" (a line run holding a digit model too: both, one answer)
+    candidates(...), combine(...)    the combined reader: both methods' readings scored by the line
+                                     model's CTC probability, and the choice among them
     read(run, image)                 one number: the image opened once, read by the method chosen once
     predict_image(run, image)        one digit, as `digitlab predict` reads a file
     load_reader(run)                 a Reader: a run loaded once, its .predict(image) and .read(image) the above
@@ -17,21 +20,25 @@ already MNIST-like), or the exception that stands in for one found bad before (a
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
 import os
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from digitlab import atomic
+from digitlab import atomic, runs
 from digitlab.config import READ_METHODS
 from digitlab.errors import DigitlabError, RunError
 from digitlab.predict import Predictor, classify, expand_paths, load_predictor
 from digitlab.predict.count import DigitCount, parse_digits
+from digitlab.predict.ctc import log_likelihood
 from digitlab.predict.lines import SHAPE as LINE_SHAPE
-from digitlab.predict.lines import read_lines
+from digitlab.predict.lines import LineInputs, line_inputs, read_lines
 from digitlab.predict.results import RESULT_KEYS, Outcome, Prediction, Reading
 from digitlab.predict.segmented import SCORING, Scoring, ask, decide, open_image
 from digitlab.preprocess import preprocess, save_debug_strip, to_grey
@@ -55,20 +62,42 @@ def kind(predictor: Predictor) -> str:
     return found
 
 
+def digit_part(predictor: Predictor) -> Predictor | None:
+    """The digit model a line run holds in its `digits/` folder (runs.DIGIT_PART, trained with it by
+    `--preset numbers`), loaded once per run and runtime; None for a run without one."""
+    if kind(predictor) != "line" or predictor.run_dir is None:
+        return None
+    part = Path(predictor.run_dir) / runs.DIGIT_PART
+    if not (part / runs.CONFIG).is_file():
+        return None
+    # ONNX Runtime where the part has a current export, else Keras: a part need not be exported.
+    return _load_part(part.resolve(), None if predictor.runtime == "onnx" else predictor.runtime)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_part(part: Path, runtime: str | None) -> Predictor:
+    return load_predictor(part, runtime)
+
+
 def choose_method(predictor: Predictor, method: str | None) -> str:
     """How `read` reads a number with the run: `method` if the run can do it, else a one-line error; None:
-    the run's own ("segment" for a single-digit run, "line" for a line model's run)."""
+    the run's best ("segment" for a single-digit run, "combined" for a line run holding a digit model,
+    "line" for one without)."""
     line = kind(predictor) == "line"
+    has_digits = line and digit_part(predictor) is not None
     if method is None:
-        return "line" if line else "segment"
+        return ("combined" if has_digits else "line") if line else "segment"
     if method not in READ_METHODS:
         raise DigitlabError(f"--method: expected one of {', '.join(READ_METHODS)}, got {method!r}")
-    if (method == "line") != line:
-        where = predictor.run_dir or "the run"
-        held = "a line model" if line else "a single-digit model"
+    where = predictor.run_dir or "the run"
+    if not line and method != "segment":
         raise DigitlabError(
-            f"--method {method}: {where} holds {held}; "
-            + ("segmentation needs a single-digit run" if line else "reading lines needs a run of --preset numbers")
+            f"--method {method}: {where} holds a single-digit model; reading lines needs a run of --preset numbers"
+        )
+    if line and method != "line" and not has_digits:
+        raise DigitlabError(
+            f"--method {method}: {where} holds a line model and no digit model ({runs.DIGIT_PART}/); "
+            "segmentation needs a single-digit run or a run of --preset numbers that trained one"
         )
     return method
 
@@ -146,7 +175,114 @@ def _read_number(
 ) -> Reading:
     if method == "line":
         return read_lines(predictor, grey, size, digits)
-    return decide(ask(predictor, grey, size, scoring, digits), scoring, digits)
+    if method == "combined":
+        return combine(candidates(predictor, digit_part(predictor), grey, size, scoring, digits), COMBINING, digits)
+    reader = digit_part(predictor) if kind(predictor) == "line" else predictor
+    return decide(ask(reader, grey, size, scoring, digits), scoring, digits)
+
+
+# The combined reader (method "combined"): the line model's reading and the segmentation's; when they
+# differ, also each read with the other's count of digits (the line model's constrained CTC decoding,
+# the segmentation's cut and merged candidates). Every candidate is scored by the line model's CTC
+# log-probability of its text (all paths summed, every line), plus SEGMENT_BONUS for the segmentation's
+# readings when they are sure. The best is answered; it is unsure when its share of the candidates'
+# probability is under SURE_SHARE, or, when the two readers agree, when both are unsure. Chosen on numbers
+# composed from validation digits (`bench/read_numbers.py --tune-combined`; docs/design/reading.md).
+SEGMENT_BONUS = 2.0
+SURE_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class Combining:
+    """The combined reader's constants, together, so that the tuner can try others."""
+
+    segment_bonus: float = SEGMENT_BONUS
+    sure_share: float = SURE_SHARE
+
+
+COMBINING = Combining()
+
+
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    """What the combined reader weighs: the line model's reading and the segmentation's, and, when they
+    differ, the readings with each other's count: (reading, "line" or "segment", CTC log-probability)."""
+
+    line: Reading
+    segment: Reading
+    scored: tuple
+
+
+def candidates(
+    line_predictor: Predictor,
+    digit_predictor: Predictor,
+    grey: np.ndarray,
+    size: tuple[int, int],
+    scoring: Scoring = SCORING,
+    digits: DigitCount | None = None,
+) -> Candidates:
+    """Both readers' readings of a grey image, and the candidates `combine` chooses from, each with the
+    line model's CTC log-probability of its text."""
+    inputs = line_inputs(line_predictor, grey)
+    line = read_lines(line_predictor, grey, size, digits, inputs)
+    segment = decide(ask(digit_predictor, grey, size, scoring, digits), scoring, digits)
+    found = [(line, "line"), (segment, "segment")]
+    n_line, n_segment = _count(line), _count(segment)
+    differ = line.text != segment.text and n_line != n_segment and n_line and n_segment
+    if inputs is not None and differ and digits is None:
+        found.append((read_lines(line_predictor, grey, size, DigitCount(n_segment, n_segment), inputs), "line"))
+        h = ask(digit_predictor, grey, size, scoring, DigitCount(n_line, n_line))
+        found.append((decide(h, scoring, DigitCount(n_line, n_line)), "segment"))
+    return Candidates(line, segment, tuple((r, how, _ctc(line_predictor, inputs, r)) for r, how in found))
+
+
+def _count(reading: Reading) -> int:
+    return sum(len(t) for t in reading.lines)
+
+
+def _ctc(predictor: Predictor, inputs: LineInputs | None, reading: Reading) -> float:
+    """The line model's log-probability of the reading's text, line by line; -inf when its lines are not
+    the line model's."""
+    if inputs is None or reading.text is None or len(reading.lines) != len(inputs.images):
+        return -math.inf
+    names = {name: i for i, name in enumerate(predictor.class_names)}
+    return sum(
+        log_likelihood(p, [names[c] for c in text], predictor.temperature)
+        for p, text in zip(inputs.probs, reading.lines)
+    )
+
+
+def combine(c: Candidates, combining: Combining = COMBINING, digits: DigitCount | None = None) -> Reading:
+    """The combined reader's answer from its candidates (see COMBINING); `digits`: the count they were
+    read with, whose forced readings stay unsure."""
+    line, segment = c.line, c.segment
+    if segment.text is None or line.text is None:
+        return line if segment.text is None else segment
+    if line.text == segment.text:  # two readers agree: sure unless both are unsure
+        chosen = segment if not segment.unsure or line.unsure else line
+        confidence = 1.0 - (1.0 - (line.confidence or 0.0)) * (1.0 - (segment.confidence or 0.0))
+        return dataclasses.replace(chosen, confidence=confidence)
+    scores: dict[str, float] = {}  # text -> best score
+    best_of: dict[str, Reading] = {}
+    for reading, how, ctc in c.scored:
+        score = ctc + (combining.segment_bonus if how == "segment" and not reading.unsure else 0.0)
+        if reading.text not in scores or score > scores[reading.text]:
+            scores[reading.text], best_of[reading.text] = score, reading
+    text = max(scores, key=scores.get)
+    top = scores[text]
+    if top == -math.inf:  # the line model cannot score them (other lines): the segmentation's
+        return segment
+    share = 1.0 / sum(math.exp(v - top) for v in scores.values())
+    chosen = best_of[text]
+    unsure = share < combining.sure_share or (digits is not None and chosen.unsure)
+    others = " or ".join(t.replace("\n", " / ") for t in scores if t != text)
+    reason = f"the two readers disagree: {text.replace(chr(10), ' / ')} or {others} (share {share:.2f})"
+    return dataclasses.replace(
+        chosen,
+        confidence=float((chosen.confidence or 0.0) * share),
+        unsure=unsure,
+        reason=(reason if share < combining.sure_share else chosen.reason) if unsure else None,
+    )
 
 
 def input_error(name: str, error: Exception) -> str:

@@ -206,9 +206,22 @@ def train(
         if overwrite:
             runs.clear_run(out_dir)
         runs.write_run_config(out_dir, model_config, train_config, task.data.dataset, task.sizes())
-        return _fit(
+        metrics = _fit(
             model, model_config, task, out_dir, rows=[], best=-1.0, initial_epoch=0, verbose=verbose, on_epoch=on_epoch
         )
+    train_digit_part(out_dir, train_config, data_dir, verbose)
+    return metrics
+
+
+def train_digit_part(run_dir: Path, cfg: TrainConfig, data_dir: Path | None = None, verbose: int | str = 0) -> None:
+    """A line run's digit model (`cfg.digit_model`, a digit preset) trained into its digits/ folder on the
+    same data, split and seed, for the combined reader; nothing when it names none or one is there."""
+    part = Path(run_dir) / runs.DIGIT_PART
+    if cfg.digit_model is None or (part / runs.CALIBRATION).is_file():
+        return
+    same = {k: getattr(cfg, k) for k in ("seed", "split_seed", "val_fraction", "dataset", "limit")}
+    model_config, train_config = resolve_configs(cfg.digit_model, **same)
+    train(model_config, train_config, part, data_dir=data_dir, overwrite=True, verbose=verbose)
 
 
 def _build(model_config: ModelConfig, precision: str) -> keras.Model:
@@ -241,6 +254,9 @@ def resume(
     done = int(state["epochs_done"])
     finished = done >= train_config.epochs
     if finished and (run_dir / runs.CALIBRATION).is_file() and (run_dir / runs.CURVES).is_file():
+        if train_config.digit_model and not (run_dir / runs.DIGIT_PART / runs.CALIBRATION).is_file():
+            train_digit_part(run_dir, train_config, data_dir, verbose)  # killed while training its digit model
+            return runs.read_json(run_dir / runs.METRICS)
         raise RunError(f"{run_dir}: already trained all {train_config.epochs} epochs and calibrated; nothing to resume")
     task = task_for(model_config, train_config, data_dir)
     rows = list(state["history"])
@@ -252,7 +268,7 @@ def resume(
     keras.utils.set_random_seed(train_config.seed + done)
     model = load_keras_model(run_dir / runs.CHECKPOINT, compile=True)  # the losses and OneCycle are registered
     with runs.lock_run(run_dir):
-        return _fit(
+        metrics = _fit(
             model,
             model_config,
             task,
@@ -263,6 +279,8 @@ def resume(
             verbose=verbose,
             on_epoch=on_epoch,
         )
+    train_digit_part(run_dir, train_config, data_dir, verbose)
+    return metrics
 
 
 def _fit(
