@@ -5,7 +5,7 @@
 
 A writer is a consistent style drawn into MNIST *validation* digits (never the test set) with the wild
 set's renderer (digitlab.data.synth.wild): glyph habits drawn into the digit (a 1 with a flag and a foot,
-a crossed 7, a 4 closed at the top, a slashed 0, each habit taken by a writer at random), a strong
+a crossed 7, a 4 open at the top, a slashed 0, each habit taken by a writer at random), a strong
 personal slant and rotation, one pen width, and one smooth elastic field bending all of the writer's
 digits the same way; dark ink on light paper, as a person's image. Each image goes through
 `digitlab.preprocess` as a user's does.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import statistics
 import sys
 import tempfile
@@ -39,33 +40,38 @@ from digitlab import runs
 from digitlab.config import TrainConfig
 from digitlab.data import load_dataset, run_split
 from digitlab.data.synth import wild
+from digitlab.data.synth.lines import make_lines
 from digitlab.data.synth.render import on_paper
 from digitlab.predict import load_predictor
+from digitlab.predict.ctc import greedy_decode
 from digitlab.preprocess import preprocess
-from digitlab.training.adapt import Recipe, adapt
+from digitlab.training.adapt import RECIPE, LineSamples, adapt
+from digitlab.training.tasks import truths
 from robustness import preset_of  # the preset a run was trained with
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "adapt"
+LINE_SECTION = "adapt-lines"  # a line run's figures (bench/adapt.py --run LINE_RUN)
+NUMBERS = 30  # numbers a writer gives a line run
+LINE_EVALUATE = 150  # the writer's other numbers, made of digits the samples do not hold
+LINE_DIGITS = 6  # numbers of 1 to this many digits
+TEST_LINES = 500  # lines of MNIST test digits, for forgetting
 PLOT = ROOT / "docs" / "images" / "adapt.png"
 KS = (1, 3, 5, 10)
 POOL = 12  # samples drawn per digit and writer, of which the first k the preprocessing accepts are used
 EVALUATE = 30  # the writer's other digits per digit class
 TUNING_SEED = 1000  # tuning writers' seeds start here; the benchmark's writers are 0, 1, 2, ...
-# The recipes --tune compares: changes to START (fields of digitlab.training.adapt.Recipe).
-START = Recipe(steps=150, batch_size=64, mix=0.5, layers="all", learning_rate=1e-3, elastic=0.0)
+# The recipes --tune compares: changes to the default recipe (fields of digitlab.training.adapt.Recipe).
+START = RECIPE
 CANDIDATES = {
-    "start": {},
-    "head only": {"layers": "head"},
+    "default": {},
+    "no held-out folds": {"writer_folds": 0},
+    "3 held-out folds": {"writer_folds": 3},
     "300 steps": {"steps": 300},
-    "75 steps": {"steps": 75},
-    "mix 0.25": {"mix": 0.25},
-    "mix 0.75": {"mix": 0.75},
-    "elastic 8": {"elastic": 8.0},
-    "elastic 8 + mix 0.25": {"elastic": 8.0, "mix": 0.25},
-    "head only + elastic 8": {"layers": "head", "elastic": 8.0},
-    "head only + mix 0.75": {"layers": "head", "mix": 0.75},
-    "lr 3e-3": {"learning_rate": 3e-3},
+    "all 3e-4": {"layers": "all", "learning_rate": 3e-4},
+    "all 3e-4 300 steps": {"layers": "all", "learning_rate": 3e-4, "steps": 300},
+    "head 3e-3": {"learning_rate": 3e-3},
+    "elastic 4": {"elastic": 4.0},
 }
 # A writer's style: ranges each writer draws from once.
 SLANT = (0.3, 0.6)  # px sideways per px of height, either way: stronger than most of MNIST's writers
@@ -75,6 +81,7 @@ ELASTIC = (6.0, 10.0)  # px, the largest displacement of the writer's field on t
 ELASTIC_SIGMA = 20.0  # px, smoothness of the field: it bends whole strokes, not their edges
 HABIT_SHARE = 0.7  # each glyph habit is taken by this share of writers
 JITTER = 0.04  # per-digit slant jitter around the writer's, px per px
+OPEN_TOP = 0.35  # share of an open 4's height above its left arm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +100,7 @@ def make_writer(seed: int) -> Writer:
     rng = np.random.default_rng([seed, 30])
     field = ndi.gaussian_filter(rng.uniform(-1, 1, (2, wild.SIDE, wild.SIDE)), (0, ELASTIC_SIGMA, ELASTIC_SIGMA))
     field *= rng.uniform(*ELASTIC) / np.abs(field).max()
-    habits = tuple(h for h in ("flagged 1", "crossed 7", "closed 4", "slashed 0") if rng.random() < HABIT_SHARE)
+    habits = tuple(h for h in ("flagged 1", "crossed 7", "open 4", "slashed 0") if rng.random() < HABIT_SHARE)
     return Writer(
         seed=seed,
         slant=float(rng.uniform(*SLANT) * rng.choice((-1, 1))),
@@ -132,17 +139,14 @@ def _habit(cover: np.ndarray, digit: int, habits: tuple[str, ...]) -> np.ndarray
         r = int(r0 + 0.55 * h)
         mid = centre_col(r)
         draw.line([(mid - 0.22 * h, r), (mid + 0.22 * h, r)], fill=255, width=width)
-    elif digit == 4 and "closed 4" in habits:
-        half = (c0 + c1) // 2
-        left, right = ink[:, :half], ink[:, half:]
-        if left.any() and right.any():
-            lr = np.flatnonzero(left.any(1))[0]
-            rr = np.flatnonzero(right.any(1))[0]
-            draw.line(
-                [(np.flatnonzero(left[lr]).mean(), lr), (half + np.flatnonzero(right[rr]).mean(), rr)],
-                fill=255,
-                width=width,
-            )
+    elif digit == 4 and "open 4" in habits:
+        # Open at the top: the top OPEN_TOP of the 4 keeps only its stem (the stroke its foot stands on), so
+        # its left arm starts lower and never meets the stem, closed or nearly so in most of MNIST's 4s.
+        stem = centre_col(r1)
+        top = int(r0 + OPEN_TOP * h)
+        opened = cover.copy()
+        opened[r0:top, : max(0, int(stem - width))] = 0.0
+        return opened
     elif digit == 0 and "slashed 0" in habits:
         draw.line([(c0 + 0.1 * (c1 - c0), r1 - 0.05 * h), (c1 - 0.1 * (c1 - c0), r0 + 0.05 * h)], fill=255, width=width)
     return np.maximum(cover, np.asarray(image, np.float32) / 255.0)
@@ -228,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="the base digit run")
     parser.add_argument("--writers", type=int, default=20)
-    parser.add_argument("--ks", default=",".join(map(str, KS)), help="samples per digit, comma-separated")
+    parser.add_argument(
+        "--ks", default=",".join(map(str, KS)), help="samples per digit, comma-separated, in the order run"
+    )
     parser.add_argument("--tune", action="store_true", help="compare the candidate recipes on tuning writers")
     parser.add_argument("--candidates", default=",".join(CANDIDATES), help="--tune: the recipes, comma-separated")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
@@ -237,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     config = runs.read_run_config(args.run)
     split = run_split(TrainConfig.from_dict(config["train"]))
     work = Path(tempfile.mkdtemp(prefix="digitlab-adapt-"))
+    if config["model"].get("architecture") == "line":
+        return line_writers(args, split, work)
     if args.tune:
         return tune(args, split, work)
     ks = tuple(int(k) for k in args.ks.split(","))
@@ -263,9 +271,9 @@ def main(argv: list[str] | None = None) -> int:
             + " ".join(f"k={k} {r['accuracy']:.3f} ({r['seconds']:.0f} s)" for k, r in row["k"].items()),
             flush=True,
         )
-    body = section(args, rows, ks, base_test)
-    plot(rows, ks, args.plot)
-    write_section(args.out, SECTION, body)
+        body = section(args, rows, tuple(sorted(ks)), base_test)  # after every writer: an interrupted run keeps them
+        plot(rows, tuple(sorted(ks)), args.plot)
+        write_section(args.out, SECTION, body)
     print(body)
     return 0
 
@@ -279,7 +287,7 @@ def section(args, rows: list[dict], ks: tuple[int, ...], base_test: float) -> st
         "",
         machine(),
         "",
-        f"{len(rows)} simulated writers (bench/adapt.py: glyph habits, slant, pen and an elastic field drawn into "
+        f"{len(rows)} of {args.writers} simulated writers (bench/adapt.py: glyph habits, slant, pen and an elastic field drawn into "
         f"MNIST validation digits), {EVALUATE} evaluation digits per digit each; the base run is "
         f"`{args.run}` (preset: {preset_of(runs.read_run_config(args.run))}), its MNIST test accuracy "
         f"{base_test:.2%}. Mean over writers; *other digits* are the "
@@ -359,20 +367,103 @@ def tune(args, split, work: Path) -> int:
     print(f"base: writers' error {statistics.mean(base):.4f}, validation accuracy {base_val:.4f}")
     for name in args.candidates.split(","):
         recipe = dataclasses.replace(START, **CANDIDATES[name])
-        errors, vals, seconds = [], [], []
+        errors, vals, seconds, got = [], [], [], []
         for w, h in enumerate(hands):
             out = work / f"tune-{len(errors)}-{name.replace(' ', '-')}"
             started = time.perf_counter()
             metrics = adapt(args.run, write_samples(h.pool, 5, work / f"tune-samples-{w}"), out, recipe=recipe, seed=w)
             seconds.append(time.perf_counter() - started)
-            errors.append(1 - scores(out, h.digits, h.labels)["accuracy"])
+            got.append(scores(out, h.digits, h.labels))
+            errors.append(1 - got[-1]["accuracy"])
             vals.append(metrics["validation"]["accuracy"])
         print(
             f"{name:>10}: writers' error {statistics.mean(errors):.4f}, validation accuracy "
-            f"{statistics.mean(vals):.4f}, {statistics.mean(seconds):.1f} s",
+            f"{statistics.mean(vals):.4f}, accepted right {_accepted(got)}, coverage "
+            f"{statistics.mean(g['coverage'] for g in got):.3f}, {statistics.mean(seconds):.1f} s",
             flush=True,
         )
     return 0
+
+
+def line_writers(args, split, work: Path) -> int:
+    """A line run taught each writer's numbers: NUMBERS numbers composed by the run's own line generator
+    from the writer's sample digits, LINE_EVALUATE numbers from the writer's other digits, exact numbers
+    (greedy reading) before and after, accepted exact under each run's calibration, and exact numbers on
+    lines of MNIST test digits (forgetting)."""
+    test = load_dataset("mnist")
+    test_x, test_y = make_lines(test.x_test, test.y_test, TEST_LINES, np.random.default_rng(0), max_digits=LINE_DIGITS)
+    base_test = read_numbers(args.run, test_x, test_y)["exact"]
+    rows = []
+    for w in range(args.writers):
+        writer = make_writer(w)
+        h = hand(writer, split.x_val, split.y_val)
+        pool = [(d, k) for k in range(10) for _, d in h.pool[k]]
+        rng = np.random.default_rng([w, 34])
+        x, y = make_lines(
+            np.stack([d for d, _ in pool]), np.array([k for _, k in pool]), NUMBERS, rng, max_digits=LINE_DIGITS
+        )
+        texts = tuple("".join(map(str, t)) for t in truths(y))
+        digests = tuple(hashlib.sha256(image.tobytes()).hexdigest() for image in x)
+        samples = LineSamples(x, texts, tuple(f"writer {w} number {i}" for i in range(len(x))), digests)
+        eval_x, eval_y = make_lines(h.digits, h.labels, LINE_EVALUATE, rng, max_digits=LINE_DIGITS)
+        out = work / f"line-w{w}"
+        started = time.perf_counter()
+        adapt(args.run, samples, out, seed=w)
+        seconds = time.perf_counter() - started
+        row = {
+            "writer": w,
+            "base": read_numbers(args.run, eval_x, eval_y),
+            "adapted": read_numbers(out, eval_x, eval_y),
+            "test": read_numbers(out, test_x, test_y)["exact"],
+            "seconds": seconds,
+        }
+        rows.append(row)
+        print(
+            f"writer {w}: exact {row['base']['exact']:.3f} -> {row['adapted']['exact']:.3f}, "
+            f"test lines {row['test']:.3f}, {seconds:.0f} s",
+            flush=True,
+        )
+    mean = lambda key, part: statistics.mean(r[key][part] for r in rows)  # noqa: E731
+    accepted = lambda key: _accepted(r[key] for r in rows)  # noqa: E731
+    body = "\n".join(
+        [
+            "### A line run: numbers in a writer's hand",
+            "",
+            f"`{command_line()}`",
+            "",
+            machine(),
+            "",
+            f"{len(rows)} simulated writers (the digit writers above); each gives adapt {NUMBERS} numbers of 1 to "
+            f"{LINE_DIGITS} digits composed by the run's own line generator from the writer's sample digits, and is "
+            f"read on {LINE_EVALUATE} numbers composed from the writer's other digits. Base run `{args.run}`; "
+            f"forgetting: {TEST_LINES} lines of MNIST test digits. Exact: the whole number right (greedy reading).",
+            "",
+            "| | writer's other numbers exact | accepted exact | coverage | test lines exact | seconds per adaptation |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| base run | {mean('base', 'exact'):.1%} | {accepted('base')} | {mean('base', 'coverage'):.1%} "
+            f"| {base_test:.1%} | - |",
+            f"| adapted on {NUMBERS} numbers | {mean('adapted', 'exact'):.1%} | {accepted('adapted')} "
+            f"| {mean('adapted', 'coverage'):.1%} | {statistics.mean(r['test'] for r in rows):.1%} "
+            f"| {statistics.median(r['seconds'] for r in rows):.0f} (median) |",
+        ]
+    )
+    write_section(args.out, LINE_SECTION, body)
+    print(body)
+    return 0
+
+
+def read_numbers(run: Path, x: np.ndarray, y: np.ndarray) -> dict:
+    """Exact numbers of a line run's greedy reading, and those its calibration accepts."""
+    predictor = load_predictor(run)
+    decoded = greedy_decode(predictor.raw_proba(x), predictor.temperature)
+    right = np.array([d.digits == t for d, t in zip(decoded, truths(y))])
+    accepted = np.array([d.confidence >= predictor.threshold for d in decoded])
+    return {
+        "exact": float(right.mean()),
+        "coverage": float(accepted.mean()),
+        "accepted_right": int(right[accepted].sum()),
+        "accepted": int(accepted.sum()),
+    }
 
 
 if __name__ == "__main__":
