@@ -34,6 +34,9 @@ SERVE_LIMIT_CONCURRENCY = 256  # open connections per server process: well under
 QUICK_LIMIT = 5000  # `digitlab experiments --quick`: training images per step
 QUICK_EPOCHS_DIVISOR = 20  # ... and epochs divided by this (20 -> 1, 40 -> 2, 60 -> 3, then at least 2)
 SCHEDULES = ("constant", "onecycle")
+# What a digit model learns from non-digit marks: "uniform", every digit equally likely (outlier exposure);
+# "class", an eleventh output of its own (ModelConfig.nondigit). Why: docs/design/non-digits.md.
+OUTLIER_LOSSES = ("uniform", "class")
 AUGMENTATIONS = ("shift", "rotate", "scale", "elastic", "shear", "thickness", "blur")  # TrainConfig fields
 
 
@@ -57,6 +60,10 @@ class ModelConfig:
     norm_from: int = 0  # cnn: first stage with BatchNorm; earlier stages' convs take a bias instead
     input_shape: tuple[int, int] = (28, 28)  # pixels (height, width)
     num_classes: int = 10
+    # digits: an eleventh output, "not a digit", trained on non-digit marks (TrainConfig.outlier_loss "class")
+    # and folded away: the model gives the ten digits' probabilities, and what they leave of 1 is the
+    # non-digit's (models.build_model, metrics.temper). A run without it gives ten that sum to 1.
+    nondigit: bool = False
     pool_widths: tuple[int, ...] = ()  # line: each stage's max-pool width in px (its height always halves)
     recurrent: int = 0  # line: units of a bidirectional GRU over the frames (0: none)
     context: int = 0  # line: residual Conv1D blocks (kernel 5, `dense` wide) over the frames (0: none)
@@ -83,6 +90,8 @@ class ModelConfig:
             raise DigitlabError(f"model: dropout must be in [0, 1), got {self.dropout}")
         if not isinstance(self.num_classes, int) or self.num_classes < 2:
             raise DigitlabError(f"model: num_classes must be an integer of at least 2, got {self.num_classes!r}")
+        if self.nondigit and KINDS[self.architecture] != "digit":
+            raise DigitlabError('model: nondigit (a "not a digit" output) is for digit models, not a line model')
         if len(self.input_shape) != 2 or any(not isinstance(s, int) or s <= 0 for s in self.input_shape):
             raise DigitlabError(f"model: input_shape must be two positive integers, got {self.input_shape!r}")
         if not 0.0 <= self.bn_momentum < 1.0:
@@ -172,11 +181,12 @@ class TrainConfig:
     # Calibration: validation digits per column of the wild set (digitlab.data.synth.wild, drawn as people's images
     # from the same validation split) added to the validation split it is fitted on; 0: the split only.
     calibrate_wild: int = 0  # digits only
-    # Outlier exposure (digits): non-digit marks (data.synth.nondigits, its "train" family) added to the
-    # training digits, this many per digit, taught to give every class the same probability (0: none);
-    # calibration then also sees validation non-digits of another family, `calibrate_nondigits` of them.
+    # Non-digits (digits): non-digit marks (data.synth.nondigits, its "train" family) added to the training
+    # digits, this many per digit (0: none), taught `outlier_loss`; calibration then also sees validation
+    # non-digits of another family, `calibrate_nondigits` of them.
     outliers: float = 0.0
-    outlier_weight: float = 0.5  # the non-digits' loss (cross-entropy to the uniform), against a digit's
+    outlier_weight: float = 0.5  # the non-digits' loss, against a digit's
+    outlier_loss: str = "uniform"  # OUTLIER_LOSSES: to the uniform over the digits, or to a class of its own
     calibrate_nondigits: int = 0
     # "float32", "bfloat16" (bfloat16 maths on float32 weights) or "auto" (bfloat16 where the CPU has it
     # natively, see native_bfloat16); runs record the resolved one. model.keras is always float32.
@@ -209,6 +219,8 @@ class TrainConfig:
             raise DigitlabError(
                 f"--outliers: expected a share from 0 to 1 and a positive weight, got {self.outliers}, {self.outlier_weight}"
             )
+        if self.outlier_loss not in OUTLIER_LOSSES:
+            raise DigitlabError(f"outlier_loss: expected one of {', '.join(OUTLIER_LOSSES)}, got {self.outlier_loss!r}")
         if not isinstance(self.calibrate_nondigits, int) or self.calibrate_nondigits < 0:
             raise DigitlabError(f"calibrate_nondigits: expected a count >= 0, got {self.calibrate_nondigits!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -289,13 +301,22 @@ def _short(value) -> str:
 # Named starting points; every field can still be overridden from the CLI.
 DEFAULT_PRESET = "robust"
 # Seconds to 99 %: a small strided CNN, two epochs of one-cycle Adam with label smoothing on
+# How the digit presets (not the tutorial's) learn what is not a digit: 15 non-digit marks per 100 digits,
+# taught to a "not a digit" output of their own, each weighing twice a digit. Why: docs/design/non-digits.md.
+NONDIGITS = {"outliers": 0.15, "outlier_loss": "class", "outlier_weight": 2.0}
 # standardized pixels, mixed bfloat16 where native. Why: docs/design/fast-preset.md, bfloat16.md.
 _FAST = (
     ModelConfig(
         architecture="cnn", filters=(16, 32), kernels=(5, 3), strides=(2, 2), dense=128, norm_from=2, standardize=True
     ),
     TrainConfig(
-        epochs=2, batch_size=256, learning_rate=3e-2, schedule="onecycle", label_smoothing=0.1, precision="auto"
+        epochs=2,
+        batch_size=256,
+        learning_rate=3e-2,
+        schedule="onecycle",
+        label_smoothing=0.1,
+        precision="auto",
+        **NONDIGITS,
     ),
 )
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
@@ -349,6 +370,7 @@ DIGIT_PRESETS = ("robust", "fast", "accurate")  # what a line run's digit_model 
             blur=0.8,
             calibrate_wild=300,
             precision="auto",
+            **NONDIGITS,
         ),
     ),
     # Whole numbers without segmenting: a CNN over a 32x256 line giving 64 frames over the digits and
@@ -463,6 +485,8 @@ def resolve_configs(
     train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in train_overrides.items() if v is not None})
     if train_cfg.outliers and not train_cfg.calibrate_nondigits:  # what it learns not to answer, checked
         train_cfg = dataclasses.replace(train_cfg, calibrate_nondigits=CALIBRATE_NONDIGITS)
+    if model_cfg.kind == "digit":  # the "not a digit" output where, and only where, it is trained
+        model_cfg = dataclasses.replace(model_cfg, nondigit=nondigit_output(train_cfg))
     check_configs(model_cfg, train_cfg)
     return model_cfg, dataclasses.replace(train_cfg, precision=resolve_precision(train_cfg.precision))
 
@@ -477,9 +501,20 @@ DIGIT_TRAINING = (
 )  # TrainConfig fields only digit models use
 
 
+def nondigit_output(train_config: TrainConfig) -> bool:
+    """Whether a digit model trained this way has the "not a digit" output (ModelConfig.nondigit)."""
+    return bool(train_config.outliers) and train_config.outlier_loss == "class"
+
+
 def check_configs(model_config: ModelConfig, train_config: TrainConfig) -> None:
     """A DigitlabError when the training configuration asks for what the model's kind does not do: a line
-    model is trained on generated lines (`lines`, `val_lines`), never on warped single digits."""
+    model is trained on generated lines (`lines`, `val_lines`), never on warped single digits; a digit
+    model has a "not a digit" output exactly when it learns non-digits as a class."""
+    if model_config.kind == "digit" and model_config.nondigit != nondigit_output(train_config):
+        raise DigitlabError(
+            f'model.nondigit is {str(model_config.nondigit).lower()}: a digit model has the "not a digit" output '
+            'exactly when it trains with --outliers and outlier_loss "class"'
+        )
     if model_config.kind == "line":
         asked = [name for name in DIGIT_TRAINING if getattr(train_config, name)]
         if asked:

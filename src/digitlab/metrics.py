@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 EPS = 1e-12  # probabilities are clipped here before the log
+REST = 1e-6  # probabilities that leave more than this of 1 leave it to "not a digit" (models.build_model)
 SUGGESTION_RULE = (
     "one tenth of the learning rate at the smoothed loss's minimum: the loss is still falling fast there, "
     "well clear of where it blows up"
@@ -16,14 +17,18 @@ SUGGESTION_RULE = (
 def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
     """Temperature scaling of probabilities over the last axis, softmax(log p / T), float32: digits'
     (n, classes) and a line model's frames (n, frames, classes + 1) alike. The one place a run's
-    calibrated temperature is applied."""
+    calibrated temperature is applied. Probabilities that sum to less than 1 - REST (a model with a "not a
+    digit" output, models.build_model) leave the rest to that class, scaled with the others and left out
+    again; rows that sum to 1 are scaled exactly as a ten-class softmax."""
     probs = np.asarray(probs, np.float32)
     if temperature == 1.0:
         return probs
     logits = np.log(np.clip(probs, EPS, 1.0)) / temperature
-    logits -= logits.max(axis=-1, keepdims=True)
-    e = np.exp(logits)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    rest = 1.0 - probs.sum(axis=-1, keepdims=True, dtype=np.float64)
+    rest = np.where(rest > REST, np.log(np.maximum(rest, EPS)) / temperature, -np.inf).astype(np.float32)
+    top = np.maximum(logits.max(axis=-1, keepdims=True), rest)
+    e = np.exp(logits - top)
+    return (e / (e.sum(axis=-1, keepdims=True) + np.exp(rest - top))).astype(np.float32)
 
 
 def nll(probs: np.ndarray, y: np.ndarray) -> float:

@@ -4,7 +4,11 @@
 Every model takes raw pixels, shape (batch, height, width), values 0-255; with `normalize=True` the
 first layer scales them to 0-1, so callers never have to remember to divide by 255.
 
-A digit model ("mlp", "cnn") gives (batch, classes) probabilities. The line model ("line") is a CNN over
+A digit model ("mlp", "cnn") gives (batch, classes) probabilities. With `nondigit` its softmax has one
+output more, "not a digit", which the model's output leaves out (a slice, no layer of its own): it still
+gives the digits' probabilities, so every reader of a ten-class model reads it, and what they leave of 1 is
+the non-digit's (metrics.temper keeps it when it scales them).
+The line model ("line") is a CNN over
 a whole line of digits giving, per frame, probabilities over the ten digits and the CTC blank:
 
     pixels (b, 32, 256) 0-255
@@ -79,7 +83,10 @@ def build_model(config: ModelConfig, precision: str = "float32") -> keras.Model:
             x = layers.Activation("relu", name="relu_dense", dtype=dtype)(x)
     if config.dropout:  # before the classifier (TensorFlow's quickstart: Dense 128, Dropout 0.2, Dense 10)
         x = layers.Dropout(config.dropout, name="dropout", dtype=dtype)(x)
-    outputs = layers.Dense(config.num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
+    classes = config.num_classes + config.nondigit
+    outputs = layers.Dense(classes, activation="softmax", name="probabilities", dtype="float32")(x)
+    if config.nondigit:  # the digits' probabilities; the non-digit's is what they leave of 1
+        outputs = outputs[..., :-1]
     return keras.Model(inputs, outputs, name=f"digitlab_{config.architecture}")
 
 

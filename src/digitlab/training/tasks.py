@@ -4,7 +4,8 @@ that uses them, the recorder and the run directory are the same for both (digitl
 
 - digits (architectures "mlp", "cnn"): the run's split of 28x28 digits, with `outliers` non-digit marks
   among them (digitlab.data.synth.nondigits), warped afresh each epoch when the configuration asks for it
-  (training.augment); cross-entropy, optionally label-smoothed, and to the uniform for non-digits; the
+  (training.augment); cross-entropy, optionally label-smoothed, for non-digits to the uniform over the
+  digits or to the model's "not a digit" output (TrainConfig.outlier_loss); the
   score is accuracy, from Keras' own validation pass; calibration on the validation digits and, with
   `calibrate_wild` and `calibrate_nondigits`, on validation digits drawn as people's images
   (digitlab.data.synth.wild) and on validation non-digits.
@@ -23,7 +24,7 @@ import keras
 import numpy as np
 
 from digitlab.calibrate import Answers, digit_answers, nondigit_answers, string_answers
-from digitlab.config import ModelConfig, TrainConfig
+from digitlab.config import ModelConfig, TrainConfig, nondigit_output
 from digitlab.data import RunSplit, run_split
 from digitlab.data.synth.lines import PAD_LABEL, make_lines, validation_lines
 from digitlab.data.synth.nondigits import nondigits
@@ -47,29 +48,50 @@ class SmoothedCrossentropy(keras.losses.Loss):
     """Cross-entropy of integer labels against smoothed targets: 1 - smoothing on the true class plus
     smoothing / classes on every class. Keras's sparse loss has no smoothing; this saves one-hot labels.
 
-    Outlier exposure (Hendrycks et al., ICLR 2019): a label of OUTLIER marks a non-digit, whose loss is
-    `outlier_weight` times the cross-entropy of its probabilities to the uniform distribution, so that the
-    model learns to be unsure of what is not a digit."""
+    A label of OUTLIER marks a non-digit, whose loss is `outlier_weight` times
+    - outlier exposure (Hendrycks et al., ICLR 2019): the cross-entropy of its probabilities to the uniform
+      distribution, so that the model learns to be unsure of what is not a digit;
+    - with `nondigit_class`, a model with a "not a digit" output (models.build_model, whose probabilities
+      leave it what they leave of 1): the smoothed cross-entropy to that output, which every digit's
+      target also spreads its smoothing over."""
 
     def __init__(
-        self, smoothing: float = 0.1, outlier_weight: float = 0.0, name: str = "smoothed_crossentropy", **kwargs
+        self,
+        smoothing: float = 0.1,
+        outlier_weight: float = 0.0,
+        name: str = "smoothed_crossentropy",
+        nondigit_class: bool = False,
+        **kwargs,
     ):
         super().__init__(name=name, **kwargs)
         self.smoothing = float(smoothing)
         self.outlier_weight = float(outlier_weight)
+        self.nondigit_class = bool(nondigit_class)
 
     def call(self, y_true, y_pred):  # tensors of the backend
         ops = keras.ops
         labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        if self.nondigit_class:  # the non-digit's probability is the rest, the last class
+            y_pred = ops.cast(y_pred, "float32")
+            y_pred = ops.concatenate([y_pred, 1.0 - ops.sum(y_pred, axis=-1, keepdims=True)], axis=-1)
+            labels = ops.where(labels == OUTLIER, y_pred.shape[-1] - 1, labels)
         one_hot = ops.one_hot(ops.maximum(labels, 0), y_pred.shape[-1], dtype=y_pred.dtype)
         loss = keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.smoothing)
         if not self.outlier_weight:
             return loss
+        if self.nondigit_class:
+            weight = ops.where(labels == y_pred.shape[-1] - 1, self.outlier_weight, 1.0)
+            return weight * ops.cast(loss, "float32")
         uniform = -ops.mean(ops.log(ops.clip(ops.cast(y_pred, "float32"), 1e-7, 1.0)), axis=-1)
         return ops.where(labels == OUTLIER, self.outlier_weight * uniform, ops.cast(loss, "float32"))
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "smoothing": self.smoothing, "outlier_weight": self.outlier_weight}
+        return {
+            **super().get_config(),
+            "smoothing": self.smoothing,
+            "outlier_weight": self.outlier_weight,
+            "nondigit_class": self.nondigit_class,
+        }
 
 
 @keras.saving.register_keras_serializable(package="digitlab")
@@ -149,7 +171,7 @@ class DigitTask:
         self.x_train, self.y_train = data.x_train, data.y_train
         if cfg.outliers:  # non-digits among the training digits, labelled OUTLIER
             count = round(cfg.outliers * len(data.x_train))
-            marks, _ = nondigits("train", count, seed=cfg.seed + NONDIGIT_SEED, digits=data.x_train)
+            marks, _ = nondigits("train", count, seed=cfg.seed + NONDIGIT_SEED, digits=data.x_train, cache=True)
             self.x_train = np.concatenate([data.x_train, marks])
             self.y_train = np.concatenate([data.y_train.astype(np.int32), np.full(count, OUTLIER, np.int32)])
         self.train_size = len(self.x_train)
@@ -166,7 +188,11 @@ class DigitTask:
     @staticmethod
     def loss(cfg: TrainConfig) -> keras.losses.Loss:
         if cfg.label_smoothing or cfg.outliers:
-            return SmoothedCrossentropy(cfg.label_smoothing, cfg.outlier_weight if cfg.outliers else 0.0)
+            return SmoothedCrossentropy(
+                cfg.label_smoothing,
+                cfg.outlier_weight if cfg.outliers else 0.0,
+                nondigit_class=nondigit_output(cfg),
+            )
         return keras.losses.SparseCategoricalCrossentropy()
 
     @staticmethod
@@ -228,7 +254,7 @@ class DigitTask:
             described = f"{len(labels)} of its digits drawn as people's images"
             sets.append(digit_answers(raw.raw_proba(digits), labels, described, name="wild"))
         if cfg.calibrate_nondigits:
-            marks, _ = nondigits("validation", cfg.calibrate_nondigits, seed=cfg.split_seed, digits=d.x_val)
+            marks, _ = nondigits("validation", cfg.calibrate_nondigits, seed=cfg.split_seed, digits=d.x_val, cache=True)
             sets.append(nondigit_answers(raw.raw_proba(marks), f"{len(marks)} non-digit marks"))
         return sets
 

@@ -71,13 +71,15 @@ const browserReader = (() => {
   }
 
   function temper(p) {
-    // metrics.temper: softmax(log p / T)
+    // metrics.temper: softmax(log p / T); what p leaves of 1 (over 1e-6, metrics.REST) is "not a digit"'s
     const t = model.web.temperature;
     if (t === 1.0) return p;
     const logits = p.map((v) => Math.log(Math.min(Math.max(v, model.web.eps), 1.0)) / t);
-    const top = Math.max(...logits);
+    const left = 1 - p.reduce((a, b) => a + b, 0);
+    const rest = left > 1e-6 ? Math.log(Math.max(left, model.web.eps)) / t : -Infinity;
+    const top = Math.max(...logits, rest);
     const e = logits.map((v) => Math.exp(v - top));
-    const sum = e.reduce((a, b) => a + b, 0);
+    const sum = e.reduce((a, b) => a + b, 0) + Math.exp(rest - top);
     return e.map((v) => Math.fround(v / sum));
   }
 
