@@ -490,9 +490,13 @@ TIME_READS = """async ([b64, n]) => {
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_the_static_site_reads_a_drawn_digit_from_a_plain_http_server(browser, site):
+def test_the_static_site_reads_a_drawn_digit_from_a_plain_http_server(browser, site, onnx_run):
     """Every request outside the server aborted: the page reads a digit drawn with pointer strokes in the
-    browser, and says so; with the pen-up-to-answer figures printed (single digit, the pad's 280 px)."""
+    browser, and says so, and a number written on the number pad as `digitlab read` reads the pad's PNG;
+    with the pen-up-to-answer figures printed (a digit on the 280 px pad, 6 scribbles on the number pad)."""
+    from digitlab.predict import load_predictor
+    from digitlab.predict.reading import read
+
     url, _ = site
     page, elsewhere, errors, opened = open_site(browser, url)
     page.wait_for_function("document.body.dataset.engine !== undefined")
@@ -548,7 +552,10 @@ def test_the_static_site_reads_a_drawn_digit_from_a_plain_http_server(browser, s
         "document.getElementById('number-result').dataset.state === 'done' && "
         "document.querySelectorAll('#number-boxes .box').length === 2"
     )
-    assert len(page.locator("#number-text").text_content()) == 2
+    drawn = page.evaluate("document.getElementById('number-pad').toDataURL('image/png')")
+    want = read(load_predictor(onnx_run, "onnx"), base64.b64decode(drawn.split(",", 1)[1]))
+    assert len(want.text) == 2 and page.locator("#number-text").text_content() == want.text
+    assert ("is-unsure" in page.locator("#number-result").get_attribute("class")) == want.unsure
     assert not elsewhere and not errors, (elsewhere, errors)
     page.context.close()
 
