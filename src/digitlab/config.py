@@ -198,6 +198,7 @@ class TrainConfig:
     dataset: str = "mnist"
     lines: int = 20000  # line models: training lines generated afresh each epoch (digitlab.data.synth.lines)
     val_lines: int = 2000  # line models: validation lines, the same every epoch
+    digit_model: str | None = None  # line models: a digit preset also trained into the run's digits/ folder
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs <= 0:
@@ -208,7 +209,6 @@ class TrainConfig:
             raise DigitlabError(f"--lr: expected a positive number, got {self.learning_rate}")
         if self.optimizer not in OPTIMIZERS:
             raise DigitlabError(f"--optimizer: expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-    digit_model: str | None = None  # line models: a digit preset also trained into the run's digits/ folder
         if self.precision not in PRECISION_CHOICES:
             raise DigitlabError(f"--precision: expected one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}")
         if self.schedule not in SCHEDULES:
@@ -235,6 +235,10 @@ class TrainConfig:
             raise DigitlabError("--scale: expected an amount below 1; --thickness: at most 1 (px)")
         if not isinstance(self.calibrate_wild, int) or self.calibrate_wild < 0:
             raise DigitlabError(f"calibrate_wild: expected a count >= 0, got {self.calibrate_wild!r}")
+        if self.digit_model is not None and self.digit_model not in DIGIT_PRESETS:
+            raise DigitlabError(
+                f"digit_model: expected a digit preset ({', '.join(DIGIT_PRESETS)}) or null, got {self.digit_model!r}"
+            )
         for name in ("lines", "val_lines"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise DigitlabError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
@@ -247,10 +251,6 @@ class TrainConfig:
     def augmentation(self) -> dict[str, float]:
         """The warps `augment.random_warp` takes; empty when the training images are used as they are."""
         warps = {k: getattr(self, k) for k in AUGMENTATIONS}
-        if self.digit_model is not None and self.digit_model not in DIGIT_PRESETS:
-            raise DigitlabError(
-                f"digit_model: expected a digit preset ({', '.join(DIGIT_PRESETS)}) or null, got {self.digit_model!r}"
-            )
         return warps if any(warps.values()) else {}
 
     @classmethod
@@ -299,11 +299,12 @@ def _short(value) -> str:
 
 
 # Named starting points; every field can still be overridden from the CLI.
+DIGIT_PRESETS = ("robust", "fast", "accurate")  # what a line run's digit_model may name
 DEFAULT_PRESET = "robust"
-# Seconds to 99 %: a small strided CNN, two epochs of one-cycle Adam with label smoothing on
 # How the digit presets (not the tutorial's) learn what is not a digit: 15 non-digit marks per 100 digits,
 # taught to a "not a digit" output of their own, each weighing twice a digit. Why: docs/design/non-digits.md.
 NONDIGITS = {"outliers": 0.15, "outlier_loss": "class", "outlier_weight": 2.0}
+# Seconds to 99 %: a small strided CNN, two epochs of one-cycle Adam with label smoothing on
 # standardized pixels, mixed bfloat16 where native. Why: docs/design/fast-preset.md, bfloat16.md.
 _FAST = (
     ModelConfig(
@@ -320,7 +321,6 @@ _FAST = (
     ),
 )
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
-DIGIT_PRESETS = ("robust", "fast", "accurate")  # what a line run's digit_model may name
     # The default, for people's digits: the fast preset's network trained longer on digits slanted,
     # rotated, thickened, thinned and blurred as people's images are, calibrated on validation digits
     # drawn as people's images (the wild set). Why: docs/design/robust-preset.md.
@@ -515,6 +515,8 @@ def check_configs(model_config: ModelConfig, train_config: TrainConfig) -> None:
             f'model.nondigit is {str(model_config.nondigit).lower()}: a digit model has the "not a digit" output '
             'exactly when it trains with --outliers and outlier_loss "class"'
         )
+    if model_config.kind == "digit" and train_config.digit_model is not None:
+        raise DigitlabError("digit_model: for line models, which also train a digit model into digits/")
     if model_config.kind == "line":
         asked = [name for name in DIGIT_TRAINING if getattr(train_config, name)]
         if asked:
