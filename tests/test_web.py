@@ -530,6 +530,10 @@ def test_the_static_site_reads_a_drawn_digit_from_a_plain_http_server(browser, s
     shown, from_pad = page.evaluate(SHOWN_AND_PAD)
     (own,) = page.evaluate(READ_PNGS, [base64.b64encode(buf.getvalue()).decode()])
     assert shown == own["pixels"] and from_pad != own["pixels"]
+    notes = [{"name": "notes.png", "mimeType": "image/png", "buffer": b"not an image"}]
+    page.locator("#upload").set_input_files(files=notes)  # no server to say why: the page does
+    page.wait_for_function("document.getElementById('result').dataset.state === 'error'")
+    assert page.locator("#status").text_content().startswith("notes.png: not an image this browser can open")
     ready = page.evaluate("browserReader.readyAt")
     rng = np.random.default_rng(6)
     single = page.evaluate(TIME_READS, [base64.b64encode(strokes_png(rng)).decode(), 60])[10:]
@@ -556,6 +560,9 @@ def test_the_static_site_reads_a_drawn_digit_from_a_plain_http_server(browser, s
     want = read(load_predictor(onnx_run, "onnx"), base64.b64decode(drawn.split(",", 1)[1]))
     assert len(want.text) == 2 and page.locator("#number-text").text_content() == want.text
     assert ("is-unsure" in page.locator("#number-result").get_attribute("class")) == want.unsure
+    page.locator("#number-upload").set_input_files(files=notes)
+    page.wait_for_function("document.getElementById('number-result').dataset.state === 'error'")
+    assert page.locator("#number-status").text_content().startswith("notes.png: not an image this browser")
     assert not elsewhere and not errors, (elsewhere, errors)
     page.context.close()
 

@@ -1,7 +1,8 @@
-// The drawing page: strokes on #pad go to POST /api/predict as a PNG data URL; the reply fills in
-// the digit, the probability bars and the 28x28 image the model received. No libraries, no build step.
-// number.js, loaded after this file, uses inkPad, historyKeys, serverAsker, percent, sentence, drawGrid
-// and the plain-words helpers for the Number mode.
+// The drawing page: strokes on #pad are read in the browser (infer.js, when the run's model is there) or
+// go to POST /api/predict as a PNG data URL; the answer fills in the digit, the probability bars and the
+// 28x28 image the model received. No libraries, no build step.
+// number.js, loaded after this file, uses inkPad, historyKeys, serverAsker, percent, sentence, drawGrid,
+// notAnImage and the plain-words helpers for the Number mode.
 "use strict";
 
 const DEBOUNCE_MS = 150; // after the last stroke segment, ask for a prediction
@@ -268,10 +269,10 @@ uploadEl.addEventListener("change", () => {
       schedule(0);
     }
   };
-  img.onerror = () => {
+  img.onerror = async () => {
     URL.revokeObjectURL(url); // the server says what is wrong with it; in the browser, this page does
-    if (browserReader.on && uploaded === file && !digitPad.strokes) {
-      showError(`${file.name}: not an image this browser can open (expected PNG, JPEG, BMP, GIF or WebP)`);
+    if ((await browserReader.ready) && uploaded === file && !digitPad.strokes) {
+      showError(notAnImage(file));
       shownVersion = version;
     }
   };
@@ -283,6 +284,11 @@ uploadEl.addEventListener("change", () => {
   uploadEl.value = ""; // so that choosing the same file again is a change too
   schedule(0);
 });
+
+function notAnImage(file) {
+  // What the page says of an upload the browser cannot decode, when no server reads it.
+  return `${file.name}: not an image this browser can open (expected PNG, JPEG, BMP, GIF or WebP)`;
+}
 
 function ownPixels(img) {
   // The decoded image on a canvas of its own size (upright, as its EXIF orientation says): what the server

@@ -361,9 +361,14 @@
       changed();
       schedule(0);
     };
-    img.onerror = () => {
+    img.onerror = async () => {
       URL.revokeObjectURL(url);
       if (version !== asked) return;
+      if (await browserReader.ready) {
+        // read in the browser: no server to say why (the static site has none)
+        if (version === asked) showError(notAnImage(file));
+        return;
+      }
       unreadable = file;
       changed();
       schedule(0);
