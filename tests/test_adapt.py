@@ -432,10 +432,10 @@ def ctc_loss(run, samples: LineSamples) -> float:
 
 
 def test_adapting_a_line_run_teaches_it_a_writers_numbers_and_leaves_the_base_untouched(
-    tmp_path, tiny_line_run, synthetic_dir
+    tmp_path, line_digit_run, synthetic_dir
 ):
     base = tmp_path / "base"
-    shutil.copytree(tiny_line_run, base)
+    shutil.copytree(line_digit_run, base)  # with its digit model (digits/) for the combined reader
     before_files = digests(base)
     rng = np.random.default_rng(3)
     texts = ["".join(map(str, rng.integers(0, 10, rng.integers(2, 5)))) for _ in range(12)]
@@ -466,3 +466,5 @@ def test_adapting_a_line_run_teaches_it_a_writers_numbers_and_leaves_the_base_un
     assert metrics["adapt"]["samples"] == 12 and metrics["calibration"]["kind"] == "string"
     checked = runs.check_run(out)
     assert checked.kind == "line" and checked.calibration is not None  # read, serve, evaluate use it
+    digit_model = {name: d for name, d in digests(base / "digits").items() if name != runs.LOCK}
+    assert digests(out / "digits") == digit_model  # the digit model, a run of its own, as it was

@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -588,6 +589,10 @@ def adapt(
     model_config = checked.model or ModelConfig.from_dict({})
     base_train = TrainConfig.from_dict(checked.config.get("train", {}))
     train_config = recipe.train_config(base_train, seed, line=kind == "line")
+    # A line run's digit model (digits/, for the combined reader) is its own run: kept as it is, or none.
+    digit_part = run / runs.DIGIT_PART if (run / runs.DIGIT_PART / runs.CALIBRATION).is_file() else None
+    if kind == "line" and digit_part is None:
+        train_config = dataclasses.replace(train_config, digit_model=None)
     split = run_split(train_config, data_dir)
     if kind == "line":
         task = LineAdaptTask(model_config, train_config, split, samples, recipe)
@@ -616,6 +621,8 @@ def adapt(
         runs.update_json(out / runs.CONFIG, adapt=about)
         _write_samples(out / runs.SAMPLES, samples, label)
         _fit(model, model_config, task, out, rows=[], best=-1.0, initial_epoch=0, verbose=verbose, on_epoch=None)
+        if kind == "line" and digit_part is not None:
+            shutil.copytree(digit_part, out / runs.DIGIT_PART, ignore=shutil.ignore_patterns(runs.LOCK))
         result = {
             "base_run": about["base_run"],
             "samples": len(samples),
