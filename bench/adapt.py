@@ -435,8 +435,9 @@ def line_writers(args, split, work: Path) -> int:
             "",
             f"{len(rows)} simulated writers (the digit writers above); each gives adapt {NUMBERS} numbers of 1 to "
             f"{LINE_DIGITS} digits composed by the run's own line generator from the writer's sample digits, and is "
-            f"read on {LINE_EVALUATE} numbers composed from the writer's other digits. Base run `{args.run}`; "
-            f"forgetting: {TEST_LINES} lines of MNIST test digits. Exact: the whole number right (greedy reading).",
+            f"read on {LINE_EVALUATE} numbers composed from the writer's other digits. Base run `{args.run}` "
+            f"({about_line_run(args.run)}); forgetting: {TEST_LINES} lines of MNIST test digits (1 to {LINE_DIGITS} "
+            "digits). Exact: the whole number right (greedy reading).",
             "",
             "| | writer's other numbers exact | accepted exact | coverage | test lines exact | seconds per adaptation |",
             "| --- | --- | --- | --- | --- | --- |",
@@ -450,6 +451,17 @@ def line_writers(args, split, work: Path) -> int:
     write_section(args.out, LINE_SECTION, body)
     print(body)
     return 0
+
+
+def about_line_run(run: Path) -> str:
+    """A line run's architecture, training and validation figure, in words."""
+    config = runs.read_run_config(run)
+    train, model = config["train"], config["model"]
+    accuracy = runs.read_json(run / runs.METRICS)["validation"]["string_accuracy"]
+    return (
+        f"filters {'/'.join(map(str, model['filters']))}, {train['epochs']} epochs of {train['lines']} lines, "
+        f"{accuracy:.1%} of {train['val_lines']} validation lines exact"
+    )
 
 
 def read_numbers(run: Path, x: np.ndarray, y: np.ndarray) -> dict:
