@@ -8,6 +8,7 @@ concurrent clients; writes them into their own section of BENCHMARKS.md (`<!-- n
     .venv/bin/python bench/read_numbers.py RUN --digits --no-api --out other.md    each number read with its length known
     .venv/bin/python bench/read_numbers.py RUN --tune [--tune-count 240]
     .venv/bin/python bench/read_numbers.py RUN --tune-combined [--tune-count 240]    a line run with digits/
+    .venv/bin/python bench/read_numbers.py RUN --methods [--count 480]    each method and the combination, test
 
 Several runs are read on the same numbers and set side by side, each by its own method (a digit run by
 segmentation, a line model's run, `--preset numbers`, by its line model); the first is the one timed
@@ -359,14 +360,32 @@ def tune(predictor, sets: dict[str, list]) -> tuple[dict, Scoring]:
     return chosen, best_scoring
 
 
-SEGMENT_BONUSES = (-2.0, 0.0, 1.0, 2.0, 4.0, 8.0, 1e9)  # --tune-combined: 1e9 is "segmentation when sure"
-SURE_SHARES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+SEGMENT_BONUSES = (-2.0, 0.0, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 1e9)  # --tune-combined: 1e9 is "segmentation when sure"
+
+
+def compare_methods(predictor, sets: dict[str, list]) -> dict[str, dict[str, dict]]:
+    """A line run holding a digit model: every number read once by both methods (`reading.candidates`), and
+    figures per subset for the line model alone, segmentation alone and the combination, side by side."""
+    from digitlab.predict.reading import candidates, digit_part
+    from digitlab.predict.segmented import open_image
+
+    digits = digit_part(predictor)
+    if digits is None:
+        raise SystemExit("--methods: the run holds no digit model (digits/); train it with --preset numbers")
+    out: dict[str, dict[str, dict]] = {"line": {}, "segment": {}, "combined": {}}
+    for subset, numbers in sets.items():
+        seen = [candidates(predictor, digits, *open_image(n.image)) for n in numbers]
+        for name, pick in (("line", lambda c: c.line), ("segment", lambda c: c.segment), ("combined", combine)):
+            readings = [pick(c) for c in seen]
+            out[name][subset] = figures(numbers, [r.text for r in readings], [r.unsure for r in readings])
+        print(f"{subset}: " + ", ".join(f"{k} {_pct(out[k][subset]['string_accuracy'])}" for k in out), flush=True)
+    return out
 
 
 def tune_combined(predictor, sets: dict[str, list]) -> Combining:
     """The combined reader's constants on validation numbers: each method alone, then the segmentation
-    bonus (by exact numbers), then the share below which a disagreement is unsure (shown against the
-    accepted numbers' accuracy; the largest coverage at which they are at least 99 % right is chosen)."""
+    bonus (by exact numbers); then, shown, the unsure share and the accepted numbers' accuracy when an
+    agreement needs both readers sure or either."""
     from digitlab.predict.reading import candidates, digit_part
     from digitlab.predict.segmented import open_image
 
@@ -387,15 +406,12 @@ def tune_combined(predictor, sets: dict[str, list]) -> Combining:
     print(f"  -> {best}: {_fig(best_fig)}")
     print(f"     per subset: {', '.join(f'{k} {_pct(v)}' for k, v in best_fig['per_subset'].items())}")
     numbers = [n for k in sets for n in sets[k]]
-    chosen = None
-    for share in SURE_SHARES:
-        c = dataclasses.replace(best, sure_share=share)
+    for both in (True, False):
+        c = dataclasses.replace(best, both_sure=both)
         flat = [combine(x, c) for k in sets for x in seen[k]]
         fig = figures(numbers, [r.text for r in flat], [r.unsure for r in flat])
-        print(f"  sure_share {share:4.2f}: unsure {_pct(fig['unsure'])}, accepted {_pct(fig['accepted_accuracy'])}")
-        if chosen is None and (fig["accepted_accuracy"] or 0.0) >= 0.99:
-            chosen = c
-    return chosen or dataclasses.replace(best, sure_share=max(SURE_SHARES))
+        print(f"  both_sure {both}: unsure {_pct(fig['unsure'])}, accepted {_pct(fig['accepted_accuracy'])}")
+    return best
 
 
 def _fig(f: dict) -> str:
@@ -419,6 +435,9 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="choose the constants on validation strings instead")
     parser.add_argument(
         "--tune-combined", action="store_true", help="choose the combined reader's constants on validation strings"
+    )
+    parser.add_argument(
+        "--methods", action="store_true", help="a line run with digits/: each method alone and combined, test numbers"
     )
     parser.add_argument("--method", default=None, help="segment, line or combined: as `read --method`")
     parser.add_argument(
@@ -450,6 +469,16 @@ def main() -> None:
     ds = load_dataset("mnist")
     sets = compose_all(ds.x_test, ds.y_test, args.count, args.seed)
     print(f"CPU {cpu_name()}, {os.cpu_count()} cores; {args.count} test numbers per subset", flush=True)
+    if args.methods:
+        figs = compare_methods(predictor, sets)
+        print("| method | " + " | ".join(SUBSETS) + " | accepted (unsure) |")
+        for name, per in figs.items():
+            flat = [per[s]["accepted_accuracy"] or 0.0 for s in SUBSETS]
+            unsure = statistics.mean(per[s]["unsure"] for s in SUBSETS)
+            cells = " | ".join(_pct(per[s]["string_accuracy"]) for s in SUBSETS)
+            print(f"| {name} | {cells} | {_pct(statistics.mean(flat))} ({_pct(unsure)}) |")
+        print(f"load average {os.getloadavg()}")
+        return
     results = {args.runs[0]: bench_in_process(predictor, sets, args.digits, args.method)}
     for run in args.runs[1:]:
         print(f"{run}:", flush=True)

@@ -591,15 +591,19 @@ def test_ctc_log_likelihood_sums_every_path():
 
 
 def combined_of(texts_and_sources, probs, line_text, segment_text, temperature=1.0):
-    """Candidates as `reading.candidates` makes them, from hand-built frame probabilities of one line."""
+    """Candidates as `reading.candidates` makes them, from hand-built frame probabilities of one line:
+    (text, "line" or "segment", unsure) each; the first of each source is that reader's own reading."""
     from digitlab.predict.ctc import log_likelihood
     from digitlab.predict.reading import Candidates
 
-    readings = {t: a_reading(t, unsure) for t, _, unsure in texts_and_sources}
     scored = tuple(
-        (readings[t], how, log_likelihood(probs, [int(c) for c in t], temperature)) for t, how, _ in texts_and_sources
+        (a_reading(t, unsure), how, log_likelihood(probs, [int(c) for c in t], temperature))
+        for t, how, unsure in texts_and_sources
     )
-    return Candidates(readings[line_text], readings[segment_text], scored)
+    line = next(r for r, how, _ in scored if how == "line")
+    segment = next(r for r, how, _ in scored if how == "segment")
+    assert (line.text, segment.text) == (line_text, segment_text)
+    return Candidates(line, segment, scored)
 
 
 def test_touching_ones_merged_by_segmentation_are_read_as_two_by_the_combination():
@@ -608,10 +612,11 @@ def test_touching_ones_merged_by_segmentation_are_read_as_two_by_the_combination
     b = 10
     probs = frame_probs([b, 1, 1, b, 1, b, b], sure=0.97)  # the line model sees two 1s, clearly
     c = combined_of([("11", "line", False), ("1", "segment", False), ("11", "segment", True)], probs, "11", "1")
-    chosen = combine(c, Combining(segment_bonus=2.0, sure_share=0.9))
-    assert chosen.text == "11" and not chosen.unsure
-    # A large enough bonus for a sure segmentation keeps its reading, and the margin makes it unsure.
-    assert combine(c, Combining(segment_bonus=50.0, sure_share=0.9)).text == "1"
+    chosen = combine(c, Combining(segment_bonus=2.0))
+    assert chosen.text == "11"
+    assert chosen.unsure and chosen.reason == "the two readers disagree: 11 or 1"  # they disagreed
+    # A large enough bonus for a sure segmentation keeps its reading.
+    assert combine(c, Combining(segment_bonus=50.0)).text == "1"
 
 
 def test_overlapping_zeros_the_segmentation_cut_wrong_are_read_by_the_line_model():
@@ -620,26 +625,23 @@ def test_overlapping_zeros_the_segmentation_cut_wrong_are_read_by_the_line_model
     b = 10
     probs = frame_probs([b, 0, 0, b, 0, 0, b])  # "00" overlapping: the line model sees two zeros
     c = combined_of([("00", "line", False), ("06", "segment", True)], probs, "00", "06")
-    chosen = combine(c, Combining(segment_bonus=2.0, sure_share=0.9))
-    assert chosen.text == "00"  # an unsure segmentation gets no bonus
+    assert combine(c, Combining(segment_bonus=50.0)).text == "00"  # an unsure segmentation gets no bonus
 
 
-def test_agreement_is_sure_unless_both_are_unsure_and_close_calls_are_unsure():
+def test_agreement_is_sure_when_both_readers_are():
     from digitlab.predict.reading import Combining, combine
 
     probs = frame_probs([10, 4, 10, 7, 10])
-    agree = combined_of([("47", "line", True), ("47", "segment", False)], probs, "47", "47")
-    chosen = combine(agree)
-    assert chosen.text == "47" and not chosen.unsure
+    sure = combined_of([("47", "line", False), ("47", "segment", False)], probs, "47", "47")
+    chosen = combine(sure)
+    assert chosen.text == "47" and not chosen.unsure and chosen.reason is None
     assert chosen.confidence == pytest.approx(1 - 0.1 * 0.1)
+    half = combined_of([("47", "line", True), ("47", "segment", False)], probs, "47", "47")
+    chosen = combine(half, Combining(both_sure=True))
+    assert chosen.unsure and chosen.reason == "the line model is unsure: why"
+    assert not combine(half, Combining(both_sure=False)).unsure
     both = combined_of([("47", "line", True), ("47", "segment", True)], probs, "47", "47")
-    assert combine(both).unsure
-    # 4 or 9 in the middle frame, nearly even: whichever is chosen is unsure, naming the other.
-    p = frame_probs([10, 4, 10, 7, 10])
-    p[1, 4], p[1, 9] = 0.5, 0.45
-    close = combined_of([("47", "line", False), ("97", "segment", False)], p, "47", "97")
-    chosen = combine(close, Combining(segment_bonus=0.0, sure_share=0.9))
-    assert chosen.text == "47" and chosen.unsure and "97" in chosen.reason
+    assert combine(both, Combining(both_sure=False)).unsure
 
 
 def test_a_line_run_with_a_digit_model_reads_with_both(line_digit_run, tiny_line_run, synthetic_cnn_run):

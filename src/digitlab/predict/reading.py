@@ -185,11 +185,11 @@ def _read_number(
 # differ, also each read with the other's count of digits (the line model's constrained CTC decoding,
 # the segmentation's cut and merged candidates). Every candidate is scored by the line model's CTC
 # log-probability of its text (all paths summed, every line), plus SEGMENT_BONUS for the segmentation's
-# readings when they are sure. The best is answered; it is unsure when its share of the candidates'
-# probability is under SURE_SHARE, or, when the two readers agree, when both are unsure. Chosen on numbers
-# composed from validation digits (`bench/read_numbers.py --tune-combined`; docs/design/reading.md).
-SEGMENT_BONUS = 2.0
-SURE_SHARE = 0.9
+# readings when they are sure; the best is answered. Two readers that disagree are unsure; when they agree,
+# the reading is sure only if both are (BOTH_SURE; else if either is). Chosen on numbers composed from
+# validation digits (`bench/read_numbers.py --tune-combined`; docs/design/reading.md).
+SEGMENT_BONUS = 12.0
+BOTH_SURE = True
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ class Combining:
     """The combined reader's constants, together, so that the tuner can try others."""
 
     segment_bonus: float = SEGMENT_BONUS
-    sure_share: float = SURE_SHARE
+    both_sure: bool = BOTH_SURE
 
 
 COMBINING = Combining()
@@ -258,10 +258,16 @@ def combine(c: Candidates, combining: Combining = COMBINING, digits: DigitCount 
     line, segment = c.line, c.segment
     if segment.text is None or line.text is None:
         return line if segment.text is None else segment
-    if line.text == segment.text:  # two readers agree: sure unless both are unsure
+    if line.text == segment.text:  # two readers agree
         chosen = segment if not segment.unsure or line.unsure else line
         confidence = 1.0 - (1.0 - (line.confidence or 0.0)) * (1.0 - (segment.confidence or 0.0))
-        return dataclasses.replace(chosen, confidence=confidence)
+        unsure = (line.unsure or segment.unsure) if combining.both_sure else (line.unsure and segment.unsure)
+        if unsure and not chosen.unsure:
+            reason = f"the {'line model' if line.unsure else 'segmentation'} is unsure: {(line if line.unsure else segment).reason}"
+            return dataclasses.replace(chosen, confidence=confidence, unsure=True, reason=reason)
+        return dataclasses.replace(
+            chosen, confidence=confidence, unsure=unsure, reason=chosen.reason if unsure else None
+        )
     scores: dict[str, float] = {}  # text -> best score
     best_of: dict[str, Reading] = {}
     for reading, how, ctc in c.scored:
@@ -274,15 +280,11 @@ def combine(c: Candidates, combining: Combining = COMBINING, digits: DigitCount 
         return segment
     share = 1.0 / sum(math.exp(v - top) for v in scores.values())
     chosen = best_of[text]
-    unsure = share < combining.sure_share or (digits is not None and chosen.unsure)
     others = " or ".join(t.replace("\n", " / ") for t in scores if t != text)
-    reason = f"the two readers disagree: {text.replace(chr(10), ' / ')} or {others} (share {share:.2f})"
-    return dataclasses.replace(
-        chosen,
-        confidence=float((chosen.confidence or 0.0) * share),
-        unsure=unsure,
-        reason=(reason if share < combining.sure_share else chosen.reason) if unsure else None,
-    )
+    reason = f"the two readers disagree: {text.replace(chr(10), ' / ')} or {others}"
+    if digits is not None and chosen.reason:
+        reason = f"{reason}; {chosen.reason}"
+    return dataclasses.replace(chosen, confidence=float((chosen.confidence or 0.0) * share), unsure=True, reason=reason)
 
 
 def input_error(name: str, error: Exception) -> str:
