@@ -187,3 +187,27 @@ def test_reading_asks_less_and_reads_the_same_on_every_subset(trained_run, mnist
     for subset in SUBSETS:
         for number in compose_numbers(mnist.x_test, mnist.y_test, subset, 16, seed=5):
             same_reading(read(predictor, number.image), decide(hypotheses(predictor, number.image)))
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.01])
+def test_the_read_answer_is_its_response_models_json(synthetic_mlp_run, threshold):
+    """/api/read writes its answer with pydantic in one step, not through FastAPI's response model: the same
+    JSON values (fields in the model's order, nothing else), for a number, an unsure one and a blank page."""
+    from fastapi.testclient import TestClient
+
+    from digitlab.serve import create_app
+    from digitlab.serve.schemas import ReadDigit, Reading
+
+    app = create_app(synthetic_mlp_run)
+    service = app.state.service
+    service.reader = dataclasses.replace(service.reader, threshold=threshold)
+    client = TestClient(app)
+    for image in (bars([30, 30, 90]), np.full((40, 90), 255, np.uint8)):
+        data = png(image)
+        r = client.post("/api/read", files={"file": ("n.png", data, "image/png")})
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+        (body,) = service.read([data], ["file"])
+        assert r.json() == Reading.model_validate(body).model_dump(mode="json")
+        assert list(r.json()) == list(Reading.model_fields)
+        assert all(list(d) == list(ReadDigit.model_fields) for d in r.json()["digits"])  # no label, no reason
+    service.pool.shutdown()
