@@ -112,7 +112,7 @@ def tiny_line_run(tmp_path_factory, synthetic_dir):
 
     model_cfg, train_cfg = resolve_configs("numbers", epochs=2, lines=96, val_lines=48, batch_size=32)
     model_cfg = dataclasses.replace(model_cfg, filters=(4, 8, 8, 8), dense=16)
-    train_cfg = dataclasses.replace(train_cfg, dataset="synthetic", digit_model=None)
+    train_cfg = dataclasses.replace(train_cfg, dataset="synthetic", digit_model=None, export_onnx=False)
     return train_once(tmp_path_factory, "line-synthetic", model_cfg, train_cfg, synthetic_dir)
 
 

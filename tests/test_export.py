@@ -265,3 +265,25 @@ def test_export_refuses_the_runs_own_files_and_a_wrong_suffix(tmp_path, fmt, nam
     with pytest.raises(DigitlabError, match=message):
         export(run, fmt, run / name)
     assert (run / "model.keras").read_bytes() == b"the trained model"
+
+
+def test_presets_that_train_for_minutes_export_model_onnx_when_training_ends(tmp_path, synthetic_dir):
+    """robust, accurate and numbers (export_onnx) leave a checked model.onnx, so that read, predict and
+    serve run on ONNX Runtime; fast and the tutorial's do not (3-5 s against seconds of training)."""
+    import dataclasses
+
+    from digitlab.config import ModelConfig, resolve_configs
+    from digitlab.predict import choose_runtime
+    from digitlab.training import train
+
+    assert all(resolve_configs(p)[1].export_onnx for p in ("robust", "accurate", "numbers"))
+    assert not any(resolve_configs(p)[1].export_onnx for p in ("fast", "tutorial"))
+    train_cfg = dataclasses.replace(
+        resolve_configs("robust", epochs=1, batch_size=32, dataset="synthetic", calibrate_wild=0)[1],
+        outliers=0.0,
+        calibrate_nondigits=0,
+    )
+    model_cfg = ModelConfig(architecture="cnn", filters=(4, 8))
+    metrics = train(model_cfg, train_cfg, tmp_path / "run", data_dir=synthetic_dir, verbose=0)
+    assert metrics["exports"]["onnx"]["passed"] and (tmp_path / "run" / runs.ONNX).is_file()
+    assert choose_runtime(tmp_path / "run") == "onnx"

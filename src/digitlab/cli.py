@@ -565,6 +565,8 @@ def train(
         f"best epoch {v['best_epoch']}: validation accuracy {v['accuracy']:.4f}, loss {v['loss']:.4f}; "
         f"train accuracy {metrics['train']['accuracy']:.4f}; {metrics['train_seconds']:.1f} s training"
     )
+    if metrics.get("exports", {}).get("onnx", {}).get("passed"):
+        typer.echo("model.onnx: exported and checked; read, predict and serve run it on ONNX Runtime")
     typer.echo(f"run directory: {out}")
 
 

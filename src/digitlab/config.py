@@ -199,6 +199,9 @@ class TrainConfig:
     lines: int = 20000  # line models: training lines generated afresh each epoch (digitlab.data.synth.lines)
     val_lines: int = 2000  # line models: validation lines, the same every epoch
     digit_model: str | None = None  # line models: a digit preset also trained into the run's digits/ folder
+    # model.onnx exported and checked once training ends (as `digitlab export RUN` does), so that read,
+    # predict and serve run on ONNX Runtime: the presets that train for minutes, where it costs 3-5 s.
+    export_onnx: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs <= 0:
@@ -337,6 +340,7 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
             thickness=0.8,
             blur=0.8,
             calibrate_wild=300,
+            export_onnx=True,
             **NONDIGITS,
         ),
     ),
@@ -372,6 +376,7 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
             blur=0.8,
             calibrate_wild=300,
             precision="auto",
+            export_onnx=True,
             **NONDIGITS,
         ),
     ),
@@ -398,6 +403,7 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
             lines=10000,
             val_lines=2000,
             digit_model="robust",  # the combined reader's digit model, trained into digits/ after the line model
+            export_onnx=True,
         ),
     ),
     # `--model mlp`: the tutorial's Dense(10)-Dense(10), trained the best way found on the validation

@@ -14,6 +14,7 @@ right) and its `val_loss` the validation lines' CTC loss.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import sys
 import time
 from collections.abc import Callable
@@ -209,8 +210,25 @@ def train(
         metrics = _fit(
             model, model_config, task, out_dir, rows=[], best=-1.0, initial_epoch=0, verbose=verbose, on_epoch=on_epoch
         )
+        metrics = export_onnx(out_dir, train_config, data_dir) or metrics
     train_digit_part(out_dir, train_config, data_dir, verbose)
     return metrics
+
+
+def export_onnx(run_dir: Path, cfg: TrainConfig, data_dir: Path | None = None) -> dict | None:
+    """With `cfg.export_onnx`, the finished run's model.onnx exported and checked as `digitlab export RUN`
+    does (its record lands in metrics.json under exports); the metrics then, else None. Without the export
+    extra (tf2onnx), on another Keras backend, or when the check fails, the run simply has no model.onnx and
+    reads on Keras."""
+    if not cfg.export_onnx or keras.backend.backend() != "tensorflow" or importlib.util.find_spec("tf2onnx") is None:
+        return None
+    from digitlab.export import export  # tf2onnx: imported only by the runs that export
+
+    try:
+        export(run_dir, "onnx", data_dir=data_dir)
+    except DigitlabError:  # a layer tf2onnx cannot convert: `digitlab export` says which
+        return None
+    return runs.read_json(run_dir / runs.METRICS)
 
 
 def train_digit_part(run_dir: Path, cfg: TrainConfig, data_dir: Path | None = None, verbose: int | str = 0) -> None:
@@ -263,6 +281,8 @@ def resume(
     if finished:  # killed after its last epoch: only what follows the epochs is missing
         with runs.lock_run(run_dir):
             _finish(run_dir, task, rows, int(load_keras_model(run_dir / runs.MODEL).count_params()), 0.0)
+            export_onnx(run_dir, train_config, data_dir)
+        train_digit_part(run_dir, train_config, data_dir, verbose)
         return runs.read_json(run_dir / runs.METRICS)
     # Fresh seed per resumed epoch: shuffling differs from an uninterrupted run (see README).
     keras.utils.set_random_seed(train_config.seed + done)
@@ -279,6 +299,7 @@ def resume(
             verbose=verbose,
             on_epoch=on_epoch,
         )
+        metrics = export_onnx(run_dir, train_config, data_dir) or metrics
     train_digit_part(run_dir, train_config, data_dir, verbose)
     return metrics
 
