@@ -90,30 +90,19 @@ def export(
 
 
 def export_web(run_dir: Path, out: Path | None = None, *, n: int = CHECK_IMAGES, data_dir: Path | None = None) -> dict:
-    """The static site of a single-digit run (web.write_site) in `out` (default: site/ in the run): its
-    model.onnx, exported and checked first when the run has none. Returns the ONNX check's record with the
+    """The static site of a run (web.write_site) in `out` (default: site/ in the run): its model.onnx (and a
+    line run's digits/model.onnx), exported and checked first when the run has none. Returns the ONNX check's record with the
     site's path, files and bytes (also saved under exports["web"] in metrics.json)."""
     run_dir = Path(run_dir)
     runs.require_model(run_dir)
     checked = runs.check_run(run_dir, calibrated=True)
-    if checked.kind == "line":
-        raise RunError(f"{run_dir}: a line model's run; --format web reads digits in the browser, with a digit run")
     dest = run_dir / SITE if out is None else Path(out)
     if dest.resolve() in {(run_dir / name).resolve() for name in runs.RUN_FILES}:
         raise RunError(f"--out {dest}: one of the run's own files; choose another name")
     started = time.perf_counter()
-    record = (
-        runs.read_json(run_dir / runs.METRICS).get("exports", {}).get("onnx")
-        if (run_dir / runs.METRICS).exists()
-        else None
-    )
-    fresh = (
-        record is not None
-        and record.get("passed")
-        and record.get("source_sha256") == sha256(runs.require_model(run_dir))
-    )
-    if not fresh or not (run_dir / runs.ONNX).is_file():
-        record = export(run_dir, "onnx", n=n, data_dir=data_dir)
+    part = run_dir / runs.DIGIT_PART  # a line run's digit model, read by the combined reader: exported too
+    for source in (*((part,) if checked.kind == "line" and (part / runs.CONFIG).is_file() else ()), run_dir):
+        record = _current_onnx(source) or export(source, "onnx", n=n, data_dir=data_dir)
         if not record["passed"]:
             return {**record, "format": WEB}
     site = web.write_site(run_dir, dest)
@@ -128,6 +117,21 @@ def export_web(run_dir: Path, out: Path | None = None, *, n: int = CHECK_IMAGES,
     }
     _save_record(run_dir, WEB, record)
     return record
+
+
+def _current_onnx(run_dir: Path) -> dict | None:
+    """The run's ONNX export record when its model.onnx was exported and checked from its model.keras as it is."""
+    record = (
+        runs.read_json(run_dir / runs.METRICS).get("exports", {}).get("onnx")
+        if (run_dir / runs.METRICS).exists()
+        else None
+    )
+    fresh = (
+        record is not None
+        and record.get("passed")
+        and record.get("source_sha256") == sha256(runs.require_model(run_dir))
+    )
+    return record if fresh and (run_dir / runs.ONNX).is_file() else None
 
 
 def _require_exporter(fmt: str) -> None:

@@ -7,11 +7,15 @@ loader and the single-threaded-capable WebAssembly build). They are kept in digi
 `digitlab serve` under /ort/ and copied into the static site; the page never loads them from elsewhere.
 
 The page (serve/static/infer.js) reads `model.json` (page_model) and `model.onnx` beside it: the run's
-calibration, class names and unsure rule, so that it answers as /api/predict does.
+calibration, class names and unsure rule, so that it answers as /api/predict does. A line run's model.json
+also carries the line reader's constants (taken from digitlab.preprocess.line and digitlab.predict.lines,
+so that serve/static/lines.js has no copy of them to keep in step), and its digit model (`digits/`, read by
+the combined reader) is described under "digits" and served as `digits/model.onnx`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -110,14 +114,15 @@ def page_model(run_dir: Path) -> dict:
     metrics_path = run_dir / runs.METRICS
     metrics = runs.read_json(metrics_path) if metrics_path.is_file() else {}
     classes = config.get("data", {}).get("class_names") or [str(i) for i in range(10)]
-    return {
+    kind = checked.kind or "digit"
+    model = {
         "name": run_dir.name,
-        "kind": checked.kind or "digit",
+        "kind": kind,
         "config": config,
         "test": metrics.get("test"),
         "web": {
             "model": runs.ONNX,
-            "input": "pixels",  # (n, 28, 28) float32 0-255, as every export takes
+            "input": "pixels",  # (n, 28, 28) float32 0-255, as every export takes; a line model (n, 32, 256)
             "class_names": list(classes),
             "temperature": checked.calibration.temperature,
             "threshold": checked.calibration.threshold,
@@ -127,6 +132,37 @@ def page_model(run_dir: Path) -> dict:
             "not_a_digit_reason": NOT_A_DIGIT_REASON,
         },
     }
+    if kind == "line":
+        model["web"]["line"] = line_constants()
+        part = digit_part(run_dir)
+        if part is not None:
+            model["digits"] = {**page_model(part), "config": None}  # its config is in digits/config.json
+            model["digits"]["web"]["model"] = f"{runs.DIGIT_PART}/{runs.ONNX}"
+    return model
+
+
+def line_constants() -> dict:
+    """The line reader's constants the page reads with (lines.js): the normalisation's, the crops', and
+    the combined reader's, from the Python modules that define them."""
+    from digitlab.predict import count, lines, reading  # late: the reading path, for line runs only
+    from digitlab.preprocess import line
+
+    return {
+        "height": line.LINE_HEIGHT,
+        "width": line.LINE_WIDTH,
+        "box": line.LINE_BOX,
+        "margin": line.MARGIN,
+        "tall": line.TALL,
+        "crop_ink": lines.CROP_INK,
+        "log_clearly": count.LOG_CLEARLY,
+        "combining": dataclasses.asdict(reading.COMBINING),  # the combined reader's constants, all of them
+    }
+
+
+def digit_part(run_dir: Path) -> Path | None:
+    """A line run's digit model (`digits/`) when it is exported to ONNX for the page, else None."""
+    part = Path(run_dir) / runs.DIGIT_PART
+    return part if (part / runs.CONFIG).is_file() and (part / runs.ONNX).is_file() else None
 
 
 def static_files() -> list[tuple[str, bytes]]:
@@ -154,10 +190,7 @@ def write_site(run_dir: Path, out: Path, cache_dir: str | os.PathLike | None = N
     if not onnx.is_file():
         raise RunError(f"{onnx}: missing; `digitlab export {run_dir} --format onnx` makes it")
     model = page_model(run_dir)
-    if model["kind"] == "line":
-        raise RunError(
-            f"{run_dir}: a line model's run; the page reads numbers in the browser only with a single-digit run"
-        )
+    part = digit_part(run_dir) if model["kind"] == "line" else None
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out}: is a file; expected a folder for the web export")
     if out.is_dir() and any(out.iterdir()) and not (out / PAGE_MODEL).is_file():
@@ -166,11 +199,13 @@ def write_site(run_dir: Path, out: Path, cache_dir: str | os.PathLike | None = N
     files = [
         *static_files(),
         (runs.ONNX, onnx.read_bytes()),
+        *(((f"{runs.DIGIT_PART}/{runs.ONNX}", (part / runs.ONNX).read_bytes()),) if part is not None else ()),
         (PAGE_MODEL, (json.dumps({**model, "site": True}, indent=1) + "\n").encode()),  # no server beside it
         *((f"{RUNTIME_FOLDER}/{name}", (runtime / name).read_bytes()) for name in RUNTIME_FILES),
     ]
-    if (out / STATIC).is_dir():
-        shutil.rmtree(out / STATIC)  # a page file removed since the last export goes too
+    for folder in (STATIC, runs.DIGIT_PART):
+        if (out / folder).is_dir():
+            shutil.rmtree(out / folder)  # a file removed since the last export goes too
     for name, data in files:
         write_atomic(out / name, data)
     return {"path": str(out), "files": len(files), "bytes": sum(len(d) for _, d in files)}

@@ -57,7 +57,7 @@ def index(request: Request) -> HTMLResponse:
 # ONNX Runtime Web from digitlab's cache (fetched and verified once). No model.onnx: 404, the page asks /api.
 def _web_model(service: Service) -> Path:
     onnx = service.run_dir / runs.ONNX
-    if service.kind != "digit" or not onnx.is_file():
+    if not onnx.is_file():
         raise problem(404, f"{onnx}: none for the page to run; `digitlab export RUN --format onnx` makes it")
     return onnx
 
@@ -74,6 +74,16 @@ def web_model(service: ServiceDep) -> JSONResponse:
 @pages.get("/model.onnx")
 def web_onnx(service: ServiceDep) -> FileResponse:
     return FileResponse(_web_model(service), media_type="application/octet-stream")
+
+
+@pages.get(f"/{runs.DIGIT_PART}/{runs.ONNX}")
+def web_digit_part(service: ServiceDep) -> FileResponse:
+    """A line run's digit model, for the page's combined reader."""
+    _web_model(service)
+    part = web.digit_part(service.run_dir) if service.kind == "line" else None
+    if part is None:
+        raise problem(404, f"{service.run_dir / runs.DIGIT_PART / runs.ONNX}: none for the page to run")
+    return FileResponse(part / runs.ONNX, media_type="application/octet-stream")
 
 
 @pages.get("/ort/{name}")

@@ -417,7 +417,8 @@
   // A line model's run reads whole lines, never one digit (/api/predict answers 409): Number mode only.
   async function followTheRun() {
     try {
-      const health = await (await fetch("/api/health")).json();
+      const model = await browserReader.model(); // the static site has no /api/health: its model.json says
+      const health = model || (await (await fetch("/api/health")).json());
       if (health.kind !== "line") return;
       const digitMode = document.getElementById("mode-digit");
       digitMode.disabled = true;
@@ -427,8 +428,8 @@
       document.getElementById("sub-number").textContent +=
         " This run's model reads whole lines, so the Digit mode is off.";
       setMode("number");
-      await browserReader.ready; // infer.js has said who reads: for a line model, the server, and why
-      document.getElementById("engine").textContent = "read by the server (a line model is not read in the browser)";
+      if (!(await browserReader.ready))
+        document.getElementById("engine").textContent = "read by the server (no model.onnx for the browser)";
     } catch (err) {
       // no answer: both modes stay; the Number mode's own requests say what is wrong
     }

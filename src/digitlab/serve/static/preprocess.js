@@ -707,7 +707,7 @@ const digitlabPreprocess = (() => {
     }
     if (mask.some((v) => v) && faint(bright, mask, paper, paperLight === null ? MIN_INK_RATIO : UNEVEN_INK_RATIO))
       return null;
-    return { bright, mask, paper, inverted };
+    return { bright, mask, paper, inverted, thresholdMask: thresholded };
   }
 
   // --- masks -------------------------------------------------------------------------------------------
@@ -969,5 +969,19 @@ const digitlabPreprocess = (() => {
     return { digit, hasInk: true, inverted: ink.inverted, reason: notADigit(ink.mask, ink.bright.w, ink.bright.h) };
   }
 
-  return { SIDE, NO_INK, preprocessRGBA, toGrey, findInk, label, inkLevels, normalizeDigit, edt, resizeFloat, otsu };
+  return {
+    SIDE,
+    NO_INK,
+    preprocessRGBA,
+    toGrey,
+    findInk,
+    label,
+    inkLevels,
+    normalizeDigit,
+    edt,
+    resizeFloat,
+    resizeBytes,
+    roundHalfEven,
+    otsu,
+  };
 })();

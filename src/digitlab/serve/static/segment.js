@@ -4,8 +4,11 @@
 // scored, whole or cut per candidate, the reasons) ported step for step, with Python's constants and tie
 // orders. The model is asked through `classify`, one call for the wholes (and the parts of candidates too
 // wide for one digit), a second only when some whole is read unsurely, as Python asks it.
+// With a count of digits to meet (the combined reader of lines.js asks the segmentation for the line
+// model's count), `hypotheses` then `decide(h, classify, least, most)`: the cut graphs, neighbours merged
+// and the best-scoring reading with that count, as segmented.ask and decide do with a DigitCount.
 // tests/test_web.py holds the two to each other in Chromium. Defines one global, digitlabSegment:
-// { readNumber(rgba, width, height, classify) -> the JSON of /api/read without "model" }.
+// { readNumber(rgba, width, height, classify) -> the JSON of /api/read without "model", and the steps }.
 "use strict";
 
 const digitlabSegment = (() => {
@@ -31,6 +34,7 @@ const digitlabSegment = (() => {
   const WIDE_FROM = 1.1;
   const AMBIGUOUS = Math.log(2.0);
   const MAX_ASPECT = 20;
+  const MAX_PARTS = 10;
   const WORK_SIDE = 160; // preprocess/image.py
 
   // --- pieces: {ids (sorted labels), box [x0, y0, x1, y1] ends exclusive, cols [c0, c1) or null} -----------
@@ -345,9 +349,9 @@ const digitlabSegment = (() => {
     return `${n}${suffix}`;
   }
 
-  function reading(seg, size, scale, steps, results, crops) {
+  function reading(seg, size, scale, steps, results, crops, found = []) {
     const digits = [];
-    const reasons = [];
+    const reasons = [...found];
     const texts = seg.lines.map(() => "");
     const [sx, sy] = scale;
     for (const step of steps) {
@@ -393,10 +397,8 @@ const digitlabSegment = (() => {
     };
   }
 
-  async function readNumber(rgba, width, height, classify) {
-    // RGBA pixels -> the reading, as /api/read answers (without "model"); `classify(crops)`: 28x28 Uint8Arrays
-    // -> one row each with digit, label, confidence, top3, unsure and reason, as predict.classify gives
-    const size = [width, height];
+  function checkSize(width, height) {
+    // segmented.open_image's refusal of an image too long and thin to hold readable digits
     if (Math.max(width, height) > MAX_ASPECT * Math.min(width, height)) {
       const wide = width > height;
       throw new Error(
@@ -406,22 +408,186 @@ const digitlabSegment = (() => {
           "split a long line into several"
       );
     }
+  }
+
+  async function hypotheses(rgba, width, height, classify) {
+    // segmented.ask without a count: {size, scale, seg, results, crops, ink}, seg null without ink;
+    // `classify(crops)`: 28x28 Uint8Arrays -> one row each with digit, label, confidence, top3, unsure and
+    // reason, as predict.classify gives
+    checkSize(width, height);
+    const size = [width, height];
     const grey = P.toGrey(rgba, width, height);
     const scale = [width / grey.w, height / grey.h];
     const ink = P.findInk(grey);
-    if (ink === null || !ink.mask.some((v) => v))
-      return { text: null, lines: [], confidence: null, unsure: true, reason: P.NO_INK, digits: [], size };
+    const h = { size, scale, seg: null, results: new Map(), crops: new Map(), ink, graphs: null, merged: null };
+    if (ink === null || !ink.mask.some((v) => v)) return h;
     const seg = segment(ink.mask, grey.w, grey.h);
+    h.seg = seg;
     const candidates = [];
     seg.lines.forEach((line, k) => line.forEach((c) => candidates.push([c, seg.heights[k]])));
-    const results = new Map(); // piece key -> classify row
-    const crops = new Map(); // piece key -> its 28x28 crop
     const first = candidates.flatMap(([c, lh]) => [c.whole, ...(tooWide(c, lh) ? partsOf(c) : [])]);
-    await ask(classify, ink, seg, first, results, crops);
-    const cut = candidates.filter(([c, lh]) => weighCuts(c, lh, results)).flatMap(([c]) => partsOf(c));
-    await ask(classify, ink, seg, cut, results, crops); // nothing left to ask when every whole is sure
-    return reading(seg, size, scale, choose(seg, results), results, crops);
+    await ask(classify, ink, seg, first, h.results, h.crops);
+    const cut = candidates.filter(([c, lh]) => weighCuts(c, lh, h.results)).flatMap(([c]) => partsOf(c));
+    await ask(classify, ink, seg, cut, h.results, h.crops); // nothing left to ask when every whole is sure
+    return h;
   }
 
-  return { readNumber, segment, cutColumns };
+  const countOf = (steps) => steps.reduce((n, s) => n + s.parts.length, 0);
+  const foundReason = (least, most, found, clearly) =>
+    `expected ${least === most ? least : `${least}-${most}`} digit${most === 1 ? "" : "s"}, found ${found}` +
+    (clearly ? " clearly" : "");
+
+  async function decide(h, classify = null, least = null, most = null, logClearly = null) {
+    // segmented.decide: the reading; with a count [least, most] (asking the model what it needs), the
+    // best-scoring reading with that many digits when the best one has another count, its count "clearly"
+    // found when the forced reading is less likely by logClearly (count.LOG_CLEARLY, from model.json)
+    if (h.seg === null)
+      return { text: null, lines: [], confidence: null, unsure: true, reason: P.NO_INK, digits: [], size: h.size };
+    let steps = choose(h.seg, h.results);
+    const found = countOf(steps);
+    const reasons = [];
+    if (least !== null && (found < least || found > most)) {
+      await askForCount(h, classify, most);
+      const sure = !steps.some((s) => s.other) && !steps.some((s) => s.parts.some((p) => h.results.get(p.key).unsure));
+      const forced = withCount(h, least, most, steps);
+      if (forced === null) reasons.push(foundReason(least, most, found, sure));
+      else {
+        const gap = steps.reduce((a, s) => a + s.score, 0) - forced.reduce((a, s) => a + s.score, 0);
+        reasons.push(foundReason(least, most, found, sure && gap > logClearly));
+        steps = forced;
+      }
+    }
+    return reading(h.seg, h.size, h.scale, steps, h.results, h.crops, reasons);
+  }
+
+  async function askForCount(h, classify, most) {
+    // segmented.ask's last call with a count: every candidate's cut graph and each two neighbours merged
+    const { seg } = h;
+    const count = seg.lines.reduce((n, line) => n + line.length, 0);
+    const parts = Math.min(MAX_PARTS, Math.max(3, most - (count - 1)));
+    h.graphs = new Map();
+    h.merged = new Map();
+    seg.lines.forEach((line, k) =>
+      line.forEach((c, i) => {
+        h.graphs.set(`${k},${i}`, cutGraph(c.whole, seg, seg.heights[k], parts));
+        if (i + 1 < line.length) h.merged.set(`${k},${i}`, union(c.whole, line[i + 1].whole));
+      })
+    );
+    const more = [...[...h.graphs.values()].flatMap((g) => g.map(([, , q]) => q)), ...h.merged.values()];
+    await ask(classify, h.ink, seg, more, h.results, h.crops);
+  }
+
+  function cutGraph(p, seg, lh, parts) {
+    // segment.cut_graph: [c0, c1, piece] between any two columns where the candidate may be cut, in the
+    // order Python's dict holds them
+    if (width(p) < SPLIT_WIDTH * lh || width(p) < 4) return [];
+    const { w, h, mask } = pieceMask(p, seg);
+    const profile = new Array(w).fill(0);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) profile[x] += mask[y * w + x];
+    const minPart = Math.max(2, roundHalfEven(MIN_PART * lh));
+    const minima = new Set([0, w, ...cutColumns(profile, minPart, w)]);
+    const even = new Set();
+    for (let k = 2; k <= parts; k++) for (let i = 1; i < k; i++) even.add(roundHalfEven((w * i) / k));
+    const columns = [...new Set([...minima, ...[...even].filter((c) => Math.min(...[...minima].map((m) => Math.abs(c - m))) * 2 >= minPart)])]
+      .filter((c) => c === 0 || c === w || (minPart <= c && c <= w - minPart))
+      .sort((a, b) => a - b);
+    const out = [];
+    const x0 = p.box[0];
+    for (let i = 0; i < columns.length; i++)
+      for (const b of columns.slice(i + 1)) {
+        const a = columns[i];
+        if (b - a > MAX_DIGIT_WIDTH * lh) break;
+        if (b - a >= minPart) {
+          const q = part(p, seg, x0 + a, x0 + b);
+          if (q !== null && height(q) >= TINY * lh) out.push([x0 + a, x0 + b, q]);
+        }
+      }
+    return out;
+  }
+
+  const optionScore = (parts, lh, results) =>
+    score(
+      parts.map((p) => results.get(p.key).confidence),
+      parts.map((p) => width(p) / lh)
+    );
+  const partsKey = (parts) => parts.map((p) => p.key).join(" ");
+
+  function bestPaths(h, k, i) {
+    // segmented._best_paths: the best-scoring cut of the candidate into each number of digits from 2
+    const graph = h.graphs.get(`${k},${i}`) || [];
+    const lh = h.seg.heights[k];
+    const { box } = h.seg.lines[k][i].whole;
+    const best = new Map([[`${box[0]},0`, [0.0, []]]]);
+    const sorted = graph.slice().sort((p, q) => p[0] - q[0] || p[1] - q[1]);
+    for (const [a, b, q] of sorted) {
+      const weight = optionScore([q], lh, h.results) + CUT_PENALTY;
+      for (let m = 0; m < MAX_PARTS; m++) {
+        const from = best.get(`${a},${m}`);
+        const to = best.get(`${b},${m + 1}`);
+        if (from && (!to || from[0] + weight > to[0])) best.set(`${b},${m + 1}`, [from[0] + weight, [...from[1], q]]);
+      }
+    }
+    const out = [];
+    for (let m = 2; m <= MAX_PARTS; m++) if (best.has(`${box[2]},${m}`)) out.push(best.get(`${box[2]},${m}`)[1]);
+    return out;
+  }
+
+  function everyOption(h, k, i) {
+    // segmented._options with every: the whole, then every cut whose parts were asked and the best paths
+    const candidate = h.seg.lines[k][i];
+    const options = [[candidate.whole]];
+    const seen = new Set();
+    for (const parts of [...candidate.cuts, ...bestPaths(h, k, i)]) {
+      const key = partsKey(parts);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      if (parts.every((p) => h.results.has(p.key))) options.push(parts);
+    }
+    return options.map((parts) => [parts, optionScore(parts, h.seg.heights[k], h.results)]);
+  }
+
+  function withCount(h, least, most, best) {
+    // segmented._with_count: the best-scoring reading with least to most digits (a dynamic programme over
+    // the candidates, left to right, and the digits read so far); null when none has that many
+    const places = [];
+    h.seg.lines.forEach((line, k) => line.forEach((_, i) => places.push([k, i])));
+    const kept = new Map(best.map((s) => [`${s.line}|${partsKey(s.parts)}`, s]));
+    const table = places.map(() => new Map());
+    table.push(new Map());
+    table[0].set(0, [0.0, null, null, null]);
+    places.forEach(([k, i], j) => {
+      const moves = everyOption(h, k, i).map(([parts, value]) => [
+        j + 1,
+        kept.get(`${k}|${partsKey(parts)}`) || { line: k, parts, score: value, other: null },
+      ]);
+      const merged = h.merged.get(`${k},${i}`);
+      if (merged && h.results.has(merged.key))
+        moves.push([j + 2, { line: k, parts: [merged], score: optionScore([merged], h.seg.heights[k], h.results) + CUT_PENALTY, other: null }]);
+      for (const [n, [value]] of [...table[j].entries()])
+        for (const [to, step] of moves) {
+          const m = n + step.parts.length;
+          const there = table[to].get(m);
+          if (m <= most && (there === undefined || value + step.score > there[0])) table[to].set(m, [value + step.score, j, n, step]);
+        }
+    });
+    let n = null;
+    for (const [m, entry] of table[places.length])
+      if (m >= least && m <= most && (n === null || entry[0] > table[places.length].get(n)[0])) n = m;
+    if (n === null) return null;
+    const steps = [];
+    for (let j = places.length; j; ) {
+      const [, back, before, step] = table[j].get(n);
+      steps.push(step);
+      j = back;
+      n = before;
+    }
+    return steps.reverse();
+  }
+
+  async function readNumber(rgba, width, height, classify) {
+    // RGBA pixels -> the reading, as /api/read answers (without "model")
+    return decide(await hypotheses(rgba, width, height, classify));
+  }
+
+  return { readNumber, hypotheses, decide, segment, cutColumns, checkSize };
 })();
