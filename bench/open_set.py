@@ -186,23 +186,24 @@ def speed_child(outliers: float, seed: int) -> dict:
     ds = load_dataset("mnist")
     started = time.perf_counter()
     task = DigitTask(model_cfg, train_cfg, run_split(train_cfg))
-    drawn = time.perf_counter() - started  # the marks: read from the data cache once drawn
+    drawn = time.perf_counter() - started  # the split and the marks (from the data cache once drawn)
     keras.utils.set_random_seed(seed)
     model = compile_model(build_model(model_cfg, train_cfg.precision), train_cfg, steps_per_epoch(task, train_cfg))
     x, y = task.x_train.astype("float32"), task.y_train
-    trained, timeline = 0.0, []
+    wall, cpu, timeline = 0.0, 0.0, []
     for epoch in range(train_cfg.epochs):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         model.fit(x, y, batch_size=train_cfg.batch_size, epochs=epoch + 1, initial_epoch=epoch, verbose=0)
-        trained += time.perf_counter() - started
+        wall, cpu = wall + time.perf_counter() - started, cpu + time.process_time() - cpu_started
         probs = model.predict(ds.x_test.astype("float32"), batch_size=1024, verbose=0)
-        timeline.append((round(trained, 3), float(np.mean(probs.argmax(1) == ds.y_test))))
-    reached = next((t for t, acc in timeline if acc >= SPEED_TARGET), None)
-    return {"outliers": outliers, "seed": seed, "timeline": timeline, "seconds_to_99": reached, "data_seconds": drawn}
+        timeline.append((round(wall, 3), round(cpu, 3), float(np.mean(probs.argmax(1) == ds.y_test))))
+    reached = next((t for t in timeline if t[2] >= SPEED_TARGET), (None, None))
+    return {"outliers": outliers, "timeline": timeline, "wall": reached[0], "cpu": reached[1], "data_seconds": drawn}
 
 
 def speed(seeds: int) -> str:
-    """The fast preset's time to 99 % without and with its non-digits, in turns, each a fresh process."""
+    """The fast preset's time to 99 % without and with its non-digits, in turns, each a fresh process: wall
+    seconds, and CPU seconds (all threads), which other work on the machine changes less."""
     from digitlab.config import resolve_configs
 
     share = resolve_configs("fast")[1].outliers
@@ -212,26 +213,28 @@ def speed(seeds: int) -> str:
             argv = [sys.executable, __file__, "--speed-child", f"{outliers},{seed}"]
             done = subprocess.run(argv, capture_output=True, text=True, check=True)
             results[outliers].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    lines = []
-    for outliers, rows in results.items():
-        times = [r["seconds_to_99"] for r in rows]
-        finals = [r["timeline"][-1][1] for r in rows]
-        median = statistics.median(t if t is not None else float("inf") for t in times)
-        lines.append(
-            (outliers, median, statistics.median(finals), times, statistics.median(r["data_seconds"] for r in rows))
-        )
-    ratio = lines[1][1] / lines[0][1]
+
+    def median(rows: list[dict], key: str) -> float:  # a seed that never reached 99 % counts as the slowest
+        return statistics.median(float("inf") if r[key] is None else r[key] for r in rows)
+
+    def each(rows: list[dict], key: str) -> str:
+        return ", ".join("-" if r[key] is None else f"{r[key]:.1f}" for r in rows)
+
+    (_, without), (_, with_) = results.items()
+    ratios = {key: median(with_, key) / median(without, key) for key in ("wall", "cpu")}
     rows = "\n".join(
-        f"| {o:g} | {m:.2f} | {a:.2%} | {', '.join('-' if t is None else f'{t:.2f}' for t in ts)} | {d:.2f} |"
-        for o, m, a, ts, d in lines
+        f"| {o:g} | {median(r, 'wall'):.2f} ({each(r, 'wall')}) | {median(r, 'cpu'):.1f} ({each(r, 'cpu')}) | "
+        f"{statistics.median(x['timeline'][-1][2] for x in r):.2%} | {statistics.median(x['data_seconds'] for x in r):.2f} |"
+        for o, r in results.items()
     )
+    verdict = "met" if ratios["cpu"] <= 1.15 else f"missed by {(ratios['cpu'] - 1.15) * 100:.0f} points"
     return (
         f"\nFast preset, time to 99 % MNIST test accuracy without and with its non-digits (`{command_line()}`, "
-        f"{seeds} seeds in turns, each a fresh process; training seconds only):\n\n"
-        "| non-digits per digit | median seconds to 99 % | median final test accuracy | each seed | "
-        "seconds to build the data (marks from the cache) |\n| --- | --- | --- | --- | --- |\n"
-        f"{rows}\n\nRatio with / without: **{ratio:.2f}×** (target ≤ 1.15×: "
-        f"{'met' if ratio <= 1.15 else f'missed by {(ratio - 1.15) * 100:.0f} points'}).\n"
+        f"{seeds} seeds in turns, each a fresh process; training only, median (each seed)):\n\n"
+        "| non-digits per digit | wall seconds to 99 % | CPU seconds to 99 % | final test accuracy | "
+        "seconds to build the data |\n| --- | --- | --- | --- | --- |\n"
+        f"{rows}\n\nRatio with / without: **{ratios['cpu']:.2f}×** in CPU seconds, {ratios['wall']:.2f}× in wall "
+        f"seconds (target ≤ 1.15×: {verdict}).\n"
     )
 
 
