@@ -664,9 +664,13 @@ def test_a_line_run_is_exported_and_served_for_the_page_with_its_digit_model(lin
     client = TestClient(create_app(run))
     assert client.get("/model.json").json()["web"]["line"] == model["web"]["line"]
     assert client.get("/digits/model.onnx").content == (run / "digits" / "model.onnx").read_bytes()
-    (run / "digits" / "model.onnx").unlink()  # no digit model for the page: the line method alone
+    (run / "digits" / "model.onnx").unlink()  # the page would read otherwise than `digitlab read`: the server reads
+    client = TestClient(create_app(run))
+    answer = client.get("/model.json")
+    assert answer.status_code == 404 and "digits/model.onnx: missing; the page reads a line run" in answer.text
+    assert client.get("/digits/model.onnx").status_code == 404
+    shutil.rmtree(run / "digits")  # a line run without a digit model: the line method alone
     assert "digits" not in TestClient(create_app(run)).get("/model.json").json()
-    assert TestClient(create_app(run)).get("/digits/model.onnx").status_code == 404
 
 
 @pytest.fixture(scope="module")

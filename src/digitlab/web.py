@@ -107,7 +107,8 @@ def runtime_file(name: str, cache_dir: str | os.PathLike | None = None) -> Path 
 def page_model(run_dir: Path) -> dict:
     """What the page needs to read with the run's model.onnx as /api/predict reads: what /api/model says
     (name, kind, config, test figures) and, under "web", the class names, the calibration and the unsure
-    rule. A RunError when the run cannot be checked."""
+    rule; for a line run, the line reader's constants and its digit model's page_model under "digits". A
+    RunError when the run cannot be checked, or when a line run's digit model has no model.onnx."""
     run_dir = Path(run_dir)
     checked = runs.check_run(run_dir, calibrated=True)
     config = checked.config
@@ -135,6 +136,11 @@ def page_model(run_dir: Path) -> dict:
     if kind == "line":
         model["web"]["line"] = line_constants()
         part = digit_part(run_dir)
+        if part is None and (run_dir / runs.DIGIT_PART / runs.CONFIG).is_file():  # it would read otherwise
+            raise RunError(
+                f"{run_dir / runs.DIGIT_PART / runs.ONNX}: missing; the page reads a line run with its digit "
+                f"model, as `digitlab read` does; `digitlab export {run_dir} --format web` exports both"
+            )
         if part is not None:
             model["digits"] = {**page_model(part), "config": None}  # its config is in digits/config.json
             model["digits"]["web"]["model"] = f"{runs.DIGIT_PART}/{runs.ONNX}"
