@@ -435,3 +435,30 @@ def test_reading_a_line_with_a_count_of_digits_expected():
     three = read_lines(near, grey, (170, 60), DigitCount(3, 3))
     assert three.text == "147" and three.reason == "expected 3 digits, found 2"
     assert read_lines(near, grey, (170, 60), DigitCount(1, 2)).text == "17"
+
+
+def test_numbers_preset_trains_a_digit_model_into_digits(tmp_path, monkeypatch):
+    import digitlab.training as training
+
+    _, train_cfg = resolve_configs("numbers", seed=3, split_seed=5, limit=40)
+    assert train_cfg.digit_model == "robust"
+    calls = []
+    monkeypatch.setattr(training, "train", lambda m, t, out, **kw: calls.append((m, t, out, kw)))
+    training.train_digit_part(tmp_path, train_cfg, data_dir=tmp_path / "data")
+    ((model_cfg, digit_cfg, out, kw),) = calls
+    assert out == tmp_path / "digits" and kw["data_dir"] == tmp_path / "data"
+    assert model_cfg.kind == "digit" and model_cfg == resolve_configs("robust")[0]
+    assert (digit_cfg.seed, digit_cfg.split_seed, digit_cfg.limit) == (3, 5, 40)  # the line model's data and split
+    (tmp_path / "digits").mkdir()
+    (tmp_path / "digits" / "calibration.json").write_text("{}")
+    training.train_digit_part(tmp_path, train_cfg)  # one there already: nothing trained
+    training.train_digit_part(tmp_path / "other", dataclasses.replace(train_cfg, digit_model=None))
+    assert len(calls) == 1
+
+
+def test_digit_model_is_a_line_runs_digit_preset():
+    with pytest.raises(DigitlabError, match="digit_model: expected a digit preset"):
+        TrainConfig(digit_model="numbers")
+    with pytest.raises(DigitlabError, match="digit_model: for line models"):
+        resolve_configs("fast", digit_model="robust")
+    assert TrainConfig.from_dict({"digit_model": None}).digit_model is None
