@@ -154,11 +154,11 @@ def test_the_method_is_chosen_once_from_the_runs_kind():
     assert (choose_method(digits, None), choose_method(line, None)) == ("segment", "line")
     with pytest.raises(DigitlabError, match="--method line: the run holds a single-digit model"):
         choose_method(digits, "line")
-    with pytest.raises(DigitlabError, match=r"--method: expected one of segment, line, got 'lines'"):
+    with pytest.raises(DigitlabError, match=r"--method: expected one of segment, line, combined, got 'lines'"):
         choose_method(line, "lines")
     with pytest.raises(DigitlabError, match="holds a line model, which reads whole lines"):
         read_inputs(line, [], [], DIGIT)
-    with pytest.raises(DigitlabError, match="method: expected one of digit, segment, line, got 'number'"):
+    with pytest.raises(DigitlabError, match="method: expected one of digit, segment, line, combined, got 'number'"):
         read_inputs(digits, [], [], "number")
     with pytest.raises(RunError, match=r"shape \(10, 10\); expected 28x28 digits"):
         kind(Predictor(lambda x: x, (10, 10), NAMES))
