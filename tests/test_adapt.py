@@ -431,6 +431,7 @@ def ctc_loss(run, samples: LineSamples) -> float:
     return float(CTCLoss()(samples.labels(10), probs))
 
 
+@pytest.mark.slow  # about a minute on 2 shared cores: a line model's fit, its validation and calibration
 def test_adapting_a_line_run_teaches_it_a_writers_numbers_and_leaves_the_base_untouched(
     tmp_path, line_digit_run, synthetic_dir
 ):
