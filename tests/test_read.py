@@ -597,7 +597,7 @@ def combined_of(texts_and_sources, probs, line_text, segment_text, temperature=1
     from digitlab.predict.reading import Candidates
 
     scored = tuple(
-        (a_reading(t, unsure), how, log_likelihood(probs, [int(c) for c in t], temperature))
+        (a_reading(t, unsure), how, (log_likelihood(probs, [int(c) for c in t], temperature),))
         for t, how, unsure in texts_and_sources
     )
     line = next(r for r, how, _ in scored if how == "line")
@@ -663,3 +663,21 @@ def test_a_line_run_with_a_digit_model_reads_with_both(line_digit_run, tiny_line
         reading = read(both, image, method=method)
         assert reading.text is not None and reading.size == (120, 40)
     assert read(both, image, digits=2).text is not None
+
+
+def test_several_lines_are_chosen_line_by_line():
+    from digitlab.predict.ctc import log_likelihood
+    from digitlab.predict.reading import Candidates, Combining, combine
+
+    b = 10
+    first = frame_probs([b, 1, b, 2, b], sure=0.99)  # clearly 12: the segmentation's 17 loses
+    second = frame_probs([b, 3, b, 5, b], sure=0.6)  # 35 by a little: the sure segmentation's 34 wins
+    second[3, 4] = 0.3
+    line, segment = a_reading("12\n35"), a_reading("17\n34")
+    scored = tuple(
+        (r, how, tuple(log_likelihood(p, [int(c) for c in t]) for p, t in zip((first, second), r.lines)))
+        for r, how in ((line, "line"), (segment, "segment"))
+    )
+    chosen = combine(Candidates(line, segment, scored), Combining(segment_bonus=2.0))
+    assert chosen.text == "12\n34" and chosen.lines == ("12", "34")  # neither reader's whole text
+    assert chosen.unsure and "disagree" in chosen.reason

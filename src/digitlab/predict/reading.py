@@ -240,13 +240,13 @@ def _count(reading: Reading) -> int:
     return sum(len(t) for t in reading.lines)
 
 
-def _ctc(predictor: Predictor, inputs: LineInputs | None, reading: Reading) -> float:
-    """The line model's log-probability of the reading's text, line by line; -inf when its lines are not
+def _ctc(predictor: Predictor, inputs: LineInputs | None, reading: Reading) -> tuple[float, ...] | None:
+    """The line model's log-probability of each line of the reading's text; None when its lines are not
     the line model's."""
     if inputs is None or reading.text is None or len(reading.lines) != len(inputs.images):
-        return -math.inf
+        return None
     names = {name: i for i, name in enumerate(predictor.class_names)}
-    return sum(
+    return tuple(
         log_likelihood(p, [names[c] for c in text], predictor.temperature)
         for p, text in zip(inputs.probs, reading.lines)
     )
@@ -268,23 +268,67 @@ def combine(c: Candidates, combining: Combining = COMBINING, digits: DigitCount 
         return dataclasses.replace(
             chosen, confidence=confidence, unsure=unsure, reason=chosen.reason if unsure else None
         )
+    if len(line.lines) > 1 and digits is None and all(ctc is not None for _, _, ctc in c.scored):
+        return _combine_lines(c, combining, digits)
     scores: dict[str, float] = {}  # text -> best score
     best_of: dict[str, Reading] = {}
     for reading, how, ctc in c.scored:
-        score = ctc + (combining.segment_bonus if how == "segment" and not reading.unsure else 0.0)
+        if ctc is None:
+            continue
+        score = sum(ctc) + (combining.segment_bonus if how == "segment" and not reading.unsure else 0.0)
         if reading.text not in scores or score > scores[reading.text]:
             scores[reading.text], best_of[reading.text] = score, reading
+    if not scores:  # the line model cannot score them (other lines): the segmentation's
+        return segment
     text = max(scores, key=scores.get)
     top = scores[text]
-    if top == -math.inf:  # the line model cannot score them (other lines): the segmentation's
-        return segment
     share = 1.0 / sum(math.exp(v - top) for v in scores.values())
     chosen = best_of[text]
+    return dataclasses.replace(
+        chosen,
+        confidence=float((chosen.confidence or 0.0) * share),
+        unsure=True,
+        reason=_disagree(text, scores, chosen if digits is not None else None),
+    )
+
+
+def _disagree(text: str, scores: dict, forced: Reading | None) -> str:
     others = " or ".join(t.replace("\n", " / ") for t in scores if t != text)
     reason = f"the two readers disagree: {text.replace(chr(10), ' / ')} or {others}"
-    if digits is not None and chosen.reason:
-        reason = f"{reason}; {chosen.reason}"
-    return dataclasses.replace(chosen, confidence=float((chosen.confidence or 0.0) * share), unsure=True, reason=reason)
+    return f"{reason}; {forced.reason}" if forced is not None and forced.reason else reason
+
+
+def _combine_lines(c: Candidates, combining: Combining, digits: DigitCount | None) -> Reading:
+    """Several lines, every candidate with the line model's lines, no count to meet: each line chosen apart, as one number is
+    (its CTC log-probability, plus the bonus where the segmentation read that line's digits surely), and
+    the reading put together from the chosen lines' digits."""
+    chosen_lines, texts, scores_all = [], [], []
+    for k in range(len(c.line.lines)):
+        scores: dict[str, float] = {}
+        best_of: dict[str, Reading] = {}
+        for reading, how, ctc in c.scored:
+            sure = how == "segment" and not any(d.unsure for d in reading.digits if d.line == k)
+            score = ctc[k] + (combining.segment_bonus if sure and reading.lines[k] else 0.0)
+            if reading.lines[k] not in scores or score > scores[reading.lines[k]]:
+                scores[reading.lines[k]], best_of[reading.lines[k]] = score, reading
+        text = max(scores, key=scores.get)
+        chosen_lines.append(best_of[text])
+        texts.append(text)
+        scores_all.append(scores)
+    picks = [[i for i, d in enumerate(r.digits) if d.line == k] for k, r in enumerate(chosen_lines)]
+    share = math.prod(1.0 / sum(math.exp(v - s[t]) for v in s.values()) for s, t in zip(scores_all, texts))
+    text = "\n".join(texts)
+    whole = {r.text: sum(ctc) for r, _, ctc in c.scored}
+    return Reading(
+        text=text,
+        lines=tuple(texts),
+        confidence=float(min(r.confidence or 0.0 for r in chosen_lines) * share),
+        unsure=True,
+        reason=_disagree(text, {**whole, text: 0.0}, chosen_lines[0] if digits is not None else None),
+        digits=tuple(r.digits[i] for r, idx in zip(chosen_lines, picks) for i in idx),
+        crops=np.concatenate([r.crops[idx] for r, idx in zip(chosen_lines, picks)]) if any(picks) else c.line.crops[:0],
+        size=c.line.size,
+    )
 
 
 def input_error(name: str, error: Exception) -> str:
