@@ -39,7 +39,10 @@ const browserReader = (() => {
     const options = { executionProviders: ["wasm"] };
     session = await ort.InferenceSession.create(new Uint8Array(await weights), options);
     if (partWeights)
-      part = { web: model.digits.web, session: await ort.InferenceSession.create(new Uint8Array(await partWeights), options) };
+      part = {
+        web: model.digits.web,
+        session: await ort.InferenceSession.create(new Uint8Array(await partWeights), options),
+      };
     performance.mark("digitlab:session");
     const [h, w] = inputShape(model.web);
     await forward(new Float32Array(h * w), 1); // the first run sets up its buffers: not on a pen-up

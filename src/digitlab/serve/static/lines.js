@@ -336,7 +336,8 @@ const digitlabLines = (() => {
     if (strong !== null) {
       const [k0, r0, k1, r1] = strong;
       const cut = new Uint8Array((k1 - k0 + 1) * (r1 - r0 + 1));
-      for (let y = r0; y <= r1; y++) for (let x = k0; x <= k1; x++) cut[(y - r0) * (k1 - k0 + 1) + x - k0] = part[y * w + x];
+      for (let y = r0; y <= r1; y++)
+        for (let x = k0; x <= k1; x++) cut[(y - r0) * (k1 - k0 + 1) + x - k0] = part[y * w + x];
       part = cut;
       w = k1 - k0 + 1;
       h = r1 - r0 + 1;
@@ -352,7 +353,15 @@ const digitlabLines = (() => {
     return out;
   }
 
-  const noReading = (reason, size) => ({ text: null, lines: [], confidence: null, unsure: true, reason, digits: [], size });
+  const noReading = (reason, size) => ({
+    text: null,
+    lines: [],
+    confidence: null,
+    unsure: true,
+    reason,
+    digits: [],
+    size,
+  });
 
   function readLines(inputs, decoded, size, grey, reader, reasons = []) {
     // the Reading of the lines' decodings: texts, digits with boxes and crops, the reasons to be unsure
@@ -372,7 +381,9 @@ const digitlabLines = (() => {
       confidence *= d.confidence;
       if (!text) reasons.push(`line ${k + 1}: ink, but no digit read`);
       else if (d.confidence < threshold)
-        reasons.push(`line ${k + 1}: confidence ${d.confidence.toFixed(3)} is below the threshold ${threshold.toFixed(3)}`);
+        reasons.push(
+          `line ${k + 1}: confidence ${d.confidence.toFixed(3)} is below the threshold ${threshold.toFixed(3)}`
+        );
       const framePx = C.width / line.probs.length;
       const centres = d.runs.map(([s, e]) => ((s + e) / 2) * framePx);
       const bounds = [0.0, ...centres.slice(1).map((c, j) => (centres[j] + c) / 2), C.width];
@@ -422,14 +433,34 @@ const digitlabLines = (() => {
 
   const count = (reading) => reading.lines.reduce((n, t) => n + t.length, 0);
 
-  function ctcScore(inputs, reading, web) {
-    // reading._ctc: the line model's log-probability of the reading's text, line by line
-    if (inputs === null || reading.text === null || reading.lines.length !== inputs.lines.length) return -Infinity;
+  function ctcScores(inputs, reading, web) {
+    // reading._ctc: the line model's log-probability of each line of the reading's text; null when its
+    // lines are not the line model's
+    if (inputs === null || reading.text === null || reading.lines.length !== inputs.lines.length) return null;
     const names = new Map(web.class_names.map((name, i) => [name, i]));
-    return reading.lines.reduce(
-      (sum, text, k) => sum + logLikelihood(inputs.lines[k].probs, [...text].map((c) => names.get(c)), web),
-      0
+    return reading.lines.map((text, k) =>
+      logLikelihood(
+        inputs.lines[k].probs,
+        [...text].map((c) => names.get(c)),
+        web
+      )
     );
+  }
+
+  const sum = (values) => values.reduce((a, b) => a + b, 0);
+  const shown = (t) => t.replaceAll("\n", " / ");
+
+  function best(scores) {
+    // max(scores, key=scores.get): the first text of the highest score
+    let text = null;
+    for (const [t, v] of scores) if (text === null || v > scores.get(text)) text = t;
+    return text;
+  }
+
+  function disagree(text, scores) {
+    // reading._disagree without a count asked
+    const others = [...scores.keys()].filter((t) => t !== text).map(shown).join(" or ");
+    return `the two readers disagree: ${shown(text)} or ${others}`;
   }
 
   function combine(line, segment, scored, web) {
@@ -442,31 +473,71 @@ const digitlabLines = (() => {
       const confidence = 1.0 - (1.0 - (line.confidence || 0.0)) * (1.0 - (segment.confidence || 0.0));
       const unsure = bothSure ? line.unsure || segment.unsure : line.unsure && segment.unsure;
       if (unsure && !chosen.unsure) {
-        const doubt = line.unsure ? `the line model is unsure: ${line.reason}` : `the segmentation is unsure: ${segment.reason}`;
+        const doubt = line.unsure
+          ? `the line model is unsure: ${line.reason}`
+          : `the segmentation is unsure: ${segment.reason}`;
         return { ...chosen, confidence, unsure: true, reason: doubt };
       }
       return { ...chosen, confidence, unsure, reason: unsure ? chosen.reason : null };
     }
+    if (line.lines.length > 1 && scored.every(([, , ctc]) => ctc !== null)) return combineLines(line, scored, bonus);
     const scores = new Map(); // text -> best score, in the order first met
     const bestOf = new Map();
     for (const [reading, how, ctc] of scored) {
-      const value = ctc + (how === "segment" && !reading.unsure ? bonus : 0.0);
+      if (ctc === null) continue;
+      const value = sum(ctc) + (how === "segment" && !reading.unsure ? bonus : 0.0);
       if (!scores.has(reading.text) || value > scores.get(reading.text)) {
         scores.set(reading.text, value);
         bestOf.set(reading.text, reading);
       }
     }
-    let text = null;
-    for (const [t, v] of scores) if (text === null || v > scores.get(text)) text = t;
+    if (!scores.size) return segment; // the line model cannot score them (other lines)
+    const text = best(scores);
     const top = scores.get(text);
-    if (top === -Infinity) return segment; // the line model cannot score them (other lines)
     let total = 0;
     for (const v of scores.values()) total += Math.exp(v - top);
     const chosen = bestOf.get(text);
-    const shown = (t) => t.replaceAll("\n", " / ");
-    const others = [...scores.keys()].filter((t) => t !== text).map(shown).join(" or ");
-    const reason = `the two readers disagree: ${shown(text)} or ${others}`;
-    return { ...chosen, confidence: (chosen.confidence || 0.0) * (1.0 / total), unsure: true, reason };
+    return { ...chosen, confidence: (chosen.confidence || 0.0) * (1.0 / total), unsure: true, reason: disagree(text, scores) };
+  }
+
+  function combineLines(line, scored, bonus) {
+    // reading._combine_lines: several lines, each chosen apart (its CTC log-probability, plus the bonus
+    // where the segmentation read that line's digits surely), the reading put together from them
+    const chosenLines = [];
+    const texts = [];
+    let share = 1.0;
+    line.lines.forEach((_, k) => {
+      const scores = new Map();
+      const bestOf = new Map();
+      for (const [reading, how, ctc] of scored) {
+        const sure = how === "segment" && !reading.digits.some((d) => d.line === k && d.unsure);
+        const value = ctc[k] + (sure && reading.lines[k] ? bonus : 0.0);
+        const t = reading.lines[k];
+        if (!scores.has(t) || value > scores.get(t)) {
+          scores.set(t, value);
+          bestOf.set(t, reading);
+        }
+      }
+      const text = best(scores);
+      chosenLines.push(bestOf.get(text));
+      texts.push(text);
+      let total = 0;
+      for (const v of scores.values()) total += Math.exp(v - scores.get(text));
+      share *= 1.0 / total;
+    });
+    const text = texts.join("\n");
+    const whole = new Map(); // {r.text: sum(ctc)} then {**whole, text: 0.0}: each text where first met
+    for (const [r, , ctc] of scored) whole.set(r.text, sum(ctc));
+    whole.set(text, 0.0);
+    return {
+      text,
+      lines: texts,
+      confidence: Math.min(...chosenLines.map((r) => r.confidence || 0.0)) * share,
+      unsure: true,
+      reason: disagree(text, whole),
+      digits: chosenLines.flatMap((r, k) => r.digits.filter((d) => d.line === k)),
+      size: line.size,
+    };
   }
 
   async function readNumber(rgba, width, height, reader) {
@@ -495,7 +566,7 @@ const digitlabLines = (() => {
     return combine(
       line,
       segment,
-      found.map(([r, how]) => [r, how, ctcScore(inputs, r, web)]),
+      found.map(([r, how]) => [r, how, ctcScores(inputs, r, web)]),
       web
     );
   }

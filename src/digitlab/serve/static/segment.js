@@ -488,7 +488,9 @@ const digitlabSegment = (() => {
     const minima = new Set([0, w, ...cutColumns(profile, minPart, w)]);
     const even = new Set();
     for (let k = 2; k <= parts; k++) for (let i = 1; i < k; i++) even.add(roundHalfEven((w * i) / k));
-    const columns = [...new Set([...minima, ...[...even].filter((c) => Math.min(...[...minima].map((m) => Math.abs(c - m))) * 2 >= minPart)])]
+    // an equal division within half a part's least width of a minimum adds nothing the minimum does not
+    const apart = (c) => Math.min(...[...minima].map((m) => Math.abs(c - m))) * 2 >= minPart;
+    const columns = [...new Set([...minima, ...[...even].filter(apart)])]
       .filter((c) => c === 0 || c === w || (minPart <= c && c <= w - minPart))
       .sort((a, b) => a - b);
     const out = [];
@@ -561,13 +563,17 @@ const digitlabSegment = (() => {
         kept.get(`${k}|${partsKey(parts)}`) || { line: k, parts, score: value, other: null },
       ]);
       const merged = h.merged.get(`${k},${i}`);
-      if (merged && h.results.has(merged.key))
-        moves.push([j + 2, { line: k, parts: [merged], score: optionScore([merged], h.seg.heights[k], h.results) + CUT_PENALTY, other: null }]);
+      if (merged && h.results.has(merged.key)) {
+        // one cut penalty: the segmentation is overruled once, as a cut overrules it
+        const value = optionScore([merged], h.seg.heights[k], h.results) + CUT_PENALTY;
+        moves.push([j + 2, { line: k, parts: [merged], score: value, other: null }]);
+      }
       for (const [n, [value]] of [...table[j].entries()])
         for (const [to, step] of moves) {
           const m = n + step.parts.length;
           const there = table[to].get(m);
-          if (m <= most && (there === undefined || value + step.score > there[0])) table[to].set(m, [value + step.score, j, n, step]);
+          if (m <= most && (there === undefined || value + step.score > there[0]))
+            table[to].set(m, [value + step.score, j, n, step]);
         }
     });
     let n = null;
