@@ -1,20 +1,24 @@
-"""Adaptation: a digit run fine-tuned on one person's labelled samples (`digitlab adapt`, `digitlab.adapt`).
+"""Adaptation: a run fine-tuned on one person's labelled samples (`digitlab adapt`, `digitlab.adapt`).
 
-Samples are a folder per digit (`0/` … `9/`, images inside), a CSV of `path,digit` (paths relative to
-the CSV's folder, an optional `path,digit` header) or the JSON file the page's Teach mode downloads
-(`{"format": "digitlab-samples", "version": 1, "samples": [{"digit": 7, "image": "data:image/png;base64,…"}]}`).
-Each image is read and brought to MNIST's form by
-`digitlab.preprocess`, as the reading path does; an image preprocessing refuses (no ink, not a digit,
-several digits) is listed, not used. Bad input is a one-line error naming the file: a file that is not
-an image, the same image twice, a label outside 0-9, or a digit with no sample.
+A digit run's samples are a folder per digit (`0/` … `9/`, images inside), a CSV of `path,digit` (paths
+relative to the CSV's folder, an optional `path,digit` header) or the JSON file the page's Teach mode
+downloads (`{"format": "digitlab-samples", "version": 1, "samples": [{"digit": 7, "image": "data:image/png;base64,…"}]}`).
+Each image is read and brought to MNIST's form by `digitlab.preprocess`, as the reading path does; an
+image preprocessing refuses (no ink, not a digit, several digits) is listed, not used. Bad input is a
+one-line error naming the file: a file that is not an image, the same image twice, a label outside 0-9,
+or a digit with no sample. A line run's samples are numbers with their text: a sub-folder per number
+(`4096/`), a CSV of `path,text`, or a samples file whose samples hold `"text"`; each is normalised as
+`digitlab read` normalises a line for the line model (LineSamples).
 
 The fine-tuning is the one training loop (`digitlab.training`) with a task of its own: one epoch of
 `Recipe.steps` optimizer steps over the samples, each repeated and freshly warped (training.augment),
-mixed with the run's own training split against forgetting, starting from the run's model; then the
-one calibration, on the run's validation data as the base run was calibrated. The result is a normal
-run directory; config.json's `adapt` section names the base run and the samples' digest and count, and
-samples.csv lists every sample with what became of it. The base run is only read. Why the recipe is as
-it is: docs/design/adapt.md.
+mixed with the run's own training data against forgetting (AdaptTask: its training split's digits;
+LineAdaptTask: the lines its generator draws), starting from the run's model; then the one calibration,
+on the run's validation data as the base run was calibrated and, for a digit run, on the person's samples
+read by models adapted on the others (AdaptTask.held_out). The result is a normal run directory;
+config.json's `adapt` section names the base run and the samples' digest and count, and samples.csv lists
+every sample with what became of it. The base run is only read. Why the recipe is as it is:
+docs/design/adapt.md.
 """
 
 from __future__ import annotations
