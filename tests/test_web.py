@@ -636,12 +636,19 @@ def test_the_served_page_reads_in_the_browser_with_model_onnx_and_asks_the_serve
 # ---- a line run in the browser ---------------------------------------------------------------------------
 
 
+# A trained `--preset numbers` run to hold the browser to instead of the tiny one (copied, never written):
+# DIGITLAB_TEST_LINE_RUN=runs/numbers pytest tests/test_web.py -k line_run -s -n 0
+LINE_RUN = os.environ.get("DIGITLAB_TEST_LINE_RUN")
+
+
 @pytest.fixture(scope="module")
 def line_onnx_run(line_digit_run, synthetic_dir, tmp_path_factory):
-    """A copy of the line run holding a digit model (`line_digit_run`), both models exported to ONNX."""
-    run = shutil.copytree(line_digit_run, tmp_path_factory.mktemp("line-web") / "run")
-    assert export(run / "digits", "onnx", data_dir=synthetic_dir)["passed"]
-    assert export(run, "onnx", data_dir=synthetic_dir)["passed"]
+    """A copy of the line run holding a digit model (`line_digit_run`, or LINE_RUN), both models exported
+    to ONNX."""
+    run = shutil.copytree(LINE_RUN or line_digit_run, tmp_path_factory.mktemp("line-web") / "run")
+    data_dir = None if LINE_RUN else synthetic_dir
+    assert export(run / "digits", "onnx", n=200, data_dir=data_dir)["passed"]
+    assert export(run, "onnx", n=200, data_dir=data_dir)["passed"]
     return run
 
 
