@@ -103,21 +103,18 @@ def measure(run: Path, count: int) -> dict:
 
 
 def verdicts(result: dict) -> str:
-    """Each target of TARGETS on the held-out family: met, or missed by how many points."""
+    """Each target of TARGETS on the held-out family: met, or missed by how much (AUROC in its own units,
+    the shares in percentage points)."""
     figures = {**result, **result["families"]["test"]}
     out = []
     for key, target, words in TARGETS:
         value = figures[key]
-        scale, unit = (1, "") if key == "auroc" else (100, " points")
-        miss = (
-            "met" if value >= target else f"missed by {(target - value) * scale:.{3 if key == 'auroc' else 1}f}{unit}"
-        )
-        shown = f"{value:.4f}" if key == "auroc" else f"{value:.1%}"
-        out.append(
-            f"{words} {shown} (target ≥ {target:g}: {miss})"
-            if key == "auroc"
-            else f"{words} {shown} (target ≥ {target:.1%}: {miss})"
-        )
+        if key == "auroc":
+            shown, wanted, miss = f"{value:.4f}", f"{target:g}", f"{target - value:.4f}"
+        else:
+            points = (target - value) * 100
+            shown, wanted, miss = f"{value:.2%}", f"{target:.1%}", f"{points:.{2 if points >= 0.01 else 3}f} points"
+        out.append(f"{words} {shown} (target ≥ {wanted}: {'met' if value >= target else 'missed by ' + miss})")
     return f"- {Path(result['run']).name}: " + "; ".join(out)
 
 
