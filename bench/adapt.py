@@ -45,7 +45,7 @@ from digitlab.data.synth.render import on_paper
 from digitlab.predict import load_predictor
 from digitlab.predict.ctc import greedy_decode
 from digitlab.preprocess import preprocess
-from digitlab.training.adapt import RECIPE, LineSamples, adapt
+from digitlab.training.adapt import LINE_RECIPE, RECIPE, LineSamples, adapt
 from digitlab.training.tasks import truths
 from robustness import preset_of  # the preset a run was trained with
 
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     split = run_split(TrainConfig.from_dict(config["train"]))
     work = Path(tempfile.mkdtemp(prefix="digitlab-adapt-"))
     if config["model"].get("architecture") == "line":
-        return line_writers(args, split, work)
+        return line_tune(args, split, work) if args.tune else line_writers(args, split, work)
     if args.tune:
         return tune(args, split, work)
     ks = tuple(int(k) for k in args.ks.split(","))
@@ -385,6 +385,49 @@ def tune(args, split, work: Path) -> int:
     return 0
 
 
+LINE_CANDIDATES = {"default": {}, "mix 0.75": {"mix": 0.75}}  # line runs: changes to LINE_RECIPE
+
+
+def line_hand(w: int, split) -> tuple[LineSamples, np.ndarray, np.ndarray]:
+    """Writer w's NUMBERS numbers (LineSamples) and LINE_EVALUATE numbers of its other digits (images, labels)."""
+    h = hand(make_writer(w), split.x_val, split.y_val)
+    pool = [(d, k) for k in range(10) for _, d in h.pool[k]]
+    rng = np.random.default_rng([w, 34])
+    x, y = make_lines(
+        np.stack([d for d, _ in pool]), np.array([k for _, k in pool]), NUMBERS, rng, max_digits=LINE_DIGITS
+    )
+    texts = tuple("".join(map(str, t)) for t in truths(y))
+    digests = tuple(hashlib.sha256(image.tobytes()).hexdigest() for image in x)
+    samples = LineSamples(x, texts, tuple(f"writer {w} number {i}" for i in range(len(x))), digests)
+    eval_x, eval_y = make_lines(h.digits, h.labels, LINE_EVALUATE, rng, max_digits=LINE_DIGITS)
+    return samples, eval_x, eval_y
+
+
+def line_tune(args, split, work: Path) -> int:
+    """Each line recipe in LINE_CANDIDATES on `--writers` tuning writers: their other numbers exact and the
+    adapted run's validation lines exact (metrics.json's), never the test set."""
+    hands = [line_hand(TUNING_SEED + w, split) for w in range(args.writers)]
+    base = statistics.mean(read_numbers(args.run, x, y)["exact"] for _, x, y in hands)
+    base_val = runs.read_json(args.run / runs.METRICS)["validation"]["accuracy"]
+    print(f"base: writers' numbers exact {base:.4f}, validation lines exact {base_val:.4f}", flush=True)
+    for name, changes in LINE_CANDIDATES.items():
+        recipe = dataclasses.replace(LINE_RECIPE, **changes)
+        exact, vals, seconds = [], [], []
+        for w, (samples, x, y) in enumerate(hands):
+            out = work / f"line-tune-{w}-{name.replace(' ', '-').replace(',', '')}"
+            started = time.perf_counter()
+            metrics = adapt(args.run, samples, out, recipe=recipe, seed=w)
+            seconds.append(time.perf_counter() - started)
+            exact.append(read_numbers(out, x, y)["exact"])
+            vals.append(metrics["validation"]["accuracy"])
+        print(
+            f"{name}: writers' numbers exact {statistics.mean(exact):.4f}, validation lines exact "
+            f"{statistics.mean(vals):.4f}, {statistics.mean(seconds):.0f} s",
+            flush=True,
+        )
+    return 0
+
+
 def line_writers(args, split, work: Path) -> int:
     """A line run taught each writer's numbers: NUMBERS numbers composed by the run's own line generator
     from the writer's sample digits, LINE_EVALUATE numbers from the writer's other digits, exact numbers
@@ -395,17 +438,7 @@ def line_writers(args, split, work: Path) -> int:
     base_test = read_numbers(args.run, test_x, test_y)["exact"]
     rows = []
     for w in range(args.writers):
-        writer = make_writer(w)
-        h = hand(writer, split.x_val, split.y_val)
-        pool = [(d, k) for k in range(10) for _, d in h.pool[k]]
-        rng = np.random.default_rng([w, 34])
-        x, y = make_lines(
-            np.stack([d for d, _ in pool]), np.array([k for _, k in pool]), NUMBERS, rng, max_digits=LINE_DIGITS
-        )
-        texts = tuple("".join(map(str, t)) for t in truths(y))
-        digests = tuple(hashlib.sha256(image.tobytes()).hexdigest() for image in x)
-        samples = LineSamples(x, texts, tuple(f"writer {w} number {i}" for i in range(len(x))), digests)
-        eval_x, eval_y = make_lines(h.digits, h.labels, LINE_EVALUATE, rng, max_digits=LINE_DIGITS)
+        samples, eval_x, eval_y = line_hand(w, split)
         out = work / f"line-w{w}"
         started = time.perf_counter()
         adapt(args.run, samples, out, seed=w)
