@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from digitlab import atomic
+from digitlab.data import default_cache_dir
 from digitlab.errors import DigitlabError
 
 FAMILIES = ("train", "validation", "test")
@@ -81,9 +83,6 @@ def nondigits(
         raise DigitlabError(f"family: expected one of {', '.join(FAMILIES)}, got {family!r}")
     if not cache:
         return _nondigits(family, n, seed, digits)
-    from digitlab import atomic  # the cache's modules, only where it is used
-    from digitlab.data import default_cache_dir
-
     key = hashlib.sha256(Path(__file__).read_bytes())
     key.update(f"{family} {n} {seed} {_versions()}".encode())
     if digits is not None:
