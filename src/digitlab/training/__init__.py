@@ -26,6 +26,7 @@ from digitlab import atomic, runs
 from digitlab.calibrate import fit_calibration
 from digitlab.config import ModelConfig, TrainConfig, check_configs, resolve_configs, resolve_precision
 from digitlab.errors import DigitlabError, RunError
+from digitlab.export import export
 from digitlab.models import build_model
 from digitlab.plots import plot_curves
 from digitlab.predict.keras_runtime import load_keras_model
@@ -222,8 +223,6 @@ def export_onnx(run_dir: Path, cfg: TrainConfig, data_dir: Path | None = None) -
     reads on Keras."""
     if not cfg.export_onnx or keras.backend.backend() != "tensorflow" or importlib.util.find_spec("tf2onnx") is None:
         return None
-    from digitlab.export import export  # tf2onnx: imported only by the runs that export
-
     try:
         export(run_dir, "onnx", data_dir=data_dir)
     except DigitlabError:  # a layer tf2onnx cannot convert: `digitlab export` says which
