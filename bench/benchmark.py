@@ -36,12 +36,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def child_train(kind: str, seed: int, epochs: int) -> dict:
     """Runs in a subprocess: train, evaluating test accuracy after each epoch; returns the timeline."""
     import keras
-    import numpy as np
 
     from digitlab.config import resolve_configs
-    from digitlab.data import load_dataset, split_train_val
+    from digitlab.data import load_dataset, run_split, split_train_val
     from digitlab.models import build_model
     from digitlab.training import STEPS_PER_EXECUTION, compile_model
+    from digitlab.training.tasks import DigitTask, steps_per_epoch
 
     ds = load_dataset("mnist")
     x_tr, y_tr, _, _ = split_train_val(ds.x_train, ds.y_train, 0.2, seed=42)
@@ -67,10 +67,11 @@ def child_train(kind: str, seed: int, epochs: int) -> dict:
         batch_size = 128
     else:
         model_cfg, train_cfg = resolve_configs("fast", seed=seed)
+        task = DigitTask(model_cfg, train_cfg, run_split(train_cfg))  # the split and the preset's non-digit marks
+        x_tr, y_tr = task.x_train.astype("float32"), task.y_train
         epochs = train_cfg.epochs
         batch_size = train_cfg.batch_size
-        steps = int(np.ceil(len(x_tr) / batch_size))
-        model = compile_model(build_model(model_cfg, train_cfg.precision), train_cfg, steps)
+        model = compile_model(build_model(model_cfg, train_cfg.precision), train_cfg, steps_per_epoch(task, train_cfg))
     timeline, trained = [], 0.0
     for epoch in range(epochs):
         started = time.perf_counter()
