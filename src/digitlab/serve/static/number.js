@@ -417,9 +417,9 @@
   // A line model's run reads whole lines, never one digit (/api/predict answers 409): Number mode only.
   async function followTheRun() {
     try {
-      const model = await browserReader.model(); // the static site has no /api/health: its model.json says
-      const health = model || (await (await fetch("/api/health")).json());
-      if (health.kind !== "line") return;
+      const asked = await fetch("/api/health").catch(() => null); // at once, before the model has loaded
+      const health = asked && asked.ok ? await asked.json() : await browserReader.model(); // a static site's
+      if (!health || health.kind !== "line") return;
       const digitMode = document.getElementById("mode-digit");
       digitMode.disabled = true;
       const teach = document.getElementById("mode-teach"); // teaching is for digits too
