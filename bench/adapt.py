@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
 import statistics
 import sys
 import tempfile
@@ -239,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", default=",".join(CANDIDATES), help="--tune: the recipes, comma-separated")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--plot", type=Path, default=PLOT)
+    parser.add_argument("--rows", type=Path, help="also write each writer's figures here as JSON, after every writer")
     args = parser.parse_args(argv)
     config = runs.read_run_config(args.run)
     split = run_split(TrainConfig.from_dict(config["train"]))
@@ -274,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         body = section(args, rows, tuple(sorted(ks)), base_test)  # after every writer: an interrupted run keeps them
         plot(rows, tuple(sorted(ks)), args.plot)
         write_section(args.out, SECTION, body)
+        if args.rows:
+            args.rows.write_text(json.dumps(rows, indent=1, default=str))
     print(body)
     return 0
 
