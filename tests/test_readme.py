@@ -25,4 +25,4 @@ def test_every_measured_figure_names_its_machine():
     for paragraph in re.split(r"\n\s*\n", README):
         if re.search(r"`bench/\w+\.py", paragraph):
             assert machines.search(paragraph), paragraph[:200]
-    assert len(set(machines.findall(README))) == 2  # the robustness figures' Xeon and every other's EPYC
+    assert machines.findall(README)  # every README figure was measured on one of these two VMs
