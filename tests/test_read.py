@@ -681,3 +681,25 @@ def test_several_lines_are_chosen_line_by_line():
     chosen = combine(Candidates(line, segment, scored), Combining(segment_bonus=2.0))
     assert chosen.text == "12\n34" and chosen.lines == ("12", "34")  # neither reader's whole text
     assert chosen.unsure and "disagree" in chosen.reason
+
+
+def test_the_combined_reader_asks_no_count_past_the_most_a_reading_may_have(monkeypatch):
+    """A line model that reads more digits than a reading may have (MAX_DIGITS, e.g. an untrained one over
+    several lines) is not asked for the segmentation's count nor the segmentation for its: the two readings
+    are compared as they are, instead of DigitCount raising a ValueError that `read` would not catch."""
+    import numpy as np
+
+    from digitlab.predict import reading as reading_module
+    from digitlab.predict.count import MAX_DIGITS
+    from digitlab.predict.results import Reading
+
+    def made(text):
+        return Reading(text, (text,), 0.5, True, "unsure", (), np.zeros((0, 28, 28), np.uint8), (256, 32))
+
+    monkeypatch.setattr(reading_module, "line_inputs", lambda predictor, grey: object())
+    monkeypatch.setattr(reading_module, "read_lines", lambda *a, **k: made("1" * (MAX_DIGITS + 1)))
+    monkeypatch.setattr(reading_module, "ask", lambda *a, **k: None)
+    monkeypatch.setattr(reading_module, "decide", lambda *a, **k: made("12"))
+    monkeypatch.setattr(reading_module, "_ctc", lambda *a, **k: None)
+    found = reading_module.candidates(None, None, np.zeros((32, 256)), (256, 32))
+    assert [how for _, how, _ in found.scored] == ["line", "segment"]

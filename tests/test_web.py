@@ -720,16 +720,10 @@ def parity_lines(mnist) -> list[tuple[str, bytes]]:
 
 
 def python_reading(predictor, data: bytes, method: str):
-    """`digitlab read --method METHOD` of one image; None where Python's combined reader raises ValueError
-    (a line model that reads more than MAX_DIGITS digits makes DigitCount refuse the count it forces)."""
+    """`digitlab read --method METHOD` of one image."""
     from digitlab.predict.reading import read
 
-    try:
-        return read(predictor, data, method=method)
-    except ValueError:
-        if method != "combined":
-            raise
-        return None
+    return read(predictor, data, method=method)
 
 
 READ_LINE_PNGS = READ_NUMBER_PNGS.replace("{ rgba: data, width, height }", "{ rgba: data, width, height, method }")
@@ -758,8 +752,6 @@ def test_the_browser_reads_a_line_run_as_digitlab_read_does(browser, line_site, 
             got += page.evaluate(READ_LINE_PNGS, [encoded[i : i + 25], method])
         differ, other, gaps = [], [], []
         for k, ((kind, _), want, have) in enumerate(zip(images, expected, got)):
-            if want is None:  # Python's combined reader fails on it (reported; see python_reading)
-                continue
             if (have.get("text"), have.get("unsure")) != (want.text, want.unsure):
                 differ.append(
                     (k, kind, want.text, want.unsure, have.get("text"), have.get("unsure"), have.get("error"))

@@ -159,6 +159,7 @@ def line_constants() -> dict:
         "tall": line.TALL,
         "crop_ink": lines.CROP_INK,
         "log_clearly": count.LOG_CLEARLY,
+        "max_digits": count.MAX_DIGITS,
         "combining": dataclasses.asdict(reading.COMBINING),  # the combined reader's constants, all of them
     }
 

@@ -35,7 +35,7 @@ from digitlab import atomic, runs
 from digitlab.config import READ_METHODS
 from digitlab.errors import DigitlabError, RunError
 from digitlab.predict import Predictor, classify, expand_paths, load_predictor
-from digitlab.predict.count import DigitCount, parse_digits
+from digitlab.predict.count import MAX_DIGITS, DigitCount, parse_digits
 from digitlab.predict.ctc import log_likelihood
 from digitlab.predict.lines import SHAPE as LINE_SHAPE
 from digitlab.predict.lines import LineInputs, line_inputs, read_lines
@@ -228,7 +228,9 @@ def candidates(
     segment = decide(ask(digit_predictor, grey, size, scoring, digits), scoring, digits)
     found = [(line, "line"), (segment, "segment")]
     n_line, n_segment = _count(line), _count(segment)
-    differ = line.text != segment.text and n_line != n_segment and n_line and n_segment
+    # Each reader asked for the other's count, when both counts are ones a reading may have.
+    differ = line.text != segment.text and n_line != n_segment and min(n_line, n_segment) > 0
+    differ = differ and max(n_line, n_segment) <= MAX_DIGITS
     if inputs is not None and differ and digits is None:
         found.append((read_lines(line_predictor, grey, size, DigitCount(n_segment, n_segment), inputs), "line"))
         h = ask(digit_predictor, grey, size, scoring, DigitCount(n_line, n_line))

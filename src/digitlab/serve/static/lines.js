@@ -558,7 +558,9 @@ const digitlabLines = (() => {
       [segment, "segment"],
     ];
     const [nLine, nSegment] = [count(line), count(segment)];
-    if (inputs !== null && line.text !== segment.text && nLine !== nSegment && nLine && nSegment) {
+    // Each reader asked for the other's count, when both counts are ones a reading may have (reading.candidates).
+    const cross = nLine !== nSegment && Math.min(nLine, nSegment) > 0 && Math.max(nLine, nSegment) <= web.line.max_digits;
+    if (inputs !== null && line.text !== segment.text && cross) {
       const [forced, reasons] = meetCount(inputs, greedy, nSegment, web);
       found.push([readLines(inputs, forced, size, grey, reader, reasons), "line"]);
       found.push([await S.decide(h, reader.classify, nLine, nLine, web.line.log_clearly), "segment"]);
