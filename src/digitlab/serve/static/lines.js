@@ -78,19 +78,8 @@ const digitlabLines = (() => {
 
   function inkBox(mask, w, h) {
     // [c0, r0, c1, r1] (ends inclusive) of a mask's ink, or null
-    let r0 = h;
-    let r1 = -1;
-    let c0 = w;
-    let c1 = -1;
-    for (let y = 0; y < h; y++)
-      for (let x = 0; x < w; x++)
-        if (mask[y * w + x]) {
-          r0 = Math.min(r0, y);
-          r1 = Math.max(r1, y);
-          c0 = Math.min(c0, x);
-          c1 = Math.max(c1, x);
-        }
-    return r1 < 0 ? null : [c0, r0, c1, r1];
+    const box = P.bbox((i) => mask[i], w, h);
+    return box === null ? null : [box[2], box[0], box[3] - 1, box[1] - 1];
   }
 
   async function lineInputs(grey, reader) {

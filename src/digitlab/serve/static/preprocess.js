@@ -975,6 +975,7 @@ const digitlabPreprocess = (() => {
     preprocessRGBA,
     toGrey,
     findInk,
+    bbox,
     label,
     inkLevels,
     normalizeDigit,

@@ -201,21 +201,10 @@ const digitlabSegment = (() => {
   function part(p, seg, c0, c1) {
     // the piece's ink between columns [c0, c1) with its own tight box; null when that holds no ink
     const { w, h, mask } = pieceMask(piece(p.ids, p.box, [c0, c1]), seg);
-    let r0 = h;
-    let r1 = -1;
-    let k0 = w;
-    let k1 = -1;
-    for (let y = 0; y < h; y++)
-      for (let x = 0; x < w; x++)
-        if (mask[y * w + x]) {
-          r0 = Math.min(r0, y);
-          r1 = Math.max(r1, y);
-          k0 = Math.min(k0, x);
-          k1 = Math.max(k1, x);
-        }
-    if (r1 < 0) return null;
+    const box = P.bbox((i) => mask[i], w, h); // [r0, r1, k0, k1], ends exclusive
+    if (box === null) return null;
     const [x0, y0] = p.box;
-    return piece(p.ids, [x0 + k0, y0 + r0, x0 + k1 + 1, y0 + r1 + 1], [c0, c1]);
+    return piece(p.ids, [x0 + box[2], y0 + box[0], x0 + box[3], y0 + box[1]], [c0, c1]);
   }
 
   function roundHalfEven(x) {
