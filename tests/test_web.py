@@ -290,8 +290,7 @@ def parity_images(mnist) -> list[tuple[str, bytes]]:
     return images
 
 
-READ_PNGS = """async (pngs) => {
-  const images = [];
+DECODE_PNGS = """  const images = [];  // base64 PNGs decoded as the page decodes an upload
   for (const b64 of pngs) {
     const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
     const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/png" }),
@@ -302,9 +301,14 @@ READ_PNGS = """async (pngs) => {
     const { data, width, height } = g.getImageData(0, 0, bitmap.width, bitmap.height);
     images.push({ rgba: data, width, height });
   }
-  const answers = await browserReader.readMany(images);
+"""
+READ_PNGS = (
+    "async (pngs) => {\n"
+    + DECODE_PNGS
+    + """  const answers = await browserReader.readMany(images);
   return answers.map((r) => ({ digit: r.digit, unsure: r.unsure, reason: r.reason, pixels: r.preprocessed.flat() }));
 }"""
+)
 
 
 @pytest.mark.slow
@@ -371,17 +375,12 @@ def parity_numbers(mnist) -> list[tuple[str, bytes]]:
     return images
 
 
-READ_NUMBER_PNGS = """async (pngs) => {
-  const out = [];
-  for (const b64 of pngs) {
-    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-    const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/png" }),
-      { colorSpaceConversion: "none", premultiplyAlpha: "none" });
-    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
-    const g = canvas.getContext("2d");
-    g.drawImage(bitmap, 0, 0);
-    const { data, width, height } = g.getImageData(0, 0, bitmap.width, bitmap.height);
-    const { body } = await browserReader.numberAnswer({ rgba: data, width, height });
+READ_NUMBER_PNGS = (
+    "async (pngs) => {\n"
+    + DECODE_PNGS
+    + """  const out = [];
+  for (const image of images) {
+    const { body } = await browserReader.numberAnswer(image);
     out.push(body.detail ? { error: body.detail } : {
       text: body.text, unsure: body.unsure, reason: body.reason, confidence: body.confidence,
       boxes: body.digits.map((d) => d.box), crops: body.digits.map((d) => d.preprocessed.flat()),
@@ -389,6 +388,7 @@ READ_NUMBER_PNGS = """async (pngs) => {
   }
   return out;
 }"""
+)
 
 
 @pytest.mark.slow
@@ -726,7 +726,7 @@ def python_reading(predictor, data: bytes, method: str):
     return read(predictor, data, method=method)
 
 
-READ_LINE_PNGS = READ_NUMBER_PNGS.replace("{ rgba: data, width, height }", "{ rgba: data, width, height, method }")
+READ_LINE_PNGS = READ_NUMBER_PNGS.replace("numberAnswer(image)", "numberAnswer({ ...image, method })")
 READ_LINE_PNGS = READ_LINE_PNGS.replace("async (pngs) => {", "async ([pngs, method]) => {")
 
 
