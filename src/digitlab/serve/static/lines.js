@@ -390,15 +390,7 @@ const digitlabLines = (() => {
         });
       });
     });
-    return {
-      text: texts.join("\n"),
-      lines: texts,
-      confidence,
-      unsure: reasons.length > 0,
-      reason: reasons.join("; ") || null,
-      digits,
-      size,
-    };
+    return S.readingOf(texts, confidence, reasons, digits, size);
   }
 
   function meetCount(inputs, decoded, least, web) {

@@ -375,6 +375,11 @@ const digitlabSegment = (() => {
     }
     let confidence = 1.0;
     for (const d of digits) confidence *= d.confidence;
+    return readingOf(texts, confidence, reasons, digits, size);
+  }
+
+  function readingOf(texts, confidence, reasons, digits, size) {
+    // results.Reading's fields: the lines' texts, unsure with its reasons joined as Python joins them
     return {
       text: texts.join("\n"),
       lines: texts,
@@ -584,5 +589,5 @@ const digitlabSegment = (() => {
     return decide(await hypotheses(rgba, width, height, classify));
   }
 
-  return { readNumber, hypotheses, decide, segment, cutColumns, checkSize };
+  return { readNumber, hypotheses, decide, segment, cutColumns, checkSize, readingOf };
 })();
