@@ -452,39 +452,32 @@ SHOWN_AND_PAD = """async () => {
 }"""
 
 
-TIME_NUMBER_READS = """async ([b64, n]) => {
+def timed_reads(read: str, check: str = "") -> str:
+    """A page function that draws one base64 PNG on a canvas and times n reads of it: `read` is the awaited
+    call on `canvas`, `check` a statement on its `answer`."""
+    return f"""async ([b64, n]) => {{
   const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-  const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/png" }));
+  const bitmap = await createImageBitmap(new Blob([bytes], {{ type: "image/png" }}));
   const canvas = document.createElement("canvas");
   canvas.width = bitmap.width;
   canvas.height = bitmap.height;
   canvas.getContext("2d").drawImage(bitmap, 0, 0);
   const times = [];
-  for (let i = 0; i < n; i++) {
+  for (let i = 0; i < n; i++) {{
     const t0 = performance.now();
-    const { body } = await browserReader.numberAnswer(canvas);
+    const answer = await {read};
     times.push(performance.now() - t0);
-    if (body.digits.length < 2) throw new Error(`read ${body.text}`);
-  }
+    {check}
+  }}
   return times;
-}"""
+}}"""
 
 
-TIME_READS = """async ([b64, n]) => {
-  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-  const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/png" }));
-  const canvas = document.createElement("canvas");
-  canvas.width = bitmap.width;
-  canvas.height = bitmap.height;
-  canvas.getContext("2d").drawImage(bitmap, 0, 0);
-  const times = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    await browserReader.readCanvas(canvas);
-    times.push(performance.now() - t0);
-  }
-  return times;
-}"""
+TIME_READS = timed_reads("browserReader.readCanvas(canvas)")
+TIME_NUMBER_READS = timed_reads(
+    "browserReader.numberAnswer(canvas)",
+    "if (answer.body.digits.length < 2) throw new Error(`read ${answer.body.text}`);",
+)
 
 
 @pytest.mark.slow
