@@ -14,7 +14,6 @@ right) and its `val_loss` the validation lines' CTC loss.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import sys
 import time
 from collections.abc import Callable
@@ -221,11 +220,11 @@ def export_onnx(run_dir: Path, cfg: TrainConfig, data_dir: Path | None = None) -
     does (its record lands in metrics.json under exports); the metrics then, else None. Without the export
     extra (tf2onnx), on another Keras backend, or when the check fails, the run simply has no model.onnx and
     reads on Keras."""
-    if not cfg.export_onnx or keras.backend.backend() != "tensorflow" or importlib.util.find_spec("tf2onnx") is None:
+    if not cfg.export_onnx or keras.backend.backend() != "tensorflow":
         return None
     try:
         export(run_dir, "onnx", data_dir=data_dir)
-    except DigitlabError:  # a layer tf2onnx cannot convert: `digitlab export` says which
+    except DigitlabError:  # the export extra missing, or a layer tf2onnx cannot convert: `digitlab export` says
         return None
     return runs.read_json(run_dir / runs.METRICS)
 
