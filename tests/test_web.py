@@ -362,17 +362,22 @@ def parity_numbers(mnist) -> list[tuple[str, bytes]]:
         images += [(subset, png(n.image)) for n in compose_numbers(mnist.x_test, mnist.y_test, subset, 20, seed=29)]
     rng = np.random.default_rng(290)
     for k in range(30):
-        one = Image.open(io.BytesIO(strokes_png(rng, 2 + k % 5))).convert("RGBA")
-        if k % 4 == 3:  # a second line below the first
-            two = Image.open(io.BytesIO(strokes_png(rng, 2 + k % 3))).convert("RGBA")
-            page = Image.new("RGBA", (max(one.width, two.width), one.height + two.height + 40), (255, 255, 255, 255))
-            page.paste(one, (0, 0))
-            page.paste(two, (int(rng.integers(0, 60)), one.height + 40))
-            one = page
-        buf = io.BytesIO()
-        one.save(buf, "PNG")
-        images.append(("drawn", buf.getvalue()))
+        images.append(("drawn", drawn_number_png(rng, k)))
     return images
+
+
+def drawn_number_png(rng, k: int) -> bytes:
+    """The k-th pen-drawn number of a parity test: 2-6 scribbles, every fourth with a second line below."""
+    one = Image.open(io.BytesIO(strokes_png(rng, 2 + k % 5))).convert("RGBA")
+    if k % 4 == 3:
+        two = Image.open(io.BytesIO(strokes_png(rng, 2 + k % 3))).convert("RGBA")
+        page = Image.new("RGBA", (max(one.width, two.width), one.height + two.height + 40), (255, 255, 255, 255))
+        page.paste(one, (0, 0))
+        page.paste(two, (int(rng.integers(0, 60)), one.height + 40))
+        one = page
+    buf = io.BytesIO()
+    one.save(buf, "PNG")
+    return buf.getvalue()
 
 
 READ_NUMBER_PNGS = (
@@ -699,16 +704,7 @@ def parity_lines(mnist) -> list[tuple[str, bytes]]:
     rng = np.random.default_rng(291)
     while len(images) < 100:
         k = len(images)
-        one = Image.open(io.BytesIO(strokes_png(rng, 2 + k % 5))).convert("RGBA")
-        if k % 4 == 3:
-            two = Image.open(io.BytesIO(strokes_png(rng, 2 + k % 3))).convert("RGBA")
-            page = Image.new("RGBA", (max(one.width, two.width), one.height + two.height + 40), (255, 255, 255, 255))
-            page.paste(one, (0, 0))
-            page.paste(two, (int(rng.integers(0, 60)), one.height + 40))
-            one = page
-        buf = io.BytesIO()
-        one.save(buf, "PNG")
-        images.append(("drawn", buf.getvalue()))
+        images.append(("drawn", drawn_number_png(rng, k)))
     return images
 
 
