@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -293,6 +294,47 @@ def test_keras_is_imported_as_if_its_optional_libraries_were_not_installed(tmp_p
     import optional_lib
 
     assert optional_lib.VALUE == 1
+
+
+@pytest.mark.parametrize("chosen", [None, "optional_lib", "tensorflow"])
+def test_the_library_of_the_backend_keras_chose_is_never_hidden(tmp_path, monkeypatch, chosen):
+    """JAX is hidden from Keras' import under the TensorFlow backend, never under the JAX backend, nor
+    before Keras has chosen its backend. Checked on stand-in modules, "optional_lib" standing for JAX."""
+    from digitlab import quiet
+
+    (tmp_path / "host_lib.py").write_text(
+        "try:\n    import optional_lib\nexcept ImportError:\n    optional_lib = None\n"
+    )
+    (tmp_path / "optional_lib.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(quiet, "WITHOUT", {"host_lib": ("optional_lib",)})
+    monkeypatch.setattr(quiet, "KERAS_BACKENDS", ("tensorflow", "optional_lib"))
+    config = types.ModuleType("keras_config") if chosen else None
+    if config is not None:
+        config.backend = lambda: chosen
+    monkeypatch.setitem(sys.modules, "keras.src.backend.config", config)
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    for name in ("host_lib", "optional_lib"):
+        monkeypatch.delitem(sys.modules, name, raising=False)  # imported afresh, and forgotten afterwards
+    quiet.install()
+    import host_lib
+
+    assert (host_lib.optional_lib is None) == (chosen == "tensorflow")
+
+
+def test_the_cli_gives_numpys_arrays_ordinary_pages():
+    """No wait on the kernel's compaction for huge pages at each new array (cli._no_huge_page_stalls)."""
+    from numpy._core import multiarray
+
+    from digitlab import cli
+
+    before = multiarray._get_madvise_hugepage()
+    try:
+        multiarray._set_madvise_hugepage(True)
+        cli._no_huge_page_stalls()
+        assert multiarray._get_madvise_hugepage() is False
+    finally:
+        multiarray._set_madvise_hugepage(before)
 
 
 def test_a_command_that_ended_skips_pythons_teardown_once_tensorflow_is_loaded(monkeypatch, capsys):

@@ -8,9 +8,12 @@ are on" and absl's "before absl::InitializeLog()" warning whatever TF_CPP_MIN_LO
 TF_CPP_MIN_LOG_LEVEL the user set is kept; DIGITLAB_VERBOSE=1 (or the CLI's --verbose) shows everything.
 
 The same hook imports Keras without the libraries it loads only to offer what digitlab never asks of it
-(WITHOUT): scikit-learn for its scikit-learn wrappers and pandas for DataFrame inputs, about 1.5 s of
-Keras' 5 s import. Imported later, by digitlab or the user, they load as usual; only `keras.wrappers`
-then says scikit-learn is missing.
+(WITHOUT): scikit-learn for its scikit-learn wrappers, pandas for DataFrame inputs, JAX (where installed
+beside TensorFlow) for an Orbax checkpoint patch and TensorFlow Lite's conversion of JAX functions, and
+IPython for a notebook display of Keras' file editor: together about 2 s of Keras' 5 s import. A library
+already imported (IPython in a notebook) is never hidden, nor the library of the backend Keras chose (JAX
+under KERAS_BACKEND=jax). Imported later, by digitlab or the user, they load as usual; only
+`keras.wrappers` then says scikit-learn is missing.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ VERBOSE_ENV = "DIGITLAB_VERBOSE"  # set to 1: TensorFlow's own start-up lines sh
 LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 QUIET_LOG_LEVEL = "2"  # TensorFlow's C++ logs: errors only
 MODULES = {"tensorflow"}  # top-level modules imported with stderr silenced
-WITHOUT = {"keras": ("sklearn", "pandas")}  # top-level modules imported as if these were not installed
+WITHOUT = {"keras": ("sklearn", "pandas", "jax", "IPython")}  # imported as if these were not installed
 
 _set_by_us = False  # whether install() set TF_CPP_MIN_LOG_LEVEL (so that verbose() may take it back)
 
@@ -45,17 +48,30 @@ def silenced_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+KERAS_BACKENDS = ("tensorflow", "jax", "torch")  # libraries that may be the backend Keras chooses
+_hiding: set[str] = set()  # what `import` refuses at present (see hidden)
+
+
 @contextlib.contextmanager
 def hidden(names: tuple[str, ...]) -> Iterator[None]:
-    """Within the block, `import NAME` raises ImportError for each of `names` not imported yet."""
-    hide = [name for name in names if name not in sys.modules]
-    sys.modules.update(dict.fromkeys(hide))
+    """Within the block, `import NAME` raises ImportError for each of `names` not imported yet, except the
+    library of Keras' backend: a backend's library is refused only once Keras has chosen another."""
+    hide = {name for name in names if name not in sys.modules} - _hiding
+    _hiding.update(hide)
     try:
         yield
     finally:
-        for name in hide:
-            if sys.modules.get(name, ...) is None:
-                del sys.modules[name]
+        _hiding.difference_update(hide)
+
+
+def _refused(name: str) -> bool:
+    if name not in _hiding:
+        return False
+    if name not in KERAS_BACKENDS:
+        return True
+    config = sys.modules.get("keras.src.backend.config")  # Keras' choice, once it has made it
+    chosen = getattr(config, "backend", None)
+    return callable(chosen) and chosen() != name
 
 
 class _QuietLoader(importlib.abc.Loader):
@@ -78,10 +94,12 @@ class _QuietLoader(importlib.abc.Loader):
 
 
 class _QuietFinder(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: hands a module of MODULES (unless verbose) or WITHOUT, found by the other
-    finders, to _QuietLoader."""
+    """Refuses what `hidden` hides; finds nothing itself: hands a module of MODULES (unless verbose) or
+    WITHOUT, found by the other finders, to _QuietLoader."""
 
     def find_spec(self, name, path, target=None):
+        if _refused(name):
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden while Keras imports)", name=name)
         silence = name in MODULES and not _verbose()
         if not silence and name not in WITHOUT:
             return None
