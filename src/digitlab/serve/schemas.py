@@ -91,7 +91,9 @@ class Prediction(BaseModel):
         "(no ink, or not a digit: see `reason`)"
     )
     probabilities: list[float] | None = Field(
-        description="Calibrated probability of every class, in class order; null when the image holds no digit"
+        description="Calibrated probability of each digit class, in class order; null when the image holds no "
+        'digit. With a model that has a "not a digit" output they add up to less than 1: the rest is the '
+        "probability that the image is not a digit"
     )
     top3: list[Candidate] | None = Field(
         description="The three most likely classes; null when the image holds no digit"
