@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/open_set.py --run runs/fast [--run runs/robust ...] [--count 2000] [--out BENCHMARKS.md]
     .venv/bin/python bench/open_set.py --speed 3     # the fast preset's time to 99 %, with and without non-digits
+    .venv/bin/python bench/open_set.py --numbers runs/numbers [--lines 1000] [--read 200] [--out BENCHMARKS.md]
 
 Digits: MNIST's test digits (reporting only: nothing is chosen here) and the wild set built from each run's
 validation split (seed 0, not the calibration's seed 1), through `preprocess` as a person's image goes.
@@ -16,6 +17,15 @@ share of test and wild digits accepted, and how often the accepted test digits a
 curve of the test digits mixed with the held-out non-digits goes to --plot. Then, per run, the issue's
 targets on the held-out family (TARGETS), each met or missed by how much. The table goes into --out as its
 own section. What was tried to meet them is in docs/design/non-digits.md.
+
+--numbers RUN: a line run (`--preset numbers`) on lines of 1-10 digits (digitlab.data.synth.lines) without a
+mark and with one mark in place of a digit (`line_marks`: glyphs, scribbles, shapes, dashes, stray strokes), per
+family: "validation" (validation digits and marks, what the run's share of marked lines was chosen on) and "test"
+(MNIST test digits, held-out marks). The line model alone on --lines lines of each: marked lines read with the
+"not a digit" symbol, and refused (that, or below the threshold); clean lines falsely read with one, accepted,
+and exactly right when accepted. Then --read of each through `digitlab read`'s own path (the combined reader when
+the run has a digit model), the line drawn dark on light paper: marked numbers answered unsure, and unsure with
+the "not a digit" reason; clean numbers answered (not unsure) and exact.
 
 --speed N: the fast preset trained N times (seeds 0..N-1) without and with its non-digits, in turns, each a
 fresh process timed as bench/benchmark.py times it (training only, MNIST test accuracy after each epoch, to
@@ -38,11 +48,14 @@ from sklearn.metrics import roc_auc_score
 from _sections import write_section  # bench/ is on sys.path when a bench script runs
 from benchmark import command_line, machine
 from digitlab import runs
-from digitlab.config import TrainConfig
+from digitlab.config import MARK, TrainConfig
 from digitlab.data import load_dataset, run_split
 from digitlab.data.synth import wild
-from digitlab.data.synth.nondigits import nondigits
-from digitlab.predict import load_predictor
+from digitlab.data.synth.lines import PAD_LABEL, make_lines
+from digitlab.data.synth.nondigits import line_marks, nondigits
+from digitlab.predict import NOT_A_DIGIT_REASON, load_predictor
+from digitlab.predict.ctc import greedy_decode
+from digitlab.predict.reading import choose_method, read
 
 SEED = 11  # the non-digits' seed here: neither training's nor calibration's
 WILD_PER_COLUMN = 100
@@ -100,6 +113,79 @@ def measure(run: Path, count: int) -> dict:
                 np.r_[test_score, score], np.r_[test_right, np.zeros(len(score), bool)]
             )
     return out
+
+
+def measure_numbers(run: Path, lines: int, reads: int) -> dict:
+    """A line run on clean lines and lines with one mark, per family (see the module's docstring)."""
+    predictor = load_predictor(run)
+    train_config = TrainConfig.from_dict(runs.read_run_config(run)["train"])
+    split = run_split(train_config)
+    method = choose_method(predictor, None)
+    out = {"run": str(run), "method": method, "threshold": predictor.threshold, "families": {}}
+    for family in ("validation", "test"):
+        ds = load_dataset(train_config.dataset) if family == "test" else None
+        x, y = (split.x_val, split.y_val) if ds is None else (ds.x_test, ds.y_test)
+        marks, _ = line_marks(family, 1000, seed=SEED)
+        rng = np.random.default_rng([SEED, len(family)])
+        clean, clean_y = make_lines(x, y, lines, rng)
+        marked, _ = make_lines(x, y, lines, rng, marks=marks, mark_share=1.0)
+        mark = predictor.class_names.index(MARK) if MARK in predictor.class_names else None
+        f = {}
+        for name, images in (("clean", clean), ("marked", marked)):
+            decoded = greedy_decode(predictor.raw_proba(images), predictor.temperature)
+            flagged = np.array([mark in d.digits for d in decoded])
+            accepted = ~flagged & (np.array([d.confidence for d in decoded]) >= predictor.threshold)
+            f[f"{name}_flagged"], f[f"{name}_accepted"] = float(flagged.mean()), float(accepted.mean())
+            if name == "clean":
+                truth = [tuple(int(v) for v in row if v != PAD_LABEL) for row in clean_y]
+                right = np.array([d.digits == t for d, t in zip(decoded, truth)])
+                f["clean_exact"] = float(right.mean())
+                f["clean_accepted_exact"] = float(right[accepted].mean()) if accepted.any() else float("nan")
+        for name, images in (("clean", clean[:reads]), ("marked", marked[:reads])) if reads else ():
+            readings = [read(predictor, 255 - image, method=method) for image in images]  # dark ink on paper
+            f[f"read_{name}_unsure"] = float(np.mean([r.unsure for r in readings]))
+            f[f"read_{name}_reason"] = float(np.mean([NOT_A_DIGIT_REASON in (r.reason or "") for r in readings]))
+            if name == "clean":
+                truth = ["".join(str(int(v)) for v in row if v != PAD_LABEL) for row in clean_y[:reads]]
+                f["read_clean_exact"] = float(np.mean([r.text == t for r, t in zip(readings, truth)]))
+        out["families"][family] = f
+    return out
+
+
+def numbers_table(results: list[dict], lines: int, reads: int) -> str:
+    rows_model, rows_read = [], []
+    for r in results:
+        for family, f in r["families"].items():
+            label = "validation" if family == "validation" else "test (held out)"
+            rows_model.append(
+                f"| {Path(r['run']).name} | {label} | {f['marked_flagged']:.1%} | {1 - f['marked_accepted']:.1%} | "
+                f"{f['clean_flagged']:.2%} | {f['clean_accepted']:.1%} | {f['clean_accepted_exact']:.2%} | "
+                f"{f['clean_exact']:.2%} |"
+            )
+            if "read_clean_exact" in f:
+                rows_read.append(
+                    f"| {Path(r['run']).name} ({r['method']}) | {label} | {f['read_marked_unsure']:.1%} | "
+                    f"{f['read_marked_reason']:.1%} | {1 - f['read_clean_unsure']:.1%} | {f['read_clean_reason']:.1%} | "
+                    f"{f['read_clean_exact']:.1%} |"
+                )
+    return (
+        "## Open set: numbers with a mark that is not a digit\n\n"
+        f"`{command_line()}` on {machine()}: lines of 1-10 digits (validation digits with validation marks; MNIST "
+        "test digits with held-out marks), each marked line with one mark in place of a digit.\n\n"
+        f"The line model alone, {lines} lines of each:\n\n"
+        "| run | family | marked lines read with a mark | marked lines refused | clean lines read with a mark "
+        "| clean lines accepted | accepted clean exact | clean exact |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        + "\n".join(rows_model)
+        + "\n\n"
+        + (
+            f"`digitlab read`'s path, {reads} lines of each drawn dark on light paper:\n\n"
+            '| run (method) | family | marked: unsure | marked: "not a digit" | clean: answered | clean: "not a digit" '
+            "| clean: exact |\n| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows_read) + "\n"
+            if rows_read
+            else ""
+        )
+    )
 
 
 def verdicts(result: dict) -> str:
@@ -242,14 +328,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="a Markdown file to write the section into")
     parser.add_argument("--plot", type=Path, default=None, help="a PNG for the risk-coverage curves")
     parser.add_argument("--speed", type=int, default=0, help="seeds of the fast preset's time to 99 %% (default 0)")
+    parser.add_argument("--numbers", type=Path, action="append", default=[], help="a line run (repeatable)")
+    parser.add_argument("--lines", type=int, default=1000, help="lines of each kind for the line model (default 1000)")
+    parser.add_argument("--read", type=int, default=200, help="lines of each kind read as `read` does (default 200)")
     parser.add_argument("--speed-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.speed_child:
         outliers, seed = args.speed_child.split(",")
         print(json.dumps(speed_child(float(outliers), int(seed))))
         return
-    if not args.run and not args.speed:
-        parser.error("--run RUN or --speed N: nothing to measure")
+    if not args.run and not args.speed and not args.numbers:
+        parser.error("--run RUN, --numbers RUN or --speed N: nothing to measure")
+    if args.numbers:
+        numbers = [measure_numbers(run, args.lines, args.read) for run in args.numbers]
+        text = numbers_table(numbers, args.lines, args.read)
+        print(text)
+        if args.out:
+            write_section(args.out, "open-set-numbers", text)
+        if not args.run and not args.speed:
+            return
     results = [measure(run, args.count) for run in args.run]
     text = table(results, args.count) if results else "## Open set: digits against marks that are not digits\n"
     text += speed(args.speed) if args.speed else ""

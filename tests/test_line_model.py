@@ -462,3 +462,113 @@ def test_digit_model_is_a_line_runs_digit_preset():
     with pytest.raises(DigitlabError, match="digit_model: for line models"):
         resolve_configs("fast", digit_model="robust")
     assert TrainConfig.from_dict({"digit_model": None}).digit_model is None
+
+
+# --- marks that are not digits: a CTC symbol of their own, "not a digit", before the blank ------------------
+
+MARK, MBLANK = 10, 11  # a run that learnt marks: the ten digits, the mark, the blank
+MARKED_NAMES = (*NAMES, "?")
+
+
+def test_a_line_model_that_learns_marks_has_a_symbol_before_the_blank():
+    import keras
+
+    from digitlab.models import build_line_model
+
+    cfg = dataclasses.replace(PRESETS["numbers"][0], filters=(4, 4, 4, 4), dense=8, nondigit=True)
+    assert tuple(build_line_model(cfg)(np.zeros((1, 32, 256), np.float32)).shape) == (1, 64, 12)
+    model_cfg, train_cfg = resolve_configs("numbers")
+    assert model_cfg.nondigit and 0 < train_cfg.outliers < 1 and train_cfg.outlier_loss == "class"
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 3, (16, 20, 12)).astype(np.float32)
+    logits[..., MBLANK] += 1.5
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    decoded, _ = keras.ops.ctc_decode(probs, np.full(16, 20), strategy="greedy", mask_index=MBLANK)
+    expected = [tuple(int(v) for v in row if v >= 0) for row in keras.ops.convert_to_numpy(decoded[0])]
+    assert [d.digits for d in greedy_decode(probs)] == expected  # the mark decoded as any other symbol
+    assert any(MARK in e for e in expected)
+
+
+def marked_predictor(classes, names=MARKED_NAMES, threshold=0.5):
+    """A line Predictor whose model gives the same frames for every line: `sure` on `classes`, blank after."""
+    from digitlab.predict import Predictor
+
+    count = len(names) + 1
+    frames = np.full((64, count), 0.001 / (count - 1), np.float32)
+    path = [*classes, *[count - 1] * (64 - len(classes))]
+    frames[np.arange(64), path] = 0.999
+    return Predictor(lambda x: np.repeat(frames[None], len(x), 0), (32, 256), names, threshold=threshold, kind="line")
+
+
+def three_bars() -> np.ndarray:
+    image = np.full((40, 160), 255, np.uint8)
+    for x in (20, 70, 120):
+        image[8:32, x : x + 5] = 0
+    return image
+
+
+def test_a_mark_read_in_a_line_is_refused_saying_where():
+    from digitlab.predict.ctc import log_likelihood
+    from digitlab.predict.lines import read_lines
+    from digitlab.predict.reading import Candidates, Combining, combine
+
+    b = MBLANK
+    predictor = marked_predictor([b, 1, 1, b, b, MARK, MARK, b, b, 2, b])
+    reading = read_lines(predictor, three_bars(), (160, 40))
+    assert reading.text == "1?2" and reading.unsure
+    reason = "line 1, 2nd place: not a digit: it looks like a letter, a symbol or a scribble"
+    assert reading.reason == reason  # sure of the mark, so the one reason
+    mark = reading.digits[1]
+    assert (mark.digit, mark.label, mark.unsure) == (MARK, "?", True) and not reading.digits[0].unsure
+    assert reading.to_dict()["digits"][1]["unsure"]
+    # The combined reader: whichever reading it chooses, a mark the line model read makes it unsure, saying where.
+    segment = dataclasses.replace(reading, text="172", lines=("172",), unsure=False, reason=None, confidence=0.99)
+    probs = predictor.raw_proba(np.zeros((1, 32, 256)))[0]
+    scored = tuple(
+        (r, how, (log_likelihood(probs, t),))
+        for r, how, t in ((reading, "line", (1, MARK, 2)), (segment, "segment", (1, 7, 2)))
+    )
+    for bonus in (0.0, 500.0):  # the line's reading chosen, then the segmentation's
+        chosen = combine(Candidates(reading, segment, scored), Combining(segment_bonus=bonus))
+        assert chosen.unsure and chosen.reason.startswith(reason) and "disagree" in chosen.reason
+    assert combine(Candidates(reading, segment, scored), Combining(segment_bonus=500.0)).text == "172"
+
+
+def test_a_line_run_of_eleven_classes_reads_as_before(tiny_line_run):
+    """A run trained before the "not a digit" symbol (tiny_line_run learns no marks): ten class names, eleven
+    outputs a frame, and its reading is the greedy decoding with the blank last, digits only."""
+    from digitlab.predict import load_predictor
+    from digitlab.predict.lines import line_inputs, read_lines
+
+    predictor = load_predictor(tiny_line_run)
+    assert predictor.class_names == NAMES
+    inputs = line_inputs(predictor, three_bars())
+    assert inputs.probs.shape[-1] == 11
+    reading = read_lines(predictor, three_bars(), (160, 40), inputs=inputs)
+    (decoded,) = greedy_decode(inputs.probs, predictor.temperature)
+    assert reading.text == "".join(NAMES[d] for d in decoded.digits) and "?" not in reading.text
+    assert "not a digit" not in (reading.reason or "")
+
+
+@pytest.mark.slow  # trains a tiny line run and exports it
+def test_a_line_run_learns_marks_and_every_reader_knows_its_symbol(tmp_path, synthetic_dir):
+    from digitlab import runs
+    from digitlab.predict import load_predictor
+    from digitlab.training import train
+    from digitlab.web import page_model
+
+    model_cfg, train_cfg = resolve_configs("numbers", epochs=1, lines=64, val_lines=32, batch_size=32)
+    model_cfg = dataclasses.replace(model_cfg, **TINY)
+    train_cfg = dataclasses.replace(train_cfg, dataset="synthetic", digit_model=None, export_onnx=True)
+    run = tmp_path / "run"
+    train(model_cfg, train_cfg, run, data_dir=synthetic_dir, verbose=0)
+    config = json.loads((run / runs.CONFIG).read_text())
+    assert config["model"]["nondigit"] and config["data"]["lines_with_a_mark"] == train_cfg.outliers
+    assert (
+        "validation lines read without a mark (of 32)" in json.loads((run / runs.CALIBRATION).read_text())["fitted_on"]
+    )
+    for runtime in ("keras", "onnx"):
+        predictor = load_predictor(run, runtime)
+        assert predictor.class_names == MARKED_NAMES
+        assert predictor.raw_proba(np.zeros((1, 32, 256))).shape == (1, 64, 12)
+    assert page_model(run)["web"]["class_names"] == list(MARKED_NAMES)

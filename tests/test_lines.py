@@ -216,3 +216,31 @@ def test_length_and_gaps_can_be_fixed():
         assert all(-3 <= b[0] - a[1] <= -1 for a, b in zip(boxes, boxes[1:]))
     with pytest.raises(DigitlabError, match="length"):
         lines.make_lines(X, Y, 1, np.random.default_rng(0), max_digits=3, length=4)
+
+
+def test_a_share_of_lines_carries_a_mark_in_place_of_a_digit():
+    from digitlab.data.synth.nondigits import line_marks
+
+    marks, kinds = line_marks("train", 40, seed=0)
+    plain = lines.make_lines(X, Y, 6, np.random.default_rng(5))
+    unmarked = lines.make_lines(X, Y, 6, np.random.default_rng(5), marks=marks, mark_share=0.0)
+    np.testing.assert_array_equal(plain[0], unmarked[0])  # no share: the lines the same rng gives without
+    a, la = lines.make_lines(X, Y, 8, np.random.default_rng(6), marks=marks, mark_share=1.0)
+    b, lb = lines.make_lines(X, Y, 8, np.random.default_rng(6), marks=marks, mark_share=1.0)
+    np.testing.assert_array_equal(a, b)  # seeded
+    np.testing.assert_array_equal(la, lb)
+    assert ((la == lines.MARK_LABEL).sum(1) == 1).all()  # one mark on every line, in place of a digit
+    _, some = lines.make_lines(X, Y, 60, np.random.default_rng(7), marks=marks, mark_share=0.3, max_digits=2)
+    assert 0.15 < (some == lines.MARK_LABEL).any(1).mean() < 0.45
+    with pytest.raises(DigitlabError, match="mark_share"):
+        lines.make_lines(X, Y, 1, np.random.default_rng(0), mark_share=0.5)  # a share, and no marks
+
+
+def test_a_small_mark_keeps_its_distance_and_no_stroke_joins_it():
+    dash = np.zeros((28, 28), np.uint8)
+    dash[13:15, 9:19] = 255  # 10 px long: small
+    items = np.stack([X[0], dash, X[2]])
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        _, boxes = lines.compose(items, rng, gaps=(-3, -1), apart=1)
+        assert all(b[0] - a[1] >= lines.MARK_GAP for a, b in zip(boxes, boxes[1:]))

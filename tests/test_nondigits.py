@@ -138,8 +138,11 @@ def test_a_run_trained_with_a_non_digit_output_records_it_and_answers_ten_digits
         train(ModelConfig(architecture="mlp", units=(16,)), cfg, tmp_path / "other", data_dir=synthetic_dir)
     assert resolve_configs("fast")[0].nondigit and not resolve_configs("fast", outliers=0.0)[0].nondigit
     assert not resolve_configs("tutorial")[0].nondigit
-    with pytest.raises(DigitlabError, match="--outliers"):
-        resolve_configs("numbers", outliers=0.1)
+    assert resolve_configs("numbers")[0].nondigit and not resolve_configs("numbers", outliers=0.0)[0].nondigit
+    with pytest.raises(DigitlabError, match="outlier_loss"):  # a line model's marks are a symbol of their own
+        resolve_configs("numbers", outliers=0.1, outlier_loss="uniform")
+    with pytest.raises(DigitlabError, match="--calibrate-nondigits"):  # its validation lines carry its marks
+        resolve_configs("numbers", calibrate_nondigits=100)
 
 
 def test_a_run_trained_before_the_non_digit_output_loads_and_answers_as_before(tmp_path, synthetic_cnn_run):
@@ -174,3 +177,21 @@ def test_a_model_that_learnt_non_digits_says_not_a_digit_when_no_class_stands_ou
     assert rows[1]["reason"] == "unsure: 4 or 9 (confidence 0.430, below the threshold 0.600)"
     plain = Predictor(lambda x: probs[: len(x)], (28, 28), names, threshold=0.6)
     assert "below the threshold" in classify(plain, np.zeros((1, 28, 28), np.uint8), [None])[0]["reason"]
+
+
+def test_line_marks_are_seeded_of_their_family_and_never_upright():
+    from digitlab.data.synth.nondigits import LINE_KINDS, line_marks
+
+    a, kinds = line_marks("validation", 60, seed=2)
+    b, _ = line_marks("validation", 60, seed=2)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (60, 28, 28) and a.dtype == np.uint8 and (a.max((1, 2)) > 0).all()
+    assert {"dash", "stroke"} <= set(kinds) <= {*LINE_KINDS, "glyph", "scribble", "shape"}  # no digits in them
+    other, _ = line_marks("test", 60, seed=2)
+    assert not any((m == a).all(1).all(1).any() for m in other)  # another family, other marks
+    for image, kind in zip(a, kinds):
+        if kind in ("dash", "stroke"):
+            height, width = np.ptp(np.flatnonzero(image.any(1))) + 1, np.ptp(np.flatnonzero(image.any(0))) + 1
+            assert height <= 1.8 * width  # at least 30 degrees off the upright (tan 60 = 1.73): not a 1
+    with pytest.raises(DigitlabError, match="family"):
+        line_marks("other", 1)

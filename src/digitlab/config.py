@@ -26,6 +26,7 @@ BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}  # /proc/cpuinfo: bfloat16 dot prod
 PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081  # of the MNIST training images, scaled to 0-1
 OPTIMIZERS = ("adam", "sgd")
 RUNTIMES = ("keras", "onnx")  # what runs a trained model: Keras (model.keras) or ONNX Runtime (model.onnx)
+MARK = "?"  # a line model's "not a digit" symbol, as a reading's text shows it (ModelConfig.nondigit)
 BATCH_TASKS = ("digit", "number")  # `digitlab batch --task`: one digit per image, or a whole number
 BATCH_ENGINES = ("ray", "local")  # `digitlab batch --engine`: Ray Data's workers, or this process alone
 BATCH_SIZE = 256  # files per model call and per Ray block: a fraction of a second of one worker's time
@@ -63,6 +64,8 @@ class ModelConfig:
     # digits: an eleventh output, "not a digit", trained on non-digit marks (TrainConfig.outlier_loss "class")
     # and folded away: the model gives the ten digits' probabilities, and what they leave of 1 is the
     # non-digit's (models.build_model, metrics.temper). A run without it gives ten that sum to 1.
+    # lines: a CTC symbol of its own, "not a digit" (MARK), between the digits and the blank, learnt from
+    # lines that carry a mark (TrainConfig.outliers); a run without it has the digits and the blank only.
     nondigit: bool = False
     pool_widths: tuple[int, ...] = ()  # line: each stage's max-pool width in px (its height always halves)
     recurrent: int = 0  # line: units of a bidirectional GRU over the frames (0: none)
@@ -90,8 +93,6 @@ class ModelConfig:
             raise DigitlabError(f"model: dropout must be in [0, 1), got {self.dropout}")
         if not isinstance(self.num_classes, int) or self.num_classes < 2:
             raise DigitlabError(f"model: num_classes must be an integer of at least 2, got {self.num_classes!r}")
-        if self.nondigit and KINDS[self.architecture] != "digit":
-            raise DigitlabError('model: nondigit (a "not a digit" output) is for digit models, not a line model')
         if len(self.input_shape) != 2 or any(not isinstance(s, int) or s <= 0 for s in self.input_shape):
             raise DigitlabError(f"model: input_shape must be two positive integers, got {self.input_shape!r}")
         if not 0.0 <= self.bn_momentum < 1.0:
@@ -183,7 +184,9 @@ class TrainConfig:
     calibrate_wild: int = 0  # digits only
     # Non-digits (digits): non-digit marks (data.synth.nondigits, its "train" family) added to the training
     # digits, this many per digit (0: none), taught `outlier_loss`; calibration then also sees validation
-    # non-digits of another family, `calibrate_nondigits` of them.
+    # non-digits of another family, `calibrate_nondigits` of them. Line models: the share of lines that
+    # carry a mark among their digits (the "train" family's; the validation lines the "validation" family's),
+    # taught the "not a digit" symbol (outlier_loss "class").
     outliers: float = 0.0
     outlier_weight: float = 0.5  # the non-digits' loss, against a digit's
     outlier_loss: str = "uniform"  # OUTLIER_LOSSES: to the uniform over the digits, or to a class of its own
@@ -308,6 +311,9 @@ DEFAULT_PRESET = "robust"
 # taught to a "not a digit" output of their own; the fast preset 15, each weighing twice a digit, for its
 # time. Why: docs/design/non-digits.md.
 NONDIGITS = {"outliers": 0.25, "outlier_loss": "class", "outlier_weight": 1.0}
+# The numbers preset's share of training lines that carry a non-digit mark (chosen on validation lines:
+# docs/design/line-model.md).
+LINE_MARKS = 0.2
 # Seconds to 99 %: a small strided CNN, two epochs of one-cycle Adam with label smoothing on
 # standardized pixels, mixed bfloat16 where native. Why: docs/design/fast-preset.md, bfloat16.md.
 _FAST = (
@@ -404,6 +410,8 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
             val_lines=2000,
             digit_model="robust",  # the combined reader's digit model, trained into digits/ after the line model
             export_onnx=True,
+            outliers=LINE_MARKS,  # lines with a non-digit mark among their digits, read as MARK
+            outlier_loss="class",
         ),
     ),
     # `--model mlp`: the tutorial's Dense(10)-Dense(10), trained the best way found on the validation
@@ -491,10 +499,10 @@ def resolve_configs(
         model_changes["standardize"] = False
     model_cfg = dataclasses.replace(model_cfg, **{k: v for k, v in model_changes.items() if v is not None})
     train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in train_overrides.items() if v is not None})
-    if train_cfg.outliers and not train_cfg.calibrate_nondigits:  # what it learns not to answer, checked
-        train_cfg = dataclasses.replace(train_cfg, calibrate_nondigits=CALIBRATE_NONDIGITS)
-    if model_cfg.kind == "digit":  # the "not a digit" output where, and only where, it is trained
-        model_cfg = dataclasses.replace(model_cfg, nondigit=nondigit_output(train_cfg))
+    if train_cfg.outliers and not train_cfg.calibrate_nondigits and model_cfg.kind == "digit":
+        train_cfg = dataclasses.replace(train_cfg, calibrate_nondigits=CALIBRATE_NONDIGITS)  # checked on marks
+    # the "not a digit" output where, and only where, it is trained
+    model_cfg = dataclasses.replace(model_cfg, nondigit=nondigit_output(train_cfg))
     check_configs(model_cfg, train_cfg)
     return model_cfg, dataclasses.replace(train_cfg, precision=resolve_precision(train_cfg.precision))
 
@@ -504,7 +512,6 @@ DIGIT_TRAINING = (
     *AUGMENTATIONS,
     "label_smoothing",
     "calibrate_wild",
-    "outliers",
     "calibrate_nondigits",
 )  # TrainConfig fields only digit models use
 
@@ -516,12 +523,17 @@ def nondigit_output(train_config: TrainConfig) -> bool:
 
 def check_configs(model_config: ModelConfig, train_config: TrainConfig) -> None:
     """A DigitlabError when the training configuration asks for what the model's kind does not do: a line
-    model is trained on generated lines (`lines`, `val_lines`), never on warped single digits; a digit
-    model has a "not a digit" output exactly when it learns non-digits as a class."""
-    if model_config.kind == "digit" and model_config.nondigit != nondigit_output(train_config):
+    model is trained on generated lines (`lines`, `val_lines`), never on warped single digits; a model
+    has a "not a digit" output exactly when it learns non-digits as a class."""
+    if model_config.nondigit != nondigit_output(train_config):
         raise DigitlabError(
-            f'model.nondigit is {str(model_config.nondigit).lower()}: a digit model has the "not a digit" output '
+            f'model.nondigit is {str(model_config.nondigit).lower()}: a model has the "not a digit" output '
             'exactly when it trains with --outliers and outlier_loss "class"'
+        )
+    if model_config.kind == "line" and train_config.outliers and train_config.outlier_loss != "class":
+        raise DigitlabError(
+            f'outlier_loss: a line model learns its marks as a "not a digit" symbol ("class"), got '
+            f"{train_config.outlier_loss!r}"
         )
     if model_config.kind == "digit" and train_config.digit_model is not None:
         raise DigitlabError("digit_model: for line models, which also train a digit model into digits/")

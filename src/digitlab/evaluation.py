@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
 from digitlab import runs
-from digitlab.config import ModelConfig
+from digitlab.config import MARK, ModelConfig
 from digitlab.data import Dataset, load_dataset
 from digitlab.data.synth.lines import PAD_LABEL, make_lines
 from digitlab.data.synth.numbers import SUBSETS, compose_numbers, score_readings
@@ -128,7 +128,7 @@ def _evaluate_lines(run_dir: Path, predictor: Predictor, ds: Dataset, confidence
     threshold's acceptance, and the most confident mistakes, on TEST_LINES lines of test digits."""
     images, labels = make_lines(ds.x_test, ds.y_test, TEST_LINES, np.random.default_rng([TEST_LINES_SEED, seed]))
     decoded = greedy_decode(predictor.raw_proba(images), predictor.temperature)
-    names = list(ds.class_names)
+    names = list(predictor.class_names)  # the digits', and a run's "not a digit" symbol when it learnt one
     truths = [tuple(int(v) for v in row if v != PAD_LABEL) for row in labels]
     right = np.array([d.digits == t for d, t in zip(decoded, truths)])
     conf = np.array([d.confidence for d in decoded])
@@ -145,7 +145,8 @@ def _evaluate_lines(run_dir: Path, predictor: Predictor, ds: Dataset, confidence
         int(n): {"count": int((lengths == n).sum()), "accuracy": float(right[lengths == n].mean())}
         for n in np.unique(lengths)
     }
-    accepted = conf >= predictor.threshold
+    marked = np.array([any(names[v] == MARK for v in d.digits) for d in decoded], bool)  # refused by the reader
+    accepted = (conf >= predictor.threshold) & ~marked
     wrong = np.flatnonzero(~right)
     wrong = wrong[np.argsort(-conf[wrong])][: GALLERY // 2]  # the most confident mistakes first
 

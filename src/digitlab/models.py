@@ -18,6 +18,9 @@ a whole line of digits giving, per frame, probabilities over the ten digits and 
        optionally a bidirectional GRU (`recurrent` units)
     -> Dense(num_classes + 1) softmax                      (b, frames, 11), the blank last
 
+With `nondigit` a line model has one symbol more, "not a digit" (config.MARK), before the blank: (b, frames,
+12), the blank still last; it is a class of its own, read like a digit and refused by the reader.
+
 With pool widths (2, 2, 1, 1) a frame is 4 px of the line: 64 frames, room for 10 digits with a blank
 between repeats. Decoding (greedy, in NumPy, so ONNX Runtime needs no Keras) is digitlab.predict.ctc.
 """
@@ -141,5 +144,6 @@ def build_line_model(config: ModelConfig, dtype: str = "float32") -> keras.Model
         x = layers.Dropout(config.dropout, name="dropout", dtype=dtype)(x)
     if config.recurrent:
         x = layers.Bidirectional(layers.GRU(config.recurrent, return_sequences=True), name="gru", dtype=dtype)(x)
-    outputs = layers.Dense(config.num_classes + 1, activation="softmax", name="probabilities", dtype="float32")(x)
+    classes = config.num_classes + config.nondigit + 1  # the digits, "not a digit" when learnt, the blank
+    outputs = layers.Dense(classes, activation="softmax", name="probabilities", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="digitlab_line")

@@ -51,7 +51,7 @@ from importlib import metadata
 from pathlib import Path
 
 from digitlab import atomic
-from digitlab.config import ModelConfig, TrainConfig, keras_backend
+from digitlab.config import MARK, ModelConfig, TrainConfig, keras_backend
 from digitlab.errors import DigitlabError, RunError
 
 CONFIG = "config.json"
@@ -315,20 +315,22 @@ class CheckedRun:
 
     def class_names(self, outputs: int) -> tuple[str, ...]:
         """The class names for a model whose output holds `outputs` values per image (per frame for a line
-        model, whose last one is the blank): config.json's, or "0", "1", ... when it records none. A
-        RunError naming the field when config.json's disagree with the model."""
-        classes = outputs - 1 if self.kind == "line" else outputs
+        model, whose last one is the blank): config.json's, or "0", "1", ... when it records none, and a line
+        model's "not a digit" symbol (config.MARK) after them when it learnt one. A RunError naming the
+        field when config.json's disagree with the model."""
+        mark = self.kind == "line" and self.model.nondigit
+        classes = outputs - 1 - mark if self.kind == "line" else outputs
         where = self.run_dir / CONFIG
         if self.model is not None and "num_classes" in self.config["model"] and self.model.num_classes != classes:
             raise RunError(f"{where}: model.num_classes is {self.model.num_classes}; the model gives {classes} classes")
         names = self.config.get("data", {}).get("class_names")
         if names is None:
-            return tuple(str(i) for i in range(classes))
+            names = [str(i) for i in range(classes)]
         if len(names) != classes:
             raise RunError(
                 f"{where}: data.class_names holds {len(names)} names; the model gives {classes} classes, one name each"
             )
-        return tuple(names)
+        return (*names, MARK) if mark else tuple(names)
 
 
 def check_run(run_dir: Path, *, calibrated: bool = True) -> CheckedRun:

@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from digitlab import atomic, runs
+from digitlab.config import MARK
 from digitlab.data import default_cache_dir, npm_pack, write_atomic
 from digitlab.errors import DataError, RunError
 from digitlab.metrics import EPS
@@ -117,6 +118,8 @@ def page_model(run_dir: Path) -> dict:
     metrics = runs.read_json(metrics_path) if metrics_path.is_file() else {}
     classes = config.get("data", {}).get("class_names") or [str(i) for i in range(10)]
     kind = checked.kind or "digit"
+    if kind == "line" and checked.model.nondigit:  # its "not a digit" symbol, before the blank
+        classes = [*classes, MARK]
     model = {
         "name": run_dir.name,
         "kind": kind,
@@ -161,6 +164,7 @@ def line_constants() -> dict:
         "log_clearly": count.LOG_CLEARLY,
         "max_digits": count.MAX_DIGITS,
         "combining": dataclasses.asdict(reading.COMBINING),  # the combined reader's constants, all of them
+        "mark": MARK,  # a line model's "not a digit" symbol, in class_names when the run learnt it
     }
 
 

@@ -8,7 +8,9 @@ the run is one.
          -> each digit's box: x between the midpoints of its neighbours' frames, y from the ink there
 
 A line's confidence is its best path's calibrated probability; the reading's is the product over its
-lines, and it is unsure when that is below the run's threshold. With a count of digits to meet
+lines, and it is unsure when that is below the run's threshold. A run that learnt marks (ModelConfig.nondigit)
+reads a mark among the digits as config.MARK in the text: the reading is unsure, saying where, whatever its
+confidence. With a count of digits to meet
 (`--digits`), a best path with another count is replaced by the most probable paths with that many digits
 over all lines (`ctc.count_decode`); see `digitlab.predict.count` for when that makes it unsure. NumPy
 only: it runs on ONNX Runtime.
@@ -22,10 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from digitlab.predict import Predictor
+from digitlab.config import MARK
+from digitlab.predict import NOT_A_DIGIT_REASON, Predictor
 from digitlab.predict.count import LOG_CLEARLY, DigitCount, found_reason
 from digitlab.predict.ctc import Decoded, count_decode, greedy_decode
-from digitlab.predict.results import ReadDigit, Reading, no_reading
+from digitlab.predict.results import ReadDigit, Reading, no_reading, ordinal
 from digitlab.preprocess import NO_INK
 from digitlab.preprocess.ink import ink_levels
 from digitlab.preprocess.line import LINE_HEIGHT, LINE_WIDTH, line_ink, normalize_line
@@ -104,6 +107,9 @@ def read_lines(
             lo, hi = bounds[j], bounds[j + 1]
             unsure = c < predictor.threshold
             reason = f"confidence {c:.3f} is below the threshold {predictor.threshold:.3f}" if unsure else None
+            if predictor.class_names[d] == MARK:  # not a digit: refused, wherever it stands and however sure
+                unsure, reason = True, NOT_A_DIGIT_REASON
+                reasons.append(mark_reason(k, j))
             box = _box(mask, placement, corner, lo, hi, (sx, sy))
             read_digits.append(ReadDigit(d, predictor.class_names[d], c, box, k, unsure, reason))
             crops.append(_crop(image, lo, hi))
@@ -117,6 +123,22 @@ def read_lines(
         crops=np.stack(crops) if crops else np.zeros((0, SIDE, SIDE), np.uint8),
         size=size,
     )
+
+
+def mark_reason(line: int, place: int) -> str:
+    """Why a reading is refused where its line model read a mark: at 0-based `line` and `place`."""
+    return f"line {line + 1}, {ordinal(place + 1)} place: {NOT_A_DIGIT_REASON}"
+
+
+def mark_reasons(reading: Reading) -> list[str]:
+    """The `mark_reason` of every mark (config.MARK) among a reading's digits."""
+    places: dict[int, int] = {}  # line -> places so far
+    found = []
+    for d in reading.digits:
+        place = places[d.line] = places.get(d.line, -1) + 1
+        if d.label == MARK:
+            found.append(mark_reason(d.line, place))
+    return found
 
 
 def _meet_count(

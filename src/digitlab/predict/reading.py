@@ -38,7 +38,7 @@ from digitlab.predict import Predictor, classify, expand_paths, load_predictor
 from digitlab.predict.count import MAX_DIGITS, DigitCount, parse_digits
 from digitlab.predict.ctc import log_likelihood
 from digitlab.predict.lines import SHAPE as LINE_SHAPE
-from digitlab.predict.lines import LineInputs, line_inputs, read_lines
+from digitlab.predict.lines import LineInputs, line_inputs, mark_reasons, read_lines
 from digitlab.predict.results import RESULT_KEYS, Outcome, Prediction, Reading
 from digitlab.predict.segmented import SCORING, Scoring, ask, decide, open_image
 from digitlab.preprocess import preprocess, save_debug_strip, to_grey
@@ -256,7 +256,16 @@ def _ctc(predictor: Predictor, inputs: LineInputs | None, reading: Reading) -> t
 
 def combine(c: Candidates, combining: Combining = COMBINING, digits: DigitCount | None = None) -> Reading:
     """The combined reader's answer from its candidates (see COMBINING); `digits`: the count they were
-    read with, whose forced readings stay unsure."""
+    read with, whose forced readings stay unsure. Where the line model read a mark (not a digit), the
+    answer is unsure and says where first, whichever reading is chosen."""
+    chosen = _choose(c, combining, digits)
+    missing = [m for m in mark_reasons(c.line) if m not in (chosen.reason or "")]
+    if not missing:
+        return chosen
+    return dataclasses.replace(chosen, unsure=True, reason="; ".join([*missing, *filter(None, [chosen.reason])]))
+
+
+def _choose(c: Candidates, combining: Combining, digits: DigitCount | None) -> Reading:
     line, segment = c.line, c.segment
     if segment.text is None or line.text is None:
         return line if segment.text is None else segment

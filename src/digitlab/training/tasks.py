@@ -12,7 +12,10 @@ that uses them, the recorder and the run directory are the same for both (digitl
 - lines (architecture "line"): `lines` handwritten number lines generated afresh each epoch from the
   training digits (digitlab.data.synth.lines), CTC; the score is *string* accuracy (whole lines exactly
   right, by greedy decoding) on LINE_SAMPLE of the epoch's training lines and on `val_lines` validation lines, the
-  same every epoch; calibration of the string's confidence on those validation lines.
+  same every epoch; calibration of the string's confidence on those validation lines. With `outliers`, that
+  share of the lines carries a non-digit mark in place of a digit ("train" family; the validation lines the
+  "validation" family's), labelled the model's "not a digit" symbol; the reader refuses a line read with
+  one whatever its confidence, so calibration's threshold is fitted on the lines read without.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import numpy as np
 from digitlab.calibrate import Answers, digit_answers, nondigit_answers, string_answers
 from digitlab.config import ModelConfig, TrainConfig, nondigit_output
 from digitlab.data import RunSplit, run_split
-from digitlab.data.synth.lines import PAD_LABEL, make_lines, validation_lines
-from digitlab.data.synth.nondigits import nondigits
+from digitlab.data.synth.lines import MARK_LABEL, PAD_LABEL, make_lines, validation_lines
+from digitlab.data.synth.nondigits import line_marks, nondigits
 from digitlab.data.synth.wild import build_wild, preprocess_wild
 from digitlab.errors import RunError
 from digitlab.models import frames
@@ -41,6 +44,7 @@ WILD_CALIBRATION_SEED = 1  # the wild set's benchmark (bench/robustness.py) draw
 CHUNK = 512  # lines per model call when scoring
 OUTLIER = -1  # the label of a non-digit in a digit model's training data
 NONDIGIT_SEED = 5  # the non-digits' seed, with the run's seed
+LINE_MARKS = 4000  # "train" marks a line model's training lines draw theirs from
 
 
 @keras.saving.register_keras_serializable(package="digitlab")
@@ -270,6 +274,9 @@ class LineTask:
         self.frames = frames(model_config)
         self.train_size = cfg.lines
         self.val = validation_lines(cfg, data)
+        self.marks = None
+        if cfg.outliers:  # marks among the training lines' digits
+            self.marks, _ = line_marks("train", LINE_MARKS, seed=cfg.seed + NONDIGIT_SEED, cache=True)
 
     def check(self, model: keras.Model, where: str) -> None:
         """Lines are drawn at the model's input size: nothing to check."""
@@ -280,6 +287,7 @@ class LineTask:
             "validation": self.cfg.val_lines,
             "lines_per_epoch": self.cfg.lines,
             "frames": self.frames,
+            **({"lines_with_a_mark": self.cfg.outliers} if self.cfg.outliers else {}),
         }
 
     @staticmethod
@@ -293,7 +301,15 @@ class LineTask:
     def fit_inputs(self, initial_epoch: int) -> dict:
         cfg, d = self.cfg, self.data
         batches = LineBatches(
-            d.x_train, d.y_train, cfg.lines, cfg.batch_size, seed=cfg.seed, first_epoch=initial_epoch, epochs=cfg.epochs
+            d.x_train,
+            d.y_train,
+            cfg.lines,
+            cfg.batch_size,
+            seed=cfg.seed,
+            first_epoch=initial_epoch,
+            epochs=cfg.epochs,
+            marks=self.marks,
+            mark_share=cfg.outliers,
         )
         return {"x": batches}
 
@@ -314,10 +330,15 @@ class LineTask:
         return {"string_accuracy": best_row["val_accuracy"], "lines": len(self.val[0])}
 
     def answers(self, run_dir: Path) -> list[Answers]:
-        """The best model's greedy readings of the validation lines."""
+        """The best model's greedy readings of the validation lines; those read with a mark are left out,
+        as the reader refuses them whatever their confidence (a mark missed is a wrong reading)."""
         x_val, y_val = self.val
         probs = load_predictor(run_dir, require_calibration=False).raw_proba(x_val)
-        return [string_answers(probs, truths(y_val))]
+        if not self.cfg.outliers:
+            return [string_answers(probs, truths(y_val))]
+        kept = np.array([MARK_LABEL not in d.digits for d in greedy_decode(probs)])
+        described = f"{int(kept.sum())} validation lines read without a mark (of {len(kept)})"
+        return [string_answers(probs[kept], truths(y_val[kept]), described)]
 
 
 class LineBatches(EpochBatches):
@@ -325,13 +346,25 @@ class LineBatches(EpochBatches):
     (seed, e), so a resumed run sees the lines an uninterrupted one would."""
 
     def __init__(
-        self, x: np.ndarray, y: np.ndarray, lines: int, batch_size: int, *, seed: int, first_epoch: int, epochs: int
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        lines: int,
+        batch_size: int,
+        *,
+        seed: int,
+        first_epoch: int,
+        epochs: int,
+        marks: np.ndarray | None = None,
+        mark_share: float = 0.0,
     ) -> None:
         super().__init__(lines, batch_size, first_epoch=first_epoch, epochs=epochs, name="lines")
         self.x, self.y, self.seed = x, y, seed
+        self.marks, self.mark_share = marks, mark_share
 
     def draw(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        return make_lines(self.x, self.y, self.size, np.random.default_rng([self.seed, epoch]))
+        rng = np.random.default_rng([self.seed, epoch])
+        return make_lines(self.x, self.y, self.size, rng, marks=self.marks, mark_share=self.mark_share)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         x, y = super().__getitem__(i)

@@ -12,6 +12,10 @@ others' ink levels are taken from the drawing itself (the same `ink_levels`), wh
 the time. Every line is then normalised by `normalize_line`. Training lines come from the training split
 and validation lines from the validation split (`validation_lines`); nothing here knows which.
 
+With `marks` (non-digit marks, `data.synth.nondigits.line_marks`), a share of the lines carries one of
+them in place of one digit, labelled MARK_LABEL: the line model's "not a digit" symbol. A small mark (a
+dash, a stray stroke) keeps MARK_GAP from its neighbours, or it would be a stroke joining two digits.
+
 `normalize_line` (digitlab.preprocess.line) is the one line normalisation: the generator and
 `digitlab read` both go through it. Why these sizes and ranges: docs/design/line-model.md.
 """
@@ -27,6 +31,7 @@ from scipy import ndimage as ndi
 
 from digitlab.config import TrainConfig
 from digitlab.data import RunSplit, run_split
+from digitlab.data.synth.nondigits import line_marks
 from digitlab.data.synth.render import jpeg, lit, to_uint8
 from digitlab.errors import DigitlabError
 from digitlab.preprocess.ink import ink_levels
@@ -35,6 +40,10 @@ from digitlab.preprocess.line import LINE_HEIGHT, LINE_WIDTH, line_ink, normaliz
 MAX_DIGITS = 10  # digits in a generated line (the model reads any count that fits its frames)
 PAD_LABEL = -1  # labels of a line are padded to MAX_DIGITS with this
 VAL_SEED = 7  # the validation lines' seed, with the split seed
+MARK_LABEL = 10  # a mark's label: the class after the ten digits, before the blank
+VAL_MARKS = 1000  # validation-family marks the validation lines draw theirs from
+SMALL_MARK = 16  # px: a mark whose ink box is shorter than this either way (of 28) is small ...
+MARK_GAP = 2  # ... and keeps at least this many px of paper from its neighbours
 
 # Drawing, at the scale where a digit's 28 px MNIST frame is DIGIT px tall.
 DIGIT = 28  # px
@@ -107,11 +116,15 @@ def make_lines(
     max_digits: int = MAX_DIGITS,
     length: int | None = None,
     gaps: tuple[int, int] | None = None,
+    marks: np.ndarray | None = None,
+    mark_share: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """n lines from digits `x` (m, 28, 28) uint8 and labels `y`: images (n, LINE_HEIGHT, LINE_WIDTH)
     uint8 and labels (n, max_digits) int32, padded with PAD_LABEL. Each line has 1 to max_digits
     digits, lengths equally likely, or `length` digits; `gaps` (px, inclusive) replaces the gaps'
-    ranges (for measuring touching or separated digits apart)."""
+    ranges (for measuring touching or separated digits apart). `marks` (k, 28, 28): `mark_share` of the
+    lines have one of them in place of one digit, labelled MARK_LABEL; without, the lines are those the
+    same `rng` gives without marks."""
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 3 or len(x) != len(y) or not len(x):
         raise DigitlabError(f"make_lines: expected digits (m, h, w) and m labels, got {x.shape} and {y.shape}")
@@ -119,22 +132,42 @@ def make_lines(
         raise DigitlabError(f"max_digits: expected 1 to {MAX_DIGITS}, got {max_digits}")
     if length is not None and not 1 <= length <= max_digits:
         raise DigitlabError(f"length: expected 1 to max_digits ({max_digits}), got {length}")
+    if not 0.0 <= mark_share <= 1.0 or (mark_share and (marks is None or not len(marks))):
+        raise DigitlabError(
+            f"mark_share: expected a share from 0 to 1 of lines with a mark, and marks; got {mark_share}"
+        )
+    small = None if marks is None else np.array([max(_extent(m)) < SMALL_MARK for m in marks])
     images = np.zeros((n, LINE_HEIGHT, LINE_WIDTH), np.uint8)
     labels = np.full((n, max_digits), PAD_LABEL, np.int32)
     for i in range(n):
         while True:
             chosen = rng.integers(0, len(x), length or rng.integers(1, max_digits + 1))
-            image = draw_line(x[chosen], rng, gaps)
+            items, label, apart = x[chosen], np.asarray(y[chosen], np.int32), None
+            if mark_share and rng.random() < mark_share:  # one of the line's places holds a mark
+                at, k = int(rng.integers(len(chosen))), int(rng.integers(len(marks)))
+                items, label = items.copy(), label.copy()
+                items[at], label[at] = marks[k], MARK_LABEL
+                apart = at if small[k] else None
+            image = draw_line(items, rng, gaps, apart)
             if image is not None:
                 break
         images[i] = image
-        labels[i, : len(chosen)] = y[chosen]
+        labels[i, : len(chosen)] = label
     return images, labels
 
 
-def draw_line(digits: np.ndarray, rng: np.random.Generator, gaps: tuple[int, int] | None = None) -> np.ndarray | None:
-    """Digits (k, 28, 28) -> their normalised line, or None where `find_ink` lost one of them (drawn again)."""
-    cover, boxes = compose(digits, rng, gaps)
+def _extent(image: np.ndarray) -> tuple[int, int]:
+    """px (rows, columns) of an image's ink box."""
+    ink = image > 25
+    return int(ink.any(1).sum()), int(ink.any(0).sum())
+
+
+def draw_line(
+    digits: np.ndarray, rng: np.random.Generator, gaps: tuple[int, int] | None = None, apart: int | None = None
+) -> np.ndarray | None:
+    """Digits (k, 28, 28) -> their normalised line, or None where `find_ink` lost one of them (drawn again);
+    `apart`: the place of a small mark, MARK_GAP from its neighbours."""
+    cover, boxes = compose(digits, rng, gaps, apart=apart)
     if rng.random() >= PHOTO:  # the drawing's own ink levels
         return normalize_line(ink_levels(cover, cover >= SOFT_INK, 0.0)[0])[0]
     grey = on_paper(cover, rng)
@@ -150,11 +183,16 @@ def draw_line(digits: np.ndarray, rng: np.random.Generator, gaps: tuple[int, int
 
 
 def compose(
-    digits: np.ndarray, rng: np.random.Generator, gaps: tuple[int, int] | None = None, writer: Writer | None = None
+    digits: np.ndarray,
+    rng: np.random.Generator,
+    gaps: tuple[int, int] | None = None,
+    writer: Writer | None = None,
+    apart: int | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Ink cover 0-1 of a line of digits in one writer's hand (`writer`, or a random one) with paper
     margins, and each digit's columns [x0, x1); `gaps` (px, inclusive) bound every gap instead of the
-    writer's spacing and spread."""
+    writer's spacing and spread; the item at `apart` keeps MARK_GAP px from its neighbours, and no
+    stroke joins it to them."""
     writer = writer or Writer.draw(rng, gaps)
     shapes = []
     for d in digits:
@@ -169,6 +207,8 @@ def compose(
         )
     baseline = UNEVEN_BASELINE if writer.uneven else BASELINE
     spaces = [_gap(rng, writer, gaps, left, right) for left, right in zip(shapes, shapes[1:])]
+    if apart is not None:
+        spaces = [max(g, MARK_GAP) if apart in (k, k + 1) else g for k, g in enumerate(spaces)]
     width = sum(s.shape[1] for s in shapes) + sum(spaces)
     drift = abs(writer.tilt) * width
     pad = PAPER_MARGIN[1] + int(np.ceil(baseline + drift)) + 2
@@ -185,7 +225,7 @@ def compose(
         top = min(max(top, 0), height - h)
         np.maximum(cover[top : top + h, x : x + w], shape, out=cover[top : top + h, x : x + w])
         box = (x, top, x + w, top + h)
-        if previous is not None and rng.random() < JOIN:
+        if previous is not None and rng.random() < JOIN and apart not in (k - 1, k):
             _join(cover, previous, box, rng)
         boxes.append((x, x + w))
         previous, x = box, x + w
@@ -270,10 +310,17 @@ def validation_lines(
     train_config: TrainConfig, data: RunSplit | None = None, data_dir: Path | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """A line run's validation lines: `val_lines` lines of the run's validation split (`data`, or
-    loaded and split for `train_config`), the same for every run of a split. Never the test set."""
+    loaded and split for `train_config`), the same for every run of a split. Never the test set. A run
+    that learns marks (`outliers`) has that share of them carry a mark of the "validation" family, which
+    it never trained on."""
     data = data or run_split(train_config, data_dir)
     rng = np.random.default_rng([train_config.split_seed, VAL_SEED])
-    return make_lines(data.x_val, data.y_val, train_config.val_lines, rng)
+    if not train_config.outliers:
+        return make_lines(data.x_val, data.y_val, train_config.val_lines, rng)
+    marks, _ = line_marks("validation", VAL_MARKS, seed=train_config.split_seed, cache=True)
+    return make_lines(
+        data.x_val, data.y_val, train_config.val_lines, rng, marks=marks, mark_share=train_config.outliers
+    )
 
 
 def label_text(labels: np.ndarray) -> str:

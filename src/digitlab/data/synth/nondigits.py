@@ -70,6 +70,15 @@ SIDE = 28
 LINE_ELONGATION = 4.0
 TRIES = 20  # draws of a mark before the last is kept, line or not
 CACHE = "nondigits"  # the data cache's folder of drawn marks
+# Marks among a line's digits (`line_marks`, for data.synth.lines): the family's glyphs, scribbles and
+# shapes, and the short strokes a pen leaves between digits, which keep their size against the digits
+# (a mark of its own is scaled to a digit's): a dash, and a stray stroke that is never upright (a 1).
+LINE_KINDS = ("nondigit", "dash", "stroke")
+LINE_MIX = (0.7, 0.15, 0.15)
+DASH = {"train": (7.0, 13.0), "validation": (6.0, 11.0), "test": (8.0, 15.0)}  # px long, of the 28 px frame
+DASH_TILT = {"train": 15.0, "validation": 10.0, "test": 20.0}  # degrees off the horizontal, at most
+STROKE = {"train": (4.0, 9.0), "validation": (5.0, 8.0), "test": (4.0, 10.0)}  # px long
+UPRIGHT = 30.0  # degrees: a stray stroke is at least this far from the vertical
 
 
 def nondigits(
@@ -100,6 +109,42 @@ def nondigits(
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic.write_bytes(path, buffer.getvalue())
     return images, kinds
+
+
+def line_marks(family: str, n: int, *, seed: int = 0, cache: bool = False) -> tuple[np.ndarray, list[str]]:
+    """`n` marks of `family` to set among a line's digits, (n, 28, 28) uint8 as `nondigits` draws them, and
+    the kind of each: LINE_MIX of the family's glyphs, scribbles and shapes (never crossed-out or overlapped
+    digits, which a line would show as digits touching), dashes and stray strokes at their own size."""
+    if family not in FAMILIES:
+        raise DigitlabError(f"family: expected one of {', '.join(FAMILIES)}, got {family!r}")
+    rng = np.random.default_rng([seed, FAMILIES.index(family), len(FAMILIES)])  # not `nondigits`' stream
+    kinds = rng.choice(LINE_KINDS, size=n, p=LINE_MIX)
+    glyphs, glyph_kinds = nondigits(family, int(np.sum(kinds == "nondigit")), seed=seed, cache=cache)
+    images = np.zeros((n, SIDE, SIDE), np.uint8)
+    images[kinds == "nondigit"] = glyphs
+    out = kinds.astype(object)
+    out[kinds == "nondigit"] = glyph_kinds
+    for i in np.flatnonzero(kinds != "nondigit"):
+        if kinds[i] == "dash":
+            length, tilt = rng.uniform(*DASH[family]), rng.uniform(-DASH_TILT[family], DASH_TILT[family])
+        else:
+            length = rng.uniform(*STROKE[family])
+            tilt = rng.uniform(-(90.0 - UPRIGHT), 90.0 - UPRIGHT)
+        images[i] = _short_stroke(length, np.deg2rad(tilt), rng.uniform(*PEN[family]))
+    return images, [str(k) for k in out]
+
+
+def _short_stroke(length: float, angle: float, width: float) -> np.ndarray:
+    """A straight stroke `length` px long (of the 28 px frame), `angle` radians off the horizontal, drawn
+    with a round pen `width` px wide at SCALE, centred, not scaled to BOX."""
+    big, c = SIDE * SCALE, SIDE * SCALE / 2
+    dx, dy = np.cos(angle) * length * SCALE / 2, -np.sin(angle) * length * SCALE / 2
+    canvas = Image.new("L", (big, big), 0)
+    pen = ImageDraw.Draw(canvas)
+    pen.line([(c - dx, c - dy), (c + dx, c + dy)], fill=255, width=max(1, round(width)))
+    for x, y in ((c - dx, c - dy), (c + dx, c + dy)):  # round caps
+        pen.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=255)
+    return np.asarray(canvas.resize((SIDE, SIDE), Image.Resampling.BOX), np.uint8)
 
 
 def _versions() -> str:

@@ -380,17 +380,41 @@ const digitlabLines = (() => {
         const lo = bounds[j];
         const hi = bounds[j + 1];
         const crop = digitCrop(line.image, lo, hi, C);
+        const mark = names[c] === C.mark; // not a digit: refused, wherever it stands and however sure
+        if (mark) reasons.push(markReason(k, j, web));
         digits.push({
           digit: c,
           confidence: d.confidences[j],
           box: digitBox(line, lo, hi, inputs.w, inputs.h, scale),
           line: k,
-          unsure: d.confidences[j] < threshold,
+          unsure: mark || d.confidences[j] < threshold,
           preprocessed: Array.from({ length: SIDE }, (_, y) => Array.from(crop.subarray(y * SIDE, (y + 1) * SIDE))),
         });
       });
     });
     return S.readingOf(texts, confidence, reasons, digits, size);
+  }
+
+  // lines.mark_reason: why a reading is refused where its line model read a mark (0-based line and place)
+  const markReason = (line, place, web) => `line ${line + 1}, ${S.ordinal(place + 1)} place: ${web.not_a_digit_reason}`;
+
+  function markReasons(reading, web) {
+    // lines.mark_reasons: the markReason of every mark among a reading's digits
+    const places = new Map();
+    const found = [];
+    for (const d of reading.digits) {
+      const place = (places.has(d.line) ? places.get(d.line) : -1) + 1;
+      places.set(d.line, place);
+      if (web.class_names[d.digit] === web.line.mark) found.push(markReason(d.line, place, web));
+    }
+    return found;
+  }
+
+  function flagMarks(chosen, line, web) {
+    // reading.combine's last step: where the line model read a mark, unsure, saying where first
+    const missing = markReasons(line, web).filter((m) => !(chosen.reason || "").includes(m));
+    if (!missing.length) return chosen;
+    return { ...chosen, unsure: true, reason: [...missing, ...(chosen.reason ? [chosen.reason] : [])].join("; ") };
   }
 
   function meetCount(inputs, decoded, least, web) {
@@ -546,12 +570,13 @@ const digitlabLines = (() => {
       found.push([readLines(inputs, forced, size, grey, reader, reasons), "line"]);
       found.push([await S.decide(h, reader.classify, nLine, nLine, web.line.log_clearly), "segment"]);
     }
-    return combine(
+    const chosen = combine(
       line,
       segment,
       found.map(([r, how]) => [r, how, ctcScores(inputs, r, web)]),
       web
     );
+    return flagMarks(chosen, line, web);
   }
 
   return { readNumber, logLikelihood, greedyDecode, countDecode };

@@ -589,5 +589,5 @@ const digitlabSegment = (() => {
     return decide(await hypotheses(rgba, width, height, classify));
   }
 
-  return { readNumber, hypotheses, decide, segment, cutColumns, checkSize, readingOf };
+  return { readNumber, hypotheses, decide, segment, cutColumns, checkSize, readingOf, ordinal };
 })();
