@@ -9,6 +9,8 @@ concurrent clients; writes them into their own section of BENCHMARKS.md (`<!-- n
     .venv/bin/python bench/read_numbers.py RUN --tune [--tune-count 240]
     .venv/bin/python bench/read_numbers.py RUN --tune-combined [--tune-count 240]    a line run with digits/
     .venv/bin/python bench/read_numbers.py RUN --methods [--count 480]    each method and the combination, test
+    .venv/bin/python bench/read_numbers.py RUN --calibrate [--tune-count 240]    refit the run's rule for numbers
+    .venv/bin/python bench/read_numbers.py RUN --coverage [--count 480]    accepted numbers against coverage, test
 
 Several runs are read on the same numbers and set side by side, each by its own method (a digit run by
 segmentation, a line model's run, `--preset numbers`, by its line model); the first is the one timed
@@ -20,6 +22,10 @@ alone: a sweep of each segmentation constant in turn (the best value kept before
 over the scoring constants; it prints every point and the choice and edits no file. `--tune-combined`
 does the same for the combined reader's Combining (a line run holding a digit model), beside each
 method alone on the same validation numbers. `--method` reads with another method than the run's own.
+`--calibrate` fits a line run's rule for whole numbers on validation numbers, as training's end does
+(`digitlab.training.calibrate_numbers`), into the run itself: copy a run first to keep it as it is.
+`--coverage` reports, on the test numbers, the accepted numbers' accuracy at the run's threshold and against
+coverage, for the run's rule and for the readers' own (into its section `<!-- numbers-coverage -->`).
 """
 
 from __future__ import annotations
@@ -375,7 +381,8 @@ def compare_methods(predictor, sets: dict[str, list]) -> dict[str, dict[str, dic
     out: dict[str, dict[str, dict]] = {"line": {}, "segment": {}, "combined": {}}
     for subset, numbers in sets.items():
         seen = [candidates(predictor, digits, *open_image(n.image)) for n in numbers]
-        for name, pick in (("line", lambda c: c.line), ("segment", lambda c: c.segment), ("combined", combine)):
+        combined = lambda c: combine(c, COMBINING, None, predictor.numbers)  # noqa: E731
+        for name, pick in (("line", lambda c: c.line), ("segment", lambda c: c.segment), ("combined", combined)):
             readings = [pick(c) for c in seen]
             out[name][subset] = figures(numbers, [r.text for r in readings], [r.unsure for r in readings])
         print(f"{subset}: " + ", ".join(f"{k} {_pct(out[k][subset]['string_accuracy'])}" for k in out), flush=True)
@@ -414,6 +421,97 @@ def tune_combined(predictor, sets: dict[str, list]) -> Combining:
     return best
 
 
+COVERAGES = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)  # --coverage: the most confident share accepted
+TARGET_ACCEPTED = 0.99  # accepted numbers exactly right (issue: at TARGET_COVERAGE or more)
+TARGET_COVERAGE = 0.90
+
+
+def coverage_figures(predictor, sets: dict[str, list]) -> dict:
+    """Every test number read once by both readers (`reading.candidates`), and judged by the run's rule
+    (`reading.combine` with predictor.numbers) and by the readers' own (without it): per rule, the
+    confidences, rightness, unsure flags and subsets, over all subsets."""
+    from digitlab.predict.reading import candidates, digit_part
+    from digitlab.predict.segmented import open_image
+
+    digits = digit_part(predictor)
+    if digits is None:
+        raise SystemExit("--coverage: the run holds no digit model (digits/); train it with --preset numbers")
+    if predictor.numbers is None:
+        raise SystemExit("--coverage: the run's calibration.json holds no rule for numbers; fit it with --calibrate")
+    out = {name: {"confidence": [], "right": [], "unsure": [], "subset": []} for name in ("rule", "readers")}
+    for subset, numbers in sets.items():
+        for n in numbers:
+            seen = candidates(predictor, digits, *open_image(n.image))
+            for name, rule in (("rule", predictor.numbers), ("readers", None)):
+                r = combine(seen, COMBINING, None, rule)
+                o = out[name]
+                o["confidence"].append(r.confidence or 0.0)
+                o["right"].append(r.text == n.text)
+                o["unsure"].append(r.unsure)
+                o["subset"].append(subset)
+        print(f"{subset}: read", flush=True)
+    return {k: {f: np.array(v) for f, v in o.items()} for k, o in out.items()}
+
+
+def accepted_at(confidence: np.ndarray, right: np.ndarray) -> tuple[list[float], float]:
+    """The accuracy of the most confident share at each of COVERAGES, and the largest share at least
+    TARGET_ACCEPTED right."""
+    order = np.argsort(-confidence, kind="stable")
+    accuracy = np.cumsum(right[order]) / np.arange(1, len(right) + 1)
+    at = [float(accuracy[max(int(np.ceil(c * len(right))), 1) - 1]) for c in COVERAGES]
+    ok = np.flatnonzero(accuracy >= TARGET_ACCEPTED)
+    return at, (int(ok[-1]) + 1) / len(right) if ok.size else 0.0
+
+
+def coverage_report(args, figs: dict) -> str:
+    from digitlab.runs import read_json
+
+    rule = read_json(args.runs[0] / "calibration.json")["numbers"]
+    lines = [
+        "## Accepted numbers against coverage (the combined reader's rule)",
+        "",
+        f"Written by `.venv/bin/python bench/read_numbers.py RUN --coverage --count {args.count} --seed {args.seed}` "
+        f"on {time.strftime('%Y-%m-%d')}, run `{args.runs[0]}`, CPU {cpu_name()}, {os.cpu_count()} cores, shared "
+        f"with other work. {args.count} test numbers per subset, as above; the rule (calibration.json's "
+        f'"numbers", `reading.judge`) was fitted on {rule["fitted_on"]}: validation AUROC {rule["auroc"]:.3f}, '
+        f"threshold {rule['threshold']:.3f}, {100 * rule['validation_coverage']:.1f} % of them accepted, "
+        f"{100 * rule['validation_accepted_accuracy']:.2f} % of those right.",
+        "",
+        "| rule | accepted | accepted right | coverage at ≥ 99 % right | "
+        + " | ".join(f"right at {100 * c:.0f} %" for c in COVERAGES)
+        + " |",
+        "| --- |" + " --- |" * (3 + len(COVERAGES)),
+    ]
+    names = {"rule": "the run's rule for numbers", "readers": "the readers' own (agreement, both sure)"}
+    for name, f in figs.items():
+        accepted = ~f["unsure"]
+        at, reach = accepted_at(f["confidence"], f["right"])
+        lines.append(
+            f"| {names[name]} | {_pct(accepted.mean())} | {_pct(f['right'][accepted].mean())} | {_pct(reach)} | "
+            + " | ".join(_pct(v) for v in at)
+            + " |"
+        )
+    f = figs["rule"]
+    lines += ["", "Per subset, the run's rule: accepted / accepted right.", ""]
+    lines.append("| " + " | ".join(SUBSETS) + " |")
+    lines.append("|" + " --- |" * len(SUBSETS))
+    cells = []
+    for s in SUBSETS:
+        k = (f["subset"] == s) & ~f["unsure"]
+        cells.append(f"{_pct(k.sum() / (f['subset'] == s).sum())} / {_pct(f['right'][k].mean() if k.any() else None)}")
+    lines.append("| " + " | ".join(cells) + " |")
+    at, reach = accepted_at(f["confidence"], f["right"])
+    met = reach >= TARGET_COVERAGE
+    lines += [
+        "",
+        f"Target: accepted numbers ≥ {100 * TARGET_ACCEPTED:.0f} % exactly right at ≥ {100 * TARGET_COVERAGE:.0f} % "
+        f"coverage: {'met' if met else 'missed'}; the most confident {100 * TARGET_COVERAGE:.0f} % are "
+        f"{_pct(at[COVERAGES.index(TARGET_COVERAGE)])} right, and {_pct(reach)} of the numbers can be accepted "
+        f"at ≥ {100 * TARGET_ACCEPTED:.0f} %. Load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}.",
+    ]
+    return "\n".join(lines)
+
+
 def _fig(f: dict) -> str:
     return f"exact {100 * f['string_accuracy']:.2f} %  digits {_pct(f['digit_accuracy'])}  unsure {_pct(f['unsure'])}"
 
@@ -441,12 +539,27 @@ def main() -> None:
     )
     parser.add_argument("--method", default=None, help="segment, line or combined: as `read --method`")
     parser.add_argument(
+        "--calibrate", action="store_true", help="refit a line run's rule for numbers on validation numbers, in place"
+    )
+    parser.add_argument(
+        "--coverage", action="store_true", help="accepted test numbers against coverage, by the run's rule"
+    )
+    parser.add_argument(
         "--tune-count", type=int, default=240, help="validation numbers per subset (default %(default)s)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="report to update")
     args = parser.parse_args()
     from digitlab.predict import load_predictor
 
+    if args.calibrate:
+        from digitlab.training import calibrate_numbers
+
+        metrics = calibrate_numbers(args.runs[0], per_subset=args.tune_count, seed=args.seed)
+        if metrics is None:
+            raise SystemExit(f"--calibrate: {args.runs[0]} is not a line run holding a digit model (digits/)")
+        rule = metrics["calibration"]["numbers"]
+        print({k: v for k, v in rule.items() if k not in ("threshold_rule",)})
+        return
     predictor = load_predictor(args.runs[0], runtime=None)  # as `digitlab read` chooses: ONNX where exported
     args.runtime = predictor.runtime
     if args.tune_combined:
@@ -469,6 +582,12 @@ def main() -> None:
     ds = load_dataset("mnist")
     sets = compose_all(ds.x_test, ds.y_test, args.count, args.seed)
     print(f"CPU {cpu_name()}, {os.cpu_count()} cores; {args.count} test numbers per subset", flush=True)
+    if args.coverage:
+        section = coverage_report(args, coverage_figures(predictor, sets))
+        print(section)
+        write_section(args.out, "numbers-coverage", section)
+        print(f"wrote its section of {args.out}")
+        return
     if args.methods:
         figs = compare_methods(predictor, sets)
         print("| method | " + " | ".join(SUBSETS) + " | accepted (unsure) |")

@@ -33,6 +33,7 @@ from digitlab import runs, web
 from digitlab.cli import app
 from digitlab.errors import DataError, DigitlabError, RunError
 from digitlab.export import export
+from digitlab.predict.reading import NUMBER_FEATURES
 
 FAKE_FILES = {name: f"/* fake {name} */".encode() for name in web.RUNTIME_FILES}
 
@@ -647,6 +648,9 @@ def line_onnx_run(line_digit_run, synthetic_dir, tmp_path_factory):
     data_dir = None if LINE_RUN else synthetic_dir
     assert export(run / "digits", "onnx", n=200, data_dir=data_dir)["passed"]
     assert export(run, "onnx", n=200, data_dir=data_dir)["passed"]
+    if "numbers" not in runs.read_json(run / runs.CALIBRATION):  # a rule for numbers, so the page applies one
+        rule = {"features": list(NUMBER_FEATURES), "weights": [2.0, -0.5, -0.5, 0.05, 0.05], "bias": 0.0}
+        runs.update_json(run / runs.CALIBRATION, numbers={**rule, "threshold": 0.5})
     return run
 
 

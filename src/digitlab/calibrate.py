@@ -35,6 +35,13 @@ THRESHOLD_RULE = (
     f"{TARGET_ACCURACY:.1%} right, capped so that at least {MIN_COVERAGE:.0%} of validation answers are accepted"
 )
 NONDIGIT_RULE = f"; and at least {NONDIGIT_REFUSAL:.0%} of the validation non-digits refused"
+# Whole numbers read by the combined reader (fit_numbers): the same target, without the coverage floor, which
+# numbers cannot meet with it (docs/design/reading.md); NUMBER_C: the inverse L2 strength of the logistic fit.
+NUMBER_RULE = (
+    f"a logistic model of the combined reader's evidence; unsure below the lowest confidence at which "
+    f"validation numbers at or above it are {TARGET_ACCURACY:.1%} right"
+)
+NUMBER_C = 1.0
 
 
 @dataclass(frozen=True)
@@ -105,14 +112,16 @@ def temperature_for(loss: Callable[[float], float]) -> float:
     return float(np.exp(result.x))
 
 
-def threshold_for(confidence: np.ndarray, right: np.ndarray) -> float:
+def threshold_for(confidence: np.ndarray, right: np.ndarray, min_coverage: float = MIN_COVERAGE) -> float:
     """The lowest confidence at which the answers at or above it meet TARGET_ACCURACY, never accepting
-    fewer than MIN_COVERAGE of them (THRESHOLD_RULE)."""
+    fewer than `min_coverage` of them (THRESHOLD_RULE); above every confidence when none may be accepted."""
     order = np.argsort(-confidence)  # most confident first
     accepted_accuracy = np.cumsum(right[order]) / np.arange(1, len(right) + 1)
     ok = np.flatnonzero(accepted_accuracy >= TARGET_ACCURACY)
-    floor = np.ceil(MIN_COVERAGE * len(right))
+    floor = np.ceil(min_coverage * len(right))
     n = max(int(ok[-1]) + 1 if ok.size else 0, int(floor))  # how many to accept
+    if n == 0:
+        return float(min(np.nextafter(confidence.max(), np.inf), 1.0)) if len(confidence) else 1.0
     return float(confidence[order][min(n, len(right)) - 1])
 
 
@@ -204,3 +213,47 @@ def _acceptance(confidence: np.ndarray, right: np.ndarray, threshold: float, pre
         f"{prefix}coverage": float(accepted.mean()),
         f"{prefix}accepted_accuracy": float(right[accepted].mean()) if accepted.any() else float("nan"),
     }
+
+
+def fit_numbers(
+    run_dir: Path, features: np.ndarray, right: np.ndarray, names: tuple[str, ...], description: str
+) -> dict:
+    """The combined reader's rule for whole numbers (runs.NumberRule), fitted on validation numbers:
+    `features` (n, len(names)), reading.number_features of each number's answer, and whether it is right.
+    Its confidence is a logistic regression of rightness on the features (Platt's scaling of several
+    scores: a temperature's role for the one score of a digit), and its threshold the one rule's
+    (threshold_for) without the coverage floor (NUMBER_RULE). Written as "numbers" into calibration.json
+    and into metrics.json's calibration; returns it."""
+    # Late: scikit-learn takes about a second to import, and only this fit needs it.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    x, right = np.asarray(features, np.float64), np.asarray(right, bool)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    if right.all() or not right.any():  # one class only: the share right, whatever the features say
+        weights = np.zeros(x.shape[1])
+        share = float(np.clip(right.mean(), 1e-3, 1 - 1e-3))
+        bias = float(np.log(share / (1 - share)))
+    else:  # fitted on standardised features, kept as weights of the features themselves
+        model = LogisticRegression(C=NUMBER_C, max_iter=1000).fit((x - mean) / scale, right)
+        weights = model.coef_[0] / scale
+        bias = float(model.intercept_[0] - weights @ mean)
+    confidence = 1.0 / (1.0 + np.exp(-(x @ weights + bias)))
+    threshold = threshold_for(confidence, right, min_coverage=0.0)
+    result = {
+        "features": list(names),
+        "weights": [float(w) for w in weights],
+        "bias": bias,
+        "threshold": threshold,
+        "threshold_rule": NUMBER_RULE,
+        "fitted_on": description,
+        "accuracy": float(right.mean()),
+        "auroc": float(roc_auc_score(right, confidence)) if 0 < right.sum() < len(right) else None,
+        "ece": calibration_error(confidence, right),
+        **_acceptance(confidence, right, threshold, "validation_"),
+    }
+    run_dir = Path(run_dir)
+    calibration = runs.update_json(run_dir / runs.CALIBRATION, numbers=result)
+    runs.update_json(run_dir / runs.METRICS, calibration=calibration)
+    return result

@@ -9,7 +9,8 @@ A run directory holds, for a model of either kind (digits or lines):
   history.csv           loss, accuracy, val_loss, val_accuracy, lr, seconds per epoch
   curves.png            training vs validation loss and accuracy
   metrics.json          validation, calibration and (after `evaluate`) test figures
-  calibration.json      temperature and unsure threshold, fitted on validation data
+  calibration.json      temperature and unsure threshold, fitted on validation data (a line run with
+                        digits/: also "numbers", the combined reader's rule for a whole number)
   reliability.png       accuracy against confidence, before and after the temperature
   digits/               a line run's digit model (train.digit_model; `--preset numbers`), a run of its
                         own: `read` combines both models (digitlab.predict.reading.combine)
@@ -274,12 +275,55 @@ def dataset_name(config: dict) -> str:
 
 
 @dataclass(frozen=True)
+class NumberRule:
+    """calibration.json's "numbers" (a line run holding a digit model): the combined reader's confidence in
+    a whole number, 1 / (1 + exp(-(weights . features + bias))) over the features named (in
+    digitlab.predict.reading.NUMBER_FEATURES' order), and "unsure" below `threshold`."""
+
+    features: tuple[str, ...]
+    weights: tuple[float, ...]
+    bias: float
+    threshold: float
+
+    def confidence(self, values) -> float:
+        """The number's confidence from its features' values, in `features`' order."""
+        z = self.bias
+        for w, v in zip(self.weights, values):  # in order, as the page's lines.js adds them
+            z += w * float(v)
+        return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+    @classmethod
+    def read(cls, fitted, path: Path) -> NumberRule:
+        """calibration.json's "numbers", checked: a RunError naming the file and the field."""
+
+        def number(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        where = f"{path}: numbers"
+        if not isinstance(fitted, dict):
+            raise RunError(f"{where}: expected an object (features, weights, bias, threshold), got {fitted!r:.60}")
+        features, weights = fitted.get("features"), fitted.get("weights")
+        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+            raise RunError(f"{where}.features: expected a list of feature names, got {features!r:.60}")
+        if not isinstance(weights, list) or len(weights) != len(features) or not all(map(number, weights)):
+            raise RunError(f"{where}.weights: expected {len(features)} numbers, one per feature, got {weights!r:.60}")
+        if not number(fitted.get("bias")):
+            raise RunError(f"{where}.bias: expected a number, got {fitted.get('bias')!r:.60}")
+        threshold = fitted.get("threshold")
+        if not number(threshold) or not 0 <= threshold <= 1:
+            raise RunError(f"{where}.threshold: expected a number in [0, 1], got {threshold!r:.60}")
+        return cls(tuple(features), tuple(map(float, weights)), float(fitted["bias"]), float(threshold))
+
+
+@dataclass(frozen=True)
 class Calibration:
     """calibration.json's answer: probabilities = softmax(log p / temperature); below `threshold` the
-    calibrated confidence reads "unsure"."""
+    calibrated confidence reads "unsure". `numbers`: a line run's rule for whole numbers read by the
+    combined reader, when it holds one."""
 
     temperature: float = 1.0
     threshold: float = 0.0
+    numbers: NumberRule | None = None
 
     @classmethod
     def read(cls, path: Path) -> Calibration:
@@ -297,6 +341,8 @@ class Calibration:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
                 raise RunError(f"{path}: {name}: expected {expected}, got {value!r:.60}")
             values[name] = float(value)
+        if "numbers" in fitted:
+            values["numbers"] = NumberRule.read(fitted["numbers"], path)
         return cls(**values)
 
 

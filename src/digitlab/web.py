@@ -139,6 +139,8 @@ def page_model(run_dir: Path) -> dict:
     }
     if kind == "line":
         model["web"]["line"] = line_constants()
+        rule = checked.calibration.numbers  # the combined reader's rule for whole numbers, if fitted
+        model["web"]["numbers"] = None if rule is None else dataclasses.asdict(rule)
         part = digit_part(run_dir)
         if part is None and (run_dir / runs.DIGIT_PART / runs.CONFIG).is_file():  # it would read otherwise
             raise RunError(
@@ -164,6 +166,12 @@ def line_constants() -> dict:
         "log_clearly": count.LOG_CLEARLY,
         "max_digits": count.MAX_DIGITS,
         "combining": dataclasses.asdict(reading.COMBINING),  # the combined reader's constants, all of them
+        "number": {  # reading.number_features' constants, for the run's NumberRule (web.numbers)
+            "features": list(reading.NUMBER_FEATURES),
+            "doubt_floor": reading.DOUBT_FLOOR,
+            "ctc_floor": reading.CTC_FLOOR,
+            "margin_cap": reading.MARGIN_CAP,
+        },
         "mark": MARK,  # a line model's "not a digit" symbol, in class_names when the run learnt it
     }
 

@@ -49,6 +49,7 @@ class Predictor:
     runtime: str = "keras"
     kind: str | None = None  # the run's ModelConfig.kind, "digit" or "line"; None: a model made without a run
     nondigits: bool = False  # the model learnt marks that are not digits (trained with --outliers)
+    numbers: runs.NumberRule | None = None  # a line run's rule for whole numbers (reading.combine), if fitted
 
     def check_images(self, x: np.ndarray, where: str) -> None:
         """A RunError unless images `x` (n, h, w) have the shape the model takes."""
@@ -142,6 +143,7 @@ def load_predictor(
         runtime=runtime,
         kind=checked.kind,
         nondigits=bool(checked.config.get("train", {}).get("outliers")),
+        numbers=calibration.numbers,
     )
 
 

@@ -5,6 +5,8 @@
                                      "combined" (a line run holding a digit model too: both, one answer)
     candidates(...), combine(...)    the combined reader: both methods' readings scored by the line
                                      model's CTC probability, and the choice among them
+    number_features(...), judge(...) the evidence a run's NumberRule weighs, and its confidence and
+                                     unsure rule applied to the combined reader's answer
     read(run, image)                 one number: the image opened once, read by the method chosen once
     predict_image(run, image)        one digit, as `digitlab predict` reads a file
     load_reader(run)                 a Reader: a run loaded once, its .predict(image) and .read(image) the above
@@ -176,7 +178,8 @@ def _read_number(
     if method == "line":
         return read_lines(predictor, grey, size, digits)
     if method == "combined":
-        return combine(candidates(predictor, digit_part(predictor), grey, size, scoring, digits), COMBINING, digits)
+        seen = candidates(predictor, digit_part(predictor), grey, size, scoring, digits)
+        return combine(seen, COMBINING, digits, predictor.numbers)
     reader = digit_part(predictor) if kind(predictor) == "line" else predictor
     return decide(ask(reader, grey, size, scoring, digits), scoring, digits)
 
@@ -254,11 +257,18 @@ def _ctc(predictor: Predictor, inputs: LineInputs | None, reading: Reading) -> t
     )
 
 
-def combine(c: Candidates, combining: Combining = COMBINING, digits: DigitCount | None = None) -> Reading:
+def combine(
+    c: Candidates,
+    combining: Combining = COMBINING,
+    digits: DigitCount | None = None,
+    rule: runs.NumberRule | None = None,
+) -> Reading:
     """The combined reader's answer from its candidates (see COMBINING); `digits`: the count they were
-    read with, whose forced readings stay unsure. Where the line model read a mark (not a digit), the
-    answer is unsure and says where first, whichever reading is chosen."""
-    chosen = _choose(c, combining, digits)
+    read with, whose forced readings stay unsure. `rule`: the run's NumberRule (calibration.json's
+    "numbers"), which gives the answer's confidence and decides whether it is unsure (`judge`); None: the
+    readers' own rule above. Where the line model read a mark (not a digit), the answer is unsure and says
+    where first, whichever reading is chosen."""
+    chosen = judge(c, _choose(c, combining, digits), rule, digits)
     missing = [m for m in mark_reasons(c.line) if m not in (chosen.reason or "")]
     if not missing:
         return chosen
@@ -301,6 +311,58 @@ def _choose(c: Candidates, combining: Combining, digits: DigitCount | None) -> R
         unsure=True,
         reason=_disagree(text, scores, chosen if digits is not None else None),
     )
+
+
+# The combined reader's confidence in a whole number, for a run whose calibration holds a NumberRule
+# (calibrate.fit_numbers, on numbers composed from validation digits): a logistic model of this evidence,
+# which ranks right numbers above wrong ones better than either reader's confidence (docs/design/reading.md).
+NUMBER_FEATURES = ("agree", "line_doubt", "segment_doubt", "ctc", "margin")
+DOUBT_FLOOR = 1e-4  # a reader's doubt: log(DOUBT_FLOOR + the sum over its digits of 1 - confidence)
+CTC_FLOOR = -50.0  # the chosen text's CTC log-probability, at least this (also when the line model cannot score it)
+MARGIN_CAP = 30.0  # its margin over the best other candidate's, within ±MARGIN_CAP (the cap when there is none)
+
+
+def number_features(c: Candidates, chosen: Reading) -> list[float]:
+    """The evidence a NumberRule weighs, in NUMBER_FEATURES' order: 1.0 when the two readers agree, else 0.0;
+    each reader's doubt (0.0, a whole digit's, for a reading without digits); the line model's CTC
+    log-probability of the chosen text, its lines' each as the candidates scored it; and that less the best
+    other candidate text's."""
+
+    def doubt(r: Reading) -> float:
+        return math.log(DOUBT_FLOOR + sum(1.0 - d.confidence for d in r.digits)) if r.digits else 0.0
+
+    per_line: list[dict] = [{} for _ in chosen.lines]  # line k: its text -> CTC log-probability
+    whole: dict[str, float] = {}  # each candidate's text -> CTC log-probability, all lines
+    for r, _, ctc in c.scored:
+        if ctc is not None and len(ctc) == len(chosen.lines):
+            whole[r.text] = sum(ctc)
+            for k, (t, v) in enumerate(zip(r.lines, ctc)):
+                per_line[k][t] = v
+    ctc = sum(per_line[k].get(t, -math.inf) for k, t in enumerate(chosen.lines))
+    ctc = max(ctc, CTC_FLOOR)
+    others = [v for t, v in whole.items() if t != chosen.text]
+    margin = min(max(ctc - max(others), -MARGIN_CAP), MARGIN_CAP) if others else MARGIN_CAP
+    return [float(c.line.text == c.segment.text), doubt(c.line), doubt(c.segment), float(ctc), float(margin)]
+
+
+def judge(c: Candidates, chosen: Reading, rule: runs.NumberRule | None, digits: DigitCount | None = None) -> Reading:
+    """The chosen reading with `rule`'s confidence, unsure when that is below its threshold; with a count of
+    digits asked (`digits`, which the rule was not fitted with), also when the readers' own rule made it
+    unsure. Without a rule, or without ink, the reading as it is."""
+    if rule is None or chosen.text is None:
+        return chosen
+    if rule.features != NUMBER_FEATURES:
+        raise RunError(
+            f"calibration.json: numbers.features is {list(rule.features)}; this version of digitlab reads "
+            f"{list(NUMBER_FEATURES)} (`digitlab.training.calibrate_numbers(RUN)` refits it)"
+        )
+    confidence = rule.confidence(number_features(c, chosen))
+    low = confidence < rule.threshold
+    reasons = [chosen.reason] if chosen.unsure and chosen.reason and (low or digits is not None) else []
+    if low:
+        reasons.append(f"confidence {confidence:.3f} is below the threshold {rule.threshold:.3f}")
+    unsure = low or (digits is not None and chosen.unsure)
+    return dataclasses.replace(chosen, confidence=confidence, unsure=unsure, reason="; ".join(reasons) or None)
 
 
 def _disagree(text: str, scores: dict, forced: Reading | None) -> str:

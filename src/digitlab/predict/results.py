@@ -48,7 +48,8 @@ class ReadDigit:
 class Reading:
     """What `read` saw. `confidence` is the product of the digits' calibrated confidences (or of the
     lines' for a line model): the probability that every digit is right if their errors were
-    independent, with the segmentation taken as right."""
+    independent, with the segmentation taken as right; for the combined reader of a run with a rule for
+    numbers (calibration.json's "numbers"), that rule's probability that the whole number is right."""
 
     text: str | None  # the best reading, lines joined by "\\n"; None when there is no ink
     lines: tuple[str, ...]

@@ -20,18 +20,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from digitlab import atomic, runs
-from digitlab.calibrate import fit_calibration
+from digitlab.calibrate import fit_calibration, fit_numbers
 from digitlab.config import ModelConfig, TrainConfig, check_configs, resolve_configs, resolve_precision
+from digitlab.data import run_split
+from digitlab.data.synth.numbers import SUBSETS, compose_numbers
 from digitlab.errors import DigitlabError, RunError
 from digitlab.export import export
 from digitlab.models import build_model
 from digitlab.plots import plot_curves
+from digitlab.predict import load_predictor, reading
 from digitlab.predict.keras_runtime import load_keras_model
+from digitlab.predict.segmented import open_image
 from digitlab.training.tasks import DigitTask, LineTask, SmoothedCrossentropy, steps_per_epoch, task_for
 
-__all__ = ["SmoothedCrossentropy", "TrainConfig", "resolve_configs", "resume", "train"]
+__all__ = ["SmoothedCrossentropy", "TrainConfig", "calibrate_numbers", "resolve_configs", "resume", "train"]
 EpochCallback = Callable[[dict], None]  # each epoch's history row, "epochs" (the total) and "loss_includes"
 STEPS_PER_EXECUTION = DigitTask.steps_per_execution
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
@@ -212,7 +217,7 @@ def train(
         )
         metrics = export_onnx(out_dir, train_config, data_dir) or metrics
     train_digit_part(out_dir, train_config, data_dir, verbose)
-    return metrics
+    return calibrate_numbers(out_dir, data_dir) or metrics
 
 
 def export_onnx(run_dir: Path, cfg: TrainConfig, data_dir: Path | None = None) -> dict | None:
@@ -238,6 +243,46 @@ def train_digit_part(run_dir: Path, cfg: TrainConfig, data_dir: Path | None = No
     same = {k: getattr(cfg, k) for k in ("seed", "split_seed", "val_fraction", "dataset", "limit")}
     model_config, train_config = resolve_configs(cfg.digit_model, **same)
     train(model_config, train_config, part, data_dir=data_dir, overwrite=True, verbose=verbose)
+
+
+NUMBERS_PER_SUBSET = 240  # validation numbers per subset of data.synth.numbers that calibrate_numbers reads
+NUMBERS_SEED = 0
+
+
+def calibrate_numbers(
+    run_dir: Path, data_dir: Path | None = None, per_subset: int = NUMBERS_PER_SUBSET, seed: int = NUMBERS_SEED
+) -> dict | None:
+    """A line run holding a digit model (digits/): the combined reader's rule for whole numbers fitted
+    (calibrate.fit_numbers) on `per_subset` numbers of each subset of data.synth.numbers composed from the
+    run's validation split, read as `read` reads them (ONNX Runtime where exported); the run's metrics then.
+    None, and nothing written, for any other run. Training's end calls it after the digit model; it can be
+    called on a finished run to refit the rule alone."""
+    run_dir = Path(run_dir)
+    if not (run_dir / runs.DIGIT_PART / runs.CALIBRATION).is_file() or not (run_dir / runs.CALIBRATION).is_file():
+        return None
+    cfg = TrainConfig.from_dict(runs.read_run_config(run_dir)["train"])
+    split = run_split(cfg, data_dir)
+    predictor = load_predictor(run_dir, runtime=None)
+    digits = reading.digit_part(predictor)
+    if digits is None:
+        return None
+    features, right = [], []
+    for subset in SUBSETS:
+        for number in compose_numbers(split.x_val, split.y_val, subset, per_subset, seed=seed):
+            seen = reading.candidates(predictor, digits, *open_image(number.image))
+            chosen = reading.combine(seen)  # the text the rule judges: the same with any rule
+            if chosen.text is not None:
+                features.append(reading.number_features(seen, chosen))
+                right.append(chosen.text == number.text)
+    with runs.lock_run(run_dir):
+        fit_numbers(
+            run_dir,
+            np.array(features).reshape(len(features), len(reading.NUMBER_FEATURES)),
+            np.array(right, bool),
+            reading.NUMBER_FEATURES,
+            f"{len(right)} numbers composed from the validation split ({per_subset} per subset: {', '.join(SUBSETS)})",
+        )
+    return runs.read_json(run_dir / runs.METRICS)
 
 
 def _build(model_config: ModelConfig, precision: str) -> keras.Model:
@@ -272,7 +317,9 @@ def resume(
     if finished and (run_dir / runs.CALIBRATION).is_file() and (run_dir / runs.CURVES).is_file():
         if train_config.digit_model and not (run_dir / runs.DIGIT_PART / runs.CALIBRATION).is_file():
             train_digit_part(run_dir, train_config, data_dir, verbose)  # killed while training its digit model
-            return runs.read_json(run_dir / runs.METRICS)
+            return calibrate_numbers(run_dir, data_dir) or runs.read_json(run_dir / runs.METRICS)
+        if train_config.digit_model and "numbers" not in runs.read_json(run_dir / runs.CALIBRATION):
+            return calibrate_numbers(run_dir, data_dir) or runs.read_json(run_dir / runs.METRICS)  # killed before
         raise RunError(f"{run_dir}: already trained all {train_config.epochs} epochs and calibrated; nothing to resume")
     task = task_for(model_config, train_config, data_dir)
     rows = list(state["history"])
@@ -281,7 +328,7 @@ def resume(
             _finish(run_dir, task, rows, int(load_keras_model(run_dir / runs.MODEL).count_params()), 0.0)
             export_onnx(run_dir, train_config, data_dir)
         train_digit_part(run_dir, train_config, data_dir, verbose)
-        return runs.read_json(run_dir / runs.METRICS)
+        return calibrate_numbers(run_dir, data_dir) or runs.read_json(run_dir / runs.METRICS)
     # Fresh seed per resumed epoch: shuffling differs from an uninterrupted run (see README).
     keras.utils.set_random_seed(train_config.seed + done)
     model = load_keras_model(run_dir / runs.CHECKPOINT, compile=True)  # the losses and OneCycle are registered
@@ -299,7 +346,7 @@ def resume(
         )
         metrics = export_onnx(run_dir, train_config, data_dir) or metrics
     train_digit_part(run_dir, train_config, data_dir, verbose)
-    return metrics
+    return calibrate_numbers(run_dir, data_dir) or metrics
 
 
 def _fit(

@@ -570,13 +570,41 @@ const digitlabLines = (() => {
       found.push([readLines(inputs, forced, size, grey, reader, reasons), "line"]);
       found.push([await S.decide(h, reader.classify, nLine, nLine, web.line.log_clearly), "segment"]);
     }
-    const chosen = combine(
-      line,
-      segment,
-      found.map(([r, how]) => [r, how, ctcScores(inputs, r, web)]),
-      web
-    );
+    const scored = found.map(([r, how]) => [r, how, ctcScores(inputs, r, web)]);
+    const chosen = judge(line, segment, scored, combine(line, segment, scored, web), web);
     return flagMarks(chosen, line, web);
+  }
+
+  function numberFeatures(line, segment, scored, chosen, C) {
+    // reading.number_features: the evidence a NumberRule weighs, in NUMBER_FEATURES' order
+    const doubt = (r) =>
+      r.digits.length ? Math.log(r.digits.reduce((s, d) => s + (1.0 - d.confidence), 0) + C.doubt_floor) : 0.0;
+    const perLine = chosen.lines.map(() => new Map()); // line k: its text -> CTC log-probability
+    const whole = new Map(); // each candidate's text -> CTC log-probability, all lines
+    for (const [r, , ctc] of scored) {
+      if (ctc === null || ctc.length !== chosen.lines.length) continue;
+      whole.set(r.text, sum(ctc));
+      r.lines.forEach((t, k) => perLine[k].set(t, ctc[k]));
+    }
+    const total = chosen.lines.reduce((s, t, k) => s + (perLine[k].has(t) ? perLine[k].get(t) : -Infinity), 0);
+    const ctc = Math.max(total, C.ctc_floor);
+    const others = [...whole].filter(([t]) => t !== chosen.text).map(([, v]) => v);
+    const margin = others.length ? Math.min(Math.max(ctc - Math.max(...others), -C.margin_cap), C.margin_cap) : C.margin_cap;
+    return [line.text === segment.text ? 1.0 : 0.0, doubt(line), doubt(segment), ctc, margin];
+  }
+
+  function judge(line, segment, scored, chosen, web) {
+    // reading.judge without a count asked: the run's NumberRule (model.json's web.numbers) gives the
+    // confidence, unsure below its threshold; without one, the reading as it is
+    const rule = web.numbers;
+    if (!rule || chosen.text === null) return chosen;
+    const x = numberFeatures(line, segment, scored, chosen, web.line.number);
+    const z = rule.weights.reduce((s, w, i) => s + w * x[i], rule.bias); // in order, as runs.NumberRule adds them
+    const confidence = z >= 0 ? 1.0 / (1.0 + Math.exp(-z)) : Math.exp(z) / (1.0 + Math.exp(z));
+    const low = confidence < rule.threshold;
+    const reasons = low && chosen.unsure && chosen.reason ? [chosen.reason] : [];
+    if (low) reasons.push(`confidence ${confidence.toFixed(3)} is below the threshold ${rule.threshold.toFixed(3)}`);
+    return { ...chosen, confidence, unsure: low, reason: reasons.join("; ") || null };
   }
 
   return { readNumber, logLikelihood, greedyDecode, countDecode };
