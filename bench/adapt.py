@@ -73,6 +73,10 @@ CANDIDATES = {
     "all 3e-4 300 steps": {"layers": "all", "learning_rate": 3e-4, "steps": 300},
     "head 3e-3": {"learning_rate": 3e-3},
     "elastic 4": {"elastic": 4.0},
+    "prototypes 0.5": {"prototypes": 0.5},
+    "prototypes 1": {"prototypes": 1.0},
+    "prototypes 0.5 50 steps": {"prototypes": 0.5, "steps": 50},
+    "prototypes 0.5 all layers": {"prototypes": 0.5, "layers": "all"},
 }
 # A writer's style: ranges each writer draws from once.
 SLANT = (0.3, 0.6)  # px sideways per px of height, either way: stronger than most of MNIST's writers
@@ -234,6 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, required=True, help="the base digit run")
     parser.add_argument("--writers", type=int, default=20)
     parser.add_argument(
+        "--writers-seed",
+        type=int,
+        default=0,
+        help=f"the first writer's seed: 0 for the benchmark's writers; {TUNING_SEED} and up are the tuning writers, "
+        "on which a recipe is chosen (--tune) and checked whole (this command with --writers-seed)",
+    )
+    parser.add_argument(
         "--ks", default=",".join(map(str, KS)), help="samples per digit, comma-separated, in the order run"
     )
     parser.add_argument("--tune", action="store_true", help="compare the candidate recipes on tuning writers")
@@ -241,7 +252,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--plot", type=Path, default=PLOT)
     parser.add_argument("--rows", type=Path, help="also write each writer's figures here as JSON, after every writer")
+    parser.add_argument(
+        "--from-rows",
+        type=Path,
+        nargs="+",
+        help="write the section and the plot from the --rows files of earlier runs on the same writers with other "
+        "--ks (run side by side), without adapting again",
+    )
     args = parser.parse_args(argv)
+    if args.from_rows:
+        return merge_rows(args)
     config = runs.read_run_config(args.run)
     split = run_split(TrainConfig.from_dict(config["train"]))
     work = Path(tempfile.mkdtemp(prefix="digitlab-adapt-"))
@@ -253,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     test = load_dataset("mnist")
     base_test = test_accuracy(args.run, test.x_test, test.y_test)
     rows = []
-    for w in range(args.writers):
+    for w in range(args.writers_seed, args.writers_seed + args.writers):
         writer = make_writer(w)
         h = hand(writer, split.x_val, split.y_val)
         row = {"writer": w, "habits": writer.habits, "base": scores(args.run, h.digits, h.labels), "k": {}}
@@ -282,6 +302,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def merge_rows(args) -> int:
+    """The section and the plot from several --rows files: each writer's figures for every k they hold."""
+    merged: dict[int, dict] = {}
+    for path in args.from_rows:
+        for row in json.loads(path.read_text()):
+            ks = {int(k): r for k, r in row["k"].items()}
+            merged.setdefault(row["writer"], {**row, "k": {}})["k"].update(ks)
+    rows = [merged[w] for w in sorted(merged)]
+    ks = sorted(set.intersection(*(set(r["k"]) for r in rows)))
+    test = load_dataset("mnist")
+    body = section(args, rows, tuple(ks), test_accuracy(args.run, test.x_test, test.y_test))
+    plot(rows, tuple(ks), args.plot)
+    write_section(args.out, SECTION, body)
+    print(body)
+    return 0
+
+
 def section(args, rows: list[dict], ks: tuple[int, ...], base_test: float) -> str:
     base_error = [1 - r["base"]["accuracy"] for r in rows]
     lines = [
@@ -291,7 +328,7 @@ def section(args, rows: list[dict], ks: tuple[int, ...], base_test: float) -> st
         "",
         machine(),
         "",
-        f"{len(rows)} of {args.writers} simulated writers (bench/adapt.py: glyph habits, slant, pen and an elastic field drawn into "
+        f"{len(rows)} of {args.writers} simulated writers{_which(args)} (bench/adapt.py: glyph habits, slant, pen and an elastic field drawn into "
         f"MNIST validation digits), {EVALUATE} evaluation digits per digit each; the base run is "
         f"`{args.run}` (preset: {preset_of(runs.read_run_config(args.run))}), its MNIST test accuracy "
         f"{base_test:.2%}. Mean over writers; *other digits* are the "
@@ -313,7 +350,9 @@ def section(args, rows: list[dict], ks: tuple[int, ...], base_test: float) -> st
             f"| {statistics.mean(g['coverage'] for g in got):.1%} | {statistics.mean(g['test'] for g in got):.2%} "
             f"| {statistics.median(g['seconds'] for g in got):.1f} (median), {max(g['seconds'] for g in got):.1f} (max) |"
         )
-    lines += ["", f"![accuracy against samples per digit]({args.plot.relative_to(ROOT)})", ""]
+    plot_path = args.plot.resolve()
+    shown = plot_path.relative_to(ROOT) if plot_path.is_relative_to(ROOT) else plot_path
+    lines += ["", f"![accuracy against samples per digit]({shown})", ""]
     lines.append(
         "Seconds are wall-clock per `adapt` call in one process (TensorFlow already loaded; the wild calibration "
         "digits drawn once, then cached), on a CPU shared with other work."
@@ -329,6 +368,14 @@ def section(args, rows: list[dict], ks: tuple[int, ...], base_test: float) -> st
             f"(target: within 0.1); accepted digits of the writers {_accepted(got)} right (target: 99.5 %).",
         ]
     return "\n".join(lines)
+
+
+def _which(args) -> str:
+    """Which writers, when they are not the benchmark's own (seeds 0 and up)."""
+    if not args.writers_seed:
+        return ""
+    kind = ", tuning writers" if args.writers_seed >= TUNING_SEED else ""
+    return f" (seeds {args.writers_seed}-{args.writers_seed + args.writers - 1}{kind})"
 
 
 def _accepted(results) -> str:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import digitlab
 from digitlab import runs
 from digitlab.cli import app
-from digitlab.errors import DataError, RunError
+from digitlab.errors import DataError, DigitlabError, RunError
 from digitlab.preprocess import preprocess
 from digitlab.training.adapt import LineSamples, Recipe, adapt, read_samples
 
@@ -469,3 +469,57 @@ def test_adapting_a_line_run_teaches_it_a_writers_numbers_and_leaves_the_base_un
     assert checked.kind == "line" and checked.calibration is not None  # read, serve, evaluate use it
     digit_model = {name: d for name, d in digests(base / "digits").items() if name != runs.LOCK}
     assert digests(out / "digits") == digit_model  # the digit model, a run of its own, as it was
+
+
+def test_prototypes_fold_into_the_classifier_as_a_nearest_class_mean_blend(synthetic_cnn_run):
+    import keras
+
+    from digitlab.predict.keras_runtime import load_keras_model
+    from digitlab.training.adapt import Samples, fold_prototypes
+
+    model = load_keras_model(synthetic_cnn_run / runs.MODEL)
+    rng = np.random.default_rng(3)
+    digits = rng.integers(0, 256, (20, 28, 28)).astype(np.uint8)
+    labels = np.repeat(np.arange(10), 2)
+    classifier = model.get_layer("probabilities")
+    features = keras.Model(model.input, classifier.input)
+    f = keras.ops.convert_to_numpy(features(digits.astype(np.float32))).astype(np.float64)
+    kernel, bias = classifier.get_weights()
+    x = rng.integers(0, 256, (7, 28, 28)).astype(np.float32)  # any images, read before and after
+    fx = keras.ops.convert_to_numpy(features(x)).astype(np.float64)
+    # no warps: the copies are the samples themselves, so the prototypes are the samples' own means
+    still = Recipe(shift=0, rotate=0, scale=0, shear=0, thickness=0, blur=0, prototypes=0.5, prototype_warps=2)
+
+    fold_prototypes(model, Samples(digits, labels, (), ()), still, seed=0)
+
+    mu = np.stack([f[labels == k].mean(0) for k in range(10)])
+    tau = np.mean(np.sum((f - mu[labels]) ** 2, axis=1))
+    logits = fx @ kernel + bias
+    gain = -np.sum((fx[:, None] - mu[None]) ** 2, axis=2) / tau
+    logits[:, :10] += 0.5 * (gain - gain.mean(axis=1, keepdims=True))
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    got = keras.ops.convert_to_numpy(model(x))
+    assert np.allclose(got, expected[:, : got.shape[1]], atol=1e-5)
+    assert not np.allclose(got, keras.ops.convert_to_numpy(load_keras_model(synthetic_cnn_run / runs.MODEL)(x)))
+    with pytest.raises(DigitlabError, match="prototype_warps >= 1"):
+        Recipe(prototypes=1.0, prototype_warps=0)
+
+
+def test_an_adaptation_with_prototypes_saves_and_scores_the_blended_model(tmp_path, synthetic_cnn_run, synthetic_dir):
+    from digitlab.config import TrainConfig
+    from digitlab.data import run_split
+    from digitlab.predict import load_predictor
+
+    recipe = Recipe(steps=10, batch_size=32, prototypes=0.5, prototype_warps=2, writer_folds=0)
+    out = tmp_path / "me-run"
+
+    metrics = digitlab.adapt(
+        synthetic_cnn_run, write_folder(tmp_path / "me", 1), out, recipe=recipe, data_dir=synthetic_dir
+    )
+
+    assert json.loads((out / runs.CONFIG).read_text())["adapt"]["recipe"]["prototypes"] == 0.5
+    # the validation score is the saved model's, read as every reader reads it, not the model before the blend
+    split = run_split(TrainConfig.from_dict(json.loads((out / runs.CONFIG).read_text())["train"]), synthetic_dir)
+    saved = load_predictor(out).raw_proba(split.x_val).argmax(1) == split.y_val
+    assert metrics["validation"]["accuracy"] == pytest.approx(saved.mean(), abs=1e-6)

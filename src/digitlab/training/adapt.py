@@ -78,6 +78,7 @@ SOURCES = (  # what samples may be, for a digit run and for a line run
 # digit plus LINE_RATIO[2]; the training lines span 0.21-2.05 for one digit, 1.9-5.3 for four, 4.0-11.8 for ten.
 LINE_RATIO = (0.15, 1.6, 1.0)
 LINE_INK = 64  # of 255: the normalised line's ink the ratio is measured on
+EVALUATE_BATCH = 512  # digits per model call when scoring and taking features
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,11 @@ class Recipe:
     # Digit runs: the samples are dealt into this many folds, each read by a model adapted on the others,
     # and calibration's threshold must meet its rule on those answers too (AdaptTask.held_out; 0: not).
     writer_folds: int = 2
+    # Digit runs: the samples' prototypes (nearest class mean on the classifier's input features) blended
+    # into the classifier with this weight (fold_prototypes; 0: none), the means taken over each sample and
+    # `prototype_warps` warped copies of it (the warps above).
+    prototypes: float = 0.0
+    prototype_warps: int = 16
 
     def __post_init__(self) -> None:
         if self.layers not in ("all", "head"):
@@ -109,6 +115,10 @@ class Recipe:
             raise DigitlabError(f"recipe.mix: expected a share in [0, 1), got {self.mix}")
         if self.steps <= 0 or self.batch_size <= 0:
             raise DigitlabError(f"recipe: steps and batch_size must be positive, got {self.steps}, {self.batch_size}")
+        if self.prototypes < 0 or (self.prototypes and self.prototype_warps < 1):
+            raise DigitlabError(
+                f"recipe: prototypes must be >= 0, with prototype_warps >= 1, got {self.prototypes}, {self.prototype_warps}"
+            )
 
     def train_config(self, base: TrainConfig, seed: int, line: bool = False) -> TrainConfig:
         """The run's training configuration with the adaptation's schedule and warps; for a line run, the
@@ -497,10 +507,32 @@ class AdaptTask(DigitTask):
             compile_model(model, self.cfg, steps_per_epoch(task, self.cfg))
             inputs = {k: v for k, v in task.fit_inputs(0).items() if k != "validation_data"}
             model.fit(**inputs, epochs=1, verbose=0)
+            if self.recipe.prototypes:
+                fold_prototypes(model, rest, self.recipe, self.cfg.seed)
             held = self.person.digits[fold == f].astype(np.float32)
             probs[fold == f] = keras.ops.convert_to_numpy(model(held, training=False))
         described = f"{len(labels)} of the person's samples, each read by a model adapted on the others"
         return digit_answers(probs, labels, described, name="writer")
+
+    def fit_inputs(self, initial_epoch: int) -> dict:
+        """DigitTask's; with prototypes the validation split is scored in `scores`, once they are folded in."""
+        inputs = super().fit_inputs(initial_epoch)
+        return {k: v for k, v in inputs.items() if k != "validation_data"} if self.recipe.prototypes else inputs
+
+    def scores(self, model: keras.Model, logs: dict, inputs: dict) -> dict:
+        """DigitTask's; with prototypes, at the epoch's end (an adaptation has one, and the recorder saves
+        the model after it) they are folded into the classifier first, and the validation split is scored
+        on the model as it is saved."""
+        if not self.recipe.prototypes:
+            return super().scores(model, logs, inputs)
+        fold_prototypes(model, self.person, self.recipe, self.cfg.seed)
+        d = self.data
+        val = model.evaluate(d.x_val, d.y_val, batch_size=EVALUATE_BATCH, verbose=0, return_dict=True)
+        return {
+            **super().scores(model, logs, inputs),
+            "val_loss": float(val["loss"]),
+            "val_accuracy": float(val["accuracy"]),
+        }
 
     def sizes(self) -> dict:
         return {
@@ -551,6 +583,40 @@ class MixedLines(EpochBatches):
         order = rng.permutation(len(x) + len(mine))
         images = np.concatenate([np.asarray(x, np.float32), np.clip(mine, 0, 255).astype(np.float32)])
         return images[order], np.concatenate([y, labels])[order]
+
+
+def fold_prototypes(model: keras.Model, samples: Samples, recipe: Recipe, seed: int) -> None:
+    """The samples' prototypes blended into a digit model's classifier, in its own weights: no layer is
+    added, so every reader of the run (Keras, ONNX, the page) gives the blend, and the run loads as any.
+
+    A prototype is a digit's mean feature vector (the classifier's input, `f`) over its samples and
+    `recipe.prototype_warps` warped copies of each (nearest class mean, as in prototypical networks). The
+    logit of digit c gains `recipe.prototypes` times -|f - mu_c|^2 / tau, less its mean over the digits,
+    tau the copies' mean squared distance to their own digit's prototype. Expanded, that is
+    (2 f.(mu_c - mean mu) - (|mu_c|^2 - mean |mu|^2)) / tau: linear in f (the |f|^2 term is the same for
+    every digit and cancels), so it adds to the classifier's kernel and bias. A "not a digit" output gains
+    nothing, and the digits' gains add up to zero, so a non-digit stays as likely against the digits."""
+    layer = model.get_layer("probabilities")
+    features = keras.Model(model.input, layer.input)
+    rng = np.random.default_rng([seed, len(samples), 7])
+    warps = {k: getattr(recipe, k) for k in AUGMENTATIONS}
+    n = recipe.prototype_warps
+    copies = random_warp(np.tile(samples.digits, (n, 1, 1)).astype(np.float32), rng, **warps)
+    x = np.concatenate([samples.digits.astype(np.float32), np.clip(copies, 0, 255)])
+    y = np.tile(samples.labels, n + 1)
+    f = np.concatenate(
+        [
+            keras.ops.convert_to_numpy(features(x[i : i + EVALUATE_BATCH], training=False))
+            for i in range(0, len(x), EVALUATE_BATCH)
+        ]
+    ).astype(np.float64)
+    mu = np.stack([f[y == k].mean(axis=0) for k in range(CLASSES)])
+    tau = max(float(np.mean(np.sum((f - mu[y]) ** 2, axis=1))), 1e-6)
+    squares = np.sum(mu**2, axis=1)
+    kernel, bias = (np.asarray(w, np.float64) for w in layer.get_weights())
+    kernel[:, :CLASSES] += recipe.prototypes * 2.0 * (mu - mu.mean(axis=0)).T / tau
+    bias[:CLASSES] -= recipe.prototypes * (squares - squares.mean()) / tau
+    layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
 
 
 def _choose_layers(model: keras.Model, layers: str, kind: str) -> None:
