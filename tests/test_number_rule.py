@@ -201,9 +201,13 @@ def test_the_page_model_of_a_line_run_carries_its_rule(tiny_line_run, tmp_path):
 def test_a_line_run_with_a_digit_model_gets_its_rule_for_numbers(
     line_digit_run, tiny_line_run, synthetic_dir, tmp_path
 ):
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
     from digitlab import training
     from digitlab.predict import load_predictor
-    from digitlab.predict.reading import NUMBER_FEATURES, read
+    from digitlab.predict.reading import NUMBER_FEATURES, read, read_files
+    from digitlab.serve import create_app
 
     assert training.calibrate_numbers(shutil.copytree(tiny_line_run, tmp_path / "alone"), synthetic_dir) is None
     run = shutil.copytree(line_digit_run, tmp_path / "run")
@@ -218,6 +222,14 @@ def test_a_line_run_with_a_digit_model_gets_its_rule_for_numbers(
     image[10:30, 60:64] = 0
     r = read(predictor, image)
     assert r.unsure == (r.confidence < fitted["threshold"])
+    # The same confidence and unsure in the CLI's rows and through the API.
+    path = tmp_path / "number.png"
+    Image.fromarray(image).save(path)
+    (row,) = read_files(predictor, [path])
+    assert (row["confidence"], row["unsure"], row["reason"]) == (r.confidence, r.unsure, r.reason)
+    answer = TestClient(create_app(run, "keras")).post("/api/read", files={"file": ("n.png", path.read_bytes())})
+    assert answer.status_code == 200
+    assert answer.json()["confidence"] == pytest.approx(r.confidence) and answer.json()["unsure"] == r.unsure
 
 
 def test_resume_fits_the_rule_a_killed_run_is_missing(line_digit_run, synthetic_dir, tmp_path, monkeypatch):
