@@ -36,6 +36,53 @@ def built_once(tmp_path_factory, name: str, build) -> Path:
     return path
 
 
+# About how many seconds each of the longest test files takes on the two cores (the suite with
+# `--durations`), and what a test in any other file counts. The workers take whole files (`--dist loadfile`);
+# handed out longest first, the last files left are short and both workers end at about the same time.
+# xdist's own order, by number of tests, leaves long files of a few tests (the ladder, the JAX backend, the
+# notebook) to the end, where one of them can keep one worker busy a minute after the other has stopped.
+FILE_SECONDS = {
+    "test_experiments.py": 108,
+    "test_cli.py": 88,
+    "test_web.py": 82,
+    "test_backends.py": 74,
+    "test_browser.py": 61,
+    "test_hostile_inputs.py": 55,
+    "test_serve.py": 45,
+    "test_line_model.py": 37,
+    "test_notebook.py": 34,
+    "test_report.py": 27,
+    "test_serve_line_run.py": 23,
+    "test_batch.py": 23,
+    "test_read.py": 22,
+    "test_preprocess.py": 21,
+    "test_adapt.py": 20,
+    "test_train.py": 20,
+}
+SECONDS_PER_TEST = 0.3
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` with the longest files first (FILE_SECONDS); other modes as xdist has them."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    def seconds(unit) -> float:
+        scope, tests = unit
+        return FILE_SECONDS.get(Path(scope).name, SECONDS_PER_TEST * len(tests))
+
+    class LongestFirst(LoadFileScheduling):
+        def _assign_work_unit(self, node) -> None:
+            queue = sorted(self.workqueue.items(), key=seconds, reverse=True)  # stable: ties keep xdist's order
+            self.workqueue.clear()
+            self.workqueue.update(queue)
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log)
+
+
 @pytest.fixture(scope="session")
 def mnist():
     from digitlab.data import load_dataset
