@@ -510,7 +510,7 @@ def three_bars() -> np.ndarray:
 def test_a_mark_read_in_a_line_is_refused_saying_where():
     from digitlab.predict.ctc import log_likelihood
     from digitlab.predict.lines import read_lines
-    from digitlab.predict.reading import Candidates, Combining, combine
+    from digitlab.predict.reading import Candidates, Combining, combine, file_rows, read_inputs
 
     b = MBLANK
     predictor = marked_predictor([b, 1, 1, b, b, MARK, MARK, b, b, 2, b])
@@ -521,6 +521,8 @@ def test_a_mark_read_in_a_line_is_refused_saying_where():
     mark = reading.digits[1]
     assert (mark.digit, mark.label, mark.unsure) == (MARK, "?", True) and not reading.digits[0].unsure
     assert reading.to_dict()["digits"][1]["unsure"]
+    (row,) = file_rows(read_inputs(predictor, [three_bars()], ["x.png"], "line"))  # the CLI's, JSON's, batch's
+    assert (row["text"], row["unsure"], row["reason"]) == ("1?2", True, reason)
     # The combined reader: whichever reading it chooses, a mark the line model read makes it unsure, saying where.
     segment = dataclasses.replace(reading, text="172", lines=("172",), unsure=False, reason=None, confidence=0.99)
     probs = predictor.raw_proba(np.zeros((1, 32, 256)))[0]
