@@ -11,6 +11,7 @@ concurrent clients; writes them into their own section of BENCHMARKS.md (`<!-- n
     .venv/bin/python bench/read_numbers.py RUN --methods [--count 480]    each method and the combination, test
     .venv/bin/python bench/read_numbers.py RUN --calibrate [--tune-count 240]    refit the run's rule for numbers
     .venv/bin/python bench/read_numbers.py RUN --coverage [--count 480]    accepted numbers against coverage, test
+    .venv/bin/python bench/read_numbers.py RUN --evidence [--tune-count 240]    the rule's evidence compared, validation
 
 Several runs are read on the same numbers and set side by side, each by its own method (a digit run by
 segmentation, a line model's run, `--preset numbers`, by its line model); the first is the one timed
@@ -26,6 +27,8 @@ method alone on the same validation numbers. `--method` reads with another metho
 (`digitlab.training.calibrate_numbers`), into the run itself: copy a run first to keep it as it is.
 `--coverage` reports, on the test numbers, the accepted numbers' accuracy at the run's threshold and against
 coverage, for the run's rule and for the readers' own (into its section `<!-- numbers-coverage -->`).
+`--evidence` compares, on validation numbers by 5-fold cross-validation, the rule fitted on each piece
+of its evidence alone, on all of it, and on the readers' own confidence.
 """
 
 from __future__ import annotations
@@ -463,6 +466,46 @@ def accepted_at(confidence: np.ndarray, right: np.ndarray) -> tuple[list[float],
     return at, (int(ok[-1]) + 1) / len(right) if ok.size else 0.0
 
 
+def compare_evidence(predictor, sets: dict[str, list]) -> None:
+    """Validation numbers read once; a logistic rule (calibrate.fit_numbers' model) fitted by 5-fold
+    cross-validation on each feature of reading.number_features alone, on all of them, and on the readers'
+    own confidence: AUROC, coverage at TARGET_ACCURACY and the share right at TARGET_COVERAGE."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from digitlab.calibrate import NUMBER_C, TARGET_ACCURACY
+    from digitlab.predict.reading import NUMBER_FEATURES, candidates, digit_part, number_features
+    from digitlab.predict.segmented import open_image
+
+    digits = digit_part(predictor)
+    rows, right = [], []
+    for numbers in sets.values():
+        for n in numbers:
+            seen = candidates(predictor, digits, *open_image(n.image))
+            chosen = combine(seen)
+            if chosen.text is not None:
+                rows.append([*number_features(seen, chosen), math.log(max(chosen.confidence or 0.0, 1e-300))])
+                right.append(chosen.text == n.text)
+    x, right = np.array(rows), np.array(right)
+    print(f"{len(right)} validation numbers, {100 * right.mean():.1f} % right; 5-fold cross-validation:")
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    names = [*NUMBER_FEATURES, "readers' confidence (log)"]
+    for label, cols in [*((name, [k]) for k, name in enumerate(names)), ("all of the rule's", list(range(5)))]:
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=NUMBER_C, max_iter=1000))
+        p = cross_val_predict(model, x[:, cols], right, cv=folds, method="predict_proba")[:, 1]
+        order = np.argsort(-p, kind="stable")
+        accuracy = np.cumsum(right[order]) / np.arange(1, len(right) + 1)
+        ok = np.flatnonzero(accuracy >= TARGET_ACCURACY)
+        print(
+            f"  {label:26s} AUROC {roc_auc_score(right, p):.3f}  coverage at {100 * TARGET_ACCURACY:.1f} % right "
+            f"{_pct((ok[-1] + 1) / len(right) if ok.size else 0.0)}  right at {100 * TARGET_COVERAGE:.0f} % "
+            f"{_pct(accuracy[int(np.ceil(TARGET_COVERAGE * len(right))) - 1])}"
+        )
+
+
 def coverage_report(args, figs: dict) -> str:
     from digitlab.runs import read_json
 
@@ -545,6 +588,9 @@ def main() -> None:
         "--coverage", action="store_true", help="accepted test numbers against coverage, by the run's rule"
     )
     parser.add_argument(
+        "--evidence", action="store_true", help="the rule for numbers' evidence compared on validation numbers"
+    )
+    parser.add_argument(
         "--tune-count", type=int, default=240, help="validation numbers per subset (default %(default)s)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="report to update")
@@ -562,6 +608,10 @@ def main() -> None:
         return
     predictor = load_predictor(args.runs[0], runtime=None)  # as `digitlab read` chooses: ONNX where exported
     args.runtime = predictor.runtime
+    if args.evidence:
+        x_val, y_val = validation_split(args.runs[0])
+        compare_evidence(predictor, compose_all(x_val, y_val, args.tune_count, args.seed))
+        return
     if args.tune_combined:
         x_val, y_val = validation_split(args.runs[0])
         print(f"validation split: {len(y_val)} digits; {args.tune_count} numbers per subset", flush=True)
