@@ -447,7 +447,16 @@ def test_adapting_a_line_run_teaches_it_a_writers_numbers_and_leaves_the_base_un
         base,
         samples,
         tmp_path / "me-run",
-        recipe=Recipe(steps=30, batch_size=16, mix=0.5, layers="all", learning_rate=3e-3, rotate=0.0, scale=0.0),
+        recipe=Recipe(
+            steps=30,
+            batch_size=16,
+            mix=0.5,
+            layers="all",
+            learning_rate=3e-3,
+            rotate=0.0,
+            scale=0.0,
+            numbers_per_subset=1,
+        ),
         data_dir=synthetic_dir,
     )
 
@@ -467,6 +476,9 @@ def test_adapting_a_line_run_teaches_it_a_writers_numbers_and_leaves_the_base_un
     assert metrics["adapt"]["samples"] == 12 and metrics["calibration"]["kind"] == "string"
     checked = runs.check_run(out)
     assert checked.kind == "line" and checked.calibration is not None  # read, serve, evaluate use it
+    numbers = runs.read_json(out / runs.CALIBRATION)["numbers"]  # the rule for whole numbers, fitted again
+    assert numbers["fitted_on"].startswith("7 numbers composed from the validation split")
+    assert metrics["calibration"]["numbers"] == numbers
     digit_model = {name: d for name, d in digests(base / "digits").items() if name != runs.LOCK}
     assert digests(out / "digits") == digit_model  # the digit model, a run of its own, as it was
 

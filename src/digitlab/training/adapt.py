@@ -55,7 +55,7 @@ from digitlab.preprocess import NO_INK, preprocess
 from digitlab.preprocess.ink import ink_levels
 from digitlab.preprocess.line import line_ink, normalize_line
 from digitlab.preprocess.segment import segment
-from digitlab.training import _fit, compile_model
+from digitlab.training import _fit, calibrate_numbers, compile_model
 from digitlab.training.augment import random_warp
 from digitlab.training.epochs import EpochBatches
 from digitlab.training.tasks import WILD_CALIBRATION_SEED, DigitTask, LineTask, steps_per_epoch
@@ -107,6 +107,9 @@ class Recipe:
     # `prototype_warps` warped copies of it (the warps above).
     prototypes: float = 0.0
     prototype_warps: int = 16
+    # Line runs with a digit model: validation numbers per subset the combined reader's rule for whole
+    # numbers is fitted on again (training.calibrate_numbers), as the adapted line model reads them.
+    numbers_per_subset: int = 120
 
     def __post_init__(self) -> None:
         if self.layers not in ("all", "head"):
@@ -115,6 +118,8 @@ class Recipe:
             raise DigitlabError(f"recipe.mix: expected a share in [0, 1), got {self.mix}")
         if self.steps <= 0 or self.batch_size <= 0:
             raise DigitlabError(f"recipe: steps and batch_size must be positive, got {self.steps}, {self.batch_size}")
+        if self.numbers_per_subset < 1:
+            raise DigitlabError(f"recipe.numbers_per_subset: expected at least 1, got {self.numbers_per_subset}")
         if self.prototypes < 0 or (self.prototypes and self.prototype_warps < 1):
             raise DigitlabError(
                 f"recipe: prototypes must be >= 0, with prototype_warps >= 1, got {self.prototypes}, {self.prototype_warps}"
@@ -700,7 +705,11 @@ def adapt(
             "base_validation_accuracy": base_metrics.get("validation", {}).get("accuracy"),
             "seconds": round(time.perf_counter() - started, 3),
         }
-        return runs.update_json(out / runs.METRICS, adapt=result) | {"adapt": result}
+        runs.update_json(out / runs.METRICS, adapt=result)
+    if kind == "line" and digit_part is not None:  # the rule for whole numbers, as the adapted model reads them
+        calibrate_numbers(out, data_dir, per_subset=recipe.numbers_per_subset)
+        result["seconds"] = round(time.perf_counter() - started, 3)
+    return runs.update_json(out / runs.METRICS, adapt=result) | {"adapt": result}
 
 
 def _write_samples(path: Path, samples: Samples | LineSamples, label: str) -> None:
