@@ -36,19 +36,19 @@ def built_once(tmp_path_factory, name: str, build) -> Path:
     return path
 
 
-# About how many seconds each of the longest test files takes on the two cores (the suite with
+# About how many seconds each of the longest test files takes on the two cores (the whole suite with
 # `--durations`), and what a test in any other file counts. The workers take whole files (`--dist loadfile`);
 # handed out longest first, the last files left are short and both workers end at about the same time.
 # xdist's own order, by number of tests, leaves long files of a few tests (the ladder, the JAX backend, the
 # notebook) to the end, where one of them can keep one worker busy a minute after the other has stopped.
 FILE_SECONDS = {
-    "test_experiments.py": 108,
     "test_cli.py": 88,
     "test_web.py": 82,
+    "test_serve.py": 80,  # a minute of it waits on uvicorn's health check (test_serve_workers_that_cannot_load...)
     "test_backends.py": 74,
+    "test_experiments.py": 70,
     "test_browser.py": 61,
-    "test_hostile_inputs.py": 55,
-    "test_serve.py": 45,
+    "test_hostile_inputs.py": 38,
     "test_line_model.py": 37,
     "test_notebook.py": 34,
     "test_report.py": 27,
@@ -64,8 +64,9 @@ SECONDS_PER_TEST = 0.3
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """`--dist loadfile` with the longest files first (FILE_SECONDS); other modes as xdist has them."""
-    if config.getvalue("dist") != "loadfile":
+    """`--dist loadfile` with the longest files first (FILE_SECONDS, the whole suite's times); other modes,
+    and a suite chosen by -m or -k (the quick suite), as xdist has them."""
+    if config.getvalue("dist") != "loadfile" or config.option.markexpr or config.option.keyword:
         return None
     from xdist.scheduler import LoadFileScheduling
 
