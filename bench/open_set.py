@@ -24,8 +24,9 @@ family: "validation" (validation digits and marks, what the run's share of marke
 (MNIST test digits, held-out marks). The line model alone on --lines lines of each: marked lines read with the
 "not a digit" symbol, and refused (that, or below the threshold); clean lines falsely read with one, accepted,
 and exactly right when accepted. Then --read of each through `digitlab read`'s own path (the combined reader when
-the run has a digit model), the line drawn dark on light paper: marked numbers answered unsure, and unsure with
-the "not a digit" reason; clean numbers answered (not unsure) and exact.
+the run has a digit model), of photos of such lines drawn as the generator draws its photos (one writer, paper,
+light, noise, JPEG): marked numbers answered unsure, and unsure with the "not a digit" reason; clean numbers
+answered (not unsure) and exact.
 
 --speed N: the fast preset trained N times (seeds 0..N-1) without and with its non-digits, in turns, each a
 fresh process timed as bench/benchmark.py times it (training only, MNIST test accuracy after each epoch, to
@@ -51,7 +52,7 @@ from digitlab import runs
 from digitlab.config import MARK, TrainConfig
 from digitlab.data import load_dataset, run_split
 from digitlab.data.synth import wild
-from digitlab.data.synth.lines import PAD_LABEL, make_lines
+from digitlab.data.synth.lines import MAX_DIGITS, PAD_LABEL, compose, make_lines, on_paper
 from digitlab.data.synth.nondigits import line_marks, nondigits
 from digitlab.predict import NOT_A_DIGIT_REASON, load_predictor
 from digitlab.predict.ctc import greedy_decode
@@ -141,14 +142,30 @@ def measure_numbers(run: Path, lines: int, reads: int) -> dict:
                 right = np.array([d.digits == t for d, t in zip(decoded, truth)])
                 f["clean_exact"] = float(right.mean())
                 f["clean_accepted_exact"] = float(right[accepted].mean()) if accepted.any() else float("nan")
-        for name, images in (("clean", clean[:reads]), ("marked", marked[:reads])) if reads else ():
-            readings = [read(predictor, 255 - image, method=method) for image in images]  # dark ink on paper
+        for name, with_marks in (("clean", None), ("marked", marks)) if reads else ():
+            drawn = photos(x, y, with_marks, reads, np.random.default_rng([SEED, len(family), len(name)]))
+            readings = [read(predictor, grey, method=method) for grey, _ in drawn]
             f[f"read_{name}_unsure"] = float(np.mean([r.unsure for r in readings]))
             f[f"read_{name}_reason"] = float(np.mean([NOT_A_DIGIT_REASON in (r.reason or "") for r in readings]))
             if name == "clean":
-                truth = ["".join(str(int(v)) for v in row if v != PAD_LABEL) for row in clean_y[:reads]]
-                f["read_clean_exact"] = float(np.mean([r.text == t for r, t in zip(readings, truth)]))
+                f["read_clean_exact"] = float(np.mean([r.text == t for r, (_, t) in zip(readings, drawn)]))
         out["families"][family] = f
+    return out
+
+
+def photos(x: np.ndarray, y: np.ndarray, marks: np.ndarray | None, n: int, rng: np.random.Generator) -> list:
+    """n photos of lines of 1-MAX_DIGITS digits as the generator draws its photos (one writer, dark ink on
+    paper under uneven light, noise, JPEG: `compose`, `on_paper`), each with one of `marks` in place of a
+    digit when given; (grey image, the digits' text) each."""
+    out = []
+    for _ in range(n):
+        chosen = rng.integers(0, len(x), rng.integers(1, MAX_DIGITS + 1))
+        items, text, apart = x[chosen].copy(), "".join(str(int(v)) for v in y[chosen]), None
+        if marks is not None:
+            apart = int(rng.integers(len(chosen)))
+            items[apart] = marks[rng.integers(len(marks))]
+        cover, _ = compose(items, rng, apart=apart)
+        out.append((on_paper(cover, rng), text))
     return out
 
 
@@ -179,7 +196,7 @@ def numbers_table(results: list[dict], lines: int, reads: int) -> str:
         + "\n".join(rows_model)
         + "\n\n"
         + (
-            f"`digitlab read`'s path, {reads} lines of each drawn dark on light paper:\n\n"
+            f"`digitlab read`'s path, {reads} photos of lines of each kind, drawn as the generator draws its photos:\n\n"
             '| run (method) | family | marked: unsure | marked: "not a digit" | clean: answered | clean: "not a digit" '
             "| clean: exact |\n| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows_read) + "\n"
             if rows_read
