@@ -169,22 +169,29 @@ def photos(x: np.ndarray, y: np.ndarray, marks: np.ndarray | None, n: int, rng: 
     return out
 
 
+def by_family(results: list[dict], validation: str) -> list[tuple[dict, str, dict]]:
+    """Each run's figures per family of marks, labelled for a table (`validation`: that family's label)."""
+    return [
+        (r, validation if family == "validation" else "test (held out)", f)
+        for r in results
+        for family, f in r["families"].items()
+    ]
+
+
 def numbers_table(results: list[dict], lines: int, reads: int) -> str:
     rows_model, rows_read = [], []
-    for r in results:
-        for family, f in r["families"].items():
-            label = "validation" if family == "validation" else "test (held out)"
-            rows_model.append(
-                f"| {Path(r['run']).name} | {label} | {f['marked_flagged']:.1%} | {1 - f['marked_accepted']:.1%} | "
-                f"{f['clean_flagged']:.2%} | {f['clean_accepted']:.1%} | {f['clean_accepted_exact']:.2%} | "
-                f"{f['clean_exact']:.2%} |"
+    for r, label, f in by_family(results, "validation"):
+        rows_model.append(
+            f"| {Path(r['run']).name} | {label} | {f['marked_flagged']:.1%} | {1 - f['marked_accepted']:.1%} | "
+            f"{f['clean_flagged']:.2%} | {f['clean_accepted']:.1%} | {f['clean_accepted_exact']:.2%} | "
+            f"{f['clean_exact']:.2%} |"
+        )
+        if "read_clean_exact" in f:
+            rows_read.append(
+                f"| {Path(r['run']).name} ({r['method']}) | {label} | {f['read_marked_unsure']:.1%} | "
+                f"{f['read_marked_reason']:.1%} | {1 - f['read_clean_unsure']:.1%} | {f['read_clean_reason']:.1%} | "
+                f"{f['read_clean_exact']:.1%} |"
             )
-            if "read_clean_exact" in f:
-                rows_read.append(
-                    f"| {Path(r['run']).name} ({r['method']}) | {label} | {f['read_marked_unsure']:.1%} | "
-                    f"{f['read_marked_reason']:.1%} | {1 - f['read_clean_unsure']:.1%} | {f['read_clean_reason']:.1%} | "
-                    f"{f['read_clean_exact']:.1%} |"
-                )
     return (
         "## Open set: numbers with a mark that is not a digit\n\n"
         f"`{command_line()}` on {machine()}: lines of 1-10 digits (validation digits with validation marks; MNIST "
@@ -251,14 +258,12 @@ def table(results: list[dict], count: int) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )
     rows = []
-    for r in results:
-        for family, f in r["families"].items():
-            label = "validation (threshold chosen here)" if family == "validation" else "test (held out)"
-            rows.append(
-                f"| {Path(r['run']).name} | {label} | {f['auroc']:.4f} | {f['fpr95']:.1%} | {f['refused']:.1%} | "
-                f"{r['test_accepted']:.1%} | {r['test_accepted_accuracy']:.2%} | {r['wild_accepted']:.1%} | "
-                f"{r['wild_accepted_accuracy']:.2%} |"
-            )
+    for r, label, f in by_family(results, "validation (threshold chosen here)"):
+        rows.append(
+            f"| {Path(r['run']).name} | {label} | {f['auroc']:.4f} | {f['fpr95']:.1%} | {f['refused']:.1%} | "
+            f"{r['test_accepted']:.1%} | {r['test_accepted_accuracy']:.2%} | {r['wild_accepted']:.1%} | "
+            f"{r['wild_accepted_accuracy']:.2%} |"
+        )
     return (
         "## Open set: digits against marks that are not digits\n\n"
         f"`{command_line()}` on {machine()}: {count} non-digits per family (digitlab.data.synth.nondigits), "
