@@ -673,6 +673,28 @@ def test_serve_workers_that_cannot_load_the_model_stop_the_server(synthetic_run,
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {broken}: the server's worker processes could not")
 
 
+def test_a_workers_health_check_ends_once_the_worker_has_exited():
+    """uvicorn's supervisor pings each worker and waits up to WORKER_HEALTHCHECK (60 s) for the answer;
+    digitlab's workers stop waiting as soon as their process has exited (it never will answer)."""
+    import threading
+    from multiprocessing import Pipe
+
+    from digitlab.serve.workers import Worker
+
+    class Exited:
+        def is_alive(self) -> bool:
+            return False
+
+    worker = Worker.__new__(Worker)  # no process started: one that has exited, and a pipe nobody answers
+    worker.parent_conn, worker.child_conn = Pipe()
+    worker.process = Exited()
+    answers = []
+    check = threading.Thread(target=lambda: answers.append(worker._healthcheck(3600.0)), daemon=True)
+    check.start()
+    check.join(30)
+    assert answers == [None]
+
+
 # --- the Host header (issue 14 row 14) and the port (row 24) ------------------------------------------
 
 

@@ -12,8 +12,10 @@ import errno
 import ipaddress
 import logging
 import os
+import pickle
 import socket
 import sys
+import time
 from pathlib import Path
 
 import uvicorn
@@ -21,7 +23,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
-from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors import Multiprocess, multiprocess
 
 from digitlab import runs
 from digitlab.config import RUNTIMES, SERVE_LIMIT_CONCURRENCY, SERVE_TIMEOUT
@@ -38,6 +40,7 @@ RETRY_AFTER = 1  # s a client refused for overload is told to wait
 # (uvicorn's default is 5): on a CPU shared with other work a worker loading its model, or reading while
 # others take the cores, can miss 5 s, and its restart (imports, the model) costs a core for half a minute.
 WORKER_HEALTHCHECK = 60
+HEALTHCHECK_SLICE = 0.25  # s between looks at whether a worker that has not answered is still running
 
 
 class HeaderDeadline(AutoHTTPProtocol):
@@ -204,6 +207,23 @@ TIMEOUT_ENV = "DIGITLAB_SERVE_TIMEOUT"  # seconds; unset: SERVE_TIMEOUT
 THREADS_ENV = "DIGITLAB_SERVE_THREADS"  # threads per model call in each worker; unset: the runtime's default
 
 
+class Worker(multiprocess.Process):
+    """uvicorn's worker process, whose health check ends once the process has exited: uvicorn waits for an
+    answer for the whole WORKER_HEALTHCHECK, so a worker that could not load the model (and so ended with
+    uvicorn's start-up failure code) stopped the server only a minute later."""
+
+    def _healthcheck(self, timeout: float) -> bool | None:
+        deadline = time.monotonic() + timeout
+        try:
+            self.parent_conn.send(b"ping")
+            while not self.parent_conn.poll(max(0.0, min(HEALTHCHECK_SLICE, deadline - time.monotonic()))):
+                if not self.process.is_alive() or time.monotonic() >= deadline:
+                    return None
+            return self.parent_conn.recv()
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return None
+
+
 def app_from_env() -> FastAPI:
     """`create_app` in a uvicorn worker process; the run directory and runtime come from the environment.
 
@@ -281,6 +301,10 @@ def run_workers(
         access_log=access_log,
     )
     supervisor = Multiprocess(config, sockets=[sock])
-    supervisor.run()
+    uvicorns, multiprocess.Process = multiprocess.Process, Worker  # the workers the supervisor starts and restarts
+    try:
+        supervisor.run()
+    finally:
+        multiprocess.Process = uvicorns
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
         raise RunError(f"{run_dir}: the server's worker processes could not start (the reason is logged above)")
