@@ -44,7 +44,6 @@ def built_once(tmp_path_factory, name: str, build) -> Path:
 FILE_SECONDS = {
     "test_cli.py": 88,
     "test_web.py": 82,
-    "test_serve.py": 80,  # a minute of it waits on uvicorn's health check (test_serve_workers_that_cannot_load...)
     "test_backends.py": 74,
     "test_experiments.py": 70,
     "test_browser.py": 61,
@@ -52,6 +51,7 @@ FILE_SECONDS = {
     "test_line_model.py": 37,
     "test_notebook.py": 34,
     "test_report.py": 27,
+    "test_serve.py": 25,
     "test_serve_line_run.py": 23,
     "test_batch.py": 23,
     "test_read.py": 22,
