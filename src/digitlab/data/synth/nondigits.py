@@ -137,14 +137,22 @@ def line_marks(family: str, n: int, *, seed: int = 0, cache: bool = False) -> tu
 def _short_stroke(length: float, angle: float, width: float) -> np.ndarray:
     """A straight stroke `length` px long (of the 28 px frame), `angle` radians off the horizontal, drawn
     with a round pen `width` px wide at SCALE, centred, not scaled to BOX."""
-    big, c = SIDE * SCALE, SIDE * SCALE / 2
+    c = SIDE * SCALE / 2
     dx, dy = np.cos(angle) * length * SCALE / 2, -np.sin(angle) * length * SCALE / 2
+    return np.asarray(_pen([[(c - dx, c - dy), (c + dx, c + dy)]], width), np.uint8)
+
+
+def _pen(strokes: list[list[tuple[float, float]]], width: float) -> Image.Image:
+    """Strokes (points in px of the SIDE * SCALE canvas) drawn with a round pen `width` px wide, the canvas
+    then reduced to SIDE x SIDE."""
+    big = SIDE * SCALE
     canvas = Image.new("L", (big, big), 0)
     pen = ImageDraw.Draw(canvas)
-    pen.line([(c - dx, c - dy), (c + dx, c + dy)], fill=255, width=max(1, round(width)))
-    for x, y in ((c - dx, c - dy), (c + dx, c + dy)):  # round caps
-        pen.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=255)
-    return np.asarray(canvas.resize((SIDE, SIDE), Image.Resampling.BOX), np.uint8)
+    for xy in strokes:
+        pen.line(xy, fill=255, width=max(1, round(width)), joint="curve")
+        for x, y in (xy[0], xy[-1]):  # round caps
+            pen.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=255)
+    return canvas.resize((SIDE, SIDE), Image.Resampling.BOX)
 
 
 def _versions() -> str:
@@ -283,14 +291,9 @@ def _draw(strokes: list[np.ndarray], family: str, rng: np.random.Generator, cent
         scale, offset = (BOX * SCALE - width) / span, (big - (hi - lo) * (BOX * SCALE - width) / span) / 2
     else:
         scale, offset = (big * 0.8) / span, big * 0.1
-    canvas = Image.new("L", (big, big), 0)
-    pen = ImageDraw.Draw(canvas)
-    for stroke in strokes:
-        xy = [tuple(p) for p in (stroke - lo) * scale + offset]
-        pen.line(xy, fill=255, width=max(1, round(width)), joint="curve")
-        for x, y in (xy[0], xy[-1]):  # round caps
-            pen.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=255)
-    image = np.asarray(canvas.resize((SIDE, SIDE), Image.Resampling.BOX), np.float32)
+    image = np.asarray(
+        _pen([[tuple(p) for p in (stroke - lo) * scale + offset] for stroke in strokes], width), np.float32
+    )
     if centre and image.sum() > 0:  # centre of mass to the centre, as MNIST
         rows, cols = np.indices(image.shape)
         total = image.sum()
