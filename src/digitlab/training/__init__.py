@@ -315,11 +315,12 @@ def resume(
     done = int(state["epochs_done"])
     finished = done >= train_config.epochs
     if finished and (run_dir / runs.CALIBRATION).is_file() and (run_dir / runs.CURVES).is_file():
-        if train_config.digit_model and not (run_dir / runs.DIGIT_PART / runs.CALIBRATION).is_file():
-            train_digit_part(run_dir, train_config, data_dir, verbose)  # killed while training its digit model
+        if train_config.digit_model and (
+            not (run_dir / runs.DIGIT_PART / runs.CALIBRATION).is_file()
+            or "numbers" not in runs.read_json(run_dir / runs.CALIBRATION)
+        ):  # killed while training its digit model (a finished one is kept), or before its rule for numbers
+            train_digit_part(run_dir, train_config, data_dir, verbose)
             return calibrate_numbers(run_dir, data_dir) or runs.read_json(run_dir / runs.METRICS)
-        if train_config.digit_model and "numbers" not in runs.read_json(run_dir / runs.CALIBRATION):
-            return calibrate_numbers(run_dir, data_dir) or runs.read_json(run_dir / runs.METRICS)  # killed before
         raise RunError(f"{run_dir}: already trained all {train_config.epochs} epochs and calibrated; nothing to resume")
     task = task_for(model_config, train_config, data_dir)
     rows = list(state["history"])
