@@ -28,7 +28,8 @@ from digitlab.config import MARK
 from digitlab.data import default_cache_dir, npm_pack, write_atomic
 from digitlab.errors import DataError, RunError
 from digitlab.metrics import EPS
-from digitlab.predict import NOT_A_DIGIT, NOT_A_DIGIT_REASON
+from digitlab.predict import NOT_A_DIGIT, NOT_A_DIGIT_REASON, count, lines, reading
+from digitlab.preprocess import line
 
 RUNTIME_PACKAGE = "onnxruntime-web@1.22.0"
 RUNTIME_TARBALL_SHA256 = "e293551f9d36d003e293d0f2937fee7b3dfdcef76d71d1449b55e2d4157c7aea"
@@ -155,9 +156,6 @@ def page_model(run_dir: Path) -> dict:
 def line_constants() -> dict:
     """The line reader's constants the page reads with (lines.js): the normalisation's, the crops', and
     the combined reader's, from the Python modules that define them."""
-    from digitlab.predict import count, lines, reading  # late: the reading path, for line runs only
-    from digitlab.preprocess import line
-
     return {
         "height": line.LINE_HEIGHT,
         "width": line.LINE_WIDTH,
