@@ -2,6 +2,7 @@
 writer, the base run left untouched, and --out refused unless --overwrite."""
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -535,3 +536,24 @@ def test_an_adaptation_with_prototypes_saves_and_scores_the_blended_model(tmp_pa
     split = run_split(TrainConfig.from_dict(json.loads((out / runs.CONFIG).read_text())["train"]), synthetic_dir)
     saved = load_predictor(out).raw_proba(split.x_val).argmax(1) == split.y_val
     assert metrics["validation"]["accuracy"] == pytest.approx(saved.mean(), abs=1e-6)
+
+
+def test_an_adapted_line_run_that_learnt_marks_keeps_drawing_them_among_its_lines(tmp_path, synthetic_dir):
+    """The mix against forgetting is the run's own lines, marks and all: a run that learnt "not a digit" keeps
+    seeing it while it learns a person's numbers, or it would forget the symbol."""
+    from digitlab.config import resolve_configs
+    from digitlab.data import run_split
+    from digitlab.data.synth.lines import MARK_LABEL
+    from digitlab.training.adapt import LINE_RECIPE, LineAdaptTask
+
+    model_cfg, base = resolve_configs("numbers", val_lines=8, dataset="synthetic", digit_model=None)
+    assert base.outliers > 0  # the numbers preset learns marks
+    recipe = dataclasses.replace(LINE_RECIPE, steps=4, batch_size=50)  # 150 of the run's lines
+    cfg = recipe.train_config(base, seed=0, line=True)
+    samples = read_samples(write_numbers(tmp_path / "me", ["52", "903", "4096"]), kind="line")
+    task = LineAdaptTask(model_cfg, cfg, run_split(cfg, synthetic_dir), samples, recipe)
+
+    _, labels = task.fit_inputs(initial_epoch=0)["x"].draw(0)
+
+    marked = (labels == MARK_LABEL).any(axis=1)
+    assert 0.5 * cfg.outliers < marked.mean() < 1.5 * cfg.outliers, marked.mean()
