@@ -43,6 +43,7 @@ from digitlab.data import load_dataset, run_split
 from digitlab.data.synth import wild
 from digitlab.data.synth.lines import make_lines
 from digitlab.data.synth.render import on_paper
+from digitlab.plots import plot_gallery
 from digitlab.predict import load_predictor
 from digitlab.predict.ctc import greedy_decode
 from digitlab.preprocess import preprocess
@@ -58,6 +59,8 @@ LINE_EVALUATE = 150  # the writer's other numbers, made of digits the samples do
 LINE_DIGITS = 6  # numbers of 1 to this many digits
 TEST_LINES = 500  # lines of MNIST test digits, for forgetting
 PLOT = ROOT / "docs" / "images" / "adapt.png"
+ERRORS = ROOT / "docs" / "images" / "adapt-errors.png"  # what the adapted runs still misread
+ERRORS_PER_WRITER = 6  # of each writer's misread digits, the first this many are drawn
 KS = (1, 3, 5, 10)
 POOL = 12  # samples drawn per digit and writer, of which the first k the preprocessing accepts are used
 EVALUATE = 30  # the writer's other digits per digit class
@@ -223,10 +226,19 @@ def scores(run: Path, digits: np.ndarray, labels: np.ndarray) -> dict:
     accepted = probs.max(1) >= predictor.threshold
     return {
         "accuracy": float(right.mean()),
+        "errors_by_digit": np.bincount(labels[~right], minlength=10).tolist(),
         "coverage": float(accepted.mean()),
         "accepted_right": int(right[accepted].sum()),
         "accepted": int(accepted.sum()),
     }
+
+
+def mistakes(run: Path, h: Hand, writer: int) -> list[tuple[np.ndarray, str]]:
+    """The first ERRORS_PER_WRITER of the writer's other digits the run misreads: (digit as the model sees it,
+    caption)."""
+    probs = load_predictor(run).predict_proba(h.digits)
+    wrong = np.flatnonzero(probs.argmax(1) != h.labels)[:ERRORS_PER_WRITER]
+    return [(h.digits[i], f"w{writer}: {h.labels[i]} as {probs[i].argmax()} {probs[i].max():.2f}") for i in wrong]
 
 
 def test_accuracy(run: Path, x_test: np.ndarray, y_test: np.ndarray) -> float:
@@ -251,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", default=",".join(CANDIDATES), help="--tune: the recipes, comma-separated")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--plot", type=Path, default=PLOT)
+    parser.add_argument(
+        "--errors",
+        type=Path,
+        default=ERRORS,
+        help="draw here the writers' other digits the runs adapted on 5 samples per digit still misread (with 5 in --ks)",
+    )
     parser.add_argument("--rows", type=Path, help="also write each writer's figures here as JSON, after every writer")
     parser.add_argument(
         "--from-rows",
@@ -272,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     ks = tuple(int(k) for k in args.ks.split(","))
     test = load_dataset("mnist")
     base_test = test_accuracy(args.run, test.x_test, test.y_test)
-    rows = []
+    rows, misread = [], []
     for w in range(args.writers_seed, args.writers_seed + args.writers):
         writer = make_writer(w)
         h = hand(writer, split.x_val, split.y_val)
@@ -287,14 +305,21 @@ def main(argv: list[str] | None = None) -> int:
                 "test": test_accuracy(out, test.x_test, test.y_test),
                 "seconds": seconds,
             }
+            if k == 5:  # the issue's target: what is left of the errors there
+                misread += mistakes(out, h, w)
         rows.append(row)
         print(
             f"writer {w} {'/'.join(writer.habits) or 'no habits'}: base {row['base']['accuracy']:.3f} "
             + " ".join(f"k={k} {r['accuracy']:.3f} ({r['seconds']:.0f} s)" for k, r in row["k"].items()),
             flush=True,
         )
-        body = section(args, rows, tuple(sorted(ks)), base_test)  # after every writer: an interrupted run keeps them
         plot(rows, tuple(sorted(ks)), args.plot)
+        if misread:
+            images, captions = zip(*misread)
+            title = "writers' other digits still misread after adapting on 5 samples per digit"
+            plot_gallery(np.stack(images), list(captions), args.errors, title, cols=ERRORS_PER_WRITER * 2)
+        # after every writer: an interrupted run keeps them
+        body = section(args, rows, tuple(sorted(ks)), base_test, args.errors if misread else None)
         write_section(args.out, SECTION, body)
         if args.rows:
             args.rows.write_text(json.dumps(rows, indent=1, default=str))
@@ -312,14 +337,15 @@ def merge_rows(args) -> int:
     rows = [merged[w] for w in sorted(merged)]
     ks = sorted(set.intersection(*(set(r["k"]) for r in rows)))
     test = load_dataset("mnist")
-    body = section(args, rows, tuple(ks), test_accuracy(args.run, test.x_test, test.y_test))
+    errors = args.errors if 5 in ks and args.errors.is_file() else None  # drawn by the run that adapted k = 5
+    body = section(args, rows, tuple(ks), test_accuracy(args.run, test.x_test, test.y_test), errors)
     plot(rows, tuple(ks), args.plot)
     write_section(args.out, SECTION, body)
     print(body)
     return 0
 
 
-def section(args, rows: list[dict], ks: tuple[int, ...], base_test: float) -> str:
+def section(args, rows: list[dict], ks: tuple[int, ...], base_test: float, errors: Path | None = None) -> str:
     base_error = [1 - r["base"]["accuracy"] for r in rows]
     lines = [
         "## Adaptation: teaching a run a writer (`digitlab adapt`)",
@@ -350,9 +376,10 @@ def section(args, rows: list[dict], ks: tuple[int, ...], base_test: float) -> st
             f"| {statistics.mean(g['coverage'] for g in got):.1%} | {statistics.mean(g['test'] for g in got):.2%} "
             f"| {statistics.median(g['seconds'] for g in got):.1f} (median), {max(g['seconds'] for g in got):.1f} (max) |"
         )
-    plot_path = args.plot.resolve()
-    shown = plot_path.relative_to(ROOT) if plot_path.is_relative_to(ROOT) else plot_path
-    lines += ["", f"![accuracy against samples per digit]({shown})", ""]
+    lines += ["", f"![accuracy against samples per digit]({_shown(args.plot)})", ""]
+    lines += by_digit(rows, ks)
+    if errors is not None:
+        lines += [f"![digits the adapted runs still misread]({_shown(errors)})", ""]
     lines.append(
         "Seconds are wall-clock per `adapt` call in one process (TensorFlow already loaded; the wild calibration "
         "digits drawn once, then cached), on a CPU shared with other work."
@@ -368,6 +395,32 @@ def section(args, rows: list[dict], ks: tuple[int, ...], base_test: float) -> st
             f"(target: within 0.1); accepted digits of the writers {_accepted(got)} right (target: 99.5 %).",
         ]
     return "\n".join(lines)
+
+
+def _shown(path: Path) -> Path:
+    """A figure's path as the section links it: relative to the repository when inside it."""
+    path = path.resolve()
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def by_digit(rows: list[dict], ks: tuple[int, ...]) -> list[str]:
+    """The writers' errors on their other digits, all writers together, by the digit written: which of them
+    adapting removes (the glyph habits' digits) and which it leaves. Rows written before the count was kept
+    have none: no table."""
+    if not all("errors_by_digit" in r["base"] and all("errors_by_digit" in r["k"][k] for k in ks) for r in rows):
+        return []
+    counts = [("0 (base run)", [r["base"] for r in rows])] + [(str(k), [r["k"][k] for r in rows]) for k in ks]
+    lines = [
+        "Errors on the writers' other digits, all writers together, by the digit written "
+        f"(up to {EVALUATE * len(rows)} of each):",
+        "",
+        "| samples per digit | " + " | ".join(map(str, range(10))) + " | all |",
+        "| --- " * 12 + "|",
+    ]
+    for label, got in counts:
+        errors = np.sum([g["errors_by_digit"] for g in got], axis=0)
+        lines.append(f"| {label} | " + " | ".join(str(int(e)) for e in errors) + f" | {int(errors.sum())} |")
+    return [*lines, ""]
 
 
 def _which(args) -> str:
