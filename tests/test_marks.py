@@ -90,12 +90,33 @@ def test_synthetic_marks_are_answered_not_a_digit(kind):
 
 
 def test_blank_pages_photographed_are_no_ink():
-    """Grain, texture, JPEG, a shadow's edge and a vignette, and no pen: hardly any is read as a digit (about
-    1 in 70 over 1,300 such pages, docs/design/non-digits.md); most are "no ink"."""
-    pages = synthetic_marks("grain", 100, seed=3) + synthetic_marks("shadow", 200, seed=3)
-    read = [i for i, a in enumerate(pages) if preprocess(a).is_digit]
-    assert len(read) <= 10, f"pages {read} of {len(pages)} were read as a digit"
-    assert sum(preprocess(a).reason == NO_INK for a in pages[100:]) >= 190
+    """Grain, texture, JPEG, a shadow's edge and a vignette, and no pen: at least 99 % are "no ink" (the
+    issue's target for blank paper; docs/design/non-digits.md gives the rate over 2,000 such pages)."""
+    pages = synthetic_marks("grain", 300, seed=3) + synthetic_marks("shadow", 300, seed=3)
+    not_blank = [i for i, a in enumerate(pages) if preprocess(a).reason != NO_INK]
+    assert len(not_blank) <= 6, f"pages {not_blank} of {len(pages)} were not found blank"
+
+
+def test_the_papers_texture_thresholded_as_ink_is_no_ink():
+    """Grainy pages whose texture the threshold keeps as ink, all over the page, a few grey levels above the
+    paper: blank, however their grain compares with the paper's spread (JPEG can leave the paper one flat
+    level). A faint pencil digit, 40 grey levels below its paper, is still read."""
+    pages = synthetic_marks("grain", 54, seed=3)
+    assert [preprocess(pages[i]).reason for i in (20, 41, 53)] == [NO_INK] * 3
+    faint = np.full((280, 280), 215, np.uint8)
+    faint[canvas(seven) < 128] = 215 - 40
+    pre = preprocess(faint)
+    assert pre.is_digit, pre.reason
+
+
+@pytest.mark.parametrize("depth", [0.2, 0.5])
+def test_a_sharp_shadow_across_a_blank_page_is_no_ink(depth):
+    """A shadow with a sharp edge (a phone held over the page) dims a corner of blank paper: its edge is
+    not ink, however sharp, and the page is blank."""
+    rows, cols = np.mgrid[0:280, 0:280]
+    shade = (cols + 0.6 * rows > 200).astype(float)
+    page = 240 * (1 - depth * shade)
+    assert preprocess(page.astype(np.uint8)).reason == NO_INK
 
 
 @pytest.mark.parametrize("depth", [0.25, 0.4])  # a darker shadow with a sharp edge is a filled block (ink.SHADOW)

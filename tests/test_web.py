@@ -271,8 +271,10 @@ def png(a: np.ndarray) -> bytes:
 
 
 def parity_images(mnist) -> list[tuple[str, bytes]]:
-    """(kind, PNG) for 200 MNIST test digits pasted into canvases, 15 columns x 16 wild digits and 100 pen
-    drawings: 540 images."""
+    """(kind, PNG) for 200 MNIST test digits pasted into canvases, 15 columns x 16 wild digits, 100 pen
+    drawings and 6 blank pages photographed (grain, a shadow's edge) that only the rules for the paper's
+    texture and for a shadow along the image's edge find blank: 546 images."""
+    from digitlab.data.synth.marks import synthetic_marks
     from digitlab.data.synth.wild import build_wild
 
     rng = np.random.default_rng(29)
@@ -288,6 +290,9 @@ def parity_images(mnist) -> list[tuple[str, bytes]]:
     wild = build_wild(mnist.x_test[:1000], mnist.y_test[:1000], per_column=16, seed=29)
     images += [(column, png(a)) for column, (arrays, _) in wild.items() for a in arrays]
     images += [("drawn", strokes_png(rng)) for _ in range(100)]
+    for kind, chosen in (("grain", (20, 41, 53)), ("shadow", (30, 70, 137))):
+        pages = synthetic_marks(kind, max(chosen) + 1, seed=3)
+        images += [(kind, png(pages[i])) for i in chosen]
     return images
 
 
@@ -314,7 +319,7 @@ READ_PNGS = (
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_the_browser_reads_as_python_does_on_540_images(browser, site, onnx_run, mnist):
+def test_the_browser_reads_as_python_does_on_546_images(browser, site, onnx_run, mnist):
     """preprocess.js + infer.js against digitlab.preprocess + the ONNX predictor, in one page load."""
     from digitlab.predict import classify, load_predictor
     from digitlab.preprocess import preprocess
@@ -347,6 +352,7 @@ def test_the_browser_reads_as_python_does_on_540_images(browser, site, onnx_run,
         f"reasons worded otherwise: {worded}"
     )
     assert agree >= 0.995, f"answers differ (index, kind, python digit/unsure, browser digit/unsure, gap): {differ}"
+    assert not [d for d in differ if d[1] in ("grain", "shadow")], differ  # blank pages: blank in both
     assert len(far) <= len(images) // 200, far
     assert len(worded) <= len(images) // 100, worded
     assert not elsewhere and not errors, (elsewhere, errors)

@@ -16,6 +16,8 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
 MIN_CONTRAST = 24.0  # grey levels (0-255) between paper and strongest ink; less is a blank image
+# ... and between the paper and the median of what the threshold keeps as ink: less is the paper's texture
+# (its grain stands 5-15 levels above it on photographed blank pages; people's digits 70 or more).
 # What the threshold keeps as ink must stand out from the paper: the median of its levels at least this many
 # times the spread of the paper's own levels (1.4826 x their median absolute deviation) above the paper.
 # Below it, the "ink" is the paper's grain and noise: a blank page photographed (about 2x), not a pen's
@@ -43,6 +45,10 @@ SPECK_SIDE = 0.035  # ink components whose long side is under this share of the 
 SMOOTH = 0.15
 SMOOTH_SIGMA = 1 / 16
 SOLID_EDGE = 0.2  # ... unless its edge rises this share of its height per px: a solid mark's step
+# ... and one that runs along the image's edge for at least this share of the frame (_border's) is a shadow
+# cast over the page, sharp or soft: a pen's digit meets the edge at a stroke's width or not at all (the
+# wild set's digits in uneven light cover 8 % of it at most), a hand's or a phone's shadow 15-50 %.
+SHADOW_BORDER = 0.12
 SMOOTH_SIDE = 96  # px: the blur is taken on a copy about this short
 
 
@@ -73,6 +79,8 @@ def find_ink(grey: np.ndarray) -> Ink | None:
             return None  # only the shadow's edge: a blank page in uneven light
     if mask.any() and _faint(bright, mask, paper, MIN_INK_RATIO if paper_light is None else UNEVEN_INK_RATIO):
         return None  # the paper's grain, or a shadow's edge: a blank page
+    if mask.any() and float(np.median(bright[mask])) - paper < MIN_CONTRAST:
+        return None  # the paper's texture, a few grey levels above it: a blank page
     return Ink(bright, mask, paper, inverted, threshold_mask, paper_light)
 
 
@@ -121,8 +129,15 @@ def _ink_bright(grey: np.ndarray) -> tuple[np.ndarray | None, bool]:
 
 
 def _border(a: np.ndarray) -> np.ndarray:
-    k = max(1, round(0.02 * min(a.shape)))  # a frame 2% of the short side wide
-    return np.concatenate([a[:k].ravel(), a[-k:].ravel(), a[k:-k, :k].ravel(), a[k:-k, -k:].ravel()])
+    return a[_frame(a.shape)]
+
+
+def _frame(shape: tuple[int, int]) -> np.ndarray:
+    """bool (H, W): a frame 2 % of the short side wide along the image's edges."""
+    k = max(1, round(0.02 * min(shape)))
+    frame = np.zeros(shape, bool)
+    frame[:k], frame[-k:], frame[:, :k], frame[:, -k:] = True, True, True, True
+    return frame
 
 
 def _otsu(levels: np.ndarray) -> float:
@@ -162,7 +177,8 @@ def _drop_specks(mask: np.ndarray) -> np.ndarray:
 
 
 def _drop_shadows(bright: np.ndarray, mask: np.ndarray, paper: float) -> np.ndarray:
-    """Drop the ink components that are the smooth rest of a shadow (SMOOTH), not a pen's strokes."""
+    """Drop the ink components that are the smooth rest of a shadow (SMOOTH), not a pen's strokes, and those
+    that run along the image's edge (SHADOW_BORDER): a shadow's edge, however sharp."""
     h, w = bright.shape
     factor = max(1, min(h, w) // SMOOTH_SIDE)
     if factor > 1:
@@ -178,7 +194,9 @@ def _drop_shadows(bright: np.ndarray, mask: np.ndarray, paper: float) -> np.ndar
     slope = ndi.gaussian_gradient_magnitude(bright, 1.0)
     edge = mask & ~ndi.binary_erosion(mask)
     step = np.asarray(ndi.labeled_comprehension(slope, labels * edge, index, lambda v: np.percentile(v, 90), float, 0))
-    keep = np.r_[False, (sharp >= SMOOTH * height) | (step >= SOLID_EDGE * height)]
+    frame = _frame(mask.shape)
+    along = np.asarray(ndi.sum(frame, labels, index)) / frame.sum()
+    keep = np.r_[False, ((sharp >= SMOOTH * height) | (step >= SOLID_EDGE * height)) & (along < SHADOW_BORDER)]
     return keep[labels]
 
 

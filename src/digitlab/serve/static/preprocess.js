@@ -26,6 +26,7 @@ const digitlabPreprocess = (() => {
   const SMOOTH_SIGMA = 1 / 16;
   const SOLID_EDGE = 0.2;
   const SMOOTH_SIDE = 96;
+  const SHADOW_BORDER = 0.12;
   // marks.py
   const FILLED_SHARE = 0.5;
   const DOT_EXTENT = 2.25;
@@ -346,14 +347,22 @@ const digitlabPreprocess = (() => {
   // --- ink.py ----------------------------------------------------------------------------------------
 
   function border(img) {
-    const k = Math.max(1, roundHalfEven(0.02 * Math.min(img.w, img.h)));
-    const out = [];
     const { w, h, a } = img;
+    const frame = edgeFrame(w, h);
+    const out = [];
+    for (let i = 0; i < w * h; i++) if (frame[i]) out.push(a[i]);
+    return out;
+  }
+
+  function edgeFrame(w, h) {
+    // ink.py's _frame: 1 on a frame 2 % of the short side wide along the image's edges
+    const k = Math.max(1, roundHalfEven(0.02 * Math.min(w, h)));
+    const frame = new Uint8Array(w * h);
     for (let y = 0; y < h; y++) {
       const edgeRow = y < k || y >= h - k;
-      for (let x = 0; x < w; x++) if (edgeRow || x < k || x >= w - k) out.push(a[y * w + x]);
+      for (let x = 0; x < w; x++) frame[y * w + x] = edgeRow || x < k || x >= w - k ? 1 : 0;
     }
-    return out;
+    return frame;
   }
 
   function minMax(a) {
@@ -681,10 +690,19 @@ const digitlabPreprocess = (() => {
         if (!mask[i] || (at(y - 1, x) && at(y + 1, x) && at(y, x - 1) && at(y, x + 1))) continue;
         edges[labels[i]].push(Math.sqrt(f32(f32(dy[i] * dy[i]) + f32(dx[i] * dx[i]))));
       }
+    // ... and a component that runs along the image's edge is a shadow cast over the page, however sharp
+    const frame = edgeFrame(w, h);
+    const along = new Float64Array(n + 1);
+    let frameSize = 0;
+    for (let i = 0; i < w * h; i++) {
+      frameSize += frame[i];
+      if (frame[i]) along[labels[i]] += 1;
+    }
     const keep = new Uint8Array(n + 1);
     for (let c = 1; c <= n; c++) {
       const step = edges[c].length ? percentile(edges[c], 90) : 0;
-      keep[c] = sharp[c] >= SMOOTH * height[c] || step >= SOLID_EDGE * height[c] ? 1 : 0;
+      const lit = sharp[c] >= SMOOTH * height[c] || step >= SOLID_EDGE * height[c];
+      keep[c] = lit && along[c] / frameSize < SHADOW_BORDER ? 1 : 0;
     }
     const kept = new Uint8Array(w * h);
     for (let i = 0; i < w * h; i++) kept[i] = keep[labels[i]];
@@ -707,6 +725,11 @@ const digitlabPreprocess = (() => {
     }
     if (mask.some((v) => v) && faint(bright, mask, paper, paperLight === null ? MIN_INK_RATIO : UNEVEN_INK_RATIO))
       return null;
+    if (mask.some((v) => v)) {
+      const ink = [];
+      for (let i = 0; i < mask.length; i++) if (mask[i]) ink.push(bright.a[i]);
+      if (median(ink) - paper < MIN_CONTRAST) return null; // the paper's texture: a blank page
+    }
     return { bright, mask, paper, inverted, thresholdMask: thresholded };
   }
 
