@@ -91,7 +91,7 @@ def test_synthetic_marks_are_answered_not_a_digit(kind):
 
 def test_blank_pages_photographed_are_no_ink():
     """Grain, texture, JPEG, a shadow's edge and a vignette, and no pen: at least 99 % are "no ink" (the
-    issue's target for blank paper; docs/design/non-digits.md gives the rate over 2,000 such pages)."""
+    target for blank paper; docs/design/non-digits.md gives the rate over 3,000 such pages)."""
     pages = synthetic_marks("grain", 300, seed=3) + synthetic_marks("shadow", 300, seed=3)
     not_blank = [i for i, a in enumerate(pages) if preprocess(a).reason != NO_INK]
     assert len(not_blank) <= 6, f"pages {not_blank} of {len(pages)} were not found blank"

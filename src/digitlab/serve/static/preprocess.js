@@ -701,8 +701,8 @@ const digitlabPreprocess = (() => {
     const keep = new Uint8Array(n + 1);
     for (let c = 1; c <= n; c++) {
       const step = edges[c].length ? percentile(edges[c], 90) : 0;
-      const lit = sharp[c] >= SMOOTH * height[c] || step >= SOLID_EDGE * height[c];
-      keep[c] = lit && along[c] / frameSize < SHADOW_BORDER ? 1 : 0;
+      const stroke = sharp[c] >= SMOOTH * height[c] || step >= SOLID_EDGE * height[c];
+      keep[c] = stroke && along[c] / frameSize < SHADOW_BORDER ? 1 : 0;
     }
     const kept = new Uint8Array(w * h);
     for (let i = 0; i < w * h; i++) kept[i] = keep[labels[i]];
