@@ -644,6 +644,22 @@ def test_agreement_is_sure_when_both_readers_are():
     assert combine(both, Combining(both_sure=False)).unsure
 
 
+def test_every_reader_asks_for_another_photo_of_a_blank_page_in_uneven_light(line_digit_run):
+    """`read` by segmentation, by the line model and by both: a blank page under a shadow is no reading, the
+    reason saying the light was uneven; evenly lit blank paper is plain "no ink"."""
+    from digitlab.predict import load_predictor
+    from digitlab.predict.reading import read
+    from digitlab.preprocess import NO_INK, UNEVEN_LIGHT
+
+    both = load_predictor(line_digit_run)
+    rows, cols = np.mgrid[0:120, 0:300]
+    shadowed = (235 * (1 - 0.4 * (cols + 0.6 * rows > 150))).astype(np.uint8)
+    for method in ("segment", "line", "combined"):
+        reading = read(both, shadowed, method=method)
+        assert reading.text is None and reading.unsure and reading.reason == UNEVEN_LIGHT, method
+        assert read(both, np.full((120, 300), 235, np.uint8), method=method).reason == NO_INK, method
+
+
 def test_a_line_run_with_a_digit_model_reads_with_both(line_digit_run, tiny_line_run, synthetic_cnn_run):
     from digitlab.predict import load_predictor
     from digitlab.predict.reading import choose_method, read

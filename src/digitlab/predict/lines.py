@@ -29,7 +29,7 @@ from digitlab.predict import NOT_A_DIGIT_REASON, Predictor
 from digitlab.predict.count import LOG_CLEARLY, DigitCount, found_reason
 from digitlab.predict.ctc import Decoded, count_decode, greedy_decode
 from digitlab.predict.results import ReadDigit, Reading, no_reading, ordinal
-from digitlab.preprocess import NO_INK
+from digitlab.preprocess import blank_reason
 from digitlab.preprocess.ink import ink_levels
 from digitlab.preprocess.line import LINE_HEIGHT, LINE_WIDTH, line_ink, normalize_line
 from digitlab.preprocess.normalize import SIDE
@@ -83,7 +83,7 @@ def read_lines(
     sx, sy = size[0] / grey.shape[1], size[1] / grey.shape[0]
     inputs = inputs or line_inputs(predictor, grey)
     if inputs is None:
-        return no_reading(NO_INK, size)
+        return no_reading(blank_reason(grey), size)
     images, places, masks, probs = inputs.images, inputs.places, inputs.masks, inputs.probs
     decoded = greedy_decode(probs, predictor.temperature)
     reasons = []

@@ -35,7 +35,7 @@ from digitlab.predict.count import LOG_CLEARLY, DigitCount, found_reason
 from digitlab.predict.results import ReadDigit, Reading, no_reading, ordinal
 from digitlab.preprocess import NO_INK
 from digitlab.preprocess.image import FORMATS, WORK_SIDE, to_grey
-from digitlab.preprocess.ink import find_ink, ink_levels
+from digitlab.preprocess.ink import blank_reason, find_ink, ink_levels
 from digitlab.preprocess.normalize import normalize_digit
 from digitlab.preprocess.segment import Piece, Segmentation, cut_graph, piece_mask, segment
 
@@ -83,6 +83,7 @@ class Hypotheses:
     # graph (segment.cut_graph: (c0, c1) -> Piece), and -> the candidate and the next one merged into one digit.
     graphs: dict = dataclasses.field(default_factory=dict)
     merged: dict = dataclasses.field(default_factory=dict)
+    blank: str = NO_INK  # without ink: why (preprocess.blank_reason)
 
 
 def hypotheses(
@@ -108,7 +109,7 @@ def ask(
     scale = (size[0] / grey.shape[1], size[1] / grey.shape[0])
     ink = find_ink(grey)
     if ink is None or not ink.mask.any():
-        return Hypotheses(size, scale, None, {}, {}, scoring)
+        return Hypotheses(size, scale, None, {}, {}, scoring, blank=blank_reason(grey))
     seg = segment(ink.mask)
     candidates = [(c, seg.line_heights[k]) for k, line in enumerate(seg.lines) for c in line]
     results: dict = {}  # Piece -> classify row
@@ -178,7 +179,7 @@ def decide(h: Hypotheses, scoring: Scoring = SCORING, digits: DigitCount | None 
     if h.scoring is not None and h.scoring.wide_from != scoring.wide_from:
         raise ValueError(f"decide: {scoring} needs every piece asked, hypotheses(..., scoring=None)")
     if h.seg is None:
-        return no_reading(NO_INK, h.size)
+        return no_reading(h.blank, h.size)
     steps = _choose(h, scoring)
     found = _count(steps)
     reasons = []

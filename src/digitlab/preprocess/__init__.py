@@ -20,13 +20,21 @@ import numpy as np
 
 from digitlab.preprocess.debug import save_debug_strip, to_uint8
 from digitlab.preprocess.image import ImageError, load_image, to_grey
-from digitlab.preprocess.ink import find_ink, ink_levels
+from digitlab.preprocess.ink import NO_INK, UNEVEN_LIGHT, blank_reason, find_ink, ink_levels
 from digitlab.preprocess.marks import not_a_digit
 from digitlab.preprocess.normalize import SIDE, normalize_digit
 
-NO_INK = "no ink found in the image"
-
-__all__ = ["NO_INK", "SIDE", "ImageError", "Preprocessed", "load_image", "preprocess", "save_debug_strip"]
+__all__ = [
+    "NO_INK",
+    "SIDE",
+    "UNEVEN_LIGHT",
+    "ImageError",
+    "Preprocessed",
+    "blank_reason",
+    "load_image",
+    "preprocess",
+    "save_debug_strip",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,14 +66,14 @@ def preprocess(image, *, debug: bool = False) -> Preprocessed:
     record("input grey", grey)
     ink = find_ink(grey)
     if ink is None:
-        return Preprocessed(np.zeros((SIDE, SIDE), np.uint8), False, False, tuple(steps), NO_INK)
+        return Preprocessed(np.zeros((SIDE, SIDE), np.uint8), False, False, tuple(steps), blank_reason(grey))
     if ink.paper_light is not None:
         record("paper light", ink.paper_light)
     record("ink bright" if ink.paper_light is None else "paper flattened", ink.bright)
     record("threshold", ink.threshold_mask)
     record("specks removed", ink.mask)
     if not ink.mask.any():
-        return Preprocessed(np.zeros((SIDE, SIDE), np.uint8), False, ink.inverted, tuple(steps), NO_INK)
+        return Preprocessed(np.zeros((SIDE, SIDE), np.uint8), False, ink.inverted, tuple(steps), blank_reason(grey))
     # The seam: segmentation of a number splits the ink here, before one digit is normalised.
     digit = normalize_digit(*ink_levels(ink.bright, ink.mask, ink.paper), record=record)
     record("centred 28x28", digit)

@@ -15,6 +15,9 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
+NO_INK = "no ink found in the image"
+# ... on paper in uneven light (a shadow, a vignette), which can hide faint writing (docs/design/non-digits.md)
+UNEVEN_LIGHT = f"{NO_INK}; the light is uneven: if something is written there, take the photo again without the shadow"
 MIN_CONTRAST = 24.0  # grey levels (0-255) between paper and strongest ink; less is a blank image
 # ... and between the paper and the median of what the threshold keeps as ink: less is the paper's texture
 # (its grain stands 5-15 levels above it on photographed blank pages; people's digits 70 or more).
@@ -82,6 +85,13 @@ def find_ink(grey: np.ndarray) -> Ink | None:
     if mask.any() and float(np.median(bright[mask])) - paper < MIN_CONTRAST:
         return None  # the paper's texture, a few grey levels above it: a blank page
     return Ink(bright, mask, paper, inverted, threshold_mask, paper_light)
+
+
+def blank_reason(grey: np.ndarray) -> str:
+    """Why an image `find_ink` finds no ink in is blank: NO_INK, or UNEVEN_LIGHT when its paper is lit
+    unevenly (flatten_paper has a shadow or a gradient to divide out), which may have hidden faint writing."""
+    bright, _ = _ink_bright(np.asarray(grey, np.float32))
+    return NO_INK if bright is None or flatten_paper(bright)[1] is None else UNEVEN_LIGHT
 
 
 def flatten_paper(bright: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

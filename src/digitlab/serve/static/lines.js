@@ -554,7 +554,8 @@ const digitlabLines = (() => {
     const web = reader.web;
     const inputs = await lineInputs(grey, reader);
     const greedy = inputs && inputs.lines.map((line) => greedyDecode(line.probs, web));
-    const line = inputs === null ? noReading(P.NO_INK, size) : readLines(inputs, greedy, size, grey, reader);
+    const line =
+      inputs === null ? noReading(P.blankReason(grey), size) : readLines(inputs, greedy, size, grey, reader);
     if (reader.method !== "combined") return line;
     const h = await S.hypotheses(rgba, width, height, reader.classify);
     const segment = await S.decide(h);

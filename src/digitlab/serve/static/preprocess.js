@@ -42,6 +42,8 @@ const digitlabPreprocess = (() => {
   const STROKE_BAND = [2.0, 4.8];
   // preprocess/__init__.py
   const NO_INK = "no ink found in the image";
+  const UNEVEN_LIGHT =
+    `${NO_INK}; the light is uneven: if something is written there, take the photo again without the shadow`;
 
   const f32 = Math.fround;
 
@@ -709,6 +711,12 @@ const digitlabPreprocess = (() => {
     return kept;
   }
 
+  function blankReason(grey) {
+    // ink.py's blank_reason: NO_INK, or UNEVEN_LIGHT when the paper is lit unevenly
+    const [bright] = inkBright(grey);
+    return bright === null || flattenPaper(bright)[1] === null ? NO_INK : UNEVEN_LIGHT;
+  }
+
   function findInk(grey) {
     const [bright0, inverted] = inkBright(grey);
     if (bright0 === null) return null;
@@ -985,8 +993,8 @@ const digitlabPreprocess = (() => {
     const grey = toGrey(rgba, width, height);
     const ink = findInk(grey);
     const empty = new Uint8Array(SIDE * SIDE);
-    if (ink === null) return { digit: empty, hasInk: false, inverted: false, reason: NO_INK };
-    if (!ink.mask.some((v) => v)) return { digit: empty, hasInk: false, inverted: ink.inverted, reason: NO_INK };
+    if (ink === null || !ink.mask.some((v) => v))
+      return { digit: empty, hasInk: false, inverted: ink !== null && ink.inverted, reason: blankReason(grey) };
     const { soft, mask } = inkLevels(ink.bright, ink.mask, ink.paper);
     const digit = normalizeDigit(soft, mask);
     return { digit, hasInk: true, inverted: ink.inverted, reason: notADigit(ink.mask, ink.bright.w, ink.bright.h) };
@@ -995,6 +1003,8 @@ const digitlabPreprocess = (() => {
   return {
     SIDE,
     NO_INK,
+    UNEVEN_LIGHT,
+    blankReason,
     preprocessRGBA,
     toGrey,
     findInk,

@@ -414,7 +414,7 @@ const digitlabSegment = (() => {
     const scale = [width / grey.w, height / grey.h];
     const ink = P.findInk(grey);
     const h = { size, scale, seg: null, results: new Map(), crops: new Map(), ink, graphs: null, merged: null };
-    if (ink === null || !ink.mask.some((v) => v)) return h;
+    if (ink === null || !ink.mask.some((v) => v)) return { ...h, blank: P.blankReason(grey) };
     const seg = segment(ink.mask, grey.w, grey.h);
     h.seg = seg;
     const candidates = [];
@@ -436,7 +436,7 @@ const digitlabSegment = (() => {
     // best-scoring reading with that many digits when the best one has another count, its count "clearly"
     // found when the forced reading is less likely by logClearly (count.LOG_CLEARLY, from model.json)
     if (h.seg === null)
-      return { text: null, lines: [], confidence: null, unsure: true, reason: P.NO_INK, digits: [], size: h.size };
+      return { text: null, lines: [], confidence: null, unsure: true, reason: h.blank, digits: [], size: h.size };
     let steps = choose(h.seg, h.results);
     const found = countOf(steps);
     const reasons = [];
