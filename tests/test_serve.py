@@ -155,6 +155,17 @@ def test_blank_image_is_unsure_with_a_reason(client):
     assert r.json()["unsure"] is True and "no ink" in r.json()["reason"]
 
 
+def test_a_blank_page_in_uneven_light_asks_for_another_photo_through_the_api(client):
+    from digitlab.preprocess import UNEVEN_LIGHT
+
+    rows, cols = np.mgrid[0:200, 0:200]
+    shadowed = png_bytes(Image.fromarray((235 * (1 - 0.4 * (cols + 0.6 * rows > 150))).astype(np.uint8)))
+    for endpoint in ("/api/predict", "/api/read"):
+        r = client.post(endpoint, files={"file": ("shadow.png", shadowed, "image/png")})
+        assert r.status_code == 200, r.text
+        assert r.json()["unsure"] is True and r.json()["reason"] == UNEVEN_LIGHT, endpoint
+
+
 def test_a_blank_image_has_no_numbers_and_the_schema_says_so(client):
     blank = png_bytes(Image.new("L", (200, 200), 255))
     for r in (client.post("/api/predict", files={"file": ("blank.png", blank, "image/png")}),
