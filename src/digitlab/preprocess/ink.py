@@ -81,9 +81,7 @@ def find_ink(grey: np.ndarray) -> Ink | None:
         if not mask.any():
             return None  # only the shadow's edge: a blank page in uneven light
     if mask.any() and _faint(bright, mask, paper, MIN_INK_RATIO if paper_light is None else UNEVEN_INK_RATIO):
-        return None  # the paper's grain, or a shadow's edge: a blank page
-    if mask.any() and float(np.median(bright[mask])) - paper < MIN_CONTRAST:
-        return None  # the paper's texture, a few grey levels above it: a blank page
+        return None  # the paper's grain or texture, or a shadow's edge: a blank page
     return Ink(bright, mask, paper, inverted, threshold_mask, paper_light)
 
 
@@ -166,10 +164,12 @@ def _threshold(ink: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _faint(bright: np.ndarray, mask: np.ndarray, paper: float, ratio: float) -> bool:
-    """Whether the ink kept stands out from the paper's own grain by less than `ratio` times its spread."""
+    """Whether the ink kept stands above the paper by less than MIN_CONTRAST grey levels, or by less than
+    `ratio` times the spread of the paper's own grain (its median in either case)."""
     rest = bright[~mask]
     spread = 1.4826 * float(np.median(np.abs(rest - np.median(rest)))) if rest.size else 0.0
-    return float(np.median(bright[mask])) - paper < ratio * spread
+    height = float(np.median(bright[mask])) - paper
+    return height < MIN_CONTRAST or height < ratio * spread
 
 
 def _drop_specks(mask: np.ndarray) -> np.ndarray:

@@ -605,6 +605,7 @@ const digitlabPreprocess = (() => {
   }
 
   function faint(bright, mask, paper, ratio) {
+    // ink.py's _faint: the ink's median under MIN_CONTRAST levels above the paper, or under ratio x its grain
     let count = 0;
     for (const v of mask) count += v;
     const rest = new Float32Array(mask.length - count);
@@ -619,7 +620,8 @@ const digitlabPreprocess = (() => {
       for (let i = 0; i < rest.length; i++) rest[i] = Math.abs(rest[i] - m);
       spread = 1.4826 * median(rest, true);
     }
-    return median(ink, true) - paper < ratio * spread;
+    const height = median(ink, true) - paper;
+    return height < MIN_CONTRAST || height < ratio * spread;
   }
 
   function gaussianKernel(sigma, order) {
@@ -733,11 +735,6 @@ const digitlabPreprocess = (() => {
     }
     if (mask.some((v) => v) && faint(bright, mask, paper, paperLight === null ? MIN_INK_RATIO : UNEVEN_INK_RATIO))
       return null;
-    if (mask.some((v) => v)) {
-      const ink = [];
-      for (let i = 0; i < mask.length; i++) if (mask[i]) ink.push(bright.a[i]);
-      if (median(ink) - paper < MIN_CONTRAST) return null; // the paper's texture: a blank page
-    }
     return { bright, mask, paper, inverted, thresholdMask: thresholded };
   }
 
