@@ -493,7 +493,10 @@ def compare_evidence(predictor, sets: dict[str, list]) -> None:
     print(f"{len(right)} validation numbers, {100 * right.mean():.1f} % right; 5-fold cross-validation:")
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
     names = [*NUMBER_FEATURES, "readers' confidence (log)"]
-    for label, cols in [*((name, [k]) for k, name in enumerate(names)), ("all of the rule's", list(range(5)))]:
+    for label, cols in [
+        *((name, [k]) for k, name in enumerate(names)),
+        ("all of the rule's", list(range(len(NUMBER_FEATURES)))),
+    ]:
         model = make_pipeline(StandardScaler(), LogisticRegression(C=NUMBER_C, max_iter=1000))
         p = cross_val_predict(model, x[:, cols], right, cv=folds, method="predict_proba")[:, 1]
         order = np.argsort(-p, kind="stable")
